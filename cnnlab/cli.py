@@ -1,0 +1,176 @@
+"""The `cnnlab` command: a thin layer over the Python API. Every Config field is a `train` flag."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+import typing
+from typing import Any, Literal
+
+from .errors import CnnlabError
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    from .config import Config, config_help
+
+    hints, helps = typing.get_type_hints(Config), config_help()
+    group = parser.add_argument_group("config (defaults: the chosen preset)")
+    for f in dataclasses.fields(Config):
+        flag = "--" + f.name.replace("_", "-")
+        kind = hints[f.name]
+        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": helps[f.name]}
+        if kind is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(kind) is Literal:
+            kwargs["choices"] = typing.get_args(kind)
+        else:
+            kwargs["type"] = str  # converted and checked by parse_config, which names the key on error
+            kwargs["metavar"] = kind.__name__.upper()
+        group.add_argument(flag, **kwargs)
+
+
+def _config_from_args(args: argparse.Namespace):
+    from .config import PRESETS, load_config_file, parse_config, preset
+
+    from .config import Config
+
+    names = {f.name for f in dataclasses.fields(Config)}
+    overrides = {k: v for k, v in vars(args).items() if k in names}
+    base = load_config_file(args.config).to_dict() if args.config else preset(args.preset).to_dict()
+    if args.config and args.preset != "fast":
+        base = {**base, **PRESETS[args.preset]}
+    return parse_config({**base, **overrides})
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .pipeline import train_run
+
+    cfg = _config_from_args(args)
+    if args.print_config:
+        print(json.dumps(cfg.to_dict(), indent=2))
+        return 0
+    out = args.out or f"runs/{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    metrics = train_run(cfg, out)
+    if "test" in metrics:
+        print(f"test accuracy: {100 * metrics['test']['accuracy']:.2f}% "
+              f"({metrics['test']['n']} images); training {metrics['train_time_s']:.1f}s")
+    print(f"run saved in {out}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .pipeline import evaluate_run
+
+    metrics = evaluate_run(args.run_dir, args.data)
+    print(f"accuracy: {100 * metrics['accuracy']:.2f}%")
+    print(f"loss: {metrics['loss']:.4f}  ({metrics['n']} images, {metrics['split']})")
+    width = max(len(c) for c in metrics["per_class_accuracy"])
+    print(f"{'class':<{width}}  accuracy")
+    for name, acc in metrics["per_class_accuracy"].items():
+        print(f"{name:<{width}}  {100 * acc:6.2f}%")
+    return 0
+
+
+def cmd_data_info(args: argparse.Namespace) -> int:
+    from .data import load_dataset
+
+    ds = load_dataset(args.path, val_fraction=args.val_fraction, split=args.split, seed=args.seed,
+                      progress=not args.quiet)
+    for line, (name, split) in zip(ds.found_lines(), ds.subsets().items()):
+        print(f"{line}  ({name})")
+    print(f"classes: {', '.join(ds.classes)}")
+    height, width, channels = ds.image_shape
+    print(f"image size: {height}x{width}x{channels} (uint8)")
+    return 0
+
+
+def cmd_data_get(args: argparse.Namespace) -> int:
+    from .data.cifar import get_cifar10
+
+    if args.name != "cifar10":
+        raise CnnlabError(f"unknown dataset {args.name!r}; known: cifar10")
+    folder = get_cifar10(args.dir, archive=args.archive)
+    print(f"CIFAR-10 ready in {folder}; train with: cnnlab train --data {folder}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .models import count_params, create_model, default_input_size, list_models
+
+    print(f"{'model':<16}{'input':>8}{'params':>14}")
+    for name in list_models():
+        size = default_input_size(name)
+        print(f"{name:<16}{f'{size}x{size}':>8}{count_params(create_model(name))['total']:>14,}")
+    return 0
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from .models import create_model, default_input_size, summary
+
+    model = create_model(args.model, num_classes=args.num_classes)
+    print(summary(model, args.input_size or default_input_size(args.model)))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+    from .config import PRESETS
+
+    parser = argparse.ArgumentParser(prog="cnnlab", description="Train and compare image classifiers.")
+    parser.add_argument("--version", action="version", version=f"cnnlab {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a model; writes a run directory")
+    p.add_argument("--preset", choices=list(PRESETS), default="fast", help="named config (default: fast)")
+    p.add_argument("--config", help="JSON config file (a run's config.json 'config' object works)")
+    p.add_argument("--out", help="new run directory (default: runs/<preset>-<time>)")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    _add_config_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="test accuracy of a finished run")
+    p.add_argument("run_dir")
+    p.add_argument("--data", help="dataset to evaluate on (default: the run's)")
+    p.set_defaults(func=cmd_evaluate)
+
+    data = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True,
+                                                                       metavar="DATA_COMMAND")
+    p = data.add_parser("info", help="scan a dataset: Keras's 'Found N images' lines, classes, size")
+    p.add_argument("path")
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--split", choices=["keras", "random"], default="keras")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_data_info)
+    p = data.add_parser("get", help="download a dataset and check its MD5")
+    p.add_argument("name", choices=["cifar10"])
+    p.add_argument("dir")
+    p.add_argument("--archive", help="use this local copy of cifar-10-python.tar.gz instead of downloading")
+    p.set_defaults(func=cmd_data_get)
+
+    p = sub.add_parser("models", help="list the registered models")
+    p.set_defaults(func=cmd_models)
+    p = sub.add_parser("summary", help="Keras-style summary of a model")
+    p.add_argument("model")
+    p.add_argument("--input-size", type=int, default=0)
+    p.add_argument("--num-classes", type=int, default=10)
+    p.set_defaults(func=cmd_summary)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except CnnlabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

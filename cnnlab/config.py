@@ -1,0 +1,186 @@
+"""One typed Config holding every knob, its default and its unit; presets are named overrides.
+
+The defaults are the `fast` preset. `seed` reproduces the Keras study in ../shared/docs/SEED_STUDY.md.
+Every field becomes a CLI flag (`batch_size` -> `--batch-size`); nothing is configured by side effect.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .errors import ConfigError
+
+
+def _knob(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class Config:
+    # --- data ---
+    data: str = _knob("", "dataset root (train/ and test/ class folders, a class-folder root, or "
+                          "cifar-10-batches-py); default: $CNNLAB_DATA")
+    val_fraction: float = _knob(0.1, "fraction of each training class held out for validation (0 = none)")
+    split: Literal["keras", "random"] = _knob(
+        "keras", "validation split: keras = first files of each class in sorted order; random = seeded, stratified")
+    image_size: int = _knob(0, "side in pixels the images are decoded and cached at (0 = the dataset's own size)")
+    input_size: int = _knob(0, "side in pixels fed to the model, resized on the device per batch (0 = image_size)")
+    interpolation: Literal["nearest", "bilinear"] = _knob("nearest", "resize method (Keras's default is nearest)")
+    scaling: Literal["rescale", "normalize"] = _knob(
+        "normalize", "rescale = x/255 (the study); normalize = (x/255 - mean)/std of the training images")
+    subset: int = _knob(0, "use at most this many images of each split, taken evenly over classes (0 = all)")
+    # --- augmentation, applied on the device a batch at a time ---
+    flip: bool = _knob(True, "random horizontal flip")
+    translate: int = _knob(2, "random translation up to this many pixels, reflect padding (0 = off)")
+    cutout: int = _knob(0, "side in pixels of a random square set to zero (0 = off)")
+    # --- model ---
+    model: str = _knob("fastnet", "registered model name (see `cnnlab models`)")
+    # --- optimisation ---
+    epochs: int = _knob(8, "passes over the training images")
+    batch_size: int = _knob(512, "training images per step; steps per epoch = n // batch_size")
+    optimizer: Literal["sgd", "adam"] = _knob("sgd", "optimizer")
+    lr: float = _knob(0.4, "peak learning rate")
+    momentum: float = _knob(0.9, "SGD momentum / Adam beta_1")
+    nesterov: bool = _knob(True, "Nesterov momentum (SGD)")
+    weight_decay: float = _knob(5e-4, "L2 weight decay")
+    adam_eps: float = _knob(1e-7, "Adam epsilon (Keras's default 1e-7)")
+    schedule: Literal["constant", "onecycle"] = _knob(
+        "onecycle", "learning-rate schedule: constant, or linear warm-up then linear decay to 0")
+    warmup_epochs: float = _knob(2.0, "epochs of linear warm-up for onecycle")
+    label_smoothing: float = _knob(0.2, "label smoothing of the cross-entropy loss")
+    tta: bool = _knob(True, "test-time augmentation: average the logits of each image and its mirror")
+    # --- execution ---
+    eval_batch_size: int = _knob(1000, "images per step when evaluating")
+    precision: Literal["auto", "bf16", "fp32"] = _knob(
+        "auto", "auto = bf16 autocast where the hardware has bf16 units (CUDA, AVX-512-BF16/AMX CPUs), else fp32")
+    device: str = _knob("auto", "auto, cpu, cuda or cuda:N")
+    threads: int = _knob(0, "CPU threads for PyTorch (0 = all cores)")
+    seed: int = _knob(0, "random seed for initialisation, shuffling, augmentation and dropout")
+    progress: bool = _knob(True, "show a progress bar")
+
+    def replace(self, **changes: Any) -> "Config":
+        return parse_config({**self.to_dict(), **changes})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def data_path(self) -> str:
+        path = self.data or os.environ.get("CNNLAB_DATA", "")
+        if not path:
+            raise ConfigError("no dataset given: pass --data PATH or set CNNLAB_DATA")
+        return path
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The defaults: a small whitened ConvNet, Nesterov SGD, one-cycle schedule, label smoothing,
+    # flip + translate, flip TTA (after Page 2018 "How to train your ResNet" and Jordan 2024, airbench).
+    "fast": {},
+    # The study, as Keras ran it: ImageDataGenerator(rescale=1/255, validation_split=0.1),
+    # flow_from_directory(target_size=(256, 256)) -> nearest upscale, AlexNet + BN + Dropout,
+    # Adam(1e-3, eps 1e-7) at a constant rate, batch 50, 20 epochs, no augmentation.
+    "seed": {
+        "model": "seed_alexnet", "input_size": 256, "interpolation": "nearest", "scaling": "rescale",
+        "split": "keras", "val_fraction": 0.1, "flip": False, "translate": 0, "cutout": 0,
+        "epochs": 20, "batch_size": 50, "optimizer": "adam", "lr": 1e-3, "momentum": 0.9,
+        "adam_eps": 1e-7, "weight_decay": 0.0, "schedule": "constant", "warmup_epochs": 0.0,
+        "label_smoothing": 0.0, "tta": False, "eval_batch_size": 100,
+    },
+}
+
+
+def preset(name: str, **overrides: Any) -> Config:
+    """The named preset with `overrides` applied, validated."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
+    return parse_config({**PRESETS[name], **overrides})
+
+
+def _field_types() -> dict[str, Any]:
+    return typing.get_type_hints(Config)
+
+
+def _coerce(key: str, value: Any, kind: Any) -> Any:
+    """Check (and, from strings, convert) one value against its annotated type."""
+    if typing.get_origin(kind) is Literal:
+        choices = typing.get_args(kind)
+        if value not in choices:
+            raise ConfigError(f"config key {key!r}: {value!r} is not one of {', '.join(map(str, choices))}")
+        return value
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):
+            return value.lower() in ("true", "1", "yes")
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+    elif kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif kind is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"config key {key!r}: expected {getattr(kind, '__name__', kind)}, got {value!r}")
+
+
+def parse_config(values: dict[str, Any]) -> Config:
+    """Build a Config from a plain dict (e.g. a saved config.json), rejecting unknown keys and bad values."""
+    types = _field_types()
+    unknown = sorted(set(values) - set(types))
+    if unknown:
+        raise ConfigError(f"unknown config key(s): {', '.join(unknown)}; see `cnnlab train --help` for the keys")
+    cfg = Config(**{k: _coerce(k, v, types[k]) for k, v in values.items()})
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Range checks that the types alone do not express."""
+    positive = ("epochs", "batch_size", "eval_batch_size")
+    for key in positive:
+        if getattr(cfg, key) <= 0:
+            raise ConfigError(f"config key {key!r} must be positive, got {getattr(cfg, key)}")
+    non_negative = ("image_size", "input_size", "subset", "translate", "cutout", "threads", "weight_decay",
+                    "warmup_epochs", "label_smoothing", "seed")
+    for key in non_negative:
+        if getattr(cfg, key) < 0:
+            raise ConfigError(f"config key {key!r} must be >= 0, got {getattr(cfg, key)}")
+    if not 0.0 <= cfg.val_fraction < 1.0:
+        raise ConfigError(f"config key 'val_fraction' must be in [0, 1), got {cfg.val_fraction}")
+    if not cfg.lr > 0:
+        raise ConfigError(f"config key 'lr' must be positive, got {cfg.lr}")
+    if not 0.0 <= cfg.label_smoothing < 1.0:
+        raise ConfigError(f"config key 'label_smoothing' must be in [0, 1), got {cfg.label_smoothing}")
+    if not (cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:")):
+        raise ConfigError(f"config key 'device' must be auto, cpu, cuda or cuda:N, got {cfg.device!r}")
+
+
+def config_help() -> dict[str, str]:
+    return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(Config)}
+
+
+def load_config_file(path: str) -> Config:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            values = json.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not a JSON config ({exc})") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: a config must be a JSON object of key: value")
+    return parse_config(values)

@@ -1,0 +1,67 @@
+"""A small fast CIFAR network after the speed records (Page 2018; Jordan 2024, "94% on CIFAR-10 in
+3.29 seconds on a single GPU", arXiv 2404.00498): a frozen 2x2 patch-whitening first layer, three
+conv groups (conv, max-pool, BN, GELU, conv, BN, GELU), global max-pool and a scaled linear head.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from .registry import register_model
+
+
+class ConvGroup(nn.Sequential):
+    def __init__(self, channels_in: int, channels_out: int):
+        super().__init__(
+            nn.Conv2d(channels_in, channels_out, 3, padding=1, bias=False), nn.MaxPool2d(2),
+            nn.BatchNorm2d(channels_out), nn.GELU(),
+            nn.Conv2d(channels_out, channels_out, 3, padding=1, bias=False),
+            nn.BatchNorm2d(channels_out), nn.GELU(),
+        )
+
+
+class FastNet(nn.Module):
+    def __init__(self, num_classes: int = 10, widths: tuple[int, ...] = (32, 64, 128), head_scale: float = 1 / 9):
+        super().__init__()
+        patch_dims = 3 * 2 * 2
+        self.whiten = nn.Conv2d(3, 2 * patch_dims, 2, bias=True)
+        self.whiten.weight.requires_grad_(False)  # set from the data by init_whitening, then frozen
+        self.act = nn.GELU()
+        groups, previous = [], 2 * patch_dims
+        for width in widths:
+            groups.append(ConvGroup(previous, width))
+            previous = width
+        self.groups = nn.Sequential(*groups)
+        self.pool = nn.AdaptiveMaxPool2d(1)
+        self.head = nn.Linear(previous, num_classes, bias=False)
+        self.head_scale = head_scale
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        x = self.groups(self.act(self.whiten(inputs)))
+        return self.head(self.pool(x).flatten(1)) * self.head_scale
+
+    @torch.no_grad()
+    def init_whitening(self, inputs: torch.Tensor, eps: float = 5e-4) -> None:
+        """Set the first layer to whiten 2x2 patches of `inputs` (normalised float NCHW): the
+        eigenvectors of the patch covariance scaled by 1/sqrt(eigenvalue), and their negatives."""
+        patches = inputs.float().unfold(2, 2, 1).unfold(3, 2, 1)  # N, C, H', W', 2, 2
+        patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, inputs.shape[1] * 4).double()
+        patches = patches - patches.mean(0)
+        covariance = patches.T @ patches / len(patches)
+        eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
+        filters = (eigenvectors.T / torch.sqrt(eigenvalues[:, None] + eps)).float()
+        filters = filters.view(-1, inputs.shape[1], 2, 2)
+        self.whiten.weight.copy_(torch.cat([filters, -filters]))
+        self.whiten.bias.zero_()
+
+
+@register_model(input_size=32)
+def fastnet(num_classes: int = 10) -> nn.Module:
+    """Widths 32/64/128: ~0.1 GFLOP per training image; the default preset's network."""
+    return FastNet(num_classes, widths=(32, 64, 128))
+
+
+@register_model(input_size=32)
+def fastnet_wide(num_classes: int = 10) -> nn.Module:
+    """Widths 64/256/256, airbench94's layout: ~6x the compute of fastnet."""
+    return FastNet(num_classes, widths=(64, 256, 256))

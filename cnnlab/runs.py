@@ -1,0 +1,143 @@
+"""The run directory: the one place that knows its file names.
+
+    config.json        resolved config, seed, versions, data facts (classes, sizes, normalisation)
+    history.json/.csv  one record per epoch
+    metrics.json       test metrics (accuracy, per class, confusion matrix)
+    model.safetensors  the weights
+    acc_plot.jpg/.png, loss_plot.jpg/.png
+    COMPLETE           written last: a directory without it is an unfinished run
+Every file is written to a temporary name and renamed, so none is ever half-written.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import subprocess
+import sys
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from .errors import CnnlabError
+
+CONFIG, HISTORY_JSON, HISTORY_CSV, METRICS, WEIGHTS, COMPLETE = (
+    "config.json", "history.json", "history.csv", "metrics.json", "model.safetensors", "COMPLETE")
+
+
+def check_new_run_dir(path: str) -> None:
+    """A run never overwrites another: `path` must not exist or be an empty folder."""
+    if os.path.isfile(path):
+        raise CnnlabError(f"{path}: is a file; choose another --out")
+    if os.path.isdir(path) and os.listdir(path):
+        raise CnnlabError(f"{path}: already holds files; choose another --out or delete it first")
+
+
+def create_run_dir(path: str) -> str:
+    check_new_run_dir(path)
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def write_atomic(path: str, data: bytes | str) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as fh:
+        fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def write_json(path: str, obj: Any) -> None:
+    write_atomic(path, json.dumps(obj, indent=2) + "\n")
+
+
+def read_json(path: str) -> Any:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        raise CnnlabError(f"{path}: missing; is this a cnnlab run directory?") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CnnlabError(f"{path}: damaged ({exc}); the run cannot be read") from None
+
+
+def _git_commit() -> str | None:
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        out = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def environment() -> dict[str, Any]:
+    import numpy
+
+    from . import __version__
+
+    return {"cnnlab": __version__, "git_commit": _git_commit(), "python": sys.version.split()[0],
+            "torch": torch.__version__, "numpy": numpy.__version__, "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def save_config(run_dir: str, config: dict, data_info: dict) -> None:
+    write_json(os.path.join(run_dir, CONFIG), {"config": config, "seed": config["seed"], "data": data_info,
+                                               "environment": environment()})
+
+
+def save_history(run_dir: str, history: list[dict]) -> None:
+    write_json(os.path.join(run_dir, HISTORY_JSON), history)
+    if history:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+        write_atomic(os.path.join(run_dir, HISTORY_CSV), buffer.getvalue())
+
+
+def save_metrics(run_dir: str, metrics: dict) -> None:
+    write_json(os.path.join(run_dir, METRICS), metrics)
+
+
+def save_weights(run_dir: str, model: nn.Module) -> None:
+    from safetensors.torch import save
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    write_atomic(os.path.join(run_dir, WEIGHTS), save(state))
+
+
+def load_weights(run_dir: str, model: nn.Module) -> None:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = os.path.join(run_dir, WEIGHTS)
+    try:
+        state = load_file(path)
+        model.load_state_dict(state)
+    except FileNotFoundError:
+        raise CnnlabError(f"{path}: missing; the run has no saved weights") from None
+    except (SafetensorError, RuntimeError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CnnlabError(f"{path}: cannot load the weights into {type(model).__name__} ({first})") from None
+
+
+def mark_complete(run_dir: str) -> None:
+    write_atomic(os.path.join(run_dir, COMPLETE), "")
+
+
+def load_run(run_dir: str) -> dict:
+    """The saved config, history and metrics of a finished run."""
+    if not os.path.isdir(run_dir):
+        raise CnnlabError(f"{run_dir}: no such run directory")
+    if not os.path.exists(os.path.join(run_dir, COMPLETE)):
+        raise CnnlabError(f"{run_dir}: the run is incomplete (no {COMPLETE} marker); it was interrupted or failed")
+    run = read_json(os.path.join(run_dir, CONFIG))
+    run["history"] = read_json(os.path.join(run_dir, HISTORY_JSON))
+    metrics_path = os.path.join(run_dir, METRICS)
+    run["metrics"] = read_json(metrics_path) if os.path.exists(metrics_path) else None
+    return run

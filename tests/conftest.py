@@ -1,0 +1,46 @@
+import os
+import pathlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+CIFAR = os.environ.get("CNNLAB_DATA") or str(ROOT.parent / "shared" / "datasets" / "cifar10")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _cache_in_tmp(tmp_path_factory):
+    # Keep the decode cache out of the user's home; one cache for the whole session.
+    os.environ["CNNLAB_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="session")
+def cifar_root() -> str:
+    assert os.path.isdir(os.path.join(CIFAR, "train")), (
+        f"shared CIFAR-10 not found at {CIFAR}; set CNNLAB_DATA to the image-folder copy")
+    return CIFAR
+
+
+def write_image(path, array: np.ndarray, mode: str | None = None) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.fromarray(array, mode=mode).save(path) if mode else Image.fromarray(array).save(path)
+
+
+def make_folder(root, classes=("a", "b", "c"), per_class=6, size=16, seed=0) -> str:
+    """A tiny image-folder dataset: each class a distinct base colour plus noise."""
+    rng = np.random.default_rng(seed)
+    for k, name in enumerate(classes):
+        for i in range(per_class):
+            base = np.zeros((size, size, 3), dtype=np.int16)
+            base[..., k % 3] = 180
+            noise = rng.integers(0, 60, (size, size, 3))
+            write_image(os.path.join(root, name, f"img_{i:03d}.png"), (base + noise).clip(0, 255).astype(np.uint8))
+    return str(root)
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path) -> str:
+    make_folder(tmp_path / "ds" / "train", per_class=20)
+    make_folder(tmp_path / "ds" / "test", per_class=10, seed=1)
+    return str(tmp_path / "ds")

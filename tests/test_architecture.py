@@ -1,0 +1,31 @@
+"""Imports point one way: cli > pipeline > train/plots > evaluate/runs > data/models/config/device/errors."""
+import ast
+import pathlib
+
+PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "cnnlab"
+LAYERS = {"cli": 5, "pipeline": 4, "train": 3, "plots": 3, "evaluate": 2, "runs": 2,
+          "data": 1, "models": 1, "config": 1, "device": 1, "errors": 0, "__init__": 6}
+
+
+def layer_of(path: pathlib.Path) -> tuple[str, int]:
+    rel = path.relative_to(PACKAGE).with_suffix("")
+    top = rel.parts[0]
+    return top, LAYERS[top]
+
+
+def test_no_module_imports_a_higher_layer():
+    for path in PACKAGE.rglob("*.py"):
+        name, level = layer_of(path)
+        if name == "__init__":
+            continue
+        depth = len(path.relative_to(PACKAGE).parts)  # how many dots reach the package root
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                if node.level < depth:
+                    continue  # within the same subpackage
+                target = (node.module or "").split(".")[0] or None
+                targets = [target] if target else [a.name for a in node.names]
+                for t in targets:
+                    if t == "__version__":
+                        continue
+                    assert LAYERS[t] <= level, f"{path.name} ({name}) imports {t}, a higher layer"

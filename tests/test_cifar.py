@@ -1,0 +1,102 @@
+"""CIFAR-10 python batches: safe unpickling, the MD5 check, and the no-network message."""
+import hashlib
+import io
+import os
+import pickle
+import tarfile
+
+import numpy as np
+import pytest
+
+from cnnlab.data import load_dataset
+from cnnlab.data.cifar import get_cifar10, safe_unpickle
+from cnnlab.errors import DataError
+
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def fake_batch(n, seed):
+    rng = np.random.default_rng(seed)
+    return {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            b"labels": [int(x) for x in np.arange(n) % 10],
+            b"filenames": [f"img_{seed}_{i:04d}.png".encode() for i in range(n)],
+            b"batch_label": b"fake"}
+
+
+def write_cifar(folder, n=20):
+    os.makedirs(folder, exist_ok=True)
+    for i in range(1, 6):
+        with open(os.path.join(folder, f"data_batch_{i}"), "wb") as fh:
+            pickle.dump(fake_batch(n, i), fh, protocol=2)
+    with open(os.path.join(folder, "test_batch"), "wb") as fh:
+        pickle.dump(fake_batch(n, 0), fh, protocol=2)
+    with open(os.path.join(folder, "batches.meta"), "wb") as fh:
+        pickle.dump({b"label_names": [c.encode() for c in CLASSES], b"num_vis": 3072}, fh, protocol=2)
+    return folder
+
+
+def test_reads_the_python_version_folder(tmp_path):
+    folder = write_cifar(str(tmp_path / "cifar-10-batches-py"))
+    ds = load_dataset(str(tmp_path), val_fraction=0.1, progress=False)
+    assert ds.classes == CLASSES
+    assert (len(ds.train), len(ds.val), len(ds.test)) == (90, 10, 20)
+    raw = fake_batch(20, 1)
+    first = raw[b"data"][0].reshape(3, 32, 32).transpose(1, 2, 0)
+    files = ds.train.files + ds.val.files
+    images = np.concatenate([ds.train.images, ds.val.images])
+    assert np.array_equal(images[files.index("img_1_0000.png")], first)
+    assert folder
+
+
+class Exploit:
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/cnnlab-pwned",))
+
+
+def test_a_pickle_that_would_run_code_is_refused(tmp_path):
+    if os.path.exists("/tmp/cnnlab-pwned"):
+        os.remove("/tmp/cnnlab-pwned")
+    payload = pickle.dumps({b"data": Exploit()}, protocol=2)
+    with pytest.raises(DataError, match="refused to load.*posix.system|refused to load.*os.system"):
+        safe_unpickle(payload, "evil_batch")
+    assert not os.path.exists("/tmp/cnnlab-pwned")
+    folder = write_cifar(str(tmp_path / "cifar-10-batches-py"))
+    with open(os.path.join(folder, "data_batch_3"), "wb") as fh:
+        fh.write(payload)
+    with pytest.raises(DataError, match="data_batch_3: refused to load"):
+        load_dataset(str(tmp_path), progress=False)
+    assert not os.path.exists("/tmp/cnnlab-pwned")
+
+
+def make_archive(tmp_path):
+    src = write_cifar(str(tmp_path / "src" / "cifar-10-batches-py"))
+    archive = str(tmp_path / "cifar-10-python.tar.gz")
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(src, arcname="cifar-10-batches-py")
+    return archive, hashlib.md5(open(archive, "rb").read()).hexdigest()
+
+
+def test_md5_mismatch_is_refused_and_nothing_unpacked(tmp_path):
+    archive, _ = make_archive(tmp_path)
+    dest = tmp_path / "dest"
+    with pytest.raises(DataError, match="does not match the published c58f30108f718f92721af3b95e74349a"):
+        get_cifar10(str(dest), archive=archive)
+    assert not (dest / "cifar-10-batches-py").exists()
+
+
+def test_md5_match_unpacks(tmp_path):
+    archive, md5 = make_archive(tmp_path)
+    folder = get_cifar10(str(tmp_path / "dest"), archive=archive, md5=md5)
+    assert sorted(os.listdir(folder))[:2] == ["batches.meta", "data_batch_1"]
+
+
+def test_download_through_url_checks_md5(tmp_path):
+    archive, md5 = make_archive(tmp_path)
+    folder = get_cifar10(str(tmp_path / "dl"), url=f"file://{archive}", md5=md5, progress=False)
+    assert os.path.isfile(os.path.join(folder, "test_batch"))
+
+
+def test_no_network_says_how_to_use_a_local_copy(tmp_path):
+    with pytest.raises(DataError, match="could not download.*--archive FILE"):
+        get_cifar10(str(tmp_path / "dl"), url="http://127.0.0.1:9/cifar-10-python.tar.gz", progress=False)
+    assert not any(name.endswith(".part") for name in os.listdir(tmp_path / "dl"))

@@ -1,0 +1,43 @@
+import pytest
+
+from cnnlab.config import PRESETS, Config, parse_config, preset
+from cnnlab.errors import ConfigError
+
+
+def test_seed_preset_is_the_study():
+    cfg = preset("seed")
+    assert (cfg.model, cfg.input_size, cfg.interpolation, cfg.scaling) == ("seed_alexnet", 256, "nearest", "rescale")
+    assert (cfg.optimizer, cfg.lr, cfg.adam_eps, cfg.schedule) == ("adam", 1e-3, 1e-7, "constant")
+    assert (cfg.batch_size, cfg.epochs, cfg.val_fraction, cfg.split) == (50, 20, 0.1, "keras")
+    assert not (cfg.flip or cfg.translate or cfg.cutout or cfg.tta or cfg.label_smoothing)
+
+
+def test_fast_is_the_default():
+    assert preset("fast") == Config() and set(PRESETS) == {"fast", "seed"}
+
+
+def test_round_trip_through_dict():
+    cfg = preset("seed", epochs=3)
+    assert parse_config(cfg.to_dict()) == cfg
+    assert cfg.replace(batch_size=100).batch_size == 100
+
+
+@pytest.mark.parametrize("values, needle", [
+    ({"epochs": 0}, "'epochs' must be positive"),
+    ({"epochs": 2.5}, "'epochs': expected int"),
+    ({"lr": "fast"}, "'lr': expected float"),
+    ({"optimizer": "rmsprop"}, "'optimizer': 'rmsprop' is not one of sgd, adam"),
+    ({"val_fraction": 1.0}, "'val_fraction' must be in [0, 1)"),
+    ({"flip": "maybe"}, "'flip': expected bool"),
+    ({"colour": 1}, "unknown config key(s): colour"),
+    ({"device": "tpu"}, "'device' must be auto"),
+])
+def test_bad_values_name_the_key(values, needle):
+    with pytest.raises(ConfigError) as err:
+        parse_config(values)
+    assert needle in str(err.value)
+
+
+def test_unknown_preset():
+    with pytest.raises(ConfigError, match="known presets: fast, seed"):
+        preset("slow")

@@ -1,0 +1,58 @@
+"""Training end to end: determinism, the run directory, evaluate, and a smoke test on real CIFAR-10."""
+import json
+import os
+
+import pytest
+from safetensors.torch import load_file
+
+from cnnlab import evaluate_run, preset, train_run
+from cnnlab.runs import load_run
+
+TINY = dict(epochs=2, batch_size=16, eval_batch_size=32, progress=False, threads=1)
+
+
+def test_same_seed_same_history_and_weights(tiny_dataset, tmp_path):
+    cfg = preset("fast", data=tiny_dataset, seed=5, cutout=3, **TINY)
+    first = train_run(cfg, str(tmp_path / "a"))
+    second = train_run(cfg, str(tmp_path / "b"))
+    other = train_run(cfg.replace(seed=6), str(tmp_path / "c"))
+    history = [load_run(str(tmp_path / n))["history"] for n in "abc"]
+    strip = lambda h: [{k: v for k, v in r.items() if "time" not in k} for r in h]  # noqa: E731
+    assert strip(history[0]) == strip(history[1]) and strip(history[0]) != strip(history[2])
+    wa, wb = load_file(str(tmp_path / "a" / "model.safetensors")), load_file(str(tmp_path / "b" / "model.safetensors"))
+    assert all((wa[k] == wb[k]).all() for k in wa)
+    assert first["test"] == second["test"] and other["test"] != first["test"]
+
+
+def test_run_directory_holds_everything(tiny_dataset, tmp_path):
+    out = tmp_path / "run"
+    metrics = train_run(preset("fast", data=tiny_dataset, **TINY), str(out))
+    names = set(os.listdir(out))
+    assert {"config.json", "history.json", "history.csv", "metrics.json", "model.safetensors", "COMPLETE",
+            "acc_plot.jpg", "acc_plot.png", "loss_plot.jpg", "loss_plot.png"} <= names
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["seed"] == 0 and saved["config"]["epochs"] == 2 and saved["environment"]["torch"]
+    assert saved["data"]["classes"] == ["a", "b", "c"] and saved["data"]["sizes"]["training"] == 54
+    history = json.loads((out / "history.json").read_text())
+    assert [r["epoch"] for r in history] == [1, 2]
+    assert (out / "history.csv").read_text().splitlines()[0].startswith("epoch,loss,accuracy,val_loss,val_accuracy")
+    test = metrics["test"]
+    assert sum(map(sum, test["confusion"])) == 30 and set(test["per_class_accuracy"]) == {"a", "b", "c"}
+    assert evaluate_run(str(out))["accuracy"] == test["accuracy"]
+
+
+def test_fast_preset_learns_real_cifar10(cifar_root, tmp_path):
+    cfg = preset("fast", data=cifar_root, subset=3000, epochs=4, batch_size=128, progress=False)
+    metrics = train_run(cfg, str(tmp_path / "run"))
+    assert metrics["test"]["n"] == 3000
+    assert metrics["test"]["accuracy"] >= 0.30  # chance is 0.10
+
+
+def test_seed_preset_trains_on_a_subset(cifar_root, tmp_path):
+    cfg = preset("seed", data=cifar_root, subset=100, epochs=1, progress=False)
+    metrics = train_run(cfg, str(tmp_path / "run"))
+    history = load_run(str(tmp_path / "run"))["history"]
+    assert len(history) == 1 and history[0]["val_accuracy"] is not None
+    assert metrics["test"]["n"] == 100
+    with pytest.raises(Exception, match="does not accept 32x32 inputs"):
+        train_run(cfg.replace(input_size=32), str(tmp_path / "small"))
