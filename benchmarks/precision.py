@@ -1,4 +1,5 @@
-"""Does bf16 autocast pay on this machine? fp32 vs bf16 for one conv layer and one fastnet training step.
+"""Do bf16 autocast and channels_last pay on this machine? fp32 vs bf16 for one conv layer and one
+fastnet training step, then channels_last vs NCHW for the fastnet training step (fp32).
 
     python benchmarks/precision.py
 Prints times and the bf16/fp32 ratio measured in the same run, and what precision=auto picks.
@@ -42,6 +43,15 @@ def main() -> None:
             times[bf16] = timed(run)
         print(f"{name}: fp32 {times[False] * 1e3:.1f} ms, bf16 {times[True] * 1e3:.1f} ms, "
               f"bf16/fp32 time ratio {times[True] / times[False]:.2f}")
+    nchw = create_model("fastnet")
+    flat_inputs = inputs.contiguous()
+
+    def nchw_step():
+        F.cross_entropy(nchw(flat_inputs), labels).backward()
+
+    layout = {"channels_last": timed(lambda: step(False)), "NCHW": timed(nchw_step)}
+    print(f"fastnet train step, fp32: channels_last {layout['channels_last'] * 1e3:.1f} ms, NCHW "
+          f"{layout['NCHW'] * 1e3:.1f} ms, channels_last speed-up {layout['NCHW'] / layout['channels_last']:.2f}x")
     print(f"native bf16 on this CPU: {cpu_has_bf16()} -> precision=auto uses {'bf16' if cpu_has_bf16() else 'fp32'}")
 
 

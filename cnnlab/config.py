@@ -40,7 +40,7 @@ class Config:
     # --- model ---
     model: str = _knob("fastnet", "registered model name (see `cnnlab models`)")
     # --- optimisation ---
-    epochs: int = _knob(8, "passes over the training images")
+    epochs: int = _knob(7, "passes over the training images")
     batch_size: int = _knob(512, "training images per step; steps per epoch = n // batch_size")
     optimizer: Literal["sgd", "adam"] = _knob("sgd", "optimizer")
     lr: float = _knob(0.4, "peak learning rate")

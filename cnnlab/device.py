@@ -19,7 +19,7 @@ def resolve_device(name: str) -> torch.device:
 
 def cpu_has_bf16() -> bool:
     """True where the CPU has native bf16 arithmetic (AVX-512-BF16 or AMX). Without it, oneDNN emulates
-    bf16 and a conv ran 7.5x slower than fp32 on an AVX2-only EPYC (see benchmarks/precision.py)."""
+    bf16 and a conv ran 8x slower than fp32 on an AVX2-only EPYC (see benchmarks/precision.py)."""
     try:
         if torch.ops.mkldnn._is_mkldnn_bf16_supported():
             return True
