@@ -1,0 +1,189 @@
+"""Apply a trained run to new images, and export it.
+
+    model = cnnlab.load("runs/fast")
+    model.predict(["cat.png", pil_image, uint8_array])      # -> probabilities, (N, classes)
+
+The preprocessing is the run's own, read from its config.json: decode to RGB, resize to the stored
+image size, upscale to the input size on the device, rescale or normalise, and flip TTA if the run
+evaluated with it.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+from PIL import Image
+
+from .data.decode import decode_file, to_rgb
+from .data.folder import is_image_name
+from .data.loader import _nearest_index, gather_batch, to_inputs
+from .device import use_bf16
+from .errors import CnnlabError, DataError
+from .evaluate import infer
+from .pipeline import load_trained
+
+
+@dataclass
+class Prediction:
+    source: str
+    probabilities: np.ndarray | None = None
+    error: str | None = None
+
+    def top(self, classes: Sequence[str], k: int) -> list[tuple[str, float]]:
+        order = np.argsort(-self.probabilities)[:k]
+        return [(classes[i], float(self.probabilities[i])) for i in order]
+
+
+class Predictor:
+    """A trained run, ready to classify images (file paths, PIL images or uint8 HxWx3 arrays)."""
+
+    def __init__(self, model: nn.Module, classes: list[str], preprocessing: dict, tta: bool, bf16: bool,
+                 batch_size: int = 256):
+        self.model, self.classes, self.prep = model.eval(), classes, preprocessing
+        self.tta, self.bf16, self.batch_size = tta, bf16, batch_size
+        self.device = next(model.parameters()).device
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return tuple(self.prep["image_size"])  # type: ignore[return-value]
+
+    def to_array(self, image: Any) -> np.ndarray:
+        """One image as uint8 (H, W, 3) at the run's stored image size."""
+        height, width = self.image_size
+        if isinstance(image, (str, os.PathLike)):
+            return decode_file(os.fspath(image), (height, width), self.prep["interpolation"])
+        if isinstance(image, Image.Image):
+            image = to_rgb(image)
+            if image.size != (width, height):
+                image = image.resize((width, height), Image.Resampling.NEAREST if self.prep["interpolation"]
+                                     == "nearest" else Image.Resampling.BILINEAR)
+            return np.asarray(image, dtype=np.uint8)
+        array = np.asarray(image)
+        if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
+            raise DataError(f"expected a uint8 HxWx3 array, got {array.dtype} {array.shape}")
+        if array.shape[:2] != (height, width):
+            return self.to_array(Image.fromarray(array))
+        return array
+
+    @torch.no_grad()
+    def predict_arrays(self, images: np.ndarray) -> np.ndarray:
+        """Probabilities (N, classes) for uint8 (N, H, W, 3) images at the stored size."""
+        out = []
+        size = self.prep["input_size"]
+        nearest = self.prep["interpolation"] == "nearest"
+        for start in range(0, len(images), self.batch_size):
+            batch = torch.from_numpy(np.ascontiguousarray(images[start:start + self.batch_size])).to(self.device)
+            if nearest:
+                batch = gather_batch(batch, torch.arange(len(batch), device=self.device), (size, size))
+            inputs = to_inputs(batch, self.prep["mean"], self.prep["std"], None if nearest else (size, size),
+                               self.prep["interpolation"])
+            out.append(torch.softmax(infer(self.model, inputs, self.bf16, self.tta), 1).cpu())
+        return torch.cat(out).numpy() if out else np.zeros((0, len(self.classes)), dtype=np.float32)
+
+    def predict(self, images: Any) -> np.ndarray:
+        """Probabilities (N, classes); `images` is a list of paths / PIL images / arrays, or a uint8
+        (N, H, W, 3) array. A bad image raises DataError naming it."""
+        if isinstance(images, np.ndarray) and images.ndim == 4:
+            arrays = np.stack([self.to_array(a) for a in images]) if images.shape[1:3] != self.image_size \
+                else images
+        else:
+            if isinstance(images, (str, os.PathLike, Image.Image)) or (isinstance(images, np.ndarray)):
+                images = [images]
+            arrays = np.stack([self.to_array(img) for img in images]) if len(images) else \
+                np.zeros((0, *self.image_size, 3), dtype=np.uint8)
+        return self.predict_arrays(arrays)
+
+    def predict_files(self, paths: Iterable[str]) -> list[Prediction]:
+        """One Prediction per file; a file that cannot be read gets its error, the rest go on."""
+        results, arrays, good = [], [], []
+        for path in paths:
+            try:
+                arrays.append(self.to_array(path))
+                good.append(len(results))
+                results.append(Prediction(path))
+            except DataError as exc:
+                results.append(Prediction(path, error=str(exc)))
+        if arrays:
+            probabilities = self.predict_arrays(np.stack(arrays))
+            for index, probs in zip(good, probabilities):
+                results[index].probabilities = probs
+        return results
+
+
+def load(run_dir: str, device: str | None = None, batch_size: int = 256) -> Predictor:
+    """A finished run as a Predictor (`cnnlab.load`)."""
+    model, cfg, run = load_trained(run_dir, torch.device(device) if device else None)
+    dev = next(model.parameters()).device
+    return Predictor(model, run["data"]["classes"], run["data"]["preprocessing"], cfg.tta,
+                     use_bf16(cfg.precision, dev), batch_size)
+
+
+def collect_images(targets: Sequence[str]) -> list[str]:
+    """Files named directly, plus the image files under named folders (sorted, nested included)."""
+    files = []
+    for target in targets:
+        if os.path.isdir(target):
+            found = [os.path.join(folder, name) for folder, _, names in os.walk(target) for name in names
+                     if is_image_name(name)]
+            files.extend(sorted(found))
+        elif os.path.lexists(target):
+            files.append(target)
+        else:
+            raise CnnlabError(f"{target}: no such file or folder")
+    return files
+
+
+class ExportModule(nn.Module):
+    """uint8 NHWC images at the run's stored size -> class probabilities, preprocessing inside."""
+
+    def __init__(self, predictor: Predictor):
+        super().__init__()
+        self.model = predictor.model.float().cpu().eval()
+        height, width = predictor.image_size
+        size = predictor.prep["input_size"]
+        if predictor.prep["interpolation"] != "nearest":
+            raise CnnlabError("export supports runs trained with nearest resizing only")
+        self.register_buffer("rows", _nearest_index(size, height, torch.device("cpu")))
+        self.register_buffer("cols", _nearest_index(size, width, torch.device("cpu")))
+        mean = torch.tensor(predictor.prep["mean"]).view(1, 3, 1, 1)
+        std = torch.tensor(predictor.prep["std"]).view(1, 3, 1, 1)
+        self.register_buffer("scale", 1.0 / (255.0 * std))
+        self.register_buffer("offset", -mean / std)
+        self.tta = predictor.tta
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.permute(0, 3, 1, 2).float()
+        x = x.index_select(2, self.rows).index_select(3, self.cols)
+        x = x * self.scale + self.offset
+        logits = self.model(x)
+        if self.tta:
+            logits = 0.5 * (logits + self.model(torch.flip(x, dims=[3])))
+        return torch.softmax(logits, 1)
+
+
+def export(run_dir: str, out: str, fmt: str) -> str:
+    """Write the run as ONNX or TorchScript to `out` (written whole or not at all)."""
+    predictor = load(run_dir, device="cpu")
+    module = ExportModule(predictor).eval()
+    height, width = predictor.image_size
+    example = torch.zeros(2, height, width, 3, dtype=torch.uint8)
+    tmp = f"{out}.tmp-{os.getpid()}"
+    try:
+        if fmt == "onnx":
+            torch.onnx.export(module, (example,), tmp, input_names=["images"], output_names=["probabilities"],
+                              dynamic_axes={"images": {0: "batch"}, "probabilities": {0: "batch"}},
+                              opset_version=17, dynamo=False)
+        elif fmt == "torchscript":
+            with torch.no_grad():
+                torch.jit.trace(module, example).save(tmp)
+        else:
+            raise CnnlabError(f"unknown export format {fmt!r}; use onnx or torchscript")
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return out
