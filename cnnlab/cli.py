@@ -73,6 +73,37 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import collect_images, load
+
+    predictor = load(args.run_dir, batch_size=args.batch_size)
+    results = predictor.predict_files(collect_images(args.images))
+    failed = [r for r in results if r.error]
+    for r in failed:
+        print(f"error: {r.error}", file=sys.stderr)
+    good = [r for r in results if not r.error]
+    if args.json:
+        print(json.dumps([{"file": r.source, "top": [{"class": c, "probability": round(p, 6)}
+                                                       for c, p in r.top(predictor.classes, args.top_k)]}
+                          if not r.error else {"file": r.source, "error": r.error} for r in results], indent=1))
+    else:
+        for r in good:
+            top = ", ".join(f"{c} {100 * p:.1f}%" for c, p in r.top(predictor.classes, args.top_k))
+            print(f"{r.source}: {top}")
+    if failed:
+        print(f"{len(failed)} of {len(results)} file(s) could not be read", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .predict import export
+
+    out = export(args.run_dir, args.out, args.format)
+    print(f"wrote {out}: input uint8 images (N, H, W, 3) at the run's image size, output class probabilities")
+    return 0
+
+
 def cmd_data_info(args: argparse.Namespace) -> int:
     from .data import load_dataset
 
@@ -134,6 +165,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--data", help="dataset to evaluate on (default: the run's)")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="classify images with a finished run")
+    p.add_argument("run_dir")
+    p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER")
+    p.add_argument("--top-k", type=int, default=3, help="classes to show per image (default 3)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of lines")
+    p.add_argument("--batch-size", type=int, default=0, help="images per step (default: the run's eval batch size)")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="export a finished run as ONNX or TorchScript")
+    p.add_argument("run_dir")
+    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
+    p.add_argument("--out", required=True, help="file to write")
+    p.set_defaults(func=cmd_export)
 
     data = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True,
                                                                        metavar="DATA_COMMAND")

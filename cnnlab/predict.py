@@ -10,6 +10,7 @@ evaluated with it.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
@@ -114,12 +115,13 @@ class Predictor:
         return results
 
 
-def load(run_dir: str, device: str | None = None, batch_size: int = 256) -> Predictor:
-    """A finished run as a Predictor (`cnnlab.load`)."""
+def load(run_dir: str, device: str | None = None, batch_size: int = 0) -> Predictor:
+    """A finished run as a Predictor (`cnnlab.load`); batches of the run's eval_batch_size by default,
+    so that its predictions are computed exactly as `cnnlab evaluate` computes them."""
     model, cfg, run = load_trained(run_dir, torch.device(device) if device else None)
     dev = next(model.parameters()).device
     return Predictor(model, run["data"]["classes"], run["data"]["preprocessing"], cfg.tta,
-                     use_bf16(cfg.precision, dev), batch_size)
+                     use_bf16(cfg.precision, dev), batch_size or cfg.eval_batch_size)
 
 
 def collect_images(targets: Sequence[str]) -> list[str]:
@@ -142,7 +144,7 @@ class ExportModule(nn.Module):
 
     def __init__(self, predictor: Predictor):
         super().__init__()
-        self.model = predictor.model.float().cpu().eval()
+        self.model = predictor.model.float().cpu().eval().requires_grad_(False)
         height, width = predictor.image_size
         size = predictor.prep["input_size"]
         if predictor.prep["interpolation"] != "nearest":
@@ -173,15 +175,23 @@ def export(run_dir: str, out: str, fmt: str) -> str:
     example = torch.zeros(2, height, width, 3, dtype=torch.uint8)
     tmp = f"{out}.tmp-{os.getpid()}"
     try:
-        if fmt == "onnx":
-            torch.onnx.export(module, (example,), tmp, input_names=["images"], output_names=["probabilities"],
-                              dynamic_axes={"images": {0: "batch"}, "probabilities": {0: "batch"}},
-                              opset_version=17, dynamo=False)
-        elif fmt == "torchscript":
-            with torch.no_grad():
-                torch.jit.trace(module, example).save(tmp)
-        else:
-            raise CnnlabError(f"unknown export format {fmt!r}; use onnx or torchscript")
+        with warnings.catch_warnings():
+            # torch marks torch.jit and its TorchScript-based ONNX exporter deprecated; both still work
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", FutureWarning)
+            if fmt == "onnx":
+                try:
+                    import onnx  # noqa: F401  (torch's exporter writes through it)
+                except ImportError:
+                    raise CnnlabError("ONNX export needs the onnx package: pip install 'cnnlab[export]'") from None
+                torch.onnx.export(module, (example,), tmp, input_names=["images"], output_names=["probabilities"],
+                                  dynamic_axes={"images": {0: "batch"}, "probabilities": {0: "batch"}},
+                                  opset_version=17, dynamo=False)
+            elif fmt == "torchscript":
+                with torch.no_grad():
+                    torch.jit.trace(module, example).save(tmp)
+            else:
+                raise CnnlabError(f"unknown export format {fmt!r}; use onnx or torchscript")
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):

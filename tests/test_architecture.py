@@ -1,10 +1,10 @@
-"""Imports point one way: cli > pipeline > train/plots > evaluate/runs > data/models/config/device/errors."""
+"""Imports point one way: cli > predict > pipeline > train/plots > evaluate/runs > data/models/config/device/errors."""
 import ast
 import pathlib
 
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "cnnlab"
-LAYERS = {"cli": 5, "pipeline": 4, "train": 3, "plots": 3, "evaluate": 2, "runs": 2,
-          "data": 1, "models": 1, "config": 1, "device": 1, "errors": 0, "__init__": 6}
+LAYERS = {"cli": 6, "predict": 5, "pipeline": 4, "train": 3, "plots": 3, "evaluate": 2, "runs": 2,
+          "data": 1, "models": 1, "config": 1, "device": 1, "errors": 0, "__init__": 7}
 
 
 def layer_of(path: pathlib.Path) -> tuple[str, int]:

@@ -1,0 +1,74 @@
+"""Predict and export: same preprocessing as training, same answers as evaluate, ONNX parity."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import cnnlab
+from cnnlab.cli import main
+from cnnlab.data import load_dataset
+
+
+@pytest.fixture(scope="module")
+def cifar_run(cifar_root, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("predict") / "run")
+    cfg = cnnlab.preset("fast", data=cifar_root, subset=1000, epochs=2, batch_size=128, progress=False)
+    cnnlab.train_run(cfg, out)
+    return out
+
+
+def test_predict_agrees_with_evaluate(cifar_run, cifar_root):
+    predictor = cnnlab.load(cifar_run)
+    test = load_dataset(cifar_root, subset=1000, progress=False).test
+    results = predictor.predict_files([os.path.join(cifar_root, "test", f) for f in test.files])
+    predicted = [predictor.classes.index(r.top(predictor.classes, 1)[0][0]) for r in results]
+    accuracy = float(np.mean(np.array(predicted) == test.labels))
+    assert accuracy == cnnlab.evaluate_run(cifar_run)["accuracy"]
+
+
+def test_paths_pil_images_and_arrays_give_the_same_probabilities(cifar_run, cifar_root):
+    predictor = cnnlab.load(cifar_run)
+    path = os.path.join(cifar_root, "test", "cat", sorted(os.listdir(os.path.join(cifar_root, "test", "cat")))[0])
+    array = np.asarray(Image.open(path).convert("RGB"))
+    by_path, by_pil, by_array = (predictor.predict(x) for x in (path, Image.open(path), array))
+    assert by_path.shape == (1, 10) and abs(by_path.sum() - 1) < 1e-5
+    assert np.array_equal(by_path, by_pil) and np.array_equal(by_path, by_array)
+
+
+def test_cli_predict_reports_bad_files_and_goes_on(cifar_run, cifar_root, tmp_path, capsys):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.open(os.path.join(cifar_root, "test", "dog", sorted(os.listdir(os.path.join(cifar_root, "test", "dog")))[0])).save(folder / name)
+    (folder / "broken.png").write_bytes(b"nope")
+    code = main(["predict", cifar_run, str(folder), "--json", "--top-k", "2"])
+    captured = capsys.readouterr()
+    rows = json.loads(captured.out)
+    assert code == 2 and [os.path.basename(r["file"]) for r in rows] == ["a.png", "b.png", "broken.png"]
+    assert len(rows[0]["top"]) == 2 and rows[0]["top"] == rows[1]["top"]
+    assert "broken.png: cannot read image" in rows[2]["error"] and "broken.png" in captured.err
+
+
+def test_onnx_matches_pytorch_on_100_cifar_test_images(cifar_run, cifar_root, tmp_path, capsys):
+    import onnxruntime
+
+    images = load_dataset(cifar_root, progress=False).test.images[::50][:100]
+    out = str(tmp_path / "model.onnx")
+    assert main(["export", cifar_run, "--format", "onnx", "--out", out]) == 0
+    session = onnxruntime.InferenceSession(out, providers=["CPUExecutionProvider"])
+    onnx_probs = session.run(None, {"images": images})[0]
+    torch_probs = cnnlab.load(cifar_run).predict(images)
+    assert onnx_probs.shape == (100, 10)
+    assert np.abs(onnx_probs - torch_probs).max() <= 1e-4
+    assert np.array_equal(onnx_probs.argmax(1), torch_probs.argmax(1))
+
+
+def test_torchscript_export_matches(cifar_run, cifar_root, tmp_path):
+    images = load_dataset(cifar_root, progress=False).test.images[:20]
+    out = str(tmp_path / "model.pt")
+    cnnlab.export(cifar_run, out, "torchscript")
+    scripted = torch.jit.load(out)
+    assert np.abs(scripted(torch.from_numpy(images)).numpy() - cnnlab.load(cifar_run).predict(images)).max() <= 1e-4
