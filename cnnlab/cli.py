@@ -10,6 +10,7 @@ import typing
 from typing import Any, Literal
 
 from .errors import CnnlabError
+from .train import Interrupted
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -45,8 +46,15 @@ def _config_from_args(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .pipeline import train_run
+    from .pipeline import resume_run, train_run
 
+    if args.resume:
+        metrics = resume_run(args.resume)
+        out = args.resume
+        if "test" in metrics:
+            print(f"test accuracy: {100 * metrics['test']['accuracy']:.2f}% ({metrics['test']['n']} images)")
+        print(f"run saved in {out}")
+        return 0
     cfg = _config_from_args(args)
     if args.print_config:
         print(json.dumps(cfg.to_dict(), indent=2))
@@ -158,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="JSON config file (a run's config.json 'config' object works)")
     p.add_argument("--out", help="new run directory (default: runs/<preset>-<time>)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its checkpoint")
     _add_config_flags(p)
     p.set_defaults(func=cmd_train)
 
@@ -209,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except Interrupted as exc:
+        print(f"stopped: {exc}", file=sys.stderr)
+        return 130
     except CnnlabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -59,6 +59,7 @@ class Config:
         "auto", "auto = bf16 autocast where the hardware has bf16 units (CUDA, AVX-512-BF16/AMX CPUs), else fp32")
     device: str = _knob("auto", "auto, cpu, cuda or cuda:N")
     threads: int = _knob(0, "CPU threads for PyTorch (0 = all cores)")
+    checkpoint_every: int = _knob(1, "write a resumable checkpoint every this many epochs (0 = only on Ctrl-C/SIGTERM)")
     seed: int = _knob(0, "random seed for initialisation, shuffling, augmentation and dropout")
     progress: bool = _knob(True, "show a progress bar")
 
@@ -154,7 +155,7 @@ def validate(cfg: Config) -> None:
     for key in positive:
         if getattr(cfg, key) <= 0:
             raise ConfigError(f"config key {key!r} must be positive, got {getattr(cfg, key)}")
-    non_negative = ("image_size", "input_size", "subset", "translate", "cutout", "threads", "weight_decay",
+    non_negative = ("checkpoint_every", "image_size", "input_size", "subset", "translate", "cutout", "threads", "weight_decay",
                     "warmup_epochs", "label_smoothing", "seed")
     for key in non_negative:
         if getattr(cfg, key) < 0:

@@ -2,8 +2,11 @@
 whole Config; sweep, report and predict build on it."""
 from __future__ import annotations
 
+import contextlib
 import os
-import time
+import signal
+import threading
+from dataclasses import dataclass
 
 import torch
 
@@ -16,7 +19,7 @@ from .errors import CnnlabError, ConfigError
 from .evaluate import evaluate
 from .models import create_model, default_input_size
 from .plots import plot_curves
-from .train import Callback, train
+from .train import Callback, Interrupted, TrainControl, train
 
 
 def load_data(cfg: Config) -> Dataset:
@@ -59,46 +62,123 @@ def build_model(cfg: Config, num_classes: int, input_size: int, device: torch.de
     return model.to(device, memory_format=torch.channels_last)
 
 
-def train_run(cfg: Config, out: str, callbacks: tuple[Callback, ...] = ()) -> dict:
-    """Train `cfg` and save everything into the new run directory `out`; returns the test metrics."""
-    runs.check_new_run_dir(out)
+@dataclass
+class Prepared:
+    """Everything a training run needs, built from a Config."""
+
+    dataset: Dataset
+    prep: dict
+    model: torch.nn.Module
+    train_loader: DeviceLoader
+    val_loader: DeviceLoader | None
+    device: torch.device
+    bf16: bool
+
+
+def prepare(cfg: Config) -> Prepared:
     default_input_size(cfg.model)  # an unknown model name fails here, before any data is read
     set_threads(cfg.threads)
     device = resolve_device(cfg.device)
-    bf16 = use_bf16(cfg.precision, device)
     dataset = load_data(cfg)
     if cfg.batch_size > len(dataset.train):
         raise ConfigError(f"config key 'batch_size' ({cfg.batch_size}) is larger than the "
                           f"{len(dataset.train)} training images; lower it")
-    if cfg.progress:
-        print("\n".join(dataset.found_lines()))
     prep = preprocessing(cfg, dataset)
     model = build_model(cfg, len(dataset.classes), prep["input_size"], device)
-    train_loader = make_loader(dataset.train, cfg, prep, device, training=True)
     if hasattr(model, "init_whitening"):
         sample = make_loader(dataset.train, cfg, prep, device, training=False)
-        first_inputs, _ = next(iter(sample))
-        model.init_whitening(first_inputs)
-    val_loader = make_loader(dataset.val, cfg, prep, device, training=False) if dataset.val else None
-    runs.create_run_dir(out)
-    data_info = {"source": dataset.source, "classes": dataset.classes,
-                 "found": dict(zip(dataset.subsets(), dataset.found_lines())),
-                 "sizes": {name: len(split) for name, split in dataset.subsets().items()},
-                 "preprocessing": prep, "device": str(device), "bf16": bf16}
-    runs.save_config(out, cfg.to_dict(), data_info)
-    start = time.perf_counter()
-    history = train(model, train_loader, val_loader, cfg, dataset.classes, bf16, callbacks)
-    train_s = time.perf_counter() - start
+        model.init_whitening(next(iter(sample))[0])
+    return Prepared(dataset, prep, model, make_loader(dataset.train, cfg, prep, device, training=True),
+                    make_loader(dataset.val, cfg, prep, device, training=False) if dataset.val else None,
+                    device, use_bf16(cfg.precision, device))
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+    """While training: the first SIGINT/SIGTERM asks for a stop at the end of the current step (the
+    state is checkpointed); a second SIGINT interrupts at once."""
+    asked: list[str] = []
+
+    def handler(signum, _frame):
+        if asked and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        asked.append(signal.Signals(signum).name)
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, handler)
+    try:
+        yield lambda: asked[0] if asked else None
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _fit(cfg: Config, out: str, ready: Prepared, callbacks: tuple[Callback, ...], resume: dict | None) -> dict:
+    def save(state: dict) -> None:
+        runs.save_checkpoint(out, state)
+
+    with stop_on_signals() as stop_requested:
+        control = TrainControl(save_checkpoint=save, every_epochs=cfg.checkpoint_every,
+                               stop_requested=stop_requested, resume=resume)
+        try:
+            history = train(ready.model, ready.train_loader, ready.val_loader, cfg, ready.dataset.classes,
+                            ready.bf16, callbacks, control)
+        except Interrupted as exc:
+            raise Interrupted(f"{exc}; resume with: cnnlab train --resume {out}") from None
     runs.save_history(out, history)
-    runs.save_weights(out, model)
+    runs.save_weights(out, ready.model)
     plot_curves(history, out)
-    metrics: dict = {"train_time_s": round(train_s, 3), "epochs_run": len(history)}
-    if dataset.test is not None:
-        test_loader = make_loader(dataset.test, cfg, prep, device, training=False)
-        metrics["test"] = evaluate(model, test_loader, dataset.classes, bf16, cfg.tta)
+    metrics: dict = {"train_time_s": round(sum(r["time_s"] for r in history), 3),
+                     "eval_time_s": round(sum(r.get("eval_time_s", 0.0) for r in history), 3),
+                     "epochs_run": len(history)}
+    if ready.dataset.test is not None:
+        test_loader = make_loader(ready.dataset.test, cfg, ready.prep, ready.device, training=False)
+        metrics["test"] = evaluate(ready.model, test_loader, ready.dataset.classes, ready.bf16, cfg.tta)
     runs.save_metrics(out, metrics)
     runs.mark_complete(out)
     return metrics
+
+
+def train_run(cfg: Config, out: str, callbacks: tuple[Callback, ...] = ()) -> dict:
+    """Train `cfg` and save everything into the new run directory `out`; returns the test metrics."""
+    runs.check_new_run_dir(out)
+    ready = prepare(cfg)
+    if cfg.progress:
+        print("\n".join(ready.dataset.found_lines()))
+    runs.create_run_dir(out)
+    data_info = {"source": ready.dataset.source, "classes": ready.dataset.classes,
+                 "found": dict(zip(ready.dataset.subsets(), ready.dataset.found_lines())),
+                 "sizes": {name: len(split) for name, split in ready.dataset.subsets().items()},
+                 "preprocessing": ready.prep, "device": str(ready.device), "bf16": ready.bf16}
+    runs.save_config(out, cfg.to_dict(), data_info)
+    return _fit(cfg, out, ready, callbacks, None)
+
+
+def resume_run(run_dir: str, callbacks: tuple[Callback, ...] = ()) -> dict:
+    """Continue an interrupted run from its checkpoint; it ends as the uninterrupted run would."""
+    if not os.path.isdir(run_dir):
+        raise CnnlabError(f"{run_dir}: no such run directory")
+    if runs.is_complete(run_dir):
+        raise CnnlabError(f"{run_dir}: the run is already complete; nothing to resume")
+    saved = runs.read_json(os.path.join(run_dir, runs.CONFIG))
+    try:
+        cfg = parse_config(saved["config"])
+    except (ConfigError, KeyError, TypeError) as exc:
+        raise CnnlabError(f"{os.path.join(run_dir, runs.CONFIG)}: not a usable run config ({exc})") from None
+    state = runs.load_checkpoint(run_dir)
+    ready = prepare(cfg)
+    if ready.dataset.classes != saved["data"]["classes"]:
+        raise CnnlabError(f"{cfg.data_path()}: its classes differ from the run's; cannot resume")
+    try:
+        ready.model.load_state_dict(state["model"])
+    except RuntimeError:
+        raise CnnlabError(f"{os.path.join(run_dir, runs.CHECKPOINT)}: does not match model {cfg.model!r}; "
+                          "start the run again") from None
+    if cfg.progress:
+        print(f"resuming {run_dir} at epoch {state['epoch']}, step {state['step']}")
+    return _fit(cfg, run_dir, ready, callbacks, state)
 
 
 def load_trained(run_dir: str, device: torch.device | None = None) -> tuple[torch.nn.Module, Config, dict]:
@@ -134,5 +214,5 @@ def evaluate_run(run_dir: str, data: str | None = None) -> dict:
     return metrics
 
 
-__all__ = ["build_model", "evaluate_run", "load_data", "load_trained", "make_loader", "preprocessing",
-           "train_run"]
+__all__ = ["Prepared", "build_model", "evaluate_run", "load_data", "load_trained", "make_loader", "prepare",
+           "preprocessing", "resume_run", "train_run"]

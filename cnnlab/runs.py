@@ -5,6 +5,7 @@
     metrics.json       test metrics (accuracy, per class, confusion matrix)
     model.safetensors  the weights
     acc_plot.jpg/.png, loss_plot.jpg/.png
+    checkpoint.pt      the resumable training state while the run is unfinished (removed when complete)
     COMPLETE           written last: a directory without it is an unfinished run
 Every file is written to a temporary name and renamed, so none is ever half-written.
 """
@@ -24,8 +25,9 @@ import torch.nn as nn
 
 from .errors import CnnlabError
 
-CONFIG, HISTORY_JSON, HISTORY_CSV, METRICS, WEIGHTS, COMPLETE = (
-    "config.json", "history.json", "history.csv", "metrics.json", "model.safetensors", "COMPLETE")
+CONFIG, HISTORY_JSON, HISTORY_CSV, METRICS, WEIGHTS, COMPLETE, CHECKPOINT = (
+    "config.json", "history.json", "history.csv", "metrics.json", "model.safetensors", "COMPLETE",
+    "checkpoint.pt")
 
 
 def check_new_run_dir(path: str) -> None:
@@ -126,8 +128,37 @@ def load_weights(run_dir: str, model: nn.Module) -> None:
         raise CnnlabError(f"{path}: cannot load the weights into {type(model).__name__} ({first})") from None
 
 
+def save_checkpoint(run_dir: str, state: dict) -> None:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    write_atomic(os.path.join(run_dir, CHECKPOINT), buffer.getvalue())
+
+
+def load_checkpoint(run_dir: str) -> dict:
+    """The training state; loaded with weights_only=True, so a checkpoint cannot run code."""
+    path = os.path.join(run_dir, CHECKPOINT)
+    if not os.path.exists(path):
+        raise CnnlabError(f"{path}: missing; the run stopped before its first checkpoint, start it again")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for damaged or foreign files
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise CnnlabError(f"{path}: damaged or not a cnnlab checkpoint ({first}); start the run again") from None
+    needed = {"model", "optimizer", "scheduler", "rng", "epoch", "step", "sums", "history"}
+    if not isinstance(state, dict) or not needed <= set(state):
+        raise CnnlabError(f"{path}: not a cnnlab checkpoint (missing fields); start the run again")
+    return state
+
+
+def is_complete(run_dir: str) -> bool:
+    return os.path.exists(os.path.join(run_dir, COMPLETE))
+
+
 def mark_complete(run_dir: str) -> None:
     write_atomic(os.path.join(run_dir, COMPLETE), "")
+    checkpoint = os.path.join(run_dir, CHECKPOINT)
+    if os.path.exists(checkpoint):
+        os.remove(checkpoint)
 
 
 def load_run(run_dir: str) -> dict:

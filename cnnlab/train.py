@@ -1,8 +1,15 @@
-"""train(model, loaders, cfg, callbacks) -> history, one record per epoch."""
+"""train(model, loaders, cfg, callbacks) -> history, one record per epoch.
+
+Checkpoints (Keras's BackupAndRestore, Lightning's last.ckpt): `TrainControl.save_checkpoint` receives
+the whole training state (weights, optimizer, schedule, RNG, position in the epoch, running sums,
+history) after every `every_epochs` epochs and when a stop is requested; `TrainControl.resume` takes
+such a state back, and the resumed run then ends exactly where an uninterrupted one would (on CPU).
+"""
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -20,6 +27,10 @@ class TrainingError(CnnlabError):
     """Training cannot go on (e.g. a non-finite loss)."""
 
 
+class Interrupted(CnnlabError):
+    """A stop was requested (SIGINT/SIGTERM); the state was checkpointed."""
+
+
 class Callback:
     """Hooks called by `train`; raise StopTraining from one to end the run early."""
 
@@ -29,6 +40,14 @@ class Callback:
 
 class StopTraining(Exception):
     pass
+
+
+@dataclass
+class TrainControl:
+    save_checkpoint: Callable[[dict], None] | None = None
+    every_epochs: int = 1
+    stop_requested: Callable[[], str | None] = field(default=lambda: None)  # the reason, when asked to stop
+    resume: dict | None = None
 
 
 def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
@@ -51,9 +70,11 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> 
 
 
 def train(model: nn.Module, train_loader: DeviceLoader, val_loader: DeviceLoader | None, cfg: Config,
-          classes: list[str], bf16: bool = False, callbacks: Sequence[Callback] = ()) -> list[dict]:
+          classes: list[str], bf16: bool = False, callbacks: Sequence[Callback] = (),
+          control: TrainControl | None = None) -> list[dict]:
     """Train for cfg.epochs; after each epoch, validate. Returns the per-epoch history
     (loss and accuracy are running means over the epoch's batches, as Keras reports them)."""
+    control = control or TrainControl()
     optimizer = build_optimizer(model, cfg)
     steps = len(train_loader)
     if steps == 0:
@@ -64,16 +85,39 @@ def train(model: nn.Module, train_loader: DeviceLoader, val_loader: DeviceLoader
         optimizer, lambda step: lr_factor(step, total, warmup, cfg.schedule))
     device = train_loader.device
     history: list[dict] = []
-    for epoch in range(1, cfg.epochs + 1):
+    first_epoch, first_step, carried = 1, 0, None
+    if control.resume is not None:
+        state = control.resume
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        if device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        history, first_epoch, first_step = list(state["history"]), state["epoch"], state["step"]
+        carried = state["sums"]
+
+    def snapshot(epoch: int, step: int, sums: dict) -> dict:
+        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
+                "epoch": epoch, "step": step, "sums": sums, "history": history}
+
+    for epoch in range(first_epoch, cfg.epochs + 1):
         model.train()
         train_loader.set_epoch(epoch)
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.int64)
-        seen = 0
+        start_step = first_step if epoch == first_epoch else 0
+        if carried is not None and epoch == first_epoch:
+            loss_sum, correct = carried["loss_sum"].to(device), carried["correct"].to(device)
+            seen, before_s = carried["seen"], carried["time_s"]
+        else:
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device, dtype=torch.int64)
+            seen, before_s = 0, 0.0
         start = time.perf_counter()
-        bar = tqdm(train_loader, desc=f"epoch {epoch}/{cfg.epochs}", unit="step", leave=False,
+        bar = tqdm(total=steps, initial=start_step, desc=f"epoch {epoch}/{cfg.epochs}", unit="step", leave=False,
                    disable=not cfg.progress, dynamic_ncols=True)
-        for step, (inputs, labels) in enumerate(bar, 1):
+        for step, (inputs, labels) in enumerate(train_loader.batches(start_step), start_step + 1):
             with autocast(device, bf16):
                 logits = model(inputs)
             loss = F.cross_entropy(logits.float(), labels, label_smoothing=cfg.label_smoothing)
@@ -87,12 +131,22 @@ def train(model: nn.Module, train_loader: DeviceLoader, val_loader: DeviceLoader
             loss_sum += loss.detach() * len(labels)
             correct += (logits.argmax(1) == labels).sum()
             seen += len(labels)
+            bar.update(1)
             if cfg.progress and (step % 10 == 0 or step == steps):
                 bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", accuracy=f"{correct.item() / seen:.4f}")
+            reason = control.stop_requested()
+            if reason and step < steps:
+                bar.close()
+                sums = {"loss_sum": loss_sum.cpu(), "correct": correct.cpu(), "seen": seen,
+                        "time_s": before_s + time.perf_counter() - start}
+                if control.save_checkpoint is None:
+                    raise Interrupted(f"{reason} at epoch {epoch}, step {step}; no checkpoint was kept")
+                control.save_checkpoint(snapshot(epoch, step, sums))
+                raise Interrupted(f"{reason} at epoch {epoch}, step {step}; checkpoint saved")
         bar.close()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        train_s = time.perf_counter() - start
+        train_s = before_s + time.perf_counter() - start
         record = {"epoch": epoch, "loss": loss_sum.item() / seen, "accuracy": correct.item() / seen,
                   "val_loss": None, "val_accuracy": None, "lr": optimizer.param_groups[0]["lr"],
                   "time_s": round(train_s, 3)}
@@ -106,9 +160,21 @@ def train(model: nn.Module, train_loader: DeviceLoader, val_loader: DeviceLoader
             parts = [f"{k} {record[k]:.4f}" for k in ("loss", "accuracy", "val_loss", "val_accuracy")
                      if record[k] is not None]
             tqdm.write(f"epoch {epoch}/{cfg.epochs}: " + " - ".join(parts) + f" - {train_s:.1f}s")
+        stop = False
         try:
             for callback in callbacks:
                 callback.on_epoch_end(epoch, record, model)
         except StopTraining:
+            stop = True
+        reason = control.stop_requested()
+        boundary = {"loss_sum": torch.zeros(()), "correct": torch.zeros((), dtype=torch.int64), "seen": 0,
+                    "time_s": 0.0}
+        if control.save_checkpoint is not None and epoch < cfg.epochs and not stop and (
+                reason or (control.every_epochs and epoch % control.every_epochs == 0)):
+            control.save_checkpoint(snapshot(epoch + 1, 0, boundary))
+        if reason and epoch < cfg.epochs and not stop:
+            raise Interrupted(f"{reason} after epoch {epoch}; checkpoint saved"
+                              if control.save_checkpoint else f"{reason} after epoch {epoch}")
+        if stop:
             break
     return history

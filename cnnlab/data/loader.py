@@ -62,8 +62,9 @@ def to_inputs(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float],
 class DeviceLoader:
     """Iterate (inputs, labels) batches over uint8 images held on `device`.
 
-    With `shuffle`, each epoch draws a fresh permutation from a generator seeded by (seed, epoch), so
-    the batches of epoch e are the same whether or not the run was interrupted before it.
+    With `shuffle`, each epoch draws a fresh permutation from a generator seeded by (seed, epoch), and
+    each step its augmentation from one seeded by (seed, epoch, step): the batches of epoch e, step s
+    are the same whether or not the run was interrupted before them.
     """
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, device: torch.device, *,
@@ -89,15 +90,21 @@ class DeviceLoader:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _generator(self) -> torch.Generator:
-        return torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+    def _generator(self, step: int = -1) -> torch.Generator:
+        # One stream for the epoch's order and one per step for its augmentation, so that a resumed
+        # epoch can start at any step and still draw exactly the numbers an uninterrupted one draws.
+        return torch.Generator().manual_seed(((self.seed * 1_000_003 + self.epoch) * 1_000_033 + step + 1) % 2**63)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        gen = self._generator()
+        return self.batches()
+
+    def batches(self, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The epoch's batches from `start_step` on."""
         n = len(self.labels)
-        order = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
+        order = torch.randperm(n, generator=self._generator()) if self.shuffle else torch.arange(n)
         nearest = self.interpolation == "nearest"
-        for step in range(len(self)):
+        for step in range(start_step, len(self)):
+            gen = self._generator(step)
             idx = order[step * self.batch_size:(step + 1) * self.batch_size]
             flip = torch.rand(len(idx), generator=gen) < 0.5 if self.flip else None
             shift = (torch.randint(-self.translate, self.translate + 1, (len(idx), 2), generator=gen)
