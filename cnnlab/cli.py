@@ -88,7 +88,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     results = predictor.predict_files(collect_images(args.images))
     failed = [r for r in results if r.error]
     for r in failed:
-        print(f"error: {r.error}", file=sys.stderr)
+        print(f"error: {r.error.encode('utf-8', 'backslashreplace').decode('utf-8')}", file=sys.stderr)
     good = [r for r in results if not r.error]
     if args.json:
         print(json.dumps([{"file": r.source, "top": [{"class": c, "probability": round(p, 6)}
@@ -222,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stopped: {exc}", file=sys.stderr)
         return 130
     except CnnlabError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        # file names that are not valid UTF-8 arrive as surrogate escapes; print them, don't crash on them
+        print(f"error: {str(exc).encode('utf-8', 'backslashreplace').decode('utf-8')}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

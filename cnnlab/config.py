@@ -32,6 +32,7 @@ class Config:
     interpolation: Literal["nearest", "bilinear"] = _knob("nearest", "resize method (Keras's default is nearest)")
     scaling: Literal["rescale", "normalize"] = _knob(
         "normalize", "rescale = x/255 (the study); normalize = (x/255 - mean)/std of the training images")
+    skip_bad_images: bool = _knob(False, "skip (and list) images that cannot be decoded instead of stopping")
     subset: int = _knob(0, "use at most this many images of each split, taken evenly over classes (0 = all)")
     # --- augmentation, applied on the device a batch at a time ---
     flip: bool = _knob(True, "random horizontal flip")

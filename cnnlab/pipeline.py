@@ -25,7 +25,7 @@ from .train import Callback, Interrupted, TrainControl, train
 def load_data(cfg: Config) -> Dataset:
     return load_dataset(cfg.data_path(), val_fraction=cfg.val_fraction, split=cfg.split, seed=cfg.seed,
                         image_size=cfg.image_size, interpolation=cfg.interpolation, subset=cfg.subset,
-                        progress=cfg.progress)
+                        progress=cfg.progress, skip_bad=cfg.skip_bad_images)
 
 
 def preprocessing(cfg: Config, dataset: Dataset) -> dict:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections import Counter
 from dataclasses import dataclass
 
@@ -76,22 +77,34 @@ def even_subset(labels: np.ndarray, limit: int) -> np.ndarray:
     return np.sort(keep)
 
 
-def _common_size(root: str, files: list[str]) -> tuple[int, int]:
-    # The size of the first image; images of another size are resized to it at decode.
-    return image_size_of(os.path.join(root, files[0]))
+def _common_size(root: str, files: list[str], skip_bad: bool = False) -> tuple[int, int]:
+    # The size of the first (readable) image; images of another size are resized to it at decode.
+    for name in files:
+        try:
+            return image_size_of(os.path.join(root, name))
+        except DataError:
+            if not skip_bad:
+                raise
+    raise DataError(f"{root}: no readable image")
 
 
 def _folder_split(root: str, classes: list[str], size: tuple[int, int] | None, interpolation: str,
-                  progress: bool) -> tuple[Split, tuple[int, int]]:
+                  progress: bool, skip_bad: bool) -> tuple[Split, tuple[int, int]]:
     scan = scan_folder(root, classes)
-    size = size or _common_size(root, scan.files)
-    images = load_images(root, scan.files, size, interpolation, progress)
-    return Split(images, np.asarray(scan.labels, dtype=np.int64), scan.files), size
+    size = size or _common_size(root, scan.files, skip_bad)
+    images, bad = load_images(root, scan.files, size, interpolation, progress, skip_bad=skip_bad)
+    split = Split(images, np.asarray(scan.labels, dtype=np.int64), scan.files)
+    if bad:
+        for _, reason in bad:
+            print(f"skipped: {reason}", file=sys.stderr)
+        print(f"skipped {len(bad)} unreadable image(s) of {len(scan.files)} in {root}", file=sys.stderr)
+        split = split.take(np.setdiff1d(np.arange(len(split)), [i for i, _ in bad]))
+    return split, size
 
 
 def load_dataset(path: str, val_fraction: float = 0.1, split: str = "keras", seed: int = 0,
                  image_size: int = 0, interpolation: str = "nearest", subset: int = 0,
-                 progress: bool = True) -> Dataset:
+                 progress: bool = True, skip_bad: bool = False) -> Dataset:
     """Read an image-folder dataset (root/train, root/test) or a class-folder root or cifar-10-batches-py."""
     check_folder(path)
     size = (image_size, image_size) if image_size else None
@@ -115,13 +128,13 @@ def load_dataset(path: str, val_fraction: float = 0.1, split: str = "keras", see
         if os.path.isdir(train_root):
             classes = list_classes(train_root)
             test = None
-            full_train, size = _folder_split(train_root, classes, size, interpolation, progress)
+            full_train, size = _folder_split(train_root, classes, size, interpolation, progress, skip_bad)
             if os.path.isdir(test_root):
                 check_same_classes(classes, list_classes(test_root), train_root, test_root)
-                test, _ = _folder_split(test_root, classes, size, interpolation, progress)
+                test, _ = _folder_split(test_root, classes, size, interpolation, progress, skip_bad)
         else:
             classes = list_classes(path)
-            full_train, size = _folder_split(path, classes, size, interpolation, progress)
+            full_train, size = _folder_split(path, classes, size, interpolation, progress, skip_bad)
             test = None
     counts = Counter(full_train.labels.tolist())
     if val_fraction > 0:

@@ -10,6 +10,7 @@ import json
 import multiprocessing
 import os
 import sys
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
@@ -25,13 +26,23 @@ def cache_dir() -> str:
     return os.environ.get("CNNLAB_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "cnnlab")
 
 
+def image_error(path: str, exc: Exception) -> DataError:
+    if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        return DataError(f"{path}: refused: decompression bomb ({exc}); remove the file")
+    return DataError(f"{path}: cannot read image ({exc}); remove or replace the file")
+
+
+_IMAGE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError,
+                 Image.DecompressionBombWarning)
+
+
 def image_size_of(path: str) -> tuple[int, int]:
     """(height, width) of an image file, read from its header."""
     try:
         with Image.open(path) as img:
             return img.height, img.width
-    except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
-        raise DataError(f"{path}: cannot read image ({exc}); remove or replace the file") from None
+    except _IMAGE_ERRORS as exc:
+        raise image_error(path, exc) from None
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -48,34 +59,44 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 def decode_file(path: str, size: tuple[int, int], interpolation: str) -> np.ndarray:
     try:
-        with Image.open(path) as img:
-            img = to_rgb(img)
-            if (img.height, img.width) != size:
-                img = img.resize((size[1], size[0]), _RESAMPLE[interpolation])
-            return np.asarray(img, dtype=np.uint8)
-    except (OSError, UnidentifiedImageError, Image.DecompressionBombError, ValueError) as exc:
-        raise DataError(f"{path}: cannot read image ({exc}); remove or replace the file") from None
+        with warnings.catch_warnings():
+            # PIL only warns between MAX_IMAGE_PIXELS and twice that; a dataset image that large is a bomb
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img = to_rgb(img)
+                if (img.height, img.width) != size:
+                    img = img.resize((size[1], size[0]), _RESAMPLE[interpolation])
+                return np.asarray(img, dtype=np.uint8)
+    except _IMAGE_ERRORS as exc:
+        raise image_error(path, exc) from None
 
 
-def _decode_chunk(args: tuple[list[str], tuple[int, int], str]) -> np.ndarray:
-    paths, size, interpolation = args
-    out = np.empty((len(paths), size[0], size[1], 3), dtype=np.uint8)
+def _decode_chunk(args: tuple[list[str], tuple[int, int], str, bool]) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    paths, size, interpolation, skip_bad = args
+    out = np.zeros((len(paths), size[0], size[1], 3), dtype=np.uint8)
+    bad = []
     for i, path in enumerate(paths):
-        out[i] = decode_file(path, size, interpolation)
-    return out
+        try:
+            out[i] = decode_file(path, size, interpolation)
+        except DataError as exc:
+            if not skip_bad:
+                raise
+            bad.append((i, str(exc)))
+    return out, bad
 
 
 def decode_files(paths: list[str], size: tuple[int, int], interpolation: str, progress: bool = True,
-                 workers: int | None = None) -> np.ndarray:
-    """Decode `paths` into one (N, H, W, 3) uint8 array, spread over `workers` processes."""
+                 workers: int | None = None, skip_bad: bool = False) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """Decode `paths` into one (N, H, W, 3) uint8 array, spread over `workers` processes. A file that
+    cannot be decoded raises DataError, or with `skip_bad` is listed as (index, reason) and left zero."""
     from tqdm import tqdm
 
     workers = workers or os.cpu_count() or 1
     chunk = max(64, min(2048, len(paths) // (workers * 8) + 1))
-    jobs = [(paths[i:i + chunk], size, interpolation) for i in range(0, len(paths), chunk)]
+    jobs = [(paths[i:i + chunk], size, interpolation, skip_bad) for i in range(0, len(paths), chunk)]
     out = np.empty((len(paths), size[0], size[1], 3), dtype=np.uint8)
     bar = tqdm(total=len(paths), desc="decoding", unit="img", disable=not progress, leave=False)
-    start = 0
+    start, bad = 0, []
     if workers == 1 or len(jobs) == 1:
         results = map(_decode_chunk, jobs)
         pool = None
@@ -84,15 +105,16 @@ def decode_files(paths: list[str], size: tuple[int, int], interpolation: str, pr
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
         results = pool.map(_decode_chunk, jobs)
     try:
-        for block in results:
+        for block, block_bad in results:
             out[start:start + len(block)] = block
+            bad.extend((start + i, reason) for i, reason in block_bad)
             start += len(block)
             bar.update(len(block))
     finally:
         bar.close()
         if pool is not None:
             pool.shutdown(cancel_futures=True)
-    return out
+    return out, bad
 
 
 def cache_key(root: str, files: list[str], size: tuple[int, int], interpolation: str) -> str:
@@ -108,19 +130,22 @@ def cache_key(root: str, files: list[str], size: tuple[int, int], interpolation:
 
 
 def load_images(root: str, files: list[str], size: tuple[int, int], interpolation: str,
-                progress: bool = True, use_cache: bool = True) -> np.ndarray:
-    """The decoded images of `root`/`files`, from the cache when the folder is unchanged."""
+                progress: bool = True, use_cache: bool = True,
+                skip_bad: bool = False) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """(images, skipped) of `root`/`files`, from the cache when the folder is unchanged. `skipped`
+    lists (index, reason) of the files that could not be decoded, with `skip_bad` only."""
     key = cache_key(root, files, size, interpolation)
     path = os.path.join(cache_dir(), f"{key}.npy")
     if use_cache and os.path.exists(path):
         try:
             images = np.load(path, allow_pickle=False)
             if images.shape == (len(files), size[0], size[1], 3) and images.dtype == np.uint8:
-                return images
+                return images, []
         except (OSError, ValueError):
             pass  # a damaged cache file is decoded again and replaced
-    images = decode_files([os.path.join(root, f) for f in files], size, interpolation, progress)
-    if use_cache:
+    images, bad = decode_files([os.path.join(root, f) for f in files], size, interpolation, progress,
+                               skip_bad=skip_bad)
+    if use_cache and not bad:  # a folder with broken files is not cached: it should be fixed, not kept
         os.makedirs(cache_dir(), exist_ok=True)
         tmp = f"{path}.tmp-{os.getpid()}"
         try:
@@ -131,4 +156,4 @@ def load_images(root: str, files: list[str], size: tuple[int, int], interpolatio
             print(f"warning: could not write the decode cache {path}: {exc.strerror}", file=sys.stderr)
             if os.path.exists(tmp):
                 os.remove(tmp)
-    return images
+    return images, bad
