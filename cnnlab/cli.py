@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 import typing
@@ -65,6 +66,29 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"test accuracy: {100 * metrics['test']['accuracy']:.2f}% "
               f"({metrics['test']['n']} images); training {metrics['train_time_s']:.1f}s")
     print(f"run saved in {out}")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep import describe_plan, format_table, parse_grid, plan, run_sweep, work
+
+    if args.worker:
+        if not args.out:
+            raise CnnlabError("--worker needs --out SWEEP_DIR of an existing sweep")
+        work(args.out, int(getattr(args, "threads", 0) or 0), progress=False)
+        return 0
+    cfg = _config_from_args(args)
+    grid = parse_grid(args.grid or [], cfg)
+    units, reason = plan(cfg, grid, args.seeds)
+    if args.dry_run:
+        print(describe_plan(units, reason))
+        return 0
+    if not args.out:
+        raise CnnlabError("--out SWEEP_DIR is required (re-running the same command resumes it)")
+    print(describe_plan(units, reason))
+    res = run_sweep(args.out, cfg, grid, args.seeds, workers=args.workers, progress=cfg.progress)
+    print(format_table(res))
+    print(f"results in {args.out}: results.csv, results.json" + (", heatmap.png" if len(grid) == 2 else ""))
     return 0
 
 
@@ -170,6 +194,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(p)
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser("sweep", help="grid of config values x seeds, with statistics; resumable")
+    p.add_argument("--preset", choices=list(PRESETS), default="fast", help="named config (default: fast)")
+    p.add_argument("--config", help="JSON config file for the values not in the grid")
+    p.add_argument("--grid", action="append", metavar="KEY=V1,V2|seed-grid",
+                   help="a config key and its values (repeat for more keys); seed-grid = the study's 3x3 grid")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per cell (default 3)")
+    p.add_argument("--out", help="sweep directory; re-running the same command resumes it")
+    p.add_argument("--dry-run", action="store_true", help="print the trainings and the cells each serves")
+    p.add_argument("--workers", type=int, default=1, help="worker processes on this machine, cores shared")
+    p.add_argument("--worker", action="store_true", help="join the existing sweep in --out as one more worker")
+    _add_config_flags(p)
+    p.set_defaults(func=cmd_sweep)
+
     p = sub.add_parser("evaluate", help="test accuracy of a finished run")
     p.add_argument("run_dir")
     p.add_argument("--data", help="dataset to evaluate on (default: the run's)")
@@ -228,6 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stdout = open(os.devnull, "w")
+        return 0
 
 
 if __name__ == "__main__":

@@ -115,9 +115,28 @@ def stop_on_signals():
             signal.signal(sig, old)
 
 
-def _fit(cfg: Config, out: str, ready: Prepared, callbacks: tuple[Callback, ...], resume: dict | None) -> dict:
+class TestAtEpochs(Callback):
+    """Adds test_loss / test_accuracy to the history records of the given epochs, so that one training
+    can stand for runs of several lengths (a sweep's shared epochs)."""
+
+    def __init__(self, epochs: set[int], loader: DeviceLoader, classes: list[str], bf16: bool, tta: bool):
+        self.epochs, self.loader, self.classes, self.bf16, self.tta = epochs, loader, classes, bf16, tta
+
+    def on_epoch_end(self, epoch: int, record: dict, model: torch.nn.Module) -> None:
+        if epoch in self.epochs:
+            test = evaluate(model, self.loader, self.classes, self.bf16, self.tta)
+            record.update(test_loss=test["loss"], test_accuracy=test["accuracy"])
+
+
+def _fit(cfg: Config, out: str, ready: Prepared, callbacks: tuple[Callback, ...], resume: dict | None,
+         test_at_epochs: tuple[int, ...] = ()) -> dict:
     def save(state: dict) -> None:
         runs.save_checkpoint(out, state)
+
+    if test_at_epochs and ready.dataset.test is not None:
+        test_loader = make_loader(ready.dataset.test, cfg, ready.prep, ready.device, training=False)
+        callbacks = (TestAtEpochs(set(test_at_epochs), test_loader, ready.dataset.classes, ready.bf16, cfg.tta),
+                     *callbacks)
 
     with stop_on_signals() as stop_requested:
         control = TrainControl(save_checkpoint=save, every_epochs=cfg.checkpoint_every,
@@ -141,8 +160,9 @@ def _fit(cfg: Config, out: str, ready: Prepared, callbacks: tuple[Callback, ...]
     return metrics
 
 
-def train_run(cfg: Config, out: str, callbacks: tuple[Callback, ...] = ()) -> dict:
-    """Train `cfg` and save everything into the new run directory `out`; returns the test metrics."""
+def train_run(cfg: Config, out: str, callbacks: tuple[Callback, ...] = (), test_at_epochs: tuple[int, ...] = ()) -> dict:
+    """Train `cfg` and save everything into the new run directory `out`; returns the test metrics.
+    `test_at_epochs`: also evaluate the test split after these epochs (into the history)."""
     runs.check_new_run_dir(out)
     ready = prepare(cfg)
     if cfg.progress:
@@ -151,9 +171,10 @@ def train_run(cfg: Config, out: str, callbacks: tuple[Callback, ...] = ()) -> di
     data_info = {"source": ready.dataset.source, "classes": ready.dataset.classes,
                  "found": dict(zip(ready.dataset.subsets(), ready.dataset.found_lines())),
                  "sizes": {name: len(split) for name, split in ready.dataset.subsets().items()},
-                 "preprocessing": ready.prep, "device": str(ready.device), "bf16": ready.bf16}
+                 "preprocessing": ready.prep, "device": str(ready.device), "bf16": ready.bf16,
+                 "test_at_epochs": list(test_at_epochs)}
     runs.save_config(out, cfg.to_dict(), data_info)
-    return _fit(cfg, out, ready, callbacks, None)
+    return _fit(cfg, out, ready, callbacks, None, tuple(test_at_epochs))
 
 
 def resume_run(run_dir: str, callbacks: tuple[Callback, ...] = ()) -> dict:
@@ -178,7 +199,7 @@ def resume_run(run_dir: str, callbacks: tuple[Callback, ...] = ()) -> dict:
                           "start the run again") from None
     if cfg.progress:
         print(f"resuming {run_dir} at epoch {state['epoch']}, step {state['step']}")
-    return _fit(cfg, run_dir, ready, callbacks, state)
+    return _fit(cfg, run_dir, ready, callbacks, state, tuple(saved["data"].get("test_at_epochs", ())))
 
 
 def load_trained(run_dir: str, device: torch.device | None = None) -> tuple[torch.nn.Module, Config, dict]:

@@ -96,7 +96,8 @@ def save_history(run_dir: str, history: list[dict]) -> None:
     write_json(os.path.join(run_dir, HISTORY_JSON), history)
     if history:
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=list(history[0]))
+        fields = list(dict.fromkeys(key for record in history for key in record))  # test_* only on some epochs
+        writer = csv.DictWriter(buffer, fieldnames=fields)
         writer.writeheader()
         writer.writerows(history)
         write_atomic(os.path.join(run_dir, HISTORY_CSV), buffer.getvalue())

@@ -1,0 +1,29 @@
+"""Small, pure statistics for comparing configurations over seeds."""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+from scipy import stats as _scipy
+
+
+def summarize(values: Sequence[float], confidence: float = 0.95) -> dict:
+    """n, mean, sample std and the two-sided Student-t confidence interval of the mean."""
+    n = len(values)
+    if n == 0:
+        return {"n": 0, "mean": None, "std": None, "ci_low": None, "ci_high": None}
+    mean = sum(values) / n
+    if n == 1:
+        return {"n": 1, "mean": mean, "std": None, "ci_low": None, "ci_high": None}
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = _scipy.t.ppf(0.5 + confidence / 2, n - 1) * std / math.sqrt(n)
+    return {"n": n, "mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half}
+
+
+def welch_p(a: Sequence[float], b: Sequence[float]) -> float | None:
+    """Two-sided p-value of Welch's t-test (unequal variances); None with fewer than 2 values a side."""
+    if len(a) < 2 or len(b) < 2:
+        return None
+    if max(a) == min(a) and max(b) == min(b):
+        return 1.0 if a[0] == b[0] else 0.0
+    return float(_scipy.ttest_ind(a, b, equal_var=False).pvalue)

@@ -1,0 +1,389 @@
+"""Sweeps: a grid of Config values x seeds, on Optuna, resumable, shared by worker processes.
+
+Each (cell, seed) is one trial of one Optuna study kept in SWEEP_DIR/optuna.journal (Optuna's journal
+file storage, safe for several processes on one machine), so optuna-dashboard and Optuna's own tools
+open a cnnlab sweep. Shared epochs: when the learning rate does not depend on the total number of
+epochs (schedule=constant, as in the study), the cells that differ only in `epochs` are served by ONE
+training to the largest count, evaluated (validation and test) after each requested count: the
+study's 3x3 grid costs 3 trainings of 30 epochs per seed instead of 9 (90 epochs instead of 225).
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import itertools
+import json
+import os
+import socket
+import sys
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+from . import runs
+from .config import Config, parse_config
+from .errors import CnnlabError, ConfigError
+from .pipeline import resume_run, train_run
+from .stats import summarize, welch_p
+
+NAMED_GRIDS = {"seed-grid": {"batch_size": [100, 200, 250], "epochs": [20, 25, 30]}}
+SPEC, JOURNAL, LOCK, RESULTS_JSON, RESULTS_CSV, HEATMAP = (
+    "sweep.json", "optuna.journal", ".claim.lock", "results.json", "results.csv", "heatmap.png")
+DIED = "worker died"
+
+
+def parse_grid(specs: list[str], base: Config) -> dict[str, list]:
+    """`key=v1,v2` items (or a named grid) -> {key: [typed values]}, each value checked by the Config."""
+    grid: dict[str, list] = {}
+    for spec in specs:
+        if spec in NAMED_GRIDS:
+            grid.update(NAMED_GRIDS[spec])
+            continue
+        key, sep, values = spec.partition("=")
+        if not sep or not values:
+            raise ConfigError(f"--grid {spec!r}: expected KEY=V1,V2,... or one of {', '.join(NAMED_GRIDS)}")
+        key = key.strip().replace("-", "_")
+        grid[key] = [getattr(base.replace(**{key: v.strip()}), key) for v in values.split(",")]
+    if not grid:
+        raise ConfigError("a sweep needs at least one --grid")
+    if "seed" in grid:
+        raise ConfigError("--grid seed: use --seeds N for seeds")
+    return grid
+
+
+def cells_of(grid: dict[str, list]) -> list[dict]:
+    keys = list(grid)
+    return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+
+
+def cell_name(cell: dict) -> str:
+    return ",".join(f"{k}={v}" for k, v in cell.items())
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One training: the cell values (epochs = the largest served), the seed, and the epoch counts
+    at which it is evaluated, one per cell it serves."""
+
+    values: tuple[tuple[str, Any], ...]
+    seed: int
+    serves: tuple[int, ...]
+
+    @property
+    def key(self) -> str:
+        return "_".join(f"{k}-{v}" for k, v in self.values) + f"_seed-{self.seed}"
+
+    def cell(self, epochs: int) -> dict:
+        cell = dict(self.values)
+        cell["epochs"] = epochs
+        return cell
+
+
+def plan(base: Config, grid: dict[str, list], seeds: int) -> tuple[list[Unit], str]:
+    """The trainings to run and why epochs are or are not shared."""
+    cells = cells_of(grid)
+    share = "epochs" in grid and len(grid["epochs"]) > 1
+    reason = "epochs shared: the schedule is constant, so a longer run passes through the shorter runs' states"
+    if share:
+        schedules = {base.replace(**c).schedule for c in cells}
+        if schedules != {"constant"}:
+            share = False
+            reason = (f"epochs not shared: schedule {'/'.join(sorted(schedules - {'constant'}))} depends on the "
+                      "total number of epochs, so each length needs its own training")
+    elif "epochs" not in grid:
+        reason = "no epochs in the grid: one training per cell and seed"
+    units: list[Unit] = []
+    groups: dict[tuple, list[int]] = {}
+    for cell in cells:
+        rest = tuple((k, v) for k, v in cell.items() if not (share and k == "epochs"))
+        epochs = cell.get("epochs", base.epochs)
+        groups.setdefault(rest, []).append(epochs)
+    for seed in range(seeds):
+        for rest, epochs_list in groups.items():
+            if share:
+                units.append(Unit(rest + (("epochs", max(epochs_list)),), seed, tuple(sorted(set(epochs_list)))))
+            else:
+                units.append(Unit(rest, seed, (dict(rest).get("epochs", base.epochs),)))
+    return units, reason
+
+
+def describe_plan(units: list[Unit], reason: str) -> str:
+    seeds = sorted({u.seed for u in units})
+    per_seed = [u for u in units if u.seed == seeds[0]]
+    epochs = sum(dict(u.values).get("epochs", u.serves[-1]) for u in per_seed)
+    served = sum(len(u.serves) for u in per_seed)
+    lines = [reason, f"{len(per_seed)} training(s) per seed ({epochs} epochs) serving {served} cell(s); "
+                     f"{len(seeds)} seed(s): {len(units)} training(s) in all"]
+    for u in per_seed:
+        lines.append(f"  train {', '.join(f'{k}={v}' for k, v in u.values)} -> evaluated at epochs "
+                     f"{', '.join(map(str, u.serves))}")
+    return "\n".join(lines)
+
+
+# --- the sweep directory --------------------------------------------------------------------------
+
+def create_sweep(out: str, base: Config, grid: dict[str, list], seeds: int) -> dict:
+    """Write SWEEP_DIR/sweep.json, or check that an existing one describes the same sweep."""
+    spec = {"config": base.to_dict(), "grid": grid, "seeds": seeds}
+    path = os.path.join(out, SPEC)
+    if os.path.exists(path):
+        saved = runs.read_json(path)
+        if saved != json.loads(json.dumps(spec)):
+            raise CnnlabError(f"{out}: holds a different sweep; choose another --out (or rerun the same command)")
+        return saved
+    if os.path.isdir(out) and os.listdir(out):
+        raise CnnlabError(f"{out}: already holds files that are not a cnnlab sweep; choose another --out")
+    os.makedirs(os.path.join(out, "runs"), exist_ok=True)
+    runs.write_json(path, spec)
+    return spec
+
+
+def load_spec(out: str) -> tuple[Config, dict[str, list], int]:
+    spec = runs.read_json(os.path.join(out, SPEC))
+    return parse_config(spec["config"]), spec["grid"], spec["seeds"]
+
+
+def open_study(out: str):
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = JournalStorage(JournalFileBackend(os.path.join(out, JOURNAL)))
+    return optuna.create_study(study_name="cnnlab", storage=storage, direction="maximize", load_if_exists=True)
+
+
+@contextlib.contextmanager
+def claim_lock(out: str) -> Iterator[None]:
+    with open(os.path.join(out, LOCK), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _alive(worker: str) -> bool:
+    host, _, pid = worker.rpartition("@")
+    if host != socket.gethostname():
+        return True  # another machine's worker: trusted until its trial ends
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, ValueError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _unit_states(study, units: list[Unit]) -> dict[str, str]:
+    """unit key -> done | running | failed | dead | todo, from the study's trials."""
+    import optuna
+
+    by_unit: dict[str, list] = {}
+    for trial in study.get_trials(deepcopy=False):
+        by_unit.setdefault(trial.user_attrs.get("unit", ""), []).append(trial)
+    states = {}
+    for unit in units:
+        trials = by_unit.get(unit.key, [])
+        complete = {t.user_attrs.get("epochs") for t in trials if t.state == optuna.trial.TrialState.COMPLETE}
+        if set(unit.serves) <= complete:
+            states[unit.key] = "done"
+        elif any(t.state == optuna.trial.TrialState.RUNNING and _alive(t.user_attrs.get("worker", "")) for t in trials):
+            states[unit.key] = "running"
+        elif any(t.state == optuna.trial.TrialState.RUNNING for t in trials):
+            states[unit.key] = "dead"
+        elif any(t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get("fail_reason") != DIED for t in trials):
+            states[unit.key] = "failed"
+        else:
+            states[unit.key] = "todo"
+    return states
+
+
+def _claim(study, units: list[Unit], out: str) -> tuple[Unit, list] | None:
+    """Under the lock: mark the trials of dead workers failed, then take the next unit to train."""
+    import optuna
+
+    with claim_lock(out):
+        states = _unit_states(study, units)
+        for trial in study.get_trials(deepcopy=False):
+            if trial.state == optuna.trial.TrialState.RUNNING and not _alive(trial.user_attrs.get("worker", "")):
+                study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", DIED)
+                study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+        for unit in units:
+            if states[unit.key] in ("todo", "dead"):
+                trials = []
+                for epochs in unit.serves:
+                    trial = study.ask()
+                    for key, value in (("unit", unit.key), ("cell", cell_name(unit.cell(epochs))),
+                                       ("seed", unit.seed), ("epochs", epochs),
+                                       ("worker", f"{socket.gethostname()}@{os.getpid()}")):
+                        trial.set_user_attr(key, value)
+                    trials.append(trial)
+                return unit, trials
+    return None
+
+
+def _train_unit(out: str, base: Config, unit: Unit, threads: int, progress: bool) -> list[dict]:
+    cfg = base.replace(**dict(unit.values), seed=unit.seed, progress=progress,
+                       **({"threads": threads} if threads else {}))
+    run_dir = os.path.join(out, "runs", unit.key)
+    if os.path.isdir(run_dir) and runs.is_complete(run_dir):
+        pass
+    elif os.path.exists(os.path.join(run_dir, runs.CHECKPOINT)):
+        resume_run(run_dir)  # a killed worker's training goes on from its last checkpoint
+    else:
+        if os.path.isdir(run_dir):
+            import shutil
+
+            shutil.rmtree(run_dir)  # died before its first checkpoint: start again
+        train_run(cfg, run_dir, test_at_epochs=unit.serves)
+    return runs.load_run(run_dir)["history"]
+
+
+def work(out: str, threads: int = 0, progress: bool = True, on_result=None) -> int:
+    """Train units until none is left; returns how many this worker trained."""
+    import optuna
+
+    base, grid, seeds = load_spec(out)
+    units, _ = plan(base, grid, seeds)
+    study = open_study(out)
+    done = 0
+    while (claimed := _claim(study, units, out)) is not None:
+        unit, trials = claimed
+        try:
+            history = _train_unit(out, base, unit, threads, progress)
+        except CnnlabError as exc:
+            for trial in trials:
+                trial.set_user_attr("fail_reason", str(exc))
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            print(f"trial failed: {unit.key}: {exc}", file=sys.stderr)
+            continue
+        by_epoch = {r["epoch"]: r for r in history}
+        for trial, epochs in zip(trials, unit.serves):
+            record = by_epoch[epochs]
+            trial.set_user_attr("test_accuracy", record.get("test_accuracy"))
+            trial.set_user_attr("train_time_s", sum(by_epoch[e]["time_s"] for e in range(1, epochs + 1)))
+            study.tell(trial, record["val_accuracy"])
+        done += 1
+        if on_result:
+            on_result()
+    return done
+
+
+# --- results ----------------------------------------------------------------------------------------
+
+def results(out: str) -> dict:
+    """Per cell: n, mean, std, 95% CI of validation and test accuracy and of training time; the best
+    cell on validation accuracy and Welch's test of it against every other cell."""
+    import optuna
+
+    base, grid, seeds = load_spec(out)
+    study = open_study(out)
+    per_cell: dict[str, dict[str, list]] = {cell_name(c): {"val": [], "test": [], "time": [], "seeds": []}
+                                            for c in cells_of(grid)}
+    failed = []
+    for trial in study.get_trials(deepcopy=False):
+        cell = trial.user_attrs.get("cell")
+        if trial.state == optuna.trial.TrialState.COMPLETE and cell in per_cell:
+            per_cell[cell]["val"].append(trial.value)
+            per_cell[cell]["test"].append(trial.user_attrs.get("test_accuracy"))
+            per_cell[cell]["time"].append(trial.user_attrs.get("train_time_s"))
+            per_cell[cell]["seeds"].append(trial.user_attrs.get("seed"))
+        elif trial.state == optuna.trial.TrialState.FAIL and trial.user_attrs.get("fail_reason") != DIED:
+            failed.append({"cell": cell, "seed": trial.user_attrs.get("seed"),
+                           "reason": trial.user_attrs.get("fail_reason")})
+    rows = []
+    for cell, vals in per_cell.items():
+        order = sorted(range(len(vals["seeds"])), key=lambda i: vals["seeds"][i])
+        val = [vals["val"][i] for i in order]
+        test = [vals["test"][i] for i in order if vals["test"][i] is not None]
+        rows.append({"cell": cell, "val": summarize(val), "test": summarize(test),
+                     "train_time_s": summarize([vals["time"][i] for i in order]), "val_values": val,
+                     "test_values": test})
+    scored = [r for r in rows if r["val"]["n"]]
+    best = max(scored, key=lambda r: r["val"]["mean"]) if scored else None
+    for row in rows:
+        if best is None or not row["val"]["n"]:
+            row["verdict"], row["p_value"] = "no results yet", None
+        elif row is best:
+            row["verdict"], row["p_value"] = "best (on validation)", None
+        else:
+            p = welch_p(best["val_values"], row["val_values"])
+            row["p_value"] = p
+            row["verdict"] = ("too few seeds to test" if p is None else
+                              f"worse than best (p={p:.3f})" if p < 0.05 else
+                              f"not distinguishable from best (p={p:.2f})")
+    return {"grid": grid, "seeds": seeds, "rows": rows, "best": best["cell"] if best else None,
+            "best_test": best["test"] if best else None, "failed": failed}
+
+
+def _pct(summary: dict) -> str:
+    if not summary["n"]:
+        return "-"
+    if summary["ci_low"] is None:
+        return f"{100 * summary['mean']:.2f}"
+    return f"{100 * summary['mean']:.2f} [{100 * summary['ci_low']:.2f}, {100 * summary['ci_high']:.2f}]"
+
+
+def format_table(res: dict) -> str:
+    head = f"{'cell':<32}{'n':>3}  {'val acc % [95% CI]':<26}{'test acc % [95% CI]':<26}{'train s':>9}  verdict"
+    lines = [head, "-" * len(head)]
+    for row in res["rows"]:
+        time_s = row["train_time_s"]["mean"]
+        lines.append(f"{row['cell']:<32}{row['val']['n']:>3}  {_pct(row['val']):<26}{_pct(row['test']):<26}"
+                     f"{'' if time_s is None else f'{time_s:.0f}':>9}  {row['verdict']}")
+    if res["best"]:
+        lines.append(f"chosen on validation: {res['best']}; its test accuracy: {_pct(res['best_test'])}%")
+    for fail in res["failed"]:
+        lines.append(f"failed: {fail['cell']} seed {fail['seed']}: {fail['reason']}")
+    return "\n".join(lines)
+
+
+def save_results(out: str, res: dict) -> None:
+    import csv
+    import io
+
+    runs.write_json(os.path.join(out, RESULTS_JSON), res)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["cell", "n", "val_mean", "val_std", "val_ci_low", "val_ci_high", "test_mean", "test_std",
+                     "test_ci_low", "test_ci_high", "train_time_s_mean", "p_value_vs_best", "verdict"])
+    for r in res["rows"]:
+        writer.writerow([r["cell"], r["val"]["n"], r["val"]["mean"], r["val"]["std"], r["val"]["ci_low"],
+                         r["val"]["ci_high"], r["test"]["mean"], r["test"]["std"], r["test"]["ci_low"],
+                         r["test"]["ci_high"], r["train_time_s"]["mean"], r["p_value"], r["verdict"]])
+    runs.write_atomic(os.path.join(out, RESULTS_CSV), buffer.getvalue())
+    if len(res["grid"]) == 2:
+        from .plots import plot_heatmap
+
+        (row_key, row_values), (col_key, col_values) = res["grid"].items()
+        means = {r["cell"]: r["val"]["mean"] for r in res["rows"]}
+        matrix = [[means.get(cell_name({row_key: rv, col_key: cv})) for cv in col_values] for rv in row_values]
+        plot_heatmap(matrix, row_key, row_values, col_key, col_values, os.path.join(out, HEATMAP),
+                     "mean validation accuracy")
+
+
+def run_sweep(out: str, base: Config, grid: dict[str, list], seeds: int, workers: int = 1,
+              progress: bool = True) -> dict:
+    """Create (or resume) the sweep in `out` and work through it with `workers` processes."""
+    import subprocess
+
+    create_sweep(out, base, grid, seeds)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threads = max(1, cores // workers) if workers > 1 else base.threads
+    helpers = [subprocess.Popen([sys.executable, "-m", "cnnlab.cli", "sweep", "--out", out, "--worker",
+                                 "--threads", str(threads)], stdout=subprocess.DEVNULL)
+               for _ in range(workers - 1)]
+    show = (lambda: print(format_table(results(out)), flush=True)) if progress else None
+    try:
+        work(out, threads, progress and workers == 1, on_result=show)
+    finally:
+        for helper in helpers:
+            helper.wait()
+    res = results(out)
+    save_results(out, res)
+    return res
+
+
+__all__ = ["NAMED_GRIDS", "Unit", "cells_of", "create_sweep", "describe_plan", "format_table",
+           "parse_grid", "plan", "results", "run_sweep", "save_results", "work"]

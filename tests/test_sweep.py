@@ -1,0 +1,114 @@
+"""Sweeps: the plan, shared epochs equal to separate runs, statistics, resume, failures, workers."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+
+from cnnlab import preset, train_run
+from cnnlab.cli import main
+from cnnlab.runs import load_run
+from cnnlab.stats import summarize, welch_p
+from cnnlab.sweep import open_study, parse_grid, plan
+from conftest import make_folder
+
+TINY = ["--batch-size", "8", "--eval-batch-size", "64", "--threads", "1", "--no-progress", "--schedule", "constant",
+        "--lr", "0.05", "--warmup-epochs", "0"]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep") / "ds"
+    make_folder(root / "train", per_class=30, size=16)
+    make_folder(root / "test", per_class=10, size=16, seed=1)
+    return str(root)
+
+
+def test_seed_grid_plan_is_3_trainings_of_30_epochs_per_seed(capsys):
+    assert main(["sweep", "--grid", "seed-grid", "--preset", "seed", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "3 training(s) per seed (90 epochs) serving 9 cell(s)" in out
+    assert out.count("epochs=30 -> evaluated at epochs 20, 25, 30") == 3
+
+
+def test_epochs_not_shared_when_the_schedule_depends_on_them():
+    base = preset("fast")
+    units, reason = plan(base, parse_grid(["seed-grid"], base), 2)
+    assert len(units) == 18 and "not shared: schedule onecycle" in reason
+
+
+def test_shared_epochs_equal_separate_runs(dataset, tmp_path):
+    base = preset("fast", data=dataset, batch_size=8, eval_batch_size=64, threads=1, progress=False,
+                  schedule="constant", lr=0.05, warmup_epochs=0.0, seed=2)
+    train_run(base.replace(epochs=3), str(tmp_path / "long"), test_at_epochs=(2, 3))
+    short = train_run(base.replace(epochs=2), str(tmp_path / "short"))
+    long_history = load_run(str(tmp_path / "long"))["history"]
+    short_history = load_run(str(tmp_path / "short"))["history"]
+    assert long_history[1]["val_accuracy"] == short_history[1]["val_accuracy"]
+    assert long_history[1]["val_loss"] == short_history[1]["val_loss"]
+    assert long_history[1]["test_accuracy"] == short["test"]["accuracy"]
+
+
+def trials_by_cell_seed(out):
+    study = open_study(out)
+    done = {}
+    for t in study.get_trials():
+        if t.state == optuna.trial.TrialState.COMPLETE:
+            key = (t.user_attrs["cell"], t.user_attrs["seed"])
+            done[key] = done.get(key, 0) + 1
+    return done
+
+
+def test_sweep_table_files_resume_and_failures(dataset, tmp_path, capsys):
+    out = str(tmp_path / "sw")
+    args = ["sweep", "--data", dataset, "--grid", "lr=0.05,1e30", "--grid", "epochs=1,2", "--seeds", "2",
+            "--out", out, *[a for a in TINY if a not in ("--lr", "0.05")]]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "chosen on validation: lr=0.05" in text and "failed: lr=1e+30" in text and "non-finite loss" in text
+    assert {"results.csv", "results.json", "heatmap.png", "optuna.journal", "sweep.json"} <= set(os.listdir(out))
+    res = json.loads(open(os.path.join(out, "results.json")).read())
+    good = [r for r in res["rows"] if r["cell"].startswith("lr=0.05")]
+    assert [r["val"]["n"] for r in good] == [2, 2]
+    assert trials_by_cell_seed(out) == {(f"lr=0.05,epochs={e}", s): 1 for e in (1, 2) for s in (0, 1)}
+    marker = os.path.join(out, "runs", "lr-0.05_epochs-2_seed-0", "COMPLETE")
+    stamp = os.stat(marker).st_mtime_ns
+    assert main(args) == 0  # the same command again: resumes, trains nothing
+    assert os.stat(marker).st_mtime_ns == stamp
+    assert trials_by_cell_seed(out) == {(f"lr=0.05,epochs={e}", s): 1 for e in (1, 2) for s in (0, 1)}
+    again = json.loads(open(os.path.join(out, "results.json")).read())
+    assert again["rows"] == res["rows"]
+
+
+def test_two_workers_give_the_same_table_and_a_killed_worker_is_retried(dataset, tmp_path):
+    common = ["--data", dataset, "--grid", "batch_size=8,16", "--grid", "epochs=2,4", "--seeds", "2", *TINY]
+    one, two = str(tmp_path / "one"), str(tmp_path / "two")
+    assert main(["sweep", *common, "--out", one]) == 0
+    proc = subprocess.Popen([sys.executable, "-m", "cnnlab.cli", "sweep", *common, "--out", two, "--workers", "2"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not any(os.path.exists(os.path.join(two, "runs", d, "checkpoint.pt"))
+                  for d in (os.listdir(os.path.join(two, "runs")) if os.path.isdir(os.path.join(two, "runs")) else [])):
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)  # the main worker dies mid-trial; its helper finishes its own trial
+    proc.wait()
+    time.sleep(1.0)
+    assert main(["sweep", *common, "--out", two, "--workers", "2"]) == 0
+    done = trials_by_cell_seed(two)
+    assert len(done) == 8 and set(done.values()) == {1}
+    table = lambda d: [(r["cell"], r["val"], r["test"]) for r in json.load(open(os.path.join(d, "results.json")))["rows"]]  # noqa: E731
+    assert table(one) == table(two)
+
+
+def test_statistics():
+    s = summarize([0.80, 0.82, 0.84])
+    assert s["n"] == 3 and abs(s["mean"] - 0.82) < 1e-12 and abs(s["std"] - 0.02) < 1e-12
+    assert abs(s["ci_high"] - 0.82 - 4.302652729911275 * 0.02 / 3 ** 0.5) < 1e-9
+    assert welch_p([0.80, 0.81, 0.82], [0.90, 0.91, 0.92]) < 0.01
+    assert welch_p([0.80, 0.82, 0.84], [0.81, 0.83, 0.80]) > 0.5
+    assert welch_p([0.8], [0.9, 0.91]) is None
