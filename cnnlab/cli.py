@@ -73,9 +73,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from .sweep import describe_plan, format_table, parse_grid, plan, run_sweep, work
 
     if args.worker:
-        if not args.out:
-            raise CnnlabError("--worker needs --out SWEEP_DIR of an existing sweep")
-        work(args.out, int(getattr(args, "threads", 0) or 0), progress=False)
+        if not args.out and not args.storage:
+            raise CnnlabError("--worker needs --out SWEEP_DIR of an existing sweep, or --storage URL")
+        out = args.out or "sweeps/worker"
+        work(out, int(getattr(args, "threads", 0) or 0), progress=False, storage=args.storage, study_name=args.study)
         return 0
     cfg = _config_from_args(args)
     grid = parse_grid(args.grid or [], cfg)
@@ -86,7 +87,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if not args.out:
         raise CnnlabError("--out SWEEP_DIR is required (re-running the same command resumes it)")
     print(describe_plan(units, reason))
-    res = run_sweep(args.out, cfg, grid, args.seeds, workers=args.workers, progress=cfg.progress)
+    res = run_sweep(args.out, cfg, grid, args.seeds, workers=args.workers, progress=cfg.progress,
+                    storage=args.storage, study_name=args.study)
     print(format_table(res))
     print(f"results in {args.out}: results.csv, results.json" + (", heatmap.png" if len(grid) == 2 else ""))
     return 0
@@ -203,7 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="sweep directory; re-running the same command resumes it")
     p.add_argument("--dry-run", action="store_true", help="print the trainings and the cells each serves")
     p.add_argument("--workers", type=int, default=1, help="worker processes on this machine, cores shared")
-    p.add_argument("--worker", action="store_true", help="join the existing sweep in --out as one more worker")
+    p.add_argument("--worker", action="store_true", help="join an existing sweep (in --out or --storage) as a worker")
+    p.add_argument("--storage", metavar="URL", help="database for the Optuna study (e.g. postgresql://u:p@host/db), "
+                   "shared by workers on several machines; default: SWEEP_DIR/optuna.journal")
+    p.add_argument("--study", default="cnnlab", help="study name inside --storage (one per sweep; default cnnlab)")
     _add_config_flags(p)
     p.set_defaults(func=cmd_sweep)
 

@@ -1,8 +1,9 @@
 """Sweeps: a grid of Config values x seeds, on Optuna, resumable, shared by worker processes.
 
 Each (cell, seed) is one trial of one Optuna study kept in SWEEP_DIR/optuna.journal (Optuna's journal
-file storage, safe for several processes on one machine), so optuna-dashboard and Optuna's own tools
-open a cnnlab sweep. Shared epochs: when the learning rate does not depend on the total number of
+file storage, safe for several processes on one machine) or in a database (--storage URL, e.g.
+PostgreSQL, for workers on several machines), so optuna-dashboard and Optuna's own tools open a
+cnnlab sweep. Shared epochs: when the learning rate does not depend on the total number of
 epochs (schedule=constant, as in the study), the cells that differ only in `epochs` are served by ONE
 training to the largest count, evaluated (validation and test) after each requested count: the
 study's 3x3 grid costs 3 trainings of 30 epochs per seed instead of 9 (90 epochs instead of 225).
@@ -16,6 +17,9 @@ import json
 import os
 import socket
 import sys
+import threading
+import time
+import warnings
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -121,39 +125,77 @@ def describe_plan(units: list[Unit], reason: str) -> str:
 
 # --- the sweep directory --------------------------------------------------------------------------
 
-def create_sweep(out: str, base: Config, grid: dict[str, list], seeds: int) -> dict:
-    """Write SWEEP_DIR/sweep.json, or check that an existing one describes the same sweep."""
-    spec = {"config": base.to_dict(), "grid": grid, "seeds": seeds}
+def _spec(base: Config, grid: dict[str, list], seeds: int) -> dict:
+    return json.loads(json.dumps({"config": base.to_dict(), "grid": grid, "seeds": seeds}))
+
+
+def create_sweep(out: str, base: Config, grid: dict[str, list], seeds: int, storage: str | None = None,
+                 study_name: str = "cnnlab") -> dict:
+    """Write SWEEP_DIR/sweep.json and the spec into the study, or check that an existing sweep is the same."""
+    spec = _spec(base, grid, seeds)
     path = os.path.join(out, SPEC)
     if os.path.exists(path):
-        saved = runs.read_json(path)
-        if saved != json.loads(json.dumps(spec)):
+        if runs.read_json(path) != spec:
             raise CnnlabError(f"{out}: holds a different sweep; choose another --out (or rerun the same command)")
-        return saved
-    if os.path.isdir(out) and os.listdir(out):
+    elif os.path.isdir(out) and os.listdir(out):
         raise CnnlabError(f"{out}: already holds files that are not a cnnlab sweep; choose another --out")
     os.makedirs(os.path.join(out, "runs"), exist_ok=True)
-    runs.write_json(path, spec)
+    study = open_study(out, storage, study_name)
+    saved = study.user_attrs.get("cnnlab_spec")
+    if saved is None:
+        study.set_user_attr("cnnlab_spec", spec)
+    elif saved != spec:
+        raise CnnlabError(f"{storage or out}: the study holds a different sweep; use another storage or study")
+    if not os.path.exists(path):
+        runs.write_json(path, spec)
     return spec
 
 
-def load_spec(out: str) -> tuple[Config, dict[str, list], int]:
-    spec = runs.read_json(os.path.join(out, SPEC))
+def load_spec(out: str, storage: str | None = None, study_name: str = "cnnlab") -> tuple[Config, dict[str, list], int]:
+    spec = open_study(out, storage, study_name).user_attrs.get("cnnlab_spec")
+    if spec is None:
+        raise CnnlabError(f"{storage or out}: no cnnlab sweep there yet; start it with `cnnlab sweep --grid ...`")
     return parse_config(spec["config"]), spec["grid"], spec["seeds"]
 
 
-def open_study(out: str):
+HEARTBEAT_S, GRACE_S = 10, 60  # a trial whose worker has not been heard of for GRACE_S is taken as dead
+
+
+def open_study(out: str, storage: str | None = None, study_name: str = "cnnlab"):
+    """The sweep's Optuna study: in SWEEP_DIR/optuna.journal, or in the database at `storage`
+    (e.g. postgresql://user:password@host/db), whose heartbeats let other machines see a dead worker."""
     import optuna
-    from optuna.storages import JournalStorage
+    from optuna.storages import JournalStorage, RDBStorage
     from optuna.storages.journal import JournalFileBackend
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = JournalStorage(JournalFileBackend(os.path.join(out, JOURNAL)))
-    return optuna.create_study(study_name="cnnlab", storage=storage, direction="maximize", load_if_exists=True)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
+    if storage:
+        try:
+            backend = RDBStorage(storage, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+        except Exception as exc:  # sqlalchemy/driver errors: name the URL, not the stack
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise CnnlabError(f"--storage {storage}: cannot open the database ({first})") from None
+    else:
+        backend = JournalStorage(JournalFileBackend(os.path.join(out, JOURNAL)))
+    return optuna.create_study(study_name=study_name, storage=backend, direction="maximize", load_if_exists=True)
 
 
 @contextlib.contextmanager
-def claim_lock(out: str) -> Iterator[None]:
+def claim_lock(out: str, study) -> Iterator[None]:
+    """Only one worker claims at a time: a PostgreSQL advisory lock for a database shared by several
+    machines, a file lock in SWEEP_DIR otherwise."""
+    engine = getattr(study._storage, "engine", None)
+    if engine is not None and engine.dialect.name == "postgresql":
+        import sqlalchemy
+
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(2718281828)"))
+            try:
+                yield
+            finally:
+                connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(2718281828)"))
+        return
     with open(os.path.join(out, LOCK), "a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
@@ -162,17 +204,52 @@ def claim_lock(out: str) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _alive(worker: str) -> bool:
-    host, _, pid = worker.rpartition("@")
-    if host != socket.gethostname():
-        return True  # another machine's worker: trusted until its trial ends
-    try:
-        os.kill(int(pid), 0)
-    except (ProcessLookupError, ValueError):
-        return False
-    except PermissionError:
+def _alive(trial) -> bool:
+    """Whether the worker of a RUNNING trial is still there: by its pid on this machine, else by the
+    age of its last heartbeat."""
+    host, _, pid = trial.user_attrs.get("worker", "").rpartition("@")
+    if host == socket.gethostname():
+        try:
+            os.kill(int(pid), 0)
+        except (ProcessLookupError, ValueError):
+            return False
+        except PermissionError:
+            pass
         return True
-    return True
+    return time.time() - trial.user_attrs.get("heartbeat", 0.0) < GRACE_S
+
+
+class Heartbeat:
+    """Marks the claimed trials alive every HEARTBEAT_S while their training runs (Optuna's own
+    heartbeat where the storage has one, and a timestamp attribute everywhere)."""
+
+    def __init__(self, study, trials: list):
+        self.study, self.trials = study, trials
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def beat(self) -> None:
+        from optuna.storages._heartbeat import BaseHeartbeat
+
+        storage = self.study._storage
+        for trial in self.trials:
+            if isinstance(storage, BaseHeartbeat):
+                storage.record_heartbeat(trial._trial_id)
+            trial.set_user_attr("heartbeat", time.time())
+
+    def _run(self) -> None:
+        while not self.stopped.wait(HEARTBEAT_S):
+            with contextlib.suppress(Exception):  # a missed beat is retried at the next one
+                self.beat()
+
+    def __enter__(self) -> "Heartbeat":
+        self.beat()
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopped.set()
+        self.thread.join()
 
 
 def _unit_states(study, units: list[Unit]) -> dict[str, str]:
@@ -188,11 +265,12 @@ def _unit_states(study, units: list[Unit]) -> dict[str, str]:
         complete = {t.user_attrs.get("epochs") for t in trials if t.state == optuna.trial.TrialState.COMPLETE}
         if set(unit.serves) <= complete:
             states[unit.key] = "done"
-        elif any(t.state == optuna.trial.TrialState.RUNNING and _alive(t.user_attrs.get("worker", "")) for t in trials):
+        elif any(t.state == optuna.trial.TrialState.RUNNING and _alive(t) for t in trials):
             states[unit.key] = "running"
         elif any(t.state == optuna.trial.TrialState.RUNNING for t in trials):
             states[unit.key] = "dead"
-        elif any(t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get("fail_reason") != DIED for t in trials):
+        elif any(t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get("fail_reason", DIED) != DIED
+                 for t in trials):
             states[unit.key] = "failed"
         else:
             states[unit.key] = "todo"
@@ -203,10 +281,14 @@ def _claim(study, units: list[Unit], out: str) -> tuple[Unit, list] | None:
     """Under the lock: mark the trials of dead workers failed, then take the next unit to train."""
     import optuna
 
-    with claim_lock(out):
+    from optuna.storages._heartbeat import BaseHeartbeat
+
+    with claim_lock(out, study):
+        if isinstance(study._storage, BaseHeartbeat):
+            optuna.storages.fail_stale_trials(study)  # workers on other machines that stopped beating
         states = _unit_states(study, units)
         for trial in study.get_trials(deepcopy=False):
-            if trial.state == optuna.trial.TrialState.RUNNING and not _alive(trial.user_attrs.get("worker", "")):
+            if trial.state == optuna.trial.TrialState.RUNNING and not _alive(trial):
                 study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", DIED)
                 study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
         for unit in units:
@@ -240,18 +322,21 @@ def _train_unit(out: str, base: Config, unit: Unit, threads: int, progress: bool
     return runs.load_run(run_dir)["history"]
 
 
-def work(out: str, threads: int = 0, progress: bool = True, on_result=None) -> int:
+def work(out: str, threads: int = 0, progress: bool = True, on_result=None, storage: str | None = None,
+         study_name: str = "cnnlab") -> int:
     """Train units until none is left; returns how many this worker trained."""
     import optuna
 
-    base, grid, seeds = load_spec(out)
+    os.makedirs(os.path.join(out, "runs"), exist_ok=True)
+    base, grid, seeds = load_spec(out, storage, study_name)
     units, _ = plan(base, grid, seeds)
-    study = open_study(out)
+    study = open_study(out, storage, study_name)
     done = 0
     while (claimed := _claim(study, units, out)) is not None:
         unit, trials = claimed
         try:
-            history = _train_unit(out, base, unit, threads, progress)
+            with Heartbeat(study, trials):
+                history = _train_unit(out, base, unit, threads, progress)
         except CnnlabError as exc:
             for trial in trials:
                 trial.set_user_attr("fail_reason", str(exc))
@@ -272,13 +357,13 @@ def work(out: str, threads: int = 0, progress: bool = True, on_result=None) -> i
 
 # --- results ----------------------------------------------------------------------------------------
 
-def results(out: str) -> dict:
+def results(out: str, storage: str | None = None, study_name: str = "cnnlab") -> dict:
     """Per cell: n, mean, std, 95% CI of validation and test accuracy and of training time; the best
     cell on validation accuracy and Welch's test of it against every other cell."""
     import optuna
 
-    base, grid, seeds = load_spec(out)
-    study = open_study(out)
+    base, grid, seeds = load_spec(out, storage, study_name)
+    study = open_study(out, storage, study_name)
     per_cell: dict[str, dict[str, list]] = {cell_name(c): {"val": [], "test": [], "time": [], "seeds": []}
                                             for c in cells_of(grid)}
     failed = []
@@ -289,7 +374,7 @@ def results(out: str) -> dict:
             per_cell[cell]["test"].append(trial.user_attrs.get("test_accuracy"))
             per_cell[cell]["time"].append(trial.user_attrs.get("train_time_s"))
             per_cell[cell]["seeds"].append(trial.user_attrs.get("seed"))
-        elif trial.state == optuna.trial.TrialState.FAIL and trial.user_attrs.get("fail_reason") != DIED:
+        elif trial.state == optuna.trial.TrialState.FAIL and trial.user_attrs.get("fail_reason", DIED) != DIED:
             failed.append({"cell": cell, "seed": trial.user_attrs.get("seed"),
                            "reason": trial.user_attrs.get("fail_reason")})
     rows = []
@@ -311,7 +396,7 @@ def results(out: str) -> dict:
             p = welch_p(best["val_values"], row["val_values"])
             row["p_value"] = p
             row["verdict"] = ("too few seeds to test" if p is None else
-                              f"worse than best (p={p:.3f})" if p < 0.05 else
+                              (f"worse than best (p={p:.3f})" if p >= 0.001 else "worse than best (p<0.001)") if p < 0.05 else
                               f"not distinguishable from best (p={p:.2f})")
     return {"grid": grid, "seeds": seeds, "rows": rows, "best": best["cell"] if best else None,
             "best_test": best["test"] if best else None, "failed": failed}
@@ -364,23 +449,26 @@ def save_results(out: str, res: dict) -> None:
 
 
 def run_sweep(out: str, base: Config, grid: dict[str, list], seeds: int, workers: int = 1,
-              progress: bool = True) -> dict:
+              progress: bool = True, storage: str | None = None, study_name: str = "cnnlab") -> dict:
     """Create (or resume) the sweep in `out` and work through it with `workers` processes."""
     import subprocess
 
-    create_sweep(out, base, grid, seeds)
+    create_sweep(out, base, grid, seeds, storage, study_name)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    threads = max(1, cores // workers) if workers > 1 else base.threads
+    # The thread count changes float sums slightly: for the same numbers whatever the number of
+    # workers, give --threads; by default each worker takes its share of the cores.
+    threads = base.threads or (max(1, cores // workers) if workers > 1 else 0)
+    extra = ["--storage", storage, "--study", study_name] if storage else []
     helpers = [subprocess.Popen([sys.executable, "-m", "cnnlab.cli", "sweep", "--out", out, "--worker",
-                                 "--threads", str(threads)], stdout=subprocess.DEVNULL)
+                                 "--threads", str(threads), *extra], stdout=subprocess.DEVNULL)
                for _ in range(workers - 1)]
-    show = (lambda: print(format_table(results(out)), flush=True)) if progress else None
+    show = (lambda: print(format_table(results(out, storage, study_name)), flush=True)) if progress else None
     try:
-        work(out, threads, progress and workers == 1, on_result=show)
+        work(out, threads, progress and workers == 1, on_result=show, storage=storage, study_name=study_name)
     finally:
         for helper in helpers:
             helper.wait()
-    res = results(out)
+    res = results(out, storage, study_name)
     save_results(out, res)
     return res
 
