@@ -94,6 +94,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import build_report
+
+    start = time.perf_counter()
+    md_path, html_path = build_report(args.dir)
+    print(f"wrote {md_path} and {html_path} in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .pipeline import evaluate_run
 
@@ -211,6 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study", default="cnnlab", help="study name inside --storage (one per sweep; default cnnlab)")
     _add_config_flags(p)
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("report", help="write report.md and a self-contained report.html for a run or a sweep")
+    p.add_argument("dir", metavar="RUN_OR_SWEEP_DIR")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("evaluate", help="test accuracy of a finished run")
     p.add_argument("run_dir")

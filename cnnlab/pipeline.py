@@ -16,7 +16,7 @@ from .data import DeviceLoader, channel_stats, load_dataset
 from .data.dataset import Dataset
 from .device import resolve_device, set_threads, use_bf16
 from .errors import CnnlabError, ConfigError
-from .evaluate import evaluate
+from .evaluate import evaluate, metrics_from_logits, predict_batches
 from .models import create_model, default_input_size
 from .plots import plot_curves
 from .train import Callback, Interrupted, TrainControl, train
@@ -154,7 +154,10 @@ def _fit(cfg: Config, out: str, ready: Prepared, callbacks: tuple[Callback, ...]
                      "epochs_run": len(history)}
     if ready.dataset.test is not None:
         test_loader = make_loader(ready.dataset.test, cfg, ready.prep, ready.device, training=False)
-        metrics["test"] = evaluate(ready.model, test_loader, ready.dataset.classes, ready.bf16, cfg.tta)
+        logits, labels = predict_batches(ready.model, test_loader, ready.bf16, cfg.tta)
+        metrics["test"] = metrics_from_logits(logits, labels, ready.dataset.classes)
+        # per-image predictions, in test-split order: the report shows misclassified images from them
+        metrics["test_predictions"] = logits.argmax(1).tolist()
     runs.save_metrics(out, metrics)
     runs.mark_complete(out)
     return metrics

@@ -54,8 +54,46 @@ def plot_heatmap(matrix: list[list[float | None]], row_key: str, row_values: lis
                 ax.text(j, i, f"{100 * data[i, j]:.2f}", ha="center", va="center", color="w")
     fig.colorbar(image, ax=ax, label="%")
     fig.tight_layout()
+    return _save(fig, path, dpi=150)
+
+
+def plot_confusion(confusion: list[list[int]], classes: list[str], path: str) -> str:
+    """The confusion matrix (rows: true class, columns: predicted), counts written in."""
+    import numpy as np
+
+    data = np.array(confusion)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * len(classes), 0.8 + 0.6 * len(classes)))
+    ax.imshow(data, cmap="Blues")
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    threshold = data.max() / 2 if data.size else 0
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            ax.text(j, i, str(data[i, j]), ha="center", va="center", fontsize=7,
+                    color="white" if data[i, j] > threshold else "black")
+    ax.set_title("confusion matrix (test)")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def image_grid(images, titles: list[str], columns: int, path: str, scale: float = 1.0) -> str:
+    """uint8 HxWx3 images in a grid, each with its title."""
+    rows = max(1, -(-len(images) // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(scale * 1.3 * columns, scale * 1.45 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, title in zip(axes.flat, images, titles):
+        ax.imshow(image, interpolation="nearest")
+        ax.set_title(title, fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _save(fig, path: str, dpi: int = 110) -> str:
     tmp = f"{path}.tmp.png"
-    fig.savefig(tmp, dpi=150)
+    fig.savefig(tmp, dpi=dpi)
     os.replace(tmp, path)
     plt.close(fig)
     return path

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Sequence
 
 from scipy import stats as _scipy
@@ -26,4 +27,6 @@ def welch_p(a: Sequence[float], b: Sequence[float]) -> float | None:
         return None
     if max(a) == min(a) and max(b) == min(b):
         return 1.0 if a[0] == b[0] else 0.0
-    return float(_scipy.ttest_ind(a, b, equal_var=False).pvalue)
+    with warnings.catch_warnings():  # near-identical samples: scipy warns of lost precision, p is still defined
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(_scipy.ttest_ind(a, b, equal_var=False).pvalue)

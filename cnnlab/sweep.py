@@ -27,6 +27,7 @@ from . import runs
 from .config import Config, parse_config
 from .errors import CnnlabError, ConfigError
 from .pipeline import resume_run, train_run
+from .plots import plot_curves
 from .stats import summarize, welch_p
 
 NAMED_GRIDS = {"seed-grid": {"batch_size": [100, 200, 250], "epochs": [20, 25, 30]}}
@@ -319,7 +320,11 @@ def _train_unit(out: str, base: Config, unit: Unit, threads: int, progress: bool
 
             shutil.rmtree(run_dir)  # died before its first checkpoint: start again
         train_run(cfg, run_dir, test_at_epochs=unit.serves)
-    return runs.load_run(run_dir)["history"]
+    history = runs.load_run(run_dir)["history"]
+    for epochs in unit.serves:  # the study's file names, one pair per cell this training serves
+        if not os.path.exists(os.path.join(run_dir, f"batch_{cfg.batch_size}_epoch_{epochs}_acc_plot.jpg")):
+            plot_curves(history[:epochs], run_dir, prefix=f"batch_{cfg.batch_size}_epoch_{epochs}_")
+    return history
 
 
 def work(out: str, threads: int = 0, progress: bool = True, on_result=None, storage: str | None = None,

@@ -1,0 +1,291 @@
+"""The study's write-up, generated from what a run or a sweep saved (it never trains).
+
+`build_report(DIR)` writes DIR/report.md (images in DIR/report_files/) and DIR/report.html, a single
+self-contained file: images embedded as data URIs, inline CSS, no scripts, no external fonts.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import os
+import tempfile
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import runs
+from .config import parse_config
+from .errors import CnnlabError
+from .models import count_params, create_model, summary
+from .pipeline import load_data
+from .plots import image_grid, plot_confusion, plot_curves
+
+SAMPLES_PER_CLASS, MISCLASSIFIED_SHOWN = 8, 24
+
+
+@dataclass
+class Report:
+    """A report as a list of blocks: (kind, payload) with kind h1/h2/p/pre/table/img."""
+
+    blocks: list[tuple[str, object]] = field(default_factory=list)
+    scratch: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="cnnlab-report-"))
+
+    def add(self, kind: str, payload: object) -> None:
+        self.blocks.append((kind, payload))
+
+    def image(self, name: str, path: str, alt: str) -> None:
+        with open(path, "rb") as fh:
+            self.add("img", (name, fh.read(), alt))
+
+    def scratch_path(self, name: str) -> str:
+        return os.path.join(self.scratch, name)
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}%"
+
+
+# --- a single run ---------------------------------------------------------------------------------
+
+def _run_sections(report: Report, run_dir: str, title: str | None = None, heading: str = "h2") -> None:
+    run = runs.load_run(run_dir)
+    cfg = parse_config(run["config"])
+    data, history, metrics = run["data"], run["history"], run["metrics"] or {}
+    report.add("h1" if heading == "h2" else heading, title or f"cnnlab report: {os.path.basename(os.path.abspath(run_dir))}")
+    report.add(heading, "Configuration")
+    env = run.get("environment", {})
+    report.add("p", f"Model `{cfg.model}`, seed {run['seed']}, {cfg.epochs} epochs of batch {cfg.batch_size}; "
+                    f"cnnlab {env.get('cnnlab')} (git {str(env.get('git_commit'))[:10]}), torch {env.get('torch')}, "
+                    f"{data.get('device')}, {'bf16' if data.get('bf16') else 'fp32'}.")
+    report.add("table", (["key", "value"], [[k, str(v)] for k, v in run["config"].items()]))
+
+    report.add(heading, "Data")
+    report.add("pre", "\n".join(f"{line}  ({name})" for name, line in data["found"].items()))
+    prep = data["preprocessing"]
+    report.add("p", f"{len(data['classes'])} classes: {', '.join(data['classes'])}. Images stored at "
+                    f"{prep['image_size'][0]}x{prep['image_size'][1]}, fed to the model at "
+                    f"{prep['input_size']}x{prep['input_size']} ({prep['interpolation']} resize).")
+    dataset = None
+    try:
+        dataset = load_data(cfg.replace(progress=False))
+    except CnnlabError as exc:
+        report.add("p", f"Sample images omitted: the dataset could not be read ({exc}).")
+    if dataset is not None:
+        labels = dataset.train.labels
+        picks = [i for c in range(len(dataset.classes)) for i in np.flatnonzero(labels == c)[:SAMPLES_PER_CLASS]]
+        path = image_grid([dataset.train.images[i] for i in picks], [dataset.classes[labels[i]] for i in picks],
+                          SAMPLES_PER_CLASS, report.scratch_path("samples.png"), scale=0.9)
+        report.image("samples.png", path, "sample training images, one row per class")
+
+    report.add(heading, "Model")
+    model = create_model(cfg.model, num_classes=len(data["classes"]))
+    counts = count_params(model)
+    report.add("p", f"`{cfg.model}`: {counts['total']:,} parameters ({counts['trainable']:,} trainable, "
+                    f"{counts['non_trainable']:,} non-trainable).")
+    report.add("pre", summary(model, prep["input_size"]))
+
+    report.add(heading, "Training")
+    for name, alt in (("acc_plot.png", "accuracy per epoch, training vs validation"),
+                      ("loss_plot.png", "loss per epoch, training vs validation")):
+        if os.path.exists(os.path.join(run_dir, name)):
+            report.image(name, os.path.join(run_dir, name), alt)
+    keys = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "time_s"]
+    report.add("table", (keys, [["-" if r.get(k) is None else (f"{r[k]:.4f}" if isinstance(r[k], float) else str(r[k]))
+                                 for k in keys] for r in history]))
+    report.add("p", f"Training time {metrics.get('train_time_s', 0):.1f} s over {len(history)} epochs "
+                    f"(validation {metrics.get('eval_time_s', 0):.1f} s).")
+
+    test = metrics.get("test")
+    report.add(heading, "Evaluation")
+    if not test:
+        report.add("p", "No test split: the dataset has no test folder.")
+        return
+    report.add("p", f"**Test accuracy: {_pct(test['accuracy'])}** on {test['n']} images (loss {test['loss']:.4f}"
+                    f"{', flip TTA' if cfg.tta else ''}).")
+    report.add("table", (["class", "accuracy"], [[c, _pct(a)] for c, a in test["per_class_accuracy"].items()]))
+    path = plot_confusion(test["confusion"], data["classes"], report.scratch_path("confusion.png"))
+    report.image("confusion.png", path, "confusion matrix of the test images")
+    confusion = np.array(test["confusion"])
+    off = [(confusion[i, j], i, j) for i in range(len(confusion)) for j in range(len(confusion)) if i != j]
+    top = sorted(off, reverse=True)[:5]
+    report.add("table", (["true class", "predicted as", "images", "share of the class"],
+                         [[data["classes"][i], data["classes"][j], str(n), _pct(n / max(1, confusion[i].sum()))]
+                          for n, i, j in top if n > 0]))
+    predictions = metrics.get("test_predictions")
+    if dataset is not None and dataset.test is not None and predictions and len(predictions) == len(dataset.test):
+        wrong = np.flatnonzero(np.asarray(predictions) != dataset.test.labels)[:MISCLASSIFIED_SHOWN]
+        if len(wrong):
+            names = dataset.classes
+            path = image_grid([dataset.test.images[i] for i in wrong],
+                              [f"{names[dataset.test.labels[i]]} -> {names[predictions[i]]}" for i in wrong],
+                              8, report.scratch_path("misclassified.png"), scale=1.1)
+            report.image("misclassified.png", path, "misclassified test images: true -> predicted")
+
+
+# --- a sweep --------------------------------------------------------------------------------------
+
+def _interval(summary: dict) -> str:
+    if not summary["n"]:
+        return "-"
+    if summary["ci_low"] is None:
+        return f"{100 * summary['mean']:.2f}"
+    return f"{100 * summary['mean']:.2f} [{100 * summary['ci_low']:.2f}, {100 * summary['ci_high']:.2f}]"
+
+
+def _conclusion(res: dict) -> list[str]:
+    """Plain-language statements computed from the results table."""
+    rows = {r["cell"]: r for r in res["rows"]}
+    best = rows.get(res["best"])
+    if best is None:
+        return ["No cell has finished yet."]
+    lines = [f"Chosen on validation accuracy: **{best['cell']}**, {_interval(best['val'])}% (mean [95% CI], "
+             f"n={best['val']['n']} seeds). Its test accuracy, reported once for the chosen configuration: "
+             f"{_interval(best['test'])}%."]
+    worse = [r for r in res["rows"] if r is not best and r["p_value"] is not None and r["p_value"] < 0.05]
+    same = [r for r in res["rows"] if r is not best and r["p_value"] is not None and r["p_value"] >= 0.05]
+    untested = [r for r in res["rows"] if r is not best and r["p_value"] is None and r["val"]["n"]]
+    if worse:
+        lines.append("Significantly worse than the chosen cell (Welch's t-test on validation accuracy, p < 0.05): "
+                     + "; ".join(f"{r['cell']} ({100 * r['val']['mean']:.2f}%, p={r['p_value']:.3g})" for r in worse) + ".")
+    if same:
+        lines.append(f"Not distinguishable from the chosen cell with {best['val']['n']} seeds (p >= 0.05): "
+                     + "; ".join(f"{r['cell']} ({100 * r['val']['mean']:.2f}%, p={r['p_value']:.2f})" for r in same)
+                     + ". The data do not show that the chosen cell is better than these.")
+    if untested:
+        lines.append("Too few seeds to test: " + ", ".join(r["cell"] for r in untested) + ".")
+    if not worse and not same and not untested:
+        lines.append("There is only one cell with results.")
+    for fail in res.get("failed", []):
+        lines.append(f"Failed: {fail['cell']} seed {fail['seed']}: {fail['reason']}.")
+    return lines
+
+
+def _sweep_sections(report: Report, sweep_dir: str) -> None:
+    spec = runs.read_json(os.path.join(sweep_dir, "sweep.json"))
+    path = os.path.join(sweep_dir, "results.json")
+    if not os.path.exists(path):
+        raise CnnlabError(f"{path}: missing; run the sweep (or rerun its command) first")
+    res = runs.read_json(path)
+    report.add("h1", f"cnnlab sweep report: {os.path.basename(os.path.abspath(sweep_dir))}")
+    report.add("h2", "Configuration")
+    report.add("p", f"Grid: {'; '.join(f'{k} = {v}' for k, v in spec['grid'].items())}; {spec['seeds']} seeds per cell. "
+                    "Every other setting is the base configuration below.")
+    report.add("table", (["key", "value"], [[k, str(v)] for k, v in spec["config"].items()]))
+    report.add("h2", "Comparison")
+    report.add("table", (["cell", "n", "validation acc. % [95% CI]", "test acc. % [95% CI]", "training s", "verdict"],
+                         [[r["cell"], str(r["val"]["n"]), _interval(r["val"]), _interval(r["test"]),
+                           "-" if r["train_time_s"]["mean"] is None else f"{r['train_time_s']['mean']:.0f}",
+                           r["verdict"]] for r in res["rows"]]))
+    if os.path.exists(os.path.join(sweep_dir, "heatmap.png")):
+        report.image("heatmap.png", os.path.join(sweep_dir, "heatmap.png"), "mean validation accuracy per cell")
+    report.add("h2", "Conclusion")
+    for line in _conclusion(res):
+        report.add("p", line)
+    best = res.get("best")
+    if best:
+        cell = dict(item.split("=", 1) for item in best.split(","))
+        epochs = int(cell["epochs"]) if "epochs" in cell else None
+        chosen = _runs_of_cell(sweep_dir, cell)
+        if chosen:
+            run_dir = chosen[0]
+            history = runs.load_run(run_dir)["history"]
+            if epochs:
+                history = history[:epochs]
+            report.add("h2", f"The chosen configuration: {best}")
+            report.add("p", f"Curves of its first seed (run `{os.path.relpath(run_dir, sweep_dir)}`"
+                            f"{f', first {epochs} epochs' if epochs else ''}).")
+            for written in plot_curves(history, report.scratch, prefix="chosen_"):
+                if written.endswith(".png"):
+                    report.image(os.path.basename(written), written, "training vs validation of the chosen cell")
+
+
+def _runs_of_cell(sweep_dir: str, cell: dict) -> list[str]:
+    """Complete run directories of the sweep whose config matches the cell (epochs: at least)."""
+    found = []
+    root = os.path.join(sweep_dir, "runs")
+    for name in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+        run_dir = os.path.join(root, name)
+        if not runs.is_complete(run_dir):
+            continue
+        config = runs.read_json(os.path.join(run_dir, runs.CONFIG))["config"]
+        if all(str(config.get(k)) == v or (k == "epochs" and int(config.get(k, 0)) >= int(v))
+               for k, v in cell.items()):
+            found.append((config.get("seed", 0), run_dir))
+    return [run_dir for _, run_dir in sorted(found)]
+
+
+# --- rendering ------------------------------------------------------------------------------------
+
+CSS = """body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,Helvetica,Arial,sans-serif;max-width:1100px;
+margin:2em auto;padding:0 1em;color:#222;line-height:1.45}table{border-collapse:collapse;margin:.8em 0;font-size:.9em}
+th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left}th{background:#f2f2f2}
+pre{background:#f7f7f7;padding:.8em;overflow-x:auto;font-size:.8em}img{max-width:100%;display:block;margin:.6em 0}
+h1{border-bottom:2px solid #333}h2{border-bottom:1px solid #ccc;margin-top:1.6em}"""
+
+
+def _inline_md(text: str) -> str:
+    """**bold** and `code` of the report's own sentences, as HTML."""
+    out, parts = [], text.split("`")
+    for i, part in enumerate(parts):
+        part = html.escape(part)
+        if i % 2:
+            out.append(f"<code>{part}</code>")
+        else:
+            bits = part.split("**")
+            out.append("".join(f"<strong>{b}</strong>" if j % 2 else b for j, b in enumerate(bits)))
+    return "".join(out)
+
+
+def render(report: Report, out_dir: str) -> tuple[str, str]:
+    md, body = [], []
+    files_dir = os.path.join(out_dir, "report_files")
+    os.makedirs(files_dir, exist_ok=True)
+    for kind, payload in report.blocks:
+        if kind in ("h1", "h2", "h3"):
+            md.append(f"{'#' * int(kind[1])} {payload}\n")
+            body.append(f"<{kind}>{html.escape(str(payload))}</{kind}>")
+        elif kind == "p":
+            md.append(f"{payload}\n")
+            body.append(f"<p>{_inline_md(str(payload))}</p>")
+        elif kind == "pre":
+            md.append(f"```\n{payload}\n```\n")
+            body.append(f"<pre>{html.escape(str(payload))}</pre>")
+        elif kind == "table":
+            headers, rows = payload
+            md.append("| " + " | ".join(headers) + " |\n|" + "---|" * len(headers) + "\n"
+                      + "".join("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |\n" for row in rows))
+            body.append("<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+                        + "</tr></thead><tbody>" + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row)
+                                                           + "</tr>" for row in rows) + "</tbody></table>")
+        elif kind == "img":
+            name, data, alt = payload
+            runs.write_atomic(os.path.join(files_dir, name), data)
+            md.append(f"![{alt}](report_files/{name})\n")
+            body.append(f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">')
+    title = next((str(p) for k, p in report.blocks if k == "h1"), "cnnlab report")
+    page = (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+    md_path, html_path = os.path.join(out_dir, "report.md"), os.path.join(out_dir, "report.html")
+    runs.write_atomic(md_path, "\n".join(md))
+    runs.write_atomic(html_path, page)
+    return md_path, html_path
+
+
+def build_report(target: str) -> tuple[str, str]:
+    """Write report.md and report.html for a finished run or a sweep directory; returns their paths."""
+    if not os.path.isdir(target):
+        raise CnnlabError(f"{target}: no such run or sweep directory")
+    report = Report()
+    try:
+        if os.path.exists(os.path.join(target, "sweep.json")):
+            _sweep_sections(report, target)
+        else:
+            _run_sections(report, target)
+        return render(report, target)
+    finally:
+        import shutil
+
+        shutil.rmtree(report.scratch, ignore_errors=True)
+
+
+__all__ = ["build_report"]
