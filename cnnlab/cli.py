@@ -34,9 +34,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _config_from_args(args: argparse.Namespace):
-    from .config import PRESETS, load_config_file, parse_config, preset
-
-    from .config import Config
+    from .config import PRESETS, Config, load_config_file, parse_config, preset
 
     names = {f.name for f in dataclasses.fields(Config)}
     overrides = {k: v for k, v in vars(args).items() if k in names}
@@ -69,7 +67,41 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _apply_sweep_file(args: argparse.Namespace) -> None:
+    """A TOML sweep file: preset, seeds, [config] values and [grid] lists; flags on the command line win."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    try:
+        with open(args.sweep_file, "rb") as fh:
+            spec = tomllib.load(fh)
+    except FileNotFoundError:
+        raise CnnlabError(f"{args.sweep_file}: sweep file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise CnnlabError(f"{args.sweep_file}: not valid TOML ({exc})") from None
+    unknown = set(spec) - {"preset", "seeds", "config", "grid"}
+    if unknown:
+        raise CnnlabError(f"{args.sweep_file}: unknown key(s) {', '.join(sorted(unknown))}; "
+                          "use preset, seeds, [config] and [grid]")
+    if "preset" in spec and args.preset == "fast":
+        args.preset = spec["preset"]
+    if "seeds" in spec and args.seeds_default:
+        args.seeds = spec["seeds"]
+    for key, value in spec.get("config", {}).items():
+        if not hasattr(args, key):
+            setattr(args, key, value)
+    grid = spec.get("grid", {})
+    if isinstance(grid, str):
+        items = [grid]
+    else:
+        items = [f"{k}={','.join(map(str, v if isinstance(v, list) else [v]))}" for k, v in grid.items()]
+    args.grid = items + (args.grid or [])
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
+    args.seeds_default = args.seeds is None
+    args.seeds = 3 if args.seeds is None else args.seeds
     from .sweep import describe_plan, format_table, parse_grid, plan, run_sweep, work
 
     if args.worker:
@@ -78,7 +110,22 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         out = args.out or "sweeps/worker"
         work(out, int(getattr(args, "threads", 0) or 0), progress=False, storage=args.storage, study_name=args.study)
         return 0
+    if args.sweep_file:
+        _apply_sweep_file(args)
     cfg = _config_from_args(args)
+    if args.search == "tpe":
+        from .search import format_search, parse_space, run_search
+
+        space = parse_space(args.param or [], cfg)
+        if args.dry_run:
+            print(f"TPE search over {', '.join(space)}: {args.trials} trials, median pruning on validation accuracy")
+            return 0
+        if not args.out:
+            raise CnnlabError("--out SWEEP_DIR is required (re-running the same command resumes it)")
+        res = run_search(args.out, cfg, space, args.trials, storage=args.storage, study_name=args.study,
+                         progress=cfg.progress)
+        print(format_search(res))
+        return 0
     grid = parse_grid(args.grid or [], cfg)
     units, reason = plan(cfg, grid, args.seeds)
     if args.dry_run:
@@ -210,7 +257,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="JSON config file for the values not in the grid")
     p.add_argument("--grid", action="append", metavar="KEY=V1,V2|seed-grid",
                    help="a config key and its values (repeat for more keys); seed-grid = the study's 3x3 grid")
-    p.add_argument("--seeds", type=int, default=3, help="seeds per cell (default 3)")
+    p.add_argument("--seeds", type=int, default=None, help="seeds per cell (default 3)")
+    p.add_argument("--sweep-file", metavar="FILE.toml", help="preset, seeds, [config] and [grid] from a TOML file")
+    p.add_argument("--search", choices=["grid", "tpe"], default="grid",
+                   help="grid: every cell x seed; tpe: Optuna's TPE sampler with median pruning")
+    p.add_argument("--trials", type=int, default=20, help="trials of a --search tpe (default 20)")
+    p.add_argument("--param", action="append", metavar="KEY=A,B|KEY=LOW..HIGH[:log]",
+                   help="a dimension of the --search tpe space (repeat for more)")
     p.add_argument("--out", help="sweep directory; re-running the same command resumes it")
     p.add_argument("--dry-run", action="store_true", help="print the trainings and the cells each serves")
     p.add_argument("--workers", type=int, default=1, help="worker processes on this machine, cores shared")

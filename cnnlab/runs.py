@@ -57,6 +57,11 @@ def write_json(path: str, obj: Any) -> None:
     write_atomic(path, json.dumps(obj, indent=2) + "\n")
 
 
+def json_round_trip(obj: Any) -> Any:
+    """`obj` as it reads back from JSON (tuples become lists), to compare with a saved file."""
+    return json.loads(json.dumps(obj))
+
+
 def read_json(path: str) -> Any:
     try:
         with open(path, encoding="utf-8") as fh:

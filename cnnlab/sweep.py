@@ -136,7 +136,7 @@ def create_sweep(out: str, base: Config, grid: dict[str, list], seeds: int, stor
     spec = _spec(base, grid, seeds)
     path = os.path.join(out, SPEC)
     if os.path.exists(path):
-        if runs.read_json(path) != spec:
+        if runs.read_json(path) != spec:  # spec is already a JSON round trip
             raise CnnlabError(f"{out}: holds a different sweep; choose another --out (or rerun the same command)")
     elif os.path.isdir(out) and os.listdir(out):
         raise CnnlabError(f"{out}: already holds files that are not a cnnlab sweep; choose another --out")
@@ -162,7 +162,7 @@ def load_spec(out: str, storage: str | None = None, study_name: str = "cnnlab") 
 HEARTBEAT_S, GRACE_S = 10, 60  # a trial whose worker has not been heard of for GRACE_S is taken as dead
 
 
-def open_study(out: str, storage: str | None = None, study_name: str = "cnnlab"):
+def open_study(out: str, storage: str | None = None, study_name: str = "cnnlab", sampler=None, pruner=None):
     """The sweep's Optuna study: in SWEEP_DIR/optuna.journal, or in the database at `storage`
     (e.g. postgresql://user:password@host/db), whose heartbeats let other machines see a dead worker."""
     import optuna
@@ -179,7 +179,8 @@ def open_study(out: str, storage: str | None = None, study_name: str = "cnnlab")
             raise CnnlabError(f"--storage {storage}: cannot open the database ({first})") from None
     else:
         backend = JournalStorage(JournalFileBackend(os.path.join(out, JOURNAL)))
-    return optuna.create_study(study_name=study_name, storage=backend, direction="maximize", load_if_exists=True)
+    return optuna.create_study(study_name=study_name, storage=backend, direction="maximize", load_if_exists=True,
+                               sampler=sampler, pruner=pruner)
 
 
 @contextlib.contextmanager

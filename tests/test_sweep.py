@@ -112,3 +112,15 @@ def test_statistics():
     assert welch_p([0.80, 0.81, 0.82], [0.90, 0.91, 0.92]) < 0.01
     assert welch_p([0.80, 0.82, 0.84], [0.81, 0.83, 0.80]) > 0.5
     assert welch_p([0.8], [0.9, 0.91]) is None
+
+
+def test_sweep_file(tmp_path, capsys):
+    path = tmp_path / "study.toml"
+    path.write_text('preset = "seed"\nseeds = 2\n[config]\nlr = 0.0005\n[grid]\nbatch_size = [100, 200, 250]\n'
+                    'epochs = [20, 25, 30]\n')
+    assert main(["sweep", "--sweep-file", str(path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "3 training(s) per seed (90 epochs) serving 9 cell(s); 2 seed(s): 6 training(s) in all" in out
+    path.write_text("colour = 1\n")
+    assert main(["sweep", "--sweep-file", str(path), "--dry-run"]) == 2
+    assert "unknown key(s) colour" in capsys.readouterr().err

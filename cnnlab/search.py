@@ -1,0 +1,171 @@
+"""Beyond grids: `cnnlab sweep --search tpe --trials N --param KEY=SPACE ...`.
+
+Optuna's TPE sampler proposes configurations; each trial trains one run and reports its validation
+accuracy after every epoch, and Optuna's median pruner stops trials that fall behind the median of
+earlier trials at the same epoch. Trials live in the same kind of study as grid sweeps (journal file
+or --storage URL), so an interrupted search resumes, and several workers can search together.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import typing
+from typing import Any
+
+from . import runs
+from .config import Config
+from .errors import CnnlabError, ConfigError
+from .pipeline import train_run
+from .stats import summarize
+from .sweep import DIED, _alive, claim_lock, open_study
+from .train import Callback
+
+SEARCH_SPEC = "search.json"
+
+
+def parse_space(specs: list[str], base: Config) -> dict[str, dict]:
+    """`key=a,b,c` (a choice) or `key=LOW..HIGH` / `key=LOW..HIGH:log` (a range, int or float by the key)."""
+    hints = typing.get_type_hints(Config)
+    space: dict[str, dict] = {}
+    for spec in specs:
+        key, sep, values = spec.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not values or key not in hints:
+            raise ConfigError(f"--param {spec!r}: expected KEY=A,B,C or KEY=LOW..HIGH[:log] with a config key")
+        if ".." in values:
+            bounds, _, scale = values.partition(":")
+            low_text, _, high_text = bounds.partition("..")
+            kind = hints[key]
+            if kind not in (int, float):
+                raise ConfigError(f"--param {key}: a range needs a numeric key, {key!r} is {kind}")
+            low, high = (getattr(base.replace(**{key: v.strip()}), key) for v in (low_text, high_text))
+            if not low < high:
+                raise ConfigError(f"--param {key}: LOW must be below HIGH, got {low}..{high}")
+            space[key] = {"kind": kind.__name__, "low": low, "high": high, "log": scale.strip() == "log"}
+        else:
+            space[key] = {"kind": "choice", "values": [getattr(base.replace(**{key: v.strip()}), key)
+                                                       for v in values.split(",")]}
+    if not space:
+        raise ConfigError("--search tpe needs at least one --param KEY=SPACE")
+    return space
+
+
+def suggest(trial, space: dict[str, dict]) -> dict[str, Any]:
+    params = {}
+    for key, dim in space.items():
+        if dim["kind"] == "choice":
+            params[key] = trial.suggest_categorical(key, dim["values"])
+        elif dim["kind"] == "int":
+            params[key] = trial.suggest_int(key, dim["low"], dim["high"], log=dim["log"])
+        else:
+            params[key] = trial.suggest_float(key, dim["low"], dim["high"], log=dim["log"])
+    return params
+
+
+class ReportAndPrune(Callback):
+    """Reports validation accuracy after each epoch; raises optuna.TrialPruned when the pruner says so."""
+
+    def __init__(self, trial):
+        self.trial = trial
+
+    def on_epoch_end(self, epoch: int, record: dict, model) -> None:
+        import optuna
+
+        if record.get("val_accuracy") is not None:
+            self.trial.report(record["val_accuracy"], epoch)
+            if self.trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after epoch {epoch}")
+
+
+def _open(out: str, base: Config, storage: str | None, study_name: str):
+    import optuna
+
+    return open_study(out, storage, study_name, sampler=optuna.samplers.TPESampler(seed=base.seed),
+                      pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1))
+
+
+def _finished(study) -> int:
+    import optuna
+
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return sum(1 for t in study.get_trials(deepcopy=False)
+               if t.state in states or (t.state == optuna.trial.TrialState.FAIL
+                                        and t.user_attrs.get("fail_reason", DIED) != DIED))
+
+
+def run_search(out: str, base: Config, space: dict[str, dict], trials: int, storage: str | None = None,
+               study_name: str = "cnnlab", progress: bool = True) -> dict:
+    """Run (or resume) a TPE search until `trials` trials have finished (completed, pruned or failed)."""
+    import optuna
+
+    spec = {"mode": "tpe", "config": base.to_dict(), "space": space, "trials": trials}
+    path = os.path.join(out, SEARCH_SPEC)
+    if os.path.exists(path):
+        if runs.read_json(path) != runs.json_round_trip(spec):
+            raise CnnlabError(f"{out}: holds a different search; choose another --out (or rerun the same command)")
+    elif os.path.isdir(out) and os.listdir(out):
+        raise CnnlabError(f"{out}: already holds files that are not a cnnlab search; choose another --out")
+    os.makedirs(os.path.join(out, "runs"), exist_ok=True)
+    runs.write_json(path, spec)
+    study = _open(out, base, storage, study_name)
+    while True:
+        with claim_lock(out, study):
+            for stale in study.get_trials(deepcopy=False):
+                if stale.state == optuna.trial.TrialState.RUNNING and not _alive(stale):
+                    study._storage.set_trial_user_attr(stale._trial_id, "fail_reason", DIED)
+                    study._storage.set_trial_state_values(stale._trial_id, optuna.trial.TrialState.FAIL)
+            running = sum(1 for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.RUNNING)
+            if _finished(study) + running >= trials:
+                break
+            trial = study.ask()
+            trial.set_user_attr("worker", f"{socket.gethostname()}@{os.getpid()}")
+        params = suggest(trial, space)
+        cfg = base.replace(**params, progress=progress)
+        run_dir = os.path.join(out, "runs", f"trial-{trial.number:04d}")
+        try:
+            metrics = train_run(cfg, run_dir, callbacks=(ReportAndPrune(trial),))
+        except optuna.TrialPruned as exc:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            print(f"trial {trial.number} {params}: {exc}", file=sys.stderr)
+            continue
+        except CnnlabError as exc:
+            trial.set_user_attr("fail_reason", str(exc))
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            print(f"trial {trial.number} failed: {exc}", file=sys.stderr)
+            continue
+        history = runs.load_run(run_dir)["history"]
+        trial.set_user_attr("test_accuracy", (metrics.get("test") or {}).get("accuracy"))
+        trial.set_user_attr("train_time_s", metrics["train_time_s"])
+        study.tell(trial, history[-1]["val_accuracy"])
+    res = search_results(study)
+    runs.write_json(os.path.join(out, "results.json"), res)
+    return res
+
+
+def search_results(study) -> dict:
+    import optuna
+
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL):
+            rows.append({"trial": t.number, "state": t.state.name, "params": t.params, "val_accuracy": t.value,
+                         "test_accuracy": t.user_attrs.get("test_accuracy"),
+                         "reason": t.user_attrs.get("fail_reason")})
+    complete = [r for r in rows if r["state"] == "COMPLETE"]
+    best = max(complete, key=lambda r: r["val_accuracy"]) if complete else None
+    return {"mode": "tpe", "rows": sorted(rows, key=lambda r: r["trial"]), "best": best,
+            "val_summary": summarize([r["val_accuracy"] for r in complete])}
+
+
+def format_search(res: dict) -> str:
+    lines = [f"{'trial':>5}  {'state':<9}{'val acc %':>10}  params"]
+    for r in res["rows"]:
+        val = "-" if r["val_accuracy"] is None else f"{100 * r['val_accuracy']:.2f}"
+        lines.append(f"{r['trial']:>5}  {r['state']:<9}{val:>10}  {r['params']}" + (f"  ({r['reason']})" if r["reason"] else ""))
+    best = res["best"]
+    if best:
+        test = best["test_accuracy"]
+        lines.append(f"best on validation: trial {best['trial']} {best['params']}: {100 * best['val_accuracy']:.2f}%; "
+                     f"its test accuracy: {'-' if test is None else f'{100 * test:.2f}%'} (one seed per trial)")
+    return "\n".join(lines)
