@@ -1,0 +1,79 @@
+"""Time to accuracy of a preset over several seeds.
+
+    python benchmarks/time_to_accuracy.py [--seeds 3] [--preset fast] [--epochs N] [--val-fraction 0]
+                                          [--targets 0.8191,0.85,0.94] [--model fastnet_wide] [--subset N]
+
+Per seed and epoch: cumulative training time (evaluation excluded) and test accuracy (flip TTA as the
+preset says); then mean and std of the final test accuracy over seeds, the mean time to reach each
+target, training and inference images/s, and the peak resident memory of the process.
+"""
+import argparse
+import os
+import resource
+import statistics
+import tempfile
+import time
+
+import cnnlab
+from cnnlab.evaluate import evaluate
+from cnnlab.pipeline import load_data, load_trained, make_loader
+from cnnlab.runs import load_run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data", default=os.environ.get("CNNLAB_DATA", "../shared/datasets/cifar10"))
+    parser.add_argument("--preset", default="fast")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--targets", default="0.8191,0.85,0.94")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--model")
+    parser.add_argument("--val-fraction", type=float)
+    parser.add_argument("--subset", type=int, default=0)
+    args = parser.parse_args()
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("model", args.model),
+                                   ("val_fraction", args.val_fraction)) if v is not None}
+    cfg = cnnlab.preset(args.preset, data=args.data, progress=False, subset=args.subset, **overrides)
+    targets = [float(t) for t in args.targets.split(",")]
+    finals, reach, rates = [], {t: [] for t in targets}, []
+    print(f"preset {args.preset} ({cfg.model}), {cfg.epochs} epochs, batch {cfg.batch_size}, "
+          f"val_fraction {cfg.val_fraction}, {os.cpu_count()} cores")
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in range(args.seeds):
+            out = os.path.join(tmp, f"seed{seed}")
+            cnnlab.train_run(cfg.replace(seed=seed), out, test_at_epochs=tuple(range(1, cfg.epochs + 1)))
+            history = load_run(out)["history"]
+            elapsed = 0.0
+            first_hit = {}
+            for record in history:
+                elapsed += record["time_s"]
+                print(f"seed {seed} epoch {record['epoch']}: {elapsed:7.1f} s  test {100 * record['test_accuracy']:.2f}%")
+                for t in targets:
+                    if record["test_accuracy"] >= t and t not in first_hit:
+                        first_hit[t] = elapsed
+            finals.append(history[-1]["test_accuracy"])
+            for t in targets:
+                reach[t].append(first_hit.get(t))
+            n_train = load_run(out)["data"]["sizes"]["training"]
+            rates.append(n_train * len(history) / elapsed)
+            model, run_cfg, run = load_trained(out)
+            dataset = load_data(run_cfg)
+            loader = make_loader(dataset.test, run_cfg, run["data"]["preprocessing"], next(model.parameters()).device,
+                                 training=False)
+            start = time.perf_counter()
+            evaluate(model, loader, dataset.classes, tta=run_cfg.tta)
+            infer_rate = len(dataset.test) / (time.perf_counter() - start)
+    mean = statistics.mean(finals)
+    std = statistics.stdev(finals) if len(finals) > 1 else 0.0
+    print(f"final test accuracy over {len(finals)} seeds: {100 * mean:.2f}% +/- {100 * std:.2f} (std); "
+          f"runs: {', '.join(f'{100 * f:.2f}' for f in finals)}")
+    for t in targets:
+        hits = [r for r in reach[t] if r is not None]
+        print(f"time to {100 * t:.2f}%: " + (f"{statistics.mean(hits):.0f} s mean ({len(hits)}/{len(finals)} seeds reached it)"
+                                             if hits else "not reached"))
+    print(f"training {statistics.mean(rates):.0f} images/s; inference (TTA as configured) {infer_rate:.0f} images/s")
+    print(f"peak resident memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
