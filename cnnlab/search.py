@@ -19,7 +19,7 @@ from .errors import CnnlabError, ConfigError
 from .pipeline import train_run
 from .stats import summarize
 from .sweep import DIED, _alive, claim_lock, open_study
-from .train import Callback
+from .train import Callback, Interrupted
 
 SEARCH_SPEC = "search.json"
 
@@ -125,6 +125,10 @@ def run_search(out: str, base: Config, space: dict[str, dict], trials: int, stor
         run_dir = os.path.join(out, "runs", f"trial-{trial.number:04d}")
         try:
             metrics = train_run(cfg, run_dir, callbacks=(ReportAndPrune(trial),))
+        except Interrupted:
+            trial.set_user_attr("fail_reason", DIED)
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            raise
         except optuna.TrialPruned as exc:
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             print(f"trial {trial.number} {params}: {exc}", file=sys.stderr)

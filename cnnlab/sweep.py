@@ -28,6 +28,7 @@ from .config import Config, parse_config
 from .errors import CnnlabError, ConfigError
 from .pipeline import resume_run, train_run
 from .plots import plot_curves
+from .train import Interrupted
 from .stats import summarize, welch_p
 
 NAMED_GRIDS = {"seed-grid": {"batch_size": [100, 200, 250], "epochs": [20, 25, 30]}}
@@ -343,6 +344,12 @@ def work(out: str, threads: int = 0, progress: bool = True, on_result=None, stor
         try:
             with Heartbeat(study, trials):
                 history = _train_unit(out, base, unit, threads, progress)
+        except Interrupted as exc:  # Ctrl-C / SIGTERM: the unit is retried (from its checkpoint) on resume
+            for trial in trials:
+                trial.set_user_attr("fail_reason", DIED)
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            raise Interrupted(f"{str(exc).split('; resume with')[0]}; rerun the same cnnlab sweep command "
+                              "to resume") from None
         except CnnlabError as exc:
             for trial in trials:
                 trial.set_user_attr("fail_reason", str(exc))

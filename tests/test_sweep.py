@@ -124,3 +124,22 @@ def test_sweep_file(tmp_path, capsys):
     path.write_text("colour = 1\n")
     assert main(["sweep", "--sweep-file", str(path), "--dry-run"]) == 2
     assert "unknown key(s) colour" in capsys.readouterr().err
+
+
+def test_ctrl_c_stops_the_sweep_and_the_same_command_resumes_it(dataset, tmp_path):
+    out = str(tmp_path / "sw")
+    common = ["--data", dataset, "--grid", "batch_size=8,16", "--grid", "epochs=2,4", "--seeds", "1", *TINY,
+              "--out", out]
+    proc = subprocess.Popen([sys.executable, "-m", "cnnlab.cli", "sweep", *common],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (os.path.isdir(os.path.join(out, "runs")) and any(
+            os.path.exists(os.path.join(out, "runs", d, "checkpoint.pt")) for d in os.listdir(os.path.join(out, "runs")))):
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "rerun the same cnnlab sweep command" in err, err
+    assert main(["sweep", *common]) == 0
+    done = trials_by_cell_seed(out)
+    assert len(done) == 4 and set(done.values()) == {1}
