@@ -19,6 +19,7 @@ from .errors import CnnlabError
 from .models import count_params, create_model, summary
 from .pipeline import load_data
 from .plots import image_grid, plot_confusion, plot_curves
+from .stats import format_interval
 
 SAMPLES_PER_CLASS, MISCLASSIFIED_SHOWN = 8, 24
 
@@ -124,23 +125,15 @@ def _run_sections(report: Report, run_dir: str, title: str | None = None, headin
 
 # --- a sweep --------------------------------------------------------------------------------------
 
-def _interval(summary: dict) -> str:
-    if not summary["n"]:
-        return "-"
-    if summary["ci_low"] is None:
-        return f"{100 * summary['mean']:.2f}"
-    return f"{100 * summary['mean']:.2f} [{100 * summary['ci_low']:.2f}, {100 * summary['ci_high']:.2f}]"
-
-
 def _conclusion(res: dict) -> list[str]:
     """Plain-language statements computed from the results table."""
     rows = {r["cell"]: r for r in res["rows"]}
     best = rows.get(res["best"])
     if best is None:
         return ["No cell has finished yet."]
-    lines = [f"Chosen on validation accuracy: **{best['cell']}**, {_interval(best['val'])}% (mean [95% CI], "
+    lines = [f"Chosen on validation accuracy: **{best['cell']}**, {format_interval(best['val'])}% (mean [95% CI], "
              f"n={best['val']['n']} seeds). Its test accuracy, reported once for the chosen configuration: "
-             f"{_interval(best['test'])}%."]
+             f"{format_interval(best['test'])}%."]
     worse = [r for r in res["rows"] if r is not best and r["p_value"] is not None and r["p_value"] < 0.05]
     same = [r for r in res["rows"] if r is not best and r["p_value"] is not None and r["p_value"] >= 0.05]
     untested = [r for r in res["rows"] if r is not best and r["p_value"] is None and r["val"]["n"]]
@@ -173,7 +166,7 @@ def _sweep_sections(report: Report, sweep_dir: str) -> None:
     report.add("table", (["key", "value"], [[k, str(v)] for k, v in spec["config"].items()]))
     report.add("h2", "Comparison")
     report.add("table", (["cell", "n", "validation acc. % [95% CI]", "test acc. % [95% CI]", "training s", "verdict"],
-                         [[r["cell"], str(r["val"]["n"]), _interval(r["val"]), _interval(r["test"]),
+                         [[r["cell"], str(r["val"]["n"]), format_interval(r["val"]), format_interval(r["test"]),
                            "-" if r["train_time_s"]["mean"] is None else f"{r['train_time_s']['mean']:.0f}",
                            r["verdict"]] for r in res["rows"]]))
     if os.path.exists(os.path.join(sweep_dir, "heatmap.png")):

@@ -30,3 +30,12 @@ def welch_p(a: Sequence[float], b: Sequence[float]) -> float | None:
     with warnings.catch_warnings():  # near-identical samples: scipy warns of lost precision, p is still defined
         warnings.simplefilter("ignore", RuntimeWarning)
         return float(_scipy.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def format_interval(summary: dict) -> str:
+    """`mean [low, high]` in percent, from a summarize() of fractions; `-` when empty."""
+    if not summary["n"]:
+        return "-"
+    if summary["ci_low"] is None:
+        return f"{100 * summary['mean']:.2f}"
+    return f"{100 * summary['mean']:.2f} [{100 * summary['ci_low']:.2f}, {100 * summary['ci_high']:.2f}]"

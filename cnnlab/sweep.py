@@ -29,7 +29,7 @@ from .errors import CnnlabError, ConfigError
 from .pipeline import resume_run, train_run
 from .plots import plot_curves
 from .train import Interrupted
-from .stats import summarize, welch_p
+from .stats import format_interval, summarize, welch_p
 
 NAMED_GRIDS = {"seed-grid": {"batch_size": [100, 200, 250], "epochs": [20, 25, 30]}}
 SPEC, JOURNAL, LOCK, RESULTS_JSON, RESULTS_CSV, HEATMAP = (
@@ -415,23 +415,15 @@ def results(out: str, storage: str | None = None, study_name: str = "cnnlab") ->
             "best_test": best["test"] if best else None, "failed": failed}
 
 
-def _pct(summary: dict) -> str:
-    if not summary["n"]:
-        return "-"
-    if summary["ci_low"] is None:
-        return f"{100 * summary['mean']:.2f}"
-    return f"{100 * summary['mean']:.2f} [{100 * summary['ci_low']:.2f}, {100 * summary['ci_high']:.2f}]"
-
-
 def format_table(res: dict) -> str:
     head = f"{'cell':<32}{'n':>3}  {'val acc % [95% CI]':<26}{'test acc % [95% CI]':<26}{'train s':>9}  verdict"
     lines = [head, "-" * len(head)]
     for row in res["rows"]:
         time_s = row["train_time_s"]["mean"]
-        lines.append(f"{row['cell']:<32}{row['val']['n']:>3}  {_pct(row['val']):<26}{_pct(row['test']):<26}"
+        lines.append(f"{row['cell']:<32}{row['val']['n']:>3}  {format_interval(row['val']):<26}{format_interval(row['test']):<26}"
                      f"{'' if time_s is None else f'{time_s:.0f}':>9}  {row['verdict']}")
     if res["best"]:
-        lines.append(f"chosen on validation: {res['best']}; its test accuracy: {_pct(res['best_test'])}%")
+        lines.append(f"chosen on validation: {res['best']}; its test accuracy: {format_interval(res['best_test'])}%")
     for fail in res["failed"]:
         lines.append(f"failed: {fail['cell']} seed {fail['seed']}: {fail['reason']}")
     return "\n".join(lines)

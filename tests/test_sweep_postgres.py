@@ -65,3 +65,8 @@ def test_two_workers_one_killed_mid_trial(tmp_path):
                for t in trials)
     rows = json.load(open(os.path.join(out, "results.json")))["rows"]
     assert [r["val"]["n"] for r in rows] == [2, 2, 2, 2]
+    # the same sweep by one worker on a journal file gives the same table
+    local = str(tmp_path / "local")
+    assert main(["sweep", *[a for a in common if a not in (URL, "--storage", "--study", study)], "--out", local]) == 0
+    table = lambda d: [(r["cell"], r["val"], r["test"]) for r in json.load(open(os.path.join(d, "results.json")))["rows"]]  # noqa: E731
+    assert table(local) == table(out)
