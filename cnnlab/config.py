@@ -185,4 +185,6 @@ def load_config_file(path: str) -> Config:
         raise ConfigError(f"{path}: not a JSON config ({exc})") from None
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: a config must be a JSON object of key: value")
+    if isinstance(values.get("config"), dict) and "environment" in values:
+        values = values["config"]  # a run's config.json: train again with the config it was made with
     return parse_config(values)

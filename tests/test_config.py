@@ -41,3 +41,14 @@ def test_bad_values_name_the_key(values, needle):
 def test_unknown_preset():
     with pytest.raises(ConfigError, match="known presets: fast, seed"):
         preset("slow")
+
+
+def test_a_runs_config_json_is_a_config_file(tmp_path):
+    import json
+
+    from cnnlab.config import load_config_file
+
+    cfg = preset("seed", epochs=3)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"config": cfg.to_dict(), "seed": 0, "data": {}, "environment": {}}))
+    assert load_config_file(str(path)) == cfg
