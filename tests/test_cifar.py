@@ -1,6 +1,5 @@
 """CIFAR-10 python batches: safe unpickling, the MD5 check, and the no-network message."""
 import hashlib
-import io
 import os
 import pickle
 import tarfile

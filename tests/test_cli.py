@@ -4,12 +4,11 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from cnnlab.cli import build_parser, main
 from cnnlab.config import Config
-from conftest import make_folder, write_image
+from conftest import make_folder
 
 
 def run_main(capsys, *argv):
