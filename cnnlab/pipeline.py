@@ -1,5 +1,5 @@
-"""Orchestration: Config -> data -> model -> train -> files. The only layer below the CLI that reads a
-whole Config; sweep, report and predict build on it."""
+"""Orchestration: Config -> data -> model -> train -> files, and back from files to a model.
+Sweep, search, report and predict build on it."""
 from __future__ import annotations
 
 import contextlib
@@ -229,12 +229,15 @@ def evaluate_run(run_dir: str, data: str | None = None) -> dict:
     if dataset.classes != run["data"]["classes"]:
         raise CnnlabError(f"{cfg.data_path()}: its classes differ from the run's "
                           f"({', '.join(run['data']['classes'])})")
-    split = dataset.test if dataset.test is not None else dataset.train
+    split, name = (dataset.test, "test") if dataset.test is not None else (dataset.val, "validation")
+    if split is None:
+        raise CnnlabError(f"{cfg.data_path()}: no test folder and no validation split to evaluate on; "
+                          "pass --data with a test/ folder")
     device = next(model.parameters()).device
     loader = make_loader(split, cfg, run["data"]["preprocessing"], device, training=False)
     bf16 = use_bf16(cfg.precision, device)
     metrics = evaluate(model, loader, dataset.classes, bf16, cfg.tta)
-    metrics["split"] = "test" if dataset.test is not None else "all images (no test folder)"
+    metrics["split"] = name
     return metrics
 
 
