@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from .data.decode import decode_file, to_rgb
+from .data.decode import decode_file, fit_image
 from .data.folder import is_image_name
 from .data.loader import _nearest_index, gather_batch, to_inputs
 from .device import use_bf16
@@ -58,16 +58,12 @@ class Predictor:
         if isinstance(image, (str, os.PathLike)):
             return decode_file(os.fspath(image), (height, width), self.prep["interpolation"])
         if isinstance(image, Image.Image):
-            image = to_rgb(image)
-            if image.size != (width, height):
-                image = image.resize((width, height), Image.Resampling.NEAREST if self.prep["interpolation"]
-                                     == "nearest" else Image.Resampling.BILINEAR)
-            return np.asarray(image, dtype=np.uint8)
+            return fit_image(image, (height, width), self.prep["interpolation"])
         array = np.asarray(image)
         if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
             raise DataError(f"expected a uint8 HxWx3 array, got {array.dtype} {array.shape}")
         if array.shape[:2] != (height, width):
-            return self.to_array(Image.fromarray(array))
+            return fit_image(Image.fromarray(array), (height, width), self.prep["interpolation"])
         return array
 
     @torch.no_grad()

@@ -57,16 +57,21 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img
 
 
+def fit_image(img: Image.Image, size: tuple[int, int], interpolation: str) -> np.ndarray:
+    """An opened image as uint8 (H, W, 3) RGB at `size` (height, width)."""
+    img = to_rgb(img)
+    if (img.height, img.width) != size:
+        img = img.resize((size[1], size[0]), _RESAMPLE[interpolation])
+    return np.asarray(img, dtype=np.uint8)
+
+
 def decode_file(path: str, size: tuple[int, int], interpolation: str) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             # PIL only warns between MAX_IMAGE_PIXELS and twice that; a dataset image that large is a bomb
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
-                img = to_rgb(img)
-                if (img.height, img.width) != size:
-                    img = img.resize((size[1], size[0]), _RESAMPLE[interpolation])
-                return np.asarray(img, dtype=np.uint8)
+                return fit_image(img, size, interpolation)
     except _IMAGE_ERRORS as exc:
         raise image_error(path, exc) from None
 
