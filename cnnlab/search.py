@@ -18,7 +18,7 @@ from .config import Config
 from .errors import CnnlabError, ConfigError
 from .pipeline import train_run
 from .stats import summarize
-from .sweep import DIED, _alive, claim_lock, open_study
+from .sweep import DIED, Heartbeat, claim_lock, fail_dead_trials, is_real_failure, open_study, prepare_dir
 from .train import Callback, Interrupted
 
 SEARCH_SPEC = "search.json"
@@ -89,9 +89,7 @@ def _finished(study) -> int:
     import optuna
 
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    return sum(1 for t in study.get_trials(deepcopy=False)
-               if t.state in states or (t.state == optuna.trial.TrialState.FAIL
-                                        and t.user_attrs.get("fail_reason", DIED) != DIED))
+    return sum(1 for t in study.get_trials(deepcopy=False) if t.state in states or is_real_failure(t))
 
 
 def run_search(out: str, base: Config, space: dict[str, dict], trials: int, storage: str | None = None,
@@ -99,22 +97,13 @@ def run_search(out: str, base: Config, space: dict[str, dict], trials: int, stor
     """Run (or resume) a TPE search until `trials` trials have finished (completed, pruned or failed)."""
     import optuna
 
-    spec = {"mode": "tpe", "config": base.to_dict(), "space": space, "trials": trials}
-    path = os.path.join(out, SEARCH_SPEC)
-    if os.path.exists(path):
-        if runs.read_json(path) != runs.json_round_trip(spec):
-            raise CnnlabError(f"{out}: holds a different search; choose another --out (or rerun the same command)")
-    elif os.path.isdir(out) and os.listdir(out):
-        raise CnnlabError(f"{out}: already holds files that are not a cnnlab search; choose another --out")
-    os.makedirs(os.path.join(out, "runs"), exist_ok=True)
-    runs.write_json(path, spec)
+    spec = runs.json_round_trip({"mode": "tpe", "config": base.to_dict(), "space": space, "trials": trials})
+    prepare_dir(out, SEARCH_SPEC, spec, "search")
+    runs.write_json(os.path.join(out, SEARCH_SPEC), spec)
     study = _open(out, base, storage, study_name)
     while True:
         with claim_lock(out, study):
-            for stale in study.get_trials(deepcopy=False):
-                if stale.state == optuna.trial.TrialState.RUNNING and not _alive(stale):
-                    study._storage.set_trial_user_attr(stale._trial_id, "fail_reason", DIED)
-                    study._storage.set_trial_state_values(stale._trial_id, optuna.trial.TrialState.FAIL)
+            fail_dead_trials(study)
             running = sum(1 for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.RUNNING)
             if _finished(study) + running >= trials:
                 break
@@ -124,7 +113,8 @@ def run_search(out: str, base: Config, space: dict[str, dict], trials: int, stor
         cfg = base.replace(**params, progress=progress)
         run_dir = os.path.join(out, "runs", f"trial-{trial.number:04d}")
         try:
-            metrics = train_run(cfg, run_dir, callbacks=(ReportAndPrune(trial),))
+            with Heartbeat(study, [trial]):  # so that workers on other machines see this one alive
+                metrics = train_run(cfg, run_dir, callbacks=(ReportAndPrune(trial),))
         except Interrupted:
             trial.set_user_attr("fail_reason", DIED)
             study.tell(trial, state=optuna.trial.TrialState.FAIL)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import itertools
-import json
 import os
 import socket
 import sys
@@ -127,21 +126,23 @@ def describe_plan(units: list[Unit], reason: str) -> str:
 
 # --- the sweep directory --------------------------------------------------------------------------
 
-def _spec(base: Config, grid: dict[str, list], seeds: int) -> dict:
-    return json.loads(json.dumps({"config": base.to_dict(), "grid": grid, "seeds": seeds}))
+def prepare_dir(out: str, spec_file: str, spec: dict, what: str) -> None:
+    """A sweep or search directory: new (or empty), or holding the same spec (a resume)."""
+    path = os.path.join(out, spec_file)
+    if os.path.exists(path):
+        if runs.read_json(path) != spec:
+            raise CnnlabError(f"{out}: holds a different {what}; choose another --out (or rerun the same command)")
+    elif os.path.isdir(out) and os.listdir(out):
+        raise CnnlabError(f"{out}: already holds files that are not a cnnlab {what}; choose another --out")
+    os.makedirs(os.path.join(out, "runs"), exist_ok=True)
 
 
 def create_sweep(out: str, base: Config, grid: dict[str, list], seeds: int, storage: str | None = None,
                  study_name: str = "cnnlab") -> dict:
     """Write SWEEP_DIR/sweep.json and the spec into the study, or check that an existing sweep is the same."""
-    spec = _spec(base, grid, seeds)
+    spec = runs.json_round_trip({"config": base.to_dict(), "grid": grid, "seeds": seeds})
     path = os.path.join(out, SPEC)
-    if os.path.exists(path):
-        if runs.read_json(path) != spec:  # spec is already a JSON round trip
-            raise CnnlabError(f"{out}: holds a different sweep; choose another --out (or rerun the same command)")
-    elif os.path.isdir(out) and os.listdir(out):
-        raise CnnlabError(f"{out}: already holds files that are not a cnnlab sweep; choose another --out")
-    os.makedirs(os.path.join(out, "runs"), exist_ok=True)
+    prepare_dir(out, SPEC, spec, "sweep")
     study = open_study(out, storage, study_name)
     saved = study.user_attrs.get("cnnlab_spec")
     if saved is None:
@@ -255,8 +256,31 @@ class Heartbeat:
         self.thread.join()
 
 
+def is_real_failure(trial) -> bool:
+    """A failed trial that is not a dead worker's (those are retried)."""
+    import optuna
+
+    return trial.state == optuna.trial.TrialState.FAIL and trial.user_attrs.get("fail_reason", DIED) != DIED
+
+
+def fail_dead_trials(study) -> None:
+    """Mark RUNNING trials whose worker is gone as failed ("worker died"), so that they are retried:
+    by Optuna's heartbeat where the storage keeps one, by pid or heartbeat age everywhere. Call it
+    under claim_lock."""
+    import optuna
+    from optuna.storages._heartbeat import BaseHeartbeat
+
+    if isinstance(study._storage, BaseHeartbeat):
+        optuna.storages.fail_stale_trials(study)  # workers on other machines that stopped beating
+    for trial in study.get_trials(deepcopy=False):
+        if trial.state == optuna.trial.TrialState.RUNNING and not _alive(trial):
+            study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", DIED)
+            study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+
+
 def _unit_states(study, units: list[Unit]) -> dict[str, str]:
-    """unit key -> done | running | failed | dead | todo, from the study's trials."""
+    """unit key -> done | running | failed | todo, from the study's trials (dead workers' trials
+    already marked failed by fail_dead_trials)."""
     import optuna
 
     by_unit: dict[str, list] = {}
@@ -268,12 +292,9 @@ def _unit_states(study, units: list[Unit]) -> dict[str, str]:
         complete = {t.user_attrs.get("epochs") for t in trials if t.state == optuna.trial.TrialState.COMPLETE}
         if set(unit.serves) <= complete:
             states[unit.key] = "done"
-        elif any(t.state == optuna.trial.TrialState.RUNNING and _alive(t) for t in trials):
-            states[unit.key] = "running"
         elif any(t.state == optuna.trial.TrialState.RUNNING for t in trials):
-            states[unit.key] = "dead"
-        elif any(t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get("fail_reason", DIED) != DIED
-                 for t in trials):
+            states[unit.key] = "running"
+        elif any(is_real_failure(t) for t in trials):
             states[unit.key] = "failed"
         else:
             states[unit.key] = "todo"
@@ -282,20 +303,11 @@ def _unit_states(study, units: list[Unit]) -> dict[str, str]:
 
 def _claim(study, units: list[Unit], out: str) -> tuple[Unit, list] | None:
     """Under the lock: mark the trials of dead workers failed, then take the next unit to train."""
-    import optuna
-
-    from optuna.storages._heartbeat import BaseHeartbeat
-
     with claim_lock(out, study):
-        if isinstance(study._storage, BaseHeartbeat):
-            optuna.storages.fail_stale_trials(study)  # workers on other machines that stopped beating
+        fail_dead_trials(study)
         states = _unit_states(study, units)
-        for trial in study.get_trials(deepcopy=False):
-            if trial.state == optuna.trial.TrialState.RUNNING and not _alive(trial):
-                study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", DIED)
-                study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
         for unit in units:
-            if states[unit.key] in ("todo", "dead"):
+            if states[unit.key] == "todo":
                 trials = []
                 for epochs in unit.serves:
                     trial = study.ask()
@@ -387,7 +399,7 @@ def results(out: str, storage: str | None = None, study_name: str = "cnnlab") ->
             per_cell[cell]["test"].append(trial.user_attrs.get("test_accuracy"))
             per_cell[cell]["time"].append(trial.user_attrs.get("train_time_s"))
             per_cell[cell]["seeds"].append(trial.user_attrs.get("seed"))
-        elif trial.state == optuna.trial.TrialState.FAIL and trial.user_attrs.get("fail_reason", DIED) != DIED:
+        elif is_real_failure(trial):
             failed.append({"cell": cell, "seed": trial.user_attrs.get("seed"),
                            "reason": trial.user_attrs.get("fail_reason")})
     rows = []
