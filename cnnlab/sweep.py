@@ -78,8 +78,10 @@ class Unit:
         return "_".join(f"{k}-{v}" for k, v in self.values) + f"_seed-{self.seed}"
 
     def cell(self, epochs: int) -> dict:
+        """The grid cell served at `epochs` (epochs is part of the cell only when the grid has it)."""
         cell = dict(self.values)
-        cell["epochs"] = epochs
+        if "epochs" in cell:
+            cell["epochs"] = epochs
         return cell
 
 

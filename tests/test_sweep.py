@@ -143,3 +143,13 @@ def test_ctrl_c_stops_the_sweep_and_the_same_command_resumes_it(dataset, tmp_pat
     assert main(["sweep", *common]) == 0
     done = trials_by_cell_seed(out)
     assert len(done) == 4 and set(done.values()) == {1}
+
+
+def test_cells_of_a_grid_without_epochs_are_named_by_the_grid_alone():
+    from cnnlab.sweep import cell_name, cells_of
+
+    base = preset("fast")
+    grid = parse_grid(["lr=0.1,0.2"], base)
+    units, reason = plan(base, grid, 1)
+    assert "no epochs in the grid" in reason
+    assert [cell_name(u.cell(u.serves[0])) for u in units] == [cell_name(c) for c in cells_of(grid)]
