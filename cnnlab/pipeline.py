@@ -19,7 +19,7 @@ from .errors import CnnlabError, ConfigError
 from .evaluate import evaluate, metrics_from_logits, predict_batches
 from .models import create_model, default_input_size
 from .plots import plot_curves
-from .train import Callback, Interrupted, TrainControl, train
+from .train import Callback, CheckpointMismatch, Interrupted, TrainControl, train
 
 
 def load_data(cfg: Config) -> Dataset:
@@ -133,10 +133,12 @@ def _fit(cfg: Config, out: str, ready: Prepared, callbacks: tuple[Callback, ...]
     def save(state: dict) -> None:
         runs.save_checkpoint(out, state)
 
-    if test_at_epochs and ready.dataset.test is not None:
-        test_loader = make_loader(ready.dataset.test, cfg, ready.prep, ready.device, training=False)
-        callbacks = (TestAtEpochs(set(test_at_epochs), test_loader, ready.dataset.classes, ready.bf16, cfg.tta),
-                     *callbacks)
+    test_loader = (make_loader(ready.dataset.test, cfg, ready.prep, ready.device, training=False)
+                   if ready.dataset.test is not None else None)
+    if test_at_epochs and test_loader is not None:
+        # the last epoch's test figures come from the final evaluation below, not from a second pass
+        callbacks = (TestAtEpochs(set(test_at_epochs) - {cfg.epochs}, test_loader, ready.dataset.classes,
+                                  ready.bf16, cfg.tta), *callbacks)
 
     with stop_on_signals() as stop_requested:
         control = TrainControl(save_checkpoint=save, every_epochs=cfg.checkpoint_every,
@@ -146,18 +148,19 @@ def _fit(cfg: Config, out: str, ready: Prepared, callbacks: tuple[Callback, ...]
                             ready.bf16, callbacks, control)
         except Interrupted as exc:
             raise Interrupted(f"{exc}; resume with: cnnlab train --resume {out}") from None
-    runs.save_history(out, history)
-    runs.save_weights(out, ready.model)
-    plot_curves(history, out)
     metrics: dict = {"train_time_s": round(sum(r["time_s"] for r in history), 3),
                      "eval_time_s": round(sum(r.get("eval_time_s", 0.0) for r in history), 3),
                      "epochs_run": len(history)}
-    if ready.dataset.test is not None:
-        test_loader = make_loader(ready.dataset.test, cfg, ready.prep, ready.device, training=False)
+    if test_loader is not None:
         logits, labels = predict_batches(ready.model, test_loader, ready.bf16, cfg.tta)
         metrics["test"] = metrics_from_logits(logits, labels, ready.dataset.classes)
         # per-image predictions, in test-split order: the report shows misclassified images from them
         metrics["test_predictions"] = logits.argmax(1).tolist()
+        if history and history[-1]["epoch"] in test_at_epochs:
+            history[-1].update(test_loss=metrics["test"]["loss"], test_accuracy=metrics["test"]["accuracy"])
+    runs.save_history(out, history)
+    runs.save_weights(out, ready.model)
+    plot_curves(history, out)
     runs.save_metrics(out, metrics)
     runs.mark_complete(out)
     return metrics
@@ -195,14 +198,13 @@ def resume_run(run_dir: str, callbacks: tuple[Callback, ...] = ()) -> dict:
     ready = prepare(cfg)
     if ready.dataset.classes != saved["data"]["classes"]:
         raise CnnlabError(f"{cfg.data_path()}: its classes differ from the run's; cannot resume")
-    try:
-        ready.model.load_state_dict(state["model"])
-    except RuntimeError:
-        raise CnnlabError(f"{os.path.join(run_dir, runs.CHECKPOINT)}: does not match model {cfg.model!r}; "
-                          "start the run again") from None
     if cfg.progress:
         print(f"resuming {run_dir} at epoch {state['epoch']}, step {state['step']}")
-    return _fit(cfg, run_dir, ready, callbacks, state, tuple(saved["data"].get("test_at_epochs", ())))
+    try:
+        return _fit(cfg, run_dir, ready, callbacks, state, tuple(saved["data"].get("test_at_epochs", ())))
+    except CheckpointMismatch:
+        raise CnnlabError(f"{os.path.join(run_dir, runs.CHECKPOINT)}: does not match model {cfg.model!r}; "
+                          "start the run again") from None
 
 
 def load_trained(run_dir: str, device: torch.device | None = None) -> tuple[torch.nn.Module, Config, dict]:

@@ -31,6 +31,10 @@ class Interrupted(CnnlabError):
     """A stop was requested (SIGINT/SIGTERM); the state was checkpointed."""
 
 
+class CheckpointMismatch(CnnlabError):
+    """The checkpoint to resume from holds weights of another model."""
+
+
 class Callback:
     """Hooks called by `train`; raise StopTraining from one to end the run early."""
 
@@ -88,7 +92,10 @@ def train(model: nn.Module, train_loader: DeviceLoader, val_loader: DeviceLoader
     first_epoch, first_step, carried = 1, 0, None
     if control.resume is not None:
         state = control.resume
-        model.load_state_dict(state["model"])
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as exc:
+            raise CheckpointMismatch(f"the checkpoint does not match {type(model).__name__}") from exc
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])

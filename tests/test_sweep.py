@@ -44,13 +44,15 @@ def test_epochs_not_shared_when_the_schedule_depends_on_them():
 def test_shared_epochs_equal_separate_runs(dataset, tmp_path):
     base = preset("fast", data=dataset, batch_size=8, eval_batch_size=64, threads=1, progress=False,
                   schedule="constant", lr=0.05, warmup_epochs=0.0, seed=2)
-    train_run(base.replace(epochs=3), str(tmp_path / "long"), test_at_epochs=(2, 3))
+    long = train_run(base.replace(epochs=3), str(tmp_path / "long"), test_at_epochs=(2, 3))
     short = train_run(base.replace(epochs=2), str(tmp_path / "short"))
     long_history = load_run(str(tmp_path / "long"))["history"]
     short_history = load_run(str(tmp_path / "short"))["history"]
     assert long_history[1]["val_accuracy"] == short_history[1]["val_accuracy"]
     assert long_history[1]["val_loss"] == short_history[1]["val_loss"]
     assert long_history[1]["test_accuracy"] == short["test"]["accuracy"]
+    assert long_history[2]["test_accuracy"] == long["test"]["accuracy"]  # the last epoch: the final test
+    assert "test_accuracy" not in long_history[0]
 
 
 def trials_by_cell_seed(out):
