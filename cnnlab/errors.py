@@ -11,3 +11,10 @@ class ConfigError(CnnlabError):
 
 class DataError(CnnlabError):
     """A dataset that cannot be read as asked."""
+
+
+def first_line(exc: BaseException, limit: int | None = None) -> str:
+    """The first line of a library's exception message (its name when the message is empty), to quote
+    in a one-line error."""
+    line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return line[:limit] if limit else line

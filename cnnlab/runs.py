@@ -23,7 +23,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .errors import CnnlabError
+from .errors import CnnlabError, first_line
 
 CONFIG, HISTORY_JSON, HISTORY_CSV, METRICS, WEIGHTS, COMPLETE, CHECKPOINT = (
     "config.json", "history.json", "history.csv", "metrics.json", "model.safetensors", "COMPLETE",
@@ -130,8 +130,7 @@ def load_weights(run_dir: str, model: nn.Module) -> None:
     except FileNotFoundError:
         raise CnnlabError(f"{path}: missing; the run has no saved weights") from None
     except (SafetensorError, RuntimeError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise CnnlabError(f"{path}: cannot load the weights into {type(model).__name__} ({first})") from None
+        raise CnnlabError(f"{path}: cannot load the weights into {type(model).__name__} ({first_line(exc)})") from None
 
 
 def save_checkpoint(run_dir: str, state: dict) -> None:
@@ -148,8 +147,8 @@ def load_checkpoint(run_dir: str) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for damaged or foreign files
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise CnnlabError(f"{path}: damaged or not a cnnlab checkpoint ({first}); start the run again") from None
+        raise CnnlabError(f"{path}: damaged or not a cnnlab checkpoint ({first_line(exc, 200)}); "
+                          "start the run again") from None
     needed = {"model", "optimizer", "scheduler", "rng", "epoch", "step", "sums", "history"}
     if not isinstance(state, dict) or not needed <= set(state):
         raise CnnlabError(f"{path}: not a cnnlab checkpoint (missing fields); start the run again")

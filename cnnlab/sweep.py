@@ -24,7 +24,7 @@ from typing import Any, Iterator
 
 from . import runs
 from .config import Config, parse_config
-from .errors import CnnlabError, ConfigError
+from .errors import CnnlabError, ConfigError, first_line
 from .pipeline import resume_run, train_run
 from .plots import plot_curves
 from .train import Interrupted
@@ -179,8 +179,7 @@ def open_study(out: str, storage: str | None = None, study_name: str = "cnnlab",
         try:
             backend = RDBStorage(storage, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
         except Exception as exc:  # sqlalchemy/driver errors: name the URL, not the stack
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-            raise CnnlabError(f"--storage {storage}: cannot open the database ({first})") from None
+            raise CnnlabError(f"--storage {storage}: cannot open the database ({first_line(exc, 200)})") from None
     else:
         backend = JournalStorage(JournalFileBackend(os.path.join(out, JOURNAL)))
     return optuna.create_study(study_name=study_name, storage=backend, direction="maximize", load_if_exists=True,
