@@ -14,6 +14,11 @@ from .errors import CnnlabError
 from .train import Interrupted
 
 
+def print_error(message: str) -> None:
+    # file names that are not valid UTF-8 arrive as surrogate escapes: print them escaped, don't crash
+    print(f"error: {message.encode('utf-8', 'backslashreplace').decode('utf-8')}", file=sys.stderr)
+
+
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     from .config import Config, config_help
 
@@ -170,7 +175,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     results = predictor.predict_files(collect_images(args.images))
     failed = [r for r in results if r.error]
     for r in failed:
-        print(f"error: {r.error.encode('utf-8', 'backslashreplace').decode('utf-8')}", file=sys.stderr)
+        print_error(r.error)
     good = [r for r in results if not r.error]
     if args.json:
         print(json.dumps([{"file": r.source, "top": [{"class": c, "probability": round(p, 6)}
@@ -330,8 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stopped: {exc}", file=sys.stderr)
         return 130
     except CnnlabError as exc:
-        # file names that are not valid UTF-8 arrive as surrogate escapes; print them, don't crash on them
-        print(f"error: {str(exc).encode('utf-8', 'backslashreplace').decode('utf-8')}", file=sys.stderr)
+        print_error(str(exc))
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
