@@ -39,8 +39,18 @@ def make_folder(root, classes=("a", "b", "c"), per_class=6, size=16, seed=0) -> 
     return str(root)
 
 
+def make_dataset(root, train_per_class: int, test_per_class: int = 10) -> str:
+    """A tiny train/ + test/ dataset of 16x16 images in 3 classes."""
+    make_folder(os.path.join(root, "train"), per_class=train_per_class)
+    make_folder(os.path.join(root, "test"), per_class=test_per_class, seed=1)
+    return str(root)
+
+
+# Flags for sweeps of tiny trainings: small batches, one thread, constant lr (so epochs are shared).
+SWEEP_FLAGS = ["--batch-size", "8", "--eval-batch-size", "64", "--threads", "1", "--no-progress",
+               "--schedule", "constant", "--lr", "0.05", "--warmup-epochs", "0"]
+
+
 @pytest.fixture
 def tiny_dataset(tmp_path) -> str:
-    make_folder(tmp_path / "ds" / "train", per_class=20)
-    make_folder(tmp_path / "ds" / "test", per_class=10, seed=1)
-    return str(tmp_path / "ds")
+    return make_dataset(tmp_path / "ds", 20)

@@ -9,10 +9,9 @@ import pytest
 from cnnlab import preset, train_run
 from cnnlab.cli import main
 from cnnlab.report import build_report
-from conftest import ROOT, make_folder
+from conftest import ROOT, SWEEP_FLAGS, make_dataset
 
-TINY = ["--batch-size", "8", "--eval-batch-size", "64", "--threads", "1", "--no-progress", "--schedule", "constant",
-        "--lr", "0.05", "--warmup-epochs", "0"]
+TINY = SWEEP_FLAGS
 ARTIFACTS = ROOT / "test-artifacts"
 
 
@@ -26,8 +25,7 @@ def cifar_run(cifar_root, tmp_path_factory):
 @pytest.fixture(scope="module")
 def sweep_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("report-sweep")
-    make_folder(root / "ds" / "train", per_class=30, size=16)
-    make_folder(root / "ds" / "test", per_class=10, size=16, seed=1)
+    make_dataset(root / "ds", 30)
     out = str(root / "sweep")
     assert main(["sweep", "--data", str(root / "ds"), "--grid", "batch_size=8,16", "--grid", "epochs=1,2",
                  "--seeds", "3", "--out", out, *TINY]) == 0

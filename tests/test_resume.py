@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 import cnnlab
 from cnnlab.cli import main
 from cnnlab.runs import load_run
-from conftest import make_folder
+from conftest import make_dataset
 
 ARGS = ["--epochs", "6", "--batch-size", "8", "--eval-batch-size", "64", "--threads", "1", "--seed", "3",
         "--no-progress", "--cutout", "4"]
@@ -22,10 +22,7 @@ ARGS = ["--epochs", "6", "--batch-size", "8", "--eval-batch-size", "64", "--thre
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("resume") / "ds"
-    make_folder(root / "train", per_class=60, size=16)
-    make_folder(root / "test", per_class=10, size=16, seed=1)
-    return str(root)
+    return make_dataset(tmp_path_factory.mktemp("resume") / "ds", 60)
 
 
 @pytest.fixture(scope="module")

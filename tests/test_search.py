@@ -10,15 +10,13 @@ from cnnlab.cli import main
 from cnnlab.errors import ConfigError
 from cnnlab.search import ReportAndPrune, parse_space
 from cnnlab.sweep import open_study
-from conftest import make_folder
+from conftest import make_dataset
 
 TINY = ["--eval-batch-size", "64", "--threads", "1", "--no-progress", "--epochs", "3"]
 
 
 def test_search_runs_the_trials_and_resumes(tmp_path, capsys):
-    root = tmp_path / "ds"
-    make_folder(root / "train", per_class=30, size=16)
-    make_folder(root / "test", per_class=10, size=16, seed=1)
+    root = make_dataset(tmp_path / "ds", 30)
     out = str(tmp_path / "search")
     args = ["sweep", "--search", "tpe", "--trials", "5", "--param", "lr=0.01..0.5:log", "--param", "batch_size=8,16",
             "--data", str(root), "--out", out, *TINY]

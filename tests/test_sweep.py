@@ -14,18 +14,14 @@ from cnnlab.cli import main
 from cnnlab.runs import load_run
 from cnnlab.stats import summarize, welch_p
 from cnnlab.sweep import open_study, parse_grid, plan
-from conftest import make_folder
+from conftest import SWEEP_FLAGS, make_dataset
 
-TINY = ["--batch-size", "8", "--eval-batch-size", "64", "--threads", "1", "--no-progress", "--schedule", "constant",
-        "--lr", "0.05", "--warmup-epochs", "0"]
+TINY = SWEEP_FLAGS
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sweep") / "ds"
-    make_folder(root / "train", per_class=30, size=16)
-    make_folder(root / "test", per_class=10, size=16, seed=1)
-    return str(root)
+    return make_dataset(tmp_path_factory.mktemp("sweep") / "ds", 30)
 
 
 def test_seed_grid_plan_is_3_trainings_of_30_epochs_per_seed(capsys):

@@ -15,18 +15,15 @@ import optuna
 import pytest
 
 from cnnlab.cli import main
-from conftest import make_folder
+from conftest import SWEEP_FLAGS, make_dataset
 
 URL = os.environ.get("CNNLAB_TEST_POSTGRES")
 pytestmark = pytest.mark.skipif(not URL, reason="CNNLAB_TEST_POSTGRES not set (.ci/run starts PostgreSQL)")
-TINY = ["--batch-size", "8", "--eval-batch-size", "64", "--threads", "1", "--no-progress", "--schedule", "constant",
-        "--lr", "0.05", "--warmup-epochs", "0"]
+TINY = SWEEP_FLAGS
 
 
 def test_two_workers_one_killed_mid_trial(tmp_path):
-    root = tmp_path / "ds"
-    make_folder(root / "train", per_class=60, size=16)
-    make_folder(root / "test", per_class=10, size=16, seed=1)
+    root = make_dataset(tmp_path / "ds", 60)
     study = f"test-{uuid.uuid4().hex[:8]}"
     common = ["--data", str(root), "--grid", "batch_size=8,16", "--grid", "epochs=3,5", "--seeds", "2", *TINY,
               "--storage", URL, "--study", study]
