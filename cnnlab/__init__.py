@@ -1,6 +1,5 @@
 """cnnlab: train and compare image classifiers on image-folder datasets."""
-__version__ = "0.1.0"
-
+from .version import __version__  # noqa: F401
 from .config import PRESETS, Config, parse_config, preset  # noqa: E402
 from .data import load_dataset  # noqa: E402
 from .errors import CnnlabError, ConfigError, DataError  # noqa: E402

@@ -10,8 +10,7 @@ import time
 import typing
 from typing import Any, Literal
 
-from .errors import CnnlabError
-from .train import Interrupted
+from .errors import CnnlabError, Interrupted
 
 
 def print_error(message: str) -> None:
@@ -241,7 +240,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from .version import __version__
     from .config import PRESETS
 
     parser = argparse.ArgumentParser(prog="cnnlab", description="Train and compare image classifiers.")

@@ -15,11 +15,11 @@ from .config import Config, parse_config
 from .data import DeviceLoader, channel_stats, load_dataset
 from .data.dataset import Dataset
 from .device import resolve_device, set_threads, use_bf16
-from .errors import CnnlabError, ConfigError
+from .errors import CheckpointMismatch, CnnlabError, ConfigError, Interrupted
 from .evaluate import evaluate, metrics_from_logits, predict_batches
 from .models import create_model, default_input_size
 from .plots import plot_curves
-from .train import Callback, CheckpointMismatch, Interrupted, TrainControl, train
+from .train import Callback, TrainControl, train
 
 
 def load_data(cfg: Config) -> Dataset:

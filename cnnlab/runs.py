@@ -84,7 +84,7 @@ def _git_commit() -> str | None:
 def environment() -> dict[str, Any]:
     import numpy
 
-    from . import __version__
+    from .version import __version__
 
     return {"cnnlab": __version__, "git_commit": _git_commit(), "python": sys.version.split()[0],
             "torch": torch.__version__, "numpy": numpy.__version__, "platform": platform.platform(),

@@ -15,11 +15,11 @@ from typing import Any
 
 from . import runs
 from .config import Config
-from .errors import CnnlabError, ConfigError
+from .errors import CnnlabError, ConfigError, Interrupted
 from .pipeline import train_run
 from .stats import summarize
 from .sweep import DIED, Heartbeat, claim_lock, fail_dead_trials, is_real_failure, open_study, prepare_dir
-from .train import Callback, Interrupted
+from .train import Callback
 
 SEARCH_SPEC = "search.json"
 

@@ -24,10 +24,9 @@ from typing import Any, Iterator
 
 from . import runs
 from .config import Config, parse_config
-from .errors import CnnlabError, ConfigError, first_line
+from .errors import CnnlabError, ConfigError, Interrupted, first_line
 from .pipeline import resume_run, train_run
 from .plots import plot_curves
-from .train import Interrupted
 from .stats import format_interval, summarize, welch_p
 
 NAMED_GRIDS = {"seed-grid": {"batch_size": [100, 200, 250], "epochs": [20, 25, 30]}}

@@ -19,20 +19,10 @@ from tqdm import tqdm
 from .config import Config
 from .data.loader import DeviceLoader
 from .device import autocast
-from .errors import CnnlabError
+from .errors import CheckpointMismatch, CnnlabError, Interrupted, TrainingError
 from .evaluate import evaluate
 
-
-class TrainingError(CnnlabError):
-    """Training cannot go on (e.g. a non-finite loss)."""
-
-
-class Interrupted(CnnlabError):
-    """A stop was requested (SIGINT/SIGTERM); the state was checkpointed."""
-
-
-class CheckpointMismatch(CnnlabError):
-    """The checkpoint to resume from holds weights of another model."""
+__all__ = ["Callback", "CheckpointMismatch", "Interrupted", "StopTraining", "TrainControl", "TrainingError", "train"]
 
 
 class Callback:
