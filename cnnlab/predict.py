@@ -25,6 +25,7 @@ from .data.loader import _nearest_index, gather_batch, to_inputs
 from .device import use_bf16
 from .errors import CnnlabError, DataError
 from .evaluate import infer
+from .files import write_atomic
 from .pipeline import load_trained
 
 
@@ -169,27 +170,25 @@ def export(run_dir: str, out: str, fmt: str) -> str:
     module = ExportModule(predictor).eval()
     height, width = predictor.image_size
     example = torch.zeros(2, height, width, 3, dtype=torch.uint8)
-    tmp = f"{out}.tmp-{os.getpid()}"
-    try:
-        with warnings.catch_warnings():
-            # torch marks torch.jit and its TorchScript-based ONNX exporter deprecated; both still work
-            warnings.simplefilter("ignore", DeprecationWarning)
-            warnings.simplefilter("ignore", FutureWarning)
-            if fmt == "onnx":
-                try:
-                    import onnx  # noqa: F401  (torch's exporter writes through it)
-                except ImportError:
-                    raise CnnlabError("ONNX export needs the onnx package: pip install 'cnnlab[export]'") from None
-                torch.onnx.export(module, (example,), tmp, input_names=["images"], output_names=["probabilities"],
+    with warnings.catch_warnings():
+        # torch marks torch.jit and its TorchScript-based ONNX exporter deprecated; both still work
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        if fmt == "onnx":
+            try:
+                import onnx  # noqa: F401  (torch's exporter writes through it)
+            except ImportError:
+                raise CnnlabError("ONNX export needs the onnx package: pip install 'cnnlab[export]'") from None
+
+            def write(fh) -> None:
+                torch.onnx.export(module, (example,), fh, input_names=["images"], output_names=["probabilities"],
                                   dynamic_axes={"images": {0: "batch"}, "probabilities": {0: "batch"}},
                                   opset_version=17, dynamo=False)
-            elif fmt == "torchscript":
+        elif fmt == "torchscript":
+            def write(fh) -> None:
                 with torch.no_grad():
-                    torch.jit.trace(module, example).save(tmp)
-            else:
-                raise CnnlabError(f"unknown export format {fmt!r}; use onnx or torchscript")
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+                    torch.jit.save(torch.jit.trace(module, example), fh)
+        else:
+            raise CnnlabError(f"unknown export format {fmt!r}; use onnx or torchscript")
+        write_atomic(out, write)
     return out

@@ -7,7 +7,7 @@
     acc_plot.jpg/.png, loss_plot.jpg/.png
     checkpoint.pt      the resumable training state while the run is unfinished (removed when complete)
     COMPLETE           written last: a directory without it is an unfinished run
-Every file is written to a temporary name and renamed, so none is ever half-written.
+Every file is written with files.write_atomic, so none is ever half-written.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 
 from .errors import CnnlabError, first_line
+from .files import create_new_dir, write_atomic
 
 CONFIG, HISTORY_JSON, HISTORY_CSV, METRICS, WEIGHTS, COMPLETE, CHECKPOINT = (
     "config.json", "history.json", "history.csv", "metrics.json", "model.safetensors", "COMPLETE",
@@ -31,7 +32,8 @@ CONFIG, HISTORY_JSON, HISTORY_CSV, METRICS, WEIGHTS, COMPLETE, CHECKPOINT = (
 
 
 def check_new_run_dir(path: str) -> None:
-    """A run never overwrites another: `path` must not exist or be an empty folder."""
+    """A run never overwrites another: `path` must not exist or be an empty folder (checked early, before
+    the data is read; create_run_dir claims it exclusively)."""
     if os.path.isfile(path):
         raise CnnlabError(f"{path}: is a file; choose another --out")
     if os.path.isdir(path) and os.listdir(path):
@@ -39,18 +41,7 @@ def check_new_run_dir(path: str) -> None:
 
 
 def create_run_dir(path: str) -> str:
-    check_new_run_dir(path)
-    os.makedirs(path, exist_ok=True)
-    return path
-
-
-def write_atomic(path: str, data: bytes | str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as fh:
-        fh.write(data.encode("utf-8") if isinstance(data, str) else data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    return create_new_dir(path)
 
 
 def write_json(path: str, obj: Any) -> None:

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError
+from ..files import write_atomic
 
 CACHE_VERSION = 1
 _RESAMPLE = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR}
@@ -152,13 +153,8 @@ def load_images(root: str, files: list[str], size: tuple[int, int], interpolatio
                                skip_bad=skip_bad)
     if use_cache and not bad:  # a folder with broken files is not cached: it should be fixed, not kept
         os.makedirs(cache_dir(), exist_ok=True)
-        tmp = f"{path}.tmp-{os.getpid()}"
         try:
-            with open(tmp, "wb") as fh:
-                np.save(fh, images, allow_pickle=False)
-            os.replace(tmp, path)
+            write_atomic(path, lambda fh: np.save(fh, images, allow_pickle=False))
         except OSError as exc:  # a full or read-only cache disk slows the next load, nothing more
             print(f"warning: could not write the decode cache {path}: {exc.strerror}", file=sys.stderr)
-            if os.path.exists(tmp):
-                os.remove(tmp)
     return images, bad

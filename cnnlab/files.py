@@ -1,0 +1,69 @@
+"""Durable file writes, for every writer in cnnlab (run files, sweep results, reports, the decode
+cache, exports): a file is written to a temporary name in its folder, flushed to disk, renamed over
+its final name, and the folder itself is flushed, so that after a crash or power loss the file is
+either whole or absent, never half-written."""
+from __future__ import annotations
+
+import os
+import uuid
+from typing import BinaryIO, Callable
+
+from .errors import CnnlabError
+
+CLAIM = ".cnnlab-claim"
+
+
+def fsync_dir(folder: str) -> None:
+    """Flush a folder's entries (a rename or a new file in it) to disk; a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder or ".", os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems (and Windows) cannot fsync a folder
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: str, data: bytes | str | Callable[[BinaryIO], None]) -> None:
+    """Write `data` (bytes, text as UTF-8, or a function that writes into the open binary file) to `path`,
+    whole or not at all."""
+    folder = os.path.dirname(path)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex[:12]}")
+    try:
+        with open(tmp, "xb") as fh:
+            if callable(data):
+                data(fh)
+            else:
+                fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    fsync_dir(folder)
+
+
+def create_new_dir(path: str) -> str:
+    """Create the folder `path` for this process alone. It must not exist or be an empty folder; it is
+    claimed by creating the marker file .cnnlab-claim in it exclusively (O_EXCL), so of two processes
+    given the same --out one wins and the other gets an error, even before anything else is written.
+    The marker stays with the run. Parents are created as needed."""
+    if os.path.isfile(path):
+        raise CnnlabError(f"{path}: is a file; choose another --out")
+    os.makedirs(path, exist_ok=True)
+    try:
+        fd = os.open(os.path.join(path, CLAIM), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        raise CnnlabError(f"{path}: another cnnlab process is writing there; choose another --out") from None
+    os.close(fd)
+    if os.listdir(path) != [CLAIM]:
+        os.remove(os.path.join(path, CLAIM))
+        raise CnnlabError(f"{path}: already holds files; choose another --out or delete it first")
+    fsync_dir(path)
+    fsync_dir(os.path.dirname(os.path.abspath(path)))
+    return path
