@@ -17,7 +17,7 @@ CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
 def fake_batch(n, seed):
     rng = np.random.default_rng(seed)
     return {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-            b"labels": [int(x) for x in np.arange(n) % 10],
+            b"labels": [int(x) for x in rng.permutation(np.arange(n) % 10)],  # every class, shuffled
             b"filenames": [f"img_{seed}_{i:04d}.png".encode() for i in range(n)],
             b"batch_label": b"fake"}
 
@@ -34,17 +34,40 @@ def write_cifar(folder, n=20):
     return folder
 
 
-def test_reads_the_python_version_folder(tmp_path):
+def batch_images(batch):
+    """{file name: (image HWC, label)} of a fake batch, as the CIFAR docs define its rows."""
+    images = batch[b"data"].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    return {name.decode(): (image, label) for name, image, label in zip(batch[b"filenames"], images, batch[b"labels"])}
+
+
+def as_dict(split):
+    return {name: (image, label) for name, image, label in zip(split.files, split.images, split.labels)}
+
+
+def same_images(got, expected):
+    assert got.keys() == expected.keys()
+    for name, (image, label) in expected.items():
+        assert np.array_equal(got[name][0], image) and got[name][1] == label, name
+
+
+@pytest.mark.parametrize("where", ["parent", "folder"])
+def test_reads_the_python_version_folder(tmp_path, where):
     folder = write_cifar(str(tmp_path / "cifar-10-batches-py"))
-    ds = load_dataset(str(tmp_path), val_fraction=0.1, progress=False)
+    ds = load_dataset(str(tmp_path) if where == "parent" else folder, val_fraction=0.1, progress=False)
     assert ds.classes == CLASSES
     assert (len(ds.train), len(ds.val), len(ds.test)) == (90, 10, 20)
-    raw = fake_batch(20, 1)
-    first = raw[b"data"][0].reshape(3, 32, 32).transpose(1, 2, 0)
-    files = ds.train.files + ds.val.files
-    images = np.concatenate([ds.train.images, ds.val.images])
-    assert np.array_equal(images[files.index("img_1_0000.png")], first)
-    assert folder
+    # every row of the five training batches, with its own label, once, in train or validation
+    training = {}
+    for i in range(1, 6):
+        training.update(batch_images(fake_batch(20, i)))
+    assert not set(ds.train.files) & set(ds.val.files)
+    same_images({**as_dict(ds.train), **as_dict(ds.val)}, training)
+    # the Keras split: the first file name of each class (sorted) is its validation image
+    first_of_class = {c: min(n for n, (_, label) in training.items() if label == c) for c in range(10)}
+    assert sorted(ds.val.files) == sorted(first_of_class.values())
+    # the test split is test_batch, in Keras order (by class, then file name)
+    same_images(as_dict(ds.test), batch_images(fake_batch(20, 0)))
+    assert list(zip(ds.test.labels.tolist(), ds.test.files)) == sorted(zip(ds.test.labels.tolist(), ds.test.files))
 
 
 class Exploit:
