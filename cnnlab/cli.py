@@ -45,7 +45,7 @@ def _config_from_args(args: argparse.Namespace):
     base = load_config_file(args.config).to_dict() if args.config else preset(args.preset).to_dict()
     if args.config and args.preset != "fast":
         base = {**base, **PRESETS[args.preset]}
-    return parse_config({**base, **overrides})
+    return parse_config({**base, **overrides}).resolved()
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -76,6 +76,13 @@ class Config:
             raise ConfigError("no dataset given: pass --data PATH or set CNNLAB_DATA")
         return path
 
+    def resolved(self) -> "Config":
+        """This config with `data` as an absolute path (taken from CNNLAB_DATA when empty), as saved with a
+        run: resume, evaluate and report then read the same data whatever the variable says later."""
+        if not (self.data or os.environ.get("CNNLAB_DATA")):
+            return self
+        return self.replace(data=os.path.abspath(self.data_path()))
+
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The defaults: a small whitened ConvNet, Nesterov SGD, one-cycle schedule, label smoothing,

@@ -170,6 +170,7 @@ def train_run(cfg: Config, out: str, callbacks: tuple[Callback, ...] = (), test_
     """Train `cfg` and save everything into the new run directory `out`; returns the test metrics.
     `test_at_epochs`: also evaluate the test split after these epochs (into the history)."""
     runs.check_new_run_dir(out)
+    cfg = cfg.resolved()
     ready = prepare(cfg)
     if cfg.progress:
         print("\n".join(ready.dataset.found_lines()))
