@@ -8,7 +8,6 @@ or --storage URL), so an interrupted search resumes, and several workers can sea
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import typing
 from typing import Any
@@ -18,7 +17,8 @@ from .config import Config
 from .errors import CnnlabError, ConfigError, Interrupted
 from .pipeline import train_run
 from .stats import summarize
-from .sweep import DIED, Heartbeat, claim_lock, fail_dead_trials, is_real_failure, open_study, prepare_dir
+from .studies import (DIED, Heartbeat, claim_lock, fail_dead_trials, is_real_failure, mark_worker, open_study,
+                      prepare_dir, tell_failure)
 from .train import Callback
 
 SEARCH_SPEC = "search.json"
@@ -108,7 +108,7 @@ def run_search(out: str, base: Config, space: dict[str, dict], trials: int, stor
             if _finished(study) + running >= trials:
                 break
             trial = study.ask()
-            trial.set_user_attr("worker", f"{socket.gethostname()}@{os.getpid()}")
+            mark_worker(trial)
         params = suggest(trial, space)
         cfg = base.replace(**params, progress=progress)
         run_dir = os.path.join(out, "runs", f"trial-{trial.number:04d}")
@@ -116,16 +116,14 @@ def run_search(out: str, base: Config, space: dict[str, dict], trials: int, stor
             with Heartbeat(study, [trial]):  # so that workers on other machines see this one alive
                 metrics = train_run(cfg, run_dir, callbacks=(ReportAndPrune(trial),))
         except Interrupted:
-            trial.set_user_attr("fail_reason", DIED)
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            tell_failure(study, trial, DIED)
             raise
         except optuna.TrialPruned as exc:
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             print(f"trial {trial.number} {params}: {exc}", file=sys.stderr)
             continue
         except CnnlabError as exc:
-            trial.set_user_attr("fail_reason", str(exc))
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            tell_failure(study, trial, str(exc))
             print(f"trial {trial.number} failed: {exc}", file=sys.stderr)
             continue
         history = runs.load_run(run_dir)["history"]

@@ -10,29 +10,23 @@ study's 3x3 grid costs 3 trainings of 30 epochs per seed instead of 9 (90 epochs
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import itertools
 import os
-import socket
 import sys
-import threading
-import time
-import warnings
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 from . import runs
 from .config import Config, parse_config
-from .errors import CnnlabError, ConfigError, Interrupted, first_line
+from .errors import CnnlabError, ConfigError, Interrupted
 from .pipeline import resume_run, train_run
 from .plots import plot_curves
 from .stats import format_interval, summarize, welch_p
+from .studies import (DIED, Heartbeat, claim_lock, fail_dead_trials, is_real_failure, mark_worker, open_study,
+                      prepare_dir, tell_failure)
 
 NAMED_GRIDS = {"seed-grid": {"batch_size": [100, 200, 250], "epochs": [20, 25, 30]}}
-SPEC, JOURNAL, LOCK, RESULTS_JSON, RESULTS_CSV, HEATMAP = (
-    "sweep.json", "optuna.journal", ".claim.lock", "results.json", "results.csv", "heatmap.png")
-DIED = "worker died"
+SPEC, RESULTS_JSON, RESULTS_CSV, HEATMAP = "sweep.json", "results.json", "results.csv", "heatmap.png"
 
 
 def parse_grid(specs: list[str], base: Config) -> dict[str, list]:
@@ -127,17 +121,6 @@ def describe_plan(units: list[Unit], reason: str) -> str:
 
 # --- the sweep directory --------------------------------------------------------------------------
 
-def prepare_dir(out: str, spec_file: str, spec: dict, what: str) -> None:
-    """A sweep or search directory: new (or empty), or holding the same spec (a resume)."""
-    path = os.path.join(out, spec_file)
-    if os.path.exists(path):
-        if runs.read_json(path) != spec:
-            raise CnnlabError(f"{out}: holds a different {what}; choose another --out (or rerun the same command)")
-    elif os.path.isdir(out) and os.listdir(out):
-        raise CnnlabError(f"{out}: already holds files that are not a cnnlab {what}; choose another --out")
-    os.makedirs(os.path.join(out, "runs"), exist_ok=True)
-
-
 def create_sweep(out: str, base: Config, grid: dict[str, list], seeds: int, storage: str | None = None,
                  study_name: str = "cnnlab") -> dict:
     """Write SWEEP_DIR/sweep.json and the spec into the study, or check that an existing sweep is the same."""
@@ -160,122 +143,6 @@ def load_spec(out: str, storage: str | None = None, study_name: str = "cnnlab") 
     if spec is None:
         raise CnnlabError(f"{storage or out}: no cnnlab sweep there yet; start it with `cnnlab sweep --grid ...`")
     return parse_config(spec["config"]), spec["grid"], spec["seeds"]
-
-
-HEARTBEAT_S, GRACE_S = 10, 60  # a trial whose worker has not been heard of for GRACE_S is taken as dead
-
-
-def open_study(out: str, storage: str | None = None, study_name: str = "cnnlab", sampler=None, pruner=None):
-    """The sweep's Optuna study: in SWEEP_DIR/optuna.journal, or in the database at `storage`
-    (e.g. postgresql://user:password@host/db), whose heartbeats let other machines see a dead worker."""
-    import optuna
-    from optuna.storages import JournalStorage, RDBStorage
-    from optuna.storages.journal import JournalFileBackend
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
-    if storage:
-        try:
-            backend = RDBStorage(storage, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
-        except Exception as exc:  # sqlalchemy/driver errors: name the URL, not the stack
-            raise CnnlabError(f"--storage {storage}: cannot open the database ({first_line(exc, 200)})") from None
-    else:
-        backend = JournalStorage(JournalFileBackend(os.path.join(out, JOURNAL)))
-    return optuna.create_study(study_name=study_name, storage=backend, direction="maximize", load_if_exists=True,
-                               sampler=sampler, pruner=pruner)
-
-
-@contextlib.contextmanager
-def claim_lock(out: str, study) -> Iterator[None]:
-    """Only one worker claims at a time: a PostgreSQL advisory lock for a database shared by several
-    machines, a file lock in SWEEP_DIR otherwise."""
-    engine = getattr(study._storage, "engine", None)
-    if engine is not None and engine.dialect.name == "postgresql":
-        import sqlalchemy
-
-        with engine.connect() as connection:
-            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(2718281828)"))
-            try:
-                yield
-            finally:
-                connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(2718281828)"))
-        return
-    with open(os.path.join(out, LOCK), "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _alive(trial) -> bool:
-    """Whether the worker of a RUNNING trial is still there: by its pid on this machine, else by the
-    age of its last heartbeat."""
-    host, _, pid = trial.user_attrs.get("worker", "").rpartition("@")
-    if host == socket.gethostname():
-        try:
-            os.kill(int(pid), 0)
-        except (ProcessLookupError, ValueError):
-            return False
-        except PermissionError:
-            pass
-        return True
-    return time.time() - trial.user_attrs.get("heartbeat", 0.0) < GRACE_S
-
-
-class Heartbeat:
-    """Marks the claimed trials alive every HEARTBEAT_S while their training runs (Optuna's own
-    heartbeat where the storage has one, and a timestamp attribute everywhere)."""
-
-    def __init__(self, study, trials: list):
-        self.study, self.trials = study, trials
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def beat(self) -> None:
-        from optuna.storages._heartbeat import BaseHeartbeat
-
-        storage = self.study._storage
-        for trial in self.trials:
-            if isinstance(storage, BaseHeartbeat):
-                storage.record_heartbeat(trial._trial_id)
-            trial.set_user_attr("heartbeat", time.time())
-
-    def _run(self) -> None:
-        while not self.stopped.wait(HEARTBEAT_S):
-            with contextlib.suppress(Exception):  # a missed beat is retried at the next one
-                self.beat()
-
-    def __enter__(self) -> "Heartbeat":
-        self.beat()
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stopped.set()
-        self.thread.join()
-
-
-def is_real_failure(trial) -> bool:
-    """A failed trial that is not a dead worker's (those are retried)."""
-    import optuna
-
-    return trial.state == optuna.trial.TrialState.FAIL and trial.user_attrs.get("fail_reason", DIED) != DIED
-
-
-def fail_dead_trials(study) -> None:
-    """Mark RUNNING trials whose worker is gone as failed ("worker died"), so that they are retried:
-    by Optuna's heartbeat where the storage keeps one, by pid or heartbeat age everywhere. Call it
-    under claim_lock."""
-    import optuna
-    from optuna.storages._heartbeat import BaseHeartbeat
-
-    if isinstance(study._storage, BaseHeartbeat):
-        optuna.storages.fail_stale_trials(study)  # workers on other machines that stopped beating
-    for trial in study.get_trials(deepcopy=False):
-        if trial.state == optuna.trial.TrialState.RUNNING and not _alive(trial):
-            study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", DIED)
-            study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
 
 
 def _unit_states(study, units: list[Unit]) -> dict[str, str]:
@@ -312,9 +179,9 @@ def _claim(study, units: list[Unit], out: str) -> tuple[Unit, list] | None:
                 for epochs in unit.serves:
                     trial = study.ask()
                     for key, value in (("unit", unit.key), ("cell", cell_name(unit.cell(epochs))),
-                                       ("seed", unit.seed), ("epochs", epochs),
-                                       ("worker", f"{socket.gethostname()}@{os.getpid()}")):
+                                       ("seed", unit.seed), ("epochs", epochs)):
                         trial.set_user_attr(key, value)
+                    mark_worker(trial)
                     trials.append(trial)
                 return unit, trials
     return None
@@ -344,8 +211,6 @@ def _train_unit(out: str, base: Config, unit: Unit, threads: int, progress: bool
 def work(out: str, threads: int = 0, progress: bool = True, on_result=None, storage: str | None = None,
          study_name: str = "cnnlab") -> int:
     """Train units until none is left; returns how many this worker trained."""
-    import optuna
-
     os.makedirs(os.path.join(out, "runs"), exist_ok=True)
     base, grid, seeds = load_spec(out, storage, study_name)
     units, _ = plan(base, grid, seeds)
@@ -358,14 +223,12 @@ def work(out: str, threads: int = 0, progress: bool = True, on_result=None, stor
                 history = _train_unit(out, base, unit, threads, progress)
         except Interrupted as exc:  # Ctrl-C / SIGTERM: the unit is retried (from its checkpoint) on resume
             for trial in trials:
-                trial.set_user_attr("fail_reason", DIED)
-                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                tell_failure(study, trial, DIED)
             raise Interrupted(f"{str(exc).split('; resume with')[0]}; rerun the same cnnlab sweep command "
                               "to resume") from None
         except CnnlabError as exc:
             for trial in trials:
-                trial.set_user_attr("fail_reason", str(exc))
-                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                tell_failure(study, trial, str(exc))
             print(f"trial failed: {unit.key}: {exc}", file=sys.stderr)
             continue
         by_epoch = {r["epoch"]: r for r in history}
