@@ -9,6 +9,7 @@ import dataclasses
 import json
 import os
 import typing
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -63,6 +64,11 @@ class Config:
     checkpoint_every: int = _knob(1, "write a resumable checkpoint every this many epochs (0 = only on Ctrl-C/SIGTERM)")
     seed: int = _knob(0, "random seed for initialisation, shuffling, augmentation and dropout")
     progress: bool = _knob(True, "show a progress bar")
+    log: Literal["auto", "none", "tensorboard", "mlflow", "tensorboard,mlflow"] = _knob(
+        "auto", "watch the run live: TensorBoard event files in the run directory and/or an MLflow run; "
+                "auto = tensorboard when the tensorboard package is installed")
+    mlflow_uri: str = _knob("", "MLflow tracking URI for --log mlflow (default: $MLFLOW_TRACKING_URI, else "
+                                "sqlite:///mlflow.db here); credentials only via MLflow's environment variables")
 
     def replace(self, **changes: Any) -> "Config":
         return parse_config({**self.to_dict(), **changes})
@@ -97,6 +103,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "epochs": 20, "batch_size": 50, "optimizer": "adam", "lr": 1e-3, "momentum": 0.9,
         "adam_eps": 1e-7, "weight_decay": 0.0, "schedule": "constant", "warmup_epochs": 0.0,
         "label_smoothing": 0.0, "tta": False, "eval_batch_size": 100,
+        # The study ran in fp32; bf16 (--precision bf16) is an explicit, measured choice, never automatic.
+        "precision": "fp32",
     },
 }
 
@@ -134,7 +142,7 @@ def _coerce(key: str, value: Any, kind: Any) -> Any:
                 pass
     elif kind is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            return value  # BREAK
         if isinstance(value, str):
             try:
                 return float(value)
@@ -176,6 +184,10 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"config key 'label_smoothing' must be in [0, 1), got {cfg.label_smoothing}")
     if not (cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:")):
         raise ConfigError(f"config key 'device' must be auto, cpu, cuda or cuda:N, got {cfg.device!r}")
+    if urllib.parse.urlsplit(cfg.mlflow_uri).password is not None:
+        raise ConfigError("config key 'mlflow_uri' holds a password, which cnnlab would save with the run; give it "
+                          "through MLflow's environment instead (MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD, "
+                          "or the whole URI in MLFLOW_TRACKING_URI)")
 
 
 def config_help() -> dict[str, str]:

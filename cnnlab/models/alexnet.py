@@ -5,12 +5,40 @@ Keras builds it for 256x256x3 inputs; its summary reads Total params: 8,636,810 
 """
 from __future__ import annotations
 
+import torch
 import torch.nn as nn
 
 from .registry import register_model
 
 # Keras BatchNormalization(momentum=0.99, epsilon=1e-3); PyTorch's momentum is 1 - Keras's.
 KERAS_BN = {"momentum": 0.01, "eps": 1e-3}
+
+
+class _KerasMovingVariance:
+    """Keras updates a BatchNorm's moving variance with the biased batch variance (sum of squares / n);
+    PyTorch's running_var takes the unbiased one (/ (n - 1)), 50/49 larger for a dense layer at batch 50.
+    After PyTorch's update, its batch term is rescaled by (n - 1) / n: the same moving variance as Keras,
+    to float rounding. The normalisation of the batch itself is the same in both (biased)."""
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        if not (self.training and self.track_running_stats and self.momentum is not None):
+            return super().forward(inputs)
+        kept = self.running_var.detach() * (1.0 - self.momentum)
+        outputs = super().forward(inputs)
+        n = inputs.numel() // inputs.shape[1]  # values per channel in the batch
+        with torch.no_grad():
+            # through .data: autograd keeps running_var as an input of the batch-norm node (unused by its
+            # backward in training mode) and would refuse a version bump of it
+            self.running_var.data.copy_(kept + (self.running_var - kept) * ((n - 1) / n))
+        return outputs
+
+
+class KerasBatchNorm1d(_KerasMovingVariance, nn.BatchNorm1d):
+    pass
+
+
+class KerasBatchNorm2d(_KerasMovingVariance, nn.BatchNorm2d):
+    pass
 
 
 def keras_init(model: nn.Module) -> nn.Module:
@@ -27,15 +55,15 @@ class SeedAlexNet(nn.Sequential):
     def __init__(self, num_classes: int = 10, dropout: float = 0.5):
         relu = lambda: nn.ReLU(inplace=True)  # noqa: E731
         super().__init__(
-            nn.Conv2d(3, 96, 11, stride=4), relu(), nn.BatchNorm2d(96, **KERAS_BN), nn.MaxPool2d(3, 2),
-            nn.Conv2d(96, 256, 5, padding=2), relu(), nn.BatchNorm2d(256, **KERAS_BN), nn.MaxPool2d(3, 2),
+            nn.Conv2d(3, 96, 11, stride=4), relu(), KerasBatchNorm2d(96, **KERAS_BN), nn.MaxPool2d(3, 2),
+            nn.Conv2d(96, 256, 5, padding=2), relu(), KerasBatchNorm2d(256, **KERAS_BN), nn.MaxPool2d(3, 2),
             nn.Conv2d(256, 384, 3, padding=1), relu(),
             nn.Conv2d(384, 384, 3, padding=1), relu(),
             nn.Conv2d(384, 256, 3, padding=1), relu(),
             nn.MaxPool2d(3, 2), nn.Flatten(),
-            nn.Linear(6 * 6 * 256, 512), relu(), nn.BatchNorm1d(512, **KERAS_BN), nn.Dropout(dropout),
-            nn.Linear(512, 256), relu(), nn.BatchNorm1d(256, **KERAS_BN), nn.Dropout(dropout),
-            nn.Linear(256, 128), relu(), nn.BatchNorm1d(128, **KERAS_BN), nn.Dropout(dropout),
+            nn.Linear(6 * 6 * 256, 512), relu(), KerasBatchNorm1d(512, **KERAS_BN), nn.Dropout(dropout),
+            nn.Linear(512, 256), relu(), KerasBatchNorm1d(256, **KERAS_BN), nn.Dropout(dropout),
+            nn.Linear(256, 128), relu(), KerasBatchNorm1d(128, **KERAS_BN), nn.Dropout(dropout),
             nn.Linear(128, num_classes),  # softmax lives in the loss (cross-entropy on logits)
         )
         keras_init(self)
