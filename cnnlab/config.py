@@ -142,7 +142,7 @@ def _coerce(key: str, value: Any, kind: Any) -> Any:
                 pass
     elif kind is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return value  # BREAK
+            return float(value)
         if isinstance(value, str):
             try:
                 return float(value)
