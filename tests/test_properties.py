@@ -1,5 +1,8 @@
 """Property-based tests (hypothesis) for the folder scanner and the config parser."""
+import contextlib
 import dataclasses
+import io
+import json
 import os
 import pathlib
 import tempfile
@@ -8,7 +11,9 @@ import typing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cnnlab.config import Config, parse_config
+from cnnlab import runs
+from cnnlab.cli import main
+from cnnlab.config import Config, load_config_file, parse_config
 from cnnlab.data.folder import IMAGE_EXTENSIONS, scan_folder
 from cnnlab.errors import CnnlabError, ConfigError
 
@@ -62,25 +67,68 @@ def test_scanner_finds_exactly_the_images_in_keras_order(tree, root_files):
 
 
 HINTS = typing.get_type_hints(Config)
+FINITE = dict(allow_nan=False, allow_infinity=False)
+# The ranges `validate` accepts, by key; every other field takes any value of its type.
+RANGES = {
+    "epochs": st.integers(1, 10**6), "batch_size": st.integers(1, 10**6), "eval_batch_size": st.integers(1, 10**6),
+    "val_fraction": st.floats(0.0, 1.0, exclude_max=True), "label_smoothing": st.floats(0.0, 1.0, exclude_max=True),
+    "lr": st.one_of(st.floats(0.0, 1e6, exclude_min=True), st.integers(1, 10**6)),
+    "weight_decay": st.floats(0.0, 1e6), "warmup_epochs": st.one_of(st.floats(0.0, 1e6), st.integers(0, 10**6)),
+    "device": st.one_of(st.sampled_from(["auto", "cpu", "cuda"]), st.integers(0, 64).map(lambda n: f"cuda:{n}")),
+}
 
 
 def valid_value(name):
     kind = HINTS[name]
+    if name in RANGES:
+        return RANGES[name]
     if typing.get_origin(kind) is typing.Literal:
         return st.sampled_from(typing.get_args(kind))
     if kind is bool:
         return st.booleans()
-    return st.just(getattr(Config(), name))
+    if kind is int:
+        return st.integers(0, 2**40)  # the int fields without a range in RANGES are all >= 0
+    if kind is float:
+        return st.one_of(st.floats(**FINITE), st.integers(-10**6, 10**6))  # JSON may hold 1 for 1.0
+    if kind is str:
+        return st.text(max_size=12)
+    raise AssertionError(f"config field {name!r} has a type this test does not draw: {kind}")
+
+
+def as_flags(values):
+    """The `cnnlab train` flags that set `values` (`--key=value`, so values may start with '-')."""
+    flags = []
+    for name, value in values.items():
+        flag = "--" + name.replace("_", "-")
+        if HINTS[name] is bool:
+            flags.append(flag if value else "--no-" + flag[2:])
+        else:
+            flags.append(f"{flag}={value!r}" if isinstance(value, float) else f"{flag}={value}")
+    return flags
 
 
 @settings(max_examples=100, deadline=None)
 @given(st.data())
 def test_config_round_trips_and_rejects_bad_values_by_key(data):
     fields = [f.name for f in dataclasses.fields(Config)]
-    chosen = data.draw(st.lists(st.sampled_from(fields), unique=True, max_size=6))
-    values = {name: data.draw(valid_value(name)) for name in chosen}
+    chosen = data.draw(st.lists(st.sampled_from(fields), unique=True))
+    values = {name: data.draw(valid_value(name), label=name) for name in chosen}
     cfg = parse_config(values)
+    for name, value in values.items():  # each value lands in its field as given, with its field's type
+        field_type = float if HINTS[name] is float else type(value)
+        assert getattr(cfg, name) == value and type(getattr(cfg, name)) is field_type, name
+    assert {k: v for k, v in cfg.to_dict().items() if k not in values} == \
+        {k: v for k, v in Config().to_dict().items() if k not in values}
     assert parse_config(cfg.to_dict()) == cfg
+    with tempfile.TemporaryDirectory() as tmp:  # through a JSON file, as a run's config.json or --config
+        path = os.path.join(tmp, "config.json")
+        runs.write_json(path, cfg.to_dict())
+        assert load_config_file(path) == cfg
+    printed = io.StringIO()  # through the command line: every value as its flag
+    with contextlib.redirect_stdout(printed):
+        assert main(["train", *as_flags(values), "--print-config"]) == 0
+    root = cfg.data or os.environ.get("CNNLAB_DATA", "")  # the command line resolves the dataset's path
+    assert parse_config(json.loads(printed.getvalue())) == (cfg.replace(data=os.path.abspath(root)) if root else cfg)
     key = data.draw(st.sampled_from(fields))
     bad = data.draw(st.one_of(st.lists(st.integers(), max_size=2), st.dictionaries(names, st.integers(), max_size=1),
                               st.text(alphabet="qwz!?", min_size=1, max_size=4), st.none()))
