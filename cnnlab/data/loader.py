@@ -13,13 +13,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-
-def _nearest_index(out_len: int, in_len: int, device: torch.device) -> torch.Tensor:
-    # PIL's NEAREST (and torch's 'nearest-exact'): source = floor((i + 0.5) * in / out).
-    i = torch.arange(out_len, device=device)
-    return ((2 * i + 1) * in_len) // (2 * out_len)
+from .preprocess import nearest_index, normalization, resize
 
 
 def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
@@ -35,28 +30,14 @@ def gather_batch(images: torch.Tensor, idx: torch.Tensor, out_hw: tuple[int, int
     by nearest neighbour, all in one gather."""
     _, height, width, _ = images.shape
     out_h, out_w = out_hw or (height, width)
-    rows = _nearest_index(out_h, height, images.device).expand(len(idx), out_h)
-    cols = _nearest_index(out_w, width, images.device).expand(len(idx), out_w)
+    rows = nearest_index(out_h, height, images.device).expand(len(idx), out_h)
+    cols = nearest_index(out_w, width, images.device).expand(len(idx), out_w)
     if shift is not None:
         rows = _reflect(rows + shift[:, :1], height)
         cols = _reflect(cols + shift[:, 1:], width)
     if flip is not None:  # mirror the translated image
         cols = torch.where(flip[:, None], width - 1 - cols, cols)
     return images[idx[:, None, None], rows[:, :, None], cols[:, None, :]]
-
-
-def to_inputs(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float],
-              size: tuple[int, int] | None = None, interpolation: str = "nearest") -> torch.Tensor:
-    """uint8 NHWC -> float32 NCHW in channels_last layout, (x/255 - mean) / std per channel.
-
-    `size` with bilinear interpolation resizes here (nearest resizing happens in `gather_batch`)."""
-    x = batch.permute(0, 3, 1, 2).float()
-    if size is not None and tuple(x.shape[2:]) != tuple(size):
-        x = F.interpolate(x, size=size, mode="nearest-exact" if interpolation == "nearest" else interpolation,
-                          antialias=interpolation != "nearest" and size[0] < x.shape[2])
-    scale = torch.tensor([1.0 / (255.0 * s) for s in std], device=x.device).view(1, -1, 1, 1)
-    offset = torch.tensor([-m / s for m, s in zip(mean, std)], device=x.device).view(1, -1, 1, 1)
-    return (x * scale + offset).contiguous(memory_format=torch.channels_last)
 
 
 class DeviceLoader:
@@ -76,6 +57,7 @@ class DeviceLoader:
         self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
         self.batch_size, self.device = batch_size, device
         self.mean, self.std = list(mean), list(std)
+        self.scale, self.offset = normalization(self.mean, self.std, device)  # once, not per batch
         height, width = self.images.shape[1:3]
         self.out_hw = (input_size, input_size) if input_size else (height, width)
         self.interpolation = interpolation
@@ -113,7 +95,10 @@ class DeviceLoader:
             batch = gather_batch(self.images, idx_d, self.out_hw if nearest else None,
                                  flip.to(self.device) if flip is not None else None,
                                  shift.to(self.device) if shift is not None else None)
-            inputs = to_inputs(batch, self.mean, self.std, None if nearest else self.out_hw, self.interpolation)
+            x = batch.permute(0, 3, 1, 2).float()
+            if not nearest:
+                x = resize(x, self.out_hw, self.interpolation)
+            inputs = (x * self.scale + self.offset).contiguous(memory_format=torch.channels_last)
             if self.cutout:
                 inputs = self._cut(inputs, gen)
             yield inputs, self.labels[idx_d]

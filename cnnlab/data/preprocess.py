@@ -1,0 +1,83 @@
+"""Stored uint8 images -> model inputs. The one place of this arithmetic: the training loader, predict
+and export all use it, so a run is fed the same numbers wherever it runs.
+
+A run's preprocessing (saved in its config.json under data.preprocessing) is a dict:
+    image_size     [height, width] the images are decoded and stored at
+    input_size     side, or [height, width], fed to the model (resized on the device per batch)
+    interpolation  nearest | bilinear
+    mean, std      per channel, in [0, 1] units: inputs = (x / 255 - mean) / std
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def input_hw(prep: dict) -> tuple[int, int]:
+    """(height, width) fed to the model, from a run's preprocessing."""
+    size = prep["input_size"]
+    if isinstance(size, (list, tuple)):
+        return int(size[0]), int(size[1])
+    return int(size), int(size)
+
+
+def nearest_index(out_len: int, in_len: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Source index of each output pixel of a nearest resize, as PIL's NEAREST and torch's
+    'nearest-exact' pick it: floor((i + 0.5) * in / out)."""
+    i = torch.arange(out_len, device=device)
+    return ((2 * i + 1) * in_len) // (2 * out_len)
+
+
+def normalization(mean: Sequence[float], std: Sequence[float], device: torch.device | str = "cpu"
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, offset), each (1, C, 1, 1), such that inputs = x * scale + offset = (x / 255 - mean) / std."""
+    scale = torch.tensor([1.0 / (255.0 * s) for s in std], device=device).view(1, -1, 1, 1)
+    offset = torch.tensor([-m / s for m, s in zip(mean, std)], device=device).view(1, -1, 1, 1)
+    return scale, offset
+
+
+def resize(x: torch.Tensor, size: tuple[int, int], interpolation: str) -> torch.Tensor:
+    """float NCHW resized to `size` (nearest as PIL's NEAREST; bilinear antialiased when shrinking)."""
+    if tuple(x.shape[2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="nearest-exact" if interpolation == "nearest" else interpolation,
+                         antialias=interpolation != "nearest" and size[0] < x.shape[2])
+
+
+def to_inputs(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float],
+              size: tuple[int, int] | None = None, interpolation: str = "nearest") -> torch.Tensor:
+    """uint8 NHWC -> float32 NCHW in channels_last layout, (x/255 - mean) / std per channel, resized to
+    `size` when given."""
+    x = batch.permute(0, 3, 1, 2).float()
+    if size is not None:
+        x = resize(x, size, interpolation)
+    scale, offset = normalization(mean, std, x.device)
+    return (x * scale + offset).contiguous(memory_format=torch.channels_last)
+
+
+class Preprocess(nn.Module):
+    """uint8 (N, H, W, 3) images at the stored size -> normalised float NCHW at the input size, as a
+    module (predict runs it, export writes it into the ONNX/TorchScript graph). Nearest resizing is two
+    index selections, the same pixels the training loader gathers."""
+
+    def __init__(self, prep: dict):
+        super().__init__()
+        height, width = prep["image_size"]
+        self.size = input_hw(prep)
+        self.interpolation = prep["interpolation"]
+        self.register_buffer("rows", nearest_index(self.size[0], height), persistent=False)
+        self.register_buffer("cols", nearest_index(self.size[1], width), persistent=False)
+        scale, offset = normalization(prep["mean"], prep["std"])
+        self.register_buffer("scale", scale, persistent=False)
+        self.register_buffer("offset", offset, persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.permute(0, 3, 1, 2).float()
+        if self.interpolation == "nearest":
+            x = x.index_select(2, self.rows).index_select(3, self.cols)
+        else:
+            x = resize(x, self.size, self.interpolation)
+        return (x * self.scale + self.offset).contiguous(memory_format=torch.channels_last)
