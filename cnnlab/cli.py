@@ -170,7 +170,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from .predict import collect_images, load
 
-    predictor = load(args.run_dir, batch_size=args.batch_size)
+    predictor = load(args.run_dir, batch_size=args.batch_size, precision=args.precision)
     results = predictor.predict_files(collect_images(args.images))
     failed = [r for r in results if r.error]
     for r in failed:
@@ -293,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=3, help="classes to show per image (default 3)")
     p.add_argument("--json", action="store_true", help="print JSON instead of lines")
     p.add_argument("--batch-size", type=int, default=0, help="images per step (default: the run's eval batch size)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=None,
+                   help="default: the run's (as `cnnlab evaluate` computes here); exports are always fp32")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="export a finished run as ONNX or TorchScript")

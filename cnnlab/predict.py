@@ -21,7 +21,7 @@ from PIL import Image
 
 from .data.decode import decode_file, fit_image
 from .data.folder import is_image_name
-from .data.loader import _nearest_index, gather_batch, to_inputs
+from .data.preprocess import Preprocess
 from .device import use_bf16
 from .errors import CnnlabError, DataError
 from .evaluate import infer
@@ -48,6 +48,7 @@ class Predictor:
         self.model, self.classes, self.prep = model.eval(), classes, preprocessing
         self.tta, self.bf16, self.batch_size = tta, bf16, batch_size
         self.device = next(model.parameters()).device
+        self.preprocess = Preprocess(preprocessing).to(self.device)
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -71,14 +72,9 @@ class Predictor:
     def predict_arrays(self, images: np.ndarray) -> np.ndarray:
         """Probabilities (N, classes) for uint8 (N, H, W, 3) images at the stored size."""
         out = []
-        size = self.prep["input_size"]
-        nearest = self.prep["interpolation"] == "nearest"
         for start in range(0, len(images), self.batch_size):
             batch = torch.from_numpy(np.ascontiguousarray(images[start:start + self.batch_size])).to(self.device)
-            if nearest:
-                batch = gather_batch(batch, torch.arange(len(batch), device=self.device), (size, size))
-            inputs = to_inputs(batch, self.prep["mean"], self.prep["std"], None if nearest else (size, size),
-                               self.prep["interpolation"])
+            inputs = self.preprocess(batch)
             out.append(torch.softmax(infer(self.model, inputs, self.bf16, self.tta), 1).cpu())
         return torch.cat(out).numpy() if out else np.zeros((0, len(self.classes)), dtype=np.float32)
 
@@ -112,13 +108,17 @@ class Predictor:
         return results
 
 
-def load(run_dir: str, device: str | None = None, batch_size: int = 0) -> Predictor:
-    """A finished run as a Predictor (`cnnlab.load`); batches of the run's eval_batch_size by default,
-    so that its predictions are computed exactly as `cnnlab evaluate` computes them."""
+def load(run_dir: str, device: str | None = None, batch_size: int = 0, precision: str | None = None) -> Predictor:
+    """A finished run as a Predictor (`cnnlab.load`). It computes as `cnnlab evaluate` does on this
+    machine: batches of the run's eval_batch_size, in the run's precision (`auto`: bf16 autocast where the
+    hardware has bf16 units, fp32 elsewhere), unless `precision` ("fp32" or "bf16") says otherwise.
+    Exported models always compute in fp32: compare them with precision="fp32"."""
     model, cfg, run = load_trained(run_dir, torch.device(device) if device else None)
     dev = next(model.parameters()).device
+    if precision not in (None, "auto", "fp32", "bf16"):
+        raise CnnlabError(f"precision {precision!r}: use auto, fp32 or bf16")
     return Predictor(model, run["data"]["classes"], run["data"]["preprocessing"], cfg.tta,
-                     use_bf16(cfg.precision, dev), batch_size or cfg.eval_batch_size)
+                     use_bf16(precision or cfg.precision, dev), batch_size or cfg.eval_batch_size)
 
 
 def collect_images(targets: Sequence[str]) -> list[str]:
@@ -137,27 +137,18 @@ def collect_images(targets: Sequence[str]) -> list[str]:
 
 
 class ExportModule(nn.Module):
-    """uint8 NHWC images at the run's stored size -> class probabilities, preprocessing inside."""
+    """uint8 NHWC images at the run's stored size -> class probabilities, preprocessing inside, fp32."""
 
     def __init__(self, predictor: Predictor):
         super().__init__()
-        self.model = predictor.model.float().cpu().eval().requires_grad_(False)
-        height, width = predictor.image_size
-        size = predictor.prep["input_size"]
         if predictor.prep["interpolation"] != "nearest":
             raise CnnlabError("export supports runs trained with nearest resizing only")
-        self.register_buffer("rows", _nearest_index(size, height, torch.device("cpu")))
-        self.register_buffer("cols", _nearest_index(size, width, torch.device("cpu")))
-        mean = torch.tensor(predictor.prep["mean"]).view(1, 3, 1, 1)
-        std = torch.tensor(predictor.prep["std"]).view(1, 3, 1, 1)
-        self.register_buffer("scale", 1.0 / (255.0 * std))
-        self.register_buffer("offset", -mean / std)
+        self.model = predictor.model.float().cpu().eval().requires_grad_(False)
+        self.preprocess = Preprocess(predictor.prep)
         self.tta = predictor.tta
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.permute(0, 3, 1, 2).float()
-        x = x.index_select(2, self.rows).index_select(3, self.cols)
-        x = x * self.scale + self.offset
+        x = self.preprocess(images)
         logits = self.model(x)
         if self.tta:
             logits = 0.5 * (logits + self.model(torch.flip(x, dims=[3])))
@@ -166,7 +157,7 @@ class ExportModule(nn.Module):
 
 def export(run_dir: str, out: str, fmt: str) -> str:
     """Write the run as ONNX or TorchScript to `out` (written whole or not at all)."""
-    predictor = load(run_dir, device="cpu")
+    predictor = load(run_dir, device="cpu", precision="fp32")
     module = ExportModule(predictor).eval()
     height, width = predictor.image_size
     example = torch.zeros(2, height, width, 3, dtype=torch.uint8)
