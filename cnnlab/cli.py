@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 import time
@@ -201,11 +202,23 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_data_info(args: argparse.Namespace) -> int:
     from .data import load_dataset
 
+    import numpy as np
+
+    from .data.dataset import classes_without_validation
+
     ds = load_dataset(args.path, val_fraction=args.val_fraction, split=args.split, seed=args.seed,
-                      progress=not args.quiet)
+                      progress=not args.quiet, strict_val=False)
     for line, (name, split) in zip(ds.found_lines(), ds.subsets().items()):
         print(f"{line}  ({name})")
     print(f"classes: {', '.join(ds.classes)}")
+    labels = ds.train.labels if ds.val is None else np.concatenate([ds.train.labels, ds.val.labels])
+    counts = np.bincount(labels, minlength=len(ds.classes))
+    print("images per class (training + validation): " + ", ".join(f"{c} {n}" for c, n in zip(ds.classes, counts)))
+    short = classes_without_validation(labels, ds.classes, args.val_fraction)
+    if short:
+        print(f"warning: --val-fraction {args.val_fraction} gives no validation images to {len(short)} class(es): "
+              f"{', '.join(short)} (fewer than {math.ceil(1 / args.val_fraction)} images each); training needs a "
+              "larger --val-fraction, more images, or --val-fraction 0")
     height, width, channels = ds.image_shape
     print(f"image size: {height}x{width}x{channels} (uint8)")
     return 0

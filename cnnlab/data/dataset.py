@@ -1,6 +1,7 @@
 """A dataset on disk -> decoded uint8 images split into train / val / test."""
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections import Counter
@@ -69,6 +70,14 @@ def split_indices(labels: np.ndarray, fraction: float, mode: str, seed: int) -> 
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
 
 
+def classes_without_validation(labels: np.ndarray, classes: list[str], fraction: float) -> list[str]:
+    """Names of the classes that `fraction` gives no validation image (int(fraction * n) == 0)."""
+    if fraction <= 0:
+        return []
+    counts = Counter(labels.tolist())
+    return [name for index, name in enumerate(classes) if int(fraction * counts[index]) == 0]
+
+
 def even_subset(labels: np.ndarray, limit: int) -> np.ndarray:
     """Indices of at most `limit` samples spread evenly over classes, in stored order."""
     classes = np.unique(labels)
@@ -104,8 +113,10 @@ def _folder_split(root: str, classes: list[str], size: tuple[int, int] | None, i
 
 def load_dataset(path: str, val_fraction: float = 0.1, split: str = "keras", seed: int = 0,
                  image_size: int = 0, interpolation: str = "nearest", subset: int = 0,
-                 progress: bool = True, skip_bad: bool = False) -> Dataset:
-    """Read an image-folder dataset (root/train, root/test) or a class-folder root or cifar-10-batches-py."""
+                 progress: bool = True, skip_bad: bool = False, strict_val: bool = True) -> Dataset:
+    """Read an image-folder dataset (root/train, root/test) or a class-folder root or cifar-10-batches-py.
+    A class that `val_fraction` gives no validation image is an error, or with `strict_val=False` (to
+    describe a dataset) simply has none."""
     check_folder(path)
     size = (image_size, image_size) if image_size else None
     nested = os.path.join(path, cifar.CIFAR10_DIRNAME)
@@ -136,11 +147,12 @@ def load_dataset(path: str, val_fraction: float = 0.1, split: str = "keras", see
             classes = list_classes(path)
             full_train, size = _folder_split(path, classes, size, interpolation, progress, skip_bad)
             test = None
-    counts = Counter(full_train.labels.tolist())
+    short = classes_without_validation(full_train.labels, classes, val_fraction)
+    if short and strict_val:
+        raise DataError(f"{path}: val_fraction {val_fraction} leaves {len(short)} class(es) without validation "
+                        f"images ({', '.join(short[:5])}{', ...' if len(short) > 5 else ''}: fewer than "
+                        f"{math.ceil(1 / val_fraction)} images each); raise val_fraction, add images or set it to 0")
     if val_fraction > 0:
-        if min(int(val_fraction * counts[c]) for c in range(len(classes))) == 0:
-            raise DataError(f"{path}: val_fraction {val_fraction} leaves some class without validation images; "
-                            "raise val_fraction or set it to 0")
         train_idx, val_idx = split_indices(full_train.labels, val_fraction, split, seed)
         train, val = full_train.take(train_idx), full_train.take(val_idx)
     else:
