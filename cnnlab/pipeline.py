@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import runs
+from . import runs, tracking
 from .config import Config, parse_config
 from .data import DeviceLoader, channel_stats, load_dataset
 from .data.dataset import Dataset
@@ -77,6 +77,7 @@ class Prepared:
 
 def prepare(cfg: Config) -> Prepared:
     default_input_size(cfg.model)  # an unknown model name fails here, before any data is read
+    tracking.loggers(cfg.log)  # and so does a logger whose package is missing
     set_threads(cfg.threads)
     device = resolve_device(cfg.device)
     dataset = load_data(cfg)
@@ -129,16 +130,28 @@ class TestAtEpochs(Callback):
 
 
 def _fit(cfg: Config, out: str, ready: Prepared, callbacks: tuple[Callback, ...], resume: dict | None,
-         test_at_epochs: tuple[int, ...] = ()) -> dict:
-    def save(state: dict) -> None:
-        runs.save_checkpoint(out, state)
-
+         test_at_epochs: tuple[int, ...] = (), tracking_parent: str | None = None) -> dict:
     test_loader = (make_loader(ready.dataset.test, cfg, ready.prep, ready.device, training=False)
                    if ready.dataset.test is not None else None)
+    # the tracker logs each epoch after its test figures are added and before a callback can stop the run
+    tracker = tracking.Tracker(cfg, out, len(ready.train_loader) * cfg.batch_size,
+                               resume["epoch"] if resume else None, tracking_parent)
+    callbacks = (tracker, *callbacks)
     if test_at_epochs and test_loader is not None:
         # the last epoch's test figures come from the final evaluation below, not from a second pass
         callbacks = (TestAtEpochs(set(test_at_epochs) - {cfg.epochs}, test_loader, ready.dataset.classes,
                                   ready.bf16, cfg.tta), *callbacks)
+
+    with tracker:
+        history, metrics = _train_and_save(cfg, out, ready, callbacks, resume, test_at_epochs, test_loader)
+        tracker.finish(out, history, metrics, ready.dataset.classes)
+    return metrics
+
+
+def _train_and_save(cfg: Config, out: str, ready: Prepared, callbacks: tuple[Callback, ...], resume: dict | None,
+                    test_at_epochs: tuple[int, ...], test_loader: DeviceLoader | None) -> tuple[list[dict], dict]:
+    def save(state: dict) -> None:
+        runs.save_checkpoint(out, state)
 
     with stop_on_signals() as stop_requested:
         control = TrainControl(save_checkpoint=save, every_epochs=cfg.checkpoint_every,
@@ -163,12 +176,14 @@ def _fit(cfg: Config, out: str, ready: Prepared, callbacks: tuple[Callback, ...]
     plot_curves(history, out)
     runs.save_metrics(out, metrics)
     runs.mark_complete(out)
-    return metrics
+    return history, metrics
 
 
-def train_run(cfg: Config, out: str, callbacks: tuple[Callback, ...] = (), test_at_epochs: tuple[int, ...] = ()) -> dict:
+def train_run(cfg: Config, out: str, callbacks: tuple[Callback, ...] = (), test_at_epochs: tuple[int, ...] = (),
+              tracking_parent: str | None = None) -> dict:
     """Train `cfg` and save everything into the new run directory `out`; returns the test metrics.
-    `test_at_epochs`: also evaluate the test split after these epochs (into the history)."""
+    `test_at_epochs`: also evaluate the test split after these epochs (into the history);
+    `tracking_parent`: the MLflow run (of a sweep) whose child this run's MLflow run is."""
     runs.check_new_run_dir(out)
     cfg = cfg.resolved()
     ready = prepare(cfg)
@@ -181,7 +196,7 @@ def train_run(cfg: Config, out: str, callbacks: tuple[Callback, ...] = (), test_
                  "preprocessing": ready.prep, "device": str(ready.device), "bf16": ready.bf16,
                  "test_at_epochs": list(test_at_epochs)}
     runs.save_config(out, cfg.to_dict(), data_info)
-    return _fit(cfg, out, ready, callbacks, None, tuple(test_at_epochs))
+    return _fit(cfg, out, ready, callbacks, None, tuple(test_at_epochs), tracking_parent)
 
 
 def resume_run(run_dir: str, callbacks: tuple[Callback, ...] = ()) -> dict:

@@ -7,6 +7,8 @@
     acc_plot.jpg/.png, loss_plot.jpg/.png
     checkpoint.pt      the resumable training state while the run is unfinished (removed when complete)
     COMPLETE           written last: a directory without it is an unfinished run
+    events.out.tfevents.*  TensorBoard's event files (--log tensorboard)
+    mlflow_run.json    the id of the run's MLflow run (--log mlflow), so that a resume appends to it
 Every file is written with files.write_atomic, so none is ever half-written.
 """
 from __future__ import annotations
@@ -29,6 +31,7 @@ from .files import create_new_dir, write_atomic
 CONFIG, HISTORY_JSON, HISTORY_CSV, METRICS, WEIGHTS, COMPLETE, CHECKPOINT = (
     "config.json", "history.json", "history.csv", "metrics.json", "model.safetensors", "COMPLETE",
     "checkpoint.pt")
+MLFLOW_RUN = "mlflow_run.json"  # in a run directory, and in a sweep directory for the sweep's parent run
 
 
 def check_new_run_dir(path: str) -> None:
