@@ -12,7 +12,7 @@ import sys
 import typing
 from typing import Any
 
-from . import runs
+from . import runs, tracking
 from .config import Config
 from .errors import CnnlabError, ConfigError, Interrupted
 from .pipeline import train_run
@@ -101,6 +101,7 @@ def run_search(out: str, base: Config, space: dict[str, dict], trials: int, stor
     prepare_dir(out, SEARCH_SPEC, spec, "search")
     runs.write_json(os.path.join(out, SEARCH_SPEC), spec)
     study = _open(out, base, storage, study_name)
+    parent = tracking.open_parent(base, out)  # the search's MLflow run: each trial's is its child
     while True:
         with claim_lock(out, study):
             fail_dead_trials(study)
@@ -114,9 +115,10 @@ def run_search(out: str, base: Config, space: dict[str, dict], trials: int, stor
         run_dir = os.path.join(out, "runs", f"trial-{trial.number:04d}")
         try:
             with Heartbeat(study, [trial]):  # so that workers on other machines see this one alive
-                metrics = train_run(cfg, run_dir, callbacks=(ReportAndPrune(trial),))
+                metrics = train_run(cfg, run_dir, callbacks=(ReportAndPrune(trial),), tracking_parent=parent)
         except Interrupted:
             tell_failure(study, trial, DIED)
+            tracking.close_parent(base, parent, "KILLED")
             raise
         except optuna.TrialPruned as exc:
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
@@ -132,6 +134,7 @@ def run_search(out: str, base: Config, space: dict[str, dict], trials: int, stor
         study.tell(trial, history[-1]["val_accuracy"])
     res = search_results(study)
     runs.write_json(os.path.join(out, "results.json"), res)
+    tracking.close_parent(base, parent)
     return res
 
 

@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from . import runs
+from . import runs, tracking
 from .config import Config, parse_config
 from .errors import CnnlabError, ConfigError, Interrupted
 from .pipeline import resume_run, train_run
@@ -187,7 +187,8 @@ def _claim(study, units: list[Unit], out: str) -> tuple[Unit, list] | None:
     return None
 
 
-def _train_unit(out: str, base: Config, unit: Unit, threads: int, progress: bool) -> list[dict]:
+def _train_unit(out: str, base: Config, unit: Unit, threads: int, progress: bool,
+                tracking_parent: str | None = None) -> list[dict]:
     cfg = base.replace(**dict(unit.values), seed=unit.seed, progress=progress,
                        **({"threads": threads} if threads else {}))
     run_dir = os.path.join(out, "runs", unit.key)
@@ -200,7 +201,7 @@ def _train_unit(out: str, base: Config, unit: Unit, threads: int, progress: bool
             import shutil
 
             shutil.rmtree(run_dir)  # died before its first checkpoint: start again
-        train_run(cfg, run_dir, test_at_epochs=unit.serves)
+        train_run(cfg, run_dir, test_at_epochs=unit.serves, tracking_parent=tracking_parent)
     history = runs.load_run(run_dir)["history"]
     for epochs in unit.serves:  # the study's file names, one pair per cell this training serves
         if not os.path.exists(os.path.join(run_dir, f"batch_{cfg.batch_size}_epoch_{epochs}_acc_plot.jpg")):
@@ -215,12 +216,13 @@ def work(out: str, threads: int = 0, progress: bool = True, on_result=None, stor
     base, grid, seeds = load_spec(out, storage, study_name)
     units, _ = plan(base, grid, seeds)
     study = open_study(out, storage, study_name)
+    parent = tracking.parent_of(out)  # the sweep's MLflow run: each training's is its child
     done = 0
     while (claimed := _claim(study, units, out)) is not None:
         unit, trials = claimed
         try:
             with Heartbeat(study, trials):
-                history = _train_unit(out, base, unit, threads, progress)
+                history = _train_unit(out, base, unit, threads, progress, parent)
         except Interrupted as exc:  # Ctrl-C / SIGTERM: the unit is retried (from its checkpoint) on resume
             for trial in trials:
                 tell_failure(study, trial, DIED)
@@ -334,6 +336,7 @@ def run_sweep(out: str, base: Config, grid: dict[str, list], seeds: int, workers
     import subprocess
 
     create_sweep(out, base, grid, seeds, storage, study_name)
+    parent = tracking.open_parent(base, out)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     # The thread count changes float sums slightly: for the same numbers whatever the number of
     # workers, give --threads; by default each worker takes its share of the cores.
@@ -345,11 +348,15 @@ def run_sweep(out: str, base: Config, grid: dict[str, list], seeds: int, workers
     show = (lambda: print(format_table(results(out, storage, study_name)), flush=True)) if progress else None
     try:
         work(out, threads, progress and workers == 1, on_result=show, storage=storage, study_name=study_name)
+    except BaseException as exc:
+        tracking.close_parent(base, parent, "KILLED" if isinstance(exc, (Interrupted, KeyboardInterrupt)) else "FAILED")
+        raise
     finally:
         for helper in helpers:
             helper.wait()
     res = results(out, storage, study_name)
     save_results(out, res)
+    tracking.close_parent(base, parent)
     return res
 
 

@@ -267,6 +267,12 @@ def open_parent(cfg: Config, sweep_dir: str) -> str | None:
         return None
 
 
+def parent_of(sweep_dir: str) -> str | None:
+    """The id of the sweep's MLflow run that open_parent kept in SWEEP_DIR, if any (for its workers)."""
+    path = os.path.join(sweep_dir, runs.MLFLOW_RUN)
+    return runs.read_json(path)["run_id"] if os.path.exists(path) else None
+
+
 def close_parent(cfg: Config, run_id: str | None, status: str = "FINISHED") -> None:
     if run_id is None:
         return
@@ -276,4 +282,4 @@ def close_parent(cfg: Config, run_id: str | None, status: str = "FINISHED") -> N
         _warn("mlflow", exc)
 
 
-__all__ = ["Tracker", "close_parent", "installed", "loggers", "open_parent", "redact"]
+__all__ = ["Tracker", "close_parent", "installed", "loggers", "open_parent", "parent_of", "redact"]
