@@ -7,6 +7,7 @@ from safetensors.torch import load_file
 
 from cnnlab import evaluate_run, preset, train_run
 from cnnlab.runs import load_run
+from conftest import make_dataset
 
 TINY = dict(epochs=2, batch_size=16, eval_batch_size=32, progress=False, threads=1)
 
@@ -41,6 +42,36 @@ def test_run_directory_holds_everything(tiny_dataset, tmp_path):
     assert evaluate_run(str(out))["accuracy"] == test["accuracy"]
 
 
+RECORD_KEYS = {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "time_s", "eval_time_s"}
+
+
+def check_record(record, epoch):
+    """One epoch's history record: its keys, and each value where it can lie."""
+    assert set(record) == RECORD_KEYS and record["epoch"] == epoch
+    assert 0.0 < record["loss"] < 20 and 0.0 < record["val_loss"] < 20
+    assert 0.0 <= record["accuracy"] <= 1.0 and 0.0 <= record["val_accuracy"] <= 1.0
+    assert record["time_s"] >= 0 and record["eval_time_s"] >= 0
+
+
+def test_history_has_one_record_per_epoch_and_learns_separable_data(tmp_path):
+    # three classes told apart by colour alone (conftest.make_folder): chance is 1/3, a working loop gets ~all
+    # (with 40 images a class; with 20, 12 steps leave BatchNorm's running statistics too far behind)
+    cfg = preset("fast", data=make_dataset(tmp_path / "ds", 40), **{**TINY, "epochs": 4})
+    metrics = train_run(cfg, str(tmp_path / "run"))
+    history = load_run(str(tmp_path / "run"))["history"]
+    assert len(history) == 4
+    steps = 108 // 16  # 108 training images (120 less 10% validation), batch 16, the last partial batch dropped
+    total, warmup = 4 * steps, round(cfg.warmup_epochs * steps)
+    for epoch, record in enumerate(history, 1):
+        check_record(record, epoch)
+        done = epoch * steps  # the one-cycle rate after the epoch's last step: up over warm-up, then down to 0
+        factor = (done + 1) / warmup if done < warmup else (total - done) / (total - warmup)
+        assert record["lr"] == pytest.approx(cfg.lr * factor)
+    assert history[-1]["lr"] == 0.0
+    assert history[-1]["loss"] < 0.8 * history[0]["loss"] and history[-1]["val_loss"] < 0.8 * history[0]["val_loss"]
+    assert history[-1]["val_accuracy"] >= 0.8 and metrics["test"]["accuracy"] >= 0.8  # chance: 1/3
+
+
 def test_fast_preset_learns_real_cifar10(cifar_root, tmp_path):
     cfg = preset("fast", data=cifar_root, subset=3000, epochs=4, batch_size=128, progress=False)
     metrics = train_run(cfg, str(tmp_path / "run"))
@@ -52,7 +83,9 @@ def test_seed_preset_trains_on_a_subset(cifar_root, tmp_path):
     cfg = preset("seed", data=cifar_root, subset=100, epochs=1, progress=False)
     metrics = train_run(cfg, str(tmp_path / "run"))
     history = load_run(str(tmp_path / "run"))["history"]
-    assert len(history) == 1 and history[0]["val_accuracy"] is not None
-    assert metrics["test"]["n"] == 100
+    assert len(history) == 1
+    check_record(history[0], 1)
+    assert history[0]["lr"] == 1e-3  # Adam at a constant rate, as the study
+    assert metrics["test"]["n"] == 100 and 0.0 <= metrics["test"]["accuracy"] <= 1.0
     with pytest.raises(Exception, match="does not accept 32x32 inputs"):
         train_run(cfg.replace(input_size=32), str(tmp_path / "small"))
