@@ -184,7 +184,11 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"config key 'label_smoothing' must be in [0, 1), got {cfg.label_smoothing}")
     if not (cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:")):
         raise ConfigError(f"config key 'device' must be auto, cpu, cuda or cuda:N, got {cfg.device!r}")
-    if urllib.parse.urlsplit(cfg.mlflow_uri).password is not None:
+    try:
+        password = urllib.parse.urlsplit(cfg.mlflow_uri).password
+    except ValueError:  # not a URL: MLflow says so (one warning line) when the run starts
+        password = None
+    if password:
         raise ConfigError("config key 'mlflow_uri' holds a password, which cnnlab would save with the run; give it "
                           "through MLflow's environment instead (MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD, "
                           "or the whole URI in MLFLOW_TRACKING_URI)")

@@ -182,6 +182,7 @@ def test_a_password_in_the_mlflow_uri_is_refused_without_echoing_it(dataset, tmp
     with pytest.raises(ConfigError, match="mlflow_uri") as info:
         parse_config({"mlflow_uri": "https://alice:hunter2@mlflow.example/"})
     assert "hunter2" not in str(info.value)
+    assert parse_config({"mlflow_uri": "//[x"}).mlflow_uri == "//[x"  # not a URL: no crash here, MLflow will say
     assert main(["train", "--data", dataset, "--out", str(tmp_path / "r"), *ARGS, "--mlflow-uri",
                  "http://alice:hunter2@127.0.0.1:1"]) == 2
     err = capsys.readouterr().err
