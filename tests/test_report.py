@@ -5,10 +5,12 @@ import re
 import shutil
 
 import pytest
+import scipy.stats
 
-from cnnlab import preset, train_run
+from cnnlab import preset, runs, train_run
 from cnnlab.cli import main
 from cnnlab.report import build_report
+from cnnlab.sweep import cell_name, create_sweep, open_study, results, save_results
 from conftest import ROOT, SWEEP_FLAGS, make_dataset
 
 TINY = SWEEP_FLAGS
@@ -55,10 +57,49 @@ def test_sweep_report_states_conclusions_from_the_data(sweep_dir):
     md = pathlib.Path(md_path).read_text()
     assert "## Comparison" in md and "## Conclusion" in md and "heatmap.png" in md
     assert "Chosen on validation accuracy: **" in md and "n=3 seeds" in md
-    assert ("Significantly worse" in md) or ("Not distinguishable" in md)
     assert "## The chosen configuration:" in md
     for name in ("batch_8_epoch_1_acc_plot.jpg", "batch_8_epoch_2_loss_plot.jpg"):
         assert os.path.exists(os.path.join(sweep_dir, "runs", "batch_size-8_epochs-2_seed-0", name))
+
+
+def known_sweep(out, val_by_cell):
+    """A sweep over lr whose trials finished with the given validation accuracies (one per seed)."""
+    import optuna
+
+    grid = {"lr": list(val_by_cell)}
+    create_sweep(out, preset("fast"), grid, seeds=3)
+    study = open_study(out)
+    for lr, values in val_by_cell.items():
+        for seed, value in enumerate(values):
+            study.add_trial(optuna.trial.create_trial(value=value, user_attrs={
+                "cell": cell_name({"lr": lr}), "seed": seed, "test_accuracy": value - 0.01, "train_time_s": 1.0}))
+    save_results(out, results(out))
+    md_path, _ = build_report(out)
+    return pathlib.Path(md_path).read_text()
+
+
+BEST, WORSE, SAME = [0.90, 0.91, 0.92], [0.86, 0.88, 0.87], [0.89, 0.92, 0.90]  # validation accuracy of 3 seeds
+
+
+@pytest.mark.parametrize("arrangement", [{0.01: WORSE, 0.1: BEST, 0.5: SAME}, {0.01: SAME, 0.1: WORSE, 0.5: BEST}])
+def test_sweep_report_states_the_verdicts_of_known_results(tmp_path, arrangement):
+    p_worse, p_same = (float(scipy.stats.ttest_ind(BEST, other, equal_var=False).pvalue) for other in (WORSE, SAME))
+    assert 0.001 < p_worse < 0.01 and p_same > 0.5  # neither verdict is a close call
+    cell = {id(values): f"lr={lr}" for lr, values in arrangement.items()}
+    best, worse, same = cell[id(BEST)], cell[id(WORSE)], cell[id(SAME)]
+    md = known_sweep(str(tmp_path / "sweep"), arrangement)
+    verdicts = {r["cell"]: r["verdict"] for r in runs.read_json(str(tmp_path / "sweep" / "results.json"))["rows"]}
+    assert verdicts == {best: "best (on validation)", worse: f"worse than best (p={p_worse:.3f})",
+                        same: f"not distinguishable from best (p={p_same:.2f})"}
+    table = [line for line in md.splitlines() if line.startswith("| lr=")]
+    assert [(line.split(" | ")[0], line.split(" | ")[-1]) for line in table] == \
+        [(f"| {name}", f"{verdicts[name]} |") for name in ("lr=0.01", "lr=0.1", "lr=0.5")]
+    lines = md.splitlines()
+    assert any(line.startswith(f"Chosen on validation accuracy: **{best}**, 91.00 [") for line in lines)
+    assert ("Significantly worse than the chosen cell (Welch's t-test on validation accuracy, p < 0.05): "
+            f"{worse} (87.00%, p={p_worse:.3g}).") in lines
+    assert (f"Not distinguishable from the chosen cell with 3 seeds (p >= 0.05): {same} (90.33%, p={p_same:.2f}). "
+            "The data do not show that the chosen cell is better than these.") in lines
 
 
 def test_report_refuses_unfinished_runs(tmp_path, capsys):
