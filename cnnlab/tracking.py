@@ -113,8 +113,10 @@ class TensorBoardLogger:
         for tag, name in (("curves/accuracy", "acc_plot.png"), ("curves/loss", "loss_plot.png")):
             path = os.path.join(run_dir, name)
             if os.path.exists(path):
-                with Image.open(path) as image:
-                    self.writer.add_image(tag, np.asarray(image.convert("RGB")), epoch, dataformats="HWC")
+                with Image.open(path) as image:  # the study's 1920x1440 figures, at a screen's size
+                    image = image.convert("RGB")
+                image.thumbnail((800, 800))
+                self.writer.add_image(tag, np.asarray(image), epoch, dataformats="HWC")
         self.writer.file_writer.add_summary(self.end)
         self.writer.flush()
 
