@@ -4,11 +4,12 @@ import os
 
 import optuna
 import pytest
+import torch
 
 from cnnlab import preset
 from cnnlab.cli import main
 from cnnlab.errors import ConfigError
-from cnnlab.search import ReportAndPrune, parse_space
+from cnnlab.search import parse_space
 from cnnlab.sweep import open_study
 from conftest import make_dataset
 
@@ -32,11 +33,29 @@ def test_search_runs_the_trials_and_resumes(tmp_path, capsys):
     assert res["best"]["params"]["batch_size"] in (8, 16)
 
 
-def test_pruned_trial_stops_training(tmp_path):
-    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=2.0))
-    callback = ReportAndPrune(study.ask())
-    with pytest.raises(optuna.TrialPruned, match="after epoch 1"):
-        callback.on_epoch_end(1, {"val_accuracy": 0.5}, None)
+def test_pruned_trial_stops_training(tmp_path, capsys):
+    # Three earlier trials of the study reached 100% validation accuracy at epoch 2: the median pruner
+    # (from epoch 1 on) must stop a trial that is at chance there (lr 1e-9 learns nothing) after epoch 2 of 3.
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(storage=storage, study_name="cnnlab", direction="maximize")
+    lr = {"lr": optuna.distributions.CategoricalDistribution([1e-9])}
+    for _ in range(3):
+        study.add_trial(optuna.trial.create_trial(params={"lr": 1e-9}, distributions=lr, value=1.0,
+                                                  intermediate_values={1: 0.0, 2: 1.0, 3: 1.0}))
+    out = tmp_path / "search"
+    assert main(["sweep", "--search", "tpe", "--trials", "4", "--param", "lr=1e-9", "--storage", storage,
+                 "--data", make_dataset(tmp_path / "ds", 30), "--out", str(out), "--batch-size", "8", *TINY]) == 0
+    assert "trial 3 {'lr': 1e-09}: pruned after epoch 2" in capsys.readouterr().err
+    trial = optuna.load_study(storage=storage, study_name="cnnlab").trials[3]
+    assert trial.state == optuna.trial.TrialState.PRUNED
+    assert sorted(trial.intermediate_values) == [1, 2] and max(trial.intermediate_values.values()) < 1.0
+    # its run directory: configured for 3 epochs, stopped after 2: never finished, the last state saved is epoch 1's
+    run_dir = out / "runs" / "trial-0003"
+    assert json.loads((run_dir / "config.json").read_text())["config"]["epochs"] == 3
+    assert not any((run_dir / name).exists() for name in ("COMPLETE", "history.json", "model.safetensors"))
+    state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert (state["epoch"], state["step"]) == (2, 0) and [r["epoch"] for r in state["history"]] == [1]
+    assert [r["state"] for r in json.loads((out / "results.json").read_text())["rows"]] == ["COMPLETE"] * 3 + ["PRUNED"]
 
 
 def test_space_parsing():
