@@ -107,8 +107,13 @@ def _apply_sweep_file(args: argparse.Namespace) -> None:
 def cmd_sweep(args: argparse.Namespace) -> int:
     args.seeds_default = args.seeds is None
     args.seeds = 3 if args.seeds is None else args.seeds
+    from .studies import STORAGE_ENV, has_password
     from .sweep import describe_plan, format_table, parse_grid, plan, run_sweep, work
 
+    if has_password(args.storage):
+        print(f"warning: a password in --storage is visible to every user of this machine (ps); put the URL in "
+              f"{STORAGE_ENV} or the password in PGPASSWORD / ~/.pgpass instead", file=sys.stderr)
+    args.storage = args.storage or os.environ.get(STORAGE_ENV) or None
     if args.worker:
         if not args.out and not args.storage:
             raise CnnlabError("--worker needs --out SWEEP_DIR of an existing sweep, or --storage URL")
@@ -285,8 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print the trainings and the cells each serves")
     p.add_argument("--workers", type=int, default=1, help="worker processes on this machine, cores shared")
     p.add_argument("--worker", action="store_true", help="join an existing sweep (in --out or --storage) as a worker")
-    p.add_argument("--storage", metavar="URL", help="database for the Optuna study (e.g. postgresql://u:p@host/db), "
-                   "shared by workers on several machines; default: SWEEP_DIR/optuna.journal")
+    p.add_argument("--storage", metavar="URL", help="database for the Optuna study (e.g. postgresql://user@host/db, "
+                   "password in PGPASSWORD or ~/.pgpass), shared by workers on several machines; default: "
+                   "$CNNLAB_STORAGE, else SWEEP_DIR/optuna.journal")
     p.add_argument("--study", default="cnnlab", help="study name inside --storage (one per sweep; default cnnlab)")
     _add_config_flags(p)
     p.set_defaults(func=cmd_sweep)

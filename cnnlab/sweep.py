@@ -22,8 +22,8 @@ from .errors import CnnlabError, ConfigError, Interrupted
 from .pipeline import resume_run, train_run
 from .plots import plot_curves
 from .stats import format_interval, summarize, welch_p
-from .studies import (DIED, Heartbeat, claim_lock, fail_dead_trials, is_real_failure, mark_worker, open_study,
-                      prepare_dir, tell_failure)
+from .studies import (DIED, STORAGE_ENV, Heartbeat, claim_lock, fail_dead_trials, is_real_failure, mark_worker,
+                      open_study, prepare_dir, tell_failure, where)
 
 NAMED_GRIDS = {"seed-grid": {"batch_size": [100, 200, 250], "epochs": [20, 25, 30]}}
 SPEC, RESULTS_JSON, RESULTS_CSV, HEATMAP = "sweep.json", "results.json", "results.csv", "heatmap.png"
@@ -132,7 +132,7 @@ def create_sweep(out: str, base: Config, grid: dict[str, list], seeds: int, stor
     if saved is None:
         study.set_user_attr("cnnlab_spec", spec)
     elif saved != spec:
-        raise CnnlabError(f"{storage or out}: the study holds a different sweep; use another storage or study")
+        raise CnnlabError(f"{where(out, storage)}: the study holds a different sweep; use another storage or study")
     if not os.path.exists(path):
         runs.write_json(path, spec)
     return spec
@@ -141,7 +141,7 @@ def create_sweep(out: str, base: Config, grid: dict[str, list], seeds: int, stor
 def load_spec(out: str, storage: str | None = None, study_name: str = "cnnlab") -> tuple[Config, dict[str, list], int]:
     spec = open_study(out, storage, study_name).user_attrs.get("cnnlab_spec")
     if spec is None:
-        raise CnnlabError(f"{storage or out}: no cnnlab sweep there yet; start it with `cnnlab sweep --grid ...`")
+        raise CnnlabError(f"{where(out, storage)}: no cnnlab sweep there yet; start it with `cnnlab sweep --grid ...`")
     return parse_config(spec["config"]), spec["grid"], spec["seeds"]
 
 
@@ -341,9 +341,11 @@ def run_sweep(out: str, base: Config, grid: dict[str, list], seeds: int, workers
     # The thread count changes float sums slightly: for the same numbers whatever the number of
     # workers, give --threads; by default each worker takes its share of the cores.
     threads = base.threads or (max(1, cores // workers) if workers > 1 else 0)
-    extra = ["--storage", storage, "--study", study_name] if storage else []
+    # the storage URL may hold a password: it goes to the helpers in their environment, never on a
+    # command line (which every user of the machine can read)
+    env = {**os.environ, STORAGE_ENV: storage} if storage else {k: v for k, v in os.environ.items() if k != STORAGE_ENV}
     helpers = [subprocess.Popen([sys.executable, "-m", "cnnlab.cli", "sweep", "--out", out, "--worker",
-                                 "--threads", str(threads), *extra], stdout=subprocess.DEVNULL)
+                                 "--threads", str(threads), "--study", study_name], stdout=subprocess.DEVNULL, env=env)
                for _ in range(workers - 1)]
     show = (lambda: print(format_table(results(out, storage, study_name)), flush=True)) if progress else None
     try:
