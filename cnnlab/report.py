@@ -20,6 +20,7 @@ from .models import count_params, create_model, summary
 from .pipeline import load_data
 from .plots import image_grid, plot_confusion, plot_curves
 from .stats import format_interval
+from .sweep import cell_name, cells_of
 
 SAMPLES_PER_CLASS, MISCLASSIFIED_SHOWN = 8, 24
 
@@ -176,10 +177,10 @@ def _sweep_sections(report: Report, sweep_dir: str) -> None:
         report.add("p", line)
     best = res.get("best")
     if best:
-        cell = dict(item.split("=", 1) for item in best.split(","))
-        epochs = int(cell["epochs"]) if "epochs" in cell else None
-        chosen = _runs_of_cell(sweep_dir, cell)
-        if chosen:
+        row = next(r for r in res["rows"] if r["cell"] == best)
+        epochs = next(c for c in cells_of(spec["grid"]) if cell_name(c) == best).get("epochs")
+        chosen = [os.path.join(sweep_dir, "runs", name) for name in row.get("runs", []) if name]
+        if chosen and runs.is_complete(chosen[0]):
             run_dir = chosen[0]
             history = runs.load_run(run_dir)["history"]
             if epochs:
@@ -190,21 +191,6 @@ def _sweep_sections(report: Report, sweep_dir: str) -> None:
             for written in plot_curves(history, report.scratch, prefix="chosen_"):
                 if written.endswith(".png"):
                     report.image(os.path.basename(written), written, "training vs validation of the chosen cell")
-
-
-def _runs_of_cell(sweep_dir: str, cell: dict) -> list[str]:
-    """Complete run directories of the sweep whose config matches the cell (epochs: at least)."""
-    found = []
-    root = os.path.join(sweep_dir, "runs")
-    for name in sorted(os.listdir(root)) if os.path.isdir(root) else []:
-        run_dir = os.path.join(root, name)
-        if not runs.is_complete(run_dir):
-            continue
-        config = runs.read_json(os.path.join(run_dir, runs.CONFIG))["config"]
-        if all(str(config.get(k)) == v or (k == "epochs" and int(config.get(k, 0)) >= int(v))
-               for k, v in cell.items()):
-            found.append((config.get("seed", 0), run_dir))
-    return [run_dir for _, run_dir in sorted(found)]
 
 
 # --- rendering ------------------------------------------------------------------------------------

@@ -10,8 +10,11 @@ study's 3x3 grid costs 3 trainings of 30 epochs per seed instead of 9 (90 epochs
 """
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import os
+import re
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +30,7 @@ from .studies import (DIED, STORAGE_ENV, Heartbeat, claim_lock, fail_dead_trials
 
 NAMED_GRIDS = {"seed-grid": {"batch_size": [100, 200, 250], "epochs": [20, 25, 30]}}
 SPEC, RESULTS_JSON, RESULTS_CSV, HEATMAP = "sweep.json", "results.json", "results.csv", "heatmap.png"
+SAFE_NAME = re.compile(r"[a-z0-9][a-z0-9._=+-]{0,79}")  # lower case: distinct also where case is not
 
 
 def parse_grid(specs: list[str], base: Config) -> dict[str, list]:
@@ -69,6 +73,17 @@ class Unit:
     @property
     def key(self) -> str:
         return "_".join(f"{k}-{v}" for k, v in self.values) + f"_seed-{self.seed}"
+
+    @property
+    def dirname(self) -> str:
+        """Its run directory's name in SWEEP_DIR/runs/: the key itself when that is a plain file name,
+        else a slug of it and a hash of the values (grid values are anything, e.g. paths with `/` and
+        `..`: a name is never a path, and at most 93 characters). The values are in NAME.json beside it."""
+        if SAFE_NAME.fullmatch(self.key) and ".." not in self.key:
+            return self.key
+        slug = re.sub(r"\.{2,}", "_", re.sub(r"[^A-Za-z0-9._=+-]+", "_", self.key))[:80].strip("._-")
+        digest = hashlib.sha256(json.dumps([self.values, self.seed]).encode()).hexdigest()[:12]
+        return f"{slug or 'unit'}-{digest}"
 
     def cell(self, epochs: int) -> dict:
         """The grid cell served at `epochs` (epochs is part of the cell only when the grid has it)."""
@@ -178,7 +193,7 @@ def _claim(study, units: list[Unit], out: str) -> tuple[Unit, list] | None:
                 trials = []
                 for epochs in unit.serves:
                     trial = study.ask()
-                    for key, value in (("unit", unit.key), ("cell", cell_name(unit.cell(epochs))),
+                    for key, value in (("unit", unit.key), ("run", unit.dirname), ("cell", cell_name(unit.cell(epochs))),
                                        ("seed", unit.seed), ("epochs", epochs)):
                         trial.set_user_attr(key, value)
                     mark_worker(trial)
@@ -191,7 +206,11 @@ def _train_unit(out: str, base: Config, unit: Unit, threads: int, progress: bool
                 tracking_parent: str | None = None) -> list[dict]:
     cfg = base.replace(**dict(unit.values), seed=unit.seed, progress=progress,
                        **({"threads": threads} if threads else {}))
-    run_dir = os.path.join(out, "runs", unit.key)
+    root = os.path.join(out, "runs")
+    run_dir = os.path.join(root, unit.dirname)  # one plain name: never outside SWEEP_DIR/runs
+    assert os.path.dirname(run_dir) == root, run_dir
+    if not os.path.exists(f"{run_dir}.json"):
+        runs.write_json(f"{run_dir}.json", {"values": dict(unit.values), "seed": unit.seed, "serves": list(unit.serves)})
     if os.path.isdir(run_dir) and runs.is_complete(run_dir):
         pass
     elif os.path.exists(os.path.join(run_dir, runs.CHECKPOINT)):
@@ -254,7 +273,8 @@ def results(out: str, storage: str | None = None, study_name: str = "cnnlab") ->
 
     base, grid, seeds = load_spec(out, storage, study_name)
     study = open_study(out, storage, study_name)
-    per_cell: dict[str, dict[str, list]] = {cell_name(c): {"val": [], "test": [], "time": [], "seeds": []}
+    per_cell: dict[str, dict[str, list]] = {cell_name(c): {"val": [], "test": [], "time": [], "seeds": [],
+                                                           "runs": []}
                                             for c in cells_of(grid)}
     failed = []
     for trial in study.get_trials(deepcopy=False):
@@ -264,6 +284,7 @@ def results(out: str, storage: str | None = None, study_name: str = "cnnlab") ->
             per_cell[cell]["test"].append(trial.user_attrs.get("test_accuracy"))
             per_cell[cell]["time"].append(trial.user_attrs.get("train_time_s"))
             per_cell[cell]["seeds"].append(trial.user_attrs.get("seed"))
+            per_cell[cell]["runs"].append(trial.user_attrs.get("run", trial.user_attrs.get("unit")))
         elif is_real_failure(trial):
             failed.append({"cell": cell, "seed": trial.user_attrs.get("seed"),
                            "reason": trial.user_attrs.get("fail_reason")})
@@ -274,7 +295,7 @@ def results(out: str, storage: str | None = None, study_name: str = "cnnlab") ->
         test = [vals["test"][i] for i in order if vals["test"][i] is not None]
         rows.append({"cell": cell, "val": summarize(val), "test": summarize(test),
                      "train_time_s": summarize([vals["time"][i] for i in order]), "val_values": val,
-                     "test_values": test})
+                     "test_values": test, "runs": [vals["runs"][i] for i in order]})  # runs/<name>, by seed
     scored = [r for r in rows if r["val"]["n"]]
     best = max(scored, key=lambda r: r["val"]["mean"]) if scored else None
     for row in rows:

@@ -56,3 +56,37 @@ def test_redact_url():
     assert redact_url("postgresql://bob:p%40ss%2Fw@db/x") == "postgresql://bob:***@db/x"
     assert redact_url(f"not a url bob:{PASSWORD}@db") == "not a url bob:***@db"
 
+
+# --- 2. hostile grid values ---------------------------------------------------------------------
+
+def test_hostile_grid_values_stay_inside_the_sweep_directory(dataset, tmp_path, monkeypatch):
+    """`data` values are paths: `../` and `/` in them, and a 250-character folder name, must name no
+    directory outside SWEEP_DIR/runs/ (nor fail on the file-name limit), and still work as values."""
+    import shutil
+
+    long_name = "y" * 250
+    shutil.copytree(dataset, tmp_path / long_name)
+    shutil.copytree(dataset, tmp_path / "ds")
+    cwd = tmp_path / "a" / "b" / "c" / "d"
+    cwd.mkdir(parents=True)
+    monkeypatch.chdir(cwd)
+    escaping = "../../../../ds"  # a valid path to tmp_path/ds; as a file name it climbed out of the sweep
+    grid = f"data={escaping},{tmp_path / long_name}"
+    args = ["sweep", "--grid", grid, "--seeds", "1", "--epochs", "1", "--out", "sweep", *SWEEP_FLAGS]
+    assert main(args) == 0
+    assert sorted(os.listdir(cwd)) == ["sweep"]
+    assert set(os.listdir(tmp_path)) == {"a", "ds", long_name}
+    runs_dir = cwd / "sweep" / "runs"
+    names = sorted(os.listdir(runs_dir))
+    dirs = [n for n in names if (runs_dir / n).is_dir()]
+    assert len(dirs) == 2
+    for name in names:
+        assert re.fullmatch(r"[A-Za-z0-9._=+-]{1,100}", name) and ".." not in name, name
+    res = json.load(open(cwd / "sweep" / "results.json"))
+    assert [r["val"]["n"] for r in res["rows"]] == [1, 1]  # both paths trained
+    # the values stay readable beside the directories, exactly as given
+    recorded = sorted(json.load(open(runs_dir / f"{d}.json"))["values"]["data"] for d in dirs)
+    assert recorded == sorted([escaping, str(tmp_path / long_name)])
+    assert main(args) == 0  # resumes: nothing left, nothing created elsewhere
+    assert sorted(os.listdir(runs_dir)) == names and set(os.listdir(tmp_path)) == {"a", "ds", long_name}
+

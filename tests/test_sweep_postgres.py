@@ -39,7 +39,7 @@ def test_two_workers_one_killed_mid_trial(tmp_path):
     def second_is_mid_trial():
         for t in optuna.load_study(study_name=study, storage=URL).get_trials():
             if (t.state == optuna.trial.TrialState.RUNNING and t.user_attrs.get("worker", "").endswith(f"@{second.pid}")
-                    and os.path.exists(os.path.join(out, "runs", t.user_attrs["unit"], "checkpoint.pt"))):
+                    and os.path.exists(os.path.join(out, "runs", t.user_attrs["run"], "checkpoint.pt"))):
                 return True
         return False
 
