@@ -31,28 +31,42 @@ class Config:
     image_size: int = _knob(0, "side in pixels the images are decoded and cached at (0 = the dataset's own size)")
     input_size: int = _knob(0, "side in pixels fed to the model, resized on the device per batch (0 = image_size)")
     interpolation: Literal["nearest", "bilinear"] = _knob("nearest", "resize method (Keras's default is nearest)")
-    scaling: Literal["rescale", "normalize"] = _knob(
-        "normalize", "rescale = x/255 (the study); normalize = (x/255 - mean)/std of the training images")
+    scaling: Literal["rescale", "normalize", "model"] = _knob(
+        "normalize", "rescale = x/255 (the study); normalize = (x/255 - mean)/std of the training images; model = "
+                     "with the mean/std the starting weights were trained with (the --init-from run's, a timm "
+                     "model's own), else as normalize")
     skip_bad_images: bool = _knob(False, "skip (and list) images that cannot be decoded instead of stopping")
     subset: int = _knob(0, "use at most this many images of each split, taken evenly over classes (0 = all)")
     # --- augmentation, applied on the device a batch at a time ---
     flip: bool = _knob(True, "random horizontal flip")
     translate: int = _knob(2, "random translation up to this many pixels, reflect padding (0 = off)")
     cutout: int = _knob(0, "side in pixels of a random square set to zero (0 = off)")
+    rrc_scale_min: float = _knob(0.0, "random-resized-crop: a random crop of this fraction of the image area or "
+                                      "more (aspect 3/4 to 4/3), resized to the input size (0 = off; finetune: 0.25)")
     # --- model ---
-    model: str = _knob("fastnet", "registered model name (see `cnnlab models`)")
+    model: str = _knob("fastnet", "registered model name (see `cnnlab models`), or any timm model as timm/NAME "
+                                  "(pip install 'cnnlab[timm]')")
+    # --- fine-tuning: where the weights start, and how fast the pretrained part moves ---
+    pretrained: str = _knob("", "start from pretrained weights: a local .safetensors/.pth/.bin file, or hub = a timm "
+                                "model's weights already in the local Hugging Face/timm cache (never downloaded); "
+                                "the classifier head is new")
+    init_from: str = _knob("", "start from the weights of a cnnlab run directory (same model; a new classifier head "
+                               "when the classes differ)")
+    backbone_lr_scale: float = _knob(1.0, "learning rate of every parameter but the classifier head, as a fraction "
+                                          "of lr (finetune: 0.1; 0 = frozen backbone)")
     # --- optimisation ---
     epochs: int = _knob(7, "passes over the training images")
     batch_size: int = _knob(512, "training images per step; steps per epoch = n // batch_size")
-    optimizer: Literal["sgd", "adam"] = _knob("sgd", "optimizer")
+    optimizer: Literal["sgd", "adam", "adamw"] = _knob("sgd", "optimizer (adamw: decoupled weight decay)")
     lr: float = _knob(0.4, "peak learning rate")
     momentum: float = _knob(0.9, "SGD momentum / Adam beta_1")
     nesterov: bool = _knob(True, "Nesterov momentum (SGD)")
     weight_decay: float = _knob(5e-4, "L2 weight decay")
     adam_eps: float = _knob(1e-7, "Adam epsilon (Keras's default 1e-7)")
-    schedule: Literal["constant", "onecycle"] = _knob(
-        "onecycle", "learning-rate schedule: constant, or linear warm-up then linear decay to 0")
-    warmup_epochs: float = _knob(2.0, "epochs of linear warm-up for onecycle")
+    schedule: Literal["constant", "onecycle", "cosine"] = _knob(
+        "onecycle", "learning-rate schedule: constant; onecycle = linear warm-up then linear decay to 0; "
+                    "cosine = linear warm-up then half a cosine to 0")
+    warmup_epochs: float = _knob(2.0, "epochs of linear warm-up for onecycle and cosine")
     label_smoothing: float = _knob(0.2, "label smoothing of the cross-entropy loss")
     tta: bool = _knob(True, "test-time augmentation: average the logits of each image and its mirror")
     # --- execution ---
@@ -106,7 +120,17 @@ PRESETS: dict[str, dict[str, Any]] = {
         # The study ran in fp32; bf16 (--precision bf16) is an explicit, measured choice, never automatic.
         "precision": "fp32",
     },
+    # Fine-tuning a pretrained backbone (--pretrained, --init-from), after timm's and fastai's recipes:
+    # AdamW, a short linear warm-up then cosine decay, the head at lr and the pretrained layers at a
+    # tenth of it (they are already good; a high rate would undo them), label smoothing 0.1, weight
+    # decay 0.05, random-resized-crop + flip in place of translation.
+    "finetune": {
+        "scaling": "model", "optimizer": "adamw", "lr": 1e-3, "momentum": 0.9, "adam_eps": 1e-8, "weight_decay": 0.05,
+        "schedule": "cosine", "warmup_epochs": 1.0, "backbone_lr_scale": 0.1, "label_smoothing": 0.1,
+        "epochs": 10, "batch_size": 64, "flip": True, "translate": 0, "cutout": 0, "rrc_scale_min": 0.25,
+    },
 }
+
 
 
 def preset(name: str, **overrides: Any) -> Config:
@@ -172,7 +196,7 @@ def validate(cfg: Config) -> None:
         if getattr(cfg, key) <= 0:
             raise ConfigError(f"config key {key!r} must be positive, got {getattr(cfg, key)}")
     non_negative = ("checkpoint_every", "image_size", "input_size", "subset", "translate", "cutout", "threads", "weight_decay",
-                    "warmup_epochs", "label_smoothing", "seed")
+                    "warmup_epochs", "label_smoothing", "seed", "backbone_lr_scale")
     for key in non_negative:
         if getattr(cfg, key) < 0:
             raise ConfigError(f"config key {key!r} must be >= 0, got {getattr(cfg, key)}")
@@ -180,6 +204,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"config key 'val_fraction' must be in [0, 1), got {cfg.val_fraction}")
     if not cfg.lr > 0:
         raise ConfigError(f"config key 'lr' must be positive, got {cfg.lr}")
+    if not 0.0 <= cfg.rrc_scale_min < 1.0:
+        raise ConfigError(f"config key 'rrc_scale_min' must be in [0, 1) (0 = off), got {cfg.rrc_scale_min}")
     if not 0.0 <= cfg.label_smoothing < 1.0:
         raise ConfigError(f"config key 'label_smoothing' must be in [0, 1), got {cfg.label_smoothing}")
     if not (cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:")):

@@ -17,7 +17,7 @@ from .data.dataset import Dataset
 from .device import resolve_device, set_threads, use_bf16
 from .errors import CheckpointMismatch, CnnlabError, ConfigError, Interrupted
 from .evaluate import evaluate, metrics_from_logits, predict_batches
-from .models import create_model, default_input_size
+from .models import create_model, create_pretrained, default_input_size, input_config, read_state_dict, transfer_weights
 from .plots import plot_curves
 from .train import Callback, TrainControl, train
 
@@ -28,10 +28,22 @@ def load_data(cfg: Config) -> Dataset:
                         progress=cfg.progress, skip_bad=cfg.skip_bad_images)
 
 
+def starting_stats(cfg: Config) -> tuple[list[float], list[float]] | None:
+    """The mean/std (of x/255) the starting weights were trained with: the --init-from run's, else a timm
+    model's own (its pretrained cfg's); None for cnnlab's models, which take the dataset's."""
+    if cfg.init_from:
+        prep = runs.read_json(os.path.join(cfg.init_from, runs.CONFIG))["data"]["preprocessing"]
+        return list(prep["mean"]), list(prep["std"])
+    own = input_config(cfg.model)
+    return (list(own["mean"]), list(own["std"])) if own["mean"] is not None else None
+
+
 def preprocessing(cfg: Config, dataset: Dataset) -> dict:
     """What turns stored uint8 images into model inputs; saved with the run so predict can repeat it."""
     if cfg.scaling == "rescale":
         mean, std = [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]
+    elif cfg.scaling == "model" and starting_stats(cfg) is not None:
+        mean, std = starting_stats(cfg)
     else:
         mean, std = channel_stats(dataset.train.images)
     height, width = dataset.image_shape[:2]
@@ -50,7 +62,10 @@ def make_loader(split, cfg: Config, prep: dict, device: torch.device, training: 
 
 def build_model(cfg: Config, num_classes: int, input_size: int, device: torch.device) -> torch.nn.Module:
     torch.manual_seed(cfg.seed)
-    model = create_model(cfg.model, num_classes=num_classes)
+    if cfg.pretrained:
+        model = create_pretrained(cfg.model, num_classes, cfg.pretrained)
+    else:
+        model = create_model(cfg.model, num_classes=num_classes)
     try:
         model.eval()
         with torch.no_grad():
@@ -60,6 +75,33 @@ def build_model(cfg: Config, num_classes: int, input_size: int, device: torch.de
         raise ConfigError(f"model {cfg.model!r} does not accept {input_size}x{input_size} inputs; set "
                           "input_size to the size it was built for (see `cnnlab summary`)") from None
     return model.to(device, memory_format=torch.channels_last)
+
+
+def init_source(cfg: Config) -> dict | None:
+    """Check where the weights start before any data is read; the --init-from run's saved config (None
+    without --init-from)."""
+    if cfg.pretrained and cfg.init_from:
+        raise ConfigError("config keys 'pretrained' and 'init_from' both set; start from one of them")
+    if cfg.pretrained and cfg.pretrained != "hub" and not os.path.isfile(cfg.pretrained):
+        raise ConfigError(f"{cfg.pretrained}: weights file not found (config key 'pretrained')")
+    if not cfg.init_from:
+        return None
+    run = runs.load_run(cfg.init_from)
+    source = run.get("config", {}).get("model")
+    if source != cfg.model:
+        raise ConfigError(f"{cfg.init_from}: a run of model {source!r}, not {cfg.model!r}; --init-from needs a run of "
+                          f"the same model (pass --model {source})")
+    return run
+
+
+def init_from_run(model: torch.nn.Module, cfg: Config, run: dict, classes: list[str]) -> str:
+    """Load the --init-from run's weights into `model`; its head too when the classes are the same.
+    Returns a line saying what was done."""
+    path = os.path.join(cfg.init_from, runs.WEIGHTS)
+    same = run["data"]["classes"] == classes
+    fresh = transfer_weights(model, read_state_dict(path), path, cfg.model, keep_head=same)
+    return (f"weights from {cfg.init_from}" + ("" if not fresh else f"; a new classifier head for {len(classes)} "
+                                                "classes (the run's classes differ)"))
 
 
 @dataclass
@@ -77,6 +119,7 @@ class Prepared:
 
 def prepare(cfg: Config) -> Prepared:
     default_input_size(cfg.model)  # an unknown model name fails here, before any data is read
+    source_run = init_source(cfg)  # and so do missing or mismatched starting weights
     tracking.loggers(cfg.log)  # and so does a logger whose package is missing
     set_threads(cfg.threads)
     device = resolve_device(cfg.device)
@@ -86,7 +129,9 @@ def prepare(cfg: Config) -> Prepared:
                           f"{len(dataset.train)} training images; lower it")
     prep = preprocessing(cfg, dataset)
     model = build_model(cfg, len(dataset.classes), prep["input_size"], device)
-    if hasattr(model, "init_whitening"):
+    if source_run is not None:
+        init_from_run(model, cfg, source_run, dataset.classes)
+    if hasattr(model, "init_whitening") and not (cfg.pretrained or cfg.init_from):  # loaded weights keep theirs
         sample = make_loader(dataset.train, cfg, prep, device, training=False)
         model.init_whitening(next(iter(sample))[0])
     return Prepared(dataset, prep, model, make_loader(dataset.train, cfg, prep, device, training=True),

@@ -73,7 +73,8 @@ RANGES = {
     "epochs": st.integers(1, 10**6), "batch_size": st.integers(1, 10**6), "eval_batch_size": st.integers(1, 10**6),
     "val_fraction": st.floats(0.0, 1.0, exclude_max=True), "label_smoothing": st.floats(0.0, 1.0, exclude_max=True),
     "lr": st.one_of(st.floats(0.0, 1e6, exclude_min=True), st.integers(1, 10**6)),
-    "weight_decay": st.floats(0.0, 1e6), "warmup_epochs": st.one_of(st.floats(0.0, 1e6), st.integers(0, 10**6)),
+    "weight_decay": st.floats(0.0, 1e6), "backbone_lr_scale": st.floats(0.0, 1e6),
+    "rrc_scale_min": st.floats(0.0, 1.0, exclude_max=True), "warmup_epochs": st.one_of(st.floats(0.0, 1e6), st.integers(0, 10**6)),
     "device": st.one_of(st.sampled_from(["auto", "cpu", "cuda"]), st.integers(0, 64).map(lambda n: f"cuda:{n}")),
 }
 
