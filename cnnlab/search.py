@@ -14,11 +14,11 @@ from typing import Any
 
 from . import runs, tracking
 from .config import Config
-from .errors import CnnlabError, ConfigError, Interrupted
+from .errors import CnnlabError, ConfigError, Interrupted, first_line
 from .pipeline import train_run
 from .stats import summarize
-from .studies import (DIED, Heartbeat, claim_lock, fail_dead_trials, is_real_failure, mark_worker, open_study,
-                      prepare_dir, tell_failure)
+from .studies import (INTERRUPTED, Heartbeat, claim_lock, fail_dead_trials, is_real_failure, mark_worker, open_study,
+                      prepare_dir, require_validation, tell_failure, tell_result)
 from .train import Callback
 
 SEARCH_SPEC = "search.json"
@@ -48,6 +48,9 @@ def parse_space(specs: list[str], base: Config) -> dict[str, dict]:
                                                        for v in values.split(",")]}
     if not space:
         raise ConfigError("--search tpe needs at least one --param KEY=SPACE")
+    fractions = space.get("val_fraction", {"values": [base.val_fraction]})
+    require_validation({" (in --param val_fraction)" if "val_fraction" in space else "": base.replace(val_fraction=v)
+                        for v in fractions.get("values", [fractions.get("low")])})
     return space
 
 
@@ -116,22 +119,23 @@ def run_search(out: str, base: Config, space: dict[str, dict], trials: int, stor
         try:
             with Heartbeat(study, [trial]):  # so that workers on other machines see this one alive
                 metrics = train_run(cfg, run_dir, callbacks=(ReportAndPrune(trial),), tracking_parent=parent)
-        except Interrupted:
-            tell_failure(study, trial, DIED)
+        except (Interrupted, KeyboardInterrupt):
+            tell_failure(study, trial, INTERRUPTED)
             tracking.close_parent(base, parent, "KILLED")
             raise
         except optuna.TrialPruned as exc:
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             print(f"trial {trial.number} {params}: {exc}", file=sys.stderr)
             continue
-        except CnnlabError as exc:
-            tell_failure(study, trial, str(exc))
-            print(f"trial {trial.number} failed: {exc}", file=sys.stderr)
+        except Exception as exc:  # the trial's own failure (bad value, non-finite loss, out of memory)
+            reason = str(exc) if isinstance(exc, CnnlabError) else f"{type(exc).__name__}: {first_line(exc, 300)}"
+            tell_failure(study, trial, reason)
+            print(f"trial {trial.number} failed: {reason}", file=sys.stderr)
             continue
         history = runs.load_run(run_dir)["history"]
         trial.set_user_attr("test_accuracy", (metrics.get("test") or {}).get("accuracy"))
         trial.set_user_attr("train_time_s", metrics["train_time_s"])
-        study.tell(trial, history[-1]["val_accuracy"])
+        tell_result(study, trial, history[-1]["val_accuracy"])
     res = search_results(study)
     runs.write_json(os.path.join(out, "results.json"), res)
     tracking.close_parent(base, parent)

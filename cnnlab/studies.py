@@ -2,13 +2,15 @@
 storage (a journal file in the directory, or a database), claims, worker liveness and heartbeats,
 and how finished trials are told.
 
-A trial that ends FAIL carries a `fail_reason` user attribute; DIED marks a trial whose worker went
-away (killed, Ctrl-C): such trials are retried, every other failure is the trial's own.
+A trial that ends FAIL carries a `fail_reason` user attribute. INTERRUPTED (Ctrl-C, SIGTERM) is
+retried on resume; DIED (the worker was killed or vanished), and a failure without a reason, are
+retried up to MAX_ATTEMPTS times in all; every other failure is the trial's own and final.
 """
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import math
 import os
 import re
 import socket
@@ -19,11 +21,13 @@ import warnings
 from typing import Iterator
 
 from . import runs
-from .errors import CnnlabError, first_line
+from .config import Config
+from .errors import CnnlabError, ConfigError, first_line
 
 JOURNAL, LOCK = "optuna.journal", ".claim.lock"
 STORAGE_ENV = "CNNLAB_STORAGE"  # the --storage URL, when it is not on the command line
-DIED = "worker died"
+DIED, INTERRUPTED = "worker died", "interrupted"
+MAX_ATTEMPTS = 3  # a unit whose worker dies (or that fails without a reason) this often is given up
 HEARTBEAT_S, GRACE_S = 10, 60  # a trial whose worker has not been heard of for GRACE_S is taken as dead
 
 
@@ -180,11 +184,35 @@ class Heartbeat:
         self.thread.join()
 
 
+def require_validation(configs: dict[str, Config]) -> None:
+    """Sweeps and searches choose on validation accuracy: refuse up front any config (named by the
+    key of `configs`) that has no validation split."""
+    for name, cfg in configs.items():
+        if not cfg.val_fraction > 0:
+            raise ConfigError(f"config key 'val_fraction' is {cfg.val_fraction}{name}: a sweep or search chooses "
+                              "on validation accuracy and needs a validation split; set val_fraction above 0 (e.g. 0.1)")
+
+
+def retried(trial) -> bool:
+    """A failed trial whose unit is tried again: its worker was interrupted or died, or it gave no reason."""
+    return trial.user_attrs.get("fail_reason") in (None, DIED, INTERRUPTED)
+
+
 def is_real_failure(trial) -> bool:
-    """A failed trial that is not a dead worker's (those are retried)."""
+    """A failed trial that failed for a reason of its own (not its worker's)."""
     import optuna
 
-    return trial.state == optuna.trial.TrialState.FAIL and trial.user_attrs.get("fail_reason", DIED) != DIED
+    return trial.state == optuna.trial.TrialState.FAIL and not retried(trial)
+
+
+def given_up(failed: list) -> str | None:
+    """Why a unit is not tried again after these retried failures (one per attempt), or None: after
+    MAX_ATTEMPTS deaths or failures without a reason (interruptions do not count)."""
+    counted = [t.user_attrs.get("fail_reason") or "failed without a reason" for t in failed
+               if t.user_attrs.get("fail_reason") != INTERRUPTED]
+    if len(counted) < MAX_ATTEMPTS:
+        return None
+    return f"{counted[-1]} {len(counted)} times; not retried (rerun with a new --out to try again)"
 
 
 def fail_dead_trials(study) -> None:
@@ -203,12 +231,22 @@ def fail_dead_trials(study) -> None:
 
 
 def tell_failure(study, trial, reason: str) -> None:
-    """End a trial as FAIL with its reason (DIED: to be retried)."""
+    """End a trial as FAIL with its reason (INTERRUPTED, DIED: to be retried)."""
     import optuna
 
     trial.set_user_attr("fail_reason", reason)
     study.tell(trial, state=optuna.trial.TrialState.FAIL)
 
 
-__all__ = ["DIED", "STORAGE_ENV", "Heartbeat", "claim_lock", "fail_dead_trials", "has_password", "is_real_failure", "mark_worker",
-           "open_study", "prepare_dir", "redact_url", "scrub", "tell_failure", "where"]
+def tell_result(study, trial, val_accuracy: float | None) -> None:
+    """End a trial with its validation accuracy; without one it fails, saying so (Optuna would fail it
+    with no reason)."""
+    if val_accuracy is None or not math.isfinite(val_accuracy):
+        tell_failure(study, trial, f"no validation accuracy ({val_accuracy}); is there a validation split?")
+    else:
+        study.tell(trial, val_accuracy)
+
+
+__all__ = ["DIED", "INTERRUPTED", "MAX_ATTEMPTS", "STORAGE_ENV", "Heartbeat", "claim_lock", "fail_dead_trials",
+           "given_up", "has_password", "is_real_failure", "mark_worker", "open_study", "prepare_dir", "redact_url",
+           "require_validation", "retried", "scrub", "tell_failure", "tell_result", "where"]

@@ -21,12 +21,13 @@ from typing import Any
 
 from . import runs, tracking
 from .config import Config, parse_config
-from .errors import CnnlabError, ConfigError, Interrupted
+from .errors import CnnlabError, ConfigError, Interrupted, first_line
 from .pipeline import resume_run, train_run
 from .plots import plot_curves
 from .stats import format_interval, summarize, welch_p
-from .studies import (DIED, STORAGE_ENV, Heartbeat, claim_lock, fail_dead_trials, is_real_failure, mark_worker,
-                      open_study, prepare_dir, tell_failure, where)
+from .studies import (INTERRUPTED, STORAGE_ENV, Heartbeat, claim_lock, fail_dead_trials, given_up, is_real_failure,
+                      mark_worker, open_study, prepare_dir, require_validation, retried, tell_failure, tell_result,
+                      where)
 
 NAMED_GRIDS = {"seed-grid": {"batch_size": [100, 200, 250], "epochs": [20, 25, 30]}}
 SPEC, RESULTS_JSON, RESULTS_CSV, HEATMAP = "sweep.json", "results.json", "results.csv", "heatmap.png"
@@ -94,8 +95,11 @@ class Unit:
 
 
 def plan(base: Config, grid: dict[str, list], seeds: int) -> tuple[list[Unit], str]:
-    """The trainings to run and why epochs are or are not shared."""
+    """The trainings to run and why epochs are or are not shared (a grid without a validation split
+    is refused: the best cell is chosen on validation accuracy)."""
     cells = cells_of(grid)
+    require_validation({f" (in the grid cell {cell_name(c)})" if "val_fraction" in c else "": base.replace(**c)
+                        for c in cells})
     share = "epochs" in grid and len(grid["epochs"]) > 1
     reason = "epochs shared: the schedule is constant, so a longer run passes through the shorter runs' states"
     if share:
@@ -139,6 +143,7 @@ def describe_plan(units: list[Unit], reason: str) -> str:
 def create_sweep(out: str, base: Config, grid: dict[str, list], seeds: int, storage: str | None = None,
                  study_name: str = "cnnlab") -> dict:
     """Write SWEEP_DIR/sweep.json and the spec into the study, or check that an existing sweep is the same."""
+    plan(base, grid, seeds)  # refuses a grid that cannot run before anything is written
     spec = runs.json_round_trip({"config": base.to_dict(), "grid": grid, "seeds": seeds})
     path = os.path.join(out, SPEC)
     prepare_dir(out, SPEC, spec, "sweep")
@@ -160,9 +165,9 @@ def load_spec(out: str, storage: str | None = None, study_name: str = "cnnlab") 
     return parse_config(spec["config"]), spec["grid"], spec["seeds"]
 
 
-def _unit_states(study, units: list[Unit]) -> dict[str, str]:
-    """unit key -> done | running | failed | todo, from the study's trials (dead workers' trials
-    already marked failed by fail_dead_trials)."""
+def _unit_states(study, units: list[Unit]) -> dict[str, tuple[str, str | None]]:
+    """unit key -> (done | running | failed | todo, the reason of a failure), from the study's trials
+    (dead workers' trials already marked failed by fail_dead_trials)."""
     import optuna
 
     by_unit: dict[str, list] = {}
@@ -172,14 +177,20 @@ def _unit_states(study, units: list[Unit]) -> dict[str, str]:
     for unit in units:
         trials = by_unit.get(unit.key, [])
         complete = {t.user_attrs.get("epochs") for t in trials if t.state == optuna.trial.TrialState.COMPLETE}
+        real = [t for t in trials if is_real_failure(t)]
+        # one trial per attempt serves the first epoch count: its failures count the attempts
+        attempts = [t for t in trials if t.state == optuna.trial.TrialState.FAIL and retried(t)
+                    and t.user_attrs.get("epochs") == unit.serves[0]]
         if set(unit.serves) <= complete:
-            states[unit.key] = "done"
+            states[unit.key] = ("done", None)
         elif any(t.state == optuna.trial.TrialState.RUNNING for t in trials):
-            states[unit.key] = "running"
-        elif any(is_real_failure(t) for t in trials):
-            states[unit.key] = "failed"
+            states[unit.key] = ("running", None)
+        elif real:
+            states[unit.key] = ("failed", real[-1].user_attrs["fail_reason"])
+        elif given_up(attempts):
+            states[unit.key] = ("failed", given_up(attempts))
         else:
-            states[unit.key] = "todo"
+            states[unit.key] = ("todo", None)
     return states
 
 
@@ -189,7 +200,7 @@ def _claim(study, units: list[Unit], out: str) -> tuple[Unit, list] | None:
         fail_dead_trials(study)
         states = _unit_states(study, units)
         for unit in units:
-            if states[unit.key] == "todo":
+            if states[unit.key][0] == "todo":
                 trials = []
                 for epochs in unit.serves:
                     trial = study.ask()
@@ -242,22 +253,25 @@ def work(out: str, threads: int = 0, progress: bool = True, on_result=None, stor
         try:
             with Heartbeat(study, trials):
                 history = _train_unit(out, base, unit, threads, progress, parent)
-        except Interrupted as exc:  # Ctrl-C / SIGTERM: the unit is retried (from its checkpoint) on resume
+        except (Interrupted, KeyboardInterrupt) as exc:  # Ctrl-C / SIGTERM: retried (from its checkpoint) on resume
             for trial in trials:
-                tell_failure(study, trial, DIED)
+                tell_failure(study, trial, INTERRUPTED)
+            if isinstance(exc, KeyboardInterrupt):
+                raise
             raise Interrupted(f"{str(exc).split('; resume with')[0]}; rerun the same cnnlab sweep command "
                               "to resume") from None
-        except CnnlabError as exc:
+        except Exception as exc:  # the unit's own failure (bad value, non-finite loss, out of memory): final
+            reason = str(exc) if isinstance(exc, CnnlabError) else f"{type(exc).__name__}: {first_line(exc, 300)}"
             for trial in trials:
-                tell_failure(study, trial, str(exc))
-            print(f"trial failed: {unit.key}: {exc}", file=sys.stderr)
+                tell_failure(study, trial, reason)
+            print(f"trial failed: {unit.key}: {reason}", file=sys.stderr)
             continue
         by_epoch = {r["epoch"]: r for r in history}
         for trial, epochs in zip(trials, unit.serves):
             record = by_epoch[epochs]
             trial.set_user_attr("test_accuracy", record.get("test_accuracy"))
             trial.set_user_attr("train_time_s", sum(by_epoch[e]["time_s"] for e in range(1, epochs + 1)))
-            study.tell(trial, record["val_accuracy"])
+            tell_result(study, trial, record["val_accuracy"])
         done += 1
         if on_result:
             on_result()
@@ -276,7 +290,10 @@ def results(out: str, storage: str | None = None, study_name: str = "cnnlab") ->
     per_cell: dict[str, dict[str, list]] = {cell_name(c): {"val": [], "test": [], "time": [], "seeds": [],
                                                            "runs": []}
                                             for c in cells_of(grid)}
-    failed = []
+    units, _ = plan(base, grid, seeds)
+    states = _unit_states(study, units)
+    failed = [{"cell": cell_name(unit.cell(epochs)), "seed": unit.seed, "reason": states[unit.key][1]}
+              for unit in units if states[unit.key][0] == "failed" for epochs in unit.serves]
     for trial in study.get_trials(deepcopy=False):
         cell = trial.user_attrs.get("cell")
         if trial.state == optuna.trial.TrialState.COMPLETE and cell in per_cell:
@@ -285,9 +302,6 @@ def results(out: str, storage: str | None = None, study_name: str = "cnnlab") ->
             per_cell[cell]["time"].append(trial.user_attrs.get("train_time_s"))
             per_cell[cell]["seeds"].append(trial.user_attrs.get("seed"))
             per_cell[cell]["runs"].append(trial.user_attrs.get("run", trial.user_attrs.get("unit")))
-        elif is_real_failure(trial):
-            failed.append({"cell": cell, "seed": trial.user_attrs.get("seed"),
-                           "reason": trial.user_attrs.get("fail_reason")})
     rows = []
     for cell, vals in per_cell.items():
         order = sorted(range(len(vals["seeds"])), key=lambda i: vals["seeds"][i])

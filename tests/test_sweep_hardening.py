@@ -90,3 +90,68 @@ def test_hostile_grid_values_stay_inside_the_sweep_directory(dataset, tmp_path, 
     assert main(args) == 0  # resumes: nothing left, nothing created elsewhere
     assert sorted(os.listdir(runs_dir)) == names and set(os.listdir(tmp_path)) == {"a", "ds", long_name}
 
+
+# --- 3. no validation split; every failure has a reason; bounded retries ---------------------------
+
+@pytest.mark.parametrize("extra", [
+    ["--grid", "lr=0.05,0.1", "--val-fraction", "0"],
+    ["--grid", "val_fraction=0,0.1"],
+    ["--search", "tpe", "--trials", "2", "--param", "lr=0.01..0.1", "--val-fraction", "0"],
+    ["--search", "tpe", "--trials", "2", "--param", "val_fraction=0.0..0.2"],
+])
+def test_a_sweep_without_a_validation_split_is_refused_up_front(extra, dataset, tmp_path):
+    out = tmp_path / "sw"
+    proc = run_cli(["sweep", "--data", dataset, *extra, "--seeds", "1", "--epochs", "1", "--out", str(out),
+                    *SWEEP_FLAGS], timeout=int(os.environ.get("T_REFUSE", 120)))
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert "val_fraction" in proc.stderr and "validation" in proc.stderr, proc.stderr
+    assert not out.exists() or not os.listdir(out / "runs")
+
+
+def _sweep_study(tmp_path, grid, seeds=1):
+    from cnnlab.sweep import create_sweep, open_study, plan
+
+    out = str(tmp_path / "sw")
+    base = preset("fast", data=str(tmp_path))
+    create_sweep(out, base, grid, seeds)
+    units, _ = plan(base, grid, seeds)
+    return out, open_study(out), units
+
+
+def test_a_failure_without_a_reason_is_retried_a_bounded_number_of_times(tmp_path):
+    from cnnlab.sweep import _claim, format_table, results
+
+    out, study, units = _sweep_study(tmp_path, {"lr": [0.1]})
+    attempts = 0
+    while _claim(study, units, out) is not None:
+        claimed = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.RUNNING]
+        for trial in claimed:  # ends FAIL with no fail_reason (as Optuna does with a value of None)
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+        attempts += 1
+        assert attempts <= 5, "a unit failing the same way is retried forever"
+    assert attempts == 3
+    res = results(out)
+    assert len(res["failed"]) == 1 and res["failed"][0]["cell"] == "lr=0.1"
+    assert "3 times" in res["failed"][0]["reason"]
+    assert "failed: lr=0.1 seed 0: " in format_table(res)
+
+
+def test_a_trial_told_no_validation_accuracy_fails_with_its_reason(tmp_path, monkeypatch):
+    from cnnlab import sweep
+
+    out, study, units = _sweep_study(tmp_path, {"lr": [0.1]})
+    calls = []
+
+    def no_validation(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 4:
+            raise RuntimeError("the unit is retrained forever")
+        return [{"epoch": e, "val_accuracy": None, "time_s": 1.0} for e in range(1, units[0].serves[-1] + 1)]
+
+    monkeypatch.setattr(sweep, "_train_unit", no_validation)
+    sweep.work(out, progress=False)  # returns: the unit is not trained again and again
+    trials = sweep.open_study(out).get_trials()
+    assert len(calls) == 1 and [t.state for t in trials] == [optuna.trial.TrialState.FAIL]
+    assert "no validation accuracy" in trials[0].user_attrs["fail_reason"]
+
