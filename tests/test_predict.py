@@ -10,6 +10,7 @@ from PIL import Image
 import cnnlab
 from cnnlab.cli import main
 from cnnlab.data import load_dataset
+from cnnlab.runs import load_run
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +26,15 @@ def test_predict_agrees_with_evaluate(cifar_run, cifar_root):
     test = load_dataset(cifar_root, subset=1000, progress=False).test
     results = predictor.predict_files([os.path.join(cifar_root, "test", f) for f in test.files])
     predicted = [predictor.classes.index(r.top(predictor.classes, 1)[0][0]) for r in results]
-    accuracy = float(np.mean(np.array(predicted) == test.labels))
-    assert accuracy == cnnlab.evaluate_run(cifar_run)["accuracy"]
+    # image by image: the class evaluation gave each test image when the run finished (metrics.json)
+    saved = load_run(cifar_run)["metrics"]["test_predictions"]
+    assert len(saved) == len(test) == 1000
+    assert predicted == saved
+    evaluated = cnnlab.evaluate_run(cifar_run)  # and evaluate, run again now, counts the same answers
+    confusion = np.zeros((10, 10), dtype=int)
+    np.add.at(confusion, (test.labels, predicted), 1)
+    assert confusion.tolist() == evaluated["confusion"]
+    assert evaluated["accuracy"] == float(np.mean(np.array(predicted) == test.labels))
 
 
 def test_paths_pil_images_and_arrays_give_the_same_probabilities(cifar_run, cifar_root):
