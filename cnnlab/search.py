@@ -18,7 +18,7 @@ from .errors import CnnlabError, ConfigError, Interrupted, first_line
 from .pipeline import train_run
 from .stats import summarize
 from .studies import (INTERRUPTED, Heartbeat, claim_lock, fail_dead_trials, is_real_failure, mark_worker, open_study,
-                      prepare_dir, require_validation, tell_failure, tell_result)
+                      per_trial_sampler, prepare_dir, require_validation, tell_failure, tell_result)
 from .train import Callback
 
 SEARCH_SPEC = "search.json"
@@ -84,7 +84,9 @@ class ReportAndPrune(Callback):
 def _open(out: str, base: Config, storage: str | None, study_name: str):
     import optuna
 
-    return open_study(out, storage, study_name, sampler=optuna.samplers.TPESampler(seed=base.seed),
+    # constant_liar: a worker's proposal takes the running trials of the others into account
+    sampler = per_trial_sampler(base.seed, lambda seed: optuna.samplers.TPESampler(seed=seed, constant_liar=True))
+    return open_study(out, storage, study_name, sampler=sampler,
                       pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1))
 
 

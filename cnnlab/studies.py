@@ -184,6 +184,42 @@ class Heartbeat:
         self.thread.join()
 
 
+def per_trial_sampler(seed: int, make):
+    """An Optuna sampler that proposes each trial with a fresh `make(trial_seed)` sampler, seeded from
+    (seed, trial number): trial numbers are unique in a study, so parallel workers and resumed
+    searches never replay one generator's draws (one sampler seeded once per process did), and the
+    same search from scratch proposes the same."""
+    import numpy as np
+    import optuna
+
+    class PerTrial(optuna.samplers.BaseSampler):
+        def __init__(self):
+            self.number, self.sampler = None, None
+
+        def of(self, trial):
+            if trial.number != self.number:
+                self.number = trial.number
+                self.sampler = make(int(np.random.SeedSequence([seed, trial.number]).generate_state(1)[0]))
+            return self.sampler
+
+        def infer_relative_search_space(self, study, trial):
+            return self.of(trial).infer_relative_search_space(study, trial)
+
+        def sample_relative(self, study, trial, search_space):
+            return self.of(trial).sample_relative(study, trial, search_space)
+
+        def sample_independent(self, study, trial, param_name, param_distribution):
+            return self.of(trial).sample_independent(study, trial, param_name, param_distribution)
+
+        def before_trial(self, study, trial):
+            self.of(trial).before_trial(study, trial)
+
+        def after_trial(self, study, trial, state, values):
+            self.of(trial).after_trial(study, trial, state, values)
+
+    return PerTrial()
+
+
 def require_validation(configs: dict[str, Config]) -> None:
     """Sweeps and searches choose on validation accuracy: refuse up front any config (named by the
     key of `configs`) that has no validation split."""
@@ -248,5 +284,5 @@ def tell_result(study, trial, val_accuracy: float | None) -> None:
 
 
 __all__ = ["DIED", "INTERRUPTED", "MAX_ATTEMPTS", "STORAGE_ENV", "Heartbeat", "claim_lock", "fail_dead_trials",
-           "given_up", "has_password", "is_real_failure", "mark_worker", "open_study", "prepare_dir", "redact_url",
+           "given_up", "has_password", "is_real_failure", "mark_worker", "open_study", "per_trial_sampler", "prepare_dir", "redact_url",
            "require_validation", "retried", "scrub", "tell_failure", "tell_result", "where"]

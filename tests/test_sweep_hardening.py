@@ -155,3 +155,38 @@ def test_a_trial_told_no_validation_accuracy_fails_with_its_reason(tmp_path, mon
     assert len(calls) == 1 and [t.state for t in trials] == [optuna.trial.TrialState.FAIL]
     assert "no validation accuracy" in trials[0].user_attrs["fail_reason"]
 
+
+# --- 5. TPE proposals ---------------------------------------------------------------------------
+
+def test_resumed_and_parallel_tpe_searches_do_not_repeat_proposals(tmp_path):
+    from cnnlab.search import _open, parse_space, suggest
+
+    base = preset("fast", seed=3)
+    space = parse_space(["lr=0.001..0.1:log", "momentum=0.5..0.99"], base)
+    out = str(tmp_path / "search")
+    os.makedirs(out)
+    proposals = []
+    for _ in range(3):  # three sessions of the same search, each asking two trials (a resume each time)
+        study = _open(out, base, None, "cnnlab")
+        for _ in range(2):
+            trial = study.ask()
+            proposals.append(tuple(suggest(trial, space).values()))
+            study.tell(trial, 0.5)
+    assert len(set(proposals)) == 6, proposals
+    # two workers that open the study at once and ask one after the other
+    out2 = str(tmp_path / "parallel")
+    os.makedirs(out2)
+    first, second = _open(out2, base, None, "cnnlab"), _open(out2, base, None, "cnnlab")
+    a, b = first.ask(), second.ask()
+    assert suggest(a, space) != suggest(b, space)
+    # the same search from scratch proposes the same (reproducible)
+    again = str(tmp_path / "again")
+    os.makedirs(again)
+    study = _open(again, base, None, "cnnlab")
+    repeat = []
+    for _ in range(2):
+        trial = study.ask()
+        repeat.append(tuple(suggest(trial, space).values()))
+        study.tell(trial, 0.5)
+    assert repeat == proposals[:2]
+
