@@ -20,7 +20,7 @@ from .models import count_params, create_model, summary
 from .pipeline import load_data
 from .plots import image_grid, plot_confusion, plot_curves
 from .stats import format_interval
-from .sweep import cell_name, cells_of
+from .sweep import cell_name, cells_of, p_value_note
 
 SAMPLES_PER_CLASS, MISCLASSIFIED_SHOWN = 8, 24
 
@@ -135,14 +135,16 @@ def _conclusion(res: dict) -> list[str]:
     lines = [f"Chosen on validation accuracy: **{best['cell']}**, {format_interval(best['val'])}% (mean [95% CI], "
              f"n={best['val']['n']} seeds). Its test accuracy, reported once for the chosen configuration: "
              f"{format_interval(best['test'])}%."]
+    n = res.get("comparisons", 0)
+    test = f"Welch's t-test on validation accuracy, Holm-corrected for {n} comparison{'s' if n != 1 else ''}"
     worse = [r for r in res["rows"] if r is not best and r["p_value"] is not None and r["p_value"] < 0.05]
     same = [r for r in res["rows"] if r is not best and r["p_value"] is not None and r["p_value"] >= 0.05]
     untested = [r for r in res["rows"] if r is not best and r["p_value"] is None and r["val"]["n"]]
     if worse:
-        lines.append("Significantly worse than the chosen cell (Welch's t-test on validation accuracy, p < 0.05): "
+        lines.append(f"Significantly worse than the chosen cell ({test}, p < 0.05): "
                      + "; ".join(f"{r['cell']} ({100 * r['val']['mean']:.2f}%, p={r['p_value']:.3g})" for r in worse) + ".")
     if same:
-        lines.append(f"Not distinguishable from the chosen cell with {best['val']['n']} seeds (p >= 0.05): "
+        lines.append(f"Not distinguishable from the chosen cell with {best['val']['n']} seeds ({test}, p >= 0.05): "
                      + "; ".join(f"{r['cell']} ({100 * r['val']['mean']:.2f}%, p={r['p_value']:.2f})" for r in same)
                      + ". The data do not show that the chosen cell is better than these.")
     if untested:
@@ -172,6 +174,7 @@ def _sweep_sections(report: Report, sweep_dir: str) -> None:
                            r["verdict"]] for r in res["rows"]]))
     if os.path.exists(os.path.join(sweep_dir, "heatmap.png")):
         report.image("heatmap.png", os.path.join(sweep_dir, "heatmap.png"), "mean validation accuracy per cell")
+    report.add("p", p_value_note(res).replace("p: ", "p-values in the verdicts: ", 1) + ".")
     report.add("h2", "Conclusion")
     for line in _conclusion(res):
         report.add("p", line)

@@ -32,6 +32,17 @@ def welch_p(a: Sequence[float], b: Sequence[float]) -> float | None:
         return float(_scipy.ttest_ind(a, b, equal_var=False).pvalue)
 
 
+def holm(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm's step-down adjustment of p-values for the multiple comparisons made together (the None
+    entries, tests not made, are left out and kept). scipy offers Benjamini-Hochberg, not Holm."""
+    tested = sorted((p, i) for i, p in enumerate(p_values) if p is not None)
+    adjusted, running = list(p_values), 0.0
+    for rank, (p, i) in enumerate(tested):
+        running = max(running, min(1.0, (len(tested) - rank) * p))  # monotone: never below a smaller p's
+        adjusted[i] = running
+    return adjusted
+
+
 def format_interval(summary: dict) -> str:
     """`mean [low, high]` in percent, from a summarize() of fractions; `-` when empty."""
     if not summary["n"]:

@@ -24,7 +24,7 @@ from .config import Config, parse_config
 from .errors import CnnlabError, ConfigError, Interrupted, first_line
 from .pipeline import resume_run, train_run
 from .plots import plot_curves
-from .stats import format_interval, summarize, welch_p
+from .stats import format_interval, holm, summarize, welch_p
 from .studies import (INTERRUPTED, STORAGE_ENV, Heartbeat, claim_lock, fail_dead_trials, given_up, is_real_failure,
                       mark_worker, open_study, prepare_dir, require_validation, retried, tell_failure, tell_result,
                       where)
@@ -312,19 +312,33 @@ def results(out: str, storage: str | None = None, study_name: str = "cnnlab") ->
                      "test_values": test, "runs": [vals["runs"][i] for i in order]})  # runs/<name>, by seed
     scored = [r for r in rows if r["val"]["n"]]
     best = max(scored, key=lambda r: r["val"]["mean"]) if scored else None
+    # the best cell against each other one: p-values Holm-corrected for the number of those tests
+    tested = [r for r in rows if best is not None and r is not best and r["val"]["n"]]
+    raw = [welch_p(best["val_values"], r["val_values"]) for r in tested]
+    adjusted = dict(zip(map(id, tested), holm(raw)))
+    for row, p_raw in zip(tested, raw):
+        row["p_uncorrected"] = p_raw
+    comparisons = sum(p is not None for p in raw)
     for row in rows:
+        row.setdefault("p_uncorrected", None)
         if best is None or not row["val"]["n"]:
             row["verdict"], row["p_value"] = "no results yet", None
         elif row is best:
             row["verdict"], row["p_value"] = "best (on validation)", None
         else:
-            p = welch_p(best["val_values"], row["val_values"])
-            row["p_value"] = p
+            p = row["p_value"] = adjusted[id(row)]
             row["verdict"] = ("too few seeds to test" if p is None else
                               (f"worse than best (p={p:.3f})" if p >= 0.001 else "worse than best (p<0.001)") if p < 0.05 else
                               f"not distinguishable from best (p={p:.2f})")
     return {"grid": grid, "seeds": seeds, "rows": rows, "best": best["cell"] if best else None,
-            "best_test": best["test"] if best else None, "failed": failed}
+            "best_test": best["test"] if best else None, "failed": failed, "comparisons": comparisons}
+
+
+def p_value_note(res: dict) -> str:
+    """What the p-values of a results table are."""
+    n = res.get("comparisons", 0)
+    return (f"p: Welch's t-test of each cell against the best on validation accuracy, Holm-corrected for the {n} "
+            f"comparison{'s' if n != 1 else ''} made")
 
 
 def format_table(res: dict) -> str:
@@ -336,6 +350,7 @@ def format_table(res: dict) -> str:
                      f"{'' if time_s is None else f'{time_s:.0f}':>9}  {row['verdict']}")
     if res["best"]:
         lines.append(f"chosen on validation: {res['best']}; its test accuracy: {format_interval(res['best_test'])}%")
+        lines.append(p_value_note(res))
     for fail in res["failed"]:
         lines.append(f"failed: {fail['cell']} seed {fail['seed']}: {fail['reason']}")
     return "\n".join(lines)
@@ -349,11 +364,13 @@ def save_results(out: str, res: dict) -> None:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["cell", "n", "val_mean", "val_std", "val_ci_low", "val_ci_high", "test_mean", "test_std",
-                     "test_ci_low", "test_ci_high", "train_time_s_mean", "p_value_vs_best", "verdict"])
+                     "test_ci_low", "test_ci_high", "train_time_s_mean", "p_value_vs_best_holm",
+                     "p_value_vs_best_uncorrected", "verdict"])
     for r in res["rows"]:
         writer.writerow([r["cell"], r["val"]["n"], r["val"]["mean"], r["val"]["std"], r["val"]["ci_low"],
                          r["val"]["ci_high"], r["test"]["mean"], r["test"]["std"], r["test"]["ci_low"],
-                         r["test"]["ci_high"], r["train_time_s"]["mean"], r["p_value"], r["verdict"]])
+                         r["test"]["ci_high"], r["train_time_s"]["mean"], r["p_value"], r["p_uncorrected"],
+                         r["verdict"]])
     runs.write_atomic(os.path.join(out, RESULTS_CSV), buffer.getvalue())
     if len(res["grid"]) == 2:
         from .plots import plot_heatmap

@@ -190,3 +190,40 @@ def test_resumed_and_parallel_tpe_searches_do_not_repeat_proposals(tmp_path):
         study.tell(trial, 0.5)
     assert repeat == proposals[:2]
 
+
+# --- 8. Holm's correction -----------------------------------------------------------------------
+
+def test_holm_adjusts_p_values():
+    from cnnlab.stats import holm
+
+    adjusted = holm([0.01, 0.04, None, 0.03])
+    assert adjusted[2] is None
+    assert [round(p, 12) for p in (adjusted[0], adjusted[1], adjusted[3])] == [0.03, 0.06, 0.06]
+    assert holm([0.6, 0.9]) == [1.0, 1.0]  # capped at 1
+    assert holm([]) == []
+
+
+def test_sweep_verdicts_use_holm_corrected_p_values(tmp_path):
+    from cnnlab.stats import welch_p
+    from cnnlab.sweep import format_table, results
+
+    values = {8: [0.90, 0.91, 0.92], 16: [0.80, 0.82, 0.84], 32: [0.86, 0.875, 0.89], 64: [0.86, 0.88, 0.90]}
+    out, study, _ = _sweep_study(tmp_path, {"batch_size": list(values)}, seeds=3)
+    for batch, vals in values.items():
+        for seed, v in enumerate(vals):
+            study.add_trial(optuna.trial.create_trial(
+                value=v, user_attrs={"cell": f"batch_size={batch}", "seed": seed, "epochs": 1, "test_accuracy": v,
+                                     "train_time_s": 1.0}))
+    res = results(out)
+    rows = {r["cell"]: r for r in res["rows"]}
+    raw = {b: welch_p(values[8], values[b]) for b in (16, 32, 64)}
+    assert raw[32] < 0.05  # uncorrected, batch 32 would be called worse than the best
+    assert rows["batch_size=16"]["p_value"] == pytest.approx(3 * raw[16], rel=1e-12)
+    assert rows["batch_size=32"]["p_value"] == pytest.approx(2 * raw[32], rel=1e-12)
+    assert rows["batch_size=64"]["p_value"] == pytest.approx(raw[64], rel=1e-12)
+    assert rows["batch_size=32"]["p_uncorrected"] == pytest.approx(raw[32], rel=1e-12)
+    assert rows["batch_size=16"]["verdict"] == "worse than best (p=0.019)"
+    assert rows["batch_size=32"]["verdict"] == "not distinguishable from best (p=0.07)"
+    assert rows["batch_size=8"]["verdict"] == "best (on validation)"
+    assert "Holm" in format_table(res)
+
