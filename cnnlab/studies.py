@@ -17,6 +17,7 @@ import socket
 import threading
 import time
 import urllib.parse
+import uuid
 import warnings
 from typing import Iterator
 
@@ -96,6 +97,7 @@ def open_study(out: str, storage: str | None = None, study_name: str = "cnnlab",
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
     if storage:
         try:
             backend = RDBStorage(storage, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
@@ -131,29 +133,53 @@ def claim_lock(out: str, study) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+WORKER_ID = uuid.uuid4().hex  # this process, as a worker: random, not host+pid (hosts and pids repeat)
+
+
+def _machine() -> str:
+    """This machine (and boot): its host name, and Linux's boot id where there is one."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as fh:
+            boot = fh.read().strip()
+    except OSError:
+        boot = ""
+    return f"{socket.gethostname()} {boot}".strip()
+
+
 def mark_worker(trial) -> None:
-    """Record which worker runs the trial (so that others can tell whether it is still alive)."""
-    trial.set_user_attr("worker", f"{socket.gethostname()}@{os.getpid()}")
+    """Record which worker runs the trial (so that others can tell whether it is still alive): its
+    random id, and its machine and pid for the workers of the same machine to check."""
+    for key, value in (("worker", WORKER_ID), ("machine", _machine()), ("pid", os.getpid())):
+        trial.set_user_attr(key, value)
 
 
-def _alive(trial) -> bool:
-    """Whether the worker of a RUNNING trial is still there: by its pid on this machine, else by the
-    age of its last heartbeat."""
-    host, _, pid = trial.user_attrs.get("worker", "").rpartition("@")
-    if host == socket.gethostname():
+def _has_heartbeat(storage) -> bool:
+    from optuna.storages._heartbeat import BaseHeartbeat
+
+    return isinstance(storage, BaseHeartbeat)
+
+
+def _alive(trial, storage) -> bool:
+    """Whether the worker of a RUNNING trial is still there: by its pid when it ran on this machine;
+    else, in a database, by Optuna's heartbeat, which the database's clock times (fail_dead_trials
+    asks it); else (a journal file) by the age of its last heartbeat by this machine's clock."""
+    if trial.user_attrs.get("machine") == _machine():
         try:
-            os.kill(int(pid), 0)
-        except (ProcessLookupError, ValueError):
+            os.kill(int(trial.user_attrs["pid"]), 0)
+        except (ProcessLookupError, ValueError, KeyError):
             return False
         except PermissionError:
             pass
+        return True
+    if _has_heartbeat(storage):
         return True
     return time.time() - trial.user_attrs.get("heartbeat", 0.0) < GRACE_S
 
 
 class Heartbeat:
-    """Marks the claimed trials alive every HEARTBEAT_S while their training runs (Optuna's own
-    heartbeat where the storage has one, and a timestamp attribute everywhere)."""
+    """Marks the claimed trials alive every HEARTBEAT_S while their training runs: Optuna's own
+    heartbeat in a database (stamped with the database's clock, so the workers' clocks may differ),
+    a timestamp attribute in a journal file (one machine)."""
 
     def __init__(self, study, trials: list):
         self.study, self.trials = study, trials
@@ -161,13 +187,12 @@ class Heartbeat:
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def beat(self) -> None:
-        from optuna.storages._heartbeat import BaseHeartbeat
-
         storage = self.study._storage
         for trial in self.trials:
-            if isinstance(storage, BaseHeartbeat):
+            if _has_heartbeat(storage):
                 storage.record_heartbeat(trial._trial_id)
-            trial.set_user_attr("heartbeat", time.time())
+            else:
+                trial.set_user_attr("heartbeat", time.time())
 
     def _run(self) -> None:
         while not self.stopped.wait(HEARTBEAT_S):
@@ -252,18 +277,19 @@ def given_up(failed: list) -> str | None:
 
 
 def fail_dead_trials(study) -> None:
-    """Mark RUNNING trials whose worker is gone as failed ("worker died"), so that they are retried:
-    by Optuna's heartbeat where the storage keeps one, by pid or heartbeat age everywhere. Call it
-    under claim_lock."""
+    """Mark RUNNING trials whose worker is gone as failed (DIED), so that they are retried: those of
+    this machine by pid, others by their heartbeat (in a database: no beat for GRACE_S by the
+    database's clock). Call it under claim_lock."""
     import optuna
-    from optuna.storages._heartbeat import BaseHeartbeat
 
-    if isinstance(study._storage, BaseHeartbeat):
-        optuna.storages.fail_stale_trials(study)  # workers on other machines that stopped beating
+    storage = study._storage
+    # Optuna's own stale-trial check compares heartbeats with the database's now()
+    stale = set(storage._get_stale_trial_ids(study._study_id)) if _has_heartbeat(storage) else set()
     for trial in study.get_trials(deepcopy=False):
-        if trial.state == optuna.trial.TrialState.RUNNING and not _alive(trial):
-            study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", DIED)
-            study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+        if trial.state == optuna.trial.TrialState.RUNNING and (trial._trial_id in stale or not _alive(trial, storage)):
+            storage.set_trial_user_attr(trial._trial_id, "fail_reason", DIED)
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # it finished meanwhile
+                storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
 
 
 def tell_failure(study, trial, reason: str) -> None:

@@ -227,3 +227,40 @@ def test_sweep_verdicts_use_holm_corrected_p_values(tmp_path):
     assert rows["batch_size=8"]["verdict"] == "best (on validation)"
     assert "Holm" in format_table(res)
 
+
+# --- 12. liveness by the database's clock ---------------------------------------------------------
+
+def test_liveness_uses_the_database_clock_not_the_workers(tmp_path, monkeypatch):
+    from cnnlab.sweep import Heartbeat, _claim, create_sweep, fail_dead_trials, open_study, plan
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    out = str(tmp_path / "sw")
+    base = preset("fast", data=str(tmp_path))
+    create_sweep(out, base, {"lr": [0.1, 0.2]}, 1, storage=url)
+    units, _ = plan(base, {"lr": [0.1, 0.2]}, 1)
+    study = open_study(out, url)
+    real_time = time.time
+    with monkeypatch.context() as worker:  # a worker on another machine whose clock is an hour behind
+        worker.setattr(socket, "gethostname", lambda: "other-machine")
+        worker.setattr(time, "time", lambda: real_time() - 3600)
+        for _ in units:
+            _, trials = _claim(study, units, out)
+            Heartbeat(study, trials).beat()
+    running = open_study(out, url).get_trials()
+    assert all(re.fullmatch(r"[0-9a-f]{32}", t.user_attrs["worker"]) for t in running)  # not host@pid
+    fail_dead_trials(open_study(out, url))
+    states = [t.state for t in open_study(out, url).get_trials()]
+    assert states == [optuna.trial.TrialState.RUNNING] * 2  # its heartbeat is recent by the database's clock
+    # the first trial's worker falls silent: 2 minutes without a heartbeat, by the database's clock
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(sqlalchemy.text(
+            "UPDATE trial_heartbeats SET heartbeat = datetime(heartbeat, '-120 seconds') WHERE trial_id = "
+            "(SELECT MIN(trial_id) FROM trials)"))
+    fail_dead_trials(open_study(out, url))
+    trials = open_study(out, url).get_trials()
+    assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.RUNNING]
+    assert trials[0].user_attrs["fail_reason"] == "worker died"
+

@@ -38,7 +38,7 @@ def test_two_workers_one_killed_mid_trial(tmp_path):
                                study, "--out", out, "--threads", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     def second_is_mid_trial():
         for t in optuna.load_study(study_name=study, storage=URL).get_trials():
-            if (t.state == optuna.trial.TrialState.RUNNING and t.user_attrs.get("worker", "").endswith(f"@{second.pid}")
+            if (t.state == optuna.trial.TrialState.RUNNING and t.user_attrs.get("pid") == second.pid
                     and os.path.exists(os.path.join(out, "runs", t.user_attrs["run"], "checkpoint.pt"))):
                 return True
         return False
