@@ -183,17 +183,61 @@ def _sweep_sections(report: Report, sweep_dir: str) -> None:
         row = next(r for r in res["rows"] if r["cell"] == best)
         epochs = next(c for c in cells_of(spec["grid"]) if cell_name(c) == best).get("epochs")
         chosen = [os.path.join(sweep_dir, "runs", name) for name in row.get("runs", []) if name]
-        if chosen and runs.is_complete(chosen[0]):
-            run_dir = chosen[0]
-            history = runs.load_run(run_dir)["history"]
-            if epochs:
-                history = history[:epochs]
-            report.add("h2", f"The chosen configuration: {best}")
-            report.add("p", f"Curves of its first seed (run `{os.path.relpath(run_dir, sweep_dir)}`"
-                            f"{f', first {epochs} epochs' if epochs else ''}).")
-            for written in plot_curves(history, report.scratch, prefix="chosen_"):
-                if written.endswith(".png"):
-                    report.image(os.path.basename(written), written, "training vs validation of the chosen cell")
+        if chosen:
+            _chosen_curves(report, sweep_dir, chosen[0], f"The chosen configuration: {best}", "its first seed", epochs)
+
+
+def _chosen_curves(report: Report, top_dir: str, run_dir: str, title: str, which: str, epochs: int | None = None) -> None:
+    """The training curves of the chosen configuration's run (its first `epochs` epochs)."""
+    if not runs.is_complete(run_dir):
+        return
+    history = runs.load_run(run_dir)["history"][:epochs]
+    report.add("h2", title)
+    report.add("p", f"Curves of {which} (run `{os.path.relpath(run_dir, top_dir)}`"
+                    f"{f', first {epochs} epochs' if epochs else ''}).")
+    for written in plot_curves(history, report.scratch, prefix="chosen_"):
+        if written.endswith(".png"):
+            report.image(os.path.basename(written), written, "training vs validation of the chosen configuration")
+
+
+def _params(params: dict) -> str:
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+
+
+def _search_sections(report: Report, search_dir: str) -> None:
+    """A TPE search: its space, every trial (parameters, state, scores), the best on validation."""
+    spec = runs.read_json(os.path.join(search_dir, "search.json"))
+    path = os.path.join(search_dir, "results.json")
+    if not os.path.exists(path):
+        raise CnnlabError(f"{path}: missing; run the search (or rerun its command) first")
+    res = runs.read_json(path)
+    report.add("h1", f"cnnlab search report: {os.path.basename(os.path.abspath(search_dir))}")
+    report.add("h2", "Configuration")
+    space = "; ".join(f"{k} = one of {', '.join(map(str, d['values']))}" if d["kind"] == "choice" else
+                      f"{k} = {d['low']}..{d['high']}{' (log scale)' if d['log'] else ''}" for k, d in spec["space"].items())
+    report.add("p", f"TPE search (Optuna's TPE sampler; median pruning on validation accuracy after each epoch) over "
+                    f"{space}; {spec['trials']} trials, one seed each. Every other setting is the base configuration below.")
+    report.add("table", (["key", "value"], [[k, str(v)] for k, v in spec["config"].items()]))
+    report.add("h2", "Trials")
+    states = [r["state"] for r in res["rows"]]
+    report.add("p", f"{len(states)} trials finished: " + ", ".join(
+        f"{states.count(s)} {word}" for s, word in (("COMPLETE", "complete"), ("PRUNED", "pruned"), ("FAIL", "failed"))) + ".")
+    report.add("table", (["trial", "state", "parameters", "validation acc.", "test acc.", "epochs", "note"],
+                         [[str(r["trial"]), r["state"], _params(r["params"]), _pct(r["val_accuracy"]),
+                           _pct(r["test_accuracy"]), "-" if r.get("epochs") is None else str(r["epochs"]),
+                           r["reason"] or (f"pruned after epoch {r.get('epochs')}" if r["state"] == "PRUNED" else "")]
+                          for r in res["rows"]]))
+    report.add("h2", "Conclusion")
+    best = res.get("best")
+    if best is None:
+        report.add("p", "No trial has completed yet.")
+        return
+    report.add("p", f"Chosen on validation accuracy: **trial {best['trial']}** ({_params(best['params'])}), "
+                    f"{_pct(best['val_accuracy'])}; its test accuracy: {_pct(best['test_accuracy'])}. Each trial ran "
+                    "one seed, so the gaps between trials include seed-to-seed noise; rerun the chosen configuration "
+                    "with `cnnlab sweep --seeds N` to measure it.")
+    _chosen_curves(report, search_dir, os.path.join(search_dir, "runs", best["run"]),
+                   f"The chosen configuration: trial {best['trial']}", f"trial {best['trial']}")
 
 
 # --- rendering ------------------------------------------------------------------------------------
@@ -254,13 +298,15 @@ def render(report: Report, out_dir: str) -> tuple[str, str]:
 
 
 def build_report(target: str) -> tuple[str, str]:
-    """Write report.md and report.html for a finished run or a sweep directory; returns their paths."""
+    """Write report.md and report.html for a finished run, a sweep or a search directory; returns their paths."""
     if not os.path.isdir(target):
         raise CnnlabError(f"{target}: no such run or sweep directory")
     report = Report()
     try:
         if os.path.exists(os.path.join(target, "sweep.json")):
             _sweep_sections(report, target)
+        elif os.path.exists(os.path.join(target, "search.json")):
+            _search_sections(report, target)
         else:
             _run_sections(report, target)
         return render(report, target)

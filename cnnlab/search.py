@@ -21,7 +21,12 @@ from .studies import (INTERRUPTED, Heartbeat, claim_lock, fail_dead_trials, is_r
                       per_trial_sampler, prepare_dir, require_validation, tell_failure, tell_result)
 from .train import Callback
 
-SEARCH_SPEC = "search.json"
+SEARCH_SPEC, RESULTS = "search.json", "results.json"
+
+
+def run_name(number: int) -> str:
+    """The run directory of trial `number`, in SEARCH_DIR/runs/."""
+    return f"trial-{number:04d}"
 
 
 def parse_space(specs: list[str], base: Config) -> dict[str, dict]:
@@ -110,6 +115,7 @@ def run_search(out: str, base: Config, space: dict[str, dict], trials: int, stor
     while True:
         with claim_lock(out, study):
             fail_dead_trials(study)
+            runs.write_json(os.path.join(out, RESULTS), search_results(study))  # so far: `cnnlab report` reads it
             running = sum(1 for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.RUNNING)
             if _finished(study) + running >= trials:
                 break
@@ -117,7 +123,7 @@ def run_search(out: str, base: Config, space: dict[str, dict], trials: int, stor
             mark_worker(trial)
         params = suggest(trial, space)
         cfg = base.replace(**params, progress=progress)
-        run_dir = os.path.join(out, "runs", f"trial-{trial.number:04d}")
+        run_dir = os.path.join(out, "runs", run_name(trial.number))
         try:
             with Heartbeat(study, [trial]):  # so that workers on other machines see this one alive
                 metrics = train_run(cfg, run_dir, callbacks=(ReportAndPrune(trial),), tracking_parent=parent)
@@ -139,7 +145,7 @@ def run_search(out: str, base: Config, space: dict[str, dict], trials: int, stor
         trial.set_user_attr("train_time_s", metrics["train_time_s"])
         tell_result(study, trial, history[-1]["val_accuracy"])
     res = search_results(study)
-    runs.write_json(os.path.join(out, "results.json"), res)
+    runs.write_json(os.path.join(out, RESULTS), res)
     tracking.close_parent(base, parent)
     return res
 
@@ -152,7 +158,9 @@ def search_results(study) -> dict:
         if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL):
             rows.append({"trial": t.number, "state": t.state.name, "params": t.params, "val_accuracy": t.value,
                          "test_accuracy": t.user_attrs.get("test_accuracy"),
-                         "reason": t.user_attrs.get("fail_reason")})
+                         "train_time_s": t.user_attrs.get("train_time_s"),
+                         "epochs": max(t.intermediate_values, default=None),  # the last reported (pruned: fewer)
+                         "run": run_name(t.number), "reason": t.user_attrs.get("fail_reason")})
     complete = [r for r in rows if r["state"] == "COMPLETE"]
     best = max(complete, key=lambda r: r["val_accuracy"]) if complete else None
     return {"mode": "tpe", "rows": sorted(rows, key=lambda r: r["trial"]), "best": best,

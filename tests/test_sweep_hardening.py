@@ -264,3 +264,26 @@ def test_liveness_uses_the_database_clock_not_the_workers(tmp_path, monkeypatch)
     assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.RUNNING]
     assert trials[0].user_attrs["fail_reason"] == "worker died"
 
+
+# --- 13. cnnlab report on a TPE search ----------------------------------------------------------
+
+def test_report_of_a_tpe_search(dataset, tmp_path):
+    from cnnlab.report import build_report
+
+    out = str(tmp_path / "search")
+    assert main(["sweep", "--search", "tpe", "--trials", "3", "--param", "lr=0.01..0.2:log", "--data", dataset,
+                 "--epochs", "2", "--out", out, *SWEEP_FLAGS]) == 0
+    res = json.load(open(os.path.join(out, "results.json")))
+    md_path, html_path = build_report(out)
+    md = pathlib.Path(md_path).read_text()
+    assert "# cnnlab search report" in md and "## Trials" in md
+    for row in res["rows"]:
+        assert re.search(rf"\| {row['trial']} \| {row['state']} \| lr={row['params']['lr']:.4g} \| "
+                         rf"{100 * row['val_accuracy']:.2f}% \|", md), md
+    best = res["best"]
+    assert (f"Chosen on validation accuracy: **trial {best['trial']}** (lr={best['params']['lr']:.4g}), "
+            f"{100 * best['val_accuracy']:.2f}%") in md
+    assert f"its test accuracy: {100 * best['test_accuracy']:.2f}%" in md
+    assert "report_files/chosen_acc_plot.png" in md and "report_files/chosen_loss_plot.png" in md
+    page = pathlib.Path(html_path).read_text()
+    assert page.count('src="data:image/png;base64,') == 2
