@@ -38,6 +38,17 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         group.add_argument(flag, **kwargs)
 
 
+def _explicit_keys(args: argparse.Namespace) -> set[str]:
+    """The config keys the user chose: flags given, and every key of a --config file."""
+    from .config import Config
+
+    names = {f.name for f in dataclasses.fields(Config)}
+    keys = {k for k in vars(args) if k in names}
+    if getattr(args, "config", None):
+        keys |= names
+    return keys
+
+
 def _config_from_args(args: argparse.Namespace):
     from .config import PRESETS, Config, load_config_file, parse_config, preset
 
@@ -64,7 +75,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(json.dumps(cfg.to_dict(), indent=2))
         return 0
     out = args.out or f"runs/{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
-    metrics = train_run(cfg, out)
+    metrics = train_run(cfg, out, keep=_explicit_keys(args))
     if "test" in metrics:
         print(f"test accuracy: {100 * metrics['test']['accuracy']:.2f}% "
               f"({metrics['test']['n']} images); training {metrics['train_time_s']:.1f}s")
@@ -239,6 +250,23 @@ def cmd_data_get(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cache(args: argparse.Namespace) -> int:
+    from .data.decode import cache_dir, cache_entries, cache_limit, clear_cache
+
+    if args.cache_command == "clear":
+        files, size = clear_cache()
+        print(f"removed {files} file(s), {size / 1e9:.2f} GB, from {cache_dir()}")
+        return 0
+    entries = cache_entries()
+    total = sum(size for _, size, _ in entries)
+    print(f"decode cache: {cache_dir()} (CNNLAB_CACHE)")
+    print(f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, {total / 1e9:.2f} GB of "
+          f"{cache_limit() / 1e9:.1f} GB allowed (CNNLAB_CACHE_GB); least recently used are evicted first")
+    for path, size, used in reversed(entries):
+        print(f"  {os.path.basename(path)}  {size / 1e6:9.1f} MB  last used {time.strftime('%Y-%m-%d %H:%M', time.localtime(used))}")
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from .models import count_params, create_model, default_input_size, list_models
 
@@ -336,6 +364,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir")
     p.add_argument("--archive", help="use this local copy of cifar-10-python.tar.gz instead of downloading")
     p.set_defaults(func=cmd_data_get)
+
+    cache = sub.add_parser("cache", help="the decode cache: info, clear").add_subparsers(
+        dest="cache_command", required=True, metavar="CACHE_COMMAND")
+    p = cache.add_parser("info", help="where it is, its entries and size, and its limit")
+    p.set_defaults(func=cmd_cache)
+    p = cache.add_parser("clear", help="remove every entry")
+    p.set_defaults(func=cmd_cache)
 
     p = sub.add_parser("models", help="list the registered models")
     p.set_defaults(func=cmd_models)

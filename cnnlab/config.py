@@ -8,12 +8,39 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import typing
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .errors import ConfigError
+
+
+class Size(str):
+    """Annotation of an image size: a side in pixels (int) or "HxW" (str) when not square; 0 = automatic."""
+
+
+def size_hw(value: int | str) -> tuple[int, int] | None:
+    """(height, width) of a Size value, None for 0 (automatic)."""
+    if isinstance(value, str):
+        height, _, width = value.partition("x")
+        return int(height), int(width)
+    return (value, value) if value else None
+
+
+def _size(key: str, value: Any) -> int | str:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*(\d+)\s*(?:[xX]\s*(\d+)\s*)?", value)
+        if match:
+            height, width = int(match[1]), int(match[2] or match[1])
+            if height == width:
+                return height
+            if height and width:
+                return f"{height}x{width}"
+    raise ConfigError(f"config key {key!r}: expected a side in pixels or HxW (e.g. 224 or 224x160), got {value!r}")
 
 
 def _knob(default: Any, help: str) -> Any:
@@ -28,9 +55,16 @@ class Config:
     val_fraction: float = _knob(0.1, "fraction of each training class held out for validation (0 = none)")
     split: Literal["keras", "random"] = _knob(
         "keras", "validation split: keras = first files of each class in sorted order; random = seeded, stratified")
-    image_size: int = _knob(0, "side in pixels the images are decoded and cached at (0 = the dataset's own size)")
-    input_size: int = _knob(0, "side in pixels fed to the model, resized on the device per batch (0 = image_size)")
-    interpolation: Literal["nearest", "bilinear"] = _knob("nearest", "resize method (Keras's default is nearest)")
+    image_size: Size = _knob(0, "size the images are decoded and cached at: SIDE or HxW (0 = the images' own size "
+                                "when they all have one, else the input size, else the model's)")
+    input_size: Size = _knob(0, "size fed to the model, SIDE or HxW, resized on the device per batch (0 = image_size)")
+    resize: Literal["crop", "pad", "squash"] = _knob(
+        "crop", "images of another shape than image_size: crop = scale the shorter side, centre-crop "
+                "(torchvision's Resize+CenterCrop); pad = scale the longer side, pad with black; squash = stretch "
+                "(Keras's flow_from_directory)")
+    interpolation: Literal["nearest", "bilinear"] = _knob(
+        "bilinear", "resize method (bilinear: antialiased when shrinking; Keras's default is nearest)")
+    exif: bool = _knob(True, "turn photos upright by their EXIF orientation tag at decode (Keras does not)")
     scaling: Literal["rescale", "normalize", "model"] = _knob(
         "normalize", "rescale = x/255 (the study); normalize = (x/255 - mean)/std of the training images; model = "
                      "with the mean/std the starting weights were trained with (the --init-from run's, a timm "
@@ -77,6 +111,11 @@ class Config:
     threads: int = _knob(0, "CPU threads for PyTorch (0 = all cores)")
     checkpoint_every: int = _knob(1, "write a resumable checkpoint every this many epochs (0 = only on Ctrl-C/SIGTERM)")
     seed: int = _knob(0, "random seed for initialisation, shuffling, augmentation and dropout")
+    adapt: bool = _knob(True, "on a small training set, lower batch_size (and lr with it) and raise epochs to a "
+                              "minimum of optimizer steps; printed and saved; flags given explicitly are kept")
+    memory_gb: float = _knob(0.0, "most memory the decoded images may take, GB (0 = 80 percent of what is available)")
+    device_memory_gb: float = _knob(0.0, "most GPU memory the training images may take before batches stream "
+                                         "from the host cache instead, GB (0 = half the free GPU memory)")
     progress: bool = _knob(True, "show a progress bar")
     log: Literal["auto", "none", "tensorboard", "mlflow", "tensorboard,mlflow"] = _knob(
         "auto", "watch the run live: TensorBoard event files in the run directory and/or an MLflow run; "
@@ -119,6 +158,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "label_smoothing": 0.0, "tta": False, "eval_batch_size": 100,
         # The study ran in fp32; bf16 (--precision bf16) is an explicit, measured choice, never automatic.
         "precision": "fp32",
+        # flow_from_directory(target_size=(256, 256)): any image squashed to 256x256, nearest, no EXIF
+        # handling; the recipe is the study's whatever the dataset's size (no adaptation).
+        "resize": "squash", "exif": False, "adapt": False,
     },
     # Fine-tuning a pretrained backbone (--pretrained, --init-from), after timm's and fastai's recipes:
     # AdamW, a short linear warm-up then cosine decay, the head at lr and the pretrained layers at a
@@ -132,12 +174,50 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-
 def preset(name: str, **overrides: Any) -> Config:
     """The named preset with `overrides` applied, validated."""
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
     return parse_config({**PRESETS[name], **overrides})
+
+
+MIN_STEPS = 600  # optimizer steps a training should take at least: the fast preset's on CIFAR-10 (7 x 87)
+MIN_BATCH = 8
+MAX_EPOCHS = 100  # ... but no more epochs than this, however few steps an epoch has
+
+
+def adapt_to_dataset(cfg: Config, n_train: int, keep: frozenset[str] | set[str] = frozenset()
+                     ) -> tuple[Config, list[str]]:
+    """The config adapted to a training set of `n_train` images, and a line per change.
+
+    The presets assume CIFAR-10's 45,000 images; on a few hundred, batch 512 is one step per epoch and
+    seven steps in all. Here the batch is at most an eighth of the training set (a power of two, >= 8),
+    the learning rate follows the batch linearly (Goyal et al. 2017), and the epochs rise until the run
+    takes MIN_STEPS steps (at most MAX_EPOCHS), the warm-up keeping its share of them. Keys in `keep` (given explicitly by the
+    user) are never changed; nothing changes with cfg.adapt False."""
+    if not cfg.adapt:
+        return cfg, []
+    changes: dict[str, Any] = {}
+    batch = cfg.batch_size
+    if "batch_size" not in keep:
+        cap = max(MIN_BATCH, 1 << max(0, (n_train // 16).bit_length() - 1))
+        if batch > cap:
+            batch = changes["batch_size"] = cap
+            if "lr" not in keep:
+                changes["lr"] = cfg.lr * batch / cfg.batch_size
+    steps = max(1, n_train // batch)
+    if "epochs" not in keep and cfg.epochs * steps < MIN_STEPS:
+        changes["epochs"] = max(cfg.epochs, min(MAX_EPOCHS, -(-MIN_STEPS // steps)))
+        if "warmup_epochs" not in keep and cfg.warmup_epochs:
+            changes["warmup_epochs"] = round(cfg.warmup_epochs * changes["epochs"] / cfg.epochs, 3)
+    changes = {k: v for k, v in changes.items() if v != getattr(cfg, k)}
+    if not changes:
+        return cfg, []
+    notes = [f"{key} {getattr(cfg, key):g} -> {value:g}" for key, value in changes.items()]
+    line = (f"small training set ({n_train} images): " + ", ".join(notes) +
+            f" ({max(1, n_train // batch) * changes.get('epochs', cfg.epochs)} steps); give these flags to choose "
+            "otherwise, or --no-adapt")
+    return cfg.replace(**changes), [line]
 
 
 def _field_types() -> dict[str, Any]:
@@ -146,6 +226,8 @@ def _field_types() -> dict[str, Any]:
 
 def _coerce(key: str, value: Any, kind: Any) -> Any:
     """Check (and, from strings, convert) one value against its annotated type."""
+    if kind is Size:
+        return _size(key, value)
     if typing.get_origin(kind) is Literal:
         choices = typing.get_args(kind)
         if value not in choices:
@@ -195,7 +277,7 @@ def validate(cfg: Config) -> None:
     for key in positive:
         if getattr(cfg, key) <= 0:
             raise ConfigError(f"config key {key!r} must be positive, got {getattr(cfg, key)}")
-    non_negative = ("checkpoint_every", "image_size", "input_size", "subset", "translate", "cutout", "threads", "weight_decay",
+    non_negative = ("checkpoint_every", "subset", "memory_gb", "device_memory_gb", "translate", "cutout", "threads", "weight_decay",
                     "warmup_epochs", "label_smoothing", "seed", "backbone_lr_scale")
     for key in non_negative:
         if getattr(cfg, key) < 0:

@@ -4,9 +4,10 @@ its final name, and the folder itself is flushed, so that after a crash or power
 either whole or absent, never half-written."""
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Iterator
 
 from .errors import CnnlabError
 
@@ -27,25 +28,36 @@ def fsync_dir(folder: str) -> None:
         os.close(fd)
 
 
-def write_atomic(path: str, data: bytes | str | Callable[[BinaryIO], None]) -> None:
-    """Write `data` (bytes, text as UTF-8, or a function that writes into the open binary file) to `path`,
-    whole or not at all."""
+@contextlib.contextmanager
+def atomic_path(path: str) -> Iterator[str]:
+    """A temporary path beside `path` to write to; on success it is flushed and renamed over `path` (and the
+    folder flushed), on failure removed. For writers that need a path (np.lib.format.open_memmap)."""
     folder = os.path.dirname(path)
     tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex[:12]}")
     try:
-        with open(tmp, "xb") as fh:
-            if callable(data):
-                data(fh)
-            else:
-                fh.write(data.encode("utf-8") if isinstance(data, str) else data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
     fsync_dir(folder)
+
+
+def write_atomic(path: str, data: bytes | str | Callable[[BinaryIO], None]) -> None:
+    """Write `data` (bytes, text as UTF-8, or a function that writes into the open binary file) to `path`,
+    whole or not at all."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "xb") as fh:
+            if callable(data):
+                data(fh)
+            else:
+                fh.write(data.encode("utf-8") if isinstance(data, str) else data)
 
 
 def create_new_dir(path: str) -> str:

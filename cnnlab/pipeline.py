@@ -8,13 +8,15 @@ import signal
 import threading
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from . import runs, tracking
-from .config import Config, parse_config
+from .config import Config, adapt_to_dataset, parse_config, size_hw
 from .data import DeviceLoader, channel_stats, load_dataset
 from .data.dataset import Dataset
-from .device import resolve_device, set_threads, use_bf16
+from .data.preprocess import input_hw
+from .device import peak_memory, resolve_device, set_threads, use_bf16
 from .errors import CheckpointMismatch, CnnlabError, ConfigError, Interrupted
 from .evaluate import evaluate, metrics_from_logits, predict_batches
 from .models import create_model, create_pretrained, default_input_size, input_config, read_state_dict, transfer_weights
@@ -22,10 +24,18 @@ from .plots import plot_curves
 from .train import Callback, TrainControl, train
 
 
-def load_data(cfg: Config) -> Dataset:
+def model_input_hw(cfg: Config) -> tuple[int, int]:
+    """The size fed to the model: input_size, else the model's own (its registered side)."""
+    return size_hw(cfg.input_size) or (default_input_size(cfg.model),) * 2
+
+
+def load_data(cfg: Config, image_size: tuple[int, int] | None = None) -> Dataset:
+    """The dataset as `cfg` says; `image_size` (a run's stored size) overrides the config's choice."""
     return load_dataset(cfg.data_path(), val_fraction=cfg.val_fraction, split=cfg.split, seed=cfg.seed,
-                        image_size=cfg.image_size, interpolation=cfg.interpolation, subset=cfg.subset,
-                        progress=cfg.progress, skip_bad=cfg.skip_bad_images)
+                        image_size=image_size or size_hw(cfg.image_size), interpolation=cfg.interpolation,
+                        resize=cfg.resize, exif=cfg.exif, fallback_size=model_input_hw(cfg), subset=cfg.subset,
+                        progress=cfg.progress, skip_bad=cfg.skip_bad_images,
+                        memory_budget=int(cfg.memory_gb * 1e9) or None)
 
 
 def starting_stats(cfg: Config) -> tuple[list[float], list[float]] | None:
@@ -45,22 +55,36 @@ def preprocessing(cfg: Config, dataset: Dataset) -> dict:
     elif cfg.scaling == "model" and starting_stats(cfg) is not None:
         mean, std = starting_stats(cfg)
     else:
-        mean, std = channel_stats(dataset.train.images)
+        mean, std = channel_stats(dataset.train)
     height, width = dataset.image_shape[:2]
     return {"mean": mean, "std": std, "image_size": [height, width],
-            "input_size": cfg.input_size or height, "interpolation": cfg.interpolation}
+            "input_size": list(size_hw(cfg.input_size) or (height, width)), "interpolation": cfg.interpolation,
+            "resize": cfg.resize, "exif": cfg.exif}
+
+
+def should_stream(nbytes: int, cfg: Config, device: torch.device) -> bool:
+    """Whether a split of `nbytes` stays on the host, streamed a batch at a time: when it is larger than
+    device_memory_gb, or on a GPU without that setting, than half its free memory."""
+    if cfg.device_memory_gb:
+        return nbytes > cfg.device_memory_gb * 1e9
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return nbytes > free // 2
+    return False  # on a CPU the images are used in place (a memory map of the cache): nothing to copy
 
 
 def make_loader(split, cfg: Config, prep: dict, device: torch.device, training: bool) -> DeviceLoader:
-    common = dict(mean=prep["mean"], std=prep["std"], input_size=prep["input_size"],
-                  interpolation=prep["interpolation"], seed=cfg.seed)
+    common = dict(mean=prep["mean"], std=prep["std"], input_size=input_hw(prep), rows=split.index,
+                  interpolation=prep["interpolation"], seed=cfg.seed,
+                  stream=should_stream(split.nbytes, cfg, device))
     if training:
-        return DeviceLoader(split.images, split.labels, cfg.batch_size, device, shuffle=True, drop_last=True,
-                            flip=cfg.flip, translate=cfg.translate, cutout=cfg.cutout, **common)
-    return DeviceLoader(split.images, split.labels, cfg.eval_batch_size, device, **common)
+        return DeviceLoader(split.stored, split.labels, cfg.batch_size, device, shuffle=True, drop_last=True,
+                            flip=cfg.flip, translate=cfg.translate, cutout=cfg.cutout,
+                            crop_scale=cfg.rrc_scale_min, **common)
+    return DeviceLoader(split.stored, split.labels, cfg.eval_batch_size, device, **common)
 
 
-def build_model(cfg: Config, num_classes: int, input_size: int, device: torch.device) -> torch.nn.Module:
+def build_model(cfg: Config, num_classes: int, input_size: tuple[int, int], device: torch.device) -> torch.nn.Module:
     torch.manual_seed(cfg.seed)
     if cfg.pretrained:
         model = create_pretrained(cfg.model, num_classes, cfg.pretrained)
@@ -69,10 +93,10 @@ def build_model(cfg: Config, num_classes: int, input_size: int, device: torch.de
     try:
         model.eval()
         with torch.no_grad():
-            model(torch.zeros(2, 3, input_size, input_size))
+            model(torch.zeros(2, 3, *input_size))
         model.train()
     except RuntimeError:
-        raise ConfigError(f"model {cfg.model!r} does not accept {input_size}x{input_size} inputs; set "
+        raise ConfigError(f"model {cfg.model!r} does not accept {input_size[0]}x{input_size[1]} inputs; set "
                           "input_size to the size it was built for (see `cnnlab summary`)") from None
     return model.to(device, memory_format=torch.channels_last)
 
@@ -104,6 +128,14 @@ def init_from_run(model: torch.nn.Module, cfg: Config, run: dict, classes: list[
                                                 "classes (the run's classes differ)"))
 
 
+def whitening_sample(split, count: int = 5000, seed: int = 0):
+    """Up to `count` training images drawn evenly at random from every class (the split is sorted by
+    class: its first batch would be airplanes alone), for a data-dependent first layer."""
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.permutation(len(split))[:count])
+    return split.take(pick)
+
+
 @dataclass
 class Prepared:
     """Everything a training run needs, built from a Config."""
@@ -115,28 +147,41 @@ class Prepared:
     val_loader: DeviceLoader | None
     device: torch.device
     bf16: bool
+    cfg: Config  # the config, adapted to the dataset where that was asked
+    notes: list[str]  # what was decided about the images and the recipe, to print and save
 
 
-def prepare(cfg: Config) -> Prepared:
+def prepare(cfg: Config, keep: frozenset[str] | set[str] | None = None) -> Prepared:
+    """Data, model and loaders for `cfg`. With `keep` (the keys the user gave explicitly), the recipe
+    is adapted to a small training set (config.adapt_to_dataset); without, it is used as it is."""
     default_input_size(cfg.model)  # an unknown model name fails here, before any data is read
     source_run = init_source(cfg)  # and so do missing or mismatched starting weights
     tracking.loggers(cfg.log)  # and so does a logger whose package is missing
     set_threads(cfg.threads)
     device = resolve_device(cfg.device)
     dataset = load_data(cfg)
+    notes: list[str] = []
+    if keep is not None:
+        cfg, notes = adapt_to_dataset(cfg, len(dataset.train), keep)
     if cfg.batch_size > len(dataset.train):
         raise ConfigError(f"config key 'batch_size' ({cfg.batch_size}) is larger than the "
                           f"{len(dataset.train)} training images; lower it")
     prep = preprocessing(cfg, dataset)
-    model = build_model(cfg, len(dataset.classes), prep["input_size"], device)
+    model = build_model(cfg, len(dataset.classes), input_hw(prep), device)
     if source_run is not None:
-        init_from_run(model, cfg, source_run, dataset.classes)
+        notes.append(init_from_run(model, cfg, source_run, dataset.classes))
+    elif cfg.pretrained:
+        notes.append(f"weights from {cfg.pretrained} ({cfg.model}); a new classifier head")
     if hasattr(model, "init_whitening") and not (cfg.pretrained or cfg.init_from):  # loaded weights keep theirs
-        sample = make_loader(dataset.train, cfg, prep, device, training=False)
-        model.init_whitening(next(iter(sample))[0])
-    return Prepared(dataset, prep, model, make_loader(dataset.train, cfg, prep, device, training=True),
+        sample = make_loader(whitening_sample(dataset.train, seed=cfg.seed), cfg, prep, device, training=False)
+        model.init_whitening(torch.cat([inputs for inputs, _ in sample]))
+    train_loader = make_loader(dataset.train, cfg, prep, device, training=True)
+    if train_loader.stream:
+        notes.append(f"training images ({dataset.train.nbytes / 1e9:.2f} GB) stream from the host cache a batch at "
+                     "a time (they do not fit the device budget; --device-memory-gb)")
+    return Prepared(dataset, prep, model, train_loader,
                     make_loader(dataset.val, cfg, prep, device, training=False) if dataset.val else None,
-                    device, use_bf16(cfg.precision, device))
+                    device, use_bf16(cfg.precision, device), cfg, dataset.notes + notes)
 
 
 @contextlib.contextmanager
@@ -216,6 +261,9 @@ def _train_and_save(cfg: Config, out: str, ready: Prepared, callbacks: tuple[Cal
         metrics["test_predictions"] = logits.argmax(1).tolist()
         if history and history[-1]["epoch"] in test_at_epochs:
             history[-1].update(test_loss=metrics["test"]["loss"], test_accuracy=metrics["test"]["accuracy"])
+    metrics["peak_memory_gb"] = round(peak_memory() / 1e9, 3)
+    if cfg.progress:
+        print(f"peak memory (resident): {metrics['peak_memory_gb']:.2f} GB")
     runs.save_history(out, history)
     runs.save_weights(out, ready.model)
     plot_curves(history, out)
@@ -225,23 +273,32 @@ def _train_and_save(cfg: Config, out: str, ready: Prepared, callbacks: tuple[Cal
 
 
 def train_run(cfg: Config, out: str, callbacks: tuple[Callback, ...] = (), test_at_epochs: tuple[int, ...] = (),
-              tracking_parent: str | None = None) -> dict:
+              tracking_parent: str | None = None, keep: frozenset[str] | set[str] | None = None) -> dict:
     """Train `cfg` and save everything into the new run directory `out`; returns the test metrics.
     `test_at_epochs`: also evaluate the test split after these epochs (into the history);
-    `tracking_parent`: the MLflow run (of a sweep) whose child this run's MLflow run is."""
+    `tracking_parent`: the MLflow run (of a sweep) whose child this run's MLflow run is;
+    `keep`: adapt the recipe to a small training set, except these keys (the command line passes the
+    flags the user gave); None: the config exactly as it is (sweeps, the library's default)."""
     runs.check_new_run_dir(out)
     cfg = cfg.resolved()
-    ready = prepare(cfg)
+    ready = prepare(cfg, keep)
+    cfg = ready.cfg
     if cfg.progress:
-        print("\n".join(ready.dataset.found_lines()))
+        print("\n".join(ready.dataset.found_lines() + ready.notes))
     runs.create_run_dir(out)
     data_info = {"source": ready.dataset.source, "classes": ready.dataset.classes,
                  "found": dict(zip(ready.dataset.subsets(), ready.dataset.found_lines())),
                  "sizes": {name: len(split) for name, split in ready.dataset.subsets().items()},
                  "preprocessing": ready.prep, "device": str(ready.device), "bf16": ready.bf16,
-                 "test_at_epochs": list(test_at_epochs)}
+                 "test_at_epochs": list(test_at_epochs), "notes": ready.notes}
     runs.save_config(out, cfg.to_dict(), data_info)
     return _fit(cfg, out, ready, callbacks, None, tuple(test_at_epochs), tracking_parent)
+
+
+def saved_config(values: dict) -> Config:
+    """A run's saved config; runs saved before a key existed get the behaviour they had (images squashed,
+    no EXIF handling)."""
+    return parse_config({"resize": "squash", "exif": False, **values})
 
 
 def resume_run(run_dir: str, callbacks: tuple[Callback, ...] = ()) -> dict:
@@ -252,7 +309,7 @@ def resume_run(run_dir: str, callbacks: tuple[Callback, ...] = ()) -> dict:
         raise CnnlabError(f"{run_dir}: the run is already complete; nothing to resume")
     saved = runs.read_json(os.path.join(run_dir, runs.CONFIG))
     try:
-        cfg = parse_config(saved["config"])
+        cfg = saved_config(saved["config"])
     except (ConfigError, KeyError, TypeError) as exc:
         raise CnnlabError(f"{os.path.join(run_dir, runs.CONFIG)}: not a usable run config ({exc})") from None
     state = runs.load_checkpoint(run_dir)
@@ -272,7 +329,7 @@ def load_trained(run_dir: str, device: torch.device | None = None) -> tuple[torc
     """(model with its weights, config, saved run) of a finished run."""
     run = runs.load_run(run_dir)
     try:
-        cfg = parse_config(run["config"])
+        cfg = saved_config(run["config"])
     except ConfigError as exc:
         raise CnnlabError(f"{os.path.join(run_dir, runs.CONFIG)}: {exc}") from None
     device = device or resolve_device(cfg.device)
@@ -288,7 +345,7 @@ def evaluate_run(run_dir: str, data: str | None = None) -> dict:
         cfg = cfg.replace(data=data)
     cfg = cfg.replace(progress=False)
     set_threads(cfg.threads)
-    dataset = load_data(cfg)
+    dataset = load_data(cfg, image_size=tuple(run["data"]["preprocessing"]["image_size"]))
     if dataset.classes != run["data"]["classes"]:
         raise CnnlabError(f"{cfg.data_path()}: its classes differ from the run's "
                           f"({', '.join(run['data']['classes'])})")

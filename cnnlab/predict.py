@@ -17,7 +17,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 import torch.nn as nn
-from PIL import Image
+from PIL import Image, ImageOps
 
 from .data.decode import decode_file, fit_image
 from .data.folder import is_image_name
@@ -56,16 +56,18 @@ class Predictor:
 
     def to_array(self, image: Any) -> np.ndarray:
         """One image as uint8 (H, W, 3) at the run's stored image size."""
-        height, width = self.image_size
+        size, how = self.image_size, self.prep["interpolation"]
+        # as the run's images were decoded (runs from before these keys: squashed, no EXIF handling)
+        resize, exif = self.prep.get("resize", "squash"), self.prep.get("exif", False)
         if isinstance(image, (str, os.PathLike)):
-            return decode_file(os.fspath(image), (height, width), self.prep["interpolation"])
+            return decode_file(os.fspath(image), size, how, resize, exif)
         if isinstance(image, Image.Image):
-            return fit_image(image, (height, width), self.prep["interpolation"])
+            return fit_image(ImageOps.exif_transpose(image) if exif else image, size, how, resize)
         array = np.asarray(image)
         if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
             raise DataError(f"expected a uint8 HxWx3 array, got {array.dtype} {array.shape}")
-        if array.shape[:2] != (height, width):
-            return fit_image(Image.fromarray(array), (height, width), self.prep["interpolation"])
+        if array.shape[:2] != size:
+            return fit_image(Image.fromarray(array), size, how, resize)
         return array
 
     @torch.no_grad()
@@ -141,8 +143,6 @@ class ExportModule(nn.Module):
 
     def __init__(self, predictor: Predictor):
         super().__init__()
-        if predictor.prep["interpolation"] != "nearest":
-            raise CnnlabError("export supports runs trained with nearest resizing only")
         self.model = predictor.model.float().cpu().eval().requires_grad_(False)
         self.preprocess = Preprocess(predictor.prep)
         self.tta = predictor.tta

@@ -15,6 +15,7 @@ import numpy as np
 
 from . import runs
 from .config import parse_config
+from .data.preprocess import input_hw
 from .errors import CnnlabError
 from .models import count_params, create_model, summary
 from .pipeline import load_data
@@ -66,7 +67,7 @@ def _run_sections(report: Report, run_dir: str, title: str | None = None, headin
     prep = data["preprocessing"]
     report.add("p", f"{len(data['classes'])} classes: {', '.join(data['classes'])}. Images stored at "
                     f"{prep['image_size'][0]}x{prep['image_size'][1]}, fed to the model at "
-                    f"{prep['input_size']}x{prep['input_size']} ({prep['interpolation']} resize).")
+                    f"{'x'.join(map(str, input_hw(prep)))} ({prep['interpolation']} resize).")
     dataset = None
     try:
         dataset = load_data(cfg.replace(progress=False))
@@ -84,7 +85,7 @@ def _run_sections(report: Report, run_dir: str, title: str | None = None, headin
     counts = count_params(model)
     report.add("p", f"`{cfg.model}`: {counts['total']:,} parameters ({counts['trainable']:,} trainable, "
                     f"{counts['non_trainable']:,} non-trainable).")
-    report.add("pre", summary(model, prep["input_size"]))
+    report.add("pre", summary(model, input_hw(prep)))
 
     report.add(heading, "Training")
     for name, alt in (("acc_plot.png", "accuracy per epoch, training vs validation"),

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from cnnlab import runs
 from cnnlab.cli import main
-from cnnlab.config import Config, load_config_file, parse_config
+from cnnlab.config import Config, Size, load_config_file, parse_config
 from cnnlab.data.folder import IMAGE_EXTENSIONS, scan_folder
 from cnnlab.errors import CnnlabError, ConfigError
 
@@ -75,6 +75,7 @@ RANGES = {
     "lr": st.one_of(st.floats(0.0, 1e6, exclude_min=True), st.integers(1, 10**6)),
     "weight_decay": st.floats(0.0, 1e6), "backbone_lr_scale": st.floats(0.0, 1e6),
     "rrc_scale_min": st.floats(0.0, 1.0, exclude_max=True), "warmup_epochs": st.one_of(st.floats(0.0, 1e6), st.integers(0, 10**6)),
+    "memory_gb": st.floats(0.0, 1e6), "device_memory_gb": st.floats(0.0, 1e6),
     "device": st.one_of(st.sampled_from(["auto", "cpu", "cuda"]), st.integers(0, 64).map(lambda n: f"cuda:{n}")),
 }
 
@@ -93,6 +94,9 @@ def valid_value(name):
         return st.one_of(st.floats(**FINITE), st.integers(-10**6, 10**6))  # JSON may hold 1 for 1.0
     if kind is str:
         return st.text(max_size=12)
+    if kind is Size:  # a side, or HxW when not square
+        return st.one_of(st.integers(0, 4096), st.tuples(st.integers(1, 4096), st.integers(1, 4096))
+                         .filter(lambda hw: hw[0] != hw[1]).map(lambda hw: f"{hw[0]}x{hw[1]}"))
     raise AssertionError(f"config field {name!r} has a type this test does not draw: {kind}")
 
 

@@ -1,30 +1,43 @@
 """Decode image files once, in parallel over the cores, into a uint8 NHWC array cached on disk.
 
-The cache key covers the file list, each file's size and mtime, the decode size and the interpolation,
-so a second load of an unchanged folder reads one .npy file instead of decoding again.
+The cache key covers the file list, each file's size and mtime, and how the files are decoded (size,
+resize method and mode, EXIF handling), so a second load of an unchanged folder memory-maps one .npy
+file instead of decoding again. The cache keeps at most CNNLAB_CACHE_GB (default 5 GB), evicting the
+least recently used entries; `cnnlab cache info|clear`.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import multiprocessing
 import os
 import sys
+import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from ..errors import DataError
-from ..files import write_atomic
+from ..files import atomic_path
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 _RESAMPLE = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR}
 
 
 def cache_dir() -> str:
     return os.environ.get("CNNLAB_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "cnnlab")
+
+
+def cache_limit() -> int:
+    """Bytes the decode cache may hold (CNNLAB_CACHE_GB, default 5 GB); least recently used entries go first."""
+    try:
+        return int(float(os.environ.get("CNNLAB_CACHE_GB") or 5) * 1e9)
+    except ValueError:
+        raise DataError(f"CNNLAB_CACHE_GB={os.environ['CNNLAB_CACHE_GB']!r}: expected a number of GB") from None
 
 
 def image_error(path: str, exc: Exception) -> DataError:
@@ -35,13 +48,21 @@ def image_error(path: str, exc: Exception) -> DataError:
 
 _IMAGE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError,
                  Image.DecompressionBombWarning)
+_ROTATED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 
 
-def image_size_of(path: str) -> tuple[int, int]:
+def oriented_size(img: Image.Image, exif: bool) -> tuple[int, int]:
+    """(height, width) of an opened image as it will be decoded (after its EXIF rotation, with `exif`)."""
+    if exif and img.getexif().get(ExifTags.Base.Orientation) in _ROTATED:
+        return img.width, img.height
+    return img.height, img.width
+
+
+def image_size_of(path: str, exif: bool = False) -> tuple[int, int]:
     """(height, width) of an image file, read from its header."""
     try:
         with Image.open(path) as img:
-            return img.height, img.width
+            return oriented_size(img, exif)
     except _IMAGE_ERRORS as exc:
         raise image_error(path, exc) from None
 
@@ -58,103 +79,232 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img
 
 
-def fit_image(img: Image.Image, size: tuple[int, int], interpolation: str) -> np.ndarray:
-    """An opened image as uint8 (H, W, 3) RGB at `size` (height, width)."""
+def fit_image(img: Image.Image, size: tuple[int, int], interpolation: str, resize: str = "squash") -> np.ndarray:
+    """An opened image as uint8 (H, W, 3) RGB at `size` (height, width): stretched (squash), scaled to
+    cover and centre-cropped (crop, torchvision's Resize + CenterCrop), or scaled to fit and padded with
+    black (pad)."""
     img = to_rgb(img)
     if (img.height, img.width) != size:
-        img = img.resize((size[1], size[0]), _RESAMPLE[interpolation])
+        target, method = (size[1], size[0]), _RESAMPLE[interpolation]
+        if resize == "crop":
+            img = ImageOps.fit(img, target, method=method)
+        elif resize == "pad":
+            img = ImageOps.pad(img, target, method=method, color=(0, 0, 0))
+        else:
+            img = img.resize(target, method)
     return np.asarray(img, dtype=np.uint8)
 
 
-def decode_file(path: str, size: tuple[int, int], interpolation: str) -> np.ndarray:
+@dataclass(frozen=True)
+class Decoding:
+    """How files become stored images: the size, resize method and mode, EXIF handling, and `expect`,
+    the size every image must already have (a folder taken to be of one size: raise MixedSizes if not)."""
+
+    size: tuple[int, int]
+    interpolation: str = "nearest"
+    resize: str = "squash"
+    exif: bool = False
+    expect: tuple[int, int] | None = None
+
+    def key(self) -> list:
+        return [list(self.size), self.interpolation, self.resize, self.exif]
+
+
+class MixedSizes(Exception):
+    """An image of another size than the folder was taken to have."""
+
+    def __init__(self, path: str, size: tuple[int, int]):
+        super().__init__(path, size)
+        self.path, self.size = path, size
+
+
+def decode_file(path: str, size: tuple[int, int], interpolation: str, resize: str = "squash",
+                exif: bool = False, expect: tuple[int, int] | None = None) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             # PIL only warns between MAX_IMAGE_PIXELS and twice that; a dataset image that large is a bomb
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
-                return fit_image(img, size, interpolation)
+                stored = oriented_size(img, exif)
+                if expect is not None and stored != expect:
+                    raise MixedSizes(path, stored)
+                if interpolation != "nearest" and stored[0] >= 2 * size[0] and stored[1] >= 2 * size[1]:
+                    # JPEG: decode at 1/2, 1/4 or 1/8 scale straight from the DCT, still at least `size`
+                    # (in the stored orientation); a large photo then costs a fraction of the time and memory
+                    wanted = (size[1], size[0]) if stored == (img.height, img.width) else (size[0], size[1])
+                    img.draft(None, wanted)
+                if exif:
+                    img = ImageOps.exif_transpose(img)
+                return fit_image(img, size, interpolation, resize)
     except _IMAGE_ERRORS as exc:
         raise image_error(path, exc) from None
 
 
-def _decode_chunk(args: tuple[list[str], tuple[int, int], str, bool]) -> tuple[np.ndarray, list[tuple[int, str]]]:
-    paths, size, interpolation, skip_bad = args
-    out = np.zeros((len(paths), size[0], size[1], 3), dtype=np.uint8)
+def _decode_chunk(args: tuple[list[str], Decoding, bool, str | None, int]) -> tuple[int, list[tuple[int, str]]]:
+    """Decode `paths` into rows start.. of the array in the file `target` (a .npy memmap), or return them."""
+    paths, how, skip_bad, target, start = args
+    out = np.zeros((len(paths), how.size[0], how.size[1], 3), dtype=np.uint8)
     bad = []
     for i, path in enumerate(paths):
         try:
-            out[i] = decode_file(path, size, interpolation)
+            out[i] = decode_file(path, how.size, how.interpolation, how.resize, how.exif, how.expect)
         except DataError as exc:
             if not skip_bad:
                 raise
             bad.append((i, str(exc)))
-    return out, bad
+    if target is None:
+        return out, bad
+    array = np.load(target, mmap_mode="r+")
+    array[start:start + len(paths)] = out
+    array.flush()
+    del array
+    return None, bad
 
 
-def decode_files(paths: list[str], size: tuple[int, int], interpolation: str, progress: bool = True,
-                 workers: int | None = None, skip_bad: bool = False) -> tuple[np.ndarray, list[tuple[int, str]]]:
-    """Decode `paths` into one (N, H, W, 3) uint8 array, spread over `workers` processes. A file that
-    cannot be decoded raises DataError, or with `skip_bad` is listed as (index, reason) and left zero."""
+def decode_files(paths: list[str], how: Decoding, out: np.ndarray, progress: bool = True,
+                 workers: int | None = None, skip_bad: bool = False, out_path: str | None = None
+                 ) -> list[tuple[int, str]]:
+    """Decode `paths` into `out`, uint8 (N, H, W, 3) (a memmap of the .npy file `out_path`, which the
+    worker processes then write directly), spread over `workers` processes. A file that cannot be decoded
+    raises DataError, or with `skip_bad` is listed as (index, reason) and left zero. MixedSizes is
+    raised as soon as one image is not of `how.expect`."""
     from tqdm import tqdm
 
     workers = workers or os.cpu_count() or 1
-    chunk = max(64, min(2048, len(paths) // (workers * 8) + 1))
-    jobs = [(paths[i:i + chunk], size, interpolation, skip_bad) for i in range(0, len(paths), chunk)]
-    out = np.empty((len(paths), size[0], size[1], 3), dtype=np.uint8)
+    chunk = max(16, min(2048, len(paths) // (workers * 8) + 1))
+    starts = range(0, len(paths), chunk)
     bar = tqdm(total=len(paths), desc="decoding", unit="img", disable=not progress, leave=False)
-    start, bad = 0, []
-    if workers == 1 or len(jobs) == 1:
-        results = map(_decode_chunk, jobs)
-        pool = None
+    bad: list[tuple[int, str]] = []
+    pool = None
+    if workers == 1 or len(starts) == 1:
+        results = map(_decode_chunk, [(paths[i:i + chunk], how, skip_bad, None, i) for i in starts])
     else:
+        if out_path is not None:
+            out.flush()
         method = "fork" if sys.platform.startswith("linux") else "spawn"
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
-        results = pool.map(_decode_chunk, jobs)
+        results = pool.map(_decode_chunk, [(paths[i:i + chunk], how, skip_bad, out_path, i) for i in starts])
     try:
-        for block, block_bad in results:
-            out[start:start + len(block)] = block
+        for start, (block, block_bad) in zip(starts, results):
+            if block is not None:
+                out[start:start + len(block)] = block
             bad.extend((start + i, reason) for i, reason in block_bad)
-            start += len(block)
-            bar.update(len(block))
+            bar.update(min(chunk, len(paths) - start))
     finally:
         bar.close()
         if pool is not None:
             pool.shutdown(cancel_futures=True)
-    return out, bad
+    return bad
 
 
-def cache_key(root: str, files: list[str], size: tuple[int, int], interpolation: str) -> str:
+def folder_digest(root: str, files: list[str]) -> str:
+    """A digest of the file list with each file's size and mtime: changes when any file does."""
     digest = hashlib.sha256()
-    digest.update(json.dumps([CACHE_VERSION, os.path.abspath(root), size, interpolation]).encode())
+    digest.update(json.dumps([CACHE_VERSION, os.path.abspath(root)]).encode())
     for rel in files:
         try:
             st = os.stat(os.path.join(root, rel))
         except OSError as exc:
             raise DataError(f"{os.path.join(root, rel)}: cannot read file ({exc.strerror})") from None
         digest.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
-    return digest.hexdigest()[:32]
+    return digest.hexdigest()
 
 
-def load_images(root: str, files: list[str], size: tuple[int, int], interpolation: str,
-                progress: bool = True, use_cache: bool = True,
-                skip_bad: bool = False) -> tuple[np.ndarray, list[tuple[int, str]]]:
-    """(images, skipped) of `root`/`files`, from the cache when the folder is unchanged. `skipped`
-    lists (index, reason) of the files that could not be decoded, with `skip_bad` only."""
-    key = cache_key(root, files, size, interpolation)
-    path = os.path.join(cache_dir(), f"{key}.npy")
+def cache_key(digest: str, how: Decoding) -> str:
+    return hashlib.sha256(json.dumps([digest, how.key()]).encode()).hexdigest()[:32]
+
+
+def cache_entries() -> list[tuple[str, int, float]]:
+    """(path, bytes, last use) of the decode cache's files, least recently used first."""
+    folder = cache_dir()
+    entries = []
+    for name in os.listdir(folder) if os.path.isdir(folder) else []:
+        path = os.path.join(folder, name)
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        if name.endswith(".npy") and not name.startswith("."):
+            entries.append((path, st.st_size, st.st_mtime))
+    return sorted(entries, key=lambda e: e[2])
+
+
+def evict(keep: str | None = None, limit: int | None = None) -> list[str]:
+    """Remove least recently used cache files until the cache fits its limit (never `keep`), and the
+    leftovers of decodes killed before they finished (temporary files over a day old)."""
+    limit = cache_limit() if limit is None else limit
+    folder = cache_dir()
+    removed = []
+    for name in os.listdir(folder) if os.path.isdir(folder) else []:
+        path = os.path.join(folder, name)
+        with contextlib.suppress(OSError):
+            if ".tmp-" in name and time.time() - os.stat(path).st_mtime > 86400:
+                os.remove(path)
+                removed.append(path)
+    entries = cache_entries()
+    total = sum(size for _, size, _ in entries)
+    for path, size, _ in entries:
+        if total <= limit:
+            break
+        if path == keep:
+            continue
+        with contextlib.suppress(OSError):
+            os.remove(path)  # a run that has it memory-mapped keeps reading it (POSIX)
+            removed.append(path)
+            total -= size
+    return removed
+
+
+def clear_cache() -> tuple[int, int]:
+    """Remove every decode cache file; returns (files, bytes) removed."""
+    entries = cache_entries()
+    for path, _, _ in entries:
+        with contextlib.suppress(OSError):
+            os.remove(path)
+    return len(entries), sum(size for _, size, _ in entries)
+
+
+def load_images(root: str, files: list[str], how: Decoding, progress: bool = True, use_cache: bool = True,
+                skip_bad: bool = False, digest: str | None = None) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """(images, skipped) of `root`/`files`, decoded as `how` says. The images are a read-only memory map of
+    the cache file (decoded there once, straight from the worker processes; later loads of the unchanged
+    folder read nothing until used), or an array in memory when the cache cannot be written or some
+    files were skipped. `skipped` lists (index, reason) of undecodable files, with `skip_bad` only."""
+    shape = (len(files), how.size[0], how.size[1], 3)
+    paths = [os.path.join(root, f) for f in files]
+    path = os.path.join(cache_dir(), f"{cache_key(digest or folder_digest(root, files), how)}.npy")
     if use_cache and os.path.exists(path):
         try:
-            images = np.load(path, allow_pickle=False)
-            if images.shape == (len(files), size[0], size[1], 3) and images.dtype == np.uint8:
+            images = np.load(path, mmap_mode="r", allow_pickle=False)
+            if images.shape == shape and images.dtype == np.uint8:
+                with contextlib.suppress(OSError):
+                    os.utime(path)  # last use, for the least-recently-used eviction
                 return images, []
         except (OSError, ValueError):
             pass  # a damaged cache file is decoded again and replaced
-    images, bad = decode_files([os.path.join(root, f) for f in files], size, interpolation, progress,
-                               skip_bad=skip_bad)
-    if use_cache and not bad:  # a folder with broken files is not cached: it should be fixed, not kept
-        os.makedirs(cache_dir(), exist_ok=True)
+    if use_cache:
         try:
-            write_atomic(path, lambda fh: np.save(fh, images, allow_pickle=False))
-        except OSError as exc:  # a full or read-only cache disk slows the next load, nothing more
+            os.makedirs(cache_dir(), exist_ok=True)
+            with atomic_path(path) as tmp:
+                out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+                bad = decode_files(paths, how, out, progress, skip_bad=skip_bad, out_path=tmp)
+                out.flush()
+                if bad:  # a folder with broken files is not cached: it should be fixed, not kept
+                    images = np.array(out)
+                    del out
+                    raise _NotCached(images, bad)
+                del out
+            evict(keep=path)
+            return np.load(path, mmap_mode="r", allow_pickle=False), []
+        except _NotCached as done:
+            return done.images, done.bad
+        except OSError as exc:  # a full or read-only cache disk: decode into memory, slower next time
             print(f"warning: could not write the decode cache {path}: {exc.strerror}", file=sys.stderr)
-    return images, bad
+    out = np.empty(shape, dtype=np.uint8)
+    return out, decode_files(paths, how, out, progress, skip_bad=skip_bad)
+
+
+class _NotCached(Exception):
+    def __init__(self, images: np.ndarray, bad: list[tuple[int, str]]):
+        super().__init__()
+        self.images, self.bad = images, bad

@@ -9,6 +9,8 @@ channels_last layout; it is converted and normalised in place of a copy.
 from __future__ import annotations
 
 import math
+import warnings
+from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -24,14 +26,24 @@ def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def gather_batch(images: torch.Tensor, idx: torch.Tensor, out_hw: tuple[int, int] | None = None,
-                 flip: torch.Tensor | None = None, shift: torch.Tensor | None = None) -> torch.Tensor:
-    """uint8 (B, h, w, C) from `images` uint8 (N, H, W, C): picked by `idx`, translated by `shift`
-    (long (B, 2): dy, dx, reflect-padded), then mirrored (`flip`, bool (B,)) and resized to `out_hw`
-    by nearest neighbour, all in one gather."""
+                 flip: torch.Tensor | None = None, shift: torch.Tensor | None = None,
+                 boxes: torch.Tensor | None = None) -> torch.Tensor:
+    """uint8 (B, h, w, C) from `images` uint8 (N, H, W, C): picked by `idx`, cut to `boxes` (long (B, 4):
+    top, left, height, width; a random-resized crop), translated by `shift` (long (B, 2): dy, dx,
+    reflect-padded), then mirrored (`flip`, bool (B,)) and resized to `out_hw` by nearest neighbour, all
+    in one gather."""
     _, height, width, _ = images.shape
     out_h, out_w = out_hw or (height, width)
-    rows = nearest_index(out_h, height, images.device).expand(len(idx), out_h)
-    cols = nearest_index(out_w, width, images.device).expand(len(idx), out_w)
+    if boxes is not None:
+        i, j = torch.arange(out_h, device=images.device), torch.arange(out_w, device=images.device)
+        rows = boxes[:, :1] + ((2 * i + 1) * boxes[:, 2:3]) // (2 * out_h)
+        cols = boxes[:, 1:2] + ((2 * j + 1) * boxes[:, 3:4]) // (2 * out_w)
+        if flip is not None:
+            cols = torch.where(flip[:, None], cols.flip(-1), cols)
+            flip = None
+    else:
+        rows = nearest_index(out_h, height, images.device).expand(len(idx), out_h)
+        cols = nearest_index(out_w, width, images.device).expand(len(idx), out_w)
     if shift is not None:
         rows = _reflect(rows + shift[:, :1], height)
         cols = _reflect(cols + shift[:, 1:], width)
@@ -40,8 +52,30 @@ def gather_batch(images: torch.Tensor, idx: torch.Tensor, out_hw: tuple[int, int
     return images[idx[:, None, None], rows[:, :, None], cols[:, None, :]]
 
 
+def random_boxes(n: int, height: int, width: int, scale_min: float, gen: torch.Generator,
+                 ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> torch.Tensor:
+    """(n, 4) boxes top, left, height, width of random-resized crops (Szegedy et al. 2015, torchvision's
+    RandomResizedCrop): area a fraction in [scale_min, 1] of the image, aspect ratio log-uniform in
+    `ratio`, clipped to the image, placed uniformly."""
+    area = (scale_min + (1 - scale_min) * torch.rand(n, generator=gen)) * height * width
+    log_ratio = torch.empty(n).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=gen)
+    aspect = torch.exp(log_ratio)
+    box_h = torch.sqrt(area / aspect).round().clamp(1, height).long()
+    box_w = torch.sqrt(area * aspect).round().clamp(1, width).long()
+    top = (torch.rand(n, generator=gen) * (height - box_h + 1)).long()
+    left = (torch.rand(n, generator=gen) * (width - box_w + 1)).long()
+    return torch.stack([top, left, box_h, box_w], 1)
+
+
 class DeviceLoader:
-    """Iterate (inputs, labels) batches over uint8 images held on `device`.
+    """Iterate (inputs, labels) batches over uint8 images.
+
+    The images (rows `rows` of `images`, all when None) are held on `device`: on a CPU the array itself,
+    a memory map of the decode cache, is used in place (never copied); on a GPU the split's rows are
+    copied there once. With `stream`, they stay on the host and each batch is gathered there, copied
+    from pinned memory without blocking, the next one prepared by a background thread while the device
+    computes: for a split that does not fit on the device. Augmentation and normalisation are then the
+    same, on the device, so both ways give the same batches.
 
     With `shuffle`, each epoch draws a fresh permutation from a generator seeded by (seed, epoch), and
     each step its augmentation from one seeded by (seed, epoch, step): the batches of epoch e, step s
@@ -49,20 +83,35 @@ class DeviceLoader:
     """
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, device: torch.device, *,
+                 rows: np.ndarray | None = None, stream: bool = False,
                  mean: Sequence[float] = (0.0, 0.0, 0.0), std: Sequence[float] = (1.0, 1.0, 1.0),
-                 input_size: int = 0, interpolation: str = "nearest", shuffle: bool = False,
+                 input_size: int | tuple[int, int] = 0, interpolation: str = "nearest", shuffle: bool = False,
                  drop_last: bool = False, flip: bool = False, translate: int = 0, cutout: int = 0,
-                 seed: int = 0):
-        self.images = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+                 crop_scale: float = 0.0, seed: int = 0):
         self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
-        self.batch_size, self.device = batch_size, device
+        self.batch_size, self.device, self.stream = batch_size, device, stream
+        self.host, self.host_rows = images, (None if rows is None else np.asarray(rows))
+        self.images, self.rows = None, None
+        if not stream:
+            if device.type == "cpu":
+                with warnings.catch_warnings():  # a read-only memory map: only ever read
+                    warnings.simplefilter("ignore", UserWarning)
+                    self.images = torch.from_numpy(np.ascontiguousarray(images))
+                self.rows = None if rows is None else torch.from_numpy(np.asarray(rows, dtype=np.int64))
+            else:  # only the split's rows go to the device
+                data = images if rows is None else images[np.asarray(rows)]
+                self.images = torch.from_numpy(np.ascontiguousarray(data)).to(device)
         self.mean, self.std = list(mean), list(std)
         self.scale, self.offset = normalization(self.mean, self.std, device)  # once, not per batch
-        height, width = self.images.shape[1:3]
-        self.out_hw = (input_size, input_size) if input_size else (height, width)
+        height, width = images.shape[1:3]
+        self.in_hw = (height, width)
+        if isinstance(input_size, (tuple, list)):
+            self.out_hw = (int(input_size[0]), int(input_size[1]))
+        else:
+            self.out_hw = (input_size, input_size) if input_size else (height, width)
         self.interpolation = interpolation
         self.shuffle, self.drop_last = shuffle, drop_last
-        self.flip, self.translate, self.cutout = flip, translate, cutout
+        self.flip, self.translate, self.cutout, self.crop_scale = flip, translate, cutout, crop_scale
         self.seed, self.epoch = seed, 0
 
     def __len__(self) -> int:
@@ -80,28 +129,56 @@ class DeviceLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return self.batches()
 
+    def _fetch(self, idx: torch.Tensor) -> torch.Tensor:
+        """Streaming: the batch's stored images, gathered on the host (pinned for a GPU)."""
+        src = idx.numpy()
+        if self.host_rows is not None:
+            src = self.host_rows[src]
+        batch = torch.from_numpy(np.ascontiguousarray(self.host[src]))
+        return batch.pin_memory() if self.device.type == "cuda" else batch
+
     def batches(self, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The epoch's batches from `start_step` on."""
         n = len(self.labels)
         order = torch.randperm(n, generator=self._generator()) if self.shuffle else torch.arange(n)
-        nearest = self.interpolation == "nearest"
-        for step in range(start_step, len(self)):
-            gen = self._generator(step)
-            idx = order[step * self.batch_size:(step + 1) * self.batch_size]
-            flip = torch.rand(len(idx), generator=gen) < 0.5 if self.flip else None
-            shift = (torch.randint(-self.translate, self.translate + 1, (len(idx), 2), generator=gen)
-                     if self.translate else None)
-            idx_d = idx.to(self.device)
-            batch = gather_batch(self.images, idx_d, self.out_hw if nearest else None,
-                                 flip.to(self.device) if flip is not None else None,
-                                 shift.to(self.device) if shift is not None else None)
-            x = batch.permute(0, 3, 1, 2).float()
-            if not nearest:
-                x = resize(x, self.out_hw, self.interpolation)
-            inputs = (x * self.scale + self.offset).contiguous(memory_format=torch.channels_last)
-            if self.cutout:
-                inputs = self._cut(inputs, gen)
-            yield inputs, self.labels[idx_d]
+        steps = range(start_step, len(self))
+        picks = [order[step * self.batch_size:(step + 1) * self.batch_size] for step in steps]
+        pool = ThreadPoolExecutor(1) if self.stream else None
+        try:
+            ahead = pool.submit(self._fetch, picks[0]) if pool and picks else None
+            for k, (step, idx) in enumerate(zip(steps, picks)):
+                if pool:
+                    stored = ahead.result().to(self.device, non_blocking=True)
+                    if k + 1 < len(picks):
+                        ahead = pool.submit(self._fetch, picks[k + 1])  # while the device computes this one
+                    source, at = stored, torch.arange(len(idx), device=self.device)
+                else:
+                    at = idx.to(self.device, non_blocking=True)
+                    source, at = self.images, (at if self.rows is None else self.rows.to(self.device)[at])
+                yield self._augment(source, at, step), self.labels[idx.to(self.device, non_blocking=True)]
+        finally:
+            if pool:
+                pool.shutdown(wait=True, cancel_futures=True)
+
+    def _augment(self, source: torch.Tensor, at: torch.Tensor, step: int) -> torch.Tensor:
+        gen = self._generator(step)
+        count = len(at)
+        flip = torch.rand(count, generator=gen) < 0.5 if self.flip else None
+        shift = (torch.randint(-self.translate, self.translate + 1, (count, 2), generator=gen)
+                 if self.translate else None)
+        boxes = random_boxes(count, *self.in_hw, self.crop_scale, gen) if self.crop_scale else None
+        nearest = self.interpolation == "nearest" or boxes is not None
+        batch = gather_batch(source, at, self.out_hw if nearest else None,
+                             None if flip is None else flip.to(self.device),
+                             None if shift is None else shift.to(self.device),
+                             None if boxes is None else boxes.to(self.device))
+        x = batch.permute(0, 3, 1, 2).float()
+        if not nearest:
+            x = resize(x, self.out_hw, self.interpolation)
+        inputs = (x * self.scale + self.offset).contiguous(memory_format=torch.channels_last)
+        if self.cutout:
+            inputs = self._cut(inputs, gen)
+        return inputs
 
     def _cut(self, inputs: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """Cutout (DeVries & Taylor 2017): one square of side `cutout` set to 0 (the mean) per image."""

@@ -44,12 +44,18 @@ class FastNet(nn.Module):
     def init_whitening(self, inputs: torch.Tensor, eps: float = 5e-4) -> None:
         """Set the first layer to whiten 2x2 patches of `inputs` (normalised float NCHW): the
         eigenvectors of the patch covariance scaled by 1/sqrt(eigenvalue), and their negatives."""
-        patches = inputs.float().unfold(2, 2, 1).unfold(3, 2, 1)  # N, C, H', W', 2, 2
-        patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, inputs.shape[1] * 4).double()
-        patches = patches - patches.mean(0)
-        covariance = patches.T @ patches / len(patches)
+        dims = inputs.shape[1] * 4
+        total, outer, count = torch.zeros(dims, dtype=torch.float64), torch.zeros(dims, dims, dtype=torch.float64), 0
+        for chunk in inputs.split(256):  # sums in float64, a chunk of images at a time: bounded memory
+            patches = chunk.float().unfold(2, 2, 1).unfold(3, 2, 1)  # N, C, H', W', 2, 2
+            patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, dims).double().cpu()
+            total += patches.sum(0)
+            outer += patches.T @ patches
+            count += len(patches)
+        mean = total / count
+        covariance = outer / count - torch.outer(mean, mean)
         eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
-        filters = (eigenvectors.T / torch.sqrt(eigenvalues[:, None] + eps)).float()
+        filters = (eigenvectors.T / torch.sqrt(eigenvalues[:, None] + eps)).float().to(self.whiten.weight.device)
         filters = filters.view(-1, inputs.shape[1], 2, 2)
         self.whiten.weight.copy_(torch.cat([filters, -filters]))
         self.whiten.bias.zero_()

@@ -27,7 +27,8 @@ def _keras_shape(shape: torch.Size) -> str:
     return "(" + ", ".join(["None"] + [str(d) for d in dims]) + ")"
 
 
-def summary(model: nn.Module, input_size: int, channels: int = 3) -> str:
+def summary(model: nn.Module, input_size: int | tuple[int, int] | list[int], channels: int = 3) -> str:
+    height, width = (input_size, input_size) if isinstance(input_size, int) else input_size
     rows: list[tuple[str, str, int]] = []
     hooks = []
     counters: dict[str, int] = {}
@@ -44,7 +45,7 @@ def summary(model: nn.Module, input_size: int, channels: int = 3) -> str:
     model.eval()
     try:
         with torch.no_grad():
-            model(torch.zeros(1, channels, input_size, input_size))
+            model(torch.zeros(1, channels, height, width))
     finally:
         for h in hooks:
             h.remove()
