@@ -285,7 +285,7 @@ def test_a_sweep_is_a_parent_run_with_one_child_per_training(dataset, tmp_path, 
     out = tmp_path / "sweep"
     assert main(["sweep", "--data", dataset, "--out", str(out), "--grid", "lr=0.05,0.1", "--seeds", "1",
                  "--epochs", "2", *SWEEP_FLAGS, "--log", "tensorboard,mlflow", "--mlflow-uri", mlflow_uri]) == 0
-    trainings = sorted(os.listdir(out / "runs"))
+    trainings = sorted(name for name in os.listdir(out / "runs") if os.path.isdir(out / "runs" / name))
     assert len(trainings) == 2
     for name in trainings:  # `tensorboard --logdir SWEEP_DIR` shows each as the sub-run runs/<name>
         assert_tensorboard_matches_history(str(out / "runs" / name))
