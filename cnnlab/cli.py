@@ -61,11 +61,23 @@ def _config_from_args(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from . import distributed
+
+    try:
+        return _train(args)
+    finally:
+        distributed.shutdown()  # under torchrun: leave the process group; nothing in one process
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .distributed import is_main
     from .pipeline import resume_run, train_run
 
     if args.resume:
         metrics = resume_run(args.resume)
         out = args.resume
+        if not is_main():  # under torchrun, rank 0 reports
+            return 0
         if "test" in metrics:
             print(f"test accuracy: {100 * metrics['test']['accuracy']:.2f}% ({metrics['test']['n']} images)")
         print(f"run saved in {out}")
@@ -76,6 +88,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     out = args.out or f"runs/{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
     metrics = train_run(cfg, out, keep=_explicit_keys(args))
+    if not is_main():
+        return 0
     if "test" in metrics:
         print(f"test accuracy: {100 * metrics['test']['accuracy']:.2f}% "
               f"({metrics['test']['n']} images); training {metrics['train_time_s']:.1f}s")
@@ -119,17 +133,27 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     args.seeds_default = args.seeds is None
     args.seeds = 3 if args.seeds is None else args.seeds
     from .studies import STORAGE_ENV, has_password
-    from .sweep import describe_plan, format_table, parse_grid, plan, run_sweep, work
+    from .sweep import describe_plan, format_table, parse_grid, plan, run_sweep
 
     if has_password(args.storage):
         print(f"warning: a password in --storage is visible to every user of this machine (ps); put the URL in "
               f"{STORAGE_ENV} or the password in PGPASSWORD / ~/.pgpass instead", file=sys.stderr)
     args.storage = args.storage or os.environ.get(STORAGE_ENV) or None
+    if int(os.environ.get("WORLD_SIZE") or 1) > 1:
+        raise CnnlabError("cnnlab sweep starts its own workers (--workers N, --devices); run it without torchrun")
     if args.worker:
+        import torch
+
+        from .sweep import work_together, worker_devices, worker_threads
+
         if not args.out and not args.storage:
             raise CnnlabError("--worker needs --out SWEEP_DIR of an existing sweep, or --storage URL")
         out = args.out or "sweeps/worker"
-        work(out, int(getattr(args, "threads", 0) or 0), progress=False, storage=args.storage, study_name=args.study)
+        own = getattr(args, "device", None)  # --device: this worker's (how a sweep starts its helpers)
+        placed = ([own] * args.workers if own and not args.devices
+                  else worker_devices(args.workers, args.devices, torch.cuda.device_count()))
+        work_together(out, args.workers, placed, worker_threads(int(getattr(args, "threads", 0) or 0), args.workers),
+                      progress=False, storage=args.storage, study_name=args.study)
         return 0
     if args.sweep_file:
         _apply_sweep_file(args)
@@ -156,7 +180,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise CnnlabError("--out SWEEP_DIR is required (re-running the same command resumes it)")
     print(describe_plan(units, reason))
     res = run_sweep(args.out, cfg, grid, args.seeds, workers=args.workers, progress=cfg.progress,
-                    storage=args.storage, study_name=args.study)
+                    storage=args.storage, study_name=args.study, devices=args.devices)
     print(format_table(res))
     print(f"results in {args.out}: results.csv, results.json" + (", heatmap.png" if len(grid) == 2 else ""))
     return 0
@@ -316,7 +340,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a dimension of the --search tpe space (repeat for more)")
     p.add_argument("--out", help="sweep directory; re-running the same command resumes it")
     p.add_argument("--dry-run", action="store_true", help="print the trainings and the cells each serves")
-    p.add_argument("--workers", type=int, default=1, help="worker processes on this machine, cores shared")
+    p.add_argument("--workers", type=int, default=1, help="worker processes on this machine, cores shared; worker i "
+                   "on cuda:i when there are as many GPUs")
+    p.add_argument("--devices", metavar="0,1,...", help="the workers' devices, worker i on the i-th (in turn): GPU "
+                   "numbers, cuda:N or cpu; recorded in each run's config")
     p.add_argument("--worker", action="store_true", help="join an existing sweep (in --out or --storage) as a worker")
     p.add_argument("--storage", metavar="URL", help="database for the Optuna study (e.g. postgresql://user@host/db, "
                    "password in PGPASSWORD or ~/.pgpass), shared by workers on several machines; default: "
@@ -382,15 +409,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _rank() -> int:
+    from .distributed import rank
+
+    return rank()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except Interrupted as exc:
-        print(f"stopped: {exc}", file=sys.stderr)
+        if _rank() == 0:  # under torchrun every rank stops; rank 0 says so
+            print(f"stopped: {exc}", file=sys.stderr)
         return 130
     except CnnlabError as exc:
-        print_error(str(exc))
+        print_error(str(exc) if _rank() == 0 else f"rank {_rank()}: {exc}")
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -107,7 +107,10 @@ class Config:
     eval_batch_size: int = _knob(1000, "images per step when evaluating")
     precision: Literal["auto", "bf16", "fp32"] = _knob(
         "auto", "auto = bf16 autocast where the hardware has bf16 units (CUDA, AVX-512-BF16/AMX CPUs), else fp32")
-    device: str = _knob("auto", "auto, cpu, cuda or cuda:N")
+    device: str = _knob("auto", "auto, cpu, cuda or cuda:N (cpu:N is the CPU, named N: sweep workers' labels); "
+                                "under torchrun each process takes cuda:LOCAL_RANK")
+    sync_bn: bool = _knob(False, "under torchrun (several processes): BatchNorm statistics over the whole global batch "
+                                 "(SyncBatchNorm) instead of each process's share; no effect in one process")
     threads: int = _knob(0, "CPU threads for PyTorch (0 = all cores)")
     checkpoint_every: int = _knob(1, "write a resumable checkpoint every this many epochs (0 = only on Ctrl-C/SIGTERM)")
     seed: int = _knob(0, "random seed for initialisation, shuffling, augmentation and dropout")
@@ -290,7 +293,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"config key 'rrc_scale_min' must be in [0, 1) (0 = off), got {cfg.rrc_scale_min}")
     if not 0.0 <= cfg.label_smoothing < 1.0:
         raise ConfigError(f"config key 'label_smoothing' must be in [0, 1), got {cfg.label_smoothing}")
-    if not (cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:")):
+    if not (cfg.device == "auto" or re.fullmatch(r"(cpu|cuda)(:\d+)?", cfg.device)):
         raise ConfigError(f"config key 'device' must be auto, cpu, cuda or cuda:N, got {cfg.device!r}")
     try:
         password = urllib.parse.urlsplit(cfg.mlflow_uri).password

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import runs, tracking
+from . import distributed, runs, tracking
 from .config import Config, adapt_to_dataset, parse_config, size_hw
 from .data import DeviceLoader, channel_stats, load_dataset
 from .data.dataset import Dataset
@@ -77,10 +77,11 @@ def make_loader(split, cfg: Config, prep: dict, device: torch.device, training: 
     common = dict(mean=prep["mean"], std=prep["std"], input_size=input_hw(prep), rows=split.index,
                   interpolation=prep["interpolation"], seed=cfg.seed,
                   stream=should_stream(split.nbytes, cfg, device))
-    if training:
+    if training:  # under torchrun, this rank's share of every global batch
         return DeviceLoader(split.stored, split.labels, cfg.batch_size, device, shuffle=True, drop_last=True,
                             flip=cfg.flip, translate=cfg.translate, cutout=cfg.cutout,
-                            crop_scale=cfg.rrc_scale_min, **common)
+                            crop_scale=cfg.rrc_scale_min, shard=(distributed.rank(), distributed.world_size()),
+                            **common)
     return DeviceLoader(split.stored, split.labels, cfg.eval_batch_size, device, **common)
 
 
@@ -166,6 +167,11 @@ def prepare(cfg: Config, keep: frozenset[str] | set[str] | None = None) -> Prepa
     if cfg.batch_size > len(dataset.train):
         raise ConfigError(f"config key 'batch_size' ({cfg.batch_size}) is larger than the "
                           f"{len(dataset.train)} training images; lower it")
+    ranks = distributed.world_size()
+    if cfg.batch_size % ranks:  # each rank's loss is the mean over its share: equal shares
+        raise ConfigError(f"config key 'batch_size' ({cfg.batch_size}) is not a multiple of the {ranks} processes "
+                          "(WORLD_SIZE); choose a multiple or another number of processes")
+    device = distributed.setup(device)  # under torchrun: join the process group; cuda:LOCAL_RANK on GPUs
     prep = preprocessing(cfg, dataset)
     model = build_model(cfg, len(dataset.classes), input_hw(prep), device)
     if source_run is not None:
@@ -240,17 +246,24 @@ def _fit(cfg: Config, out: str, ready: Prepared, callbacks: tuple[Callback, ...]
 
 def _train_and_save(cfg: Config, out: str, ready: Prepared, callbacks: tuple[Callback, ...], resume: dict | None,
                     test_at_epochs: tuple[int, ...], test_loader: DeviceLoader | None) -> tuple[list[dict], dict]:
+    main = distributed.is_main()
+
     def save(state: dict) -> None:
-        runs.save_checkpoint(out, state)
+        if main:  # every rank takes the snapshot (its collectives), rank 0 writes it
+            runs.save_checkpoint(out, state)
 
     with stop_on_signals() as stop_requested:
+        # under torchrun, a signal to any rank stops every rank after the same step
         control = TrainControl(save_checkpoint=save, every_epochs=cfg.checkpoint_every,
-                               stop_requested=stop_requested, resume=resume)
+                               stop_requested=lambda: distributed.agree_stop(stop_requested()), resume=resume)
         try:
             history = train(ready.model, ready.train_loader, ready.val_loader, cfg, ready.dataset.classes,
                             ready.bf16, callbacks, control)
         except Interrupted as exc:
-            raise Interrupted(f"{exc}; resume with: cnnlab train --resume {out}") from None
+            how = "cnnlab" if distributed.world_size() == 1 else "torchrun <the same options> -m cnnlab"
+            raise Interrupted(f"{exc}; resume with: {how} train --resume {out}") from None
+    if not main:
+        return history, {}
     metrics: dict = {"train_time_s": round(sum(r["time_s"] for r in history), 3),
                      "eval_time_s": round(sum(r.get("eval_time_s", 0.0) for r in history), 3),
                      "epochs_run": len(history)}
@@ -272,6 +285,11 @@ def _train_and_save(cfg: Config, out: str, ready: Prepared, callbacks: tuple[Cal
     return history, metrics
 
 
+def quiet_unless_main(cfg: Config) -> Config:
+    """The config a process runs: under torchrun, ranks > 0 show no progress and log to no tracker."""
+    return cfg if distributed.is_main() else cfg.replace(progress=False, log="none")
+
+
 def train_run(cfg: Config, out: str, callbacks: tuple[Callback, ...] = (), test_at_epochs: tuple[int, ...] = (),
               tracking_parent: str | None = None, keep: frozenset[str] | set[str] | None = None) -> dict:
     """Train `cfg` and save everything into the new run directory `out`; returns the test metrics.
@@ -279,9 +297,13 @@ def train_run(cfg: Config, out: str, callbacks: tuple[Callback, ...] = (), test_
     `tracking_parent`: the MLflow run (of a sweep) whose child this run's MLflow run is;
     `keep`: adapt the recipe to a small training set, except these keys (the command line passes the
     flags the user gave); None: the config exactly as it is (sweeps, the library's default)."""
-    runs.check_new_run_dir(out)
+    main = distributed.is_main()  # under torchrun, only rank 0 prints and writes the run directory
+    if main:
+        runs.check_new_run_dir(out)
     cfg = cfg.resolved()
-    ready = prepare(cfg, keep)
+    ready = prepare(quiet_unless_main(cfg), keep)
+    if not main:
+        return _fit(ready.cfg, out, ready, callbacks, None, tuple(test_at_epochs), tracking_parent)
     cfg = ready.cfg
     if cfg.progress:
         print("\n".join(ready.dataset.found_lines() + ready.notes))
@@ -290,7 +312,8 @@ def train_run(cfg: Config, out: str, callbacks: tuple[Callback, ...] = (), test_
                  "found": dict(zip(ready.dataset.subsets(), ready.dataset.found_lines())),
                  "sizes": {name: len(split) for name, split in ready.dataset.subsets().items()},
                  "preprocessing": ready.prep, "device": str(ready.device), "bf16": ready.bf16,
-                 "test_at_epochs": list(test_at_epochs), "notes": ready.notes}
+                 "test_at_epochs": list(test_at_epochs), "notes": ready.notes,
+                 "world_size": distributed.world_size()}
     runs.save_config(out, cfg.to_dict(), data_info)
     return _fit(cfg, out, ready, callbacks, None, tuple(test_at_epochs), tracking_parent)
 
@@ -301,8 +324,10 @@ def saved_config(values: dict) -> Config:
     return parse_config({"resize": "squash", "exif": False, **values})
 
 
-def resume_run(run_dir: str, callbacks: tuple[Callback, ...] = ()) -> dict:
-    """Continue an interrupted run from its checkpoint; it ends as the uninterrupted run would."""
+def resume_run(run_dir: str, callbacks: tuple[Callback, ...] = (), device: str | None = None) -> dict:
+    """Continue an interrupted run from its checkpoint; it ends as the uninterrupted run would. Under
+    torchrun every rank resumes from the same checkpoint. `device`: where to go on (a sweep worker's),
+    instead of the saved config's."""
     if not os.path.isdir(run_dir):
         raise CnnlabError(f"{run_dir}: no such run directory")
     if runs.is_complete(run_dir):
@@ -312,6 +337,9 @@ def resume_run(run_dir: str, callbacks: tuple[Callback, ...] = ()) -> dict:
         cfg = saved_config(saved["config"])
     except (ConfigError, KeyError, TypeError) as exc:
         raise CnnlabError(f"{os.path.join(run_dir, runs.CONFIG)}: not a usable run config ({exc})") from None
+    if device:
+        cfg = cfg.replace(device=device)
+    cfg = quiet_unless_main(cfg)
     state = runs.load_checkpoint(run_dir)
     ready = prepare(cfg)
     if ready.dataset.classes != saved["data"]["classes"]:

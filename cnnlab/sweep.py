@@ -214,9 +214,9 @@ def _claim(study, units: list[Unit], out: str) -> tuple[Unit, list] | None:
 
 
 def _train_unit(out: str, base: Config, unit: Unit, threads: int, progress: bool,
-                tracking_parent: str | None = None) -> list[dict]:
+                tracking_parent: str | None = None, device: str | None = None) -> list[dict]:
     cfg = base.replace(**dict(unit.values), seed=unit.seed, progress=progress,
-                       **({"threads": threads} if threads else {}))
+                       **({"threads": threads} if threads else {}), **({"device": device} if device else {}))
     root = os.path.join(out, "runs")
     run_dir = os.path.join(root, unit.dirname)  # one plain name: never outside SWEEP_DIR/runs
     assert os.path.dirname(run_dir) == root, run_dir
@@ -225,7 +225,7 @@ def _train_unit(out: str, base: Config, unit: Unit, threads: int, progress: bool
     if os.path.isdir(run_dir) and runs.is_complete(run_dir):
         pass
     elif os.path.exists(os.path.join(run_dir, runs.CHECKPOINT)):
-        resume_run(run_dir)  # a killed worker's training goes on from its last checkpoint
+        resume_run(run_dir, device=device)  # a killed worker's training goes on from its last checkpoint, here
     else:
         if os.path.isdir(run_dir):
             import shutil
@@ -240,8 +240,8 @@ def _train_unit(out: str, base: Config, unit: Unit, threads: int, progress: bool
 
 
 def work(out: str, threads: int = 0, progress: bool = True, on_result=None, storage: str | None = None,
-         study_name: str = "cnnlab") -> int:
-    """Train units until none is left; returns how many this worker trained."""
+         study_name: str = "cnnlab", device: str | None = None) -> int:
+    """Train units until none is left, on `device` (None: the config's); returns how many this worker trained."""
     os.makedirs(os.path.join(out, "runs"), exist_ok=True)
     base, grid, seeds = load_spec(out, storage, study_name)
     units, _ = plan(base, grid, seeds)
@@ -252,7 +252,7 @@ def work(out: str, threads: int = 0, progress: bool = True, on_result=None, stor
         unit, trials = claimed
         try:
             with Heartbeat(study, trials):
-                history = _train_unit(out, base, unit, threads, progress, parent)
+                history = _train_unit(out, base, unit, threads, progress, parent, device)
         except (Interrupted, KeyboardInterrupt) as exc:  # Ctrl-C / SIGTERM: retried (from its checkpoint) on resume
             for trial in trials:
                 tell_failure(study, trial, INTERRUPTED)
@@ -382,32 +382,70 @@ def save_results(out: str, res: dict) -> None:
                      "mean validation accuracy")
 
 
-def run_sweep(out: str, base: Config, grid: dict[str, list], seeds: int, workers: int = 1,
-              progress: bool = True, storage: str | None = None, study_name: str = "cnnlab") -> dict:
-    """Create (or resume) the sweep in `out` and work through it with `workers` processes."""
+DEVICE = re.compile(r"(cpu|cuda)(:\d+)?")
+
+
+def worker_devices(workers: int, devices: str | None, cuda_count: int, base_device: str = "auto") -> list[str | None]:
+    """The device of each of `workers` workers on this machine: the `devices` list (--devices 0,1 = cuda:0,
+    cuda:1; cpu, cuda:N, cpu:N) taken in turn, worker i on devices[i % len]; without it, worker i on cuda:i
+    when the machine has a GPU for each worker (and the config says auto or cuda); else None: the config's
+    device, shared."""
+    if devices:
+        names = [f"cuda:{d}" if d.isdigit() else d for d in (part.strip() for part in devices.split(","))]
+        for name in names:
+            if not DEVICE.fullmatch(name):
+                raise ConfigError(f"--devices: {name!r} is not a device; give GPU numbers (0,1,...) or cpu, cuda:N")
+        return [names[i % len(names)] for i in range(workers)]
+    if workers > 1 and cuda_count >= workers and base_device in ("auto", "cuda"):
+        return [f"cuda:{i}" for i in range(workers)]
+    return [None] * workers
+
+
+def work_together(out: str, workers: int, devices: list[str | None], threads: int, progress: bool = True,
+                  on_result=None, storage: str | None = None, study_name: str = "cnnlab") -> None:
+    """`workers` workers on this machine: this process and workers - 1 helper processes (`cnnlab sweep
+    --worker`), worker i on devices[i]."""
     import subprocess
 
-    create_sweep(out, base, grid, seeds, storage, study_name)
-    parent = tracking.open_parent(base, out)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    # The thread count changes float sums slightly: for the same numbers whatever the number of
-    # workers, give --threads; by default each worker takes its share of the cores.
-    threads = base.threads or (max(1, cores // workers) if workers > 1 else 0)
     # the storage URL may hold a password: it goes to the helpers in their environment, never on a
     # command line (which every user of the machine can read)
     env = {**os.environ, STORAGE_ENV: storage} if storage else {k: v for k, v in os.environ.items() if k != STORAGE_ENV}
     helpers = [subprocess.Popen([sys.executable, "-m", "cnnlab.cli", "sweep", "--out", out, "--worker",
-                                 "--threads", str(threads), "--study", study_name], stdout=subprocess.DEVNULL, env=env)
-               for _ in range(workers - 1)]
-    show = (lambda: print(format_table(results(out, storage, study_name)), flush=True)) if progress else None
+                                 "--threads", str(threads), "--study", study_name,
+                                 *(["--device", device] if device else [])], stdout=subprocess.DEVNULL, env=env)
+               for device in devices[1:]]
     try:
-        work(out, threads, progress and workers == 1, on_result=show, storage=storage, study_name=study_name)
-    except BaseException as exc:
-        tracking.close_parent(base, parent, "KILLED" if isinstance(exc, (Interrupted, KeyboardInterrupt)) else "FAILED")
-        raise
+        work(out, threads, progress and workers == 1, on_result=on_result, storage=storage, study_name=study_name,
+             device=devices[0])
     finally:
         for helper in helpers:
             helper.wait()
+
+
+def worker_threads(threads: int, workers: int) -> int:
+    """Threads per worker: --threads, else each worker its share of the cores (0 = all, one worker).
+    The thread count changes float sums slightly: for the same numbers whatever the number of workers,
+    give --threads."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return threads or (max(1, cores // workers) if workers > 1 else 0)
+
+
+def run_sweep(out: str, base: Config, grid: dict[str, list], seeds: int, workers: int = 1,
+              progress: bool = True, storage: str | None = None, study_name: str = "cnnlab",
+              devices: str | None = None) -> dict:
+    """Create (or resume) the sweep in `out` and work through it with `workers` processes, worker i on
+    the device worker_devices gives it (recorded in each of its runs' config)."""
+    import torch
+
+    placed = worker_devices(workers, devices, torch.cuda.device_count(), base.device)
+    create_sweep(out, base, grid, seeds, storage, study_name)
+    parent = tracking.open_parent(base, out)
+    show = (lambda: print(format_table(results(out, storage, study_name)), flush=True)) if progress else None
+    try:
+        work_together(out, workers, placed, worker_threads(base.threads, workers), progress, show, storage, study_name)
+    except BaseException as exc:
+        tracking.close_parent(base, parent, "KILLED" if isinstance(exc, (Interrupted, KeyboardInterrupt)) else "FAILED")
+        raise
     res = results(out, storage, study_name)
     save_results(out, res)
     tracking.close_parent(base, parent)
@@ -415,4 +453,4 @@ def run_sweep(out: str, base: Config, grid: dict[str, list], seeds: int, workers
 
 
 __all__ = ["NAMED_GRIDS", "Unit", "cells_of", "create_sweep", "describe_plan", "format_table",
-           "parse_grid", "plan", "results", "run_sweep", "save_results", "work"]
+           "parse_grid", "plan", "results", "run_sweep", "save_results", "work", "work_together", "worker_devices"]

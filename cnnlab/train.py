@@ -4,6 +4,12 @@ Checkpoints (Keras's BackupAndRestore, Lightning's last.ckpt): `TrainControl.sav
 the whole training state (weights, optimizer, schedule, RNG, position in the epoch, running sums,
 history) after every `every_epochs` epochs and when a stop is requested; `TrainControl.resume` takes
 such a state back, and the resumed run then ends exactly where an uninterrupted one would (on CPU).
+
+Under torchrun (several processes) the model trains inside DistributedDataParallel: each rank computes the
+mean loss of its equal share of every global batch (the loader's shard) and DDP averages the gradients,
+which is the gradient of the global batch's mean loss. The epoch's sums are added over the ranks, every
+rank validates the whole split with rank 0's buffers, and a checkpoint holds the global sums and each
+rank's random state (dropout draws differ between ranks, as the images do).
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from . import distributed
 from .config import Config
 from .data.loader import DeviceLoader
 from .device import autocast
@@ -86,6 +93,7 @@ def train(model: nn.Module, train_loader: DeviceLoader, val_loader: DeviceLoader
     """Train for cfg.epochs; after each epoch, validate. Returns the per-epoch history
     (loss and accuracy are running means over the epoch's batches, as Keras reports them)."""
     control = control or TrainControl()
+    net = distributed.wrap(model, train_loader.device, cfg.sync_bn)  # `model` itself in one process
     optimizer = build_optimizer(model, cfg)
     steps = len(train_loader)
     if steps == 0:
@@ -110,12 +118,26 @@ def train(model: nn.Module, train_loader: DeviceLoader, val_loader: DeviceLoader
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         history, first_epoch, first_step = list(state["history"]), state["epoch"], state["step"]
         carried = state["sums"]
+    if distributed.active():
+        saved = (control.resume or {}).get("rank_rng") or []
+        if len(saved) == distributed.world_size():  # each rank's own stream, where it stopped
+            torch.set_rng_state(saved[distributed.rank()]["cpu"])
+            if device.type == "cuda" and saved[distributed.rank()]["cuda"] is not None:
+                torch.cuda.set_rng_state(saved[distributed.rank()]["cuda"], device)
+        elif distributed.rank() > 0:  # a stream of its own (rank 0 keeps the one-process stream)
+            torch.manual_seed((cfg.seed * 1_000_003 + distributed.rank()) % 2**63)
 
     def snapshot(epoch: int, step: int, sums: dict) -> dict:
-        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
-                "epoch": epoch, "step": step, "sums": sums, "history": history}
+        loss_sum, correct, seen = distributed.sum_over_ranks(sums["loss_sum"], sums["correct"], sums["seen"])
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(),
+                 "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
+                 "epoch": epoch, "step": step, "sums": {**sums, "loss_sum": loss_sum, "correct": correct, "seen": seen},
+                 "history": history}
+        if distributed.active():
+            state["rank_rng"] = distributed.gather({
+                "cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None})
+        return state
 
     for epoch in range(first_epoch, cfg.epochs + 1):
         model.train()
@@ -124,6 +146,8 @@ def train(model: nn.Module, train_loader: DeviceLoader, val_loader: DeviceLoader
         if carried is not None and epoch == first_epoch:
             loss_sum, correct = carried["loss_sum"].to(device), carried["correct"].to(device)
             seen, before_s = carried["seen"], carried["time_s"]
+            if not distributed.is_main():  # the sums of the steps before are all ranks', carried by rank 0
+                loss_sum, correct, seen = torch.zeros_like(loss_sum), torch.zeros_like(correct), 0
         else:
             loss_sum = torch.zeros((), device=device)
             correct = torch.zeros((), device=device, dtype=torch.int64)
@@ -133,7 +157,7 @@ def train(model: nn.Module, train_loader: DeviceLoader, val_loader: DeviceLoader
                    disable=not cfg.progress, dynamic_ncols=True)
         for step, (inputs, labels) in enumerate(train_loader.batches(start_step), start_step + 1):
             with autocast(device, bf16):
-                logits = model(inputs)
+                logits = net(inputs)
             loss = F.cross_entropy(logits.float(), labels, label_smoothing=cfg.label_smoothing)
             if not torch.isfinite(loss):
                 raise TrainingError(f"non-finite loss ({loss.item()}) at epoch {epoch}, step {step}; "
@@ -161,6 +185,8 @@ def train(model: nn.Module, train_loader: DeviceLoader, val_loader: DeviceLoader
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         train_s = before_s + time.perf_counter() - start
+        loss_sum, correct, seen = distributed.sum_over_ranks(loss_sum, correct, seen)  # the global batches'
+        distributed.sync_buffers(model)  # every rank evaluates rank 0's model
         record = {"epoch": epoch, "loss": loss_sum.item() / seen, "accuracy": correct.item() / seen,
                   "val_loss": None, "val_accuracy": None, "lr": optimizer.param_groups[0]["lr"],
                   "time_s": round(train_s, 3)}

@@ -80,6 +80,11 @@ class DeviceLoader:
     With `shuffle`, each epoch draws a fresh permutation from a generator seeded by (seed, epoch), and
     each step its augmentation from one seeded by (seed, epoch, step): the batches of epoch e, step s
     are the same whether or not the run was interrupted before them.
+
+    With `shard` (rank, ranks), for one training over several processes (DistributedDataParallel), each
+    global batch of `batch_size` is cut into `ranks` equal contiguous parts and this loader yields part
+    `rank`; every rank draws the whole batch's order and augmentation from the same generators and keeps
+    its part, so the ranks together see exactly the batches of one process.
     """
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, device: torch.device, *,
@@ -87,7 +92,7 @@ class DeviceLoader:
                  mean: Sequence[float] = (0.0, 0.0, 0.0), std: Sequence[float] = (1.0, 1.0, 1.0),
                  input_size: int | tuple[int, int] = 0, interpolation: str = "nearest", shuffle: bool = False,
                  drop_last: bool = False, flip: bool = False, translate: int = 0, cutout: int = 0,
-                 crop_scale: float = 0.0, seed: int = 0):
+                 crop_scale: float = 0.0, seed: int = 0, shard: tuple[int, int] = (0, 1)):
         self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
         self.batch_size, self.device, self.stream = batch_size, device, stream
         self.host, self.host_rows = images, (None if rows is None else np.asarray(rows))
@@ -113,6 +118,11 @@ class DeviceLoader:
         self.shuffle, self.drop_last = shuffle, drop_last
         self.flip, self.translate, self.cutout, self.crop_scale = flip, translate, cutout, crop_scale
         self.seed, self.epoch = seed, 0
+        rank, ranks = shard
+        if batch_size % ranks:
+            raise ValueError(f"batch_size {batch_size} is not a multiple of {ranks} ranks")
+        share = batch_size // ranks
+        self.part = slice(None) if ranks == 1 else slice(rank * share, (rank + 1) * share)
 
     def __len__(self) -> int:
         n = len(self.labels)
@@ -145,28 +155,31 @@ class DeviceLoader:
         picks = [order[step * self.batch_size:(step + 1) * self.batch_size] for step in steps]
         pool = ThreadPoolExecutor(1) if self.stream else None
         try:
-            ahead = pool.submit(self._fetch, picks[0]) if pool and picks else None
+            ahead = pool.submit(self._fetch, picks[0][self.part]) if pool and picks else None
             for k, (step, idx) in enumerate(zip(steps, picks)):
+                own = idx[self.part]  # this rank's part of the batch (all of it in one process)
                 if pool:
                     stored = ahead.result().to(self.device, non_blocking=True)
-                    if k + 1 < len(picks):
-                        ahead = pool.submit(self._fetch, picks[k + 1])  # while the device computes this one
-                    source, at = stored, torch.arange(len(idx), device=self.device)
+                    if k + 1 < len(picks):  # while the device computes this one
+                        ahead = pool.submit(self._fetch, picks[k + 1][self.part])
+                    source, at = stored, torch.arange(len(own), device=self.device)
                 else:
-                    at = idx.to(self.device, non_blocking=True)
+                    at = own.to(self.device, non_blocking=True)
                     source, at = self.images, (at if self.rows is None else self.rows.to(self.device)[at])
-                yield self._augment(source, at, step), self.labels[idx.to(self.device, non_blocking=True)]
+                yield (self._augment(source, at, step, len(idx)),
+                       self.labels[own.to(self.device, non_blocking=True)])
         finally:
             if pool:
                 pool.shutdown(wait=True, cancel_futures=True)
 
-    def _augment(self, source: torch.Tensor, at: torch.Tensor, step: int) -> torch.Tensor:
-        gen = self._generator(step)
-        count = len(at)
-        flip = torch.rand(count, generator=gen) < 0.5 if self.flip else None
-        shift = (torch.randint(-self.translate, self.translate + 1, (count, 2), generator=gen)
+    def _augment(self, source: torch.Tensor, at: torch.Tensor, step: int, count: int) -> torch.Tensor:
+        """The inputs of `at` (this rank's part of a batch of `count`): the draws are the whole batch's,
+        then cut to the part, so that they do not depend on how many ranks share the batch."""
+        gen, part = self._generator(step), self.part
+        flip = (torch.rand(count, generator=gen) < 0.5)[part] if self.flip else None
+        shift = (torch.randint(-self.translate, self.translate + 1, (count, 2), generator=gen)[part]
                  if self.translate else None)
-        boxes = random_boxes(count, *self.in_hw, self.crop_scale, gen) if self.crop_scale else None
+        boxes = random_boxes(count, *self.in_hw, self.crop_scale, gen)[part] if self.crop_scale else None
         nearest = self.interpolation == "nearest" or boxes is not None
         batch = gather_batch(source, at, self.out_hw if nearest else None,
                              None if flip is None else flip.to(self.device),
@@ -177,14 +190,14 @@ class DeviceLoader:
             x = resize(x, self.out_hw, self.interpolation)
         inputs = (x * self.scale + self.offset).contiguous(memory_format=torch.channels_last)
         if self.cutout:
-            inputs = self._cut(inputs, gen)
+            inputs = self._cut(inputs, gen, count)
         return inputs
 
-    def _cut(self, inputs: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def _cut(self, inputs: torch.Tensor, gen: torch.Generator, count: int) -> torch.Tensor:
         """Cutout (DeVries & Taylor 2017): one square of side `cutout` set to 0 (the mean) per image."""
-        n, _, height, width = inputs.shape
-        centre = torch.stack([torch.randint(0, height, (n,), generator=gen),
-                              torch.randint(0, width, (n,), generator=gen)], 1).to(inputs.device)
+        _, _, height, width = inputs.shape
+        centre = torch.stack([torch.randint(0, height, (count,), generator=gen),
+                              torch.randint(0, width, (count,), generator=gen)], 1)[self.part].to(inputs.device)
         top, left = centre[:, :1] - self.cutout // 2, centre[:, 1:] - self.cutout // 2
         rows = torch.arange(height, device=inputs.device)[None, :]
         cols = torch.arange(width, device=inputs.device)[None, :]
