@@ -19,6 +19,11 @@ def print_error(message: str) -> None:
     print(f"error: {message.encode('utf-8', 'backslashreplace').decode('utf-8')}", file=sys.stderr)
 
 
+# torchrun reads abbreviations of its own options anywhere on its command line, so `torchrun ... -m cnnlab
+# train --log mlflow` is refused as ambiguous (--log-dir, --logs-specs): --logger is the same flag
+ALIASES = {"log": ("--logger",)}
+
+
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     from .config import Config, config_help
 
@@ -35,7 +40,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         else:
             kwargs["type"] = str  # converted and checked by parse_config, which names the key on error
             kwargs["metavar"] = kind.__name__.upper()
-        group.add_argument(flag, **kwargs)
+        group.add_argument(flag, *ALIASES.get(f.name, ()), **kwargs)
 
 
 def _explicit_keys(args: argparse.Namespace) -> set[str]:

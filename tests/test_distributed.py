@@ -208,3 +208,24 @@ def test_sweep_workers_on_distinct_devices(tmp_path):
         by_worker.setdefault(trial.user_attrs["worker"], set()).add(saved["config"]["device"])
     assert len(by_worker) == 2, "one worker took every trial"
     assert sorted(d for devices in by_worker.values() for d in devices) == ["cpu:0", "cpu:1"]
+
+
+def test_sigterm_to_one_rank_stops_every_rank_and_rank_0_checkpoints(dataset, tmp_path):
+    # --logger: cnnlab's --log under a name torchrun does not take for its own --log-dir/--logs-specs
+    out = str(tmp_path / "run")
+    proc = torchrun(["--data", dataset, "--out", out, *ARGS, "--logger", "none"], start_new_session=True)
+    deadline = time.time() + 240
+    while not os.path.exists(os.path.join(out, "checkpoint.pt")):
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline
+        time.sleep(0.02)
+    ranks = sorted(children(proc.pid))  # rank 0 started first
+    assert len(ranks) == 2
+    os.kill(ranks[1], signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    # one message, from rank 0, naming where it stopped; the state of that point saved
+    assert err.count("stopped: SIGTERM") == 1 and "checkpoint saved; resume with: torchrun" in err, err
+    state = torch.load(os.path.join(out, "checkpoint.pt"), weights_only=True)
+    assert len(state["rank_rng"]) == 2 and not os.path.exists(os.path.join(out, "COMPLETE"))
+    assert state["sums"]["seen"] == 8 * state["step"]  # both ranks' images of the epoch so far
