@@ -108,7 +108,8 @@ def wrap(model: nn.Module, device: torch.device, sync_bn: bool) -> nn.Module:
 
 def agree_stop(reason: str | None) -> str | None:
     """The stop asked of any rank (a signal's name), on every rank, so that all stop after the same step:
-    one MAX all-reduce of one number over gloo, ~0.1 ms a call on this CPU."""
+    one MAX all-reduce of one number over gloo: 0.56 ms a call measured between 2 processes on a 2-core
+    CPU (a seed-preset step there takes ~4 s; a GPU step of NCCL training is not synchronised by it)."""
     if not active():
         return reason
     code = torch.tensor([signal.Signals[reason].value if reason else 0])
