@@ -139,11 +139,17 @@ class Config:
         return path
 
     def resolved(self) -> "Config":
-        """This config with `data` as an absolute path (taken from CNNLAB_DATA when empty), as saved with a
-        run: resume, evaluate and report then read the same data whatever the variable says later."""
-        if not (self.data or os.environ.get("CNNLAB_DATA")):
-            return self
-        return self.replace(data=os.path.abspath(self.data_path()))
+        """This config with its paths absolute, as saved with a run: `data` (taken from CNNLAB_DATA when
+        empty), `init_from` and a `pretrained` file. Resume, evaluate and report then read the same files
+        from any folder, whatever the variable says later."""
+        paths = {}
+        if self.data or os.environ.get("CNNLAB_DATA"):
+            paths["data"] = os.path.abspath(self.data_path())
+        if self.init_from:
+            paths["init_from"] = os.path.abspath(self.init_from)
+        if self.pretrained and self.pretrained != "hub":
+            paths["pretrained"] = os.path.abspath(self.pretrained)
+        return self.replace(**paths) if paths else self
 
 
 PRESETS: dict[str, dict[str, Any]] = {

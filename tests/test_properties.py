@@ -132,8 +132,11 @@ def test_config_round_trips_and_rejects_bad_values_by_key(data):
     printed = io.StringIO()  # through the command line: every value as its flag
     with contextlib.redirect_stdout(printed):
         assert main(["train", *as_flags(values), "--print-config"]) == 0
-    root = cfg.data or os.environ.get("CNNLAB_DATA", "")  # the command line resolves the dataset's path
-    assert parse_config(json.loads(printed.getvalue())) == (cfg.replace(data=os.path.abspath(root)) if root else cfg)
+    # the command line makes the paths absolute (data, init_from, a pretrained file): everything else as given
+    root = cfg.data or os.environ.get("CNNLAB_DATA", "")
+    paths = {k: os.path.abspath(v) for k, v in (("data", root), ("init_from", cfg.init_from),
+                                                  ("pretrained", cfg.pretrained)) if v and v != "hub"}
+    assert parse_config(json.loads(printed.getvalue())) == cfg.replace(**paths)
     key = data.draw(st.sampled_from(fields))
     bad = data.draw(st.one_of(st.lists(st.integers(), max_size=2), st.dictionaries(names, st.integers(), max_size=1),
                               st.text(alphabet="qwz!?", min_size=1, max_size=4), st.none()))
