@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 import typing
@@ -282,6 +283,10 @@ def parse_config(values: dict[str, Any]) -> Config:
 
 def validate(cfg: Config) -> None:
     """Range checks that the types alone do not express."""
+    for f in dataclasses.fields(cfg):  # nan and inf pass every comparison below, or wreck a run later
+        value = getattr(cfg, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"config key {f.name!r} must be a finite number, got {value}")
     positive = ("epochs", "batch_size", "eval_batch_size")
     for key in positive:
         if getattr(cfg, key) <= 0:

@@ -52,3 +52,10 @@ def test_a_runs_config_json_is_a_config_file(tmp_path):
     path = tmp_path / "config.json"
     path.write_text(json.dumps({"config": cfg.to_dict(), "seed": 0, "data": {}, "environment": {}}))
     assert load_config_file(str(path)) == cfg
+
+
+@pytest.mark.parametrize("key,value", [("weight_decay", "nan"), ("lr", "inf"), ("momentum", float("-inf")),
+                                       ("warmup_epochs", float("nan"))])
+def test_non_finite_numbers_are_refused_by_key(key, value):
+    with pytest.raises(ConfigError, match=f"config key '{key}' must be a finite number"):
+        parse_config({key: value})
