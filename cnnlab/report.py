@@ -157,14 +157,20 @@ def _conclusion(res: dict) -> list[str]:
     return lines
 
 
-def _sweep_sections(report: Report, sweep_dir: str) -> None:
-    spec = runs.read_json(os.path.join(sweep_dir, "sweep.json"))
-    path = os.path.join(sweep_dir, "results.json")
+def _saved_study(report: Report, top_dir: str, spec_file: str, what: str) -> tuple[dict, dict]:
+    """The saved spec and results of a sweep or search; opens its report (title, configuration heading)."""
+    spec = runs.read_json(os.path.join(top_dir, spec_file))
+    path = os.path.join(top_dir, "results.json")
     if not os.path.exists(path):
-        raise CnnlabError(f"{path}: missing; run the sweep (or rerun its command) first")
+        raise CnnlabError(f"{path}: missing; run the {what} (or rerun its command) first")
     res = runs.read_json(path)
-    report.add("h1", f"cnnlab sweep report: {os.path.basename(os.path.abspath(sweep_dir))}")
+    report.add("h1", f"cnnlab {what} report: {os.path.basename(os.path.abspath(top_dir))}")
     report.add("h2", "Configuration")
+    return spec, res
+
+
+def _sweep_sections(report: Report, sweep_dir: str) -> None:
+    spec, res = _saved_study(report, sweep_dir, "sweep.json", "sweep")
     report.add("p", f"Grid: {'; '.join(f'{k} = {v}' for k, v in spec['grid'].items())}; {spec['seeds']} seeds per cell. "
                     "Every other setting is the base configuration below.")
     report.add("table", (["key", "value"], [[k, str(v)] for k, v in spec["config"].items()]))
@@ -207,13 +213,7 @@ def _params(params: dict) -> str:
 
 def _search_sections(report: Report, search_dir: str) -> None:
     """A TPE search: its space, every trial (parameters, state, scores), the best on validation."""
-    spec = runs.read_json(os.path.join(search_dir, "search.json"))
-    path = os.path.join(search_dir, "results.json")
-    if not os.path.exists(path):
-        raise CnnlabError(f"{path}: missing; run the search (or rerun its command) first")
-    res = runs.read_json(path)
-    report.add("h1", f"cnnlab search report: {os.path.basename(os.path.abspath(search_dir))}")
-    report.add("h2", "Configuration")
+    spec, res = _saved_study(report, search_dir, "search.json", "search")
     space = "; ".join(f"{k} = one of {', '.join(map(str, d['values']))}" if d["kind"] == "choice" else
                       f"{k} = {d['low']}..{d['high']}{' (log scale)' if d['log'] else ''}" for k, d in spec["space"].items())
     report.add("p", f"TPE search (Optuna's TPE sampler; median pruning on validation accuracy after each epoch) over "
