@@ -16,7 +16,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from .preprocess import nearest_index, normalization, resize
+from .preprocess import nearest_index, normalization, to_inputs
 
 
 def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
@@ -185,10 +185,7 @@ class DeviceLoader:
                              None if flip is None else flip.to(self.device),
                              None if shift is None else shift.to(self.device),
                              None if boxes is None else boxes.to(self.device))
-        x = batch.permute(0, 3, 1, 2).float()
-        if not nearest:
-            x = resize(x, self.out_hw, self.interpolation)
-        inputs = (x * self.scale + self.offset).contiguous(memory_format=torch.channels_last)
+        inputs = to_inputs(batch, self.scale, self.offset, None if nearest else self.out_hw, self.interpolation)
         if self.cutout:
             inputs = self._cut(inputs, gen, count)
         return inputs

@@ -47,14 +47,13 @@ def resize(x: torch.Tensor, size: tuple[int, int], interpolation: str) -> torch.
                          antialias=interpolation != "nearest" and size[0] < x.shape[2])
 
 
-def to_inputs(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float],
-              size: tuple[int, int] | None = None, interpolation: str = "nearest") -> torch.Tensor:
-    """uint8 NHWC -> float32 NCHW in channels_last layout, (x/255 - mean) / std per channel, resized to
-    `size` when given."""
+def to_inputs(batch: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, size: tuple[int, int] | None = None,
+              interpolation: str = "nearest") -> torch.Tensor:
+    """uint8 NHWC -> float32 NCHW in channels_last layout, x * scale + offset (from `normalization`),
+    resized to `size` when given: the last step of the training loader, predict and export alike."""
     x = batch.permute(0, 3, 1, 2).float()
     if size is not None:
         x = resize(x, size, interpolation)
-    scale, offset = normalization(mean, std, x.device)
     return (x * scale + offset).contiguous(memory_format=torch.channels_last)
 
 
@@ -75,9 +74,6 @@ class Preprocess(nn.Module):
         self.register_buffer("offset", offset, persistent=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.permute(0, 3, 1, 2).float()
         if self.interpolation == "nearest":
-            x = x.index_select(2, self.rows).index_select(3, self.cols)
-        else:
-            x = resize(x, self.size, self.interpolation)
-        return (x * self.scale + self.offset).contiguous(memory_format=torch.channels_last)
+            return to_inputs(images.index_select(1, self.rows).index_select(2, self.cols), self.scale, self.offset)
+        return to_inputs(images, self.scale, self.offset, self.size, self.interpolation)
