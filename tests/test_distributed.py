@@ -25,7 +25,8 @@ from conftest import SWEEP_FLAGS, make_dataset
 # lr 0.05: at the fast preset's 0.4 this tiny training is chaotic, and one process with 1 or 2 threads
 # already ends 4e-2 apart in val_loss.
 ARGS = ["--epochs", "3", "--batch-size", "8", "--eval-batch-size", "64", "--threads", "1", "--seed", "3",
-        "--no-progress", "--cutout", "4", "--lr", "0.05", "--sync-bn"]
+        "--no-progress", "--cutout", "4", "--lr", "0.05", "--sync-bn",
+        "--device", "cpu"]  # gloo on the CPU wherever the suite runs (with a GPU, auto would choose NCCL)
 # 2 processes against 1: the same global batches, augmentation and BatchNorm statistics (--sync-bn), summed
 # in another order. Measured here: at most 2.4e-5 apart (val_loss, epoch 3; loss 2e-6, accuracies equal),
 # as far as one process with 1 and 2 threads (3.0e-5). 1e-3 leaves a 40x margin, while a real difference

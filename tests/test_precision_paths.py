@@ -55,7 +55,7 @@ def test_export_is_fp32_and_matches_predict_in_fp32_on_a_bf16_machine(bf16_run, 
     cnnlab.export(out, path, "onnx")
     session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
     exported = session.run(None, {"images": images})[0]
-    fp32 = cnnlab.load(out, precision="fp32").predict(images)
+    fp32 = cnnlab.load(out, device="cpu", precision="fp32").predict(images)  # as the export: CPU, fp32 (no TF32)
     bf16 = cnnlab.load(out).predict(images)
     assert np.abs(exported - fp32).max() <= 1e-4
     # bf16 is a different computation: close, not equal

@@ -68,7 +68,7 @@ def test_onnx_matches_pytorch_on_100_cifar_test_images(cifar_run, cifar_root, tm
     assert main(["export", cifar_run, "--format", "onnx", "--out", out]) == 0
     session = onnxruntime.InferenceSession(out, providers=["CPUExecutionProvider"])
     onnx_probs = session.run(None, {"images": images})[0]
-    torch_probs = cnnlab.load(cifar_run, precision="fp32").predict(images)
+    torch_probs = cnnlab.load(cifar_run, device="cpu", precision="fp32").predict(images)
     assert onnx_probs.shape == (100, 10)
     assert np.abs(onnx_probs - torch_probs).max() <= 1e-4
     assert np.array_equal(onnx_probs.argmax(1), torch_probs.argmax(1))
@@ -79,4 +79,4 @@ def test_torchscript_export_matches(cifar_run, cifar_root, tmp_path):
     out = str(tmp_path / "model.pt")
     cnnlab.export(cifar_run, out, "torchscript")
     scripted = torch.jit.load(out)
-    assert np.abs(scripted(torch.from_numpy(images)).numpy() - cnnlab.load(cifar_run, precision="fp32").predict(images)).max() <= 1e-4
+    assert np.abs(scripted(torch.from_numpy(images)).numpy() - cnnlab.load(cifar_run, device="cpu", precision="fp32").predict(images)).max() <= 1e-4
