@@ -1,61 +1,128 @@
-"""Training and inference images/s of the `seed` preset (the study's AlexNet on 256x256 inputs),
-loader included, over a fixed number of steps; then the time of one full epoch it implies.
+"""Training images/s of the `seed` preset (the study's AlexNet on 256x256 inputs, batch 50), loader
+included, side by side with the study's own Keras pipeline when given its Python.
 
-    python benchmarks/seed_throughput.py [--steps 8] [--batch-sizes 50,100]
+    python benchmarks/seed_throughput.py [--steps 16] [--rounds 2] [--keras-python keras-venv/bin/python]
 
-Uses the real pipeline: uint8 32x32 images on the device, nearest upscale to 256 per batch, the
-training step of cnnlab.train. Prints the peak resident memory of the process at the end.
+Each round runs, one after the other on the same cores: the Keras peer (../shared/peers/keras_seed_study.py,
+in its own environment; only with --keras-python); cnnlab fp32 as the seed preset runs it (the first layer
+computed from the 32x32 images, models/upscale.py; on an AVX2-only CPU, NNPACK's forward convolutions,
+models/cpu_conv.py); unless --no-compare: the same without NNPACK (on AVX2-only CPUs) and without either,
+the 256x256 batch built and convolved by oneDNN as the code did before both; and cnnlab bf16 where the
+hardware has native bf16 (a GPU, or a CPU with AVX-512-BF16/AMX; elsewhere bf16 is emulated, several times
+slower, and not measured).
+cnnlab's figures are the training step of cnnlab.train over the real loader: one warm-up step, then
+--steps timed steps. The last line, with --keras-python, is the ratio of the medians over the rounds.
+Also prints one epoch's time at the measured rate and the study's 3x3 grid (batch 50/100/200 x epochs
+10/20/30; epochs shared: 30 epochs of each batch size) it implies, and the peak resident memory.
 """
 import argparse
 import os
+import re
 import resource
+import statistics
+import subprocess
+import sys
 import time
 
 import numpy as np
 
 from cnnlab import preset
-from cnnlab.data import DeviceLoader, load_dataset
-from cnnlab.device import resolve_device, set_threads, use_bf16
-from cnnlab.evaluate import evaluate
-from cnnlab.pipeline import build_model
+from cnnlab.data import load_dataset
+from cnnlab.device import cpu_has_bf16, resolve_device, set_threads, use_bf16
+from cnnlab.models import cpu_conv
+from cnnlab.pipeline import build_model, fold_upscale, make_loader, preprocessing
 from cnnlab.train import train
+
+PEER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "peers", "keras_seed_study.py")
+
+
+def cnnlab_rate(ds, data: str, batch_size: int, steps: int, variant: str, device) -> float:
+    """Training images/s of the seed preset over `steps` steps after one warm-up step."""
+    precision, fold = variant.split()[0], "before" not in variant
+    nnpack = fold and "NNPACK" not in variant
+    avx2 = cpu_conv._avx2_cpu
+    cpu_conv._avx2_cpu = avx2 if nnpack else (lambda: False)
+    try:
+        return _rate(ds, data, batch_size, steps, precision, fold, device)
+    finally:
+        cpu_conv._avx2_cpu = avx2
+
+
+def _rate(ds, data: str, batch_size: int, steps: int, precision: str, fold: bool, device) -> float:
+    cfg = preset("seed", data=data, batch_size=batch_size, epochs=1, progress=False, precision=precision)
+    prep = preprocessing(cfg, ds)
+    model = build_model(cfg, len(ds.classes), (256, 256), device)
+    folded = fold and fold_upscale(model, cfg, prep)
+    bf16 = use_bf16(cfg.precision, device)
+
+    def loader(n: int):
+        return make_loader(ds.train.take(np.arange(n)), cfg, prep, device, training=True, folded=folded)
+
+    train(model, loader(batch_size), None, cfg, ds.classes, bf16)  # warm-up: first-call allocations
+    n = batch_size * steps
+    timed = loader(n)
+    start = time.perf_counter()
+    train(model, timed, None, cfg, ds.classes, bf16)
+    return n / (time.perf_counter() - start)
+
+
+def keras_rate(python: str, data: str, steps: int) -> float:
+    result = subprocess.run([python, PEER, data, str(steps)], capture_output=True, text=True)
+    found = re.search(r"training ([0-9.]+) images/s", result.stdout)
+    if result.returncode or not found:
+        sys.exit(f"the Keras peer failed ({python} {PEER}):\n{result.stdout[-800:]}{result.stderr[-1500:]}")
+    return float(found.group(1))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", default=os.environ.get("CNNLAB_DATA", "../shared/datasets/cifar10"))
-    parser.add_argument("--steps", type=int, default=8, help="timed training steps per batch size")
-    parser.add_argument("--batch-sizes", default="50,100")
-    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--steps", type=int, default=16, help="timed training steps per measurement")
+    parser.add_argument("--rounds", type=int, default=2, help="alternations of the contenders")
+    parser.add_argument("--batch-size", type=int, default=50)
+    parser.add_argument("--keras-python", help="the Python of the Keras peer's environment (see its header)")
+    parser.add_argument("--no-compare", dest="compare", action="store_false",
+                        help="measure cnnlab only as it runs, not also without NNPACK and as before both changes")
     args = parser.parse_args()
     set_threads(0)
-    ds = load_dataset(args.data, progress=False)
     device = resolve_device("auto")
-    for batch_size in map(int, args.batch_sizes.split(",")):
-        cfg = preset("seed", data=args.data, batch_size=batch_size, epochs=1, progress=False,
-                     precision=args.precision)
-        bf16 = use_bf16(cfg.precision, device)
-        model = build_model(cfg, 10, 256, device)
-        n = batch_size * (args.steps + 1)  # one warm-up step, then the timed ones
-        loader = DeviceLoader(ds.train.images[:n], ds.train.labels[:n], batch_size, device, input_size=256,
-                              shuffle=True, drop_last=True, seed=0)
-        warm = DeviceLoader(ds.train.images[:batch_size], ds.train.labels[:batch_size], batch_size, device,
-                            input_size=256, shuffle=True, drop_last=True)
-        train(model, warm, None, cfg, ds.classes, bf16)
-        start = time.perf_counter()
-        train(model, loader, None, cfg, ds.classes, bf16)
-        train_rate = n / (time.perf_counter() - start)
-        evals = DeviceLoader(ds.val.images[:500], ds.val.labels[:500], 100, device, input_size=256)
-        start = time.perf_counter()
-        evaluate(model, evals, ds.classes, bf16)
-        eval_rate = 500 / (time.perf_counter() - start)
-        epoch_s = len(ds.train) / train_rate + len(ds.val) / eval_rate
-        print(f"seed preset, batch {batch_size}, {'bf16' if bf16 else 'fp32'}: training {train_rate:.1f} images/s "
-              f"({n} images), inference {eval_rate:.1f} images/s; one epoch (45,000 train + 5,000 val) "
-              f"~{epoch_s / 60:.1f} min; vs the study's Keras pipeline on this kind of machine "
-              f"(12.2 images/s, PEERS.md): {train_rate / 12.2:.1f}x")
+    ds = load_dataset(args.data, val_fraction=0.1, split="keras", progress=False, exif=False, resize="squash")
+    bf16_native = device.type == "cuda" or cpu_has_bf16()
+    compare = (["fp32 without NNPACK"] if cpu_conv._avx2_cpu() else []) + ["fp32 before"]
+    contenders = (["keras"] if args.keras_python else []) + ["fp32"] + (compare if args.compare else []) + (
+        ["bf16"] if bf16_native else [])
+    rates: dict[str, list[float]] = {name: [] for name in contenders}
+    for round_ in range(1, args.rounds + 1):
+        for name in contenders:
+            if name == "keras":
+                rate = keras_rate(args.keras_python, args.data, args.steps)
+            else:
+                rate = cnnlab_rate(ds, args.data, args.batch_size, args.steps, name, device)
+            rates[name].append(rate)
+            print(f"round {round_}: {'keras (study pipeline)' if name == 'keras' else 'cnnlab seed preset ' + name}: "
+                  f"training {rate:.1f} images/s ({args.steps} steps of batch {args.batch_size})", flush=True)
+    median = {name: statistics.median(values) for name, values in rates.items()}
+    train_images = len(ds.train)
+    epoch_s = train_images / median["fp32"]
+    # the study's grid with shared epochs: one 30-epoch training per batch size gives its 10/20/30 cells
+    grid_s = 3 * 30 * epoch_s
+    print(f"cnnlab seed preset fp32: one epoch of {train_images:,} training images ~{epoch_s / 60:.0f} min at "
+          f"{median['fp32']:.1f} images/s; the study's 3x3 grid (3 batch sizes x 30 shared epochs) ~{grid_s / 3600:.0f} h "
+          f"(validation passes not included); batch {args.batch_size} stands for all three")
+    if "fp32 before" in median:
+        nnpack = (f"; NNPACK forward alone {median['fp32'] / median['fp32 without NNPACK']:.2f}x"
+                  if "fp32 without NNPACK" in median else "")
+        print(f"cnnlab fp32 now vs before (256x256 batch built, oneDNN forward): {median['fp32'] / median['fp32 before']:.2f}x"
+              + nnpack)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"peak resident memory: {peak_mb:,.0f} MB; cores: {os.cpu_count()}; numpy {np.__version__}")
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    print(f"peak resident memory of this process: {peak_mb:,.0f} MB; {os.cpu_count()} cores: {cpu}; "
+          f"native bf16: {'yes' if bf16_native else 'no (bf16 not measured: emulated, several times slower than fp32)'}")
+    if args.keras_python:
+        keras = median["keras"]
+        bf16 = f"{median['bf16'] / keras:.2f}" if "bf16" in median else "not measured (no native bf16 here)"
+        print(f"ratio cnnlab/keras seed preset training images/s: fp32 {median['fp32'] / keras:.2f}, bf16 {bf16} "
+              f"(keras {keras:.1f} images/s, same run)")
 
 
 if __name__ == "__main__":

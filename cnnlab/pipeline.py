@@ -20,6 +20,7 @@ from .device import peak_memory, resolve_device, set_threads, use_bf16
 from .errors import CheckpointMismatch, CnnlabError, ConfigError, Interrupted
 from .evaluate import evaluate, metrics_from_logits, predict_batches
 from .models import create_model, create_pretrained, default_input_size, input_config, read_state_dict, transfer_weights
+from .models.upscale import fold_nearest_upscale
 from .plots import plot_curves
 from .train import Callback, TrainControl, train
 
@@ -73,8 +74,25 @@ def should_stream(nbytes: int, cfg: Config, device: torch.device) -> bool:
     return False  # on a CPU the images are used in place (a memory map of the cache): nothing to copy
 
 
-def make_loader(split, cfg: Config, prep: dict, device: torch.device, training: bool) -> DeviceLoader:
-    common = dict(mean=prep["mean"], std=prep["std"], input_size=input_hw(prep), rows=split.index,
+def fold_upscale(model: torch.nn.Module, cfg: Config, prep: dict) -> bool:
+    """Whether `model` takes the stored images as they are, its input layer computing what it would from
+    their nearest upscale to the input size (models/upscale.py: exact to float rounding, and the upscaled
+    batch never exists): where the upscale is by whole factors and no augmentation works at the input size
+    (cutout, random-resized crops). The study's 32 -> 256 AlexNet is the case; every other model is left as
+    it is."""
+    if prep["interpolation"] != "nearest" or cfg.cutout or cfg.rrc_scale_min:
+        return False
+    (height, width), (in_h, in_w) = prep["image_size"], input_hw(prep)
+    if in_h % height or in_w % width:
+        return False
+    return fold_nearest_upscale(model, (in_h // height, in_w // width))
+
+
+def make_loader(split, cfg: Config, prep: dict, device: torch.device, training: bool, folded: bool = False
+                ) -> DeviceLoader:
+    """Batches of `split` for a model fed as `prep` says; `folded` (fold_upscale): at the stored size."""
+    size = tuple(prep["image_size"]) if folded else input_hw(prep)
+    common = dict(mean=prep["mean"], std=prep["std"], input_size=size, rows=split.index,
                   interpolation=prep["interpolation"], seed=cfg.seed,
                   stream=should_stream(split.nbytes, cfg, device))
     if training:  # under torchrun, this rank's share of every global batch
@@ -150,6 +168,7 @@ class Prepared:
     bf16: bool
     cfg: Config  # the config, adapted to the dataset where that was asked
     notes: list[str]  # what was decided about the images and the recipe, to print and save
+    folded: bool = False  # the model takes the stored images before their upscale (fold_upscale)
 
 
 def prepare(cfg: Config, keep: frozenset[str] | set[str] | None = None) -> Prepared:
@@ -181,13 +200,14 @@ def prepare(cfg: Config, keep: frozenset[str] | set[str] | None = None) -> Prepa
     if hasattr(model, "init_whitening") and not (cfg.pretrained or cfg.init_from):  # loaded weights keep theirs
         sample = make_loader(whitening_sample(dataset.train, seed=cfg.seed), cfg, prep, device, training=False)
         model.init_whitening(torch.cat([inputs for inputs, _ in sample]))
-    train_loader = make_loader(dataset.train, cfg, prep, device, training=True)
+    folded = fold_upscale(model, cfg, prep)
+    train_loader = make_loader(dataset.train, cfg, prep, device, training=True, folded=folded)
     if train_loader.stream:
         notes.append(f"training images ({dataset.train.nbytes / 1e9:.2f} GB) stream from the host cache a batch at "
                      "a time (they do not fit the device budget; --device-memory-gb)")
     return Prepared(dataset, prep, model, train_loader,
-                    make_loader(dataset.val, cfg, prep, device, training=False) if dataset.val else None,
-                    device, use_bf16(cfg.precision, device), cfg, dataset.notes + notes)
+                    make_loader(dataset.val, cfg, prep, device, training=False, folded=folded) if dataset.val else None,
+                    device, use_bf16(cfg.precision, device), cfg, dataset.notes + notes, folded)
 
 
 @contextlib.contextmanager
@@ -216,18 +236,20 @@ class TestAtEpochs(Callback):
     """Adds test_loss / test_accuracy to the history records of the given epochs, so that one training
     can stand for runs of several lengths (a sweep's shared epochs)."""
 
-    def __init__(self, epochs: set[int], loader: DeviceLoader, classes: list[str], bf16: bool, tta: bool):
+    def __init__(self, epochs: set[int], loader: DeviceLoader, classes: list[str], bf16: bool, tta: bool,
+                 tta_translate: int = 0):
         self.epochs, self.loader, self.classes, self.bf16, self.tta = epochs, loader, classes, bf16, tta
+        self.tta_translate = tta_translate
 
     def on_epoch_end(self, epoch: int, record: dict, model: torch.nn.Module) -> None:
         if epoch in self.epochs:
-            test = evaluate(model, self.loader, self.classes, self.bf16, self.tta)
+            test = evaluate(model, self.loader, self.classes, self.bf16, self.tta, self.tta_translate)
             record.update(test_loss=test["loss"], test_accuracy=test["accuracy"])
 
 
 def _fit(cfg: Config, out: str, ready: Prepared, callbacks: tuple[Callback, ...], resume: dict | None,
          test_at_epochs: tuple[int, ...] = (), tracking_parent: str | None = None) -> dict:
-    test_loader = (make_loader(ready.dataset.test, cfg, ready.prep, ready.device, training=False)
+    test_loader = (make_loader(ready.dataset.test, cfg, ready.prep, ready.device, training=False, folded=ready.folded)
                    if ready.dataset.test is not None else None)
     # the tracker logs each epoch after its test figures are added and before a callback can stop the run
     tracker = tracking.Tracker(cfg, out, len(ready.train_loader) * cfg.batch_size,
@@ -236,7 +258,7 @@ def _fit(cfg: Config, out: str, ready: Prepared, callbacks: tuple[Callback, ...]
     if test_at_epochs and test_loader is not None:
         # the last epoch's test figures come from the final evaluation below, not from a second pass
         callbacks = (TestAtEpochs(set(test_at_epochs) - {cfg.epochs}, test_loader, ready.dataset.classes,
-                                  ready.bf16, cfg.tta), *callbacks)
+                                  ready.bf16, cfg.tta, cfg.tta_translate), *callbacks)
 
     with tracker:
         history, metrics = _train_and_save(cfg, out, ready, callbacks, resume, test_at_epochs, test_loader)
@@ -268,7 +290,7 @@ def _train_and_save(cfg: Config, out: str, ready: Prepared, callbacks: tuple[Cal
                      "eval_time_s": round(sum(r.get("eval_time_s", 0.0) for r in history), 3),
                      "epochs_run": len(history)}
     if test_loader is not None:
-        logits, labels = predict_batches(ready.model, test_loader, ready.bf16, cfg.tta)
+        logits, labels = predict_batches(ready.model, test_loader, ready.bf16, cfg.tta, cfg.tta_translate)
         metrics["test"] = metrics_from_logits(logits, labels, ready.dataset.classes)
         # per-image predictions, in test-split order: the report shows misclassified images from them
         metrics["test_predictions"] = logits.argmax(1).tolist()
@@ -384,7 +406,7 @@ def evaluate_run(run_dir: str, data: str | None = None) -> dict:
     device = next(model.parameters()).device
     loader = make_loader(split, cfg, run["data"]["preprocessing"], device, training=False)
     bf16 = use_bf16(cfg.precision, device)
-    metrics = evaluate(model, loader, dataset.classes, bf16, cfg.tta)
+    metrics = evaluate(model, loader, dataset.classes, bf16, cfg.tta, cfg.tta_translate)
     metrics["split"] = name
     return metrics
 
