@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from cnnlab import preset
 from cnnlab.models import create_model
 from cnnlab.runs import save_checkpoint
-from cnnlab.train import build_optimizer
+from cnnlab.optim import build_optimizer
 
 EPOCH_S = {"fast": 60.0, "seed": 67 * 60.0}  # measured epoch times on this machine (README)
 

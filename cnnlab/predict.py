@@ -4,8 +4,8 @@
     model.predict(["cat.png", pil_image, uint8_array])      # -> probabilities, (N, classes)
 
 The preprocessing is the run's own, read from its config.json: decode to RGB, resize to the stored
-image size, upscale to the input size on the device, rescale or normalise, and flip TTA if the run
-evaluated with it.
+image size, upscale to the input size on the device, rescale or normalise, and flip TTA (with its
+translated views, tta_translate) if the run evaluated with it.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from .data.folder import is_image_name
 from .data.preprocess import Preprocess
 from .device import use_bf16
 from .errors import CnnlabError, DataError
-from .evaluate import infer
+from .evaluate import infer, tta_logits
 from .files import write_atomic
 from .pipeline import load_trained
 
@@ -44,9 +44,9 @@ class Predictor:
     """A trained run, ready to classify images (file paths, PIL images or uint8 HxWx3 arrays)."""
 
     def __init__(self, model: nn.Module, classes: list[str], preprocessing: dict, tta: bool, bf16: bool,
-                 batch_size: int = 256):
+                 batch_size: int = 256, tta_translate: int = 0):
         self.model, self.classes, self.prep = model.eval(), classes, preprocessing
-        self.tta, self.bf16, self.batch_size = tta, bf16, batch_size
+        self.tta, self.bf16, self.batch_size, self.tta_translate = tta, bf16, batch_size, tta_translate
         self.device = next(model.parameters()).device
         self.preprocess = Preprocess(preprocessing).to(self.device)
 
@@ -77,7 +77,7 @@ class Predictor:
         for start in range(0, len(images), self.batch_size):
             batch = torch.from_numpy(np.ascontiguousarray(images[start:start + self.batch_size])).to(self.device)
             inputs = self.preprocess(batch)
-            out.append(torch.softmax(infer(self.model, inputs, self.bf16, self.tta), 1).cpu())
+            out.append(torch.softmax(infer(self.model, inputs, self.bf16, self.tta, self.tta_translate), 1).cpu())
         return torch.cat(out).numpy() if out else np.zeros((0, len(self.classes)), dtype=np.float32)
 
     def predict(self, images: Any) -> np.ndarray:
@@ -120,7 +120,7 @@ def load(run_dir: str, device: str | None = None, batch_size: int = 0, precision
     if precision not in (None, "auto", "fp32", "bf16"):
         raise CnnlabError(f"precision {precision!r}: use auto, fp32 or bf16")
     return Predictor(model, run["data"]["classes"], run["data"]["preprocessing"], cfg.tta,
-                     use_bf16(precision or cfg.precision, dev), batch_size or cfg.eval_batch_size)
+                     use_bf16(precision or cfg.precision, dev), batch_size or cfg.eval_batch_size, cfg.tta_translate)
 
 
 def collect_images(targets: Sequence[str]) -> list[str]:
@@ -145,14 +145,10 @@ class ExportModule(nn.Module):
         super().__init__()
         self.model = predictor.model.float().cpu().eval().requires_grad_(False)
         self.preprocess = Preprocess(predictor.prep)
-        self.tta = predictor.tta
+        self.tta, self.tta_translate = predictor.tta, predictor.tta_translate
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = self.preprocess(images)
-        logits = self.model(x)
-        if self.tta:
-            logits = 0.5 * (logits + self.model(torch.flip(x, dims=[3])))
-        return torch.softmax(logits, 1)
+        return torch.softmax(tta_logits(self.model, self.preprocess(images), self.tta, self.tta_translate), 1)
 
 
 def export(run_dir: str, out: str, fmt: str) -> str:

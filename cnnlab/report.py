@@ -104,7 +104,8 @@ def _run_sections(report: Report, run_dir: str, title: str | None = None, headin
         report.add("p", "No test split: the dataset has no test folder.")
         return
     report.add("p", f"**Test accuracy: {_pct(test['accuracy'])}** on {test['n']} images (loss {test['loss']:.4f}"
-                    f"{', flip TTA' if cfg.tta else ''}).")
+                    f"{', flip TTA' if cfg.tta else ''}"
+                    f"{f' with {cfg.tta_translate}-pixel translations' if cfg.tta and cfg.tta_translate else ''}).")
     report.add("table", (["class", "accuracy"], [[c, _pct(a)] for c, a in test["per_class_accuracy"].items()]))
     path = plot_confusion(test["confusion"], data["classes"], report.scratch_path("confusion.png"))
     report.image("confusion.png", path, "confusion matrix of the test images")

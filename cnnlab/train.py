@@ -13,7 +13,6 @@ rank's random state (dropout draws differ between ranks, as the images do).
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -29,7 +28,7 @@ from .data.loader import DeviceLoader
 from .device import autocast
 from .errors import CheckpointMismatch, CnnlabError, Interrupted, TrainingError
 from .evaluate import evaluate
-from .models import head_parameter_names
+from .optim import build_optimizer, build_scheduler
 
 __all__ = ["Callback", "CheckpointMismatch", "Interrupted", "StopTraining", "TrainControl", "TrainingError", "train"]
 
@@ -53,40 +52,6 @@ class TrainControl:
     resume: dict | None = None
 
 
-def param_groups(model: nn.Module, lr: float, backbone_lr_scale: float) -> list[dict]:
-    """One group at `lr`; with backbone_lr_scale != 1, the classifier head at `lr` (first, so a history's
-    lr is the head's) and every other parameter at lr * backbone_lr_scale."""
-    params = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
-    if backbone_lr_scale == 1.0:
-        return [{"params": [p for _, p in params], "lr": lr}]
-    head = set(head_parameter_names(model))
-    return [{"params": [p for name, p in params if name in head], "lr": lr},
-            {"params": [p for name, p in params if name not in head], "lr": lr * backbone_lr_scale}]
-
-
-def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
-    params = param_groups(model, cfg.lr, cfg.backbone_lr_scale)
-    if cfg.optimizer in ("adam", "adamw"):
-        kind = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-        return kind(params, lr=cfg.lr, betas=(cfg.momentum, 0.999), eps=cfg.adam_eps,
-                    weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                           weight_decay=cfg.weight_decay)
-
-
-def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
-    """Multiplier of the peak lr at `step`: 1 for constant; for onecycle a linear rise over the
-    warm-up, then a linear fall to 0 at the last step (the triangular schedule of the speed records);
-    for cosine the same rise, then half a cosine from 1 to 0 (SGDR without restarts, as timm fine-tunes)."""
-    if schedule == "constant":
-        return 1.0
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    if schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))))
-    return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
-
-
 def train(model: nn.Module, train_loader: DeviceLoader, val_loader: DeviceLoader | None, cfg: Config,
           classes: list[str], bf16: bool = False, callbacks: Sequence[Callback] = (),
           control: TrainControl | None = None) -> list[dict]:
@@ -99,9 +64,7 @@ def train(model: nn.Module, train_loader: DeviceLoader, val_loader: DeviceLoader
     if steps == 0:
         raise CnnlabError(f"config key 'batch_size' ({cfg.batch_size}) is larger than the "
                           f"{len(train_loader.labels)} training images; lower it")
-    total, warmup = cfg.epochs * steps, int(round(cfg.warmup_epochs * steps))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, total, warmup, cfg.schedule))
+    scheduler = build_scheduler(optimizer, cfg, steps)
     device = train_loader.device
     history: list[dict] = []
     first_epoch, first_step, carried = 1, 0, None

@@ -13,7 +13,7 @@ def test_seed_preset_is_the_study():
 
 
 def test_fast_is_the_default():
-    assert preset("fast") == Config() and set(PRESETS) == {"fast", "seed", "finetune"}
+    assert preset("fast") == Config() and set(PRESETS) == {"fast", "seed", "finetune", "fast94"}
 
 
 def test_round_trip_through_dict():

@@ -14,7 +14,7 @@ from cnnlab.config import Config, preset
 from cnnlab.errors import ConfigError
 from cnnlab.models import create_model, create_pretrained, head_parameter_names, input_config
 from cnnlab.pipeline import prepare
-from cnnlab.train import build_optimizer, lr_factor
+from cnnlab.optim import build_optimizer, lr_factor
 from conftest import make_dataset, make_folder
 
 TINY = ["--epochs", "1", "--batch-size", "8", "--eval-batch-size", "64", "--threads", "1", "--no-progress",

@@ -23,7 +23,7 @@ def test_seed_alexnet_uses_keras_init_and_batchnorm():
 
 
 def test_unknown_model_lists_known_names():
-    with pytest.raises(ConfigError, match="known models: fastnet, fastnet_wide, seed_alexnet"):
+    with pytest.raises(ConfigError, match="known models: fastnet, fastnet94, fastnet_wide, seed_alexnet"):
         create_model("resnet9000")
 
 
