@@ -48,7 +48,8 @@ def upscaled_conv2d(source: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
     pad_h, pad_w = max(0, -(-out_h // py) + dy - 1 - height), max(0, -(-out_w // px) + dx - 1 - width)
     if pad_h or pad_w:  # these positions only ever meet zero-weight taps of valid outputs
         source = F.pad(source, (0, pad_w, 0, pad_h))
-    phased = F.conv2d(source, kernels)  # (N, O*Py*Px, Ly, Lx)
+    # (N, O*Py*Px, Ly, Lx); the bias added here, in place of another full-size tensor after the interleave
+    phased = F.conv2d(source, kernels, None if bias is None else bias.repeat_interleave(py * px))
     n, _, ly, lx = phased.shape
     # interleave the phases: output row a*Py + p, column b*Px + q, in the layout of the weights (what the
     # next layers get from a plain convolution)
@@ -58,7 +59,7 @@ def upscaled_conv2d(source: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
         out = out.permute(0, 3, 1, 2)  # NCHW sizes, channels-last memory
     else:
         out = grid.permute(0, 1, 4, 2, 5, 3).reshape(n, out_channels, ly * py, lx * px)[:, :, :out_h, :out_w]
-    return out if bias is None else out + bias.view(1, -1, 1, 1)
+    return out
 
 
 class NearestUpscaleConv2d(nn.Conv2d):
