@@ -124,6 +124,8 @@ class Config:
     sync_bn: bool = _knob(False, "under torchrun (several processes): BatchNorm statistics over the whole global batch "
                                  "(SyncBatchNorm) instead of each process's share; no effect in one process")
     threads: int = _knob(0, "CPU threads for PyTorch (0 = all cores)")
+    compile: bool = _knob(False, "torch.compile the model for training: slower first steps (compiling), then "
+                                 "faster ones where the kernels fuse, mostly on a GPU")
     checkpoint_every: int = _knob(1, "write a resumable checkpoint every this many epochs (0 = only on Ctrl-C/SIGTERM)")
     seed: int = _knob(0, "random seed for initialisation, shuffling, augmentation and dropout")
     adapt: bool = _knob(True, "on a small training set, lower batch_size (and lr with it) and raise epochs to a "

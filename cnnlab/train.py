@@ -10,6 +10,11 @@ mean loss of its equal share of every global batch (the loader's shard) and DDP 
 which is the gradient of the global batch's mean loss. The epoch's sums are added over the ranks, every
 rank validates the whole split with rank 0's buffers, and a checkpoint holds the global sums and each
 rank's random state (dropout draws differ between ranks, as the images do).
+
+The loop never waits for the device within a step (on a GPU the host runs ahead, queueing steps): the
+running sums, the progress bar's figures and a device-side record of the first non-finite loss are read
+back together every `read_every_steps` steps, at a stop and at each epoch's end (`host_values`); a
+non-finite loss then ends the run naming the epoch and step where it first appeared.
 """
 from __future__ import annotations
 
@@ -50,6 +55,15 @@ class TrainControl:
     every_epochs: int = 1
     stop_requested: Callable[[], str | None] = field(default=lambda: None)  # the reason, when asked to stop
     resume: dict | None = None
+    # steps between reads of the device (progress bar, non-finite check): each read stalls a GPU's queue, and
+    # at ~5 ms a GPU step, 50 steps (a quarter of a second) is still a live progress bar
+    read_every_steps: int = 50
+
+
+def host_values(*values: torch.Tensor) -> list[float]:
+    """The numbers in one-element tensors, on the host, in one copy: the one place the training loop
+    waits for the device."""
+    return torch.stack([v.detach().reshape(()).double() for v in values]).tolist()
 
 
 def train(model: nn.Module, train_loader: DeviceLoader, val_loader: DeviceLoader | None, cfg: Config,
@@ -58,14 +72,18 @@ def train(model: nn.Module, train_loader: DeviceLoader, val_loader: DeviceLoader
     """Train for cfg.epochs; after each epoch, validate. Returns the per-epoch history
     (loss and accuracy are running means over the epoch's batches, as Keras reports them)."""
     control = control or TrainControl()
-    net = distributed.wrap(model, train_loader.device, cfg.sync_bn)  # `model` itself in one process
+    device = train_loader.device
+    if device.type == "cuda":  # the fastest convolution algorithms for the batch's fixed shape, timed once
+        torch.backends.cudnn.benchmark = True
+    net = distributed.wrap(model, device, cfg.sync_bn)  # `model` itself in one process
+    if cfg.compile:  # the training forward and backward only; evaluation runs `model` as it is
+        net = torch.compile(net)
     optimizer = build_optimizer(model, cfg)
     steps = len(train_loader)
     if steps == 0:
         raise CnnlabError(f"config key 'batch_size' ({cfg.batch_size}) is larger than the "
                           f"{len(train_loader.labels)} training images; lower it")
     scheduler = build_scheduler(optimizer, cfg, steps)
-    device = train_loader.device
     history: list[dict] = []
     first_epoch, first_step, carried = 1, 0, None
     if control.resume is not None:
@@ -115,6 +133,18 @@ def train(model: nn.Module, train_loader: DeviceLoader, val_loader: DeviceLoader
             loss_sum = torch.zeros((), device=device)
             correct = torch.zeros((), device=device, dtype=torch.int64)
             seen, before_s = 0, 0.0
+        first_bad = torch.zeros((), device=device, dtype=torch.int64)  # the epoch's first step of non-finite
+        bad_loss = torch.zeros((), device=device)  # loss (0: none yet) and that loss
+
+        def read() -> tuple[float, int]:
+            """Wait for the device: the running sums; a non-finite loss since the last read ends the run."""
+            loss_value, correct_value, bad_step, bad_value = host_values(loss_sum, correct, first_bad, bad_loss)
+            if bad_step:
+                bar.close()
+                raise TrainingError(f"non-finite loss ({bad_value}) at epoch {epoch}, step {int(bad_step)}; "
+                                    "lower lr or use --precision fp32")
+            return loss_value, int(correct_value)
+
         start = time.perf_counter()
         bar = tqdm(total=steps, initial=start_step, desc=f"epoch {epoch}/{cfg.epochs}", unit="step", leave=False,
                    disable=not cfg.progress, dynamic_ncols=True)
@@ -122,9 +152,9 @@ def train(model: nn.Module, train_loader: DeviceLoader, val_loader: DeviceLoader
             with autocast(device, bf16):
                 logits = net(inputs)
             loss = F.cross_entropy(logits.float(), labels, label_smoothing=cfg.label_smoothing)
-            if not torch.isfinite(loss):
-                raise TrainingError(f"non-finite loss ({loss.item()}) at epoch {epoch}, step {step}; "
-                                    "lower lr or use --precision fp32")
+            newly_bad = torch.isfinite(loss).logical_not_().logical_and_(first_bad == 0)  # on the device
+            first_bad = torch.where(newly_bad, step, first_bad)
+            bad_loss = torch.where(newly_bad, loss.detach(), bad_loss)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -133,24 +163,28 @@ def train(model: nn.Module, train_loader: DeviceLoader, val_loader: DeviceLoader
             correct += (logits.argmax(1) == labels).sum()
             seen += len(labels)
             bar.update(1)
-            if cfg.progress and (step % 10 == 0 or step == steps):
-                bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", accuracy=f"{correct.item() / seen:.4f}")
+            if step % control.read_every_steps == 0 and step < steps:  # the epoch's end is read below
+                loss_value, correct_value = read()
+                if cfg.progress:
+                    bar.set_postfix(loss=f"{loss_value / seen:.4f}", accuracy=f"{correct_value / seen:.4f}")
             reason = control.stop_requested()
             if reason and step < steps:
+                loss_value, correct_value = read()  # never a checkpoint of weights gone non-finite
                 bar.close()
-                sums = {"loss_sum": loss_sum.cpu(), "correct": correct.cpu(), "seen": seen,
+                sums = {"loss_sum": torch.tensor(loss_value, dtype=loss_sum.dtype),
+                        "correct": torch.tensor(correct_value), "seen": seen,
                         "time_s": before_s + time.perf_counter() - start}
                 if control.save_checkpoint is None:
                     raise Interrupted(f"{reason} at epoch {epoch}, step {step}; no checkpoint was kept")
                 control.save_checkpoint(snapshot(epoch, step, sums))
                 raise Interrupted(f"{reason} at epoch {epoch}, step {step}; checkpoint saved")
+        loss_value, correct_value = read()  # waits for the epoch's last step: its training time ends here
         bar.close()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
         train_s = before_s + time.perf_counter() - start
-        loss_sum, correct, seen = distributed.sum_over_ranks(loss_sum, correct, seen)  # the global batches'
+        loss_total, correct_total, seen = distributed.sum_over_ranks(  # the global batches'
+            torch.tensor(loss_value, dtype=torch.float64), correct_value, seen)
         distributed.sync_buffers(model)  # every rank evaluates rank 0's model
-        record = {"epoch": epoch, "loss": loss_sum.item() / seen, "accuracy": correct.item() / seen,
+        record = {"epoch": epoch, "loss": float(loss_total) / seen, "accuracy": correct_total / seen,
                   "val_loss": None, "val_accuracy": None, "lr": optimizer.param_groups[0]["lr"],
                   "time_s": round(train_s, 3)}
         if val_loader is not None:

@@ -56,14 +56,15 @@ def random_boxes(n: int, height: int, width: int, scale_min: float, gen: torch.G
                  ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> torch.Tensor:
     """(n, 4) boxes top, left, height, width of random-resized crops (Szegedy et al. 2015, torchvision's
     RandomResizedCrop): area a fraction in [scale_min, 1] of the image, aspect ratio log-uniform in
-    `ratio`, clipped to the image, placed uniformly."""
-    area = (scale_min + (1 - scale_min) * torch.rand(n, generator=gen)) * height * width
-    log_ratio = torch.empty(n).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=gen)
+    `ratio`, clipped to the image, placed uniformly. Drawn on the generator's device."""
+    device = gen.device
+    area = (scale_min + (1 - scale_min) * torch.rand(n, generator=gen, device=device)) * height * width
+    log_ratio = torch.empty(n, device=device).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=gen)
     aspect = torch.exp(log_ratio)
     box_h = torch.sqrt(area / aspect).round().clamp(1, height).long()
     box_w = torch.sqrt(area * aspect).round().clamp(1, width).long()
-    top = (torch.rand(n, generator=gen) * (height - box_h + 1)).long()
-    left = (torch.rand(n, generator=gen) * (width - box_w + 1)).long()
+    top = (torch.rand(n, generator=gen, device=device) * (height - box_h + 1)).long()
+    left = (torch.rand(n, generator=gen, device=device) * (width - box_w + 1)).long()
     return torch.stack([top, left, box_h, box_w], 1)
 
 
@@ -77,13 +78,14 @@ class DeviceLoader:
     computes: for a split that does not fit on the device. Augmentation and normalisation are then the
     same, on the device, so both ways give the same batches.
 
-    With `shuffle`, each epoch draws a fresh permutation from a generator seeded by (seed, epoch), and
-    each step its augmentation from one seeded by (seed, epoch, step): the batches of epoch e, step s
-    are the same whether or not the run was interrupted before them.
+    Each epoch draws its order (with `shuffle`) and the augmentation of all its images in one go, from one
+    generator seeded by (seed, epoch) on the device where the batches are made (a CUDA generator on a GPU:
+    no host work and no copy per step; the numbers differ from a CPU's): the batches of epoch e, step s are
+    the same whether or not the run was interrupted before them.
 
     With `shard` (rank, ranks), for one training over several processes (DistributedDataParallel), each
     global batch of `batch_size` is cut into `ranks` equal contiguous parts and this loader yields part
-    `rank`; every rank draws the whole batch's order and augmentation from the same generators and keeps
+    `rank`; every rank draws the whole epoch's order and augmentation from the same generator and keeps
     its part, so the ranks together see exactly the batches of one process.
     """
 
@@ -123,6 +125,10 @@ class DeviceLoader:
             raise ValueError(f"batch_size {batch_size} is not a multiple of {ranks} ranks")
         share = batch_size // ranks
         self.part = slice(None) if ranks == 1 else slice(rank * share, (rank + 1) * share)
+        # constants built once, not per batch: a streamed batch's rows, cutout's pixel coordinates
+        self.positions = torch.arange(share, device=device)
+        self.grid = (torch.arange(self.out_hw[0], device=device)[None, :],
+                     torch.arange(self.out_hw[1], device=device)[None, :])
 
     def __len__(self) -> int:
         n = len(self.labels)
@@ -131,10 +137,30 @@ class DeviceLoader:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _generator(self, step: int = -1) -> torch.Generator:
-        # One stream for the epoch's order and one per step for its augmentation, so that a resumed
-        # epoch can start at any step and still draw exactly the numbers an uninterrupted one draws.
-        return torch.Generator().manual_seed(((self.seed * 1_000_003 + self.epoch) * 1_000_033 + step + 1) % 2**63)
+    def _generator(self) -> torch.Generator:
+        # One stream an epoch: its order and all its augmentation, so that a resumed epoch can start at any
+        # step and still get exactly the numbers an uninterrupted one gets.
+        where = self.device if self.device.type == "cuda" else "cpu"
+        return torch.Generator(device=where).manual_seed(((self.seed * 1_000_003 + self.epoch) * 1_000_033) % 2**63)
+
+    def _draws(self) -> dict[str, torch.Tensor]:
+        """The epoch's randomness, one row per place in the epoch, on the device: `order` (the images in the
+        order they are seen) and, where switched on, `flip`, `shift`, `boxes` and `centre` (of cutout)."""
+        n, device = len(self.labels), self.device
+        augment = self.flip or self.translate or self.crop_scale or self.cutout
+        gen = self._generator() if self.shuffle or augment else None
+        draws = {"order": torch.randperm(n, generator=gen, device=device) if self.shuffle
+                 else torch.arange(n, device=device)}
+        if self.flip:
+            draws["flip"] = torch.rand(n, generator=gen, device=device) < 0.5
+        if self.translate:
+            draws["shift"] = torch.randint(-self.translate, self.translate + 1, (n, 2), generator=gen, device=device)
+        if self.crop_scale:
+            draws["boxes"] = random_boxes(n, *self.in_hw, self.crop_scale, gen)
+        if self.cutout:
+            draws["centre"] = torch.stack([torch.randint(0, self.out_hw[0], (n,), generator=gen, device=device),
+                                           torch.randint(0, self.out_hw[1], (n,), generator=gen, device=device)], 1)
+        return draws
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return self.batches()
@@ -148,57 +174,49 @@ class DeviceLoader:
         return batch.pin_memory() if self.device.type == "cuda" else batch
 
     def batches(self, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """The epoch's batches from `start_step` on."""
-        n = len(self.labels)
-        order = torch.randperm(n, generator=self._generator()) if self.shuffle else torch.arange(n)
-        steps = range(start_step, len(self))
-        picks = [order[step * self.batch_size:(step + 1) * self.batch_size] for step in steps]
+        """The epoch's batches from `start_step` on. Each is this rank's part of the global batch: its
+        draws are the whole batch's, cut to the part, so they do not depend on how many ranks share it."""
+        draws = self._draws()
+        order = draws.pop("order")
+        labels = self.labels[order]  # in the epoch's order, once an epoch
+        spans = [slice(step * self.batch_size, (step + 1) * self.batch_size) for step in range(start_step, len(self))]
+        if self.stream:  # gathered on the host: the order goes there once an epoch
+            host_order = order.cpu()
+            picks = [host_order[span][self.part] for span in spans]
+        else:  # the stored row of each place in the epoch, once an epoch
+            source = order if self.rows is None else self.rows.to(self.device)[order]
         pool = ThreadPoolExecutor(1) if self.stream else None
         try:
-            ahead = pool.submit(self._fetch, picks[0][self.part]) if pool and picks else None
-            for k, (step, idx) in enumerate(zip(steps, picks)):
-                own = idx[self.part]  # this rank's part of the batch (all of it in one process)
+            ahead = pool.submit(self._fetch, picks[0]) if pool and picks else None
+            for k, span in enumerate(spans):
                 if pool:
-                    stored = ahead.result().to(self.device, non_blocking=True)
+                    images = ahead.result().to(self.device, non_blocking=True)
                     if k + 1 < len(picks):  # while the device computes this one
-                        ahead = pool.submit(self._fetch, picks[k + 1][self.part])
-                    source, at = stored, torch.arange(len(own), device=self.device)
+                        ahead = pool.submit(self._fetch, picks[k + 1])
+                    at = self.positions[:len(images)]
                 else:
-                    at = own.to(self.device, non_blocking=True)
-                    source, at = self.images, (at if self.rows is None else self.rows.to(self.device)[at])
-                yield (self._augment(source, at, step, len(idx)),
-                       self.labels[own.to(self.device, non_blocking=True)])
+                    images, at = self.images, source[span][self.part]
+                part = {name: drawn[span][self.part] for name, drawn in draws.items()}
+                yield self._augment(images, at, part), labels[span][self.part]
         finally:
             if pool:
                 pool.shutdown(wait=True, cancel_futures=True)
 
-    def _augment(self, source: torch.Tensor, at: torch.Tensor, step: int, count: int) -> torch.Tensor:
-        """The inputs of `at` (this rank's part of a batch of `count`): the draws are the whole batch's,
-        then cut to the part, so that they do not depend on how many ranks share the batch."""
-        gen, part = self._generator(step), self.part
-        flip = (torch.rand(count, generator=gen) < 0.5)[part] if self.flip else None
-        shift = (torch.randint(-self.translate, self.translate + 1, (count, 2), generator=gen)[part]
-                 if self.translate else None)
-        boxes = random_boxes(count, *self.in_hw, self.crop_scale, gen)[part] if self.crop_scale else None
+    def _augment(self, images: torch.Tensor, at: torch.Tensor, draws: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The inputs of rows `at` of `images`, augmented by this batch's `draws` (see `_draws`)."""
+        boxes = draws.get("boxes")
         nearest = self.interpolation == "nearest" or boxes is not None
-        batch = gather_batch(source, at, self.out_hw if nearest else None,
-                             None if flip is None else flip.to(self.device),
-                             None if shift is None else shift.to(self.device),
-                             None if boxes is None else boxes.to(self.device))
+        batch = gather_batch(images, at, self.out_hw if nearest else None, draws.get("flip"), draws.get("shift"), boxes)
         inputs = to_inputs(batch, self.scale, self.offset, None if nearest else self.out_hw, self.interpolation)
         if self.cutout:
-            inputs = self._cut(inputs, gen, count)
+            inputs = self._cut(inputs, draws["centre"])
         return inputs
 
-    def _cut(self, inputs: torch.Tensor, gen: torch.Generator, count: int) -> torch.Tensor:
-        """Cutout (DeVries & Taylor 2017): one square of side `cutout` set to 0 (the mean) per image."""
-        _, _, height, width = inputs.shape
-        centre = torch.stack([torch.randint(0, height, (count,), generator=gen),
-                              torch.randint(0, width, (count,), generator=gen)], 1)[self.part].to(inputs.device)
+    def _cut(self, inputs: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
+        """Cutout (DeVries & Taylor 2017): one square of side `cutout` set to 0 (the mean) per image,
+        centred at `centre` (long (B, 2): row, column)."""
         top, left = centre[:, :1] - self.cutout // 2, centre[:, 1:] - self.cutout // 2
-        rows = torch.arange(height, device=inputs.device)[None, :]
-        cols = torch.arange(width, device=inputs.device)[None, :]
-        in_rows = (rows >= top) & (rows < top + self.cutout)
-        in_cols = (cols >= left) & (cols < left + self.cutout)
+        in_rows = (self.grid[0] >= top) & (self.grid[0] < top + self.cutout)
+        in_cols = (self.grid[1] >= left) & (self.grid[1] < left + self.cutout)
         keep = ~(in_rows[:, None, :, None] & in_cols[:, None, None, :])
         return inputs * keep
