@@ -3,7 +3,8 @@
 sgd, adam, adamw: one torch optimizer over every trainable parameter, the classifier head at lr and the
 rest at lr * backbone_lr_scale. muon: the speed records' split (Jordan 2024, airbench94_muon):
 torch.optim.Muon for the conv filters, each seen as a matrix out x (in*kh*kw), and Nesterov SGD for every
-other parameter, wrapped as one optimizer so that one schedule and one checkpoint hold both.
+other parameter, wrapped as one optimizer so that one schedule and one checkpoint hold both; its
+Newton-Schulz iteration in fp32 where the training is (torch's runs it in bf16, emulated on most CPUs).
 """
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ import torch
 import torch.nn as nn
 
 from .config import Config
+from .device import use_bf16
 from .errors import ConfigError
 from .models import head_parameter_names
 
-__all__ = ["MuonWithSGD", "build_optimizer", "build_scheduler", "lr_factor", "param_groups"]
+__all__ = ["Muon", "MuonWithSGD", "build_optimizer", "build_scheduler", "lr_factor", "param_groups"]
 
 
 def param_groups(model: nn.Module, lr: float, backbone_lr_scale: float, exclude: set[int] = frozenset(),
@@ -39,6 +41,57 @@ def param_groups(model: nn.Module, lr: float, backbone_lr_scale: float, exclude:
     if whiten is not None and whiten.requires_grad:
         groups.append({"params": [whiten], "lr": lr * backbone_lr_scale, "lr_epochs": whiten_bias_epochs})
     return [group for group in groups if group["params"]]
+
+
+class Muon(torch.optim.Muon if hasattr(torch.optim, "Muon") else torch.optim.Optimizer):
+    """torch.optim.Muon with its Newton-Schulz iteration in `ns_dtype`. torch's runs it in bf16, which a CPU
+    without bf16 units emulates: a step of fastnet94's six filters took 3.05 s there against 0.33 s in
+    fp32 (AVX2-only AMD EPYC, 2 cores), as long as a tenth of the training step. With ns_dtype bf16 the
+    step is torch's own; otherwise the same update (momentum, Nesterov, decoupled decay, the lr adjusted
+    to the shape) with the iteration in ns_dtype."""
+
+    def __init__(self, params, *, ns_dtype: torch.dtype = torch.bfloat16, **kwargs):
+        super().__init__(params, **kwargs)
+        self.ns_dtype = ns_dtype
+
+    @staticmethod
+    def _orthogonalise(matrix: torch.Tensor, coefficients: tuple[float, float, float], steps: int, eps: float,
+                       dtype: torch.dtype) -> torch.Tensor:
+        a, b, c = coefficients
+        x = matrix.to(dtype)
+        wide = x.size(0) <= x.size(1)
+        x = x if wide else x.T
+        x = x / x.norm().clamp(min=eps)  # spectral norm at most 1
+        for _ in range(steps):
+            gram = x @ x.T
+            x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+        return x if wide else x.T
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        if self.ns_dtype == torch.bfloat16:
+            return super().step(closure)
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, momentum, decay = group["lr"], group["momentum"], group["weight_decay"]
+            if group["adjust_lr_fn"] not in (None, "original"):
+                raise ValueError(f"adjust_lr_fn {group['adjust_lr_fn']!r}: only the original adjustment here")
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(p.grad, memory_format=torch.preserve_format)
+                buffer = state["momentum_buffer"].lerp_(p.grad, 1 - momentum)
+                update = p.grad.lerp(buffer, momentum) if group["nesterov"] else buffer
+                update = self._orthogonalise(update, group["ns_coefficients"], group["ns_steps"], group["eps"],
+                                             self.ns_dtype)
+                p.mul_(1 - lr * decay)
+                p.add_(update.to(p.dtype), alpha=-lr * math.sqrt(max(1.0, p.size(0) / p.size(1))))
+        return loss
 
 
 def _column_order(tensor: torch.Tensor) -> list[int]:
@@ -63,7 +116,7 @@ class MuonWithSGD(torch.optim.Optimizer):
     """
 
     def __init__(self, filters: list[nn.Parameter], sgd_groups: list[dict], *, muon_lr: float, muon_momentum: float,
-                 momentum: float, nesterov: bool, ns_steps: int = 3):
+                 momentum: float, nesterov: bool, ns_steps: int = 3, ns_dtype: torch.dtype = torch.bfloat16):
         self.filters = list(filters)
         self.orders = [_column_order(p) for p in self.filters]
         self.matrices = [_as_matrix(p.detach(), order) for p, order in zip(self.filters, self.orders)]
@@ -71,8 +124,8 @@ class MuonWithSGD(torch.optim.Optimizer):
             raise ValueError("a conv filter is not dense in memory; Muon cannot update it in place")
         self.sgd = torch.optim.SGD(sgd_groups, lr=sgd_groups[0]["lr"] if sgd_groups else 0.0, momentum=momentum,
                                    nesterov=nesterov)
-        self.muon = torch.optim.Muon(self.matrices, lr=muon_lr, momentum=muon_momentum, nesterov=nesterov,
-                                     weight_decay=0.0, ns_steps=ns_steps)
+        self.muon = Muon(self.matrices, lr=muon_lr, momentum=muon_momentum, nesterov=nesterov, weight_decay=0.0,
+                         ns_steps=ns_steps, ns_dtype=ns_dtype)
         super().__init__(self.filters + [p for g in self.sgd.param_groups for p in g["params"]], {})
         self._share_groups()
 
@@ -125,8 +178,11 @@ def _muon(model: nn.Module, cfg: Config) -> MuonWithSGD:
     groups = param_groups(model, cfg.lr, cfg.backbone_lr_scale, {id(p) for p in filters}, cfg.whiten_bias_epochs)
     for group in groups:  # airbench's decay: lr x decay the same in every group (none where the lr is 0)
         group["weight_decay"] = cfg.weight_decay / group["lr"] if group["lr"] else 0.0
+    # the Newton-Schulz iteration in the training's precision (bf16 only where the hardware has it), as the peer
+    bf16 = use_bf16(cfg.precision, filters[0].device)
     return MuonWithSGD(filters, groups, muon_lr=cfg.muon_lr, muon_momentum=cfg.muon_momentum,
-                       momentum=cfg.momentum, nesterov=cfg.nesterov)
+                       momentum=cfg.momentum, nesterov=cfg.nesterov,
+                       ns_dtype=torch.bfloat16 if bf16 else torch.float32)
 
 
 def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:

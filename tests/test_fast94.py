@@ -15,7 +15,7 @@ from cnnlab.config import Config, preset
 from cnnlab.errors import ConfigError
 from cnnlab.evaluate import infer
 from cnnlab.models import count_params, create_model
-from cnnlab.optim import MuonWithSGD, build_optimizer, build_scheduler
+from cnnlab.optim import Muon, MuonWithSGD, build_optimizer, build_scheduler
 from conftest import make_folder
 
 muon_missing = pytest.mark.skipif(not hasattr(torch.optim, "Muon"), reason="torch.optim.Muon needs torch >= 2.9")
@@ -102,8 +102,9 @@ def test_a_muon_step_is_torch_muon_on_each_filter_as_a_matrix_after_renormalisin
     """Each filter is a matrix out x (in*3*3), its columns in the filter's memory order (NS commutes with a
     permutation of the columns; the same order makes the comparison exact)."""
     torch.manual_seed(0)
-    model = create_model("fastnet", num_classes=10).to(memory_format=layout)  # fastnet94's steps take seconds
-    optimizer = build_optimizer(model, fast94_config())
+    # Newton-Schulz in bf16, as torch's (emulated on CPUs without bf16 units: fastnet's smaller filters)
+    model = create_model("fastnet", num_classes=10).to(memory_format=layout)
+    optimizer = build_optimizer(model, fast94_config(precision="bf16"))
     conv = model.groups[2][4]  # a 128 x 128 x 3 x 3 filter
     matrix = conv.weight.detach().permute(order).reshape(128, -1).clone().requires_grad_(True)
     by_hand = torch.optim.Muon([matrix], lr=0.24, momentum=0.6, nesterov=True, weight_decay=0.0, ns_steps=3)
@@ -235,15 +236,14 @@ def test_fast94_preset_is_airbench94s_recipe_on_every_training_image():
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> tuple[str, str]:
-    """(dataset, run directory) of one tiny fast94 epoch (fastnet: fastnet94's Muon steps take seconds each on
-    a CPU without bf16 units, where torch.optim.Muon's Newton-Schulz runs emulated)."""
+    """(dataset, run directory) of one tiny fast94 epoch."""
     tmp = tmp_path_factory.mktemp("fast94")
     data = tmp / "ds"
     make_folder(data / "train", per_class=16, size=32)
     make_folder(data / "test", per_class=4, size=32, seed=1)
     out = str(tmp / "run")
     # the batch adapted to the 48 images (8), the lr with it (1340 x 8 / 2000)
-    code = main(["train", "--preset", "fast94", "--model", "fastnet", "--data", str(data), "--out", out, "--epochs", "1",
+    code = main(["train", "--preset", "fast94", "--data", str(data), "--out", out, "--epochs", "1",
                  "--eval-batch-size", "64", "--threads", "1", "--no-progress", "--log", "none"])
     assert code == 0
     return str(data), out
@@ -283,3 +283,28 @@ def test_predict_and_export_apply_the_runs_translated_tta_views(tiny_run, tmp_pa
     exported = torch.jit.load(path)
     with torch.no_grad():
         assert np.allclose(exported(torch.from_numpy(images)).numpy(), expected, rtol=1e-4, atol=0)
+
+
+@muon_missing
+def test_without_bf16_training_the_newton_schulz_runs_in_fp32_else_it_is_torchs_own_step():
+    torch.manual_seed(0)
+    grad = torch.randn(64, 576)
+    results = {}
+    for dtype in (torch.bfloat16, torch.float32):
+        param = torch.nn.Parameter(torch.randn(64, 576, generator=torch.Generator().manual_seed(1)))
+        param.grad = grad.clone()
+        optimizer = Muon([param], lr=0.24, momentum=0.6, weight_decay=0.0, ns_steps=3, ns_dtype=dtype)
+        optimizer.step()
+        results[dtype] = param.detach().clone()
+    torch_param = torch.nn.Parameter(torch.randn(64, 576, generator=torch.Generator().manual_seed(1)))
+    torch_param.grad = grad.clone()
+    torch.optim.Muon([torch_param], lr=0.24, momentum=0.6, weight_decay=0.0, ns_steps=3).step()
+    assert torch.equal(results[torch.bfloat16], torch_param.detach())  # bf16: torch's step itself
+    start = torch.randn(64, 576, generator=torch.Generator().manual_seed(1))
+    fp32_update, bf16_update = start - results[torch.float32], start - results[torch.bfloat16]
+    assert not torch.equal(fp32_update, bf16_update)
+    assert torch.allclose(fp32_update, bf16_update, atol=0.02 * bf16_update.abs().max().item())  # bf16's rounding
+    # the optimizer the config builds: bf16 only where the training computes in bf16
+    model = create_model("fastnet", num_classes=10)
+    assert build_optimizer(model, fast94_config(precision="fp32")).muon.ns_dtype == torch.float32
+    assert build_optimizer(model, fast94_config(precision="bf16")).muon.ns_dtype == torch.bfloat16
