@@ -23,6 +23,10 @@ peer's output (its JSON lines with "tta_acc"). The medians over rounds are compa
 
 Prints each run's figures, the method, and as its last line:
     ratio cnnlab/airbench94_muon time to 94%: 0.NN (cnnlab NN.NN% in N s, airbench94_muon NN.NN% in N s)
+
+Measured 2026-11-29 on the AVX2-only AMD EPYC (2 cores, fp32, shared with other work): throughput, one
+round of one step per epoch: airbench94_muon 354 s per epoch of 50,000 images, cnnlab fast94 331 s
+(0.94x). Neither recipe's accuracy has been measured on this machine yet (full runs: ~45 min each).
 """
 import argparse
 import json
@@ -55,8 +59,8 @@ def peer_results(output: str) -> list[dict]:
     return found
 
 
-def run_peer(python: str, data: str, seed: int, env: dict, keep: str | None = None) -> dict:
-    output = run([python, PEER, data, "--seed", str(seed)], env)
+def run_peer(python: str, peer: str, data: str, seed: int, env: dict, keep: str | None = None) -> dict:
+    output = run([python, peer, data, "--seed", str(seed)], env)
     if keep:  # for a later --peer-json
         with open(keep, "w") as fh:
             fh.write(output)
@@ -78,12 +82,15 @@ def run_cnnlab(python: str, data: str, seed: int, out: str, env: dict, extra: li
     return {"metrics": metrics, "history": history, "config": config}
 
 
+def class_dirs(root: str) -> list[str]:
+    return sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+
+
 def subset_folder(data: str, dest: str, train_per_class: int, test_per_class: int) -> int:
     """A copy of `data` by symlinks: the first files of each class (sorted names). Returns its training size."""
     total = 0
     for split, count in (("train", train_per_class), ("test", test_per_class)):
-        classes = sorted(d for d in os.listdir(os.path.join(data, split)) if os.path.isdir(os.path.join(data, split, d)))
-        for name in classes:
+        for name in class_dirs(os.path.join(data, split)):
             source = os.path.join(data, split, name)
             os.makedirs(os.path.join(dest, split, name))
             for file in sorted(os.listdir(source))[:count]:
@@ -94,12 +101,12 @@ def subset_folder(data: str, dest: str, train_per_class: int, test_per_class: in
 
 def count_training_images(data: str) -> int:
     train = os.path.join(data, "train")
-    return sum(len(os.listdir(os.path.join(train, d))) for d in os.listdir(train) if os.path.isdir(os.path.join(train, d)))
+    return sum(len(os.listdir(os.path.join(train, d))) for d in class_dirs(train))
 
 
 def ratio_line(cnnlab_acc: float, cnnlab_s: float, peer_acc: float, peer_s: float) -> str:
-    return (f"ratio cnnlab/airbench94_muon time to 94%: {cnnlab_s / peer_s:.2f} "
-            f"(cnnlab {100 * cnnlab_acc:.2f}% in {cnnlab_s:.0f} s, airbench94_muon {100 * peer_acc:.2f}% in {peer_s:.0f} s)")
+    return (f"ratio cnnlab/airbench94_muon time to 94%: {cnnlab_s / peer_s:.2f} (cnnlab {100 * cnnlab_acc:.2f}% "
+            f"in {cnnlab_s:.0f} s, airbench94_muon {100 * peer_acc:.2f}% in {peer_s:.0f} s)")
 
 
 def mean_std(values: list[float]) -> str:
@@ -112,7 +119,7 @@ def full(args, env: dict, tmp: str) -> tuple[float, float, float, float, str]:
     out = args.out or tmp
     os.makedirs(out, exist_ok=True)
     for seed in range(args.seeds):
-        result = run_peer(args.python, args.data, seed, env, os.path.join(out, f"peer-{seed}.txt"))
+        result = run_peer(args.python, args.peer, args.data, seed, env, os.path.join(out, f"peer-{seed}.txt"))
         peer_acc.append(result["tta_acc"])
         peer_s.append(result["train_s"] - result["tta_s"])
         print(f"seed {seed} airbench94_muon: {100 * peer_acc[-1]:.2f}% in {peer_s[-1]:.0f} s", flush=True)
@@ -153,24 +160,19 @@ def seconds_per_step(epoch_times: list[float], steps_per_epoch: int) -> float:
 
 
 def throughput(args, env: dict, tmp: str) -> tuple[float, float, float, float, str]:
-    if args.cnnlab_acc is None and not args.cnnlab_runs:
-        sys.exit("--method throughput needs cnnlab's accuracy: --cnnlab-acc or --cnnlab-runs")
-    if args.peer_acc is None and not args.peer_json:
-        sys.exit("--method throughput needs the peer's accuracy: --peer-acc or --peer-json")
     ours_acc = accuracy_from(args.cnnlab_acc, args.cnnlab_runs, cnnlab_run_accuracy)
     peer_acc = accuracy_from(args.peer_acc, args.peer_json, peer_file_accuracy)
     n_full = count_training_images(args.data)
     full_steps = n_full // BATCH
     sub = os.path.join(tmp, "subset")
-    n_classes = len([d for d in os.listdir(os.path.join(args.data, "train"))
-                     if os.path.isdir(os.path.join(args.data, "train", d))])
+    n_classes = len(class_dirs(os.path.join(args.data, "train")))
     n_sub = subset_folder(args.data, sub, -(-args.steps_per_epoch * BATCH // n_classes), 10)
     steps = n_sub // BATCH
     print(f"throughput: {n_sub} training images ({steps} steps of {BATCH} per epoch) per run; a full epoch is "
           f"{full_steps} steps ({n_full} images)", flush=True)
     peer_epoch, ours_epoch, peer_epochs, ours_epochs = [], [], 8, None
     for round_ in range(args.rounds):
-        result = run_peer(args.python, sub, round_, env)
+        result = run_peer(args.python, args.peer, sub, round_, env)
         cumulative = [e["train_s"] for e in result["per_epoch"]]
         times = [b - a for a, b in zip([0.0] + cumulative, cumulative)]
         peer_epochs = len(times)
@@ -208,16 +210,23 @@ def main() -> None:
     parser.add_argument("--out", help="full: keep cnnlab's runs (OUT/cnnlab-SEED) and the peer's output "
                                       "(OUT/peer-SEED.txt) here, for a later --cnnlab-runs / --peer-json")
     parser.add_argument("--python", default=sys.executable, help="the Python that runs both (default: this one)")
+    parser.add_argument("--peer", default=PEER, help="the peer script (default: "
+                                                      "../shared/peers/airbench94_muon_cpu.py)")
     args = parser.parse_args()
-    if not os.path.isfile(PEER):
-        sys.exit(f"{PEER}: the peer script is missing")
+    if not os.path.isfile(args.peer):
+        sys.exit(f"{args.peer}: the peer script is missing")
+    if args.method == "throughput" and args.cnnlab_acc is None and not args.cnnlab_runs:
+        sys.exit("--method throughput needs cnnlab's accuracy from full runs: --cnnlab-acc or --cnnlab-runs")
+    if args.method == "throughput" and args.peer_acc is None and not args.peer_json:
+        sys.exit("--method throughput needs the peer's accuracy from full runs: --peer-acc or --peer-json")
     with tempfile.TemporaryDirectory() as tmp:
         # cnnlab importable without installing it; the decode caches of a throughput subset (its paths are
         # temporary) kept in the temporary folder, those of the full data where each program keeps them
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))}
         if args.method == "throughput":
             env.update(TMPDIR=tmp, CNNLAB_CACHE=os.path.join(tmp, "cache"))
-        print(f"data {os.path.abspath(args.data)}, {os.cpu_count()} cores, peer {os.path.abspath(PEER)}", flush=True)
+        print(f"data {os.path.abspath(args.data)}, {os.cpu_count()} cores, peer {os.path.abspath(args.peer)}",
+              flush=True)
         ours_acc, ours_s, peer_acc, peer_s, method = (full if args.method == "full" else throughput)(args, env, tmp)
     print(method)
     if min(ours_acc, peer_acc) < TARGET:

@@ -97,7 +97,8 @@ def _grads(model: torch.nn.Module, seed: int) -> None:
 
 
 @muon_missing
-@pytest.mark.parametrize("layout, order", [(torch.contiguous_format, (0, 1, 2, 3)), (torch.channels_last, (0, 2, 3, 1))])
+@pytest.mark.parametrize("layout, order", [(torch.contiguous_format, (0, 1, 2, 3)),
+                                           (torch.channels_last, (0, 2, 3, 1))])
 def test_a_muon_step_is_torch_muon_on_each_filter_as_a_matrix_after_renormalising(layout, order):
     """Each filter is a matrix out x (in*3*3), its columns in the filter's memory order (NS commutes with a
     permutation of the columns; the same order makes the comparison exact)."""
@@ -215,7 +216,8 @@ def test_multiview_tta_averages_the_mirrored_pairs_of_the_image_and_its_two_one_
 
     padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
     down_right, up_left = padded[:, :, :8, :8], padded[:, :, 2:, 2:]
-    assert torch.equal(down_right[:, :, 1:, 1:], x[:, :, :7, :7]) and torch.equal(up_left[:, :, :7, :7], x[:, :, 1:, 1:])
+    assert torch.equal(down_right[:, :, 1:, 1:], x[:, :, :7, :7])
+    assert torch.equal(up_left[:, :, :7, :7], x[:, :, 1:, 1:])
     with torch.no_grad():
         expected = 0.5 * pair(x) + 0.25 * pair(down_right) + 0.25 * pair(up_left)
         assert torch.allclose(infer(model, x, tta=True, tta_translate=1), expected, atol=1e-6, rtol=0)
