@@ -76,6 +76,8 @@ RANGES = {
     "weight_decay": st.floats(0.0, 1e6), "backbone_lr_scale": st.floats(0.0, 1e6),
     "rrc_scale_min": st.floats(0.0, 1.0, exclude_max=True), "warmup_epochs": st.one_of(st.floats(0.0, 1e6), st.integers(0, 10**6)),
     "memory_gb": st.floats(0.0, 1e6), "device_memory_gb": st.floats(0.0, 1e6),
+    "muon_lr": st.floats(0.0, 1e6, exclude_min=True), "muon_momentum": st.floats(0.0, 1.0, exclude_max=True),
+    "whiten_bias_epochs": st.floats(0.0, 1e6),
     "device": st.one_of(st.sampled_from(["auto", "cpu", "cuda"]), st.integers(0, 64).map(lambda n: f"cuda:{n}")),
 }
 
