@@ -88,5 +88,5 @@ else
 fi
 
 echo "== 3. seed preset throughput"
-timeout 50 "$PY" benchmarks/seed_throughput.py --data "$DATA" --steps 30 \
+timeout 50 "$PY" benchmarks/seed_throughput.py --data "$DATA" --steps 30 --rounds 1 \
     || echo "step 3 FAILED or timed out (status $?)"
