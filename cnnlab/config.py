@@ -74,6 +74,9 @@ class Config:
     subset: int = _knob(0, "use at most this many images of each split, taken evenly over classes (0 = all)")
     # --- augmentation, applied on the device a batch at a time ---
     flip: bool = _knob(True, "random horizontal flip")
+    flip_alternate: bool = _knob(False, "with flip: each training image mirrored in every other epoch, from a random "
+                                        "start of its own, instead of at random each epoch (airbench's alternating "
+                                        "flip: no image seen the same way twice running)")
     translate: int = _knob(2, "random translation up to this many pixels, reflect padding (0 = off)")
     cutout: int = _knob(0, "side in pixels of a random square set to zero (0 = off)")
     rrc_scale_min: float = _knob(0.0, "random-resized-crop: a random crop of this fraction of the image area or "
@@ -197,12 +200,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     # 94% on CIFAR-10: airbench94_muon's recipe (Jordan 2024; github.com/KellerJordan/cifar10-airbench) on
     # all 50,000 training images (no validation split, as the record trains): its network (fastnet94),
     # whitening init, Muon for the conv filters and Nesterov SGD for the rest, a linear decay to 0 with
-    # no warm-up, the whitening bias trained for 3 epochs, label smoothing 0.2, flip + 2-pixel translate,
+    # no warm-up, the whitening bias trained for 3 epochs, label smoothing 0.2, alternating flip + 2-pixel translate,
     # batch 2000, 8 epochs, flip + 1-pixel-translation TTA. airbench's SGD rates are for the loss summed
     # over the batch; cnnlab's loss is the batch mean, so they are 2000x theirs: 0.67 -> 1340 (head),
     # 0.053 -> 106 (biases, a fraction 0.053/0.67 of lr); lr x decay = 2e-6 x 2000 in every group.
     "fast94": {
-        "model": "fastnet94", "val_fraction": 0.0, "flip": True, "translate": 2, "cutout": 0,
+        "model": "fastnet94", "val_fraction": 0.0, "flip": True, "flip_alternate": True, "translate": 2, "cutout": 0,
         "epochs": 8, "batch_size": 2000, "optimizer": "muon", "lr": 0.67 * 2000, "backbone_lr_scale": 0.053 / 0.67,
         "momentum": 0.85, "nesterov": True, "weight_decay": 2e-6 * 2000, "muon_lr": 0.24, "muon_momentum": 0.6,
         "schedule": "onecycle", "warmup_epochs": 0.0, "whiten_bias_epochs": 3.0, "label_smoothing": 0.2,

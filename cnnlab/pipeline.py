@@ -97,7 +97,8 @@ def make_loader(split, cfg: Config, prep: dict, device: torch.device, training: 
                   stream=should_stream(split.nbytes, cfg, device))
     if training:  # under torchrun, this rank's share of every global batch
         return DeviceLoader(split.stored, split.labels, cfg.batch_size, device, shuffle=True, drop_last=True,
-                            flip=cfg.flip, translate=cfg.translate, cutout=cfg.cutout,
+                            flip=cfg.flip, flip_alternate=cfg.flip_alternate, translate=cfg.translate,
+                            cutout=cfg.cutout,
                             crop_scale=cfg.rrc_scale_min, shard=(distributed.rank(), distributed.world_size()),
                             **common)
     return DeviceLoader(split.stored, split.labels, cfg.eval_batch_size, device, **common)

@@ -310,3 +310,44 @@ def test_without_bf16_training_the_newton_schulz_runs_in_fp32_else_it_is_torchs_
     model = create_model("fastnet", num_classes=10)
     assert build_optimizer(model, fast94_config(precision="fp32")).muon.ns_dtype == torch.float32
     assert build_optimizer(model, fast94_config(precision="bf16")).muon.ns_dtype == torch.bfloat16
+
+
+# --- alternating flip ---
+
+def _flips_by_image(loader, epoch: int) -> dict[int, bool]:
+    """Image id -> mirrored, for one epoch of `loader` over the marked images of `marked_images`."""
+    loader.set_epoch(epoch)
+    seen = {}
+    for inputs, _ in loader:
+        for image in inputs:
+            ident = round(image[1, 0, 0].item() * 255)  # channel 1: the image's id, the same everywhere
+            seen[ident] = image[0, 0, 0].item() > 0  # channel 0: a mark on the right edge, on the left if mirrored
+    return seen
+
+
+def marked_images(n: int) -> np.ndarray:
+    images = np.zeros((n, 4, 4, 3), dtype=np.uint8)
+    images[:, :, :, 1] = np.arange(n, dtype=np.uint8)[:, None, None]
+    images[:, :, 3, 0] = 200
+    return images
+
+
+def test_alternating_flip_mirrors_each_image_in_every_other_epoch():
+    from cnnlab.data.loader import DeviceLoader
+
+    n = 64
+    loader = DeviceLoader(marked_images(n), np.zeros(n), 16, torch.device("cpu"), shuffle=True, drop_last=True,
+                          flip=True, flip_alternate=True, seed=3)
+    epochs = [_flips_by_image(loader, epoch) for epoch in (1, 2, 3, 4)]
+    assert all(sorted(flips) == list(range(n)) for flips in epochs)  # every image, once an epoch
+    for before, after in zip(epochs, epochs[1:]):
+        assert all(after[i] != before[i] for i in range(n))  # each image the other way round in the next epoch
+    assert 16 <= sum(epochs[0].values()) <= 48  # the first epoch's choice at random per image (32 expected)
+    plain = DeviceLoader(marked_images(n), np.zeros(n), 16, torch.device("cpu"), shuffle=True, drop_last=True,
+                         flip=True, seed=3)
+    first, second = _flips_by_image(plain, 1), _flips_by_image(plain, 2)
+    assert any(first[i] == second[i] for i in range(n))  # without it, each epoch draws afresh
+
+
+def test_fast94_flips_alternately():
+    assert preset("fast94").flip_alternate and not Config().flip_alternate

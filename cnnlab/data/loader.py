@@ -81,7 +81,8 @@ class DeviceLoader:
     Each epoch draws its order (with `shuffle`) and the augmentation of all its images in one go, from one
     generator seeded by (seed, epoch) on the device where the batches are made (a CUDA generator on a GPU:
     no host work and no copy per step; the numbers differ from a CPU's): the batches of epoch e, step s are
-    the same whether or not the run was interrupted before them.
+    the same whether or not the run was interrupted before them. With `flip_alternate`, the flips come
+    instead from a generator seeded by the seed alone: each image mirrored in odd epochs or in even ones.
 
     With `shard` (rank, ranks), for one training over several processes (DistributedDataParallel), each
     global batch of `batch_size` is cut into `ranks` equal contiguous parts and this loader yields part
@@ -94,7 +95,8 @@ class DeviceLoader:
                  mean: Sequence[float] = (0.0, 0.0, 0.0), std: Sequence[float] = (1.0, 1.0, 1.0),
                  input_size: int | tuple[int, int] = 0, interpolation: str = "nearest", shuffle: bool = False,
                  drop_last: bool = False, flip: bool = False, translate: int = 0, cutout: int = 0,
-                 crop_scale: float = 0.0, seed: int = 0, shard: tuple[int, int] = (0, 1)):
+                 crop_scale: float = 0.0, seed: int = 0, shard: tuple[int, int] = (0, 1),
+                 flip_alternate: bool = False):
         self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
         self.batch_size, self.device, self.stream = batch_size, device, stream
         self.host, self.host_rows = images, (None if rows is None else np.asarray(rows))
@@ -119,6 +121,7 @@ class DeviceLoader:
         self.interpolation = interpolation
         self.shuffle, self.drop_last = shuffle, drop_last
         self.flip, self.translate, self.cutout, self.crop_scale = flip, translate, cutout, crop_scale
+        self.flip_alternate = flip_alternate
         self.seed, self.epoch = seed, 0
         rank, ranks = shard
         if batch_size % ranks:
@@ -151,7 +154,11 @@ class DeviceLoader:
         gen = self._generator() if self.shuffle or augment else None
         draws = {"order": torch.randperm(n, generator=gen, device=device) if self.shuffle
                  else torch.arange(n, device=device)}
-        if self.flip:
+        if self.flip and self.flip_alternate:  # each image mirrored in every other epoch, from a start of its own
+            start = torch.Generator(device=gen.device).manual_seed(self.seed)  # the same every epoch
+            first = torch.rand(n, generator=start, device=device) < 0.5  # image i's orientation in odd epochs
+            draws["flip"] = first[draws["order"]] ^ bool(self.epoch % 2 == 0)
+        elif self.flip:
             draws["flip"] = torch.rand(n, generator=gen, device=device) < 0.5
         if self.translate:
             draws["shift"] = torch.randint(-self.translate, self.translate + 1, (n, 2), generator=gen, device=device)
