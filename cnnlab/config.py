@@ -221,7 +221,8 @@ def preset(name: str, **overrides: Any) -> Config:
     return parse_config({**PRESETS[name], **overrides})
 
 
-MIN_STEPS = 600  # optimizer steps a training should take at least: the fast preset's on CIFAR-10 (7 x 87)
+MIN_STEPS = 600  # optimizer steps a training should take at least: the fast preset's on CIFAR-10 (7 x 87) ...
+DESIGN_TRAIN = 45_000  # ... or the recipe's own, at the size the presets were made for (CIFAR-10's training split)
 MIN_BATCH = 8
 MAX_EPOCHS = 100  # ... but no more epochs than this, however few steps an epoch has
 
@@ -233,7 +234,8 @@ def adapt_to_dataset(cfg: Config, n_train: int, keep: frozenset[str] | set[str] 
     The presets assume CIFAR-10's 45,000 images; on a few hundred, batch 512 is one step per epoch and
     seven steps in all. Here the batch is at most an eighth of the training set (a power of two, >= 8),
     the learning rate follows the batch linearly (Goyal et al. 2017), and the epochs rise until the run
-    takes MIN_STEPS steps (at most MAX_EPOCHS), the warm-up keeping its share of them. Keys in `keep` (given explicitly by the
+    takes MIN_STEPS steps, or the recipe's own count at CIFAR-10's size where that is fewer (at most
+    MAX_EPOCHS), the warm-up keeping its share of them. Keys in `keep` (given explicitly by the
     user) are never changed; nothing changes with cfg.adapt False."""
     if not cfg.adapt:
         return cfg, []
@@ -246,8 +248,10 @@ def adapt_to_dataset(cfg: Config, n_train: int, keep: frozenset[str] | set[str] 
             if "lr" not in keep:
                 changes["lr"] = cfg.lr * batch / cfg.batch_size
     steps = max(1, n_train // batch)
-    if "epochs" not in keep and cfg.epochs * steps < MIN_STEPS:
-        changes["epochs"] = max(cfg.epochs, min(MAX_EPOCHS, -(-MIN_STEPS // steps)))
+    # a recipe of few long steps (fast94: 8 epochs of 25 steps of 2,000) keeps its own count where it was made
+    min_steps = min(MIN_STEPS, cfg.epochs * max(1, DESIGN_TRAIN // cfg.batch_size))
+    if "epochs" not in keep and cfg.epochs * steps < min_steps:
+        changes["epochs"] = max(cfg.epochs, min(MAX_EPOCHS, -(-min_steps // steps)))
         if "warmup_epochs" not in keep and cfg.warmup_epochs:
             changes["warmup_epochs"] = round(cfg.warmup_epochs * changes["epochs"] / cfg.epochs, 3)
     changes = {k: v for k, v in changes.items() if v != getattr(cfg, k)}
