@@ -185,6 +185,12 @@ def _muon(model: nn.Module, cfg: Config) -> MuonWithSGD:
                        ns_dtype=torch.bfloat16 if bf16 else torch.float32)
 
 
+def _kernels(model: nn.Module) -> dict:
+    """Fused kernels on CUDA (one launch for every parameter); on the CPU the multi-tensor (foreach)
+    ones, which give the same numbers as the per-parameter loop there (the fused CPU ones do not)."""
+    return {"fused": True} if any(p.is_cuda for p in model.parameters()) else {"foreach": True}
+
+
 def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
     if cfg.optimizer == "muon":
         return _muon(model, cfg)
@@ -192,9 +198,9 @@ def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
     if cfg.optimizer in ("adam", "adamw"):
         kind = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
         return kind(params, lr=cfg.lr, betas=(cfg.momentum, 0.999), eps=cfg.adam_eps,
-                    weight_decay=cfg.weight_decay)
+                    weight_decay=cfg.weight_decay, **_kernels(model))
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                           weight_decay=cfg.weight_decay)
+                           weight_decay=cfg.weight_decay, **_kernels(model))
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
