@@ -22,11 +22,10 @@ def phase_taps(kernel: int, stride: int, factor: int, device=None, dtype=None) -
     """(P, D, kernel) 0/1 matrix: tap t of phase p reads source offset d = (stride * p + t) // factor."""
     phases = factor // stride
     offsets = (stride * (phases - 1) + kernel - 1) // factor + 1
-    taps = torch.zeros(phases, offsets, kernel, device=device, dtype=dtype)
-    for p in range(phases):
-        for t in range(kernel):
-            taps[p, (stride * p + t) // factor, t] = 1
-    return taps
+    phase = torch.arange(phases, device=device)[:, None]
+    tap = torch.arange(kernel, device=device)[None, :]
+    # a few whole-tensor ops, built where the weights are: no element-wise writes (a GPU launch each) per step
+    return F.one_hot((stride * phase + tap) // factor, offsets).transpose(1, 2).to(dtype)
 
 
 def upscaled_conv2d(source: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
