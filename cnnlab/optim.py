@@ -216,6 +216,11 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> 
     return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
 
 
+def own_steps(group: dict, steps_per_epoch: int) -> int | None:
+    """The steps a param group with `lr_epochs` of its own trains (its lr is 0 from then on); None for the rest."""
+    return max(1, int(round(group["lr_epochs"] * steps_per_epoch))) if group.get("lr_epochs") else None
+
+
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Config, steps_per_epoch: int
                     ) -> torch.optim.lr_scheduler.LambdaLR:
     """cfg.schedule over cfg.epochs for every group; a group with `lr_epochs` (param_groups) follows the
@@ -225,7 +230,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Config, steps_per_epo
     def factor(group: dict) -> Callable[[int], float]:
         if not group.get("lr_epochs"):
             return lambda step: lr_factor(step, total, warmup, cfg.schedule)
-        own = max(1, int(round(group["lr_epochs"] * steps_per_epoch)))
+        own = own_steps(group, steps_per_epoch)
         return lambda step: lr_factor(step, own, min(warmup, own), cfg.schedule) if step < own else 0.0
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, [factor(group) for group in optimizer.param_groups])

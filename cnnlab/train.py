@@ -33,7 +33,7 @@ from .data.loader import DeviceLoader
 from .device import autocast
 from .errors import CheckpointMismatch, CnnlabError, Interrupted, TrainingError
 from .evaluate import evaluate
-from .optim import build_optimizer, build_scheduler
+from .optim import build_optimizer, build_scheduler, own_steps
 
 __all__ = ["Callback", "CheckpointMismatch", "Interrupted", "StopTraining", "TrainControl", "TrainingError", "train"]
 
@@ -66,6 +66,14 @@ def host_values(*values: torch.Tensor) -> list[float]:
     return torch.stack([v.detach().reshape(()).double() for v in values]).tolist()
 
 
+def finished_groups(optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> list[tuple[int, list[nn.Parameter]]]:
+    """(the step from which the lr is 0, the parameters) of each param group with epochs of its own (the
+    whitening bias): an update at lr 0 changes nothing, so from then on their gradients are not computed
+    (nor, for the whitening bias, the first convolution's input gradient), as airbench detaches it."""
+    ends = [(own_steps(group, steps_per_epoch), group["params"]) for group in optimizer.param_groups]
+    return sorted(((end, list(params)) for end, params in ends if end is not None), key=lambda item: item[0])
+
+
 def train(model: nn.Module, train_loader: DeviceLoader, val_loader: DeviceLoader | None, cfg: Config,
           classes: list[str], bf16: bool = False, callbacks: Sequence[Callback] = (),
           control: TrainControl | None = None) -> list[dict]:
@@ -84,6 +92,9 @@ def train(model: nn.Module, train_loader: DeviceLoader, val_loader: DeviceLoader
         raise CnnlabError(f"config key 'batch_size' ({cfg.batch_size}) is larger than the "
                           f"{len(train_loader.labels)} training images; lower it")
     scheduler = build_scheduler(optimizer, cfg, steps)
+    # one process only: a DDP model's set of parameters that get gradients must not change
+    pending = [] if distributed.active() else finished_groups(optimizer, steps)
+    stopped: list[nn.Parameter] = []
     history: list[dict] = []
     first_epoch, first_step, carried = 1, 0, None
     if control.resume is not None:
@@ -149,6 +160,11 @@ def train(model: nn.Module, train_loader: DeviceLoader, val_loader: DeviceLoader
         bar = tqdm(total=steps, initial=start_step, desc=f"epoch {epoch}/{cfg.epochs}", unit="step", leave=False,
                    disable=not cfg.progress, dynamic_ncols=True)
         for step, (inputs, labels) in enumerate(train_loader.batches(start_step), start_step + 1):
+            while pending and scheduler.last_epoch >= pending[0][0]:  # host integers: no device wait
+                for param in pending.pop(0)[1]:
+                    if param.requires_grad:
+                        param.requires_grad_(False)
+                        stopped.append(param)
             with autocast(device, bf16):
                 logits = net(inputs)
             loss = F.cross_entropy(logits.float(), labels, label_smoothing=cfg.label_smoothing)
@@ -214,4 +230,6 @@ def train(model: nn.Module, train_loader: DeviceLoader, val_loader: DeviceLoader
                               if control.save_checkpoint else f"{reason} after epoch {epoch}")
         if stop:
             break
+    for param in stopped:  # the model is handed back as it came
+        param.requires_grad_(True)
     return history

@@ -351,3 +351,41 @@ def test_alternating_flip_mirrors_each_image_in_every_other_epoch():
 
 def test_fast94_flips_alternately():
     assert preset("fast94").flip_alternate and not Config().flip_alternate
+
+
+@muon_missing
+def test_the_whitening_bias_gets_no_gradient_once_its_epochs_end_and_training_ends_as_before(tmp_path, monkeypatch):
+    """An update at lr 0 changes nothing, so once the bias's own epochs end its gradient (and the first
+    conv's input gradient it needs) is not computed, as airbench detaches it; every number stays the same."""
+    import sys
+    from cnnlab.errors import Interrupted
+    from cnnlab.pipeline import prepare
+    from cnnlab.train import TrainControl, train
+    data = make_folder(tmp_path / "ds", per_class=16, size=32)
+    cfg = fast94_config(data=data, epochs=3, batch_size=8, lr=1340 * 8 / 2000, whiten_bias_epochs=1.0,
+                        precision="fp32", threads=1, progress=False, log="none")
+
+    def run(freeze: bool, control: TrainControl | None = None) -> tuple[list[bool], dict]:
+        if not freeze:
+            monkeypatch.setattr(sys.modules["cnnlab.train"], "finished_groups", lambda *args: [])
+        torch.manual_seed(0)
+        ready = prepare(cfg)
+        model, flags = ready.model, []
+        model.register_forward_pre_hook(lambda module, args: flags.append(module.whiten.bias.requires_grad)
+                                        if module.training else None)
+        bias = model.whiten.bias.detach().clone()
+        train(model, ready.train_loader, ready.val_loader, cfg, ready.dataset.classes, control=control)
+        assert model.whiten.bias.requires_grad  # the model is handed back as it came
+        monkeypatch.undo()
+        return flags, {k: v.clone() for k, v in model.state_dict().items()}, bias
+
+    flags, frozen, start = run(freeze=True)
+    steps = len(flags) // 3  # 43 of the 48 images (val_fraction 0): 5 steps of 8 per epoch
+    assert flags == [True] * steps + [False] * 2 * steps
+    plain_flags, plain, plain_start = run(freeze=False)
+    assert set(plain_flags) == {True} and torch.equal(start, plain_start)
+    assert not torch.equal(frozen["whiten.bias"], start)  # it trained in its epoch ...
+    for key, value in plain.items():  # ... and the rest of the run is the one without the shortcut
+        # (bit-identical on the EPYC it was written on; another CPU's kernels may round the two backward passes
+        # of the first convolution differently)
+        assert torch.allclose(frozen[key].float(), value.float(), rtol=1e-4, atol=1e-5), key
