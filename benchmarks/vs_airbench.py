@@ -1,7 +1,7 @@
 """cnnlab's fast94 preset side by side with airbench94_muon (the peer) on this machine, interleaved.
 
     python benchmarks/vs_airbench.py [--data DIR] [--method full] [--seeds 3] [--out DIR]
-    python benchmarks/vs_airbench.py --method throughput [--rounds 3] [--steps-per-epoch 2]
+    python benchmarks/vs_airbench.py --method throughput [--rounds 3] [--steps-per-epoch 2] [--peer-malloc-tuned]
         (--cnnlab-acc 0.9412 | --cnnlab-runs RUN_DIR ...) (--peer-acc 0.9401 | --peer-json FILE ...)
 
 The peer is ../shared/peers/airbench94_muon_cpu.py (MIT), run unmodified in its own process; cnnlab runs
@@ -19,7 +19,9 @@ on a subset of steps_per_epoch x 2,000 training images (symlinked, with 10 test 
 seconds per step of each, over its epochs after the first (the first holds one-time set-up), times the
 steps of a full epoch (training images // 2,000), times its epochs, is its time. The accuracies come from
 full runs: given as numbers, or read from cnnlab run directories (metrics.json) and from files holding the
-peer's output (its JSON lines with "tta_acc"). The medians over rounds are compared.
+peer's output (its JSON lines with "tta_acc"). The medians over rounds are compared. cnnlab keeps freed
+memory for the next step on a CPU (cnnlab.device.tune_host_allocator); with --peer-malloc-tuned each round
+also runs the peer with the same glibc settings (environment variables) and prints that ratio too.
 
 Prints each run's figures, the method, and as its last line:
     ratio cnnlab/airbench94_muon time to 94%: 0.NN (cnnlab NN.NN% in N s, airbench94_muon NN.NN% in N s)
@@ -40,6 +42,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PEER = os.path.join(ROOT, "..", "shared", "peers", "airbench94_muon_cpu.py")
 BATCH = 2000  # both recipes' batch size
 TARGET = 0.94
+# cnnlab.device.tune_host_allocator's mallopt settings, as glibc's environment variables: for a peer run on
+# equal terms (--peer-malloc-tuned)
+PEER_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str((1 << 31) - 1)}
 
 
 def run(cmd: list[str], env: dict) -> str:
@@ -170,14 +175,18 @@ def throughput(args, env: dict, tmp: str) -> tuple[float, float, float, float, s
     steps = n_sub // BATCH
     print(f"throughput: {n_sub} training images ({steps} steps of {BATCH} per epoch) per run; a full epoch is "
           f"{full_steps} steps ({n_full} images)", flush=True)
-    peer_epoch, ours_epoch, peer_epochs, ours_epochs = [], [], 8, None
+    peer_epoch, ours_epoch, peer_epochs, ours_epochs, tuned_epoch = [], [], 8, None, []
     for round_ in range(args.rounds):
-        result = run_peer(args.python, args.peer, sub, round_, env)
-        cumulative = [e["train_s"] for e in result["per_epoch"]]
-        times = [b - a for a, b in zip([0.0] + cumulative, cumulative)]
-        peer_epochs = len(times)
-        peer_epoch.append(seconds_per_step(times, steps) * full_steps)
-        print(f"round {round_} airbench94_muon: {peer_epoch[-1]:.1f} s per full epoch", flush=True)
+        peers = [("", env, peer_epoch)]
+        if args.peer_malloc_tuned:
+            peers.append((" (malloc tuned)", {**env, **PEER_MALLOC}, tuned_epoch))
+        for label, peer_env, figures in peers:
+            result = run_peer(args.python, args.peer, sub, round_, peer_env)
+            cumulative = [e["train_s"] for e in result["per_epoch"]]
+            times = [b - a for a, b in zip([0.0] + cumulative, cumulative)]
+            peer_epochs = len(times)
+            figures.append(seconds_per_step(times, steps) * full_steps)
+            print(f"round {round_} airbench94_muon{label}: {figures[-1]:.1f} s per full epoch", flush=True)
         ours = run_cnnlab(args.python, sub, round_, os.path.join(tmp, f"cnnlab-{round_}"), env, ["--no-adapt"])
         times = [r["time_s"] for r in ours["history"]]
         ours_epochs = ours["config"]["config"]["epochs"]
@@ -189,6 +198,11 @@ def throughput(args, env: dict, tmp: str) -> tuple[float, float, float, float, s
           f"accuracy {100 * peer_acc:.2f}% ({'given' if args.peer_acc is not None else ', '.join(args.peer_json)})")
     print(f"cnnlab fast94: {statistics.median(ours_epoch):.1f} s/epoch x {ours_epochs} epochs = {ours_s:.0f} s; "
           f"accuracy {100 * ours_acc:.2f}% ({'given' if args.cnnlab_acc is not None else ', '.join(args.cnnlab_runs)})")
+    if tuned_epoch:
+        tuned_s = statistics.median(tuned_epoch) * peer_epochs
+        print(f"airbench94_muon with cnnlab's malloc settings ({' '.join(f'{k}={v}' for k, v in PEER_MALLOC.items())}): "
+              f"{statistics.median(tuned_epoch):.1f} s/epoch x {peer_epochs} epochs = {tuned_s:.0f} s; "
+              f"ratio cnnlab/that: {ours_s / tuned_s:.2f}")
     method = (f"method: throughput, {args.rounds} interleaved round(s) of each recipe's {ours_epochs}/{peer_epochs} "
               f"epochs on {n_sub} images; median seconds per step x {full_steps} steps x epochs; accuracies from full "
               "runs; times exclude the final TTA evaluation")
@@ -203,6 +217,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3, help="full: seeds per recipe")
     parser.add_argument("--rounds", type=int, default=3, help="throughput: interleaved rounds")
     parser.add_argument("--steps-per-epoch", type=int, default=2, help="throughput: steps of 2,000 images per epoch")
+    parser.add_argument("--peer-malloc-tuned", action="store_true",
+                        help="throughput: each round also runs the peer with cnnlab's malloc settings (glibc "
+                             "environment variables), printed as a further ratio")
     parser.add_argument("--cnnlab-acc", type=float, help="throughput: cnnlab fast94's accuracy (a fraction)")
     parser.add_argument("--cnnlab-runs", nargs="*", default=[], help="throughput: fast94 run directories")
     parser.add_argument("--peer-acc", type=float, help="throughput: the peer's accuracy (a fraction)")
