@@ -63,8 +63,9 @@ MALLOC_ENV = "CNNLAB_MALLOC_TUNING"  # 0 turns tune_host_allocator off
 def tune_host_allocator() -> bool:
     """Keep freed memory in the process for the next allocation (glibc malloc on Linux); True if set.
 
-    By default glibc returns every block over 32 MB to the kernel when it is freed (mmap/munmap) and gives
-    back free memory at the heap's top past 128 KB; the next step's activations (hundreds of MB at
+    By default glibc serves every block over its mmap threshold (128 KB, rising with use to at most 32 MB)
+    by mmap and returns it to the kernel when it is freed, and gives back free memory at the heap's top past
+    128 KB; the next step's activations (hundreds of MB at
     batch 2000) are then faulted in and zeroed by the kernel page by page, every training step. With the
     mmap threshold at 1 GB and the trim threshold at 2 GB, freed blocks are reused instead: the same numbers,
     fewer page faults, a larger resident size (`benchmarks/host_allocator.py` measures both). PyTorch's CPU
