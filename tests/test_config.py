@@ -59,3 +59,12 @@ def test_a_runs_config_json_is_a_config_file(tmp_path):
 def test_non_finite_numbers_are_refused_by_key(key, value):
     with pytest.raises(ConfigError, match=f"config key '{key}' must be a finite number"):
         parse_config({key: value})
+
+
+def test_fast_uses_airbenchs_alternating_flip_and_translated_tta_while_seed_and_finetune_do_not():
+    fast = preset("fast")
+    assert (fast.flip, fast.flip_alternate, fast.tta, fast.tta_translate) == (True, True, True, 1)
+    seed = preset("seed")  # the study: no augmentation, no TTA
+    assert (seed.flip, seed.flip_alternate, seed.tta, seed.tta_translate) == (False, False, False, 0)
+    finetune = preset("finetune")  # random-resized crops + a random flip; flip TTA only
+    assert (finetune.flip, finetune.flip_alternate, finetune.tta, finetune.tta_translate) == (True, False, True, 0)
