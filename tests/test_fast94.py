@@ -349,8 +349,8 @@ def test_alternating_flip_mirrors_each_image_in_every_other_epoch():
     assert any(first[i] == second[i] for i in range(n))  # without it, each epoch draws afresh
 
 
-def test_fast94_flips_alternately():
-    assert preset("fast94").flip_alternate and not Config().flip_alternate
+def test_fast94_and_fast_flip_alternately_and_the_seed_preset_does_not():
+    assert preset("fast94").flip_alternate and Config().flip_alternate and not preset("seed").flip_alternate
 
 
 @muon_missing

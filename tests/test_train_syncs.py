@@ -138,9 +138,10 @@ def test_an_epoch_started_at_any_step_gets_the_same_batches():
     assert same(batches(data, 3), whole) and not same(batches(data, 4), whole)  # fixed by (seed, epoch)
 
 
-def test_the_ranks_together_get_the_one_process_batches():
-    whole = batches(loader(crop_scale=0.5), 2)
-    parts = [batches(loader(crop_scale=0.5, shard=(rank, 2)), 2) for rank in (0, 1)]
+@pytest.mark.parametrize("flip_alternate", [False, True])
+def test_the_ranks_together_get_the_one_process_batches(flip_alternate):
+    whole = batches(loader(crop_scale=0.5, flip_alternate=flip_alternate), 2)
+    parts = [batches(loader(crop_scale=0.5, shard=(rank, 2), flip_alternate=flip_alternate), 2) for rank in (0, 1)]
     joined = [(torch.cat([a[0], b[0]]), torch.cat([a[1], b[1]])) for a, b in zip(*parts)]
     assert same(joined, whole)
 
