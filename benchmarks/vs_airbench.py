@@ -26,9 +26,10 @@ also runs the peer with the same glibc settings (environment variables) and prin
 Prints each run's figures, the method, and as its last line:
     ratio cnnlab/airbench94_muon time to 94%: 0.NN (cnnlab NN.NN% in N s, airbench94_muon NN.NN% in N s)
 
-Measured 2026-11-29 on the AVX2-only AMD EPYC (2 cores, fp32, shared with other work): throughput, one
-round of one step per epoch: airbench94_muon 354 s per epoch of 50,000 images, cnnlab fast94 331 s
-(0.94x). Neither recipe's accuracy has been measured on this machine yet (full runs: ~45 min each).
+Measured 2026-11-29 on the AVX2-only AMD EPYC (2 cores, fp32, quiet): throughput, 2 rounds of one step per
+epoch, with --peer-malloc-tuned: seconds per epoch of 50,000 images, airbench94_muon 360.9 / 282.4, with the
+malloc settings 278.1 / 252.1, cnnlab fast94 244.3 / 255.2: ratio 0.78 (0.94 against the peer with the same
+malloc settings); cnnlab's accuracy 93.81% (3 full runs), the peer's 93.96% given (PEERS.md, Intel).
 """
 import argparse
 import json
