@@ -365,7 +365,7 @@ def test_the_whitening_bias_gets_no_gradient_once_its_epochs_end_and_training_en
     cfg = fast94_config(data=data, epochs=3, batch_size=8, lr=1340 * 8 / 2000, whiten_bias_epochs=1.0,
                         precision="fp32", threads=1, progress=False, log="none")
 
-    def run(freeze: bool, control: TrainControl | None = None) -> tuple[list[bool], dict]:
+    def run(freeze: bool, control: TrainControl | None = None) -> tuple[list[bool], dict, torch.Tensor]:
         if not freeze:
             monkeypatch.setattr(sys.modules["cnnlab.train"], "finished_groups", lambda *args: [])
         torch.manual_seed(0)
@@ -380,7 +380,8 @@ def test_the_whitening_bias_gets_no_gradient_once_its_epochs_end_and_training_en
         return flags, {k: v.clone() for k, v in model.state_dict().items()}, bias
 
     flags, frozen, start = run(freeze=True)
-    steps = len(flags) // 3  # 43 of the 48 images (val_fraction 0): 5 steps of 8 per epoch
+    steps = 6  # 48 training images (val_fraction 0), batch 8
+    assert len(flags) == 3 * steps
     assert flags == [True] * steps + [False] * 2 * steps
     plain_flags, plain, plain_start = run(freeze=False)
     assert set(plain_flags) == {True} and torch.equal(start, plain_start)
