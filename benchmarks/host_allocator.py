@@ -27,11 +27,13 @@ def run(python: str, data: str, preset_name: str, epochs: int, out: str, env: di
     cmd = [python, "-m", "cnnlab", "train", "--preset", preset_name, "--data", data, "--epochs", str(epochs),
            "--no-adapt", "--val-fraction", "0", "--no-progress", "--log", "none", "--checkpoint-every", "0",
            "--out", out]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
-    stdout, stderr = proc.stdout.read(), proc.stderr.read()
-    if status:
-        sys.exit(f"failed: {' '.join(cmd)}\n{stdout[-1500:]}{stderr[-2500:]}")
+    with open(out + ".log", "w+") as log:  # a file, not a pipe: a full pipe would stall the child before wait4
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = status  # reaped here: Popen must not wait for it again
+        log.seek(0)
+        if status:
+            sys.exit(f"failed: {' '.join(cmd)}\n{log.read()[-4000:]}")
     with open(os.path.join(out, "history.json")) as fh:
         history = json.load(fh)
     return {"epoch_s": [r["time_s"] for r in history], "faults": usage.ru_minflt, "rss_gb": usage.ru_maxrss / 2**20}
