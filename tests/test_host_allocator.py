@@ -12,12 +12,13 @@ import pytest
 pytestmark = pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
                                 reason="the setting is glibc's (mallopt)")
 
-SCRIPT = """
+ROUNDS = 40
+SCRIPT = f"""
 import resource, torch
 from cnnlab.device import tune_host_allocator
 tuned = tune_host_allocator()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(20):
+for _ in range({ROUNDS}):
     torch.empty(16 * 2**20).fill_(1.0)  # 64 MB, freed at once, as a step's activations are
 print(tuned, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
@@ -37,5 +38,7 @@ def test_freed_memory_is_kept_for_the_next_allocation_unless_turned_off():
     untuned, returned = faults("0")
     assert (tuned, untuned) == ("True", "False")
     pages = 64 * 2**20 // os.sysconf("SC_PAGE_SIZE")
-    assert returned >= 20 * pages * 0.9  # every allocation faulted in anew
-    assert kept <= 5 * pages  # the first ones only (about 3 here), then reused
+    assert returned >= ROUNDS * pages * 0.9  # every allocation faulted in anew
+    # the first allocations only (about 3 here, up to 6 on a loaded machine, where the kernel's own sampling
+    # of pages adds faults over a longer run), then the same memory again
+    assert kept * 4 <= returned
