@@ -65,19 +65,20 @@ def tune_host_allocator() -> bool:
 
     By default glibc serves every block over its mmap threshold (128 KB, rising with use to at most 32 MB)
     by mmap and returns it to the kernel when it is freed, and gives back free memory at the heap's top past
-    128 KB; the next step's activations (hundreds of MB at
-    batch 2000) are then faulted in and zeroed by the kernel page by page, every training step. With the
-    mmap threshold at 1 GB and the trim threshold at 2 GB, freed blocks are reused instead: the same numbers,
-    fewer page faults, a larger resident size (`benchmarks/host_allocator.py` measures both). PyTorch's CPU
+    128 KB; the next step's activations (hundreds of MB at batch 2000) are then faulted in and zeroed by
+    the kernel page by page, every training step. With the mmap threshold at 1 GB and the trim threshold
+    at 2 GB, freed blocks are reused instead: the same numbers, fewer page faults, a larger resident size (`benchmarks/host_allocator.py` measures both). PyTorch's CPU
     tuning guide gets the same from jemalloc/tcmalloc; this needs no library. Lasts the process's life;
     CNNLAB_MALLOC_TUNING=0 leaves malloc as it is."""
     if os.environ.get(MALLOC_ENV, "1") == "0" or not sys.platform.startswith("linux"):
         return False
-    import ctypes
-    import platform
-
-    if platform.libc_ver()[0] != "glibc":
+    try:  # the C library this process runs on (not a scan of the Python executable, as platform.libc_ver)
+        if not (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc"):
+            return False
+    except (ValueError, OSError):  # not a glibc system
         return False
+    import ctypes
+
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:

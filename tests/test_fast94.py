@@ -363,7 +363,7 @@ def test_the_whitening_bias_gets_no_gradient_once_its_epochs_end_and_training_en
     from cnnlab.train import TrainControl, train
     data = make_folder(tmp_path / "ds", per_class=16, size=32)
     cfg = fast94_config(data=data, epochs=3, batch_size=8, lr=1340 * 8 / 2000, whiten_bias_epochs=1.0,
-                        precision="fp32", threads=1, progress=False, log="none")
+                        precision="fp32", device="cpu", threads=1, progress=False, log="none")
 
     def run(freeze: bool, control: TrainControl | None = None) -> tuple[list[bool], dict, torch.Tensor]:
         if not freeze:
