@@ -98,7 +98,8 @@ def make_loader(split, cfg: Config, prep: dict, device: torch.device, training: 
     if training:  # under torchrun, this rank's share of every global batch
         return DeviceLoader(split.stored, split.labels, cfg.batch_size, device, shuffle=True, drop_last=True,
                             flip=cfg.flip, flip_alternate=cfg.flip_alternate, translate=cfg.translate,
-                            cutout=cfg.cutout, crop_scale=cfg.rrc_scale_min, shard=(distributed.rank(), distributed.world_size()),
+                            cutout=cfg.cutout, crop_scale=cfg.rrc_scale_min, brightness=cfg.brightness,
+                            contrast=cfg.contrast, shard=(distributed.rank(), distributed.world_size()),
                             **common)
     return DeviceLoader(split.stored, split.labels, cfg.eval_batch_size, device, **common)
 

@@ -96,7 +96,7 @@ class DeviceLoader:
                  input_size: int | tuple[int, int] = 0, interpolation: str = "nearest", shuffle: bool = False,
                  drop_last: bool = False, flip: bool = False, translate: int = 0, cutout: int = 0,
                  crop_scale: float = 0.0, seed: int = 0, shard: tuple[int, int] = (0, 1),
-                 flip_alternate: bool = False):
+                 flip_alternate: bool = False, brightness: float = 0.0, contrast: float = 0.0):
         self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
         self.batch_size, self.device, self.stream = batch_size, device, stream
         self.host, self.host_rows = images, (None if rows is None else np.asarray(rows))
@@ -122,6 +122,7 @@ class DeviceLoader:
         self.shuffle, self.drop_last = shuffle, drop_last
         self.flip, self.translate, self.cutout, self.crop_scale = flip, translate, cutout, crop_scale
         self.flip_alternate = flip_alternate
+        self.brightness, self.contrast = brightness, contrast
         self.seed, self.epoch = seed, 0
         rank, ranks = shard
         if batch_size % ranks:
@@ -148,9 +149,11 @@ class DeviceLoader:
 
     def _draws(self) -> dict[str, torch.Tensor]:
         """The epoch's randomness, one row per place in the epoch, on the device: `order` (the images in the
-        order they are seen) and, where switched on, `flip`, `shift`, `boxes` and `centre` (of cutout)."""
+        order they are seen) and, where switched on, `flip`, `shift`, `boxes`, `centre` (of cutout) and
+        `jitter` (brightness shift, contrast factor). Each is drawn after the ones before it, so switching
+        one on leaves the draws before it as they were."""
         n, device = len(self.labels), self.device
-        augment = self.flip or self.translate or self.crop_scale or self.cutout
+        augment = self.flip or self.translate or self.crop_scale or self.cutout or self.brightness or self.contrast
         gen = self._generator() if self.shuffle or augment else None
         draws = {"order": torch.randperm(n, generator=gen, device=device) if self.shuffle
                  else torch.arange(n, device=device)}
@@ -167,6 +170,9 @@ class DeviceLoader:
         if self.cutout:
             draws["centre"] = torch.stack([torch.randint(0, self.out_hw[0], (n,), generator=gen, device=device),
                                            torch.randint(0, self.out_hw[1], (n,), generator=gen, device=device)], 1)
+        if self.brightness or self.contrast:
+            uniform = torch.rand(n, 2, generator=gen, device=device) * 2 - 1  # in [-1, 1)
+            draws["jitter"] = torch.stack([uniform[:, 0] * self.brightness, 1 + uniform[:, 1] * self.contrast], 1)
         return draws
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -215,6 +221,9 @@ class DeviceLoader:
         nearest = self.interpolation == "nearest" or boxes is not None
         batch = gather_batch(images, at, self.out_hw if nearest else None, draws.get("flip"), draws.get("shift"), boxes)
         inputs = to_inputs(batch, self.scale, self.offset, None if nearest else self.out_hw, self.interpolation)
+        if "jitter" in draws:  # (x + shift) * factor, per image, on the normalised inputs
+            jitter = draws["jitter"].to(inputs.dtype)[:, :, None, None, None]
+            inputs = inputs.add_(jitter[:, 0]).mul_(jitter[:, 1])  # in place: `inputs` is this batch's own
         if self.cutout:
             inputs = self._cut(inputs, draws["centre"])
         return inputs
