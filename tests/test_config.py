@@ -31,6 +31,8 @@ def test_round_trip_through_dict():
     ({"flip": "maybe"}, "'flip': expected bool"),
     ({"colour": 1}, "unknown config key(s): colour"),
     ({"device": "tpu"}, "'device' must be auto"),
+    ({"brightness": -0.1}, "'brightness' must be >= 0"),
+    ({"contrast": 1.0}, "'contrast' must be in [0, 1)"),
 ])
 def test_bad_values_name_the_key(values, needle):
     with pytest.raises(ConfigError) as err:
@@ -68,3 +70,9 @@ def test_fast_uses_airbenchs_alternating_flip_and_translated_tta_while_seed_and_
     assert (seed.flip, seed.flip_alternate, seed.tta, seed.tta_translate) == (False, False, False, 0)
     finetune = preset("finetune")  # random-resized crops + a random flip; flip TTA only
     assert (finetune.flip, finetune.flip_alternate, finetune.tta, finetune.tta_translate) == (True, False, True, 0)
+
+
+def test_only_fast94_jitters_brightness_and_contrast():
+    assert (preset("fast94").brightness, preset("fast94").contrast) == (0.14, 0.13)
+    for name in ("fast", "seed", "finetune"):
+        assert (preset(name).brightness, preset(name).contrast) == (0.0, 0.0)

@@ -87,3 +87,30 @@ def test_cutout_zeroes_one_square_per_image():
 def test_empty_when_batch_larger_than_data_with_drop_last(bad):
     loader = DeviceLoader(images(3), np.arange(3), 4, CPU, drop_last=True)
     assert len(loader) == bad and list(loader) == []
+
+
+def test_brightness_and_contrast_jitter_each_image_within_its_ranges_and_leave_the_other_draws_alone():
+    imgs, labels = images(64, size=8), np.arange(64)
+    common = dict(shuffle=True, drop_last=True, flip=True, flip_alternate=True, translate=2, cutout=3, seed=5,
+                  mean=[0.5] * 3, std=[0.25] * 3)
+    plain = DeviceLoader(imgs, labels, 16, CPU, **common)
+    jittered = DeviceLoader(imgs, labels, 16, CPU, brightness=0.3, contrast=0.2, **common)
+    shifts, factors = [], []
+    for epoch in (1, 2):
+        plain.set_epoch(epoch)
+        jittered.set_epoch(epoch)
+        for (x, y), (u, v) in zip(plain, jittered):
+            assert torch.equal(y, v) and u.is_contiguous(memory_format=torch.channels_last)
+            assert torch.equal(x == 0, u == 0)  # cutout's squares stay 0 (no pixel normalises to 0 exactly here)
+            for xi, ui in zip(x.flatten(1).double(), u.flatten(1).double()):
+                kept = xi != 0  # off the cutout square: ui = (xi + shift) * factor
+                fit = torch.linalg.lstsq(torch.stack([xi[kept], torch.ones_like(xi[kept])], 1), ui[kept, None])
+                factor, intercept = fit.solution.flatten().tolist()
+                assert torch.allclose((xi[kept] + intercept / factor) * factor, ui[kept], atol=1e-5)
+                shifts.append(intercept / factor)
+                factors.append(factor)
+    shifts, factors = np.array(shifts), np.array(factors)
+    assert np.all(np.abs(shifts) <= 0.3 + 1e-5) and np.all(np.abs(factors - 1) <= 0.2 + 1e-5)
+    # 128 uniform draws each: spread over their ranges, not one value (P(|max| < 0.8 range) = 0.8 ** 128)
+    assert np.abs(shifts).max() > 0.8 * 0.3 and np.abs(factors - 1).max() > 0.8 * 0.2
+    assert len(set(np.round(shifts, 5))) == len(shifts)

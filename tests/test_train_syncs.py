@@ -131,8 +131,11 @@ def same(a, b):
     return len(a) == len(b) and all(torch.equal(x[0], y[0]) and torch.equal(x[1], y[1]) for x, y in zip(a, b))
 
 
+JITTER = dict(brightness=0.3, contrast=0.2)
+
+
 def test_an_epoch_started_at_any_step_gets_the_same_batches():
-    data = loader(crop_scale=0.5)
+    data = loader(crop_scale=0.5, **JITTER)
     whole = batches(data, 3)
     assert same(batches(data, 3, 17), whole[17:]) and same(batches(data, 3, STEPS - 1), whole[-1:])
     assert same(batches(data, 3), whole) and not same(batches(data, 4), whole)  # fixed by (seed, epoch)
@@ -140,8 +143,9 @@ def test_an_epoch_started_at_any_step_gets_the_same_batches():
 
 @pytest.mark.parametrize("flip_alternate", [False, True])
 def test_the_ranks_together_get_the_one_process_batches(flip_alternate):
-    whole = batches(loader(crop_scale=0.5, flip_alternate=flip_alternate), 2)
-    parts = [batches(loader(crop_scale=0.5, shard=(rank, 2), flip_alternate=flip_alternate), 2) for rank in (0, 1)]
+    whole = batches(loader(crop_scale=0.5, flip_alternate=flip_alternate, **JITTER), 2)
+    parts = [batches(loader(crop_scale=0.5, shard=(rank, 2), flip_alternate=flip_alternate, **JITTER), 2)
+             for rank in (0, 1)]
     joined = [(torch.cat([a[0], b[0]]), torch.cat([a[1], b[1]])) for a, b in zip(*parts)]
     assert same(joined, whole)
 
