@@ -220,10 +220,11 @@ class DeviceLoader:
         boxes = draws.get("boxes")
         nearest = self.interpolation == "nearest" or boxes is not None
         batch = gather_batch(images, at, self.out_hw if nearest else None, draws.get("flip"), draws.get("shift"), boxes)
-        inputs = to_inputs(batch, self.scale, self.offset, None if nearest else self.out_hw, self.interpolation)
-        if "jitter" in draws:  # (x + shift) * factor, per image, on the normalised inputs
-            jitter = draws["jitter"].to(inputs.dtype)[:, :, None, None, None]
-            inputs = inputs.add_(jitter[:, 0]).mul_(jitter[:, 1])  # in place: `inputs` is this batch's own
+        scale, offset = self.scale, self.offset
+        if "jitter" in draws:  # (x * scale + offset + shift) * factor per image, folded into the normalisation
+            jitter = draws["jitter"][:, :, None, None, None]
+            scale, offset = scale * jitter[:, 1], (offset + jitter[:, 0]) * jitter[:, 1]
+        inputs = to_inputs(batch, scale, offset, None if nearest else self.out_hw, self.interpolation)
         if self.cutout:
             inputs = self._cut(inputs, draws["centre"])
         return inputs
