@@ -78,6 +78,7 @@ RANGES = {
     "memory_gb": st.floats(0.0, 1e6), "device_memory_gb": st.floats(0.0, 1e6),
     "muon_lr": st.floats(0.0, 1e6, exclude_min=True), "muon_momentum": st.floats(0.0, 1.0, exclude_max=True),
     "whiten_bias_epochs": st.floats(0.0, 1e6),
+    "brightness": st.floats(0.0, 1e6), "contrast": st.floats(0.0, 1.0, exclude_max=True),
     "device": st.one_of(st.sampled_from(["auto", "cpu", "cuda"]), st.integers(0, 64).map(lambda n: f"cuda:{n}")),
 }
 
