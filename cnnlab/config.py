@@ -81,8 +81,9 @@ class Config:
     cutout: int = _knob(0, "side in pixels of a random square set to zero (0 = off)")
     brightness: float = _knob(0.0, "per-image brightness jitter: a shift drawn uniformly in [-b, b] added to the "
                                    "normalised inputs (hiverge's cifar10-speedrun: 0.14; 0 = off)")
-    contrast: float = _knob(0.0, "per-image contrast jitter: the normalised inputs (after the brightness shift) scaled by "
-                                 "a factor drawn uniformly in [1 - c, 1 + c] (hiverge's cifar10-speedrun: 0.13; 0 = off)")
+    contrast: float = _knob(0.0, "per-image contrast jitter: the normalised inputs (after the brightness shift) "
+                                 "scaled by a factor drawn uniformly in [1 - c, 1 + c] (hiverge's cifar10-speedrun: "
+                                 "0.13; 0 = off)")
     rrc_scale_min: float = _knob(0.0, "random-resized-crop: a random crop of this fraction of the image area or "
                                       "more (aspect 3/4 to 4/3), resized to the input size (0 = off; finetune: 0.25)")
     # --- model ---
