@@ -60,6 +60,17 @@ def set_threads(threads: int) -> None:
 MALLOC_ENV = "CNNLAB_MALLOC_TUNING"  # 0 turns tune_host_allocator off
 
 
+def runs_on_glibc() -> bool:
+    """Whether this process runs on glibc on Linux: the C library loaded (os.confstr), not a scan of the
+    Python executable (platform.libc_ver)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc")
+    except (ValueError, OSError):  # not a glibc system
+        return False
+
+
 def tune_host_allocator() -> bool:
     """Keep freed memory in the process for the next allocation (glibc malloc on Linux); True if set.
 
@@ -67,15 +78,11 @@ def tune_host_allocator() -> bool:
     by mmap and returns it to the kernel when it is freed, and gives back free memory at the heap's top past
     128 KB; the next step's activations (hundreds of MB at batch 2000) are then faulted in and zeroed by
     the kernel page by page, every training step. With the mmap threshold at 1 GB and the trim threshold
-    at 2 GB, freed blocks are reused instead: the same numbers, fewer page faults, a larger resident size (`benchmarks/host_allocator.py` measures both). PyTorch's CPU
-    tuning guide gets the same from jemalloc/tcmalloc; this needs no library. Lasts the process's life;
-    CNNLAB_MALLOC_TUNING=0 leaves malloc as it is."""
-    if os.environ.get(MALLOC_ENV, "1") == "0" or not sys.platform.startswith("linux"):
-        return False
-    try:  # the C library this process runs on (not a scan of the Python executable, as platform.libc_ver)
-        if not (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc"):
-            return False
-    except (ValueError, OSError):  # not a glibc system
+    at 2 GB, freed blocks are reused instead: the same numbers, fewer page faults, a larger resident size
+    (`benchmarks/host_allocator.py` measures both). PyTorch's CPU tuning guide gets the same from
+    jemalloc/tcmalloc; this needs no library. Lasts the process's life; CNNLAB_MALLOC_TUNING=0 leaves
+    malloc as it is."""
+    if os.environ.get(MALLOC_ENV, "1") == "0" or not runs_on_glibc():
         return False
     import ctypes
 

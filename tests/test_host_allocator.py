@@ -3,14 +3,14 @@ hands every large tensor back to the kernel when it is freed and faults it in, z
 next time, each step of a training. Observed through the page faults of repeated allocations, in
 fresh processes (the setting lasts a process's life)."""
 import os
-import platform
 import subprocess
 import sys
 
 import pytest
 
-pytestmark = pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
-                                reason="the setting is glibc's (mallopt)")
+from cnnlab.device import runs_on_glibc
+
+pytestmark = pytest.mark.skipif(not runs_on_glibc(), reason="the setting is glibc's (mallopt)")
 
 ROUNDS = 40
 SCRIPT = f"""
