@@ -216,11 +216,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model": "fastnet94", "val_fraction": 0.0, "flip": True, "flip_alternate": True, "translate": 2, "cutout": 0,
         "epochs": 8, "batch_size": 2000, "optimizer": "muon", "lr": 0.67 * 2000, "backbone_lr_scale": 0.053 / 0.67,
         "momentum": 0.85, "nesterov": True, "weight_decay": 2e-6 * 2000, "muon_lr": 0.24, "muon_momentum": 0.6,
-        "schedule": "onecycle", "warmup_epochs": 0.0, "whiten_bias_epochs": 3.0, "label_smoothing": 0.2,
+        "schedule": "onecycle", "warmup_epochs": 0.0, "whiten_bias_epochs": 3.0,
         "tta": True, "tta_translate": 1, "eval_batch_size": 2000,
         # hiverge/cifar10-speedrun's per-image brightness and contrast jitter (its 0.1399 / 0.1308, rounded),
-        # which its authors found raises accuracy at the same number of steps
-        "brightness": 0.14, "contrast": 0.13,
+        # which its authors found raises accuracy at the same number of steps, and the lighter label smoothing
+        # they tuned with it (airbench's is 0.2): 94.07% against 93.91% over 3 seeds (README, Measured figures)
+        "brightness": 0.14, "contrast": 0.13, "label_smoothing": 0.09,
     },
 }
 

@@ -230,7 +230,7 @@ def test_multiview_tta_averages_the_mirrored_pairs_of_the_image_and_its_two_one_
 def test_fast94_preset_is_airbench94s_recipe_on_every_training_image():
     cfg = preset("fast94")
     assert cfg.val_fraction == 0.0 and cfg.model == "fastnet94" and cfg.optimizer == "muon"
-    assert (cfg.epochs, cfg.batch_size, cfg.label_smoothing) == (8, 2000, 0.2)
+    assert (cfg.epochs, cfg.batch_size, cfg.label_smoothing) == (8, 2000, 0.09)  # hiverge's, with its jitter
     assert (cfg.flip, cfg.translate, cfg.tta, cfg.tta_translate) == (True, 2, True, 1)
     assert (cfg.schedule, cfg.warmup_epochs, cfg.whiten_bias_epochs) == ("onecycle", 0.0, 3.0)
     assert (cfg.muon_lr, cfg.muon_momentum, cfg.momentum, cfg.nesterov) == (0.24, 0.6, 0.85, True)
@@ -278,7 +278,8 @@ def test_predict_and_export_apply_the_runs_translated_tta_views(tiny_run, tmp_pa
         expected = torch.softmax(infer(predictor.model, inputs, tta=True, tta_translate=1), 1).numpy()
         flip_only = torch.softmax(infer(predictor.model, inputs, tta=True), 1).numpy()
     # relative comparisons: the tiny classes are far apart, most probabilities are near 0 or 1
-    assert np.abs(np.log(expected) - np.log(flip_only)).max() > 1e-2  # the translated views change the answer
+    # the translated views change the answer, by ten times the tolerance the comparisons below allow
+    assert np.abs(np.log(expected) - np.log(flip_only)).max() > 1e-3
     assert np.allclose(predictor.predict(images), expected, rtol=1e-4, atol=0)
     path = str(tmp_path / "model.pt")
     assert main(["export", out, "--format", "torchscript", "--out", path]) == 0
