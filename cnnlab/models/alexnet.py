@@ -22,6 +22,8 @@ class _KerasMovingVariance:
     After PyTorch's update, its batch term is rescaled by (n - 1) / n: the same moving variance as Keras,
     to float rounding. The normalisation of the batch itself is the same in both (biased)."""
 
+    biased_moving_var = True  # read by distributed.sync_batchnorm, which keeps this rule over the global batch
+
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         if not (self.training and self.track_running_stats and self.momentum is not None):
             return super().forward(inputs)
