@@ -34,13 +34,23 @@ def cpu_has_bf16() -> bool:
         return False
 
 
+def cuda_has_bf16(device: torch.device) -> bool:
+    """True where the GPU has bf16 units (compute capability 8.0 on; ROCm GPUs). torch.cuda.is_bf16_supported
+    also says True where bf16 is only emulated (V100, T4) unless told not to."""
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # a torch whose is_bf16_supported has no such parameter
+        return bool(torch.version.hip) or torch.cuda.get_device_capability(device)[0] >= 8
+
+
 def use_bf16(precision: str, device: torch.device) -> bool:
+    """`precision` fp32 or bf16 as asked; auto: bf16 only where the hardware computes it natively."""
     if precision == "fp32":
         return False
     if precision == "bf16":
         return True
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        return cuda_has_bf16(device)
     return cpu_has_bf16()
 
 
