@@ -18,20 +18,20 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+CPUINFO = "/proc/cpuinfo"
+_BF16_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}  # x86 `flags`; `bf16` in an Arm CPU's `Features`
+
+
 def cpu_has_bf16() -> bool:
-    """True where the CPU has native bf16 arithmetic (AVX-512-BF16 or AMX). Without it, oneDNN emulates
-    bf16 and a conv ran 8x slower than fp32 on an AVX2-only EPYC (see benchmarks/precision.py)."""
+    """True where the CPU has bf16 arithmetic units (x86 AVX-512-BF16 or AMX, Arm's BF16 extension); without
+    them oneDNN emulates bf16, slower than fp32 (see benchmarks/precision.py). Read from the CPU's flags in
+    /proc/cpuinfo (Linux); unknown elsewhere, so False. (oneDNN's own check answers True for any AVX-512 CPU.)"""
     try:
-        if torch.ops.mkldnn._is_mkldnn_bf16_supported():
-            return True
-    except (AttributeError, RuntimeError):
-        pass
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as fh:
-            flags = next((line for line in fh if line.startswith("flags")), "")
-        return " avx512_bf16" in flags or " amx_bf16" in flags
+        with open(CPUINFO, encoding="ascii", errors="ignore") as fh:
+            lines = [line for line in fh if line.startswith(("flags", "Features"))]
     except OSError:
         return False
+    return any(_BF16_FLAGS & set(line.partition(":")[2].split()) for line in lines[:1])
 
 
 def cuda_has_bf16(device: torch.device) -> bool:

@@ -14,6 +14,7 @@ import functools
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.autograd import Function
 
 
@@ -28,13 +29,23 @@ def nnpack_forward_pays(inputs: torch.Tensor) -> bool:
             and not torch.is_autocast_enabled("cpu"))
 
 
+def nnpack_conv2d(inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride, padding
+                  ) -> torch.Tensor:
+    """NNPACK's forward convolution, through torch's private op; F.conv2d, the same convolution, where this
+    torch has no such op."""
+    op = getattr(torch, "_nnpack_spatial_convolution", None)
+    if op is None:
+        return F.conv2d(inputs, weight, bias, stride, padding)
+    return op(inputs, weight, bias, padding, stride)
+
+
 class _NnpackForwardConv(Function):
     @staticmethod
     def forward(ctx, inputs, weight, bias, stride, padding):
         inputs, weight = inputs.contiguous(), weight.contiguous()  # NNPACK takes NCHW
         ctx.save_for_backward(inputs, weight)
         ctx.stride, ctx.padding, ctx.has_bias = stride, padding, bias is not None
-        return torch._nnpack_spatial_convolution(inputs, weight, bias, padding, stride)
+        return nnpack_conv2d(inputs, weight, bias, stride, padding)
 
     @staticmethod
     def backward(ctx, grad):
