@@ -92,16 +92,17 @@ class GlobalBatchStatistics:
         centred = x - mean.view(shape)
         var = _SumOverRanks.apply((centred * centred).sum(dims)) / count
         if self.track_running_stats:
-            self._move_statistics(mean.detach(), var.detach(), float(count))
+            self._move_statistics(mean.detach(), var.detach(), count.detach())
         outputs = centred * torch.rsqrt(var + self.eps).view(shape)
         if self.affine:
             outputs = outputs * self.weight.view(shape) + self.bias.view(shape)
         return outputs.to(inputs.dtype)
 
     @torch.no_grad()
-    def _move_statistics(self, mean: torch.Tensor, var: torch.Tensor, count: float) -> None:
+    def _move_statistics(self, mean: torch.Tensor, var: torch.Tensor, count: torch.Tensor) -> None:
         self.num_batches_tracked += 1
         momentum = (1.0 / float(self.num_batches_tracked)) if self.momentum is None else self.momentum
+        # count stays a tensor: no device-to-host copy on a GPU
         batch_var = var if getattr(self, "biased_moving_var", False) else var * (count / (count - 1))
         self.running_mean.mul_(1 - momentum).add_(mean, alpha=momentum)
         self.running_var.mul_(1 - momentum).add_(batch_var, alpha=momentum)
