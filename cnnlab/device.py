@@ -84,14 +84,12 @@ def runs_on_glibc() -> bool:
 def tune_host_allocator() -> bool:
     """Keep freed memory in the process for the next allocation (glibc malloc on Linux); True if set.
 
-    By default glibc serves every block over its mmap threshold (128 KB, rising with use to at most 32 MB)
-    by mmap and returns it to the kernel when it is freed, and gives back free memory at the heap's top past
-    128 KB; the next step's activations (hundreds of MB at batch 2000) are then faulted in and zeroed by
-    the kernel page by page, every training step. With the mmap threshold at 1 GB and the trim threshold
-    at 2 GB, freed blocks are reused instead: the same numbers, fewer page faults, a larger resident size
-    (`benchmarks/host_allocator.py` measures both). PyTorch's CPU tuning guide gets the same from
-    jemalloc/tcmalloc; this needs no library. Lasts the process's life; CNNLAB_MALLOC_TUNING=0 leaves
-    malloc as it is."""
+    By default glibc maps every large block afresh and returns it to the kernel when it is freed, so each
+    training step's activations are faulted in and zeroed by the kernel page by page. With mmap and trim
+    thresholds above any one step's blocks, freed blocks are reused instead: the same numbers, fewer page
+    faults, a larger resident size (see docs/benchmarks.md; `benchmarks/host_allocator.py` measures both).
+    PyTorch's CPU tuning guide gets the same from jemalloc/tcmalloc; this needs no library. Lasts the
+    process's life; CNNLAB_MALLOC_TUNING=0 leaves malloc as it is."""
     if os.environ.get(MALLOC_ENV, "1") == "0" or not runs_on_glibc():
         return False
     import ctypes
