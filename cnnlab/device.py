@@ -18,29 +18,39 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+CPUINFO = "/proc/cpuinfo"
+_BF16_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}  # x86 `flags`; `bf16` in an Arm CPU's `Features`
+
+
 def cpu_has_bf16() -> bool:
-    """True where the CPU has native bf16 arithmetic (AVX-512-BF16 or AMX). Without it, oneDNN emulates
-    bf16 and a conv ran 8x slower than fp32 on an AVX2-only EPYC (see benchmarks/precision.py)."""
+    """True where the CPU has bf16 arithmetic units (x86 AVX-512-BF16 or AMX, Arm's BF16 extension); without
+    them oneDNN emulates bf16, slower than fp32 (see benchmarks/precision.py). Read from the CPU's flags in
+    /proc/cpuinfo (Linux); unknown elsewhere, so False. (oneDNN's own check answers True for any AVX-512 CPU.)"""
     try:
-        if torch.ops.mkldnn._is_mkldnn_bf16_supported():
-            return True
-    except (AttributeError, RuntimeError):
-        pass
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as fh:
-            flags = next((line for line in fh if line.startswith("flags")), "")
-        return " avx512_bf16" in flags or " amx_bf16" in flags
+        with open(CPUINFO, encoding="ascii", errors="ignore") as fh:
+            lines = [line for line in fh if line.startswith(("flags", "Features"))]
     except OSError:
         return False
+    return any(_BF16_FLAGS & set(line.partition(":")[2].split()) for line in lines[:1])
+
+
+def cuda_has_bf16(device: torch.device) -> bool:
+    """True where the GPU has bf16 units (compute capability 8.0 on; ROCm GPUs). torch.cuda.is_bf16_supported
+    also says True where bf16 is only emulated (V100, T4) unless told not to."""
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # a torch whose is_bf16_supported has no such parameter
+        return bool(torch.version.hip) or torch.cuda.get_device_capability(device)[0] >= 8
 
 
 def use_bf16(precision: str, device: torch.device) -> bool:
+    """`precision` fp32 or bf16 as asked; auto: bf16 only where the hardware computes it natively."""
     if precision == "fp32":
         return False
     if precision == "bf16":
         return True
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        return cuda_has_bf16(device)
     return cpu_has_bf16()
 
 
@@ -74,14 +84,12 @@ def runs_on_glibc() -> bool:
 def tune_host_allocator() -> bool:
     """Keep freed memory in the process for the next allocation (glibc malloc on Linux); True if set.
 
-    By default glibc serves every block over its mmap threshold (128 KB, rising with use to at most 32 MB)
-    by mmap and returns it to the kernel when it is freed, and gives back free memory at the heap's top past
-    128 KB; the next step's activations (hundreds of MB at batch 2000) are then faulted in and zeroed by
-    the kernel page by page, every training step. With the mmap threshold at 1 GB and the trim threshold
-    at 2 GB, freed blocks are reused instead: the same numbers, fewer page faults, a larger resident size
-    (`benchmarks/host_allocator.py` measures both). PyTorch's CPU tuning guide gets the same from
-    jemalloc/tcmalloc; this needs no library. Lasts the process's life; CNNLAB_MALLOC_TUNING=0 leaves
-    malloc as it is."""
+    By default glibc maps every large block afresh and returns it to the kernel when it is freed, so each
+    training step's activations are faulted in and zeroed by the kernel page by page. With mmap and trim
+    thresholds above any one step's blocks, freed blocks are reused instead: the same numbers, fewer page
+    faults, a larger resident size (see docs/benchmarks.md; `benchmarks/host_allocator.py` measures both).
+    PyTorch's CPU tuning guide gets the same from jemalloc/tcmalloc; this needs no library. Lasts the
+    process's life; CNNLAB_MALLOC_TUNING=0 leaves malloc as it is."""
     if os.environ.get(MALLOC_ENV, "1") == "0" or not runs_on_glibc():
         return False
     import ctypes

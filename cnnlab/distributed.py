@@ -7,6 +7,7 @@ Without WORLD_SIZE (or with 1) nothing here does anything: no process group is s
 wrapped, every function returns its input."""
 from __future__ import annotations
 
+import functools
 import os
 import signal
 
@@ -57,59 +58,98 @@ def shutdown() -> None:
     _control = None
 
 
-class CpuSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
-    """SyncBatchNorm on CPUs, where torch's needs a GPU (and DDP refuses it): the global batch's statistics
-    from per-channel sums over this rank's share, all-reduced (differentiably, so the gradient flows
-    through the other ranks' images as in one process) into the mean, then the biased variance.
-    In eval mode, plain BatchNorm on the running statistics."""
+class _SumOverRanks(torch.autograd.Function):
+    """all_reduce (sum) that autograd differentiates: each rank's share of the sum gets the sum of every rank's
+    gradient of it, so the gradient flows through the other ranks' images as it would in one process."""
 
-    def _check_input_dim(self, inputs: torch.Tensor) -> None:
-        if inputs.dim() < 2:
-            raise ValueError(f"expected at least 2D input (got {inputs.dim()}D input)")
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        total = tensor.clone()
+        dist.all_reduce(total, group=dist.group.WORLD)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        total = grad.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(total, group=dist.group.WORLD)
+        return total
+
+
+class GlobalBatchStatistics:
+    """Put in front of a BatchNorm class: in training, the global batch's statistics from per-channel sums over
+    this rank's share, summed over the ranks, into the mean, then the biased variance. The running variance
+    moves by the rule of the layer it joins: the unbiased batch variance (PyTorch's), or the biased one where
+    the layer says `biased_moving_var` (Keras's, models/alexnet.py). Otherwise (eval mode, one process), the
+    layer's own forward. Works on any device (gloo or NCCL); torch's SyncBatchNorm needs a GPU."""
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         if not (self.training and active()):
             return super().forward(inputs)
-        from torch.distributed.nn.functional import all_reduce
-
         x = inputs.float()
         dims, shape = [0, *range(2, x.dim())], [1, -1] + [1] * (x.dim() - 2)
-        local = torch.cat([x.sum(dims), x.new_tensor([x.numel() / x.shape[1]])])
-        total = all_reduce(local, group=dist.group.WORLD)
+        total = _SumOverRanks.apply(torch.cat([x.sum(dims), x.new_tensor([x.numel() / x.shape[1]])]))
         count, mean = total[-1], total[:-1] / total[-1]
         centred = x - mean.view(shape)
-        var = all_reduce((centred * centred).sum(dims), group=dist.group.WORLD) / count
+        var = _SumOverRanks.apply((centred * centred).sum(dims)) / count
         if self.track_running_stats:
-            with torch.no_grad():
-                self.num_batches_tracked += 1
-                momentum = (1.0 / float(self.num_batches_tracked)) if self.momentum is None else self.momentum
-                self.running_mean.mul_(1 - momentum).add_(mean.detach(), alpha=momentum)
-                self.running_var.mul_(1 - momentum).add_(var.detach() * (count / (count - 1)), alpha=momentum)
+            self._move_statistics(mean.detach(), var.detach(), count.detach())
         outputs = centred * torch.rsqrt(var + self.eps).view(shape)
         if self.affine:
             outputs = outputs * self.weight.view(shape) + self.bias.view(shape)
         return outputs.to(inputs.dtype)
 
+    @torch.no_grad()
+    def _move_statistics(self, mean: torch.Tensor, var: torch.Tensor, count: torch.Tensor) -> None:
+        self.num_batches_tracked += 1
+        momentum = (1.0 / float(self.num_batches_tracked)) if self.momentum is None else self.momentum
+        # count stays a tensor: no device-to-host copy on a GPU
+        batch_var = var if getattr(self, "biased_moving_var", False) else var * (count / (count - 1))
+        self.running_mean.mul_(1 - momentum).add_(mean, alpha=momentum)
+        self.running_var.mul_(1 - momentum).add_(batch_var, alpha=momentum)
+
+
+@functools.cache
+def _synchronised(cls: type) -> type:
+    """`cls` with GlobalBatchStatistics in front: the same parameters, buffers and settings, and the same class
+    for isinstance, so its moving-statistics rule and its state dict are kept."""
+    if issubclass(cls, GlobalBatchStatistics):
+        return cls
+    return type(f"Global{cls.__name__}", (GlobalBatchStatistics, cls), {"__module__": __name__})
+
+
+_BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+def sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
+    """`model` with every BatchNorm layer computing over the global batch, in place (same parameters and
+    buffers, so its state dict is unchanged). On CUDA, torch's SyncBatchNorm (its fused kernels) for layers
+    with PyTorch's rule; elsewhere, and for a layer with a rule of its own (Keras's), GlobalBatchStatistics."""
+    for parent in list(model.modules()):
+        for name, child in parent.named_children():
+            if not isinstance(child, _BATCHNORMS):
+                continue
+            if device.type == "cuda" and not getattr(child, "biased_moving_var", False):
+                setattr(parent, name, nn.SyncBatchNorm.convert_sync_batchnorm(child))
+            else:
+                child.__class__ = _synchronised(type(child))
+    return model
+
 
 def wrap(model: nn.Module, device: torch.device, sync_bn: bool) -> nn.Module:
     """`model` inside DistributedDataParallel (gradients averaged over the ranks in backward); with
-    `sync_bn`, its BatchNorm layers first turned into SyncBatchNorm, in place (same parameters and
-    buffers, so its state dict is unchanged). In one process: `model` itself."""
+    `sync_bn`, its BatchNorm layers first made to compute over the global batch (sync_batchnorm). In one
+    process: `model` itself."""
     if not active():
         return model
-    if sync_bn and device.type == "cuda":
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    elif sync_bn:
-        for module in model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                module.__class__ = CpuSyncBatchNorm  # same parameters, buffers and settings; another forward
+    if sync_bn:
+        model = sync_batchnorm(model, device)
     return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
 def agree_stop(reason: str | None) -> str | None:
     """The stop asked of any rank (a signal's name), on every rank, so that all stop after the same step:
-    one MAX all-reduce of one number over gloo: 0.56 ms a call measured between 2 processes on a 2-core
-    CPU (a seed-preset step there takes ~4 s; a GPU step of NCCL training is not synchronised by it)."""
+    one MAX all-reduce of one number over the gloo control group, small beside a step, and on GPUs no
+    synchronisation of the NCCL training."""
     if not active():
         return reason
     code = torch.tensor([signal.Signals[reason].value if reason else 0])

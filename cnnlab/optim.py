@@ -45,10 +45,9 @@ def param_groups(model: nn.Module, lr: float, backbone_lr_scale: float, exclude:
 
 class Muon(torch.optim.Muon if hasattr(torch.optim, "Muon") else torch.optim.Optimizer):
     """torch.optim.Muon with its Newton-Schulz iteration in `ns_dtype`. torch's runs it in bf16, which a CPU
-    without bf16 units emulates: a step of fastnet94's six filters took 3.05 s there against 0.33 s in
-    fp32 (AVX2-only AMD EPYC, 2 cores), as long as a tenth of the training step. With ns_dtype bf16 the
-    step is torch's own; otherwise the same update (momentum, Nesterov, decoupled decay, the lr adjusted
-    to the shape) with the iteration in ns_dtype."""
+    without bf16 units emulates, many times slower than fp32 (see docs/benchmarks.md). With ns_dtype bf16
+    the step is torch's own; otherwise the same update (momentum, Nesterov, decoupled decay, the lr
+    adjusted to the shape) with the iteration in ns_dtype."""
 
     def __init__(self, params, *, ns_dtype: torch.dtype = torch.bfloat16, **kwargs):
         super().__init__(params, **kwargs)

@@ -18,9 +18,11 @@ KERAS_BN = {"momentum": 0.01, "eps": 1e-3}
 
 class _KerasMovingVariance:
     """Keras updates a BatchNorm's moving variance with the biased batch variance (sum of squares / n);
-    PyTorch's running_var takes the unbiased one (/ (n - 1)), 50/49 larger for a dense layer at batch 50.
+    PyTorch's running_var takes the unbiased one (/ (n - 1)), larger by n / (n - 1), most for a dense layer.
     After PyTorch's update, its batch term is rescaled by (n - 1) / n: the same moving variance as Keras,
     to float rounding. The normalisation of the batch itself is the same in both (biased)."""
+
+    biased_moving_var = True  # read by distributed.sync_batchnorm, which keeps this rule over the global batch
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         if not (self.training and self.track_running_stats and self.momentum is not None):

@@ -1,12 +1,12 @@
 """A convolution whose forward pass runs on NNPACK where that is faster than PyTorch's default (oneDNN).
 
-On an AVX2-only CPU (an AMD EPYC here), oneDNN's fp32 forward convolutions of the study's AlexNet took
-about twice as long as NNPACK's (FFT/Winograd/GEMM kernels tuned for AVX2; `benchmarks/seed_throughput.py`
-prints the measured effect), while oneDNN's backward pass was the faster one. PyTorch only ships NNPACK's
-forward, so this layer computes the forward with NNPACK and the gradients with the default backward
-(`aten.convolution_backward`, oneDNN). The two results are the same convolution: NNPACK's outputs were within
-float32 rounding of a float64 reference (3e-7 relative, oneDNN's 3e-6). Elsewhere (AVX-512/AMX CPUs, GPUs,
-bf16 autocast, other dtypes) it is a plain nn.Conv2d; state dicts are the same.
+On an AVX2-only CPU, NNPACK's forward convolutions of the study's AlexNet (FFT/Winograd/GEMM kernels tuned
+for AVX2) are faster than oneDNN's, while oneDNN's backward pass is the faster one (see docs/benchmarks.md;
+`benchmarks/seed_throughput.py` measures it). PyTorch only ships NNPACK's forward, so this layer computes
+the forward with NNPACK and the gradients with the default backward (`aten.convolution_backward`, oneDNN).
+Both are the same convolution, within float32 rounding of a float64 reference (tests/test_cpu_conv.py).
+Elsewhere (AVX-512/AMX CPUs, GPUs, bf16 autocast, other dtypes) it is a plain nn.Conv2d; state dicts are
+the same.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import functools
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.autograd import Function
 
 
@@ -28,13 +29,23 @@ def nnpack_forward_pays(inputs: torch.Tensor) -> bool:
             and not torch.is_autocast_enabled("cpu"))
 
 
+def nnpack_conv2d(inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride, padding
+                  ) -> torch.Tensor:
+    """NNPACK's forward convolution, through torch's private op; F.conv2d, the same convolution, where this
+    torch has no such op."""
+    op = getattr(torch, "_nnpack_spatial_convolution", None)
+    if op is None:
+        return F.conv2d(inputs, weight, bias, stride, padding)
+    return op(inputs, weight, bias, padding, stride)
+
+
 class _NnpackForwardConv(Function):
     @staticmethod
     def forward(ctx, inputs, weight, bias, stride, padding):
         inputs, weight = inputs.contiguous(), weight.contiguous()  # NNPACK takes NCHW
         ctx.save_for_backward(inputs, weight)
         ctx.stride, ctx.padding, ctx.has_bias = stride, padding, bias is not None
-        return torch._nnpack_spatial_convolution(inputs, weight, bias, padding, stride)
+        return nnpack_conv2d(inputs, weight, bias, stride, padding)
 
     @staticmethod
     def backward(ctx, grad):

@@ -8,8 +8,7 @@ a kernel of D source rows (2 here). The convolution over the upscaled image is t
 the source image, stride 1, with P*P phase kernels per filter, the phases interleaved afterwards. The sums
 of taps are exact; only the order of float additions changes, so the results equal the plain
 upscale-then-convolve to float rounding, gradients included (autograd differentiates the tap sums).
-For the study's first layer this is ~30x fewer multiply-adds, and the 256x256 batch (39 MB at batch 50)
-is never built.
+For the study's first layer this takes far fewer multiply-adds, and the upscaled batch is never built.
 """
 from __future__ import annotations
 
