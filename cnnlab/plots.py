@@ -8,6 +8,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never plt.show(), which can leave an empty figure to save
 import matplotlib.pyplot as plt  # noqa: E402
 
+from .files import write_atomic
+
 
 def plot_curves(history: list[dict], out_dir: str, prefix: str = "") -> list[str]:
     """`{prefix}acc_plot.jpg` (ylim 0..1) and `{prefix}loss_plot.jpg` (ylim 0..3), dpi 300, with PNG
@@ -25,13 +27,11 @@ def plot_curves(history: list[dict], out_dir: str, prefix: str = "") -> list[str
         ax.set_ylabel(label)
         ax.set_ylim(*ylim)
         ax.legend(loc="upper left")
-        for ext in ("jpg", "png"):
-            path = os.path.join(out_dir, f"{prefix}{name}.{ext}")
-            tmp = f"{path}.tmp.{ext}"
-            fig.savefig(tmp, dpi=300)
-            os.replace(tmp, path)
-            written.append(path)
-        plt.close(fig)
+        try:
+            for ext in ("jpg", "png"):
+                written.append(_write(fig, os.path.join(out_dir, f"{prefix}{name}.{ext}"), dpi=300))
+        finally:
+            plt.close(fig)
     return written
 
 
@@ -101,9 +101,15 @@ def image_grid(images, titles: list[str], columns: int, path: str, scale: float 
     return _save(fig, path)
 
 
-def _save(fig, path: str, dpi: int = 110) -> str:
-    tmp = f"{path}.tmp.png"
-    fig.savefig(tmp, dpi=dpi)
-    os.replace(tmp, path)
-    plt.close(fig)
+def _write(fig, path: str, dpi: int) -> str:
+    """Save `fig` to `path` whole or not at all, in the format its extension names."""
+    fmt = os.path.splitext(path)[1].lstrip(".").lower() or "png"
+    write_atomic(path, lambda fh: fig.savefig(fh, format=fmt, dpi=dpi))
     return path
+
+
+def _save(fig, path: str, dpi: int = 110) -> str:
+    try:
+        return _write(fig, path, dpi)
+    finally:
+        plt.close(fig)
