@@ -17,4 +17,3 @@ def test_the_declared_licence_is_the_shipped_mit_text():
     assert text.startswith("MIT License\n\nCopyright (c) 2026 cnnlab contributors\n")
     assert "THE SOFTWARE IS PROVIDED \"AS IS\"" in text
     assert not [c for c in project["classifiers"] if c.startswith("License ::")]  # PEP 639: the expression alone
-
