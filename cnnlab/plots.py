@@ -1,12 +1,22 @@
-"""Figures from saved results, drawn as the study drew them."""
+"""Figures from saved results, drawn as the study drew them.
+
+Each figure is a `matplotlib.figure.Figure` with its own Agg canvas: no pyplot state, no backend chosen
+for the whole process, and nothing to close (a figure is freed with its last reference)."""
 from __future__ import annotations
 
 import os
 
-import matplotlib
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files only; never plt.show(), which can leave an empty figure to save
-import matplotlib.pyplot as plt  # noqa: E402
+from .files import write_atomic
+
+
+def _figure(width: float, height: float) -> tuple[Figure, object]:
+    """A figure of `width` x `height` inches drawn by Agg, and its one axes."""
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots()
 
 
 def plot_curves(history: list[dict], out_dir: str, prefix: str = "") -> list[str]:
@@ -16,7 +26,7 @@ def plot_curves(history: list[dict], out_dir: str, prefix: str = "") -> list[str
     written = []
     for key, label, ylim, name in (("accuracy", "accuracy", (0, 1), "acc_plot"),
                                    ("loss", "loss", (0, 3), "loss_plot")):
-        fig, ax = plt.subplots(figsize=(6.4, 4.8))
+        fig, ax = _figure(6.4, 4.8)
         ax.plot(epochs, [r[key] for r in history], label="train")
         if any(r.get(f"val_{key}") is not None for r in history):
             ax.plot(epochs, [r.get(f"val_{key}") for r in history], label="validation")
@@ -26,12 +36,7 @@ def plot_curves(history: list[dict], out_dir: str, prefix: str = "") -> list[str
         ax.set_ylim(*ylim)
         ax.legend(loc="upper left")
         for ext in ("jpg", "png"):
-            path = os.path.join(out_dir, f"{prefix}{name}.{ext}")
-            tmp = f"{path}.tmp.{ext}"
-            fig.savefig(tmp, dpi=300)
-            os.replace(tmp, path)
-            written.append(path)
-        plt.close(fig)
+            written.append(_save(fig, os.path.join(out_dir, f"{prefix}{name}.{ext}"), dpi=300))
     return written
 
 
@@ -41,7 +46,7 @@ def plot_heatmap(matrix: list[list[float | None]], row_key: str, row_values: lis
     import numpy as np
 
     data = np.array([[np.nan if v is None else v for v in row] for row in matrix], dtype=float)
-    fig, ax = plt.subplots(figsize=(1.6 * len(col_values) + 2, 1.2 * len(row_values) + 1.5))
+    fig, ax = _figure(1.6 * len(col_values) + 2, 1.2 * len(row_values) + 1.5)
     image = ax.imshow(data * 100, cmap="viridis")
     ax.set_xticks(range(len(col_values)), [str(v) for v in col_values])
     ax.set_yticks(range(len(row_values)), [str(v) for v in row_values])
@@ -62,7 +67,7 @@ def plot_confusion(confusion: list[list[int]], classes: list[str], path: str) ->
     import numpy as np
 
     data = np.array(confusion)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * len(classes), 0.8 + 0.6 * len(classes)))
+    fig, ax = _figure(1.0 + 0.6 * len(classes), 0.8 + 0.6 * len(classes))
     ax.imshow(data, cmap="Blues")
     ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
     ax.set_yticks(range(len(classes)), classes)
@@ -90,7 +95,7 @@ def image_grid(images, titles: list[str], columns: int, path: str, scale: float 
     for k, image in enumerate(images):
         r, c = divmod(k, columns)
         mosaic[r * (height + gap) + gap:r * (height + gap) + gap + height, c * (width + gap):c * (width + gap) + width] = image
-    fig, ax = plt.subplots(figsize=(scale * 1.3 * columns, scale * 1.45 * rows))
+    fig, ax = _figure(scale * 1.3 * columns, scale * 1.45 * rows)
     ax.imshow(mosaic, interpolation="nearest")
     ax.axis("off")
     for k, title in enumerate(titles):
@@ -101,9 +106,8 @@ def image_grid(images, titles: list[str], columns: int, path: str, scale: float 
     return _save(fig, path)
 
 
-def _save(fig, path: str, dpi: int = 110) -> str:
-    tmp = f"{path}.tmp.png"
-    fig.savefig(tmp, dpi=dpi)
-    os.replace(tmp, path)
-    plt.close(fig)
+def _save(fig: Figure, path: str, dpi: int = 110) -> str:
+    """Save `fig` to `path` whole or not at all, in the format its extension names (png, jpg)."""
+    fmt = os.path.splitext(path)[1].lstrip(".").lower() or "png"
+    write_atomic(path, lambda fh: fig.savefig(fh, format=fmt, dpi=dpi))
     return path

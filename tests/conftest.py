@@ -17,8 +17,13 @@ def _cache_in_tmp(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def cifar_root() -> str:
-    assert os.path.isdir(os.path.join(CIFAR, "train")), (
-        f"shared CIFAR-10 not found at {CIFAR}; set CNNLAB_DATA to the image-folder copy")
+    """The CIFAR-10 image folders (train/, test/). Where they are absent the test is skipped, except under CI
+    (CI=true), which has them and must run every test."""
+    if not all(os.path.isdir(os.path.join(CIFAR, part)) for part in ("train", "test")):
+        reason = f"CIFAR-10 image folders not found at {CIFAR}; set CNNLAB_DATA"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
     return CIFAR
 
 
