@@ -172,7 +172,8 @@ def _saved_study(report: Report, top_dir: str, spec_file: str, what: str) -> tup
 
 def _sweep_sections(report: Report, sweep_dir: str) -> None:
     spec, res = _saved_study(report, sweep_dir, "sweep.json", "sweep")
-    report.add("p", f"Grid: {'; '.join(f'{k} = {v}' for k, v in spec['grid'].items())}; {spec['seeds']} seeds per cell. "
+    report.add("p", f"Grid: {'; '.join(f'{k} = {v}' for k, v in spec['grid'].items())}; {spec['seeds']} seeds per cell "
+                    f"({', '.join(map(str, res.get('seed_values') or range(spec['seeds'])))}). "
                     "Every other setting is the base configuration below.")
     report.add("table", (["key", "value"], [[k, str(v)] for k, v in spec["config"].items()]))
     report.add("h2", "Comparison")
@@ -218,7 +219,7 @@ def _search_sections(report: Report, search_dir: str) -> None:
     space = "; ".join(f"{k} = one of {', '.join(map(str, d['values']))}" if d["kind"] == "choice" else
                       f"{k} = {d['low']}..{d['high']}{' (log scale)' if d['log'] else ''}" for k, d in spec["space"].items())
     report.add("p", f"TPE search (Optuna's TPE sampler; median pruning on validation accuracy after each epoch) over "
-                    f"{space}; {spec['trials']} trials, one seed each. Every other setting is the base configuration below.")
+                    f"{space}; {spec['trials']} trials, one seed each (seed {spec['config'].get('seed', 0)}). Every other setting is the base configuration below.")
     report.add("table", (["key", "value"], [[k, str(v)] for k, v in spec["config"].items()]))
     report.add("h2", "Trials")
     states = [r["state"] for r in res["rows"]]

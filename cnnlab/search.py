@@ -115,7 +115,7 @@ def run_search(out: str, base: Config, space: dict[str, dict], trials: int, stor
     while True:
         with claim_lock(out, study):
             fail_dead_trials(study)
-            runs.write_json(os.path.join(out, RESULTS), search_results(study))  # so far: `cnnlab report` reads it
+            runs.write_json(os.path.join(out, RESULTS), search_results(study, base.seed))  # so far: `cnnlab report` reads it
             running = sum(1 for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.RUNNING)
             if _finished(study) + running >= trials:
                 break
@@ -144,13 +144,14 @@ def run_search(out: str, base: Config, space: dict[str, dict], trials: int, stor
         trial.set_user_attr("test_accuracy", (metrics.get("test") or {}).get("accuracy"))
         trial.set_user_attr("train_time_s", metrics["train_time_s"])
         tell_result(study, trial, history[-1]["val_accuracy"])
-    res = search_results(study)
+    res = search_results(study, base.seed)
     runs.write_json(os.path.join(out, RESULTS), res)
     tracking.close_parent(base, parent)
     return res
 
 
-def search_results(study) -> dict:
+def search_results(study, seed: int) -> dict:
+    """Every finished trial (all trained with the config's `seed`) and the best on validation."""
     import optuna
 
     rows = []
@@ -163,7 +164,7 @@ def search_results(study) -> dict:
                          "run": run_name(t.number), "reason": t.user_attrs.get("fail_reason")})
     complete = [r for r in rows if r["state"] == "COMPLETE"]
     best = max(complete, key=lambda r: r["val_accuracy"]) if complete else None
-    return {"mode": "tpe", "rows": sorted(rows, key=lambda r: r["trial"]), "best": best,
+    return {"mode": "tpe", "seed": seed, "rows": sorted(rows, key=lambda r: r["trial"]), "best": best,
             "val_summary": summarize([r["val_accuracy"] for r in complete])}
 
 
@@ -176,5 +177,5 @@ def format_search(res: dict) -> str:
     if best:
         test = best["test_accuracy"]
         lines.append(f"best on validation: trial {best['trial']} {best['params']}: {100 * best['val_accuracy']:.2f}%; "
-                     f"its test accuracy: {'-' if test is None else f'{100 * test:.2f}%'} (one seed per trial)")
+                     f"its test accuracy: {'-' if test is None else f'{100 * test:.2f}%'} (one seed per trial: seed {res.get('seed')})")
     return "\n".join(lines)

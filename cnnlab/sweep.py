@@ -94,6 +94,11 @@ class Unit:
         return cell
 
 
+def seed_values(base: Config, seeds: int) -> list[int]:
+    """The seeds of a sweep: `seeds` of them from the config's seed on (--seed S --seeds N: S..S+N-1)."""
+    return list(range(base.seed, base.seed + seeds))
+
+
 def plan(base: Config, grid: dict[str, list], seeds: int) -> tuple[list[Unit], str]:
     """The trainings to run and why epochs are or are not shared (a grid without a validation split
     is refused: the best cell is chosen on validation accuracy)."""
@@ -116,7 +121,7 @@ def plan(base: Config, grid: dict[str, list], seeds: int) -> tuple[list[Unit], s
         rest = tuple((k, v) for k, v in cell.items() if not (share and k == "epochs"))
         epochs = cell.get("epochs", base.epochs)
         groups.setdefault(rest, []).append(epochs)
-    for seed in range(seeds):
+    for seed in seed_values(base, seeds):
         for rest, epochs_list in groups.items():
             if share:
                 units.append(Unit(rest + (("epochs", max(epochs_list)),), seed, tuple(sorted(set(epochs_list)))))
@@ -131,7 +136,7 @@ def describe_plan(units: list[Unit], reason: str) -> str:
     epochs = sum(dict(u.values).get("epochs", u.serves[-1]) for u in per_seed)
     served = sum(len(u.serves) for u in per_seed)
     lines = [reason, f"{len(per_seed)} training(s) per seed ({epochs} epochs) serving {served} cell(s); "
-                     f"{len(seeds)} seed(s): {len(units)} training(s) in all"]
+                     f"{len(seeds)} seed(s): {len(units)} training(s) in all", f"seeds: {', '.join(map(str, seeds))}"]
     for u in per_seed:
         lines.append(f"  train {', '.join(f'{k}={v}' for k, v in u.values)} -> evaluated at epochs "
                      f"{', '.join(map(str, u.serves))}")
@@ -330,7 +335,7 @@ def results(out: str, storage: str | None = None, study_name: str = "cnnlab") ->
             row["verdict"] = ("too few seeds to test" if p is None else
                               (f"worse than best (p={p:.3f})" if p >= 0.001 else "worse than best (p<0.001)") if p < 0.05 else
                               f"not distinguishable from best (p={p:.2f})")
-    return {"grid": grid, "seeds": seeds, "rows": rows, "best": best["cell"] if best else None,
+    return {"grid": grid, "seeds": seeds, "seed_values": seed_values(base, seeds), "rows": rows, "best": best["cell"] if best else None,
             "best_test": best["test"] if best else None, "failed": failed, "comparisons": comparisons}
 
 
