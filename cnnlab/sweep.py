@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import runs, tracking
-from .config import Config, parse_config
+from .config import Config
 from .errors import CnnlabError, ConfigError, Interrupted, first_line
-from .pipeline import resume_run, train_run
+from .pipeline import resume_run, saved_config, train_run
 from .plots import plot_curves
 from .stats import format_interval, holm, summarize, welch_p
 from .studies import (INTERRUPTED, STORAGE_ENV, Heartbeat, claim_lock, fail_dead_trials, given_up, is_real_failure,
@@ -167,7 +167,7 @@ def load_spec(out: str, storage: str | None = None, study_name: str = "cnnlab") 
     spec = open_study(out, storage, study_name).user_attrs.get("cnnlab_spec")
     if spec is None:
         raise CnnlabError(f"{where(out, storage)}: no cnnlab sweep there yet; start it with `cnnlab sweep --grid ...`")
-    return parse_config(spec["config"]), spec["grid"], spec["seeds"]
+    return saved_config(spec["config"]), spec["grid"], spec["seeds"]  # the defaults it was created under
 
 
 def _unit_states(study, units: list[Unit]) -> dict[str, tuple[str, str | None]]:
