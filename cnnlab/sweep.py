@@ -224,7 +224,8 @@ def _train_unit(out: str, base: Config, unit: Unit, threads: int, progress: bool
                        **({"threads": threads} if threads else {}), **({"device": device} if device else {}))
     root = os.path.join(out, "runs")
     run_dir = os.path.join(root, unit.dirname)  # one plain name: never outside SWEEP_DIR/runs
-    assert os.path.dirname(run_dir) == root, run_dir
+    if os.path.dirname(os.path.normpath(run_dir)) != os.path.normpath(root):
+        raise CnnlabError(f"{run_dir}: not a run directory inside {root}; the grid's values make no safe name")
     if not os.path.exists(f"{run_dir}.json"):
         runs.write_json(f"{run_dir}.json", {"values": dict(unit.values), "seed": unit.seed, "serves": list(unit.serves)})
     if os.path.isdir(run_dir) and runs.is_complete(run_dir):

@@ -45,3 +45,31 @@ def test_a_search_trains_every_trial_with_the_given_seed(dataset, tmp_path, caps
     res = json.load(open(os.path.join(out, "results.json")))
     assert res["seed"] == 4
     assert [load_run(os.path.join(out, "runs", r["run"]))["seed"] for r in res["rows"]] == [4, 4]
+
+
+ESCAPE = """
+import sys
+from cnnlab import preset, sweep
+from cnnlab.errors import CnnlabError
+sweep.Unit.dirname = property(lambda self: "../outside")
+unit = sweep.Unit((("lr", 0.1),), 0, (1,))
+try:
+    sweep._train_unit(sys.argv[1], preset("fast", data=sys.argv[1]), unit, 1, False)
+except CnnlabError as exc:
+    print("refused:", exc)
+"""
+
+
+@pytest.mark.parametrize("optimize", [[], ["-O"]])
+def test_a_run_directory_outside_the_sweep_is_refused_even_under_python_O(tmp_path, optimize):
+    import subprocess
+    import sys
+
+    out = tmp_path / "sw"
+    (out / "runs").mkdir(parents=True)
+    proc = subprocess.run([sys.executable, *optimize, "-c", ESCAPE, str(out)], capture_output=True, text=True,
+                          timeout=120)
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("refused: "), proc.stdout + proc.stderr
+    assert "outside: not a run directory inside" in lines[0], lines[0]
+    assert sorted(os.listdir(tmp_path)) == ["sw"] and os.listdir(out) == ["runs"] and os.listdir(out / "runs") == []
