@@ -12,16 +12,15 @@ import contextlib
 import fcntl
 import math
 import os
-import re
 import socket
 import threading
 import time
-import urllib.parse
 import uuid
 import warnings
 from typing import Iterator
 
 from . import runs
+from .tracking import passwords, redact
 from .config import Config
 from .errors import CnnlabError, ConfigError, first_line
 
@@ -32,48 +31,13 @@ MAX_ATTEMPTS = 3  # a unit whose worker dies (or that fails without a reason) th
 HEARTBEAT_S, GRACE_S = 10, 60  # a trial whose worker has not been heard of for GRACE_S is taken as dead
 
 
-def _passwords(url: str) -> list[str]:
-    """The password of a storage URL, as written and decoded, longest first (none: an empty list)."""
-    found = set()
-    with contextlib.suppress(Exception):
-        raw = urllib.parse.urlsplit(url).password  # the text between the first ':' and the last '@'
-        found |= {raw, urllib.parse.unquote(raw)}
-    match = re.search(r"(?:^|[\s/])[^\s:/@]+:(?!//)([^\s@]+)@", url)  # user:password@ in a URL too broken for urlsplit
-    if match:
-        found.add(match.group(1))
-    return sorted((p for p in found if p), key=len, reverse=True)
-
-
-def redact_url(url: str) -> str:
-    """A storage URL as it may be shown: its password (if any) replaced by ***."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        shown = make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not a URL SQLAlchemy can parse
-        shown = url
-    for password in _passwords(url):
-        shown = shown.replace(f":{password}@", ":***@")
-    return shown
-
-
-def scrub(text: str, url: str | None) -> str:
-    """`text` (e.g. a library's error message) without the URL's password anywhere in it."""
-    if not url:
-        return text
-    text = text.replace(url, redact_url(url))
-    for password in _passwords(url):
-        text = text.replace(password, "***")
-    return text
-
-
 def where(out: str, storage: str | None) -> str:
     """How to name a study in a message: its redacted storage URL, or the sweep directory."""
-    return redact_url(storage) if storage else out
+    return redact(storage, storage) if storage else out
 
 
 def has_password(url: str | None) -> bool:
-    return bool(url and _passwords(url))
+    return bool(passwords(url))
 
 
 def prepare_dir(out: str, spec_file: str, spec: dict, what: str) -> None:
@@ -90,7 +54,7 @@ def prepare_dir(out: str, spec_file: str, spec: dict, what: str) -> None:
 def open_study(out: str, storage: str | None = None, study_name: str = "cnnlab", sampler=None, pruner=None):
     """The sweep's Optuna study: in SWEEP_DIR/optuna.journal, or in the database at `storage`
     (e.g. postgresql://user:password@host/db), whose heartbeats let other machines see a dead worker.
-    The URL is never shown with its password (redact_url)."""
+    The URL is never shown with its password (tracking.redact)."""
     import optuna
     from optuna.storages import JournalStorage, RDBStorage
     from optuna.storages.journal import JournalFileBackend
@@ -102,8 +66,8 @@ def open_study(out: str, storage: str | None = None, study_name: str = "cnnlab",
         try:
             backend = RDBStorage(storage, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
         except Exception as exc:  # sqlalchemy/driver errors: name the URL, not the stack
-            raise CnnlabError(f"--storage {redact_url(storage)}: cannot open the database "
-                              f"({scrub(first_line(exc, 200), storage)})") from None
+            raise CnnlabError(f"--storage {redact(storage, storage)}: cannot open the database "
+                              f"({redact(first_line(exc, 200), storage)})") from None
     else:
         backend = JournalStorage(JournalFileBackend(os.path.join(out, JOURNAL)))
     return optuna.create_study(study_name=study_name, storage=backend, direction="maximize", load_if_exists=True,
@@ -310,5 +274,5 @@ def tell_result(study, trial, val_accuracy: float | None) -> None:
 
 
 __all__ = ["DIED", "INTERRUPTED", "MAX_ATTEMPTS", "STORAGE_ENV", "Heartbeat", "claim_lock", "fail_dead_trials",
-           "given_up", "has_password", "is_real_failure", "mark_worker", "open_study", "per_trial_sampler", "prepare_dir", "redact_url",
-           "require_validation", "retried", "scrub", "tell_failure", "tell_result", "where"]
+           "given_up", "has_password", "is_real_failure", "mark_worker", "open_study", "per_trial_sampler", "prepare_dir",
+           "require_validation", "retried", "tell_failure", "tell_result", "where"]

@@ -49,12 +49,18 @@ def test_a_bad_storage_url_is_reported_without_its_password(url, tmp_path):
 
 
 def test_redact_url():
-    from cnnlab.studies import redact_url
+    from cnnlab.tracking import redact
+
+    def redact_url(url):
+        return redact(url, url)
 
     assert redact_url(f"postgresql://bob:{PASSWORD}@db.example:5433/sweeps") == "postgresql://bob:***@db.example:5433/sweeps"
     assert redact_url("postgresql://bob@db/sweeps") == "postgresql://bob@db/sweeps"  # PGPASSWORD / .pgpass
     assert redact_url("postgresql://bob:p%40ss%2Fw@db/x") == "postgresql://bob:***@db/x"
     assert redact_url(f"not a url bob:{PASSWORD}@db") == "not a url bob:***@db"
+    assert redact_url("postgresql://bob:p@ss@db/x") == "postgresql://bob:***@db/x"  # '@' in the password
+    # a driver's message quoting the password decoded, outside any URL
+    assert redact("password 'p@ss/w' refused", "postgresql://bob:p%40ss%2Fw@db/x") == "password '***' refused"
 
 
 # --- 2. hostile grid values ---------------------------------------------------------------------
