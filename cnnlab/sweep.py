@@ -21,13 +21,12 @@ from typing import Any
 
 from . import runs, tracking
 from .config import Config
-from .errors import CnnlabError, ConfigError, Interrupted, first_line
+from .errors import CnnlabError, ConfigError, Interrupted
 from .pipeline import resume_run, saved_config, train_run
 from .plots import plot_curves
 from .stats import format_interval, holm, summarize, welch_p
-from .studies import (INTERRUPTED, STORAGE_ENV, Heartbeat, claim_lock, fail_dead_trials, given_up, is_real_failure,
-                      mark_worker, open_study, prepare_dir, require_validation, retried, tell_failure, tell_result,
-                      where)
+from .studies import (STORAGE_ENV, Claim, claim, fail_reason, given_up, is_real_failure, mark_worker, open_study,
+                      prepare_dir, require_validation, retried, tell_result, where, work_loop)
 
 NAMED_GRIDS = {"seed-grid": {"batch_size": [100, 200, 250], "epochs": [20, 25, 30]}}
 SPEC, RESULTS_JSON, RESULTS_CSV, HEATMAP = "sweep.json", "results.json", "results.csv", "heatmap.png"
@@ -191,7 +190,7 @@ def _unit_states(study, units: list[Unit]) -> dict[str, tuple[str, str | None]]:
         elif any(t.state == optuna.trial.TrialState.RUNNING for t in trials):
             states[unit.key] = ("running", None)
         elif real:
-            states[unit.key] = ("failed", real[-1].user_attrs["fail_reason"])
+            states[unit.key] = ("failed", fail_reason(real[-1]))
         elif given_up(attempts):
             states[unit.key] = ("failed", given_up(attempts))
         else:
@@ -199,23 +198,26 @@ def _unit_states(study, units: list[Unit]) -> dict[str, tuple[str, str | None]]:
     return states
 
 
-def _claim(study, units: list[Unit], out: str) -> tuple[Unit, list] | None:
-    """Under the lock: mark the trials of dead workers failed, then take the next unit to train."""
-    with claim_lock(out, study):
-        fail_dead_trials(study)
-        states = _unit_states(study, units)
-        for unit in units:
-            if states[unit.key][0] == "todo":
-                trials = []
-                for epochs in unit.serves:
-                    trial = study.ask()
-                    for key, value in (("unit", unit.key), ("run", unit.dirname), ("cell", cell_name(unit.cell(epochs))),
-                                       ("seed", unit.seed), ("epochs", epochs)):
-                        trial.set_user_attr(key, value)
-                    mark_worker(trial)
-                    trials.append(trial)
-                return unit, trials
+def _pick(study, units: list[Unit]) -> Claim | None:
+    """The next unit to train and its trials (one per epoch count it serves); call it under claim_lock."""
+    states = _unit_states(study, units)
+    for unit in units:
+        if states[unit.key][0] == "todo":
+            trials = []
+            for epochs in unit.serves:
+                trial = study.ask()
+                for key, value in (("unit", unit.key), ("run", unit.dirname), ("cell", cell_name(unit.cell(epochs))),
+                                   ("seed", unit.seed), ("epochs", epochs)):
+                    trial.set_user_attr(key, value)
+                mark_worker(trial)
+                trials.append(trial)
+            return Claim(trials, f"trial {unit.key}", unit)
     return None
+
+
+def _claim(study, units: list[Unit], out: str) -> Claim | None:
+    """Under the lock: mark the trials of dead workers failed, then take the next unit to train."""
+    return claim(out, study, lambda: _pick(study, units))
 
 
 def _train_unit(out: str, base: Config, unit: Unit, threads: int, progress: bool,
@@ -253,35 +255,23 @@ def work(out: str, threads: int = 0, progress: bool = True, on_result=None, stor
     units, _ = plan(base, grid, seeds)
     study = open_study(out, storage, study_name)
     parent = tracking.parent_of(out)  # the sweep's MLflow run: each training's is its child
-    done = 0
-    while (claimed := _claim(study, units, out)) is not None:
-        unit, trials = claimed
-        try:
-            with Heartbeat(study, trials):
-                history = _train_unit(out, base, unit, threads, progress, parent, device)
-        except (Interrupted, KeyboardInterrupt) as exc:  # Ctrl-C / SIGTERM: retried (from its checkpoint) on resume
-            for trial in trials:
-                tell_failure(study, trial, INTERRUPTED)
-            if isinstance(exc, KeyboardInterrupt):
-                raise
-            raise Interrupted(f"{str(exc).split('; resume with')[0]}; rerun the same cnnlab sweep command "
-                              "to resume") from None
-        except Exception as exc:  # the unit's own failure (bad value, non-finite loss, out of memory): final
-            reason = str(exc) if isinstance(exc, CnnlabError) else f"{type(exc).__name__}: {first_line(exc, 300)}"
-            for trial in trials:
-                tell_failure(study, trial, reason)
-            print(f"trial failed: {unit.key}: {reason}", file=sys.stderr)
-            continue
+
+    def finish(claimed: Claim, history: list[dict]) -> None:
         by_epoch = {r["epoch"]: r for r in history}
-        for trial, epochs in zip(trials, unit.serves):
+        for trial, epochs in zip(claimed.trials, claimed.job.serves):
             record = by_epoch[epochs]
             trial.set_user_attr("test_accuracy", record.get("test_accuracy"))
             trial.set_user_attr("train_time_s", sum(by_epoch[e]["time_s"] for e in range(1, epochs + 1)))
             tell_result(study, trial, record["val_accuracy"])
-        done += 1
         if on_result:
             on_result()
-    return done
+
+    try:
+        return work_loop(out, study, lambda: _pick(study, units),
+                         lambda claimed: _train_unit(out, base, claimed.job, threads, progress, parent, device), finish)
+    except Interrupted as exc:  # its trials are retried (from their checkpoints) on resume
+        raise Interrupted(f"{str(exc).split('; resume with')[0]}; rerun the same cnnlab sweep command "
+                          "to resume") from None
 
 
 # --- results ----------------------------------------------------------------------------------------
