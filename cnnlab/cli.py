@@ -22,6 +22,7 @@ def print_error(message: str) -> None:
 # torchrun reads abbreviations of its own options anywhere on its command line, so `torchrun ... -m cnnlab
 # train --log mlflow` is refused as ambiguous (--log-dir, --logs-specs): --logger is the same flag
 ALIASES = {"log": ("--logger",)}
+DEFAULT_PRESET = "fast"  # when neither --preset, a --config file nor a sweep file gives one
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -59,8 +60,9 @@ def _config_from_args(args: argparse.Namespace):
 
     names = {f.name for f in dataclasses.fields(Config)}
     overrides = {k: v for k, v in vars(args).items() if k in names}
-    base = load_config_file(args.config).to_dict() if args.config else preset(args.preset).to_dict()
-    if args.config and args.preset != "fast":
+    # --preset given with --config: the preset's values over the file's; neither given: the fast preset
+    base = load_config_file(args.config).to_dict() if args.config else preset(args.preset or DEFAULT_PRESET).to_dict()
+    if args.config and args.preset is not None:
         base = {**base, **PRESETS[args.preset]}
     return parse_config({**base, **overrides}).resolved()
 
@@ -91,7 +93,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(json.dumps(cfg.to_dict(), indent=2))
         return 0
-    out = args.out or f"runs/{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = args.out or f"runs/{args.preset or DEFAULT_PRESET}-{time.strftime('%Y%m%d-%H%M%S')}"
     metrics = train_run(cfg, out, keep=_explicit_keys(args))
     if not is_main():
         return 0
@@ -119,7 +121,7 @@ def _apply_sweep_file(args: argparse.Namespace) -> None:
     if unknown:
         raise CnnlabError(f"{args.sweep_file}: unknown key(s) {', '.join(sorted(unknown))}; "
                           "use preset, seeds, [config] and [grid]")
-    if "preset" in spec and args.preset == "fast":
+    if "preset" in spec and args.preset is None:
         args.preset = spec["preset"]
     if "seeds" in spec and args.seeds_default:
         args.seeds = spec["seeds"]
@@ -323,7 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train a model; writes a run directory")
-    p.add_argument("--preset", choices=list(PRESETS), default="fast", help="named config (default: fast)")
+    p.add_argument("--preset", choices=list(PRESETS), default=None,
+                   help=f"named config (default: {DEFAULT_PRESET})")
     p.add_argument("--config", help="JSON config file (a run's config.json 'config' object works)")
     p.add_argument("--out", help="new run directory (default: runs/<preset>-<time>)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
@@ -332,7 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("sweep", help="grid of config values x seeds, with statistics; resumable")
-    p.add_argument("--preset", choices=list(PRESETS), default="fast", help="named config (default: fast)")
+    p.add_argument("--preset", choices=list(PRESETS), default=None,
+                   help=f"named config (default: {DEFAULT_PRESET})")
     p.add_argument("--config", help="JSON config file for the values not in the grid")
     p.add_argument("--grid", action="append", metavar="KEY=V1,V2|seed-grid",
                    help="a config key and its values (repeat for more keys); seed-grid = the study's 3x3 grid")

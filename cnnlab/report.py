@@ -14,11 +14,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import runs
-from .config import parse_config
 from .data.preprocess import input_hw
 from .errors import CnnlabError
 from .models import count_params, create_model, summary
-from .pipeline import load_data
+from .pipeline import load_data, saved_config
 from .plots import image_grid, plot_confusion, plot_curves
 from .stats import format_interval
 from .sweep import cell_name, cells_of, p_value_note
@@ -52,7 +51,7 @@ def _pct(x: float | None) -> str:
 
 def _run_sections(report: Report, run_dir: str, title: str | None = None, heading: str = "h2") -> None:
     run = runs.load_run(run_dir)
-    cfg = parse_config(run["config"])
+    cfg = saved_config(run["config"])  # with the defaults it was saved under, not today's
     data, history, metrics = run["data"], run["history"], run["metrics"] or {}
     report.add("h1" if heading == "h2" else heading, title or f"cnnlab report: {os.path.basename(os.path.abspath(run_dir))}")
     report.add(heading, "Configuration")
@@ -60,7 +59,7 @@ def _run_sections(report: Report, run_dir: str, title: str | None = None, headin
     report.add("p", f"Model `{cfg.model}`, seed {run['seed']}, {cfg.epochs} epochs of batch {cfg.batch_size}; "
                     f"cnnlab {env.get('cnnlab')} (git {str(env.get('git_commit'))[:10]}), torch {env.get('torch')}, "
                     f"{data.get('device')}, {'bf16' if data.get('bf16') else 'fp32'}.")
-    report.add("table", (["key", "value"], [[k, str(v)] for k, v in run["config"].items()]))
+    report.add("table", (["key", "value"], [[k, str(v)] for k, v in cfg.to_dict().items()]))
 
     report.add(heading, "Data")
     report.add("pre", "\n".join(f"{line}  ({name})" for name, line in data["found"].items()))
@@ -172,9 +171,10 @@ def _saved_study(report: Report, top_dir: str, spec_file: str, what: str) -> tup
 
 def _sweep_sections(report: Report, sweep_dir: str) -> None:
     spec, res = _saved_study(report, sweep_dir, "sweep.json", "sweep")
-    report.add("p", f"Grid: {'; '.join(f'{k} = {v}' for k, v in spec['grid'].items())}; {spec['seeds']} seeds per cell. "
+    report.add("p", f"Grid: {'; '.join(f'{k} = {v}' for k, v in spec['grid'].items())}; {spec['seeds']} seeds per cell "
+                    f"({', '.join(map(str, res.get('seed_values') or range(spec['seeds'])))}). "
                     "Every other setting is the base configuration below.")
-    report.add("table", (["key", "value"], [[k, str(v)] for k, v in spec["config"].items()]))
+    report.add("table", (["key", "value"], [[k, str(v)] for k, v in saved_config(spec["config"]).to_dict().items()]))
     report.add("h2", "Comparison")
     report.add("table", (["cell", "n", "validation acc. % [95% CI]", "test acc. % [95% CI]", "training s", "verdict"],
                          [[r["cell"], str(r["val"]["n"]), format_interval(r["val"]), format_interval(r["test"]),
@@ -218,8 +218,8 @@ def _search_sections(report: Report, search_dir: str) -> None:
     space = "; ".join(f"{k} = one of {', '.join(map(str, d['values']))}" if d["kind"] == "choice" else
                       f"{k} = {d['low']}..{d['high']}{' (log scale)' if d['log'] else ''}" for k, d in spec["space"].items())
     report.add("p", f"TPE search (Optuna's TPE sampler; median pruning on validation accuracy after each epoch) over "
-                    f"{space}; {spec['trials']} trials, one seed each. Every other setting is the base configuration below.")
-    report.add("table", (["key", "value"], [[k, str(v)] for k, v in spec["config"].items()]))
+                    f"{space}; {spec['trials']} trials, one seed each (seed {spec['config'].get('seed', 0)}). Every other setting is the base configuration below.")
+    report.add("table", (["key", "value"], [[k, str(v)] for k, v in saved_config(spec["config"]).to_dict().items()]))
     report.add("h2", "Trials")
     states = [r["state"] for r in res["rows"]]
     report.add("p", f"{len(states)} trials finished: " + ", ".join(

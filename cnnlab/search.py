@@ -8,17 +8,16 @@ or --storage URL), so an interrupted search resumes, and several workers can sea
 from __future__ import annotations
 
 import os
-import sys
 import typing
 from typing import Any
 
 from . import runs, tracking
 from .config import Config
-from .errors import CnnlabError, ConfigError, Interrupted, first_line
+from .errors import ConfigError, Interrupted
 from .pipeline import train_run
 from .stats import summarize
-from .studies import (INTERRUPTED, Heartbeat, claim_lock, fail_dead_trials, is_real_failure, mark_worker, open_study,
-                      per_trial_sampler, prepare_dir, require_validation, tell_failure, tell_result)
+from .studies import (Claim, fail_reason, is_real_failure, mark_worker, open_study, per_trial_sampler, prepare_dir,
+                      require_validation, tell_result, work_loop)
 from .train import Callback
 
 SEARCH_SPEC, RESULTS = "search.json", "results.json"
@@ -112,45 +111,42 @@ def run_search(out: str, base: Config, space: dict[str, dict], trials: int, stor
     runs.write_json(os.path.join(out, SEARCH_SPEC), spec)
     study = _open(out, base, storage, study_name)
     parent = tracking.open_parent(base, out)  # the search's MLflow run: each trial's is its child
-    while True:
-        with claim_lock(out, study):
-            fail_dead_trials(study)
-            runs.write_json(os.path.join(out, RESULTS), search_results(study))  # so far: `cnnlab report` reads it
-            running = sum(1 for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.RUNNING)
-            if _finished(study) + running >= trials:
-                break
-            trial = study.ask()
-            mark_worker(trial)
+
+    def pick() -> Claim | None:
+        runs.write_json(os.path.join(out, RESULTS), search_results(study, base.seed))  # so far: for `cnnlab report`
+        running = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
+        if _finished(study) + running >= trials:
+            return None
+        trial = study.ask()
+        mark_worker(trial)
         params = suggest(trial, space)
-        cfg = base.replace(**params, progress=progress)
-        run_dir = os.path.join(out, "runs", run_name(trial.number))
-        try:
-            with Heartbeat(study, [trial]):  # so that workers on other machines see this one alive
-                metrics = train_run(cfg, run_dir, callbacks=(ReportAndPrune(trial),), tracking_parent=parent)
-        except (Interrupted, KeyboardInterrupt):
-            tell_failure(study, trial, INTERRUPTED)
-            tracking.close_parent(base, parent, "KILLED")
-            raise
-        except optuna.TrialPruned as exc:
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            print(f"trial {trial.number} {params}: {exc}", file=sys.stderr)
-            continue
-        except Exception as exc:  # the trial's own failure (bad value, non-finite loss, out of memory)
-            reason = str(exc) if isinstance(exc, CnnlabError) else f"{type(exc).__name__}: {first_line(exc, 300)}"
-            tell_failure(study, trial, reason)
-            print(f"trial {trial.number} failed: {reason}", file=sys.stderr)
-            continue
-        history = runs.load_run(run_dir)["history"]
+        return Claim([trial], f"trial {trial.number} {params}", params)
+
+    def train(claimed: Claim) -> dict:
+        trial = claimed.trials[0]
+        return train_run(base.replace(**claimed.job, progress=progress), os.path.join(out, "runs", run_name(trial.number)),
+                         callbacks=(ReportAndPrune(trial),), tracking_parent=parent)
+
+    def finish(claimed: Claim, metrics: dict) -> None:
+        trial = claimed.trials[0]
+        history = runs.load_run(os.path.join(out, "runs", run_name(trial.number)))["history"]
         trial.set_user_attr("test_accuracy", (metrics.get("test") or {}).get("accuracy"))
         trial.set_user_attr("train_time_s", metrics["train_time_s"])
         tell_result(study, trial, history[-1]["val_accuracy"])
-    res = search_results(study)
+
+    try:
+        work_loop(out, study, pick, train, finish)
+    except BaseException as exc:
+        tracking.close_parent(base, parent, "KILLED" if isinstance(exc, (Interrupted, KeyboardInterrupt)) else "FAILED")
+        raise
+    res = search_results(study, base.seed)
     runs.write_json(os.path.join(out, RESULTS), res)
     tracking.close_parent(base, parent)
     return res
 
 
-def search_results(study) -> dict:
+def search_results(study, seed: int) -> dict:
+    """Every finished trial (all trained with the config's `seed`) and the best on validation."""
     import optuna
 
     rows = []
@@ -160,10 +156,11 @@ def search_results(study) -> dict:
                          "test_accuracy": t.user_attrs.get("test_accuracy"),
                          "train_time_s": t.user_attrs.get("train_time_s"),
                          "epochs": max(t.intermediate_values, default=None),  # the last reported (pruned: fewer)
-                         "run": run_name(t.number), "reason": t.user_attrs.get("fail_reason")})
+                         "run": run_name(t.number),
+                         "reason": fail_reason(t) if t.state == optuna.trial.TrialState.FAIL else None})
     complete = [r for r in rows if r["state"] == "COMPLETE"]
     best = max(complete, key=lambda r: r["val_accuracy"]) if complete else None
-    return {"mode": "tpe", "rows": sorted(rows, key=lambda r: r["trial"]), "best": best,
+    return {"mode": "tpe", "seed": seed, "rows": sorted(rows, key=lambda r: r["trial"]), "best": best,
             "val_summary": summarize([r["val_accuracy"] for r in complete])}
 
 
@@ -176,5 +173,5 @@ def format_search(res: dict) -> str:
     if best:
         test = best["test_accuracy"]
         lines.append(f"best on validation: trial {best['trial']} {best['params']}: {100 * best['val_accuracy']:.2f}%; "
-                     f"its test accuracy: {'-' if test is None else f'{100 * test:.2f}%'} (one seed per trial)")
+                     f"its test accuracy: {'-' if test is None else f'{100 * test:.2f}%'} (one seed per trial: seed {res.get('seed')})")
     return "\n".join(lines)

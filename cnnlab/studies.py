@@ -1,8 +1,9 @@
 """The Optuna mechanics that grid sweeps and TPE searches share: the sweep directory, the study's
 storage (a journal file in the directory, or a database), claims, worker liveness and heartbeats,
-and how finished trials are told.
+the trial loop (work_loop) and how finished trials are told. Only Optuna's public API is used.
 
-A trial that ends FAIL carries a `fail_reason` user attribute. INTERRUPTED (Ctrl-C, SIGTERM) is
+A trial that ends FAIL carries a `fail_reason` user attribute (fail_reason reads it; a claimed trial
+that Optuna's stale-heartbeat check failed has none, and its worker died). INTERRUPTED (Ctrl-C, SIGTERM) is
 retried on resume; DIED (the worker was killed or vanished), and a failure without a reason, are
 retried up to MAX_ATTEMPTS times in all; every other failure is the trial's own and final.
 """
@@ -12,18 +13,20 @@ import contextlib
 import fcntl
 import math
 import os
-import re
 import socket
+import sys
 import threading
 import time
-import urllib.parse
 import uuid
 import warnings
-from typing import Iterator
+import weakref
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
 
 from . import runs
+from .tracking import passwords, redact
 from .config import Config
-from .errors import CnnlabError, ConfigError, first_line
+from .errors import CnnlabError, ConfigError, Interrupted, first_line
 
 JOURNAL, LOCK = "optuna.journal", ".claim.lock"
 STORAGE_ENV = "CNNLAB_STORAGE"  # the --storage URL, when it is not on the command line
@@ -32,48 +35,13 @@ MAX_ATTEMPTS = 3  # a unit whose worker dies (or that fails without a reason) th
 HEARTBEAT_S, GRACE_S = 10, 60  # a trial whose worker has not been heard of for GRACE_S is taken as dead
 
 
-def _passwords(url: str) -> list[str]:
-    """The password of a storage URL, as written and decoded, longest first (none: an empty list)."""
-    found = set()
-    with contextlib.suppress(Exception):
-        raw = urllib.parse.urlsplit(url).password  # the text between the first ':' and the last '@'
-        found |= {raw, urllib.parse.unquote(raw)}
-    match = re.search(r"(?:^|[\s/])[^\s:/@]+:(?!//)([^\s@]+)@", url)  # user:password@ in a URL too broken for urlsplit
-    if match:
-        found.add(match.group(1))
-    return sorted((p for p in found if p), key=len, reverse=True)
-
-
-def redact_url(url: str) -> str:
-    """A storage URL as it may be shown: its password (if any) replaced by ***."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        shown = make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not a URL SQLAlchemy can parse
-        shown = url
-    for password in _passwords(url):
-        shown = shown.replace(f":{password}@", ":***@")
-    return shown
-
-
-def scrub(text: str, url: str | None) -> str:
-    """`text` (e.g. a library's error message) without the URL's password anywhere in it."""
-    if not url:
-        return text
-    text = text.replace(url, redact_url(url))
-    for password in _passwords(url):
-        text = text.replace(password, "***")
-    return text
-
-
 def where(out: str, storage: str | None) -> str:
     """How to name a study in a message: its redacted storage URL, or the sweep directory."""
-    return redact_url(storage) if storage else out
+    return redact(storage, storage) if storage else out
 
 
 def has_password(url: str | None) -> bool:
-    return bool(url and _passwords(url))
+    return bool(passwords(url))
 
 
 def prepare_dir(out: str, spec_file: str, spec: dict, what: str) -> None:
@@ -90,7 +58,7 @@ def prepare_dir(out: str, spec_file: str, spec: dict, what: str) -> None:
 def open_study(out: str, storage: str | None = None, study_name: str = "cnnlab", sampler=None, pruner=None):
     """The sweep's Optuna study: in SWEEP_DIR/optuna.journal, or in the database at `storage`
     (e.g. postgresql://user:password@host/db), whose heartbeats let other machines see a dead worker.
-    The URL is never shown with its password (redact_url)."""
+    The URL is never shown with its password (tracking.redact)."""
     import optuna
     from optuna.storages import JournalStorage, RDBStorage
     from optuna.storages.journal import JournalFileBackend
@@ -102,19 +70,44 @@ def open_study(out: str, storage: str | None = None, study_name: str = "cnnlab",
         try:
             backend = RDBStorage(storage, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
         except Exception as exc:  # sqlalchemy/driver errors: name the URL, not the stack
-            raise CnnlabError(f"--storage {redact_url(storage)}: cannot open the database "
-                              f"({scrub(first_line(exc, 200), storage)})") from None
+            raise CnnlabError(f"--storage {redact(storage, storage)}: cannot open the database "
+                              f"({redact(first_line(exc, 200), storage)})") from None
     else:
         backend = JournalStorage(JournalFileBackend(os.path.join(out, JOURNAL)))
-    return optuna.create_study(study_name=study_name, storage=backend, direction="maximize", load_if_exists=True,
-                               sampler=sampler, pruner=pruner)
+    study = optuna.create_study(study_name=study_name, storage=backend, direction="maximize", load_if_exists=True,
+                                sampler=sampler, pruner=pruner)
+    _STORAGES[study] = backend
+    return study
+
+
+_STORAGES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # study -> the storage open_study gave it
+
+
+def storage_of(study):
+    """The storage object open_study opened `study` on (Optuna keeps its own copy private)."""
+    try:
+        return _STORAGES[study]
+    except KeyError:
+        raise CnnlabError("a cnnlab study must be opened with cnnlab.studies.open_study") from None
+
+
+def _has_heartbeat(storage) -> bool:
+    """Whether the storage keeps Optuna's heartbeats (a database opened with heartbeat_interval)."""
+    get_interval = getattr(storage, "get_heartbeat_interval", None)
+    return callable(get_interval) and get_interval() is not None
+
+
+def trial_id(study, number: int) -> int:
+    """The storage's id of trial `number` of `study`, by the storage's public lookups."""
+    storage = storage_of(study)
+    return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study.study_name), number)
 
 
 @contextlib.contextmanager
 def claim_lock(out: str, study) -> Iterator[None]:
     """Only one worker claims at a time: a PostgreSQL advisory lock for a database shared by several
     machines, a file lock in SWEEP_DIR otherwise."""
-    engine = getattr(study._storage, "engine", None)
+    engine = getattr(storage_of(study), "engine", None)  # RDBStorage's SQLAlchemy engine
     if engine is not None and engine.dialect.name == "postgresql":
         import sqlalchemy
 
@@ -153,12 +146,6 @@ def mark_worker(trial) -> None:
         trial.set_user_attr(key, value)
 
 
-def _has_heartbeat(storage) -> bool:
-    from optuna.storages._heartbeat import BaseHeartbeat
-
-    return isinstance(storage, BaseHeartbeat)
-
-
 def _alive(trial, storage) -> bool:
     """Whether the worker of a RUNNING trial is still there: by its pid when it ran on this machine;
     else, in a database, by Optuna's heartbeat, which the database's clock times (fail_dead_trials
@@ -187,10 +174,10 @@ class Heartbeat:
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def beat(self) -> None:
-        storage = self.study._storage
+        storage = storage_of(self.study)
         for trial in self.trials:
             if _has_heartbeat(storage):
-                storage.record_heartbeat(trial._trial_id)
+                storage.record_heartbeat(trial_id(self.study, trial.number))
             else:
                 trial.set_user_attr("heartbeat", time.time())
 
@@ -256,7 +243,7 @@ def require_validation(configs: dict[str, Config]) -> None:
 
 def retried(trial) -> bool:
     """A failed trial whose unit is tried again: its worker was interrupted or died, or it gave no reason."""
-    return trial.user_attrs.get("fail_reason") in (None, DIED, INTERRUPTED)
+    return fail_reason(trial) in (None, DIED, INTERRUPTED)
 
 
 def is_real_failure(trial) -> bool:
@@ -269,27 +256,86 @@ def is_real_failure(trial) -> bool:
 def given_up(failed: list) -> str | None:
     """Why a unit is not tried again after these retried failures (one per attempt), or None: after
     MAX_ATTEMPTS deaths or failures without a reason (interruptions do not count)."""
-    counted = [t.user_attrs.get("fail_reason") or "failed without a reason" for t in failed
-               if t.user_attrs.get("fail_reason") != INTERRUPTED]
+    counted = [fail_reason(t) or "failed without a reason" for t in failed if fail_reason(t) != INTERRUPTED]
     if len(counted) < MAX_ATTEMPTS:
         return None
     return f"{counted[-1]} {len(counted)} times; not retried (rerun with a new --out to try again)"
 
 
 def fail_dead_trials(study) -> None:
-    """Mark RUNNING trials whose worker is gone as failed (DIED), so that they are retried: those of
-    this machine by pid, others by their heartbeat (in a database: no beat for GRACE_S by the
-    database's clock). Call it under claim_lock."""
+    """Mark RUNNING trials whose worker is gone as failed, so that they are retried: in a database,
+    those without a heartbeat for GRACE_S by the database's clock (Optuna's fail_stale_trials; they end
+    without a reason, which fail_reason reads as DIED); then those of this machine by pid, and in a
+    journal file by their heartbeat attribute (with the reason DIED). Call it under claim_lock."""
     import optuna
 
-    storage = study._storage
-    # Optuna's own stale-trial check compares heartbeats with the database's now()
-    stale = set(storage._get_stale_trial_ids(study._study_id)) if _has_heartbeat(storage) else set()
-    for trial in study.get_trials(deepcopy=False):
-        if trial.state == optuna.trial.TrialState.RUNNING and (trial._trial_id in stale or not _alive(trial, storage)):
-            storage.set_trial_user_attr(trial._trial_id, "fail_reason", DIED)
-            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # it finished meanwhile
-                storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+    storage = storage_of(study)
+    if _has_heartbeat(storage):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if not _alive(trial, storage):
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError, ValueError):  # finished meanwhile
+                storage.set_trial_user_attr(trial_id(study, trial.number), "fail_reason", DIED)
+                study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+
+
+def fail_reason(trial) -> str | None:
+    """Why a FAIL trial failed: its `fail_reason`; a claimed trial failed without one was failed by
+    Optuna's stale-heartbeat check, so its worker died; None for a trial nobody claimed."""
+    return trial.user_attrs.get("fail_reason") or (DIED if "worker" in trial.user_attrs else None)
+
+
+@dataclass
+class Claim:
+    """What a worker took under the claim lock: the trials its training ends (one per result it
+    tells), `label` naming it in messages, and `job`, what to train."""
+
+    trials: list
+    label: str
+    job: Any = None
+
+
+def claim(out: str, study, pick: Callable[[], Claim | None]) -> Claim | None:
+    """Under the lock: fail the trials of dead workers, then `pick` the next job (None: nothing left)."""
+    with claim_lock(out, study):
+        fail_dead_trials(study)
+        return pick()
+
+
+def work_loop(out: str, study, pick: Callable[[], Claim | None], train: Callable[[Claim], Any],
+              finish: Callable[[Claim, Any], None]) -> int:
+    """The trial loop of sweeps and searches: claim a job (`pick`, under the lock), `train` it while its
+    trials' heartbeat runs, and `finish` its trials with the result. A failure of the job's own ends
+    its trials FAIL with the reason (printed; the loop goes on); optuna.TrialPruned ends them PRUNED;
+    Ctrl-C / SIGTERM ends them INTERRUPTED (retried on resume) and is raised again. Returns how many
+    jobs this worker finished."""
+    import optuna
+
+    done = 0
+    while (claimed := claim(out, study, pick)) is not None:
+        try:
+            with Heartbeat(study, claimed.trials):
+                result = train(claimed)
+        except (Interrupted, KeyboardInterrupt):
+            for trial in claimed.trials:
+                tell_failure(study, trial, INTERRUPTED)
+            raise
+        except optuna.TrialPruned as exc:
+            for trial in claimed.trials:
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            print(f"{claimed.label}: {exc}", file=sys.stderr)
+            continue
+        except Exception as exc:  # the job's own failure (bad value, non-finite loss, out of memory): final
+            reason = str(exc) if isinstance(exc, CnnlabError) else f"{type(exc).__name__}: {first_line(exc, 300)}"
+            for trial in claimed.trials:
+                tell_failure(study, trial, reason)
+            print(f"{claimed.label} failed: {reason}", file=sys.stderr)
+            continue
+        finish(claimed, result)
+        done += 1
+    return done
 
 
 def tell_failure(study, trial, reason: str) -> None:
@@ -309,6 +355,6 @@ def tell_result(study, trial, val_accuracy: float | None) -> None:
         study.tell(trial, val_accuracy)
 
 
-__all__ = ["DIED", "INTERRUPTED", "MAX_ATTEMPTS", "STORAGE_ENV", "Heartbeat", "claim_lock", "fail_dead_trials",
-           "given_up", "has_password", "is_real_failure", "mark_worker", "open_study", "per_trial_sampler", "prepare_dir", "redact_url",
-           "require_validation", "retried", "scrub", "tell_failure", "tell_result", "where"]
+__all__ = ["DIED", "INTERRUPTED", "MAX_ATTEMPTS", "STORAGE_ENV", "Claim", "Heartbeat", "claim", "claim_lock", "fail_dead_trials",
+           "fail_reason", "given_up", "has_password", "is_real_failure", "mark_worker", "open_study", "per_trial_sampler", "prepare_dir",
+           "require_validation", "retried", "storage_of", "tell_failure", "tell_result", "trial_id", "where", "work_loop"]

@@ -20,14 +20,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import runs, tracking
-from .config import Config, parse_config
-from .errors import CnnlabError, ConfigError, Interrupted, first_line
-from .pipeline import resume_run, train_run
+from .config import Config
+from .errors import CnnlabError, ConfigError, Interrupted
+from .pipeline import resume_run, saved_config, train_run
 from .plots import plot_curves
 from .stats import format_interval, holm, summarize, welch_p
-from .studies import (INTERRUPTED, STORAGE_ENV, Heartbeat, claim_lock, fail_dead_trials, given_up, is_real_failure,
-                      mark_worker, open_study, prepare_dir, require_validation, retried, tell_failure, tell_result,
-                      where)
+from .studies import (STORAGE_ENV, Claim, claim, fail_reason, given_up, is_real_failure, mark_worker, open_study,
+                      prepare_dir, require_validation, retried, tell_result, where, work_loop)
 
 NAMED_GRIDS = {"seed-grid": {"batch_size": [100, 200, 250], "epochs": [20, 25, 30]}}
 SPEC, RESULTS_JSON, RESULTS_CSV, HEATMAP = "sweep.json", "results.json", "results.csv", "heatmap.png"
@@ -94,6 +93,11 @@ class Unit:
         return cell
 
 
+def seed_values(base: Config, seeds: int) -> list[int]:
+    """The seeds of a sweep: `seeds` of them from the config's seed on (--seed S --seeds N: S..S+N-1)."""
+    return list(range(base.seed, base.seed + seeds))
+
+
 def plan(base: Config, grid: dict[str, list], seeds: int) -> tuple[list[Unit], str]:
     """The trainings to run and why epochs are or are not shared (a grid without a validation split
     is refused: the best cell is chosen on validation accuracy)."""
@@ -116,7 +120,7 @@ def plan(base: Config, grid: dict[str, list], seeds: int) -> tuple[list[Unit], s
         rest = tuple((k, v) for k, v in cell.items() if not (share and k == "epochs"))
         epochs = cell.get("epochs", base.epochs)
         groups.setdefault(rest, []).append(epochs)
-    for seed in range(seeds):
+    for seed in seed_values(base, seeds):
         for rest, epochs_list in groups.items():
             if share:
                 units.append(Unit(rest + (("epochs", max(epochs_list)),), seed, tuple(sorted(set(epochs_list)))))
@@ -131,7 +135,7 @@ def describe_plan(units: list[Unit], reason: str) -> str:
     epochs = sum(dict(u.values).get("epochs", u.serves[-1]) for u in per_seed)
     served = sum(len(u.serves) for u in per_seed)
     lines = [reason, f"{len(per_seed)} training(s) per seed ({epochs} epochs) serving {served} cell(s); "
-                     f"{len(seeds)} seed(s): {len(units)} training(s) in all"]
+                     f"{len(seeds)} seed(s): {len(units)} training(s) in all", f"seeds: {', '.join(map(str, seeds))}"]
     for u in per_seed:
         lines.append(f"  train {', '.join(f'{k}={v}' for k, v in u.values)} -> evaluated at epochs "
                      f"{', '.join(map(str, u.serves))}")
@@ -162,7 +166,7 @@ def load_spec(out: str, storage: str | None = None, study_name: str = "cnnlab") 
     spec = open_study(out, storage, study_name).user_attrs.get("cnnlab_spec")
     if spec is None:
         raise CnnlabError(f"{where(out, storage)}: no cnnlab sweep there yet; start it with `cnnlab sweep --grid ...`")
-    return parse_config(spec["config"]), spec["grid"], spec["seeds"]
+    return saved_config(spec["config"]), spec["grid"], spec["seeds"]  # the defaults it was created under
 
 
 def _unit_states(study, units: list[Unit]) -> dict[str, tuple[str, str | None]]:
@@ -186,7 +190,7 @@ def _unit_states(study, units: list[Unit]) -> dict[str, tuple[str, str | None]]:
         elif any(t.state == optuna.trial.TrialState.RUNNING for t in trials):
             states[unit.key] = ("running", None)
         elif real:
-            states[unit.key] = ("failed", real[-1].user_attrs["fail_reason"])
+            states[unit.key] = ("failed", fail_reason(real[-1]))
         elif given_up(attempts):
             states[unit.key] = ("failed", given_up(attempts))
         else:
@@ -194,23 +198,26 @@ def _unit_states(study, units: list[Unit]) -> dict[str, tuple[str, str | None]]:
     return states
 
 
-def _claim(study, units: list[Unit], out: str) -> tuple[Unit, list] | None:
-    """Under the lock: mark the trials of dead workers failed, then take the next unit to train."""
-    with claim_lock(out, study):
-        fail_dead_trials(study)
-        states = _unit_states(study, units)
-        for unit in units:
-            if states[unit.key][0] == "todo":
-                trials = []
-                for epochs in unit.serves:
-                    trial = study.ask()
-                    for key, value in (("unit", unit.key), ("run", unit.dirname), ("cell", cell_name(unit.cell(epochs))),
-                                       ("seed", unit.seed), ("epochs", epochs)):
-                        trial.set_user_attr(key, value)
-                    mark_worker(trial)
-                    trials.append(trial)
-                return unit, trials
+def _pick(study, units: list[Unit]) -> Claim | None:
+    """The next unit to train and its trials (one per epoch count it serves); call it under claim_lock."""
+    states = _unit_states(study, units)
+    for unit in units:
+        if states[unit.key][0] == "todo":
+            trials = []
+            for epochs in unit.serves:
+                trial = study.ask()
+                for key, value in (("unit", unit.key), ("run", unit.dirname), ("cell", cell_name(unit.cell(epochs))),
+                                   ("seed", unit.seed), ("epochs", epochs)):
+                    trial.set_user_attr(key, value)
+                mark_worker(trial)
+                trials.append(trial)
+            return Claim(trials, f"trial {unit.key}", unit)
     return None
+
+
+def _claim(study, units: list[Unit], out: str) -> Claim | None:
+    """Under the lock: mark the trials of dead workers failed, then take the next unit to train."""
+    return claim(out, study, lambda: _pick(study, units))
 
 
 def _train_unit(out: str, base: Config, unit: Unit, threads: int, progress: bool,
@@ -219,7 +226,8 @@ def _train_unit(out: str, base: Config, unit: Unit, threads: int, progress: bool
                        **({"threads": threads} if threads else {}), **({"device": device} if device else {}))
     root = os.path.join(out, "runs")
     run_dir = os.path.join(root, unit.dirname)  # one plain name: never outside SWEEP_DIR/runs
-    assert os.path.dirname(run_dir) == root, run_dir
+    if os.path.dirname(os.path.normpath(run_dir)) != os.path.normpath(root):
+        raise CnnlabError(f"{run_dir}: not a run directory inside {root}; the grid's values make no safe name")
     if not os.path.exists(f"{run_dir}.json"):
         runs.write_json(f"{run_dir}.json", {"values": dict(unit.values), "seed": unit.seed, "serves": list(unit.serves)})
     if os.path.isdir(run_dir) and runs.is_complete(run_dir):
@@ -247,35 +255,23 @@ def work(out: str, threads: int = 0, progress: bool = True, on_result=None, stor
     units, _ = plan(base, grid, seeds)
     study = open_study(out, storage, study_name)
     parent = tracking.parent_of(out)  # the sweep's MLflow run: each training's is its child
-    done = 0
-    while (claimed := _claim(study, units, out)) is not None:
-        unit, trials = claimed
-        try:
-            with Heartbeat(study, trials):
-                history = _train_unit(out, base, unit, threads, progress, parent, device)
-        except (Interrupted, KeyboardInterrupt) as exc:  # Ctrl-C / SIGTERM: retried (from its checkpoint) on resume
-            for trial in trials:
-                tell_failure(study, trial, INTERRUPTED)
-            if isinstance(exc, KeyboardInterrupt):
-                raise
-            raise Interrupted(f"{str(exc).split('; resume with')[0]}; rerun the same cnnlab sweep command "
-                              "to resume") from None
-        except Exception as exc:  # the unit's own failure (bad value, non-finite loss, out of memory): final
-            reason = str(exc) if isinstance(exc, CnnlabError) else f"{type(exc).__name__}: {first_line(exc, 300)}"
-            for trial in trials:
-                tell_failure(study, trial, reason)
-            print(f"trial failed: {unit.key}: {reason}", file=sys.stderr)
-            continue
+
+    def finish(claimed: Claim, history: list[dict]) -> None:
         by_epoch = {r["epoch"]: r for r in history}
-        for trial, epochs in zip(trials, unit.serves):
+        for trial, epochs in zip(claimed.trials, claimed.job.serves):
             record = by_epoch[epochs]
             trial.set_user_attr("test_accuracy", record.get("test_accuracy"))
             trial.set_user_attr("train_time_s", sum(by_epoch[e]["time_s"] for e in range(1, epochs + 1)))
             tell_result(study, trial, record["val_accuracy"])
-        done += 1
         if on_result:
             on_result()
-    return done
+
+    try:
+        return work_loop(out, study, lambda: _pick(study, units),
+                         lambda claimed: _train_unit(out, base, claimed.job, threads, progress, parent, device), finish)
+    except Interrupted as exc:  # its trials are retried (from their checkpoints) on resume
+        raise Interrupted(f"{str(exc).split('; resume with')[0]}; rerun the same cnnlab sweep command "
+                          "to resume") from None
 
 
 # --- results ----------------------------------------------------------------------------------------
@@ -330,7 +326,7 @@ def results(out: str, storage: str | None = None, study_name: str = "cnnlab") ->
             row["verdict"] = ("too few seeds to test" if p is None else
                               (f"worse than best (p={p:.3f})" if p >= 0.001 else "worse than best (p<0.001)") if p < 0.05 else
                               f"not distinguishable from best (p={p:.2f})")
-    return {"grid": grid, "seeds": seeds, "rows": rows, "best": best["cell"] if best else None,
+    return {"grid": grid, "seeds": seeds, "seed_values": seed_values(base, seeds), "rows": rows, "best": best["cell"] if best else None,
             "best_test": best["test"] if best else None, "failed": failed, "comparisons": comparisons}
 
 

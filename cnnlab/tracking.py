@@ -14,6 +14,7 @@ environment variables; a password in any message is replaced by ***.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
@@ -21,6 +22,7 @@ import re
 import sys
 import tempfile
 import time
+import urllib.parse
 
 from . import runs
 from .config import Config
@@ -51,10 +53,28 @@ def loggers(log: str) -> list[str]:
 
 
 _USERINFO = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]*):[^\s@/]*@")
+_BROKEN_USERINFO = re.compile(r"(?:^|[\s/])[^\s:/@]+:(?!//)([^\s@]+)@")  # user:password@ without a scheme://
 
 
-def redact(text: str) -> str:
-    """`text` with the password of every URL in it replaced by ***."""
+def passwords(url: str | None) -> list[str]:
+    """The password of a URL, as written and decoded, longest first (none: an empty list); also of a URL
+    too broken to parse (`postgresql//user:password@host`)."""
+    found = set()
+    with contextlib.suppress(Exception):
+        raw = urllib.parse.urlsplit(url or "").password  # the text between the first ':' and the last '@'
+        found |= {raw, urllib.parse.unquote(raw)}
+    match = None if found else _BROKEN_USERINFO.search(url or "")
+    if match:
+        found.add(match.group(1))
+    return sorted((p for p in found if p), key=len, reverse=True)
+
+
+def redact(text: str, url: str | None = None) -> str:
+    """`text` (a message, or a URL itself) with the password of every URL in it replaced by ***; with
+    `url` (one that `text` may quote, e.g. the --storage URL in a driver's error), that URL's password
+    wherever it appears, as written or decoded."""
+    for password in passwords(url):
+        text = text.replace(f":{password}@", ":***@").replace(password, "***")
     return _USERINFO.sub(r"\1:***@", text)
 
 
@@ -284,4 +304,4 @@ def close_parent(cfg: Config, run_id: str | None, status: str = "FINISHED") -> N
         _warn("mlflow", exc)
 
 
-__all__ = ["Tracker", "close_parent", "installed", "loggers", "open_parent", "parent_of", "redact"]
+__all__ = ["Tracker", "close_parent", "installed", "loggers", "open_parent", "parent_of", "passwords", "redact"]

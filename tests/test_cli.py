@@ -111,3 +111,21 @@ def test_evaluate_refuses_a_folder_that_is_not_a_finished_run(tmp_path, capsys):
     assert_one_line_error(code, err, "incomplete")
 
 
+
+
+def test_an_explicit_preset_fast_wins_over_a_sweep_files_preset(tmp_path, capsys):
+    path = tmp_path / "study.toml"
+    path.write_text('preset = "seed"\n[grid]\nbatch_size = [100, 200]\nepochs = [20, 30]\n')
+    assert main(["sweep", "--sweep-file", str(path), "--dry-run"]) == 0  # the file's preset: constant schedule
+    assert capsys.readouterr().out.startswith("epochs shared")
+    assert main(["sweep", "--sweep-file", str(path), "--preset", "fast", "--dry-run"]) == 0
+    assert capsys.readouterr().out.startswith("epochs not shared: schedule onecycle")
+
+
+def test_without_a_preset_train_and_sweep_use_fast(tmp_path, capsys):
+    from cnnlab.config import preset
+
+    assert main(["train", "--print-config"]) == 0
+    assert json.loads(capsys.readouterr().out) == preset("fast").resolved().to_dict()
+    assert main(["sweep", "--grid", "lr=0.1,0.2", "--dry-run"]) == 0
+    assert "2 training(s) per seed (14 epochs)" in capsys.readouterr().out

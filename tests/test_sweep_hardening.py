@@ -1,4 +1,4 @@
-"""Sweeps and searches against hostile input (issue 10): secrets in storage URLs, hostile grid values,
+"""Sweeps and searches against hostile input: secrets in storage URLs, hostile grid values,
 no validation split, failures without a reason, repeated TPE proposals, skewed clocks, Holm's
 correction, reports of a search."""
 import json
@@ -31,7 +31,7 @@ def run_cli(args, timeout=300, env=None, cwd=None):
                           timeout=timeout, env=env, cwd=cwd)
 
 
-# --- 1. storage URLs: the password is never shown -------------------------------------------------
+# --- storage URLs: the password is never shown -------------------------------------------------
 
 @pytest.mark.parametrize("url", [
     f"postgresql+psycopg://alice:{PASSWORD}@127.0.0.1:1/nothing",  # nothing listens on port 1
@@ -49,15 +49,21 @@ def test_a_bad_storage_url_is_reported_without_its_password(url, tmp_path):
 
 
 def test_redact_url():
-    from cnnlab.studies import redact_url
+    from cnnlab.tracking import redact
+
+    def redact_url(url):
+        return redact(url, url)
 
     assert redact_url(f"postgresql://bob:{PASSWORD}@db.example:5433/sweeps") == "postgresql://bob:***@db.example:5433/sweeps"
     assert redact_url("postgresql://bob@db/sweeps") == "postgresql://bob@db/sweeps"  # PGPASSWORD / .pgpass
     assert redact_url("postgresql://bob:p%40ss%2Fw@db/x") == "postgresql://bob:***@db/x"
     assert redact_url(f"not a url bob:{PASSWORD}@db") == "not a url bob:***@db"
+    assert redact_url("postgresql://bob:p@ss@db/x") == "postgresql://bob:***@db/x"  # '@' in the password
+    # a driver's message quoting the password decoded, outside any URL
+    assert redact("password 'p@ss/w' refused", "postgresql://bob:p%40ss%2Fw@db/x") == "password '***' refused"
 
 
-# --- 2. hostile grid values ---------------------------------------------------------------------
+# --- hostile grid values ---------------------------------------------------------------------
 
 def test_hostile_grid_values_stay_inside_the_sweep_directory(dataset, tmp_path, monkeypatch):
     """`data` values are paths: `../` and `/` in them, and a 250-character folder name, must name no
@@ -91,7 +97,7 @@ def test_hostile_grid_values_stay_inside_the_sweep_directory(dataset, tmp_path, 
     assert sorted(os.listdir(runs_dir)) == names and set(os.listdir(tmp_path)) == {"a", "ds", long_name}
 
 
-# --- 3. no validation split; every failure has a reason; bounded retries ---------------------------
+# --- no validation split; every failure has a reason; bounded retries ---------------------------
 
 @pytest.mark.parametrize("extra", [
     ["--grid", "lr=0.05,0.1", "--val-fraction", "0"],
@@ -156,7 +162,7 @@ def test_a_trial_told_no_validation_accuracy_fails_with_its_reason(tmp_path, mon
     assert "no validation accuracy" in trials[0].user_attrs["fail_reason"]
 
 
-# --- 5. TPE proposals ---------------------------------------------------------------------------
+# --- TPE proposals ---------------------------------------------------------------------------
 
 def test_resumed_and_parallel_tpe_searches_do_not_repeat_proposals(tmp_path):
     from cnnlab.search import _open, parse_space, suggest
@@ -191,7 +197,7 @@ def test_resumed_and_parallel_tpe_searches_do_not_repeat_proposals(tmp_path):
     assert repeat == proposals[:2]
 
 
-# --- 8. Holm's correction -----------------------------------------------------------------------
+# --- Holm's correction -----------------------------------------------------------------------
 
 def test_holm_adjusts_p_values():
     from cnnlab.stats import holm
@@ -228,10 +234,11 @@ def test_sweep_verdicts_use_holm_corrected_p_values(tmp_path):
     assert "Holm" in format_table(res)
 
 
-# --- 12. liveness by the database's clock ---------------------------------------------------------
+# --- liveness by the database's clock ---------------------------------------------------------
 
 def test_liveness_uses_the_database_clock_not_the_workers(tmp_path, monkeypatch):
-    from cnnlab.sweep import Heartbeat, _claim, create_sweep, fail_dead_trials, open_study, plan
+    from cnnlab.studies import DIED, Heartbeat, fail_dead_trials, fail_reason
+    from cnnlab.sweep import _claim, create_sweep, open_study, plan
 
     url = f"sqlite:///{tmp_path / 'study.db'}"
     out = str(tmp_path / "sw")
@@ -244,8 +251,7 @@ def test_liveness_uses_the_database_clock_not_the_workers(tmp_path, monkeypatch)
         worker.setattr(socket, "gethostname", lambda: "other-machine")
         worker.setattr(time, "time", lambda: real_time() - 3600)
         for _ in units:
-            _, trials = _claim(study, units, out)
-            Heartbeat(study, trials).beat()
+            Heartbeat(study, _claim(study, units, out).trials).beat()
     running = open_study(out, url).get_trials()
     assert all(re.fullmatch(r"[0-9a-f]{32}", t.user_attrs["worker"]) for t in running)  # not host@pid
     fail_dead_trials(open_study(out, url))
@@ -262,10 +268,10 @@ def test_liveness_uses_the_database_clock_not_the_workers(tmp_path, monkeypatch)
     fail_dead_trials(open_study(out, url))
     trials = open_study(out, url).get_trials()
     assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.RUNNING]
-    assert trials[0].user_attrs["fail_reason"] == "worker died"
+    assert fail_reason(trials[0]) == DIED
 
 
-# --- 13. cnnlab report on a TPE search ----------------------------------------------------------
+# --- cnnlab report on a TPE search ----------------------------------------------------------
 
 def test_report_of_a_tpe_search(dataset, tmp_path):
     from cnnlab.report import build_report

@@ -15,6 +15,7 @@ import optuna
 import pytest
 
 from cnnlab.cli import main
+from cnnlab.studies import DIED, fail_reason
 from conftest import SWEEP_FLAGS, make_dataset
 
 URL = os.environ.get("CNNLAB_TEST_POSTGRES")
@@ -58,8 +59,7 @@ def test_two_workers_one_killed_mid_trial(tmp_path):
             key = (t.user_attrs["cell"], t.user_attrs["seed"])
             done[key] = done.get(key, 0) + 1
     assert len(done) == 8 and set(done.values()) == {1}
-    assert any(t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get("fail_reason") == "worker died"
-               for t in trials)
+    assert any(t.state == optuna.trial.TrialState.FAIL and fail_reason(t) == DIED for t in trials)
     rows = json.load(open(os.path.join(out, "results.json")))["rows"]
     assert [r["val"]["n"] for r in rows] == [2, 2, 2, 2]
     # the same sweep by one worker on a journal file gives the same table

@@ -1,0 +1,42 @@
+"""Saved configs are read with the defaults they were saved under (pipeline.saved_config), not today's:
+a run or sweep saved before a key existed is described and resumed as it ran."""
+import json
+import os
+
+import pytest
+
+from cnnlab import preset, train_run
+from cnnlab.report import build_report
+from cnnlab.sweep import create_sweep, load_spec, open_study
+from conftest import make_dataset
+
+OLDER_KEYS = ("resize", "exif")  # added after the first runs were saved; before, images were squashed, no EXIF
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("saved") / "ds", 20)
+
+
+def test_the_report_of_a_run_saved_before_a_key_existed(dataset, tmp_path):
+    run = str(tmp_path / "run")
+    train_run(preset("fast", data=dataset, epochs=1, batch_size=8, threads=1, progress=False), run)
+    path = os.path.join(run, "config.json")
+    saved = json.load(open(path))
+    assert saved["config"]["resize"] != "squash" and saved["config"]["exif"] is True  # today's defaults
+    for key in OLDER_KEYS:
+        del saved["config"][key]
+    with open(path, "w") as fh:
+        json.dump(saved, fh)
+    md, _ = build_report(run)
+    text = open(md).read()
+    assert "| resize | squash |" in text and "| exif | False |" in text
+
+
+def test_a_sweep_spec_saved_before_a_key_existed(tmp_path):
+    out = str(tmp_path / "sw")
+    spec = create_sweep(out, preset("fast", data=str(tmp_path)), {"lr": [0.1, 0.2]}, 1)
+    older = {**spec, "config": {k: v for k, v in spec["config"].items() if k not in OLDER_KEYS}}
+    open_study(out).set_user_attr("cnnlab_spec", older)
+    base, _, _ = load_spec(out)
+    assert (base.resize, base.exif) == ("squash", False)
