@@ -70,3 +70,22 @@ def test_a_folder_of_one_size_is_stored_at_it_and_its_headers_are_read_once(tmp_
     assert first.image_shape == (8, 8, 3) and first.notes == [] and read == [12]
     again = load_dataset(root, val_fraction=0, fallback_size=(16, 16), progress=False)
     assert read == [12] and np.array_equal(again.train.images, first.train.images)  # a cached folder: no headers
+
+
+def test_a_png_size_read_from_its_header_bytes_is_the_size_pil_reads(tmp_path):
+    for height, width in ((8, 8), (20, 12), (3, 300)):
+        path = str(tmp_path / f"{height}x{width}.png")
+        Image.fromarray(np.zeros((height, width, 3), dtype=np.uint8)).save(path)
+        assert decode.png_size(path) == decode.png_size(path, exif=True) == decode.image_size_of(path)
+        assert decode.image_size_of(path) == (height, width)
+    rotated = str(tmp_path / "rotated.png")  # lying on its side, EXIF orientation 6: upright it is 12x20
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.zeros((20, 12, 3), dtype=np.uint8)).save(rotated, exif=exif.tobytes())
+    assert decode.png_size(rotated) == (20, 12) and decode.png_size(rotated, exif=True) is None
+    assert decode.read_sizes([rotated], exif=True, progress=False, workers=1) == [(12, 20)]
+    jpeg = str(tmp_path / "photo.png")  # a JPEG under a PNG name: read by PIL
+    Image.fromarray(np.zeros((10, 6, 3), dtype=np.uint8)).save(jpeg, "JPEG")
+    assert decode.png_size(jpeg) is None and decode.read_sizes([jpeg], progress=False, workers=1) == [(10, 6)]
+    (tmp_path / "short.png").write_bytes(b"\x89PNG\r\n")
+    assert decode.read_sizes([str(tmp_path / "short.png")], progress=False, workers=1) == [None]

@@ -129,10 +129,40 @@ def decode_file(path: str, size: tuple[int, int], interpolation: str, resize: st
         raise image_error(path, exc) from None
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_size(path: str, exif: bool = False) -> tuple[int, int] | None:
+    """(height, width) of a PNG file from its IHDR chunk, without PIL (a fraction of its cost), or None
+    when the file is not a PNG or, with `exif`, has a chunk that may carry an EXIF orientation (eXIf, or
+    text, where PIL also looks), which PIL then reads."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(24)
+            if len(head) < 24 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
+                return None
+            size = int.from_bytes(head[20:24], "big"), int.from_bytes(head[16:20], "big")
+            fh.seek(8)
+            while exif:  # walk the chunk headers to the end
+                chunk = fh.read(8)
+                if len(chunk) < 8 or chunk[4:8] in (b"eXIf", b"tEXt", b"zTXt", b"iTXt"):
+                    return None
+                if chunk[4:8] == b"IEND":
+                    break
+                fh.seek(int.from_bytes(chunk[:4], "big") + 4, os.SEEK_CUR)  # the data and its CRC
+    except OSError:
+        return None
+    return size
+
+
 def _sizes_chunk(args: tuple[list[str], bool]) -> list[tuple[int, int] | None]:
     paths, exif = args
     sizes: list[tuple[int, int] | None] = []
     for path in paths:
+        fast = png_size(path, exif)
+        if fast is not None:
+            sizes.append(fast)
+            continue
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
