@@ -43,8 +43,10 @@ class Prediction:
 class Predictor:
     """A trained run, ready to classify images (file paths, PIL images or uint8 HxWx3 arrays)."""
 
-    def __init__(self, model: nn.Module, classes: list[str], preprocessing: Preprocessing, tta: bool, bf16: bool,
+    def __init__(self, model: nn.Module, classes: list[str], preprocessing: Preprocessing | dict, tta: bool, bf16: bool,
                  batch_size: int = 256, tta_translate: int = 0):
+        if isinstance(preprocessing, dict):  # as saved in a run's config.json
+            preprocessing = Preprocessing.from_dict(preprocessing)
         self.model, self.classes, self.prep = model.eval(), classes, preprocessing
         self.tta, self.bf16, self.batch_size, self.tta_translate = tta, bf16, batch_size, tta_translate
         self.device = next(model.parameters()).device

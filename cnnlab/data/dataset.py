@@ -169,7 +169,7 @@ def load_dataset(path: str, decoding: Decoding = Decoding(), splitting: Splittin
     check_folder(path)
     folder = cifar_folder(path)
     if folder:
-        classes, parts, notes = *read_cifar(folder, decoding.size), []
+        (classes, parts), notes = read_cifar(folder, decoding.size), []
     else:
         classes, sources = scan_sources(path)
         plan, notes = decide(sources, decoding, progress)

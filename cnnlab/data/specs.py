@@ -3,9 +3,7 @@ fields by name instead (DeviceLoader(..., flip=True) for augment=Augmentation(fl
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, TypeVar
-
-T = TypeVar("T")
+from typing import Any
 
 
 def with_fields(specs: list[Any], fields: dict[str, Any], who: str) -> list[Any]:
