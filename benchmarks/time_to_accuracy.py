@@ -15,6 +15,7 @@ import tempfile
 import time
 
 import cnnlab
+from cnnlab.data.preprocess import Preprocessing
 from cnnlab.evaluate import evaluate
 from cnnlab.pipeline import load_data, load_trained, make_loader
 from cnnlab.runs import load_run
@@ -58,8 +59,8 @@ def main() -> None:
             rates.append(n_train * len(history) / elapsed)
             model, run_cfg, run = load_trained(out)
             dataset = load_data(run_cfg)
-            loader = make_loader(dataset.test, run_cfg, run["data"]["preprocessing"], next(model.parameters()).device,
-                                 training=False)
+            prep = Preprocessing.from_dict(run["data"]["preprocessing"])
+            loader = make_loader(dataset.test, run_cfg, prep, next(model.parameters()).device, training=False)
             start = time.perf_counter()
             evaluate(model, loader, dataset.classes, tta=run_cfg.tta)
             infer_rate = len(dataset.test) / (time.perf_counter() - start)

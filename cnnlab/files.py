@@ -36,17 +36,33 @@ def atomic_path(path: str) -> Iterator[str]:
     tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex[:12]}")
     try:
         yield tmp
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fsync_file(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
     fsync_dir(folder)
+
+
+def _fsync_file(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def replace_dir(staged: str, path: str) -> None:
+    """Move the folder `staged` (written beside `path`, in the same file system) to `path`: its files and
+    folders are flushed first, then it is renamed and the parent folder flushed, so that after a crash
+    `path` is either the whole folder or absent."""
+    for folder, _dirs, names in os.walk(staged):
+        for name in names:
+            _fsync_file(os.path.join(folder, name))
+        fsync_dir(folder)
+    os.replace(staged, path)
+    fsync_dir(os.path.dirname(path))
 
 
 def write_atomic(path: str, data: bytes | str | Callable[[BinaryIO], None]) -> None:

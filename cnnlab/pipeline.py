@@ -13,9 +13,9 @@ import torch
 
 from . import distributed, runs, tracking
 from .config import Config, adapt_to_dataset, parse_config, size_hw
-from .data import DeviceLoader, channel_stats, load_dataset
+from .data import (Augmentation, Decoding, DeviceLoader, Feed, Preprocessing, Sampling, Splitting, channel_stats,
+                   load_dataset)
 from .data.dataset import Dataset
-from .data.preprocess import input_hw
 from .device import peak_memory, resolve_device, set_threads, tune_host_allocator, use_bf16
 from .errors import CheckpointMismatch, CnnlabError, ConfigError, Interrupted
 from .evaluate import evaluate, metrics_from_logits, predict_batches
@@ -32,11 +32,11 @@ def model_input_hw(cfg: Config) -> tuple[int, int]:
 
 def load_data(cfg: Config, image_size: tuple[int, int] | None = None) -> Dataset:
     """The dataset as `cfg` says; `image_size` (a run's stored size) overrides the config's choice."""
-    return load_dataset(cfg.data_path(), val_fraction=cfg.val_fraction, split=cfg.split, seed=cfg.seed,
-                        image_size=image_size or size_hw(cfg.image_size), interpolation=cfg.interpolation,
-                        resize=cfg.resize, exif=cfg.exif, fallback_size=model_input_hw(cfg), subset=cfg.subset,
-                        progress=cfg.progress, skip_bad=cfg.skip_bad_images,
-                        memory_budget=int(cfg.memory_gb * 1e9) or None)
+    decoding = Decoding(image_size=image_size or size_hw(cfg.image_size), interpolation=cfg.interpolation,
+                        resize=cfg.resize, exif=cfg.exif, fallback_size=model_input_hw(cfg),
+                        skip_bad=cfg.skip_bad_images, memory_budget=int(cfg.memory_gb * 1e9) or None)
+    splitting = Splitting(val_fraction=cfg.val_fraction, split=cfg.split, seed=cfg.seed, subset=cfg.subset)
+    return load_dataset(cfg.data_path(), decoding, splitting, progress=cfg.progress)
 
 
 def starting_stats(cfg: Config) -> tuple[list[float], list[float]] | None:
@@ -49,7 +49,7 @@ def starting_stats(cfg: Config) -> tuple[list[float], list[float]] | None:
     return (list(own["mean"]), list(own["std"])) if own["mean"] is not None else None
 
 
-def preprocessing(cfg: Config, dataset: Dataset) -> dict:
+def preprocessing(cfg: Config, dataset: Dataset) -> Preprocessing:
     """What turns stored uint8 images into model inputs; saved with the run so predict can repeat it."""
     if cfg.scaling == "rescale":
         mean, std = [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]
@@ -58,9 +58,8 @@ def preprocessing(cfg: Config, dataset: Dataset) -> dict:
     else:
         mean, std = channel_stats(dataset.train)
     height, width = dataset.image_shape[:2]
-    return {"mean": mean, "std": std, "image_size": [height, width],
-            "input_size": list(size_hw(cfg.input_size) or (height, width)), "interpolation": cfg.interpolation,
-            "resize": cfg.resize, "exif": cfg.exif}
+    return Preprocessing(mean, std, (height, width), tuple(size_hw(cfg.input_size) or (height, width)),
+                         cfg.interpolation, cfg.resize, cfg.exif)
 
 
 def should_stream(nbytes: int, cfg: Config, device: torch.device) -> bool:
@@ -74,34 +73,38 @@ def should_stream(nbytes: int, cfg: Config, device: torch.device) -> bool:
     return False  # on a CPU the images are used in place (a memory map of the cache): nothing to copy
 
 
-def fold_upscale(model: torch.nn.Module, cfg: Config, prep: dict) -> bool:
+def fold_upscale(model: torch.nn.Module, cfg: Config, prep: Preprocessing) -> bool:
     """Whether `model` takes the stored images as they are, its input layer computing what it would from
     their nearest upscale to the input size (models/upscale.py: exact to float rounding, and the upscaled
     batch never exists): where the upscale is by whole factors and no augmentation works at the input size
     (cutout, random-resized crops). The study's 32 -> 256 AlexNet is the case; every other model is left as
     it is."""
-    if prep["interpolation"] != "nearest" or cfg.cutout or cfg.rrc_scale_min:
+    if prep.interpolation != "nearest" or cfg.cutout or cfg.rrc_scale_min:
         return False
-    (height, width), (in_h, in_w) = prep["image_size"], input_hw(prep)
+    (height, width), (in_h, in_w) = prep.image_size, prep.input_size
     if in_h % height or in_w % width:
         return False
     return fold_nearest_upscale(model, (in_h // height, in_w // width))
 
 
-def make_loader(split, cfg: Config, prep: dict, device: torch.device, training: bool, folded: bool = False
-                ) -> DeviceLoader:
+def augmentation(cfg: Config) -> Augmentation:
+    return Augmentation(flip=cfg.flip, flip_alternate=cfg.flip_alternate, translate=cfg.translate,
+                        cutout=cfg.cutout, crop_scale=cfg.rrc_scale_min, brightness=cfg.brightness,
+                        contrast=cfg.contrast)
+
+
+def make_loader(split, cfg: Config, prep: Preprocessing, device: torch.device, training: bool,
+                folded: bool = False) -> DeviceLoader:
     """Batches of `split` for a model fed as `prep` says; `folded` (fold_upscale): at the stored size."""
-    size = tuple(prep["image_size"]) if folded else input_hw(prep)
-    common = dict(mean=prep["mean"], std=prep["std"], input_size=size, rows=split.index,
-                  interpolation=prep["interpolation"], seed=cfg.seed,
-                  stream=should_stream(split.nbytes, cfg, device))
+    feed = Feed(prep.mean, prep.std, prep.image_size if folded else prep.input_size, prep.interpolation)
+    stream = should_stream(split.nbytes, cfg, device)
     if training:  # under torchrun, this rank's share of every global batch
-        return DeviceLoader(split.stored, split.labels, cfg.batch_size, device, shuffle=True, drop_last=True,
-                            flip=cfg.flip, flip_alternate=cfg.flip_alternate, translate=cfg.translate,
-                            cutout=cfg.cutout, crop_scale=cfg.rrc_scale_min, brightness=cfg.brightness,
-                            contrast=cfg.contrast, shard=(distributed.rank(), distributed.world_size()),
-                            **common)
-    return DeviceLoader(split.stored, split.labels, cfg.eval_batch_size, device, **common)
+        sampling = Sampling(shuffle=True, drop_last=True, seed=cfg.seed,
+                            shard=(distributed.rank(), distributed.world_size()))
+        return DeviceLoader(split.stored, split.labels, cfg.batch_size, device, rows=split.index, stream=stream,
+                            feed=feed, augment=augmentation(cfg), sampling=sampling)
+    return DeviceLoader(split.stored, split.labels, cfg.eval_batch_size, device, rows=split.index, stream=stream,
+                        feed=feed, sampling=Sampling(seed=cfg.seed))
 
 
 def build_model(cfg: Config, num_classes: int, input_size: tuple[int, int], device: torch.device) -> torch.nn.Module:
@@ -161,7 +164,7 @@ class Prepared:
     """Everything a training run needs, built from a Config."""
 
     dataset: Dataset
-    prep: dict
+    prep: Preprocessing
     model: torch.nn.Module
     train_loader: DeviceLoader
     val_loader: DeviceLoader | None
@@ -195,7 +198,7 @@ def prepare(cfg: Config, keep: frozenset[str] | set[str] | None = None) -> Prepa
                           "(WORLD_SIZE); choose a multiple or another number of processes")
     device = distributed.setup(device)  # under torchrun: join the process group; cuda:LOCAL_RANK on GPUs
     prep = preprocessing(cfg, dataset)
-    model = build_model(cfg, len(dataset.classes), input_hw(prep), device)
+    model = build_model(cfg, len(dataset.classes), prep.input_size, device)
     if source_run is not None:
         notes.append(init_from_run(model, cfg, source_run, dataset.classes))
     elif cfg.pretrained:
@@ -336,7 +339,7 @@ def train_run(cfg: Config, out: str, callbacks: tuple[Callback, ...] = (), test_
     data_info = {"source": ready.dataset.source, "classes": ready.dataset.classes,
                  "found": dict(zip(ready.dataset.subsets(), ready.dataset.found_lines())),
                  "sizes": {name: len(split) for name, split in ready.dataset.subsets().items()},
-                 "preprocessing": ready.prep, "device": str(ready.device), "bf16": ready.bf16,
+                 "preprocessing": ready.prep.to_dict(), "device": str(ready.device), "bf16": ready.bf16,
                  "test_at_epochs": list(test_at_epochs), "notes": ready.notes,
                  "world_size": distributed.world_size()}
     runs.save_config(out, cfg.to_dict(), data_info)
@@ -398,7 +401,8 @@ def evaluate_run(run_dir: str, data: str | None = None) -> dict:
         cfg = cfg.replace(data=data)
     cfg = cfg.replace(progress=False)
     set_threads(cfg.threads)
-    dataset = load_data(cfg, image_size=tuple(run["data"]["preprocessing"]["image_size"]))
+    prep = Preprocessing.from_dict(run["data"]["preprocessing"])
+    dataset = load_data(cfg, image_size=prep.image_size)
     if dataset.classes != run["data"]["classes"]:
         raise CnnlabError(f"{cfg.data_path()}: its classes differ from the run's "
                           f"({', '.join(run['data']['classes'])})")
@@ -407,7 +411,7 @@ def evaluate_run(run_dir: str, data: str | None = None) -> dict:
         raise CnnlabError(f"{cfg.data_path()}: no test folder and no validation split to evaluate on; "
                           "pass --data with a test/ folder")
     device = next(model.parameters()).device
-    loader = make_loader(split, cfg, run["data"]["preprocessing"], device, training=False)
+    loader = make_loader(split, cfg, prep, device, training=False)
     bf16 = use_bf16(cfg.precision, device)
     metrics = evaluate(model, loader, dataset.classes, bf16, cfg.tta, cfg.tta_translate)
     metrics["split"] = name

@@ -21,7 +21,7 @@ from PIL import Image, ImageOps
 
 from .data.decode import decode_file, fit_image
 from .data.folder import is_image_name
-from .data.preprocess import Preprocess
+from .data.preprocess import Preprocess, Preprocessing
 from .device import use_bf16
 from .errors import CnnlabError, DataError
 from .evaluate import infer, tta_logits
@@ -43,8 +43,10 @@ class Prediction:
 class Predictor:
     """A trained run, ready to classify images (file paths, PIL images or uint8 HxWx3 arrays)."""
 
-    def __init__(self, model: nn.Module, classes: list[str], preprocessing: dict, tta: bool, bf16: bool,
+    def __init__(self, model: nn.Module, classes: list[str], preprocessing: Preprocessing | dict, tta: bool, bf16: bool,
                  batch_size: int = 256, tta_translate: int = 0):
+        if isinstance(preprocessing, dict):  # as saved in a run's config.json
+            preprocessing = Preprocessing.from_dict(preprocessing)
         self.model, self.classes, self.prep = model.eval(), classes, preprocessing
         self.tta, self.bf16, self.batch_size, self.tta_translate = tta, bf16, batch_size, tta_translate
         self.device = next(model.parameters()).device
@@ -52,13 +54,11 @@ class Predictor:
 
     @property
     def image_size(self) -> tuple[int, int]:
-        return tuple(self.prep["image_size"])  # type: ignore[return-value]
+        return self.prep.image_size
 
     def to_array(self, image: Any) -> np.ndarray:
-        """One image as uint8 (H, W, 3) at the run's stored image size."""
-        size, how = self.image_size, self.prep["interpolation"]
-        # as the run's images were decoded (runs from before these keys: squashed, no EXIF handling)
-        resize, exif = self.prep.get("resize", "squash"), self.prep.get("exif", False)
+        """One image as uint8 (H, W, 3) at the run's stored image size, decoded as the run's images were."""
+        size, how, resize, exif = self.image_size, self.prep.interpolation, self.prep.resize, self.prep.exif
         if isinstance(image, (str, os.PathLike)):
             return decode_file(os.fspath(image), size, how, resize, exif)
         if isinstance(image, Image.Image):
@@ -119,7 +119,7 @@ def load(run_dir: str, device: str | None = None, batch_size: int = 0, precision
     dev = next(model.parameters()).device
     if precision not in (None, "auto", "fp32", "bf16"):
         raise CnnlabError(f"precision {precision!r}: use auto, fp32 or bf16")
-    return Predictor(model, run["data"]["classes"], run["data"]["preprocessing"], cfg.tta,
+    return Predictor(model, run["data"]["classes"], Preprocessing.from_dict(run["data"]["preprocessing"]), cfg.tta,
                      use_bf16(precision or cfg.precision, dev), batch_size or cfg.eval_batch_size, cfg.tta_translate)
 
 

@@ -1,4 +1,4 @@
-"""Item 14 of the hardening review: `cnnlab data info` describes a dataset whose classes are too small
+"""`cnnlab data info` describes a dataset whose classes are too small
 for the validation split instead of refusing it; training still refuses it, naming the classes."""
 import os
 

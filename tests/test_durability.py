@@ -1,6 +1,7 @@
-"""Item 11 of the hardening review: durable writes and exclusive run directories."""
+"""Durable writes and exclusive run directories."""
 import os
 import stat
+import sys
 
 import pytest
 
@@ -52,3 +53,78 @@ def test_an_empty_folder_given_as_out_is_claimed_once(tmp_path):
     with pytest.raises(CnnlabError, match="already holds files"):
         runs.create_run_dir(str(tmp_path / "full"))
     assert os.listdir(tmp_path / "full") == ["x.txt"]
+
+
+def record_syncs_and_renames(monkeypatch) -> list[tuple]:
+    """Spy on os.fsync and os.replace: ("fsync", path) and ("replace", source, target), in order."""
+    events: list[tuple] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.path.realpath(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(source, target):
+        events.append(("replace", os.path.realpath(source), os.path.realpath(os.path.dirname(target))
+                       + os.sep + os.path.basename(target)))
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    return events
+
+
+def flushed_before_and_after(events: list[tuple], target: str) -> tuple[set[str], set[str]]:
+    """(paths flushed before the rename onto `target`, paths flushed after it)."""
+    at = next(i for i, e in enumerate(events) if e[0] == "replace" and e[2] == os.path.realpath(target))
+    source = events[at][1]
+    before = {e[1] for e in events[:at] if e[0] == "fsync" and e[1].startswith(source)}
+    return before, {e[1] for e in events[at + 1:] if e[0] == "fsync"}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/fd")
+def test_the_cifar_download_and_unpack_are_flushed_before_and_after_their_renames(tmp_path, monkeypatch):
+    from cnnlab.data.cifar import CIFAR10_DIRNAME, get_cifar10
+    from test_cifar import make_archive
+
+    archive, md5 = make_archive(tmp_path)
+    events = record_syncs_and_renames(monkeypatch)
+    dest = str(tmp_path / "dl")
+    folder = get_cifar10(dest, url=f"file://{archive}", md5=md5, progress=False)
+    before, after = flushed_before_and_after(events, os.path.join(dest, "cifar-10-python.tar.gz"))
+    assert len(before) == 1 and os.path.realpath(dest) in after  # the archive's data, then its folder entry
+    before, after = flushed_before_and_after(events, os.path.join(dest, CIFAR10_DIRNAME))
+    names = sorted(os.listdir(folder))
+    assert {os.path.basename(p) for p in before} >= set(names)  # every unpacked file, before the rename
+    assert os.path.realpath(dest) in after
+    assert sorted(os.listdir(dest)) == ["cifar-10-batches-py", "cifar-10-python.tar.gz"]  # nothing left over
+
+
+def test_an_interrupted_cifar_download_leaves_nothing(tmp_path, monkeypatch):
+    import urllib.request
+
+    from cnnlab.data import cifar
+    from cnnlab.errors import DataError
+
+    class Broken:
+        headers = {"Content-Length": "100"}
+
+        def __init__(self):
+            self.sent = False
+
+        def read(self, _n):
+            if self.sent:
+                raise OSError(104, "Connection reset by peer")
+            self.sent = True
+            return b"x" * 50
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: Broken())
+    with pytest.raises(DataError, match="could not download"):
+        cifar.get_cifar10(str(tmp_path / "dl"), progress=False)
+    assert os.listdir(tmp_path / "dl") == []

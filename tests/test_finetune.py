@@ -183,10 +183,10 @@ def test_model_scaling_normalises_as_the_starting_weights_were_trained(tmp_path,
     saved = runs.read_json(os.path.join(source_run, runs.CONFIG))["data"]["preprocessing"]
     common = dict(data=data, batch_size=8, progress=False, threads=1, log="none")
     ready = prepare(Config(init_from=source_run, scaling="model", **common))
-    assert (ready.prep["mean"], ready.prep["std"]) == (saved["mean"], saved["std"])
+    assert (ready.prep.mean, ready.prep.std) == (saved["mean"], saved["std"])
     own = prepare(Config(scaling="model", **common)).prep  # fastnet from scratch: the dataset's statistics
     data_stats = prepare(Config(scaling="normalize", **common)).prep
-    assert (own["mean"], own["std"]) == (data_stats["mean"], data_stats["std"]) and own["mean"] != saved["mean"]
+    assert (own.mean, own.std) == (data_stats.mean, data_stats.std) and own.mean != saved["mean"]
 
 
 def test_init_from_a_run_with_the_same_classes_keeps_its_head(tmp_path, source_run):
@@ -272,7 +272,7 @@ def test_timm_model_scaling_is_its_pretrained_normalisation(timm, tmp_path):
     ready = prepare(Config(data=data, model="timm/resnet10t", scaling="model", input_size=32, batch_size=8,
                            progress=False, threads=1, log="none"))
     cfg = timm.get_pretrained_cfg("resnet10t")
-    assert (ready.prep["mean"], ready.prep["std"]) == (list(cfg.mean), list(cfg.std))
+    assert (ready.prep.mean, ready.prep.std) == (list(cfg.mean), list(cfg.std))
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Own photos (issue 11): folders of mixed sizes and orientations, sizing a user expects, memory that
+"""Own photos: folders of mixed sizes and orientations, sizing a user expects, memory that
 never surprises, small datasets that train, a bounded decode cache."""
 import json
 import os
@@ -130,6 +130,7 @@ def test_non_square_input_size_trains_and_predicts(tmp_path):
     cnnlab.train_run(cfg, out)
     saved = json.load(open(os.path.join(out, "config.json")))["data"]["preprocessing"]
     assert saved["image_size"] == [24, 40] and saved["input_size"] == [24, 40]
+    assert list(saved) == ["mean", "std", "image_size", "input_size", "interpolation", "resize", "exif"]
     probs = cnnlab.load(out).predict([os.path.join(root, "test", "blue", "p01.jpg")])
     assert probs.shape == (1, 3) and abs(probs.sum() - 1) < 1e-5
 

@@ -18,6 +18,7 @@ import urllib.request
 import numpy as np
 
 from ..errors import DataError
+from ..files import replace_dir, write_atomic
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -104,21 +105,20 @@ def md5_of(path: str) -> str:
 
 
 def download(url: str, dest: str, progress: bool = True) -> None:
-    """Stream `url` to `dest` (written whole or not at all)."""
+    """Stream `url` to `dest` (written whole or not at all: files.write_atomic)."""
     from tqdm import tqdm
 
-    tmp = dest + ".part"
-    try:
-        with urllib.request.urlopen(url, timeout=30) as resp, open(tmp, "wb") as out:
+    def stream(out) -> None:
+        with urllib.request.urlopen(url, timeout=30) as resp:
             total = int(resp.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, desc="downloading", disable=not progress) as bar:
                 for block in iter(lambda: resp.read(1 << 20), b""):
                     out.write(block)
                     bar.update(len(block))
-        os.replace(tmp, dest)
+
+    try:
+        write_atomic(dest, stream)
     except (urllib.error.URLError, OSError, ValueError) as exc:
-        if os.path.exists(tmp):
-            os.remove(tmp)
         reason = getattr(exc, "reason", exc)
         raise DataError(f"could not download {url} ({reason}); download cifar-10-python.tar.gz on a machine "
                         "with network access and run `cnnlab data get cifar10 DIR --archive FILE`") from None
@@ -151,7 +151,7 @@ def get_cifar10(dest_dir: str, archive: str | None = None, url: str = CIFAR10_UR
         unpacked = os.path.join(staging, CIFAR10_DIRNAME)
         if not is_cifar_folder(unpacked):
             raise DataError(f"{archive}: does not hold {CIFAR10_DIRNAME}/ with batches.meta and test_batch")
-        os.replace(unpacked, target)
+        replace_dir(unpacked, target)  # flushed, then renamed whole
     except (tarfile.TarError, OSError) as exc:
         raise DataError(f"{archive}: cannot unpack ({exc})") from None
     finally:

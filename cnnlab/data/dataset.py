@@ -11,8 +11,9 @@ import numpy as np
 
 from ..errors import DataError
 from . import cifar
-from .decode import Decoding, MixedSizes, folder_digest, image_size_of, load_images
-from .folder import check_folder, check_same_classes, list_classes, scan_folder
+from .decode import DecodePlan, cached_images, folder_digest, image_size_of, load_images, read_sizes
+from .folder import FolderScan, check_folder, check_same_classes, list_classes, scan_folder
+from .specs import with_fields
 
 
 @dataclass
@@ -105,6 +106,141 @@ def even_subset(labels: np.ndarray, limit: int) -> np.ndarray:
 
 RESIZE_TEXT = {"crop": "shorter side scaled to fit, centre-cropped", "pad": "longer side scaled to fit, padded with black",
                "squash": "stretched to the size"}
+SIZE_FLAGS = "(--resize crop|pad|squash; --image-size, --input-size HxW to choose)"
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How a folder's files become stored images. `image_size` (a side or (height, width)): the size to
+    decode at; without it, the folder's own size when all its images have one no larger than
+    `fallback_size`, else `fallback_size` (else the first image's size). `resize` (crop | pad | squash)
+    with `interpolation` (nearest | bilinear), upright by EXIF with `exif`. `skip_bad`: leave out the
+    files that cannot be decoded (listed on stderr) instead of stopping. `memory_budget`: the bytes the
+    decoded images may take (default 80% of the available memory); more is refused before decoding."""
+
+    image_size: int | tuple[int, int] | None = None
+    interpolation: str = "nearest"
+    resize: str = "squash"
+    exif: bool = False
+    fallback_size: tuple[int, int] | None = None
+    skip_bad: bool = False
+    memory_budget: int | None = None
+
+    @property
+    def size(self) -> tuple[int, int] | None:
+        """`image_size` as (height, width), or None."""
+        if not self.image_size:
+            return None
+        return (self.image_size,) * 2 if isinstance(self.image_size, int) else tuple(self.image_size)
+
+    def plan(self, size: tuple[int, int]) -> DecodePlan:
+        return DecodePlan(tuple(size), self.interpolation, self.resize, self.exif)
+
+
+@dataclass(frozen=True)
+class Splitting:
+    """How the training images are split: `val_fraction` of each class for validation, by `split` (keras:
+    the first files; random: drawn with `seed`); `subset`: keep at most that many images of each subset,
+    spread evenly over classes. A class that `val_fraction` gives no validation image is an error, or
+    with `strict_val=False` (to describe a dataset) simply has none."""
+
+    val_fraction: float = 0.1
+    split: str = "keras"
+    seed: int = 0
+    subset: int = 0
+    strict_val: bool = True
+
+
+@dataclass(frozen=True)
+class Source:
+    """A scanned folder of class folders and the digest of its files (the decode cache's key)."""
+
+    scan: FolderScan
+    digest: str
+
+
+def load_dataset(path: str, decoding: Decoding = Decoding(), splitting: Splitting = Splitting(),
+                 progress: bool = True, **fields) -> Dataset:
+    """Read an image-folder dataset (root/train, root/test) or a class-folder root or cifar-10-batches-py,
+    in one pass: scan the folders, decide the stored size and check the memory, decode into the cache,
+    split. `decoding` and `splitting` are the specs above; their fields may also be given by name
+    (load_dataset(path, val_fraction=0, image_size=32))."""
+    decoding, splitting = with_fields([decoding, splitting], fields, "load_dataset")
+    check_folder(path)
+    folder = cifar_folder(path)
+    if folder:
+        (classes, parts), notes = read_cifar(folder, decoding.size), []
+    else:
+        classes, sources = scan_sources(path)
+        plan, notes = decide(sources, decoding, progress)
+        parts = [decode_source(source, plan, decoding.skip_bad, progress) for source in sources]
+    return split_dataset(path, classes, parts, splitting, notes)
+
+
+def cifar_folder(path: str) -> str | None:
+    """The cifar-10-batches-py folder `path` is or holds, else None."""
+    nested = os.path.join(path, cifar.CIFAR10_DIRNAME)
+    return next((folder for folder in (path, nested) if cifar.is_cifar_folder(folder)), None)
+
+
+def read_cifar(folder: str, size: tuple[int, int] | None) -> tuple[list[str], list[Split]]:
+    """The classes and the (training, test) splits of a CIFAR-10 batches folder, each in Keras order."""
+    if size and size != (32, 32):
+        raise DataError(f"{folder}: CIFAR batches are 32x32; set image_size to 0 and input_size "
+                        f"to {size[0]} to resize on the device")
+    parts = []
+    for is_train in (True, False):
+        images, labels, names = cifar.read_cifar_folder(folder, is_train)
+        order = np.lexsort((np.asarray(names), labels))  # Keras order: by class, then by file name
+        parts.append(Split(np.ascontiguousarray(images[order]), labels[order], [names[i] for i in order]))
+    return cifar.read_classes(folder), parts
+
+
+def scan_sources(path: str) -> tuple[list[str], list[Source]]:
+    """The classes and the folders to decode: root/train (and root/test, with the same classes), or the
+    root itself as one folder of class folders."""
+    train_root, test_root = os.path.join(path, "train"), os.path.join(path, "test")
+    if os.path.isdir(train_root):
+        classes = list_classes(train_root)
+        scans = [scan_folder(train_root, classes)]
+        if os.path.isdir(test_root):
+            check_same_classes(classes, list_classes(test_root), train_root, test_root)
+            scans.append(scan_folder(test_root, classes))
+    else:
+        classes = list_classes(path)
+        scans = [scan_folder(path, classes)]
+    return classes, [Source(scan, folder_digest(scan.root, scan.files)) for scan in scans]
+
+
+def decide(sources: list[Source], decoding: Decoding, progress: bool = True) -> tuple[DecodePlan, list[str]]:
+    """How every folder is decoded (at the size chosen for the first, the training images), checked
+    against the memory budget before anything is decoded; and a note when the size was chosen for the
+    user (to print)."""
+    size, note = (decoding.size, None) if decoding.size else choose_size(sources[0], decoding, progress)
+    check_memory(sources, size, decoding.memory_budget)
+    return decoding.plan(size), [note] if note else []
+
+
+def choose_size(source: Source, decoding: Decoding, progress: bool = True) -> tuple[tuple[int, int], str | None]:
+    """The stored size of a folder without --image-size: its images' own size when they all have the
+    first one's and it is no larger than the fallback; else the fallback, with a note saying so. A
+    folder already in the cache at the first image's size was found to be of one size when decoded."""
+    root, files = source.scan.root, source.scan.files
+    first = _first_size(root, files, decoding.exif, decoding.skip_bad)
+    target = tuple(decoding.fallback_size) if decoding.fallback_size else first
+    resized = f"each decoded to {_hw(target)}, {RESIZE_TEXT[decoding.resize]} {SIZE_FLAGS}"
+    if first[0] * first[1] > target[0] * target[1]:
+        return target, (f"{root}: images of {_hw(first)} (the first) and others, larger than the model's input: "
+                        f"{resized}")
+    if cached_images(source.digest, decoding.plan(first), len(files)) is not None:
+        return first, None
+    sizes = read_sizes([os.path.join(root, name) for name in files], decoding.exif, progress)
+    other = next((i for i, size in enumerate(sizes) if size is not None and size != first), None)
+    if other is None:
+        return first, None
+    size = sizes[other]
+    return target, (f"{root}: images of several sizes ({_hw(size)} in {os.path.basename(files[other])}, "
+                    f"{_hw(target) if target != size else 'others'} ...): {resized}")
 
 
 def _first_size(root: str, files: list[str], exif: bool, skip_bad: bool = False) -> tuple[int, int]:
@@ -122,138 +258,55 @@ def _hw(size: tuple[int, int]) -> str:
     return f"{size[0]}x{size[1]}"
 
 
-@dataclass
-class Budget:
-    """Memory the decoded images may take (bytes); `images` still to decode, and the bytes taken so far."""
+def check_memory(sources: list[Source], size: tuple[int, int], memory_budget: int | None) -> None:
+    """Refuse, before anything is decoded, images that would not fit `memory_budget` (bytes; default 80%
+    of the available memory), naming a size that would."""
+    from ..device import available_memory
 
-    limit: int
-    what: str
-    images: int = 0
-    used: int = 0
-
-    def take(self, root: str, n: int, size: tuple[int, int]) -> None:
-        """Account for `n` images at `size`, refusing before anything is decoded when they and the images
-        still to come (taken at the same size) would not fit."""
-        per_image = size[0] * size[1] * 3
-        projected = self.used + max(n, self.images) * per_image
-        if projected > self.limit:
-            count = self.used // per_image + max(n, self.images)
-            side = int(math.sqrt(self.limit / (3 * count)))
-            raise DataError(f"{root}: decoding {count} images at {_hw(size)} needs {projected / 1e9:.1f} GB, more "
-                            f"than the {self.limit / 1e9:.1f} GB {self.what}; --image-size {max(1, side)} would fit")
-        self.used += n * per_image
-        self.images = max(0, self.images - n)
-
-
-def _folder_split(scan, decide: dict, budget: Budget, progress: bool, skip_bad: bool, notes: list[str]
-                  ) -> tuple[Split, Decoding]:
-    """One scanned folder of class folders, decoded. `decide`: size (or None: decide here), fallback (the
-    size when the images are larger or of several sizes), interpolation, resize, exif."""
-    root = scan.root
-    digest = folder_digest(root, scan.files)
-    common = {k: decide[k] for k in ("interpolation", "resize", "exif")}
-    if decide["size"]:
-        how = Decoding(decide["size"], **common)
+    if memory_budget:
+        limit, what = memory_budget, "allowed (--memory-gb)"
     else:
-        first = _first_size(root, scan.files, decide["exif"], skip_bad)
-        target = decide["fallback"] or first
-        if first[0] * first[1] <= target[0] * target[1]:
-            how = Decoding(first, **common, expect=first)  # taken as a folder of one size, checked at decode
-        else:
-            how = Decoding(target, **common)
-            notes.append(f"{root}: images of {_hw(first)} (the first) and others, larger than the model's input: "
-                         f"each decoded to {_hw(target)}, {RESIZE_TEXT[how.resize]} (--resize crop|pad|squash; "
-                         "--image-size, --input-size HxW to choose)")
-    budget.take(root, len(scan.files), how.size)
-    try:
-        images, bad = load_images(root, scan.files, how, progress, skip_bad=skip_bad, digest=digest)
-    except MixedSizes as mixed:
-        budget.used -= len(scan.files) * how.size[0] * how.size[1] * 3
-        budget.images += len(scan.files)
-        target = decide["fallback"] or how.size
-        how = Decoding(target, **common)
-        budget.take(root, len(scan.files), how.size)
-        notes.append(f"{root}: images of several sizes ({_hw(mixed.size)} in {os.path.basename(mixed.path)}, "
-                     f"{_hw(target) if target != mixed.size else 'others'} ...): each decoded to {_hw(target)}, "
-                     f"{RESIZE_TEXT[how.resize]} (--resize crop|pad|squash; --image-size, --input-size HxW to choose)")
-        images, bad = load_images(root, scan.files, how, progress, skip_bad=skip_bad, digest=digest)
+        limit, what = int(0.8 * available_memory()), "available (80% of free memory; --memory-gb to change)"
+    count = sum(len(source.scan.files) for source in sources)
+    needed = count * size[0] * size[1] * 3
+    if needed > limit:
+        side = int(math.sqrt(limit / (3 * count)))
+        raise DataError(f"{sources[0].scan.root}: decoding {count} images at {_hw(size)} needs {needed / 1e9:.1f} GB, "
+                        f"more than the {limit / 1e9:.1f} GB {what}; --image-size {max(1, side)} would fit")
+
+
+def decode_source(source: Source, plan: DecodePlan, skip_bad: bool, progress: bool = True) -> Split:
+    """A scanned folder decoded as `plan` says (from the cache, or into it); with `skip_bad`, the files
+    that cannot be decoded are left out and listed on stderr."""
+    scan = source.scan
+    images, bad = load_images(scan.root, scan.files, plan, source.digest, progress, skip_bad=skip_bad)
     split = Split(images, np.asarray(scan.labels, dtype=np.int64), scan.files)
     if bad:
         for _, reason in bad:
             print(f"skipped: {reason}", file=sys.stderr)
-        print(f"skipped {len(bad)} unreadable image(s) of {len(scan.files)} in {root}", file=sys.stderr)
+        print(f"skipped {len(bad)} unreadable image(s) of {len(scan.files)} in {scan.root}", file=sys.stderr)
         split = split.take(np.setdiff1d(np.arange(len(split)), [i for i, _ in bad]))
-    return split, how
+    return split
 
 
-def load_dataset(path: str, val_fraction: float = 0.1, split: str = "keras", seed: int = 0,
-                 image_size: int | tuple[int, int] | None = None, interpolation: str = "nearest", subset: int = 0,
-                 progress: bool = True, skip_bad: bool = False, strict_val: bool = True, resize: str = "squash",
-                 exif: bool = False, fallback_size: tuple[int, int] | None = None,
-                 memory_budget: int | None = None) -> Dataset:
-    """Read an image-folder dataset (root/train, root/test) or a class-folder root or cifar-10-batches-py.
-
-    Images are decoded at `image_size` (a side or (height, width)); without it, at the folder's own size
-    when all its images have one no larger than `fallback_size`, else at `fallback_size` (else the first
-    image's size), `resize`d (crop, pad or squash) with `interpolation`, upright by EXIF with `exif`.
-    `memory_budget`: bytes the decoded images may take (default 80% of the available memory); more is
-    refused before decoding. A class that `val_fraction` gives no validation image is an error, or with
-    `strict_val=False` (to describe a dataset) simply has none."""
-    check_folder(path)
-    size = (image_size, image_size) if isinstance(image_size, int) and image_size else (
-        tuple(image_size) if image_size else None)
-    from ..device import available_memory
-
-    budget = Budget(memory_budget, "allowed (--memory-gb)") if memory_budget else Budget(
-        int(0.8 * available_memory()), "available (80% of free memory; --memory-gb to change)")
-    notes: list[str] = []
-    nested = os.path.join(path, cifar.CIFAR10_DIRNAME)
-    if cifar.is_cifar_folder(path) or cifar.is_cifar_folder(nested):
-        folder = path if cifar.is_cifar_folder(path) else nested
-        classes = cifar.read_classes(folder)
-        parts = []
-        for is_train in (True, False):
-            images, labels, names = cifar.read_cifar_folder(folder, is_train)
-            # Keras order: by class, then by file name.
-            order = np.lexsort((np.asarray(names), labels))
-            images, labels, names = images[order], labels[order], [names[i] for i in order]
-            if size and size != images.shape[1:3]:
-                raise DataError(f"{folder}: CIFAR batches are 32x32; set image_size to 0 and input_size "
-                                f"to {size[0]} to resize on the device")
-            parts.append(Split(np.ascontiguousarray(images), labels, names))
-        full_train, test = parts
-    else:
-        decide = {"size": size, "fallback": tuple(fallback_size) if fallback_size else None,
-                  "interpolation": interpolation, "resize": resize, "exif": exif}
-        train_root, test_root = os.path.join(path, "train"), os.path.join(path, "test")
-        if os.path.isdir(train_root):
-            classes = list_classes(train_root)
-            scans = [scan_folder(train_root, classes)]
-            if os.path.isdir(test_root):
-                check_same_classes(classes, list_classes(test_root), train_root, test_root)
-                scans.append(scan_folder(test_root, classes))
-        else:
-            classes = list_classes(path)
-            scans = [scan_folder(path, classes)]
-        budget.images = sum(len(scan.files) for scan in scans)  # all of them, before any is decoded
-        full_train, how = _folder_split(scans[0], decide, budget, progress, skip_bad, notes)
-        test = None
-        if len(scans) > 1:
-            test, _ = _folder_split(scans[1], {**decide, "size": how.size}, budget, progress, skip_bad, notes)
-    short = classes_without_validation(full_train.labels, classes, val_fraction)
-    if short and strict_val:
-        raise DataError(f"{path}: val_fraction {val_fraction} leaves {len(short)} class(es) without validation "
+def split_dataset(path: str, classes: list[str], parts: list[Split], splitting: Splitting,
+                  notes: list[str]) -> Dataset:
+    """The Dataset of the decoded folders `parts` (training, and test if any): validation images taken
+    from the training ones, then each subset cut to `subset`."""
+    full_train, test = parts[0], (parts[1] if len(parts) > 1 else None)
+    fraction = splitting.val_fraction
+    short = classes_without_validation(full_train.labels, classes, fraction)
+    if short and splitting.strict_val:
+        raise DataError(f"{path}: val_fraction {fraction} leaves {len(short)} class(es) without validation "
                         f"images ({', '.join(short[:5])}{', ...' if len(short) > 5 else ''}: fewer than "
-                        f"{math.ceil(1 / val_fraction)} images each); raise val_fraction, add images or set it to 0")
-    if val_fraction > 0:
-        train_idx, val_idx = split_indices(full_train.labels, val_fraction, split, seed)
+                        f"{math.ceil(1 / fraction)} images each); raise val_fraction, add images or set it to 0")
+    train, val = full_train, None
+    if fraction > 0:
+        train_idx, val_idx = split_indices(full_train.labels, fraction, splitting.split, splitting.seed)
         train, val = full_train.take(train_idx), full_train.take(val_idx)
-    else:
-        train, val = full_train, None
-    if subset:
-        train = train.take(even_subset(train.labels, subset))
-        val = val.take(even_subset(val.labels, subset)) if val is not None else None
-        test = test.take(even_subset(test.labels, subset)) if test is not None else None
+    if splitting.subset:
+        train, val, test = (None if part is None else part.take(even_subset(part.labels, splitting.subset))
+                            for part in (train, val, test))
     return Dataset(classes=classes, train=train, val=val, test=test, source=os.path.abspath(path), notes=notes)
 
 

@@ -96,38 +96,27 @@ def fit_image(img: Image.Image, size: tuple[int, int], interpolation: str, resiz
 
 
 @dataclass(frozen=True)
-class Decoding:
-    """How files become stored images: the size, resize method and mode, EXIF handling, and `expect`,
-    the size every image must already have (a folder taken to be of one size: raise MixedSizes if not)."""
+class DecodePlan:
+    """How the files of a folder become stored images: the size (height, width), the resize method and
+    mode, EXIF handling. Part of the cache key."""
 
     size: tuple[int, int]
     interpolation: str = "nearest"
     resize: str = "squash"
     exif: bool = False
-    expect: tuple[int, int] | None = None
 
     def key(self) -> list:
         return [list(self.size), self.interpolation, self.resize, self.exif]
 
 
-class MixedSizes(Exception):
-    """An image of another size than the folder was taken to have."""
-
-    def __init__(self, path: str, size: tuple[int, int]):
-        super().__init__(path, size)
-        self.path, self.size = path, size
-
-
 def decode_file(path: str, size: tuple[int, int], interpolation: str, resize: str = "squash",
-                exif: bool = False, expect: tuple[int, int] | None = None) -> np.ndarray:
+                exif: bool = False) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             # PIL only warns between MAX_IMAGE_PIXELS and twice that; a dataset image that large is a bomb
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 stored = oriented_size(img, exif)
-                if expect is not None and stored != expect:
-                    raise MixedSizes(path, stored)
                 if interpolation != "nearest" and stored[0] >= 2 * size[0] and stored[1] >= 2 * size[1]:
                     # JPEG: decode at 1/2, 1/4 or 1/8 scale straight from the DCT, still at least `size`
                     # (in the stored orientation); a large photo then costs a fraction of the time and memory
@@ -140,14 +129,98 @@ def decode_file(path: str, size: tuple[int, int], interpolation: str, resize: st
         raise image_error(path, exc) from None
 
 
-def _decode_chunk(args: tuple[list[str], Decoding, bool, str | None, int]) -> tuple[int, list[tuple[int, str]]]:
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_size(path: str, exif: bool = False) -> tuple[int, int] | None:
+    """(height, width) of a PNG file from its IHDR chunk, without PIL (a fraction of its cost), or None
+    when the file is not a PNG or, with `exif`, has a chunk that may carry an EXIF orientation (eXIf, or
+    text, where PIL also looks), which PIL then reads."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(24)
+            if len(head) < 24 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
+                return None
+            size = int.from_bytes(head[20:24], "big"), int.from_bytes(head[16:20], "big")
+            fh.seek(8)
+            while exif:  # walk the chunk headers to the end
+                chunk = fh.read(8)
+                if len(chunk) < 8 or chunk[4:8] in (b"eXIf", b"tEXt", b"zTXt", b"iTXt"):
+                    return None
+                if chunk[4:8] == b"IEND":
+                    break
+                fh.seek(int.from_bytes(chunk[:4], "big") + 4, os.SEEK_CUR)  # the data and its CRC
+    except OSError:
+        return None
+    return size
+
+
+def _sizes_chunk(args: tuple[list[str], bool]) -> list[tuple[int, int] | None]:
+    paths, exif = args
+    sizes: list[tuple[int, int] | None] = []
+    for path in paths:
+        fast = png_size(path, exif)
+        if fast is not None:
+            sizes.append(fast)
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                sizes.append(image_size_of(path, exif))
+        except (DataError, Image.DecompressionBombWarning):
+            sizes.append(None)  # unreadable: decoding it says why (or skips it)
+    return sizes
+
+
+def read_sizes(paths: list[str], exif: bool = False, progress: bool = True,
+               workers: int | None = None) -> list[tuple[int, int] | None]:
+    """(height, width) of each file as it will be decoded, from the headers alone, over `workers`
+    processes; None for a file whose header cannot be read."""
+    from tqdm import tqdm
+
+    jobs, chunk = _chunks(paths, workers)
+    with tqdm(total=len(paths), desc="reading sizes", unit="img", disable=not progress, leave=False) as bar:
+        results = _run(_sizes_chunk, [(paths[i:i + chunk], exif) for i in jobs], workers)
+        try:
+            sizes = []
+            for part in results:
+                sizes.extend(part)
+                bar.update(len(part))
+        finally:
+            results.close()
+    return sizes
+
+
+def _chunks(paths: list[str], workers: int | None) -> tuple[range, int]:
+    """The start of each chunk of `paths` given to a worker process, and the chunk length."""
+    workers = workers or os.cpu_count() or 1
+    chunk = max(16, min(2048, len(paths) // (workers * 8) + 1))
+    return range(0, len(paths), chunk), chunk
+
+
+def _run(fn, jobs: list, workers: int | None):
+    """fn over `jobs`, in order: in this process for one worker or one job, else in a pool of worker
+    processes (forked on Linux); a generator, whose close() shuts the pool down."""
+    workers = workers or os.cpu_count() or 1
+    if workers == 1 or len(jobs) <= 1:
+        yield from map(fn, jobs)
+        return
+    method = "fork" if sys.platform.startswith("linux") else "spawn"
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
+    try:
+        yield from pool.map(fn, jobs)
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
+def _decode_chunk(args: tuple[list[str], DecodePlan, bool, str | None, int]) -> tuple[int, list[tuple[int, str]]]:
     """Decode `paths` into rows start.. of the array in the file `target` (a .npy memmap), or return them."""
-    paths, how, skip_bad, target, start = args
-    out = np.zeros((len(paths), how.size[0], how.size[1], 3), dtype=np.uint8)
+    paths, plan, skip_bad, target, start = args
+    out = np.zeros((len(paths), plan.size[0], plan.size[1], 3), dtype=np.uint8)
     bad = []
     for i, path in enumerate(paths):
         try:
-            out[i] = decode_file(path, how.size, how.interpolation, how.resize, how.exif, how.expect)
+            out[i] = decode_file(path, plan.size, plan.interpolation, plan.resize, plan.exif)
         except DataError as exc:
             if not skip_bad:
                 raise
@@ -161,39 +234,30 @@ def _decode_chunk(args: tuple[list[str], Decoding, bool, str | None, int]) -> tu
     return None, bad
 
 
-def decode_files(paths: list[str], how: Decoding, out: np.ndarray, progress: bool = True,
+def decode_files(paths: list[str], plan: DecodePlan, out: np.ndarray, progress: bool = True,
                  workers: int | None = None, skip_bad: bool = False, out_path: str | None = None
                  ) -> list[tuple[int, str]]:
     """Decode `paths` into `out`, uint8 (N, H, W, 3) (a memmap of the .npy file `out_path`, which the
     worker processes then write directly), spread over `workers` processes. A file that cannot be decoded
-    raises DataError, or with `skip_bad` is listed as (index, reason) and left zero. MixedSizes is
-    raised as soon as one image is not of `how.expect`."""
+    raises DataError, or with `skip_bad` is listed as (index, reason) and left zero."""
     from tqdm import tqdm
 
-    workers = workers or os.cpu_count() or 1
-    chunk = max(16, min(2048, len(paths) // (workers * 8) + 1))
-    starts = range(0, len(paths), chunk)
-    bar = tqdm(total=len(paths), desc="decoding", unit="img", disable=not progress, leave=False)
+    starts, chunk = _chunks(paths, workers)
+    if out_path is not None:
+        out.flush()
+    pooled = (workers or os.cpu_count() or 1) > 1 and len(starts) > 1
+    target = out_path if pooled else None  # worker processes write the file; in this process, `out` itself
+    results = _run(_decode_chunk, [(paths[i:i + chunk], plan, skip_bad, target, i) for i in starts], workers)
     bad: list[tuple[int, str]] = []
-    pool = None
-    if workers == 1 or len(starts) == 1:
-        results = map(_decode_chunk, [(paths[i:i + chunk], how, skip_bad, None, i) for i in starts])
-    else:
-        if out_path is not None:
-            out.flush()
-        method = "fork" if sys.platform.startswith("linux") else "spawn"
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
-        results = pool.map(_decode_chunk, [(paths[i:i + chunk], how, skip_bad, out_path, i) for i in starts])
-    try:
-        for start, (block, block_bad) in zip(starts, results):
-            if block is not None:
-                out[start:start + len(block)] = block
-            bad.extend((start + i, reason) for i, reason in block_bad)
-            bar.update(min(chunk, len(paths) - start))
-    finally:
-        bar.close()
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
+    with tqdm(total=len(paths), desc="decoding", unit="img", disable=not progress, leave=False) as bar:
+        try:
+            for start, (block, block_bad) in zip(starts, results):
+                if block is not None:
+                    out[start:start + len(block)] = block
+                bad.extend((start + i, reason) for i, reason in block_bad)
+                bar.update(min(chunk, len(paths) - start))
+        finally:
+            results.close()
     return bad
 
 
@@ -210,8 +274,30 @@ def folder_digest(root: str, files: list[str]) -> str:
     return digest.hexdigest()
 
 
-def cache_key(digest: str, how: Decoding) -> str:
-    return hashlib.sha256(json.dumps([digest, how.key()]).encode()).hexdigest()[:32]
+def cache_key(digest: str, plan: DecodePlan) -> str:
+    return hashlib.sha256(json.dumps([digest, plan.key()]).encode()).hexdigest()[:32]
+
+
+def cache_path(digest: str, plan: DecodePlan) -> str:
+    """The decode cache's file for a folder of `digest` (folder_digest) decoded as `plan` says."""
+    return os.path.join(cache_dir(), f"{cache_key(digest, plan)}.npy")
+
+
+def cached_images(digest: str, plan: DecodePlan, count: int) -> np.ndarray | None:
+    """The cached images of the folder (a read-only memory map, marked as used now), or None when the
+    cache holds none of the expected shape (or a damaged file, to be decoded again and replaced)."""
+    path = cache_path(digest, plan)
+    if not os.path.exists(path):
+        return None
+    try:
+        images = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    if images.shape != (count, *plan.size, 3) or images.dtype != np.uint8:
+        return None
+    with contextlib.suppress(OSError):
+        os.utime(path)  # last use, for the least-recently-used eviction
+    return images
 
 
 def cache_entries() -> list[tuple[str, int, float]]:
@@ -264,30 +350,25 @@ def clear_cache() -> tuple[int, int]:
     return len(entries), sum(size for _, size, _ in entries)
 
 
-def load_images(root: str, files: list[str], how: Decoding, progress: bool = True, use_cache: bool = True,
-                skip_bad: bool = False, digest: str | None = None) -> tuple[np.ndarray, list[tuple[int, str]]]:
-    """(images, skipped) of `root`/`files`, decoded as `how` says. The images are a read-only memory map of
-    the cache file (decoded there once, straight from the worker processes; later loads of the unchanged
-    folder read nothing until used), or an array in memory when the cache cannot be written or some
-    files were skipped. `skipped` lists (index, reason) of undecodable files, with `skip_bad` only."""
-    shape = (len(files), how.size[0], how.size[1], 3)
+def load_images(root: str, files: list[str], plan: DecodePlan, digest: str, progress: bool = True,
+                use_cache: bool = True, skip_bad: bool = False) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """(images, skipped) of `root`/`files` (whose folder_digest is `digest`), decoded as `plan` says. The
+    images are a read-only memory map of the cache file (decoded there once, straight from the worker
+    processes; later loads of the unchanged folder read nothing until used), or an array in memory when
+    the cache cannot be written or some files were skipped. `skipped` lists (index, reason) of
+    undecodable files, with `skip_bad` only."""
+    shape = (len(files), *plan.size, 3)
     paths = [os.path.join(root, f) for f in files]
-    path = os.path.join(cache_dir(), f"{cache_key(digest or folder_digest(root, files), how)}.npy")
-    if use_cache and os.path.exists(path):
-        try:
-            images = np.load(path, mmap_mode="r", allow_pickle=False)
-            if images.shape == shape and images.dtype == np.uint8:
-                with contextlib.suppress(OSError):
-                    os.utime(path)  # last use, for the least-recently-used eviction
-                return images, []
-        except (OSError, ValueError):
-            pass  # a damaged cache file is decoded again and replaced
+    found = cached_images(digest, plan, len(files)) if use_cache else None
+    if found is not None:
+        return found, []
     if use_cache:
+        path = cache_path(digest, plan)
         try:
             os.makedirs(cache_dir(), exist_ok=True)
             with atomic_path(path) as tmp:
                 out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
-                bad = decode_files(paths, how, out, progress, skip_bad=skip_bad, out_path=tmp)
+                bad = decode_files(paths, plan, out, progress, skip_bad=skip_bad, out_path=tmp)
                 out.flush()
                 if bad:  # a folder with broken files is not cached: it should be fixed, not kept
                     images = np.array(out)
@@ -301,7 +382,7 @@ def load_images(root: str, files: list[str], how: Decoding, progress: bool = Tru
         except OSError as exc:  # a full or read-only cache disk: decode into memory, slower next time
             print(f"warning: could not write the decode cache {path}: {exc.strerror}", file=sys.stderr)
     out = np.empty(shape, dtype=np.uint8)
-    return out, decode_files(paths, how, out, progress, skip_bad=skip_bad)
+    return out, decode_files(paths, plan, out, progress, skip_bad=skip_bad)
 
 
 class _NotCached(Exception):

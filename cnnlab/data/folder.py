@@ -88,7 +88,7 @@ def scan_folder(root: str, classes: list[str] | None = None) -> FolderScan:
         if not class_files:
             raise DataError(f"{class_dir}: class folder holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
                             "add images or remove the folder")
-        prefix = len(os.path.join(root, ""))  # os.path.relpath is slow over 50,000 paths
+        prefix = len(os.path.join(root, ""))  # a slice, not os.path.relpath: one per file
         files.extend(path[prefix:] for path in class_files)
         labels.extend([index] * len(class_files))
     return FolderScan(root=root, classes=classes, files=files, labels=labels)

@@ -1,6 +1,6 @@
 """Batches for the model from uint8 images kept on the device.
 
-The whole split lives on the device as uint8 NHWC (CIFAR-10 train: 138 MB). Each batch is one gather:
+The whole split lives on the device as uint8 NHWC (a quarter of float32's size). Each batch is one gather:
 shuffled indices, random flip and translation (reflect padding) and a nearest-neighbour resize are all
 folded into the row/column indices of a single indexing op, so a 256x256 input exists one batch at a
 time and no Python runs per image. The gathered NHWC uint8 batch, viewed as NCHW, already has the
@@ -11,12 +11,14 @@ from __future__ import annotations
 import math
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 
 from .preprocess import nearest_index, normalization, to_inputs
+from .specs import with_fields
 
 
 def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
@@ -68,6 +70,47 @@ def random_boxes(n: int, height: int, width: int, scale_min: float, gen: torch.G
     return torch.stack([top, left, box_h, box_w], 1)
 
 
+@dataclass(frozen=True)
+class Feed:
+    """What the model is fed: inputs = (x / 255 - mean) / std per channel, at `input_size` (a side or
+    (height, width); 0: the stored size), resized by `interpolation` (nearest | bilinear)."""
+
+    mean: Sequence[float] = (0.0, 0.0, 0.0)
+    std: Sequence[float] = (1.0, 1.0, 1.0)
+    input_size: int | tuple[int, int] = 0
+    interpolation: str = "nearest"
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """The random changes of each training image, drawn per epoch: mirror (`flip`; each image every other
+    epoch with `flip_alternate`), translate by up to `translate` pixels (reflect-padded), a random-resized
+    crop of at least `crop_scale` of the area (0: none), a `cutout` square of that side, and a brightness
+    shift up to +-`brightness` and contrast factor up to 1 +- `contrast` on the normalised inputs."""
+
+    flip: bool = False
+    flip_alternate: bool = False
+    translate: int = 0
+    cutout: int = 0
+    crop_scale: float = 0.0
+    brightness: float = 0.0
+    contrast: float = 0.0
+
+    def __bool__(self) -> bool:
+        return bool(self.flip or self.translate or self.crop_scale or self.cutout or self.brightness or self.contrast)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """The order of the batches: shuffled per epoch from `seed` (with `shuffle`), the last short batch
+    dropped (`drop_last`), and `shard` (rank, ranks): this rank's part of each global batch."""
+
+    shuffle: bool = False
+    drop_last: bool = False
+    seed: int = 0
+    shard: tuple[int, int] = (0, 1)
+
+
 class DeviceLoader:
     """Iterate (inputs, labels) batches over uint8 images.
 
@@ -77,6 +120,9 @@ class DeviceLoader:
     from pinned memory without blocking, the next one prepared by a background thread while the device
     computes: for a split that does not fit on the device. Augmentation and normalisation are then the
     same, on the device, so both ways give the same batches.
+
+    `feed`, `augment` and `sampling` are the specs above; their fields may also be given by name
+    (DeviceLoader(images, labels, 32, device, shuffle=True, flip=True)).
 
     Each epoch draws its order (with `shuffle`) and the augmentation of all its images in one go, from one
     generator seeded by (seed, epoch) on the device where the batches are made (a CUDA generator on a GPU:
@@ -91,40 +137,20 @@ class DeviceLoader:
     """
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, device: torch.device, *,
-                 rows: np.ndarray | None = None, stream: bool = False,
-                 mean: Sequence[float] = (0.0, 0.0, 0.0), std: Sequence[float] = (1.0, 1.0, 1.0),
-                 input_size: int | tuple[int, int] = 0, interpolation: str = "nearest", shuffle: bool = False,
-                 drop_last: bool = False, flip: bool = False, translate: int = 0, cutout: int = 0,
-                 crop_scale: float = 0.0, seed: int = 0, shard: tuple[int, int] = (0, 1),
-                 flip_alternate: bool = False, brightness: float = 0.0, contrast: float = 0.0):
+                 rows: np.ndarray | None = None, stream: bool = False, feed: Feed = Feed(),
+                 augment: Augmentation = Augmentation(), sampling: Sampling = Sampling(), **fields):
+        feed, augment, sampling = with_fields([feed, augment, sampling], fields, "DeviceLoader")
+        self.feed, self.augment, self.sampling = feed, augment, sampling
         self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
         self.batch_size, self.device, self.stream = batch_size, device, stream
-        self.host, self.host_rows = images, (None if rows is None else np.asarray(rows))
-        self.images, self.rows = None, None
-        if not stream:
-            if device.type == "cpu":
-                with warnings.catch_warnings():  # a read-only memory map: only ever read
-                    warnings.simplefilter("ignore", UserWarning)
-                    self.images = torch.from_numpy(np.ascontiguousarray(images))
-                self.rows = None if rows is None else torch.from_numpy(np.asarray(rows, dtype=np.int64))
-            else:  # only the split's rows go to the device
-                data = images if rows is None else images[np.asarray(rows)]
-                self.images = torch.from_numpy(np.ascontiguousarray(data)).to(device)
-        self.mean, self.std = list(mean), list(std)
-        self.scale, self.offset = normalization(self.mean, self.std, device)  # once, not per batch
-        height, width = images.shape[1:3]
-        self.in_hw = (height, width)
-        if isinstance(input_size, (tuple, list)):
-            self.out_hw = (int(input_size[0]), int(input_size[1]))
-        else:
-            self.out_hw = (input_size, input_size) if input_size else (height, width)
-        self.interpolation = interpolation
-        self.shuffle, self.drop_last = shuffle, drop_last
-        self.flip, self.translate, self.cutout, self.crop_scale = flip, translate, cutout, crop_scale
-        self.flip_alternate = flip_alternate
-        self.brightness, self.contrast = brightness, contrast
-        self.seed, self.epoch = seed, 0
-        rank, ranks = shard
+        self._hold(images, rows)
+        self.scale, self.offset = normalization(list(feed.mean), list(feed.std), device)  # once, not per batch
+        self.in_hw = tuple(images.shape[1:3])
+        size = feed.input_size
+        self.out_hw = ((int(size[0]), int(size[1])) if isinstance(size, (tuple, list))
+                       else (size, size) if size else self.in_hw)
+        self.epoch = 0
+        rank, ranks = sampling.shard
         if batch_size % ranks:
             raise ValueError(f"batch_size {batch_size} is not a multiple of {ranks} ranks")
         share = batch_size // ranks
@@ -134,9 +160,25 @@ class DeviceLoader:
         self.grid = (torch.arange(self.out_hw[0], device=device)[None, :],
                      torch.arange(self.out_hw[1], device=device)[None, :])
 
+    def _hold(self, images: np.ndarray, rows: np.ndarray | None) -> None:
+        """Keep the images where the batches are gathered: the host array (streaming), the array itself
+        (a CPU), or the split's rows copied to the device once."""
+        self.host, self.host_rows = images, (None if rows is None else np.asarray(rows))
+        self.images, self.rows = None, None
+        if self.stream:
+            return
+        if self.device.type == "cpu":
+            with warnings.catch_warnings():  # a read-only memory map: only ever read
+                warnings.simplefilter("ignore", UserWarning)
+                self.images = torch.from_numpy(np.ascontiguousarray(images))
+            self.rows = None if rows is None else torch.from_numpy(np.asarray(rows, dtype=np.int64))
+        else:  # only the split's rows go to the device
+            data = images if rows is None else images[np.asarray(rows)]
+            self.images = torch.from_numpy(np.ascontiguousarray(data)).to(self.device)
+
     def __len__(self) -> int:
         n = len(self.labels)
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+        return n // self.batch_size if self.sampling.drop_last else math.ceil(n / self.batch_size)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -145,34 +187,35 @@ class DeviceLoader:
         # One stream an epoch: its order and all its augmentation, so that a resumed epoch can start at any
         # step and still get exactly the numbers an uninterrupted one gets.
         where = self.device if self.device.type == "cuda" else "cpu"
-        return torch.Generator(device=where).manual_seed(((self.seed * 1_000_003 + self.epoch) * 1_000_033) % 2**63)
+        seed = ((self.sampling.seed * 1_000_003 + self.epoch) * 1_000_033) % 2**63
+        return torch.Generator(device=where).manual_seed(seed)
 
     def _draws(self) -> dict[str, torch.Tensor]:
         """The epoch's randomness, one row per place in the epoch, on the device: `order` (the images in the
         order they are seen) and, where switched on, `flip`, `shift`, `boxes`, `centre` (of cutout) and
         `jitter` (brightness shift, contrast factor). Each is drawn after the ones before it, so switching
         one on leaves the draws before it as they were."""
-        n, device = len(self.labels), self.device
-        augment = self.flip or self.translate or self.crop_scale or self.cutout or self.brightness or self.contrast
-        gen = self._generator() if self.shuffle or augment else None
-        draws = {"order": torch.randperm(n, generator=gen, device=device) if self.shuffle
+        n, device, aug = len(self.labels), self.device, self.augment
+        shuffle = self.sampling.shuffle
+        gen = self._generator() if shuffle or aug else None
+        draws = {"order": torch.randperm(n, generator=gen, device=device) if shuffle
                  else torch.arange(n, device=device)}
-        if self.flip and self.flip_alternate:  # each image mirrored in every other epoch, from a start of its own
-            start = torch.Generator(device=gen.device).manual_seed(self.seed)  # the same every epoch
+        if aug.flip and aug.flip_alternate:  # each image mirrored in every other epoch, from a start of its own
+            start = torch.Generator(device=gen.device).manual_seed(self.sampling.seed)  # the same every epoch
             first = torch.rand(n, generator=start, device=device) < 0.5  # image i's orientation in odd epochs
             draws["flip"] = first[draws["order"]] ^ bool(self.epoch % 2 == 0)
-        elif self.flip:
+        elif aug.flip:
             draws["flip"] = torch.rand(n, generator=gen, device=device) < 0.5
-        if self.translate:
-            draws["shift"] = torch.randint(-self.translate, self.translate + 1, (n, 2), generator=gen, device=device)
-        if self.crop_scale:
-            draws["boxes"] = random_boxes(n, *self.in_hw, self.crop_scale, gen)
-        if self.cutout:
+        if aug.translate:
+            draws["shift"] = torch.randint(-aug.translate, aug.translate + 1, (n, 2), generator=gen, device=device)
+        if aug.crop_scale:
+            draws["boxes"] = random_boxes(n, *self.in_hw, aug.crop_scale, gen)
+        if aug.cutout:
             draws["centre"] = torch.stack([torch.randint(0, self.out_hw[0], (n,), generator=gen, device=device),
                                            torch.randint(0, self.out_hw[1], (n,), generator=gen, device=device)], 1)
-        if self.brightness or self.contrast:
+        if aug.brightness or aug.contrast:
             uniform = torch.rand(n, 2, generator=gen, device=device) * 2 - 1  # in [-1, 1)
-            draws["jitter"] = torch.stack([uniform[:, 0] * self.brightness, 1 + uniform[:, 1] * self.contrast], 1)
+            draws["jitter"] = torch.stack([uniform[:, 0] * aug.brightness, 1 + uniform[:, 1] * aug.contrast], 1)
         return draws
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -218,22 +261,24 @@ class DeviceLoader:
     def _augment(self, images: torch.Tensor, at: torch.Tensor, draws: dict[str, torch.Tensor]) -> torch.Tensor:
         """The inputs of rows `at` of `images`, augmented by this batch's `draws` (see `_draws`)."""
         boxes = draws.get("boxes")
-        nearest = self.interpolation == "nearest" or boxes is not None
+        interpolation = self.feed.interpolation
+        nearest = interpolation == "nearest" or boxes is not None
         batch = gather_batch(images, at, self.out_hw if nearest else None, draws.get("flip"), draws.get("shift"), boxes)
         scale, offset = self.scale, self.offset
         if "jitter" in draws:  # (x * scale + offset + shift) * factor per image, folded into the normalisation
             jitter = draws["jitter"][:, :, None, None, None]
             scale, offset = scale * jitter[:, 1], (offset + jitter[:, 0]) * jitter[:, 1]
-        inputs = to_inputs(batch, scale, offset, None if nearest else self.out_hw, self.interpolation)
-        if self.cutout:
+        inputs = to_inputs(batch, scale, offset, None if nearest else self.out_hw, interpolation)
+        if self.augment.cutout:
             inputs = self._cut(inputs, draws["centre"])
         return inputs
 
     def _cut(self, inputs: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
         """Cutout (DeVries & Taylor 2017): one square of side `cutout` set to 0 (the mean) per image,
         centred at `centre` (long (B, 2): row, column)."""
-        top, left = centre[:, :1] - self.cutout // 2, centre[:, 1:] - self.cutout // 2
-        in_rows = (self.grid[0] >= top) & (self.grid[0] < top + self.cutout)
-        in_cols = (self.grid[1] >= left) & (self.grid[1] < left + self.cutout)
+        side = self.augment.cutout
+        top, left = centre[:, :1] - side // 2, centre[:, 1:] - side // 2
+        in_rows = (self.grid[0] >= top) & (self.grid[0] < top + side)
+        in_cols = (self.grid[1] >= left) & (self.grid[1] < left + side)
         keep = ~(in_rows[:, None, :, None] & in_cols[:, None, None, :])
         return inputs * keep

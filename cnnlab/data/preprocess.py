@@ -1,24 +1,52 @@
 """Stored uint8 images -> model inputs. The one place of this arithmetic: the training loader, predict
 and export all use it, so a run is fed the same numbers wherever it runs.
 
-A run's preprocessing (saved in its config.json under data.preprocessing) is a dict:
+A run's preprocessing is a `Preprocessing`, saved in its config.json under data.preprocessing as
+    mean, std      per channel, in [0, 1] units: inputs = (x / 255 - mean) / std
     image_size     [height, width] the images are decoded and stored at
     input_size     side, or [height, width], fed to the model (resized on the device per batch)
     interpolation  nearest | bilinear
-    mean, std      per channel, in [0, 1] units: inputs = (x / 255 - mean) / std
+    resize, exif   how the files were decoded: crop | pad | squash, upright by EXIF or not
 """
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 
-def input_hw(prep: dict) -> tuple[int, int]:
-    """(height, width) fed to the model, from a run's preprocessing."""
-    size = prep["input_size"]
+@dataclass
+class Preprocessing:
+    """What turns a run's stored uint8 images into model inputs (see the module's docstring)."""
+
+    mean: list[float]
+    std: list[float]
+    image_size: tuple[int, int]
+    input_size: tuple[int, int]
+    interpolation: str = "nearest"
+    resize: str = "squash"
+    exif: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """As saved in config.json (JSON types, the keys in this order)."""
+        return {"mean": list(self.mean), "std": list(self.std), "image_size": list(self.image_size),
+                "input_size": list(self.input_size), "interpolation": self.interpolation, "resize": self.resize,
+                "exif": self.exif}
+
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any]) -> "Preprocessing":
+        """From config.json; runs saved before resize and exif existed squashed their images, without EXIF."""
+        height, width = saved["image_size"]
+        return cls(list(saved["mean"]), list(saved["std"]), (int(height), int(width)), input_hw(saved),
+                   saved["interpolation"], saved.get("resize", "squash"), bool(saved.get("exif", False)))
+
+
+def input_hw(prep: "dict | Preprocessing") -> tuple[int, int]:
+    """(height, width) fed to the model, from a run's preprocessing (saved or as a Preprocessing)."""
+    size = prep.input_size if isinstance(prep, Preprocessing) else prep["input_size"]
     if isinstance(size, (list, tuple)):
         return int(size[0]), int(size[1])
     return int(size), int(size)
@@ -62,14 +90,14 @@ class Preprocess(nn.Module):
     module (predict runs it, export writes it into the ONNX/TorchScript graph). Nearest resizing is two
     index selections, the same pixels the training loader gathers."""
 
-    def __init__(self, prep: dict):
+    def __init__(self, prep: Preprocessing):
         super().__init__()
-        height, width = prep["image_size"]
-        self.size = input_hw(prep)
-        self.interpolation = prep["interpolation"]
+        height, width = prep.image_size
+        self.size = prep.input_size
+        self.interpolation = prep.interpolation
         self.register_buffer("rows", nearest_index(self.size[0], height), persistent=False)
         self.register_buffer("cols", nearest_index(self.size[1], width), persistent=False)
-        scale, offset = normalization(prep["mean"], prep["std"])
+        scale, offset = normalization(prep.mean, prep.std)
         self.register_buffer("scale", scale, persistent=False)
         self.register_buffer("offset", offset, persistent=False)
 
