@@ -205,7 +205,7 @@ def train(model: nn.Module, train_loader: DeviceLoader, val_loader: DeviceLoader
                   "time_s": round(train_s, 3)}
         if val_loader is not None:
             start = time.perf_counter()
-            val = evaluate(model, val_loader, classes, bf16, cfg.tta)
+            val = evaluate(model, val_loader, classes, bf16, cfg.tta, cfg.tta_translate)  # as the test split is
             record.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
             record["eval_time_s"] = round(time.perf_counter() - start, 3)
         history.append(record)
