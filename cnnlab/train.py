@@ -197,9 +197,9 @@ def train(model: nn.Module, train_loader: DeviceLoader, val_loader: DeviceLoader
     run = Training.build(model, train_loader, val_loader, cfg, classes, bf16, control or TrainControl())
     first_epoch, first_step, carried = run.restore()
     for epoch in range(first_epoch, cfg.epochs + 1):
-        resumed = epoch == first_epoch and carried is not None
+        resumed = epoch == first_epoch  # a checkpoint's position and sums are its epoch's alone
         meter = Meter.start(run.device, carried if resumed else None)
-        train_s = run.train_epoch(epoch, first_step if epoch == first_epoch else 0, meter)
+        train_s = run.train_epoch(epoch, first_step if resumed else 0, meter)
         record = run.end_epoch(epoch, meter, train_s)
         stop = run.call_back(callbacks, epoch, record)
         if run.kill_at is not None:
