@@ -16,10 +16,11 @@ running sums, the progress bar's figures and a device-side record of the first n
 are read back together every `read_every_steps` steps, at a stop and at each epoch's end (`host_values`);
 a non-finite loss then ends the run naming the epoch and step where it first appeared.
 
-For tests only: CNNLAB_TEST_KILL_AT=EPOCH:STEP[:SIGNAL] makes the process send itself SIGKILL (or the
-signal named, e.g. INT for a Ctrl-C) right after training step STEP of epoch EPOCH, or with STEP `end`
-after the epoch's callbacks (its record logged) and before its checkpoint, so that a test interrupts a
-run at a point it chooses on any machine. It is read once, when `train` starts.
+For tests only: CNNLAB_TEST_KILL_AT=EPOCH:STEP[:SIGNAL[:RANK]] makes the process send itself SIGKILL (or
+the signal named, e.g. INT for a Ctrl-C) right after training step STEP of epoch EPOCH, or with STEP `end`
+after the epoch's callbacks (its record logged) and before its checkpoint; under torchrun every rank does,
+or RANK alone. A test so interrupts a run at a point it chooses on any machine. It is read once, when
+`train` starts.
 """
 from __future__ import annotations
 
@@ -98,11 +99,15 @@ class KillPoint:
             return None
         parts = text.split(":")
         try:
+            if len(parts) > 4:
+                raise ValueError
             epoch, step = int(parts[0]), parts[1] if parts[1] == "end" else int(parts[1])
             sig = signal.Signals["SIG" + parts[2].upper()] if len(parts) > 2 else signal.SIGKILL
+            ranks = {int(parts[3])} if len(parts) > 3 else None
         except (IndexError, KeyError, ValueError):
-            raise CnnlabError(f"{KILL_AT}={text!r}: expected EPOCH:STEP[:SIGNAL], e.g. 2:5 or 3:end:INT") from None
-        return cls(epoch, step, sig)
+            raise CnnlabError(f"{KILL_AT}={text!r}: expected EPOCH:STEP[:SIGNAL[:RANK]], e.g. 2:5 or 3:end:INT"
+                              ) from None
+        return cls(epoch, step, sig) if ranks is None or distributed.rank() in ranks else None
 
     def check(self, epoch: int, step: int | str) -> None:
         if epoch == self.epoch and step == self.step:

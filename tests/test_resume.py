@@ -86,7 +86,9 @@ def test_the_kill_point_is_read_as_written(monkeypatch):
     for text, point in [("3:7", KillPoint(3, 7, signal.SIGKILL)), ("2:end:int", KillPoint(2, "end", signal.SIGINT))]:
         monkeypatch.setenv("CNNLAB_TEST_KILL_AT", text)
         assert KillPoint.from_env() == point
-    for text in ("2-end", "2:x", "2:5:NOPE"):
+    monkeypatch.setenv("CNNLAB_TEST_KILL_AT", "2:5:TERM:1")
+    assert KillPoint.from_env() is None  # rank 1's alone: this process is rank 0
+    for text in ("2-end", "2:x", "2:5:NOPE", "2:5:TERM:x", "2:5:TERM:1:2"):
         monkeypatch.setenv("CNNLAB_TEST_KILL_AT", text)
         with pytest.raises(cnnlab.CnnlabError, match="expected EPOCH:STEP"):
             KillPoint.from_env()
