@@ -12,12 +12,20 @@ rank validates the whole split with rank 0's buffers, and a checkpoint holds the
 rank's random state (dropout draws differ between ranks, as the images do).
 
 The loop never waits for the device within a step (on a GPU the host runs ahead, queueing steps): the
-running sums, the progress bar's figures and a device-side record of the first non-finite loss are read
-back together every `read_every_steps` steps, at a stop and at each epoch's end (`host_values`); a
-non-finite loss then ends the run naming the epoch and step where it first appeared.
+running sums, the progress bar's figures and a device-side record of the first non-finite loss (`Meter`)
+are read back together every `read_every_steps` steps, at a stop and at each epoch's end (`host_values`);
+a non-finite loss then ends the run naming the epoch and step where it first appeared.
+
+For tests only: CNNLAB_TEST_KILL_AT=EPOCH:STEP[:SIGNAL[:RANK]] makes the process send itself SIGKILL (or
+the signal named, e.g. INT for a Ctrl-C) right after training step STEP of epoch EPOCH, or with STEP `end`
+after the epoch's callbacks (its record logged) and before its checkpoint; under torchrun every rank does,
+or RANK alone. A test so interrupts a run at a point it chooses on any machine. It is read once, when
+`train` starts.
 """
 from __future__ import annotations
 
+import os
+import signal
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -37,6 +45,8 @@ from .optim import build_optimizer, build_scheduler, own_steps
 
 __all__ = ["Callback", "CheckpointMismatch", "Interrupted", "StopTraining", "TrainControl", "TrainingError", "train"]
 
+KILL_AT = "CNNLAB_TEST_KILL_AT"
+
 
 class Callback:
     """Hooks called by `train`; raise StopTraining from one to end the run early."""
@@ -55,8 +65,8 @@ class TrainControl:
     every_epochs: int = 1
     stop_requested: Callable[[], str | None] = field(default=lambda: None)  # the reason, when asked to stop
     resume: dict | None = None
-    # steps between reads of the device (progress bar, non-finite check): each read stalls a GPU's queue, and
-    # at ~5 ms a GPU step, 50 steps (a quarter of a second) is still a live progress bar
+    # steps between reads of the device (progress bar, non-finite check): each read stalls a GPU's queue;
+    # at a few ms a GPU step, 50 steps is still a live progress bar
     read_every_steps: int = 50
 
 
@@ -74,162 +84,306 @@ def finished_groups(optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> l
     return sorted(((end, list(params)) for end, params in ends if end is not None), key=lambda item: item[0])
 
 
+@dataclass(frozen=True)
+class KillPoint:
+    """Where CNNLAB_TEST_KILL_AT (test-only) has the process signal itself: after step `step` (an int) of
+    `epoch`, or at its `end` (after the callbacks, before the checkpoint)."""
+    epoch: int
+    step: int | str
+    signal: signal.Signals = signal.SIGKILL
+
+    @classmethod
+    def from_env(cls) -> KillPoint | None:
+        text = os.environ.get(KILL_AT)
+        if not text:
+            return None
+        parts = text.split(":")
+        try:
+            if len(parts) > 4:
+                raise ValueError
+            epoch, step = int(parts[0]), parts[1] if parts[1] == "end" else int(parts[1])
+            sig = signal.Signals["SIG" + parts[2].upper()] if len(parts) > 2 else signal.SIGKILL
+            ranks = {int(parts[3])} if len(parts) > 3 else None
+        except (IndexError, KeyError, ValueError):
+            raise CnnlabError(f"{KILL_AT}={text!r}: expected EPOCH:STEP[:SIGNAL[:RANK]], e.g. 2:5 or 3:end:INT"
+                              ) from None
+        return cls(epoch, step, sig) if ranks is None or distributed.rank() in ranks else None
+
+    def check(self, epoch: int, step: int | str) -> None:
+        if epoch == self.epoch and step == self.step:
+            signal.raise_signal(self.signal)  # a Python handler (SIGINT's) has run when this returns
+
+
+@dataclass
+class Meter:
+    """One epoch's running sums (loss x images, correct predictions) on the device, so that adding to them
+    never waits for it, and the first step of a non-finite loss (0: none yet) with that loss."""
+    loss_sum: torch.Tensor
+    correct: torch.Tensor
+    first_bad: torch.Tensor
+    bad_loss: torch.Tensor
+    seen: int = 0
+    before_s: float = 0.0  # the epoch's training time before the checkpoint it resumed from
+    totals: tuple[float, int] | None = None  # the sums on the host, read at the epoch's end
+
+    @classmethod
+    def start(cls, device: torch.device, carried: dict | None = None) -> Meter:
+        """Zero sums, or a checkpoint's (`carried`): the sums of all ranks' steps before, kept by rank 0."""
+        flags = dict(first_bad=torch.zeros((), device=device, dtype=torch.int64),
+                     bad_loss=torch.zeros((), device=device))
+        if carried is None:
+            return cls(torch.zeros((), device=device), torch.zeros((), device=device, dtype=torch.int64), **flags)
+        meter = cls(carried["loss_sum"].to(device), carried["correct"].to(device), **flags,
+                    seen=carried["seen"], before_s=carried["time_s"])
+        if not distributed.is_main():
+            meter.loss_sum, meter.correct, meter.seen = torch.zeros_like(meter.loss_sum), \
+                torch.zeros_like(meter.correct), 0
+        return meter
+
+    def watch(self, step: int, loss: torch.Tensor) -> None:
+        """Notes `step` as the first non-finite one if it is, on the device."""
+        newly_bad = torch.isfinite(loss).logical_not_().logical_and_(self.first_bad == 0)
+        self.first_bad = torch.where(newly_bad, step, self.first_bad)
+        self.bad_loss = torch.where(newly_bad, loss.detach(), self.bad_loss)
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        self.loss_sum += loss.detach() * len(labels)
+        self.correct += (logits.argmax(1) == labels).sum()
+        self.seen += len(labels)
+
+    def read(self, epoch: int) -> tuple[float, int]:
+        """Waits for the device: the sums; a non-finite loss since the last read ends the run."""
+        loss_value, correct_value, bad_step, bad_value = host_values(
+            self.loss_sum, self.correct, self.first_bad, self.bad_loss)
+        if bad_step:
+            raise TrainingError(f"non-finite loss ({bad_value}) at epoch {epoch}, step {int(bad_step)}; "
+                                "lower lr or use --precision fp32")
+        return loss_value, int(correct_value)
+
+    def checkpoint_form(self, epoch: int, elapsed_s: float) -> dict:
+        """The sums as a checkpoint keeps them (on the host), read first: never a checkpoint of weights
+        gone non-finite."""
+        loss_value, correct_value = self.read(epoch)
+        return {"loss_sum": torch.tensor(loss_value, dtype=self.loss_sum.dtype),
+                "correct": torch.tensor(correct_value), "seen": self.seen, "time_s": self.before_s + elapsed_s}
+
+    @staticmethod
+    def epoch_start_form() -> dict:
+        """The checkpoint form of an epoch not yet begun."""
+        return {"loss_sum": torch.zeros(()), "correct": torch.zeros((), dtype=torch.int64), "seen": 0, "time_s": 0.0}
+
+
+class Freezer:
+    """Stops computing the gradients of param groups whose lr has reached 0 for good (`finished_groups`);
+    one process only: a DDP model's set of parameters that get gradients must not change."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
+        self.pending = [] if distributed.active() else finished_groups(optimizer, steps_per_epoch)
+        self.stopped: list[nn.Parameter] = []
+
+    def update(self, steps_done: int) -> None:
+        while self.pending and steps_done >= self.pending[0][0]:  # host integers: no device wait
+            for param in self.pending.pop(0)[1]:
+                if param.requires_grad:
+                    param.requires_grad_(False)
+                    self.stopped.append(param)
+
+    def release(self) -> None:
+        """The model handed back as it came."""
+        for param in self.stopped:
+            param.requires_grad_(True)
+
+
 def train(model: nn.Module, train_loader: DeviceLoader, val_loader: DeviceLoader | None, cfg: Config,
           classes: list[str], bf16: bool = False, callbacks: Sequence[Callback] = (),
           control: TrainControl | None = None) -> list[dict]:
     """Train for cfg.epochs; after each epoch, validate. Returns the per-epoch history
     (loss and accuracy are running means over the epoch's batches, as Keras reports them)."""
-    control = control or TrainControl()
-    device = train_loader.device
-    if device.type == "cuda":  # the fastest convolution algorithms for the batch's fixed shape, timed once
-        torch.backends.cudnn.benchmark = True
-    net = distributed.wrap(model, device, cfg.sync_bn)  # `model` itself in one process
-    if cfg.compile:  # the training forward and backward only; evaluation runs `model` as it is
-        net = torch.compile(net)
-    optimizer = build_optimizer(model, cfg)
-    steps = len(train_loader)
-    if steps == 0:
-        raise CnnlabError(f"config key 'batch_size' ({cfg.batch_size}) is larger than the "
-                          f"{len(train_loader.labels)} training images; lower it")
-    scheduler = build_scheduler(optimizer, cfg, steps)
-    # one process only: a DDP model's set of parameters that get gradients must not change
-    pending = [] if distributed.active() else finished_groups(optimizer, steps)
-    stopped: list[nn.Parameter] = []
-    history: list[dict] = []
-    first_epoch, first_step, carried = 1, 0, None
-    if control.resume is not None:
-        state = control.resume
-        try:
-            model.load_state_dict(state["model"])
-        except RuntimeError as exc:
-            raise CheckpointMismatch(f"the checkpoint does not match {type(model).__name__}") from exc
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
-        if device.type == "cuda" and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        history, first_epoch, first_step = list(state["history"]), state["epoch"], state["step"]
-        carried = state["sums"]
-    if distributed.active():
-        saved = (control.resume or {}).get("rank_rng") or []
-        if len(saved) == distributed.world_size():  # each rank's own stream, where it stopped
-            torch.set_rng_state(saved[distributed.rank()]["cpu"])
-            if device.type == "cuda" and saved[distributed.rank()]["cuda"] is not None:
-                torch.cuda.set_rng_state(saved[distributed.rank()]["cuda"], device)
-        elif distributed.rank() > 0:  # a stream of its own (rank 0 keeps the one-process stream)
-            torch.manual_seed((cfg.seed * 1_000_003 + distributed.rank()) % 2**63)
-
-    def snapshot(epoch: int, step: int, sums: dict) -> dict:
-        loss_sum, correct, seen = distributed.sum_over_ranks(sums["loss_sum"], sums["correct"], sums["seen"])
-        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(),
-                 "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
-                 "epoch": epoch, "step": step, "sums": {**sums, "loss_sum": loss_sum, "correct": correct, "seen": seen},
-                 "history": history}
-        if distributed.active():
-            state["rank_rng"] = distributed.gather({
-                "cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None})
-        return state
-
+    run = Training.build(model, train_loader, val_loader, cfg, classes, bf16, control or TrainControl())
+    first_epoch, first_step, carried = run.restore()
     for epoch in range(first_epoch, cfg.epochs + 1):
-        model.train()
-        train_loader.set_epoch(epoch)
-        start_step = first_step if epoch == first_epoch else 0
-        if carried is not None and epoch == first_epoch:
-            loss_sum, correct = carried["loss_sum"].to(device), carried["correct"].to(device)
-            seen, before_s = carried["seen"], carried["time_s"]
-            if not distributed.is_main():  # the sums of the steps before are all ranks', carried by rank 0
-                loss_sum, correct, seen = torch.zeros_like(loss_sum), torch.zeros_like(correct), 0
-        else:
-            loss_sum = torch.zeros((), device=device)
-            correct = torch.zeros((), device=device, dtype=torch.int64)
-            seen, before_s = 0, 0.0
-        first_bad = torch.zeros((), device=device, dtype=torch.int64)  # the epoch's first step of non-finite
-        bad_loss = torch.zeros((), device=device)  # loss (0: none yet) and that loss
+        resumed = epoch == first_epoch  # a checkpoint's position and sums are its epoch's alone
+        meter = Meter.start(run.device, carried if resumed else None)
+        train_s = run.train_epoch(epoch, first_step if resumed else 0, meter)
+        record = run.end_epoch(epoch, meter, train_s)
+        stop = run.call_back(callbacks, epoch, record)
+        if run.kill_at is not None:
+            run.kill_at.check(epoch, "end")
+        run.checkpoint_or_stop(epoch, stop)
+        if stop:
+            break
+    run.freezer.release()
+    return run.history
 
-        def read() -> tuple[float, int]:
-            """Wait for the device: the running sums; a non-finite loss since the last read ends the run."""
-            loss_value, correct_value, bad_step, bad_value = host_values(loss_sum, correct, first_bad, bad_loss)
-            if bad_step:
-                bar.close()
-                raise TrainingError(f"non-finite loss ({bad_value}) at epoch {epoch}, step {int(bad_step)}; "
-                                    "lower lr or use --precision fp32")
-            return loss_value, int(correct_value)
 
+@dataclass
+class Training:
+    """What the epochs share: the model and `net`, what trains it (DDP, compiled, or the model itself), the
+    optimizer and schedule, the loaders, the config, the control, and the history so far."""
+    model: nn.Module
+    net: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    freezer: Freezer
+    loaders: tuple[DeviceLoader, DeviceLoader | None]  # training, validation
+    classes: list[str]
+    bf16: bool
+    cfg: Config
+    control: TrainControl
+    kill_at: KillPoint | None = None
+    history: list[dict] = field(default_factory=list)
+
+    @property
+    def device(self) -> torch.device:
+        return self.loaders[0].device
+
+    @property
+    def steps(self) -> int:
+        return len(self.loaders[0])
+
+    @classmethod
+    def build(cls, model: nn.Module, train_loader: DeviceLoader, val_loader: DeviceLoader | None, cfg: Config,
+              classes: list[str], bf16: bool, control: TrainControl) -> Training:
+        if train_loader.device.type == "cuda":  # the fastest convolution algorithms for the fixed shape, timed once
+            torch.backends.cudnn.benchmark = True
+        net = distributed.wrap(model, train_loader.device, cfg.sync_bn)  # `model` itself in one process
+        if cfg.compile:  # the training forward and backward only; evaluation runs `model` as it is
+            net = torch.compile(net)
+        optimizer = build_optimizer(model, cfg)
+        steps = len(train_loader)
+        if steps == 0:
+            raise CnnlabError(f"config key 'batch_size' ({cfg.batch_size}) is larger than the "
+                              f"{len(train_loader.labels)} training images; lower it")
+        scheduler = build_scheduler(optimizer, cfg, steps)
+        return cls(model, net, optimizer, scheduler, Freezer(optimizer, steps), (train_loader, val_loader),
+                   classes, bf16, cfg, control, KillPoint.from_env())
+
+    def restore(self) -> tuple[int, int, dict | None]:
+        """Takes back the state of `control.resume`, if any, and gives each rank its random stream;
+        returns (the first epoch, the steps of it already done, the running sums at that point)."""
+        state, device = self.control.resume, self.device
+        first_epoch, first_step, carried = 1, 0, None
+        if state is not None:
+            try:
+                self.model.load_state_dict(state["model"])
+            except RuntimeError as exc:
+                raise CheckpointMismatch(f"the checkpoint does not match {type(self.model).__name__}") from exc
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            torch.set_rng_state(state["rng"])
+            if device.type == "cuda" and state.get("cuda_rng") is not None:
+                torch.cuda.set_rng_state_all(state["cuda_rng"])
+            self.history, first_epoch, first_step = list(state["history"]), state["epoch"], state["step"]
+            carried = state["sums"]
+        if distributed.active():
+            saved = (state or {}).get("rank_rng") or []
+            rank = distributed.rank()
+            if len(saved) == distributed.world_size():  # each rank's own stream, where it stopped
+                torch.set_rng_state(saved[rank]["cpu"])
+                if device.type == "cuda" and saved[rank]["cuda"] is not None:
+                    torch.cuda.set_rng_state(saved[rank]["cuda"], device)
+            elif rank > 0:  # a stream of its own (rank 0 keeps the one-process stream)
+                torch.manual_seed((self.cfg.seed * 1_000_003 + rank) % 2**63)
+        return first_epoch, first_step, carried
+
+    def train_epoch(self, epoch: int, start_step: int, meter: Meter) -> float:
+        """Trains the epoch's steps from `start_step` on; returns its training time (s), which ends when the
+        device has done its last step. A stop asked mid-epoch checkpoints and raises Interrupted."""
+        loader, cfg, steps = self.loaders[0], self.cfg, self.steps
+        self.model.train()
+        loader.set_epoch(epoch)
         start = time.perf_counter()
-        bar = tqdm(total=steps, initial=start_step, desc=f"epoch {epoch}/{cfg.epochs}", unit="step", leave=False,
-                   disable=not cfg.progress, dynamic_ncols=True)
-        for step, (inputs, labels) in enumerate(train_loader.batches(start_step), start_step + 1):
-            while pending and scheduler.last_epoch >= pending[0][0]:  # host integers: no device wait
-                for param in pending.pop(0)[1]:
-                    if param.requires_grad:
-                        param.requires_grad_(False)
-                        stopped.append(param)
-            with autocast(device, bf16):
-                logits = net(inputs)
-            loss = F.cross_entropy(logits.float(), labels, label_smoothing=cfg.label_smoothing)
-            newly_bad = torch.isfinite(loss).logical_not_().logical_and_(first_bad == 0)  # on the device
-            first_bad = torch.where(newly_bad, step, first_bad)
-            bad_loss = torch.where(newly_bad, loss.detach(), bad_loss)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            loss_sum += loss.detach() * len(labels)
-            correct += (logits.argmax(1) == labels).sum()
-            seen += len(labels)
-            bar.update(1)
-            if step % control.read_every_steps == 0 and step < steps:  # the epoch's end is read below
-                loss_value, correct_value = read()
-                if cfg.progress:
-                    bar.set_postfix(loss=f"{loss_value / seen:.4f}", accuracy=f"{correct_value / seen:.4f}")
-            reason = control.stop_requested()
-            if reason and step < steps:
-                loss_value, correct_value = read()  # never a checkpoint of weights gone non-finite
-                bar.close()
-                sums = {"loss_sum": torch.tensor(loss_value, dtype=loss_sum.dtype),
-                        "correct": torch.tensor(correct_value), "seen": seen,
-                        "time_s": before_s + time.perf_counter() - start}
-                if control.save_checkpoint is None:
-                    raise Interrupted(f"{reason} at epoch {epoch}, step {step}; no checkpoint was kept")
-                control.save_checkpoint(snapshot(epoch, step, sums))
-                raise Interrupted(f"{reason} at epoch {epoch}, step {step}; checkpoint saved")
-        loss_value, correct_value = read()  # waits for the epoch's last step: its training time ends here
-        bar.close()
-        train_s = before_s + time.perf_counter() - start
+        with tqdm(total=steps, initial=start_step, desc=f"epoch {epoch}/{cfg.epochs}", unit="step", leave=False,
+                  disable=not cfg.progress, dynamic_ncols=True) as bar:
+            for step, (inputs, labels) in enumerate(loader.batches(start_step), start_step + 1):
+                self.train_step(step, inputs, labels, meter)
+                bar.update(1)
+                if step % self.control.read_every_steps == 0 and step < steps:  # the epoch's end is read below
+                    loss_value, correct_value = meter.read(epoch)
+                    if cfg.progress:
+                        bar.set_postfix(loss=f"{loss_value / meter.seen:.4f}",
+                                        accuracy=f"{correct_value / meter.seen:.4f}")
+                if self.kill_at is not None:
+                    self.kill_at.check(epoch, step)
+                reason = self.control.stop_requested()
+                if reason and step < steps:
+                    self.stop_mid_epoch(epoch, step, meter, reason, time.perf_counter() - start)
+            meter.totals = meter.read(epoch)  # waits for the epoch's last step (and checks it)
+        return meter.before_s + time.perf_counter() - start
+
+    def train_step(self, step: int, inputs: torch.Tensor, labels: torch.Tensor, meter: Meter) -> None:
+        self.freezer.update(self.scheduler.last_epoch)
+        with autocast(self.device, self.bf16):
+            logits = self.net(inputs)
+        loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.cfg.label_smoothing)
+        meter.watch(step, loss)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        meter.add(loss, logits, labels)
+
+    def stop_mid_epoch(self, epoch: int, step: int, meter: Meter, reason: str, elapsed_s: float) -> None:
+        sums = meter.checkpoint_form(epoch, elapsed_s)
+        if self.control.save_checkpoint is None:
+            raise Interrupted(f"{reason} at epoch {epoch}, step {step}; no checkpoint was kept")
+        self.control.save_checkpoint(self.snapshot(epoch, step, sums))
+        raise Interrupted(f"{reason} at epoch {epoch}, step {step}; checkpoint saved")
+
+    def end_epoch(self, epoch: int, meter: Meter, train_s: float) -> dict:
+        """The epoch's record (its sums over all ranks, validated with rank 0's model), added to the history."""
+        loss_value, correct_value = meter.totals
         loss_total, correct_total, seen = distributed.sum_over_ranks(  # the global batches'
-            torch.tensor(loss_value, dtype=torch.float64), correct_value, seen)
-        distributed.sync_buffers(model)  # every rank evaluates rank 0's model
+            torch.tensor(loss_value, dtype=torch.float64), correct_value, meter.seen)
+        distributed.sync_buffers(self.model)  # every rank evaluates rank 0's model
         record = {"epoch": epoch, "loss": float(loss_total) / seen, "accuracy": correct_total / seen,
-                  "val_loss": None, "val_accuracy": None, "lr": optimizer.param_groups[0]["lr"],
+                  "val_loss": None, "val_accuracy": None, "lr": self.optimizer.param_groups[0]["lr"],
                   "time_s": round(train_s, 3)}
+        cfg, val_loader = self.cfg, self.loaders[1]
         if val_loader is not None:
             start = time.perf_counter()
-            val = evaluate(model, val_loader, classes, bf16, cfg.tta)
+            val = evaluate(self.model, val_loader, self.classes, self.bf16, cfg.tta, cfg.tta_translate)  # as test
             record.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
             record["eval_time_s"] = round(time.perf_counter() - start, 3)
-        history.append(record)
+        self.history.append(record)
         if cfg.progress:
             parts = [f"{k} {record[k]:.4f}" for k in ("loss", "accuracy", "val_loss", "val_accuracy")
                      if record[k] is not None]
             tqdm.write(f"epoch {epoch}/{cfg.epochs}: " + " - ".join(parts) + f" - {train_s:.1f}s")
-        stop = False
+        return record
+
+    def call_back(self, callbacks: Sequence[Callback], epoch: int, record: dict) -> bool:
+        """Hands the record to each callback; True when one asked to stop (StopTraining)."""
         try:
             for callback in callbacks:
-                callback.on_epoch_end(epoch, record, model)
+                callback.on_epoch_end(epoch, record, self.model)
         except StopTraining:
-            stop = True
+            return True
+        return False
+
+    def checkpoint_or_stop(self, epoch: int, stop: bool) -> None:
+        """At an epoch's end: a checkpoint every `every_epochs` epochs or when a stop is asked (Interrupted).
+        Every rank asks (a collective under torchrun), even when a callback has ended the run."""
+        control, last = self.control, epoch == self.cfg.epochs
         reason = control.stop_requested()
-        boundary = {"loss_sum": torch.zeros(()), "correct": torch.zeros((), dtype=torch.int64), "seen": 0,
-                    "time_s": 0.0}
-        if control.save_checkpoint is not None and epoch < cfg.epochs and not stop and (
+        if control.save_checkpoint is not None and not last and not stop and (
                 reason or (control.every_epochs and epoch % control.every_epochs == 0)):
-            control.save_checkpoint(snapshot(epoch + 1, 0, boundary))
-        if reason and epoch < cfg.epochs and not stop:
+            control.save_checkpoint(self.snapshot(epoch + 1, 0, Meter.epoch_start_form()))
+        if reason and not last and not stop:
             raise Interrupted(f"{reason} after epoch {epoch}; checkpoint saved"
                               if control.save_checkpoint else f"{reason} after epoch {epoch}")
-        if stop:
-            break
-    for param in stopped:  # the model is handed back as it came
-        param.requires_grad_(True)
-    return history
+
+    def snapshot(self, epoch: int, step: int, sums: dict) -> dict:
+        """The whole training state at `step` steps into `epoch`, with the global running sums (a
+        collective under torchrun: every rank takes it, rank 0 writes it)."""
+        device = self.device
+        loss_sum, correct, seen = distributed.sum_over_ranks(sums["loss_sum"], sums["correct"], sums["seen"])
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict(), "rng": torch.get_rng_state(),
+                 "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
+                 "epoch": epoch, "step": step, "history": self.history,
+                 "sums": {**sums, "loss_sum": loss_sum, "correct": correct, "seen": seen}}
+        if distributed.active():
+            state["rank_rng"] = distributed.gather({
+                "cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None})
+        return state

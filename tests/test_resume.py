@@ -1,11 +1,9 @@
-"""Interruptions: SIGKILL or Ctrl-C at a random point, then --resume, ends exactly where an
+"""Interruptions: SIGKILL or Ctrl-C at a chosen point (CNNLAB_TEST_KILL_AT), then --resume, ends exactly where an
 uninterrupted run ends (CPU, fixed seed); damaged checkpoints and non-finite losses are answered."""
 import os
-import random
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -40,28 +38,25 @@ def same_result(a, b):
     assert load_run(a)["metrics"]["test"] == load_run(b)["metrics"]["test"]
 
 
-def start(dataset, out):
-    return subprocess.Popen([sys.executable, "-m", "cnnlab.cli", "train", "--data", dataset, "--out", out, *ARGS],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def run_killed_at(dataset, out, point):
+    """The training run in a process of its own that signals itself at `point` (CNNLAB_TEST_KILL_AT)."""
+    env = {**os.environ, "CNNLAB_TEST_KILL_AT": point}
+    proc = subprocess.run([sys.executable, "-m", "cnnlab.cli", "train", "--data", dataset, "--out", out, *ARGS],
+                          capture_output=True, text=True, env=env, timeout=300)
+    return proc.returncode, proc.stderr
 
 
-def wait_for_checkpoint(proc, out):
-    deadline = time.time() + 120
-    while not os.path.exists(os.path.join(out, "checkpoint.pt")):
-        assert proc.poll() is None, proc.communicate()
-        assert time.time() < deadline
-        time.sleep(0.02)
-
-
-def test_sigkill_at_a_random_point_then_resume(dataset, reference, tmp_path):
+@pytest.mark.parametrize("point, resumes_at", [
+    ("3:7", 3),  # mid-epoch: epoch 3 trains again from its start
+    ("2:end", 2),  # after epoch 2 was validated and handed to the callbacks, before its checkpoint
+])
+def test_sigkill_then_resume(dataset, reference, tmp_path, point, resumes_at):
     out = str(tmp_path / "run")
-    proc = start(dataset, out)
-    wait_for_checkpoint(proc, out)
-    time.sleep(random.uniform(0.0, 0.4))
-    assert proc.poll() is None, "the run finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    code, err = run_killed_at(dataset, out, point)
+    assert code == -signal.SIGKILL, err
     assert not os.path.exists(os.path.join(out, "COMPLETE"))
+    state = torch.load(os.path.join(out, "checkpoint.pt"), weights_only=True)
+    assert (state["epoch"], state["step"]) == (resumes_at, 0)
     with pytest.raises(cnnlab.CnnlabError, match="incomplete"):
         cnnlab.evaluate_run(out)
     assert main(["train", "--resume", out]) == 0
@@ -70,29 +65,33 @@ def test_sigkill_at_a_random_point_then_resume(dataset, reference, tmp_path):
 
 
 def test_ctrl_c_checkpoints_mid_epoch_and_resumes(dataset, reference, tmp_path):
-    steps = (180 - 18) // 8  # training images (60 a class less 10% validation) // batch size
-    epoch_s = min(r["time_s"] for r in load_run(reference)["history"])  # one epoch's training on this machine
-    for attempt in range(10):
-        # Ctrl-C at a random point of epoch 2's training (it starts when epoch 1's checkpoint appears); one that
-        # lands in the validation or the checkpoint write stops at the epoch's end instead, so try again
-        out = str(tmp_path / f"run{attempt}")
-        proc = start(dataset, out)
-        wait_for_checkpoint(proc, out)
-        time.sleep(random.uniform(0.0, 0.8 * epoch_s))
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=120)
-        assert proc.returncode == 130, err
-        assert f"resume with: cnnlab train --resume {out}" in err and "Traceback" not in err
-        state = torch.load(os.path.join(out, "checkpoint.pt"), weights_only=True)
-        if state["step"] > 0:
-            break
-    # the checkpoint is mid-epoch: some but not all steps of its epoch done, their running sums kept
-    assert state["epoch"] >= 2 and 0 < state["step"] < steps, (state["epoch"], state["step"])
-    assert f"at epoch {state['epoch']}, step {state['step']}; checkpoint saved" in err
-    assert state["sums"]["seen"] == 8 * state["step"] and [r["epoch"] for r in state["history"]] == \
-        list(range(1, state["epoch"]))
+    out = str(tmp_path / "run")
+    code, err = run_killed_at(dataset, out, "2:9:INT")  # a Ctrl-C during epoch 2's step 9
+    assert code == 130, err
+    assert f"resume with: cnnlab train --resume {out}" in err and "Traceback" not in err
+    assert "SIGINT at epoch 2, step 9; checkpoint saved" in err
+    # the checkpoint is where the stop landed, mid-epoch, with its running sums
+    state = torch.load(os.path.join(out, "checkpoint.pt"), weights_only=True)
+    assert (state["epoch"], state["step"], state["sums"]["seen"]) == (2, 9, 8 * 9)
+    assert [r["epoch"] for r in state["history"]] == [1]
     assert main(["train", "--resume", out]) == 0
     same_result(out, reference)
+
+
+def test_the_kill_point_is_read_as_written(monkeypatch):
+    from cnnlab.train import KillPoint
+
+    monkeypatch.delenv("CNNLAB_TEST_KILL_AT", raising=False)
+    assert KillPoint.from_env() is None
+    for text, point in [("3:7", KillPoint(3, 7, signal.SIGKILL)), ("2:end:int", KillPoint(2, "end", signal.SIGINT))]:
+        monkeypatch.setenv("CNNLAB_TEST_KILL_AT", text)
+        assert KillPoint.from_env() == point
+    monkeypatch.setenv("CNNLAB_TEST_KILL_AT", "2:5:TERM:1")
+    assert KillPoint.from_env() is None  # rank 1's alone: this process is rank 0
+    for text in ("2-end", "2:x", "2:5:NOPE", "2:5:TERM:x", "2:5:TERM:1:2"):
+        monkeypatch.setenv("CNNLAB_TEST_KILL_AT", text)
+        with pytest.raises(cnnlab.CnnlabError, match="expected EPOCH:STEP"):
+            KillPoint.from_env()
 
 
 def test_damaged_checkpoint_and_complete_run(dataset, reference, tmp_path, capsys):

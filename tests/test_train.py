@@ -89,3 +89,31 @@ def test_seed_preset_trains_on_a_subset(cifar_root, tmp_path):
     assert metrics["test"]["n"] == 100 and 0.0 <= metrics["test"]["accuracy"] <= 1.0
     with pytest.raises(Exception, match="does not accept 32x32 inputs"):
         train_run(cfg.replace(input_size=32), str(tmp_path / "small"))
+
+
+def test_validation_is_evaluated_as_the_test_split_is(tmp_path):
+    # sweeps and searches choose on val figures and report test ones: both under the config's one TTA
+    # (flip + 1-pixel translations here, the fast preset's), so the history's val figures are those of
+    # evaluate() with the test's arguments on the trained model
+    import numpy as np
+    import torch
+    import torch.nn as nn
+
+    from cnnlab.data import DeviceLoader
+    from cnnlab.evaluate import evaluate
+    from cnnlab.train import train
+
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 256, (96, 8, 8, 3), dtype=np.uint8), rng.integers(0, 3, 96)
+    cpu = torch.device("cpu")
+    train_loader = DeviceLoader(images[:64], labels[:64], 8, cpu, shuffle=True, drop_last=True, flip=True, seed=1)
+    val_loader = DeviceLoader(images[64:], labels[64:], 16, cpu)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(8, 3))
+    cfg = preset("fast", epochs=2, batch_size=8, lr=0.05, progress=False, threads=1, tta=True, tta_translate=1)
+    history = train(model, train_loader, val_loader, cfg, ["a", "b", "c"])
+    as_test = evaluate(model, val_loader, ["a", "b", "c"], False, cfg.tta, cfg.tta_translate)
+    assert (history[-1]["val_loss"], history[-1]["val_accuracy"]) == (as_test["loss"], as_test["accuracy"])
+    flip_only = evaluate(model, val_loader, ["a", "b", "c"], False, cfg.tta, 0)
+    assert flip_only["loss"] != as_test["loss"]  # the two TTAs tell apart: the check above can fail
