@@ -384,5 +384,11 @@ def load_config_file(path: str) -> Config:
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: a config must be a JSON object of key: value")
     if isinstance(values.get("config"), dict) and "environment" in values:
-        values = values["config"]  # a run's config.json: train again with the config it was made with
+        return saved_config(values["config"])  # a run's config.json: train again as it was made
     return parse_config(values)
+
+
+def saved_config(values: dict) -> Config:
+    """A run's saved config; runs saved before a key existed get the behaviour they had (images squashed,
+    no EXIF handling)."""
+    return parse_config({"resize": "squash", "exif": False, **values})

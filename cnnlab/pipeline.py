@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from . import distributed, runs, tracking
-from .config import Config, adapt_to_dataset, parse_config, size_hw
+from .config import Config, adapt_to_dataset, saved_config, size_hw
 from .data import (Augmentation, Decoding, DeviceLoader, Feed, Preprocessing, Sampling, Splitting, channel_stats,
                    load_dataset)
 from .data.dataset import Dataset
@@ -344,12 +344,6 @@ def train_run(cfg: Config, out: str, callbacks: tuple[Callback, ...] = (), test_
                  "world_size": distributed.world_size()}
     runs.save_config(out, cfg.to_dict(), data_info)
     return _fit(cfg, out, ready, callbacks, None, tuple(test_at_epochs), tracking_parent)
-
-
-def saved_config(values: dict) -> Config:
-    """A run's saved config; runs saved before a key existed get the behaviour they had (images squashed,
-    no EXIF handling)."""
-    return parse_config({"resize": "squash", "exif": False, **values})
 
 
 def resume_run(run_dir: str, callbacks: tuple[Callback, ...] = (), device: str | None = None) -> dict:

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import runs
+from .config import saved_config
 from .data.preprocess import input_hw
 from .errors import CnnlabError
 from .models import count_params, create_model, summary
-from .pipeline import load_data, saved_config
+from .pipeline import load_data
 from .plots import image_grid, plot_confusion, plot_curves
 from .stats import format_interval
 from .sweep import cell_name, cells_of, p_value_note

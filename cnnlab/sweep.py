@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import runs, tracking
-from .config import Config
+from .config import Config, saved_config
 from .errors import CnnlabError, ConfigError, Interrupted
-from .pipeline import resume_run, saved_config, train_run
+from .pipeline import resume_run, train_run
 from .plots import plot_curves
 from .stats import format_interval, holm, summarize, welch_p
 from .studies import (STORAGE_ENV, Claim, claim, fail_reason, given_up, is_real_failure, mark_worker, open_study,

@@ -1,4 +1,4 @@
-"""Saved configs are read with the defaults they were saved under (pipeline.saved_config), not today's:
+"""Saved configs are read with the defaults they were saved under (config.saved_config), not today's:
 a run or sweep saved before a key existed is described and resumed as it ran."""
 import json
 import os
@@ -40,3 +40,19 @@ def test_a_sweep_spec_saved_before_a_key_existed(tmp_path):
     open_study(out).set_user_attr("cnnlab_spec", older)
     base, _, _ = load_spec(out)
     assert (base.resize, base.exif) == ("squash", False)
+
+
+def test_a_run_config_file_given_to_train_is_read_as_it_was_saved(tmp_path):
+    """`cnnlab train --config RUN/config.json` trains again as that run did: keys it lacks take the behaviour
+    of when it was saved."""
+    from cnnlab.config import load_config_file
+
+    saved = {"config": {k: v for k, v in preset("fast").to_dict().items() if k not in OLDER_KEYS},
+             "environment": {}, "data": {}}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(saved))
+    cfg = load_config_file(str(path))
+    assert (cfg.resize, cfg.exif) == ("squash", False)
+    plain = tmp_path / "plain.json"  # a config file a user wrote takes today's defaults
+    plain.write_text(json.dumps({"epochs": 3}))
+    assert load_config_file(str(plain)).resize == preset("fast").resize
