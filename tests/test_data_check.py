@@ -183,3 +183,31 @@ def test_label_ranking_finds_planted_errors():
     assert set(ranked.tolist()) == set(wrong.tolist())
     self_confidence = probabilities[ranked, given[ranked]]
     assert (np.diff(self_confidence) >= 0).all()  # most suspect (least probable given label) first
+
+
+def test_label_issues_of_a_run_point_at_planted_wrong_labels(tmp_path, capsys):
+    import cnnlab
+    from conftest import make_dataset
+
+    root = make_dataset(tmp_path / "ds", 20)
+    make_folder(tmp_path / "wrong", classes=("a",), per_class=2, seed=7)  # class-a images ...
+    for i, name in enumerate(sorted(os.listdir(tmp_path / "wrong" / "a"))):  # ... filed under b
+        os.rename(tmp_path / "wrong" / "a" / name, os.path.join(root, "test", "b", f"z_wrong_{i}.png"))
+    cfg = cnnlab.preset("fast", data=root, epochs=8, batch_size=16, eval_batch_size=32, progress=False, threads=1)
+    cnnlab.train_run(cfg, str(tmp_path / "run"))
+    code = main(["data", "check", root, "--label-issues", str(tmp_path / "run"), "--out", str(tmp_path / "o"),
+                 "--quiet", "--workers", "1"])
+    assert code == 0
+    saved = json.loads((tmp_path / "o" / "data_check.json").read_text())["label_issues"]
+    assert {(s["path"], s["given"], s["suggested"]) for s in saved[:2]} == {
+        ("test/b/z_wrong_0.png", "b", "a"), ("test/b/z_wrong_1.png", "b", "a")}
+    assert len(saved) <= 4 and all(s["split"] == "test" for s in saved)
+    assert "suspected label errors in test/: " in capsys.readouterr().out
+    assert "Suspected label errors" in (tmp_path / "o" / "data_check.html").read_text()
+
+
+def test_label_issues_need_a_test_folder(tmp_path, capsys):
+    root = make_folder(tmp_path / "ds")
+    (tmp_path / "run").mkdir()
+    assert main(["data", "check", root, "--label-issues", str(tmp_path / "run"), "--out", str(tmp_path / "o")]) == 2
+    assert "needs PATH/train/ and PATH/test/" in capsys.readouterr().err
