@@ -71,6 +71,12 @@ def summary_rows(result: CheckResult) -> tuple[list[str], list[list[str]]]:
     return headers, rows
 
 
+def _named(result: CheckResult, k: int) -> str:
+    """A file's path, marked when training's split puts it in validation (its path says train/)."""
+    item = result.items[k]
+    return shown(item.path) + (" (val)" if item.split == "val" else "")
+
+
 def format_table(result: CheckResult) -> str:
     headers, rows = summary_rows(result)
     widths = [max(len(h), *(len(r[c]) for r in rows)) for c, h in enumerate(headers)]
@@ -86,8 +92,7 @@ def format_table(result: CheckResult) -> str:
                  + (", ".join(f"{x.first}-{x.second} {x.pairs}" for x in leakage(result)) or "none"))
     cross = result.cross_pairs()
     for p in cross[:SHOWN]:
-        a, b = result.items[p.a], result.items[p.b]
-        lines.append(f"  {'exact' if p.exact else f'd={p.distance}':>5}  {shown(a.path)}  {shown(b.path)}")
+        lines.append(f"  {'exact' if p.exact else f'd={p.distance}':>5}  {_named(result, p.a)}  {_named(result, p.b)}")
     if len(cross) > SHOWN:
         lines.append(f"  ... {len(cross) - SHOWN} more in {JSON_NAME}")
     if result.label_issues is not None:
