@@ -211,3 +211,26 @@ def test_label_issues_need_a_test_folder(tmp_path, capsys):
     (tmp_path / "run").mkdir()
     assert main(["data", "check", root, "--label-issues", str(tmp_path / "run"), "--out", str(tmp_path / "o")]) == 2
     assert "needs PATH/train/ and PATH/test/" in capsys.readouterr().err
+
+
+def test_near_pairs_keep_the_closest_within_a_limit(monkeypatch):
+    rng = np.random.default_rng(1)
+    a = rng.integers(0, 2**12, 400).astype(np.uint64)  # 12 used bits: thousands of pairs within 6
+    monkeypatch.setattr("cnnlab.check.pairs.BLOCK_ELEMENTS", 2000)
+    full = near_pairs(a, a, 6, same=True)
+    capped = near_pairs(a, a, 6, same=True, limit=50)
+    assert full.total == capped.total == len(full) > 1000 and len(capped) == 50
+    assert sorted(capped.distance.tolist()) == sorted(full.distance.tolist())[:50]
+    closest = set(zip(full.i[full.distance < capped.distance.max()].tolist(),
+                      full.j[full.distance < capped.distance.max()].tolist()))
+    assert closest <= set(zip(capped.i.tolist(), capped.j.tolist()))
+
+
+def test_capped_pairs_say_so(planted):
+    from cnnlab.check.core import find_pairs
+
+    result = run_check(planted, CheckOptions(workers=1, progress=False, threshold=40))
+    pairs, notes = find_pairs(result.items, 40, limit=1)
+    assert notes and all("closest kept" in n for n in notes)
+    assert sum(not p.exact for p in pairs) == len({(result.items[p.a].split, result.items[p.b].split)
+                                                  for p in pairs if not p.exact})

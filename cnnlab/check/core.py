@@ -23,6 +23,7 @@ DEFAULT_THRESHOLD = 6     # phash Hamming distance for a near-duplicate (docs/da
 EXTREME_ASPECT = 4.0      # longer side / shorter side above this is flagged
 IMBALANCE_WARN = 10.0     # largest class / smallest class above this is a warning
 MIN_SIZE_CAP = 32         # --min-size default: half the median shorter side, at most this (px)
+MAX_NEAR_PAIRS = 100_000  # near pairs kept per two splits (the closest): bounds memory on folders of video frames
 
 
 @dataclass
@@ -128,25 +129,32 @@ def carve_validation(items: list[Item], classes: list[str], fraction: float, mod
         items[train[index]].split = "val"
 
 
-def find_pairs(items: list[Item], threshold: int) -> list[Pair]:
-    """Exact duplicates (equal pixel digests) and near-duplicates (phash within `threshold`, blank images
-    left out) within and across splits, each pair once, the earlier split first."""
+def find_pairs(items: list[Item], threshold: int, limit: int = MAX_NEAR_PAIRS) -> tuple[list[Pair], list[str]]:
+    """(pairs, notes): exact duplicates (equal pixel digests) and near-duplicates (phash within
+    `threshold`, blank images left out) within and across splits, each pair once, the earlier split
+    first; of each two splits at most `limit` near pairs, the closest (a note says when more were found)."""
     order = {name: n for n, name in enumerate(SPLITS)}
     readable = [k for k, item in enumerate(items) if item.record.problem is None]
-    pairs = []
+    pairs, notes = [], []
     for group in exact_groups([items[k].record.digest for k in readable]):
         members = sorted((readable[g] for g in group), key=lambda k: (order[items[k].split], k))
         pairs.extend(Pair(members[0], k, 0, True) for k in members[1:])
-    by_split = {s: [k for k in readable if items[k].split == s and not items[k].record.blank] for s in SPLITS}
+    ids: dict[str, int] = {}
+    digest_id = np.array([ids.setdefault(item.record.digest, len(ids)) for item in items], dtype=np.int64)
+    by_split = {s: np.array([k for k in readable if items[k].split == s and not items[k].record.blank], dtype=np.int64)
+                for s in SPLITS}
     hashes = {s: np.array([items[k].record.phash for k in ks], dtype=np.uint64) for s, ks in by_split.items()}
-    present = [s for s in SPLITS if by_split[s]]
+    present = [s for s in SPLITS if len(by_split[s])]
     for first, second in itertools.combinations_with_replacement(present, 2):
-        found = near_pairs(hashes[first], hashes[second], threshold, same=first == second)
-        for i, j, d in zip(found.i.tolist(), found.j.tolist(), found.distance.tolist()):
-            a, b = by_split[first][i], by_split[second][j]
-            if items[a].record.digest != items[b].record.digest:
-                pairs.append(Pair(a, b, d, False))
-    return sorted(pairs, key=lambda p: (p.distance, not p.exact, p.a, p.b))
+        found = near_pairs(hashes[first], hashes[second], threshold, same=first == second, limit=limit)
+        a, b = by_split[first][found.i], by_split[second][found.j]
+        keep = digest_id[a] != digest_id[b]  # equal pixels: already an exact pair
+        pairs.extend(Pair(x, y, d, False) for x, y, d in zip(a[keep].tolist(), b[keep].tolist(),
+                                                               found.distance[keep].tolist()))
+        if found.total > len(found):
+            notes.append(f"{found.total} near-duplicate pairs {first}-{second}: the {len(found)} closest kept "
+                         "(lower --threshold to see all)")
+    return sorted(pairs, key=lambda p: (p.distance, not p.exact, p.a, p.b)), notes
 
 
 def adaptive_min_size(items: list[Item]) -> int:
@@ -261,9 +269,10 @@ def run_check(path: str, options: CheckOptions | None = None) -> CheckResult:
         item.record = record
     carve_validation(items, classes["train"], options.val_fraction, options.split, options.seed)
     min_size = options.min_size or adaptive_min_size(items)
-    result = CheckResult(os.path.abspath(path), layout, options, min_size, classes, items,
-                         find_pairs(items, options.threshold), find_problems(items, min_size), warnings)
-    result.warnings = summary_warnings(result) + warnings
+    pairs, notes = find_pairs(items, options.threshold)
+    result = CheckResult(os.path.abspath(path), layout, options, min_size, classes, items, pairs,
+                         find_problems(items, min_size), warnings)
+    result.warnings = summary_warnings(result) + warnings + notes
     if options.label_run:
         result.label_issues = _label_issues(path, items, options)
     return result

@@ -22,21 +22,36 @@ def popcount64(x: np.ndarray, native: bool = HAS_BITWISE_COUNT) -> np.ndarray:
 
 @dataclass
 class Pairs:
-    """Index pairs (into the two hash arrays given) and their Hamming distances."""
+    """Index pairs (into the two hash arrays given), their Hamming distances, and how many pairs were
+    within the threshold in all (more than kept when a limit applied)."""
 
     i: np.ndarray
     j: np.ndarray
     distance: np.ndarray
+    total: int = 0
 
     def __len__(self) -> int:
         return len(self.i)
 
+    @staticmethod
+    def join(parts: list["Pairs"], total: int, limit: int) -> "Pairs":
+        """The parts as one, the `limit` closest kept (stable: earlier pairs first among equals)."""
+        if not parts:
+            return Pairs(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.uint8), total)
+        i, j, d = (np.concatenate([getattr(p, f) for p in parts]) for f in ("i", "j", "distance"))
+        if len(d) > limit:
+            keep = np.sort(np.argsort(d, kind="stable")[:limit])
+            i, j, d = i[keep], j[keep], d[keep]
+        return Pairs(i.astype(np.int64), j.astype(np.int64), d.astype(np.uint8), total)
+
 
 def near_pairs(a: np.ndarray, b: np.ndarray, threshold: int, same: bool = False,
-               native: bool = HAS_BITWISE_COUNT) -> Pairs:
-    """All (i, j) with popcount(a[i] ^ b[j]) <= threshold; with `same` (a is b) only i < j."""
+               native: bool = HAS_BITWISE_COUNT, limit: int = 1 << 62) -> Pairs:
+    """All (i, j) with popcount(a[i] ^ b[j]) <= threshold, the `limit` closest if there are more (memory
+    stays bounded by twice the limit); with `same` (a is b) only i < j."""
     a, b = np.asarray(a, dtype=np.uint64), np.asarray(b, dtype=np.uint64)
-    found_i, found_j, found_d = [], [], []
+    parts: list[Pairs] = []
+    kept = total = 0
     step = max(1, BLOCK_ELEMENTS // max(1, len(b)))
     for start in range(0, len(a), step):
         rows = a[start:start + step]
@@ -46,14 +61,12 @@ def near_pairs(a: np.ndarray, b: np.ndarray, threshold: int, same: bool = False,
         if same:  # the leading square holds the rows against themselves: keep j > i only
             hit[:, :len(rows)] &= np.triu(np.ones((len(rows), len(rows)), dtype=bool), 1)
         i, j = np.nonzero(hit)
-        found_i.append(i + start)
-        found_j.append(j + first)
-        found_d.append(distance[i, j])
-    if not found_i:
-        empty = np.zeros(0, dtype=np.int64)
-        return Pairs(empty, empty, np.zeros(0, dtype=np.uint8))
-    return Pairs(np.concatenate(found_i).astype(np.int64), np.concatenate(found_j).astype(np.int64),
-                 np.concatenate(found_d).astype(np.uint8))
+        parts.append(Pairs(i + start, j + first, distance[i, j]))
+        kept, total = kept + len(i), total + len(i)
+        if kept > 2 * limit:
+            parts = [Pairs.join(parts, 0, limit)]
+            kept = len(parts[0])
+    return Pairs.join(parts, total, limit)
 
 
 def exact_groups(digests: list[str]) -> list[list[int]]:
