@@ -234,3 +234,13 @@ def test_capped_pairs_say_so(planted):
     assert notes and all("closest kept" in n for n in notes)
     assert sum(not p.exact for p in pairs) == len({(result.items[p.a].split, result.items[p.b].split)
                                                   for p in pairs if not p.exact})
+
+
+def test_file_names_that_are_not_utf8_are_written_escaped(tmp_path):
+    root = distinct_folder(tmp_path / "ds", per_class=3)
+    odd = os.path.join(os.fsencode(os.path.join(root, "test", "a")), b"caf\xe9.png")
+    shutil.copy(os.path.join(root, "train", "a", "img_000.png"), odd)
+    assert main(["data", "check", root, "--out", str(tmp_path / "o"), "--quiet", "--workers", "1"]) == 0
+    saved = json.loads((tmp_path / "o" / "data_check.json").read_text(encoding="utf-8"))
+    assert [p["b"]["path"] for p in saved["pairs"]] == ["test/a/caf\\xe9.png"]
+    assert "test/a/caf\\xe9.png" in (tmp_path / "o" / "data_check.html").read_text(encoding="utf-8")

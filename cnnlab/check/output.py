@@ -15,8 +15,12 @@ SHOWN = 10  # pairs and suspects listed on the terminal
 
 
 def shown(text: str) -> str:
-    """A name from the user's folder, printable and writable as UTF-8 (undecodable bytes escaped)."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    """A name from the user's folder, printable and writable as UTF-8: bytes of a file name that are not
+    UTF-8 are shown as \\xNN, as `ls -b` shows them."""
+    try:
+        return os.fsencode(text).decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that no file name decoded to
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def split_summaries(result: CheckResult) -> dict[str, dict]:
