@@ -56,7 +56,8 @@ def planted(tmp_path):
     with open(os.path.join(root, "train", "a", "z_notes.jpg"), "w") as fh:
         fh.write("not an image\n")
     write_image(os.path.join(root, "train", "b", "z_tiny.png"), smooth_image(rng, 8))
-    write_image(os.path.join(root, "train", "a", "z_wide.png"), np.asarray(Image.fromarray(smooth_image(rng)).resize((250, 50))))
+    wide = Image.fromarray(smooth_image(rng)).resize((250, 50))
+    write_image(os.path.join(root, "train", "a", "z_wide.png"), np.asarray(wide))
     write_image(os.path.join(root, "train", "b", "z_blank.png"), np.full((64, 64, 3), 90, np.uint8))
     write_image(os.path.join(root, "test", "b", "z_blank_other.png"), np.full((64, 64, 3), 200, np.uint8))
     write_image(os.path.join(root, "test", "a", "z_gray.png"), np.repeat(smooth_image(rng)[..., :1], 3, axis=2))
@@ -142,7 +143,7 @@ def test_page_escapes_names_and_is_self_contained(tmp_path):
     shutil.copy(os.path.join(root, "train", XSS, "img_000.png"), os.path.join(root, "test", XSS, f"{XSS}.png"))
     assert main(["data", "check", root, "--out", str(tmp_path / "o"), "--quiet", "--workers", "1"]) == 0
     page = (tmp_path / "o" / "data_check.html").read_text()
-    assert "<img src=x" not in page and "onerror=alert(1)&gt;" not in page.replace("&lt;img src=x onerror=alert(1)&gt;", "")
+    assert "<img src=x" not in page and "onerror=alert" not in page.replace("&lt;img src=x onerror=alert(1)&gt;", "")
     assert page.count("&lt;img src=x onerror=alert(1)&gt;.png") == 1  # the leaked file, shown as text
     sources = re.findall(r'src="([^"]*)"', page)
     assert len(sources) == 2 and all(s.startswith("data:image/png;base64,") for s in sources)
@@ -244,3 +245,14 @@ def test_file_names_that_are_not_utf8_are_written_escaped(tmp_path):
     saved = json.loads((tmp_path / "o" / "data_check.json").read_text(encoding="utf-8"))
     assert [p["b"]["path"] for p in saved["pairs"]] == ["test/a/caf\\xe9.png"]
     assert "test/a/caf\\xe9.png" in (tmp_path / "o" / "data_check.html").read_text(encoding="utf-8")
+
+
+def test_class_imbalance_above_ten_to_one_is_a_warning(tmp_path):
+    root = make_folder(tmp_path / "ds", classes=("a",), per_class=21)
+    make_folder(tmp_path / "ds", classes=("b",), per_class=2, seed=1)
+    summary = to_json(run_check(root, ONE))
+    assert summary["class_counts"] == {"train/": {"a": 21, "b": 2}} and summary["imbalance"] == {"train/": 10.5}
+    assert [w for w in summary["warnings"] if "imbalanced" in w] == [
+        "train/: classes imbalanced 10.5:1 (largest a 21, smallest b 2; above 10:1)"]
+    os.remove(os.path.join(root, "a", "img_020.png"))  # 20:2 is 10:1, not above
+    assert not any("imbalanced" in w for w in to_json(run_check(root, ONE))["warnings"])

@@ -220,8 +220,9 @@ def summary_warnings(result: CheckResult) -> list[str]:
     warnings = []
     bad = Counter(p.kind for p in result.problems if p.kind in ("empty", "truncated", "unreadable"))
     if bad:
-        warnings.append(f"{sum(bad.values())} file(s) cannot be read ({', '.join(f'{n} {k}' for k, n in bad.items())}): "
-                        "training stops on them unless --skip-bad-images")
+        kinds = ", ".join(f"{n} {kind}" for kind, n in bad.items())
+        warnings.append(f"{sum(bad.values())} file(s) cannot be read ({kinds}): training stops on them unless "
+                        "--skip-bad-images")
     for leak in leakage(result):
         if leak.pairs:
             warnings.append(f"leakage: {leak.images} {leak.second} image(s) have a duplicate in {leak.first} "

@@ -90,7 +90,8 @@ def format_table(result: CheckResult) -> str:
     lines += ["  ".join(v.rjust(w) if c else v.ljust(w) for c, (v, w) in enumerate(zip(row, widths))) for row in rows]
     ratios = ", ".join(f"{k}/ {imbalance(v):.2f}" for k, v in folder_counts(result).items())
     lines.append(f"class imbalance (largest/smallest): {ratios}")
-    within = Counter(result.items[p.a].split for p in result.pairs if result.items[p.a].split == result.items[p.b].split)
+    within = Counter(result.items[p.a].split for p in result.pairs
+                     if result.items[p.a].split == result.items[p.b].split)
     lines.append(f"duplicate pairs (exact, or phash distance <= {result.options.threshold}): within "
                  + (", ".join(f"{s} {within[s]}" for s in SPLITS if s in within) or "none") + "; across "
                  + (", ".join(f"{x.first}-{x.second} {x.pairs}" for x in leakage(result)) or "none"))
