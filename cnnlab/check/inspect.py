@@ -3,6 +3,7 @@ two fingerprints, a hash of its decoded pixels (exact duplicates) and a 64-bit p
 (near-duplicates)."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import multiprocessing
 import os
@@ -17,6 +18,9 @@ from ..errors import first_line
 # A grayscale standard deviation below this (0-255 units) is a blank image: its perceptual hash carries
 # no information (every flat image hashes alike), so it takes no part in near-duplicate pairing.
 BLANK_STD = 2.0
+# Fewer files than this per worker are read in this process: starting a worker (which imports cnnlab,
+# hence torch) costs seconds.
+FILES_PER_WORKER = 200
 
 
 @dataclass(frozen=True)
@@ -77,25 +81,21 @@ def default_workers() -> int:
 
 
 def inspect_files(paths: list[str], workers: int = 0, progress: bool = True) -> list[FileRecord]:
-    """Records of `paths`, in order, over `workers` processes (0: one per core; 1: in this process)."""
+    """Records of `paths`, in order, over `workers` processes (0: one per core; 1: in this process), at
+    most one per FILES_PER_WORKER files."""
     from tqdm import tqdm
 
-    workers = workers or default_workers()
-    bar = tqdm(total=len(paths), unit="img", desc="checking", disable=not progress, smoothing=0.1)
-    try:
-        if workers <= 1 or len(paths) < 2:
-            records = []
-            for path in paths:
-                records.append(inspect_file(path))
-                bar.update()
-            return records
-        chunk = max(1, min(256, len(paths) // (8 * workers)))
-        # spawn: the workers start clean whatever the caller has loaded (torch, threads)
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            records = []
-            for record in pool.map(inspect_file, paths, chunksize=chunk):
-                records.append(record)
-                bar.update()
-            return records
-    finally:
-        bar.close()
+    workers = min(workers or default_workers(), max(1, len(paths) // FILES_PER_WORKER))
+    with contextlib.ExitStack() as stack:
+        if workers > 1:
+            # spawn: the workers start clean whatever the caller has loaded (torch, threads)
+            pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")))
+            results = pool.map(inspect_file, paths, chunksize=max(1, min(256, len(paths) // (8 * workers))))
+        else:
+            results = map(inspect_file, paths)
+        bar = stack.enter_context(tqdm(total=len(paths), unit="img", desc="checking", disable=not progress))
+        records = []
+        for record in results:
+            records.append(record)
+            bar.update()
+        return records
