@@ -415,9 +415,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "of 64 (default 6, docs/data_check.md)")
     p.add_argument("--min-size", type=int, default=0, help="flag images whose shorter side is below this many px "
                    "(default: half the median shorter side, at most 32)")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="training's validation split, to check it too")
-    p.add_argument("--split", choices=["keras", "random"], default="keras")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-fraction", type=float, default=0.1, help="the validation fraction training will use "
+                   "(default 0.1; 0: none), to check that split too")
+    p.add_argument("--split", choices=["keras", "random"], default="keras",
+                   help="training's split rule (default keras)")
+    p.add_argument("--seed", type=int, default=0, help="training's seed, for --split random (default 0)")
     p.add_argument("--label-issues", metavar="RUN", help="rank suspected label errors of test/ by this finished "
                    "run's probabilities (cleanlab)")
     p.add_argument("--strict", action="store_true", help="exit with status 1 when duplicates cross splits")
