@@ -44,10 +44,9 @@ def planted(tmp_path):
     leak = smooth_image(rng)
     write_image(os.path.join(root, "train", "a", "z_leak.png"), leak)
     write_image(os.path.join(root, "test", "a", "z_leak_copy.png"), leak)  # same pixels, other name and split
-    near = smooth_image(rng)
-    write_image(os.path.join(root, "train", "b", "z_near.png"), near)
-    Image.fromarray(near).resize((48, 48), Image.BILINEAR).save(os.path.join(root, "test", "b", "z_near.jpg"),
-                                                                quality=70)
+    near = Image.fromarray(smooth_image(rng))  # a JPEG, and a copy re-encoded smaller at another quality
+    near.save(os.path.join(root, "train", "b", "z_near.jpg"), quality=95)
+    near.resize((48, 48), Image.BILINEAR).save(os.path.join(root, "test", "b", "z_near_small.jpg"), quality=70)
     buffer = io.BytesIO()
     Image.fromarray(smooth_image(rng)).save(buffer, "PNG")
     with open(os.path.join(root, "train", "a", "z_truncated.png"), "wb") as fh:
@@ -71,7 +70,7 @@ def pair_set(result):
 def test_every_planted_problem_is_found_and_nothing_else(planted):
     result = run_check(planted, ONE)
     assert pair_set(result) == {("train/a/z_leak.png", "test/a/z_leak_copy.png", True),
-                                ("train/b/z_near.png", "test/b/z_near.jpg", False)}
+                                ("train/b/z_near.jpg", "test/b/z_near_small.jpg", False)}
     near = next(p for p in result.pairs if not p.exact)
     assert 0 < near.distance <= 6
     problems = {(result.items[p.item].path, p.kind) for p in result.problems}
@@ -120,7 +119,7 @@ def test_strict_exits_1_on_leakage_only(planted, tmp_path, capsys):
     assert main(["data", "check", planted, "--out", str(tmp_path / "o1"), "--quiet", "--workers", "1"]) == 0
     assert main(["data", "check", planted, "--out", str(tmp_path / "o2"), "--quiet", "--strict", "--workers", "1"]) == 1
     os.remove(os.path.join(planted, "test", "a", "z_leak_copy.png"))
-    os.remove(os.path.join(planted, "test", "b", "z_near.jpg"))
+    os.remove(os.path.join(planted, "test", "b", "z_near_small.jpg"))
     assert main(["data", "check", planted, "--out", str(tmp_path / "o3"), "--quiet", "--strict", "--workers", "1"]) == 0
     saved = json.loads((tmp_path / "o1" / "data_check.json").read_text())
     assert len(saved["pairs"]) == 2 and saved["pairs"][0]["a"]["path"] == "train/a/z_leak.png"

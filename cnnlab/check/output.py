@@ -88,8 +88,13 @@ def format_table(result: CheckResult) -> str:
              f"{result.options.split} split, seed {result.options.seed})",
              "  ".join(h.rjust(w) if c else h.ljust(w) for c, (h, w) in enumerate(zip(headers, widths)))]
     lines += ["  ".join(v.rjust(w) if c else v.ljust(w) for c, (v, w) in enumerate(zip(row, widths))) for row in rows]
-    ratios = ", ".join(f"{k}/ {imbalance(v):.2f}" for k, v in folder_counts(result).items())
-    lines.append(f"class imbalance (largest/smallest): {ratios}")
+    ratios = []
+    for folder, counts in folder_counts(result).items():
+        big, small = max(counts, key=counts.get), min(counts, key=counts.get)
+        spread = (f"{shown(big)} {counts[big]}, {shown(small)} {counts[small]}" if counts[big] != counts[small]
+                  else f"{counts[big]} each")
+        ratios.append(f"{folder}/ {imbalance(counts):.2f} ({spread})")
+    lines.append(f"class imbalance (largest/smallest class): {'; '.join(ratios)}")
     within = Counter(result.items[p.a].split for p in result.pairs
                      if result.items[p.a].split == result.items[p.b].split)
     lines.append(f"duplicate pairs (exact, or phash distance <= {result.options.threshold}): within "

@@ -9,7 +9,7 @@ from html import escape
 
 from PIL import Image
 
-from .core import CheckResult
+from .core import CheckResult, folder_counts
 from .output import JSON_NAME, shown, summary_rows
 
 THUMB = 96          # px, longer side of a thumbnail
@@ -104,6 +104,10 @@ def render_html(result: CheckResult) -> str:
     body.append("<ul>" + "".join(f'<li class="warn">{escape(shown(w))}</li>' for w in result.warnings) + "</ul>"
                 if result.warnings else "<p>None.</p>")
     body += ["<h2>Summary</h2>", _table(*summary_rows(result))]
+    counts = folder_counts(result)
+    names = sorted({name for folder in counts.values() for name in folder})
+    body.append(_table(["class"] + [f"{folder}/ images" for folder in counts],
+                       [[shown(name)] + [str(c.get(name, "-")) for c in counts.values()] for name in names]))
     body += ["<h2>Duplicates across splits (leakage)</h2>"] + _pairs(result, cross=True)
     body += ["<h2>Duplicates within a split</h2>"] + _pairs(result, cross=False)
     body += ["<h2>Problem files</h2>"] + _problems(result)
