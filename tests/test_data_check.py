@@ -256,3 +256,11 @@ def test_class_imbalance_above_ten_to_one_is_a_warning(tmp_path):
         "train/: classes imbalanced 10.5:1 (largest a 21, smallest b 2; above 10:1)"]
     os.remove(os.path.join(root, "a", "img_020.png"))  # 20:2 is 10:1, not above
     assert not any("imbalanced" in w for w in to_json(run_check(root, ONE))["warnings"])
+
+
+def test_label_ranking_of_nothing_or_of_bad_probabilities():
+    from cnnlab.errors import CnnlabError
+
+    assert rank_label_issues(np.zeros(0, np.int64), np.zeros((0, 3))).tolist() == []
+    with pytest.raises(CnnlabError, match="cleanlab cannot rank"):
+        rank_label_issues(np.array([0, 1, 3]), np.full((3, 3), 1 / 3))  # a label without its column

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import CnnlabError, DataError
+from ..errors import CnnlabError, DataError, first_line
 
 PREDICT_CHUNK = 512  # files decoded and predicted at a time (bounds memory on large images)
 
@@ -30,8 +30,13 @@ def rank_label_issues(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarr
         from cleanlab.filter import find_label_issues
     except ImportError:
         raise CnnlabError("--label-issues needs cleanlab: pip install 'cnnlab[check]'") from None
-    ranked = find_label_issues(labels=np.asarray(labels), pred_probs=np.asarray(probabilities),
-                               return_indices_ranked_by="self_confidence")
+    if len(labels) == 0:
+        return np.zeros(0, dtype=np.int64)
+    try:
+        ranked = find_label_issues(labels=np.asarray(labels), pred_probs=np.asarray(probabilities),
+                                   return_indices_ranked_by="self_confidence")
+    except ValueError as exc:  # cleanlab refuses degenerate input (e.g. probabilities that are not a distribution)
+        raise CnnlabError(f"cleanlab cannot rank these labels: {first_line(exc)}") from None
     return np.asarray(ranked, dtype=np.int64)
 
 
