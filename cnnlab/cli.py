@@ -271,6 +271,23 @@ def cmd_data_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_check(args: argparse.Namespace) -> int:
+    from .check import CheckOptions, format_table, run_check, write_outputs
+    from .check.output import check_out
+
+    out = args.out or f"data-check-{time.strftime('%Y%m%d-%H%M%S')}"
+    check_out(out)
+    options = CheckOptions(min_size=args.min_size, val_fraction=args.val_fraction, split=args.split, seed=args.seed,
+                           workers=args.workers, progress=not args.quiet, label_run=args.label_issues)
+    if args.threshold is not None:
+        options.threshold = args.threshold
+    result = run_check(args.path, options)
+    print(format_table(result))
+    json_path, html_path = write_outputs(result, out)
+    print(f"wrote {json_path} and {html_path}")
+    return 1 if args.strict and result.leaks else 0
+
+
 def cmd_data_get(args: argparse.Namespace) -> int:
     from .data.cifar import get_cifar10
 
@@ -395,6 +412,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_data_info)
+    p = data.add_parser("check", help="duplicates and leakage across splits, bad files, class balance, label errors")
+    p.add_argument("path")
+    p.add_argument("--out", help="new folder for data_check.json and data_check.html (default: data-check-<time>)")
+    p.add_argument("--threshold", type=int, help="near-duplicate: perceptual hashes at most this many bits apart, "
+                   "of 64 (default 6, docs/data_check.md)")
+    p.add_argument("--min-size", type=int, default=0, help="flag images whose shorter side is below this many px "
+                   "(default: half the median shorter side, at most 32)")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="the validation fraction training will use "
+                   "(default 0.1; 0: none), to check that split too")
+    p.add_argument("--split", choices=["keras", "random"], default="keras",
+                   help="training's split rule (default keras)")
+    p.add_argument("--seed", type=int, default=0, help="training's seed, for --split random (default 0)")
+    p.add_argument("--label-issues", metavar="RUN", help="rank suspected label errors of test/ by this finished "
+                   "run's probabilities (cleanlab)")
+    p.add_argument("--strict", action="store_true", help="exit with status 1 when duplicates cross splits")
+    p.add_argument("--workers", type=int, default=0, help="processes (default: one per core)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_data_check)
     p = data.add_parser("get", help="download a dataset and check its MD5")
     p.add_argument("name", choices=["cifar10"])
     p.add_argument("dir")

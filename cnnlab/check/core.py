@@ -1,0 +1,279 @@
+"""`cnnlab data check`: what is wrong with an image folder, found without training.
+
+The folder is read with training's rules (cnnlab.data.folder); the validation split is the one training
+carves from the readable training images (cnnlab.data.split_indices, same fraction, mode and seed).
+"""
+from __future__ import annotations
+
+import itertools
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..data.folder import check_folder, list_class_files, list_classes
+from ..errors import CnnlabError
+from .inspect import FileRecord, inspect_files
+from .labels import LabelIssue, label_issues
+from .pairs import exact_groups, near_pairs
+
+SPLITS = ("train", "val", "test")
+DEFAULT_THRESHOLD = 6     # phash Hamming distance for a near-duplicate (docs/data_check.md: how it was chosen)
+EXTREME_ASPECT = 4.0      # longer side / shorter side above this is flagged
+IMBALANCE_WARN = 10.0     # largest class / smallest class above this is a warning
+MIN_SIZE_CAP = 32         # --min-size default: half the median shorter side, at most this (px)
+MAX_NEAR_PAIRS = 100_000  # near pairs kept per two splits (the closest): bounds memory on folders of video frames
+
+
+@dataclass
+class CheckOptions:
+    threshold: int = DEFAULT_THRESHOLD  # near-duplicate: phash Hamming distance at most this (of 64 bits)
+    min_size: int = 0                   # px; a shorter side below it is flagged (0: adapt to the images)
+    val_fraction: float = 0.1           # training's validation split, reproduced: fraction, mode, seed
+    split: str = "keras"
+    seed: int = 0
+    workers: int = 0                    # processes (0: one per core)
+    progress: bool = True
+    label_run: str | None = None        # a finished run, for suspected label errors on the test split
+
+
+@dataclass
+class Item:
+    """One file: `path` relative to the checked folder (as shown), its split and class folder."""
+
+    path: str
+    split: str
+    label: str
+    record: FileRecord = field(default_factory=FileRecord)
+
+
+@dataclass(frozen=True)
+class Pair:
+    """Two files (item indices, `a` in the earlier split) whose pixels are equal (`exact`) or whose
+    perceptual hashes are at most the threshold apart."""
+
+    a: int
+    b: int
+    distance: int
+    exact: bool
+
+
+@dataclass(frozen=True)
+class Problem:
+    item: int
+    kind: str  # empty, truncated, unreadable, small, aspect, blank
+    detail: str
+
+
+@dataclass
+class CheckResult:
+    root: str
+    layout: str
+    options: CheckOptions
+    min_size: int
+    classes: dict[str, list[str]]          # class folders of each folder (train, test)
+    items: list[Item]
+    pairs: list[Pair]
+    problems: list[Problem]
+    warnings: list[str]
+    label_issues: list[LabelIssue] | None = None
+
+    def cross_pairs(self) -> list[Pair]:
+        return [p for p in self.pairs if self.items[p.a].split != self.items[p.b].split]
+
+    @property
+    def leaks(self) -> bool:
+        return bool(self.cross_pairs())
+
+
+def scan_items(path: str) -> tuple[str, dict[str, list[str]], list[Item], list[str]]:
+    """(layout, class folders per folder, the files as items in Keras order, warnings) of `path`:
+    PATH/train/<class> (+ PATH/test/<class>) or PATH/<class>."""
+    check_folder(path)
+    train_root, test_root = os.path.join(path, "train"), os.path.join(path, "test")
+    if os.path.isdir(train_root):
+        folders = [("train", train_root)] + ([("test", test_root)] if os.path.isdir(test_root) else [])
+        layout = "train/ and test/" if len(folders) == 2 else "train/ only"
+    else:
+        folders, layout = [("train", path)], "class folders"
+    classes, items, warnings = {}, [], []
+    prefix = len(os.path.join(path, ""))
+    for split, root in folders:
+        classes[split] = list_classes(root)
+        for name in classes[split]:
+            files = list_class_files(os.path.join(root, name))
+            if not files:
+                warnings.append(f"{os.path.join(root, name)}: class folder holds no images (training stops on it)")
+            items.extend(Item(full[prefix:], split, name) for full in files)
+    if len(classes) == 2 and classes["train"] != classes["test"]:
+        only_train = sorted(set(classes["train"]) - set(classes["test"]))
+        only_test = sorted(set(classes["test"]) - set(classes["train"]))
+        warnings.append(f"class folders of train/ and test/ differ (only in train: {', '.join(only_train) or '-'}; "
+                        f"only in test: {', '.join(only_test) or '-'}); training stops on it")
+    return layout, classes, items, warnings
+
+
+def carve_validation(items: list[Item], classes: list[str], fraction: float, mode: str, seed: int) -> None:
+    """Move to `val` the readable training images that training's split would hold out."""
+    from ..data import split_indices
+
+    if fraction <= 0:
+        return
+    train = [k for k, item in enumerate(items) if item.split == "train" and item.record.problem is None]
+    if not train:
+        return
+    labels = np.array([classes.index(items[k].label) for k in train], dtype=np.int64)
+    _, val = split_indices(labels, fraction, mode, seed)
+    for index in val:
+        items[train[index]].split = "val"
+
+
+def find_pairs(items: list[Item], threshold: int, limit: int = MAX_NEAR_PAIRS) -> tuple[list[Pair], list[str]]:
+    """(pairs, notes): exact duplicates (equal pixel digests) and near-duplicates (phash within
+    `threshold`, blank images left out) within and across splits, each pair once, the earlier split
+    first; of each two splits at most `limit` near pairs, the closest (a note says when more were found)."""
+    order = {name: n for n, name in enumerate(SPLITS)}
+    readable = [k for k, item in enumerate(items) if item.record.problem is None]
+    pairs, notes = [], []
+    for group in exact_groups([items[k].record.digest for k in readable]):
+        members = sorted((readable[g] for g in group), key=lambda k: (order[items[k].split], k))
+        pairs.extend(Pair(members[0], k, 0, True) for k in members[1:])
+    ids: dict[str, int] = {}
+    digest_id = np.array([ids.setdefault(item.record.digest, len(ids)) for item in items], dtype=np.int64)
+    by_split = {s: np.array([k for k in readable if items[k].split == s and not items[k].record.blank], dtype=np.int64)
+                for s in SPLITS}
+    hashes = {s: np.array([items[k].record.phash for k in ks], dtype=np.uint64) for s, ks in by_split.items()}
+    present = [s for s in SPLITS if len(by_split[s])]
+    for first, second in itertools.combinations_with_replacement(present, 2):
+        found = near_pairs(hashes[first], hashes[second], threshold, same=first == second, limit=limit)
+        a, b = by_split[first][found.i], by_split[second][found.j]
+        keep = digest_id[a] != digest_id[b]  # equal pixels: already an exact pair
+        pairs.extend(Pair(x, y, d, False) for x, y, d in zip(a[keep].tolist(), b[keep].tolist(),
+                                                               found.distance[keep].tolist()))
+        if found.total > len(found):
+            notes.append(f"{found.total} near-duplicate pairs {first}-{second}: the {len(found)} closest kept "
+                         "(lower --threshold to see all)")
+    return sorted(pairs, key=lambda p: (p.distance, not p.exact, p.a, p.b)), notes
+
+
+def adaptive_min_size(items: list[Item]) -> int:
+    """Half the median shorter side, at most MIN_SIZE_CAP: 32 px for photos, 16 px for CIFAR's 32x32."""
+    sides = [min(i.record.width, i.record.height) for i in items if i.record.problem is None]
+    return max(1, min(MIN_SIZE_CAP, int(np.median(sides)) // 2)) if sides else MIN_SIZE_CAP
+
+
+def find_problems(items: list[Item], min_size: int) -> list[Problem]:
+    problems = []
+    for k, item in enumerate(items):
+        r = item.record
+        if r.problem:
+            problems.append(Problem(k, r.problem, r.detail))
+            continue
+        if min(r.width, r.height) < min_size:
+            problems.append(Problem(k, "small", f"{r.width}x{r.height}, shorter side under {min_size} px"))
+        if max(r.width, r.height) > EXTREME_ASPECT * min(r.width, r.height):
+            problems.append(Problem(k, "aspect", f"{r.width}x{r.height}, more than {EXTREME_ASPECT:g}:1"))
+        if r.blank:
+            problems.append(Problem(k, "blank", "one flat colour"))
+    return problems
+
+
+def class_counts(items: list[Item], classes: list[str], splits: tuple[str, ...]) -> dict[str, int]:
+    counts = Counter(item.label for item in items if item.split in splits)
+    return {name: counts.get(name, 0) for name in classes}
+
+
+def imbalance(counts: dict[str, int]) -> float:
+    """Largest class / smallest class (inf when a class is empty)."""
+    values = list(counts.values())
+    return float("inf") if not values or min(values) == 0 else max(values) / min(values)
+
+
+@dataclass(frozen=True)
+class Leak:
+    """Duplicates across two splits: pairs, and the images of the later split that have one (exact ones)."""
+
+    first: str
+    second: str
+    pairs: int
+    images: int
+    exact_images: int
+
+
+def leakage(result: CheckResult) -> list[Leak]:
+    present = [s for s in SPLITS if any(item.split == s for item in result.items)]
+    leaks = []
+    for first, second in itertools.combinations(present, 2):
+        found = [p for p in result.pairs if (result.items[p.a].split, result.items[p.b].split) == (first, second)]
+        leaks.append(Leak(first, second, len(found), len({p.b for p in found}), len({p.b for p in found if p.exact})))
+    return leaks
+
+
+def folder_counts(result: CheckResult) -> dict[str, dict[str, int]]:
+    """Images per class of each folder: train/ (training and validation together) and test/."""
+    folders = {"train": ("train", "val"), "test": ("test",)}
+    return {name: class_counts(result.items, classes, folders[name]) for name, classes in result.classes.items()}
+
+
+def summary_warnings(result: CheckResult) -> list[str]:
+    warnings = []
+    bad = Counter(p.kind for p in result.problems if p.kind in ("empty", "truncated", "unreadable"))
+    if bad:
+        kinds = ", ".join(f"{n} {kind}" for kind, n in bad.items())
+        warnings.append(f"{sum(bad.values())} file(s) cannot be read ({kinds}): training stops on them unless "
+                        "--skip-bad-images")
+    for leak in leakage(result):
+        if leak.pairs:
+            warnings.append(f"leakage: {leak.images} {leak.second} image(s) have a duplicate in {leak.first} "
+                            f"({leak.exact_images} exact; {leak.pairs} pair(s))")
+    for folder, counts in folder_counts(result).items():
+        ratio = imbalance(counts)
+        if ratio > IMBALANCE_WARN:
+            big, small = max(counts, key=counts.get), min(counts, key=counts.get)
+            warnings.append(f"{folder}/: classes imbalanced {ratio:.1f}:1 (largest {big} {counts[big]}, smallest "
+                            f"{small} {counts[small]}; above {IMBALANCE_WARN:g}:1)")
+    return warnings
+
+
+def _label_issues(root: str, items: list[Item], options: CheckOptions) -> list[LabelIssue]:
+    test = [k for k, item in enumerate(items) if item.split == "test" and item.record.problem is None]
+    paths = [os.path.join(root, items[k].path) for k in test]
+    return label_issues(options.label_run, test, paths, [items[k].label for k in test], options.progress)
+
+
+def check_requirements(path: str, options: CheckOptions) -> None:
+    """Refuse before scanning what would fail after it: a missing package or run, no test split to rank."""
+    try:
+        import imagehash  # noqa: F401
+    except ImportError:
+        raise CnnlabError("cnnlab data check needs imagehash: pip install 'cnnlab[check]'") from None
+    if not 0 <= options.threshold <= 64:
+        raise CnnlabError(f"--threshold {options.threshold}: a Hamming distance of 64-bit hashes, 0 to 64")
+    if options.label_run:
+        if not os.path.isdir(options.label_run):
+            raise CnnlabError(f"{options.label_run}: no such run directory (--label-issues RUN)")
+        if not os.path.isdir(os.path.join(path, "test")) or not os.path.isdir(os.path.join(path, "train")):
+            raise CnnlabError(f"{path}: --label-issues ranks the test images (ones the run never trained on); "
+                              "it needs PATH/train/ and PATH/test/")
+
+
+def run_check(path: str, options: CheckOptions | None = None) -> CheckResult:
+    """Check the image folder `path`: read every file, pair duplicates, list problems and warnings, and
+    with `options.label_run` rank suspected label errors of the test split."""
+    options = options or CheckOptions()
+    check_folder(path)
+    check_requirements(path, options)
+    layout, classes, items, warnings = scan_items(path)
+    records = inspect_files([os.path.join(path, item.path) for item in items], options.workers, options.progress)
+    for item, record in zip(items, records):
+        item.record = record
+    carve_validation(items, classes["train"], options.val_fraction, options.split, options.seed)
+    min_size = options.min_size or adaptive_min_size(items)
+    pairs, notes = find_pairs(items, options.threshold)
+    result = CheckResult(os.path.abspath(path), layout, options, min_size, classes, items, pairs,
+                         find_problems(items, min_size), warnings)
+    result.warnings = summary_warnings(result) + warnings + notes
+    if options.label_run:
+        result.label_issues = _label_issues(path, items, options)
+    return result
