@@ -257,9 +257,9 @@ def plot_lr_find(result: LrFindResult, path: str, marks: dict[str, float] | None
         lrs, raws, smooths = zip(*points)
         ax.plot(lrs, raws, color="tab:blue", alpha=0.25, linewidth=0.8, label="loss")
         ax.plot(lrs, smooths, color="tab:blue", label="smoothed loss")
-        low, high = min(smooths), max(smooths)
+        low, high = min(min(raws), min(smooths)), max(smooths)
         margin = 0.05 * (high - low) or 0.05 * abs(high) or 0.05
-        ax.set_ylim(low - margin, high + margin)  # the raw loss's spikes may leave the frame
+        ax.set_ylim(low - margin, high + margin)  # the raw loss's spikes above the smoothed curve may leave it
     if result.suggestion is not None:
         ax.plot([result.suggestion], [result.smoothed[result.suggestion_index]], "o", color="tab:red",
                 label=f"suggestion {result.suggestion:.3g} (valley)")
@@ -322,6 +322,9 @@ def lr_find_run(cfg: Config, out: str, sweep: LrSweep = LrSweep(),
     ready = prepare(cfg.resolved(), keep)
     cfg = ready.cfg
     notes = ready.dataset.found_lines() + ready.notes
+    if not sweep.start_lr <= cfg.lr <= sweep.end_lr:
+        notes.append(f"note: the config's lr {cfg.lr:g} lies outside the sweep ({sweep.start_lr:g} to "
+                     f"{sweep.end_lr:g}); widen it with --start-lr / --end-lr to see the loss there")
     if cfg.progress:
         print("\n".join(notes))
     label_smoothing = cfg.label_smoothing
