@@ -333,6 +333,25 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lr_find(args: argparse.Namespace) -> int:
+    from .lrfind import LrSweep, lr_find_run
+
+    sweep = LrSweep(start_lr=args.start_lr, end_lr=args.end_lr, steps=args.steps)
+    cfg = _config_from_args(args)
+    out = args.out or f"runs/lr-find-{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run = lr_find_run(cfg, out, sweep, keep=_explicit_keys(args))
+    res = run.result
+    print(f"{len(res.lrs)} steps, lr {res.lrs[0]:.3g} to {res.lrs[-1]:.3g} ({res.stop_reason}); {res.time_s:.1f}s")
+    if res.suggestion is None:
+        print(res.rule)
+    else:
+        values = ", ".join(f"{k} {v:.3g} (config: {getattr(run.cfg, k):.3g})" for k, v in run.suggested().items())
+        print(f"suggested {values}")
+        print(f"rule: {res.rule}")
+    print(f"wrote {', '.join(run.files)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .version import __version__
     from .config import PRESETS
@@ -450,6 +469,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-size", type=int, default=0)
     p.add_argument("--num-classes", type=int, default=10)
     p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("lr-find", help="learning-rate finder: an exponential lr sweep, its plot and a suggestion")
+    p.add_argument("--preset", choices=list(PRESETS), default="fast", help="named config (default: fast)")
+    p.add_argument("--config", help="JSON config file (a run's config.json 'config' object works)")
+    p.add_argument("--out", help="folder for lr_find.png and lr_find.json (default: runs/lr-find-<preset>-<time>)")
+    p.add_argument("--start-lr", type=float, default=1e-7, help="first learning rate (default 1e-7)")
+    p.add_argument("--end-lr", type=float, default=10.0, help="last learning rate (default 10)")
+    p.add_argument("--steps", type=int, default=100, help="steps of the sweep, one batch each (default 100)")
+    _add_config_flags(p)
+    p.set_defaults(func=cmd_lr_find)
     return parser
 
 
