@@ -156,14 +156,19 @@ STYLE = """body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
 table{border-collapse:collapse}td,th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:left}
 .grid{display:flex;flex-wrap:wrap;gap:12px}figure{margin:0;padding:6px;border:1px solid #ccc;width:306px}
 figure img{image-rendering:pixelated;width:96px;height:96px;margin-right:2px}
+.labels span{display:inline-block;width:98px;font-size:11px;color:#666}
 figcaption{font-size:12px;line-height:1.35;overflow-wrap:anywhere}.muted{color:#666}"""
 
 
-def _card(item: TopLoss, image: str, predicted_cam: str, true_cam: str) -> str:
+def _card(item: TopLoss, image: str, cams: tuple[str, str], empty: tuple[bool, bool]) -> str:
+    """One image: the picture, its predicted and true class's maps (each labelled; "none" where the map is
+    zero everywhere: no region raised that class's score), and what the model said."""
     e = html.escape
     where = e(item.file) if item.file else f"row {item.row}"
-    return (f'<figure><img src="{image}" alt="image"><img src="{predicted_cam}" alt="Grad-CAM, predicted class">'
-            f'<img src="{true_cam}" alt="Grad-CAM, true class"><figcaption>{where}<br>'
+    labels = [f"{what}{': none' if none else ''}" for what, none in zip(("predicted", "true"), empty)]
+    return (f'<figure><img src="{image}" alt="image"><img src="{cams[0]}" alt="Grad-CAM, predicted class">'
+            f'<img src="{cams[1]}" alt="Grad-CAM, true class"><div class="labels"><span>image</span>'
+            f"<span>{labels[0]}</span><span>{labels[1]}</span></div><figcaption>{where}<br>"
             f"true <b>{e(item.true_class)}</b> ({100 * item.true_probability:.1f}%) &middot; predicted "
             f"<b>{e(item.predicted_class)}</b> ({100 * item.predicted_probability:.1f}%) &middot; loss "
             f"{item.loss:.2f}</figcaption></figure>")
@@ -182,8 +187,9 @@ def render_html(result: Interpretation) -> str:
             cards.append(f"<figure><figcaption>{e(item.file or f'row {item.row}')}</figcaption></figure>")
             continue
         image = pics.images[index]
-        cards.append(_card(item, data_uri(enlarge(image, 96)), data_uri(overlay(image, pics.predicted_cams[index])),
-                           data_uri(overlay(image, pics.true_cams[index]))))
+        maps = (pics.predicted_cams[index], pics.true_cams[index])
+        cards.append(_card(item, data_uri(enlarge(image, 96)), (data_uri(overlay(image, maps[0])),
+                           data_uri(overlay(image, maps[1]))), (not maps[0].any(), not maps[1].any())))
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'">
@@ -195,7 +201,8 @@ def render_html(result: Interpretation) -> str:
 <table><tr><th>true class</th><th>predicted as</th><th>images</th></tr>{pairs}</table>
 <h2>The {len(result.top_losses)} images with the highest loss</h2>
 <p class="muted">Each: the image, the Grad-CAM map of the predicted class, that of the true class (red: where
-the evidence for the class lies); the percentages are the model's probabilities.</p>
+the evidence for the class lies; "none": no region raises that class's score; maps of the image as it is,
+without test-time augmentation); the percentages are the model's probabilities, from its own evaluation.</p>
 <div class="grid">{"".join(cards)}</div>
 </body></html>
 """

@@ -3,6 +3,8 @@ every name from the user's folder is text, never markup."""
 import json
 import math
 import os
+import pathlib
+import shutil
 from html.parser import HTMLParser
 
 import numpy as np
@@ -168,3 +170,32 @@ def test_html_without_pictures_still_escapes(evil_run):
     result.pictures = None
     page = render_html(result)
     assert EVIL not in page
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (.ci/run installs it)")
+def test_page_renders_in_headless_chromium_with_the_names_as_text(evil_run, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    run, _ = evil_run
+    _, html_path = write_interpretation(interpret_run(run, top=12), str(tmp_path / "out"))
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        try:
+            page = browser.new_page(viewport={"width": 1000, "height": 800})
+            dialogs, requests = [], []
+            page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+            page.on("request", lambda request: requests.append(request.url))
+            page.goto(pathlib.Path(html_path).as_uri())
+            page.wait_for_load_state("load")
+            widths = page.evaluate("[...document.images].map(i => i.complete ? i.naturalWidth : 0)")
+            text = page.evaluate("document.body.innerText")
+        finally:
+            browser.close()
+    assert widths == [96] * 36  # every picture decoded under the page's Content-Security-Policy
+    assert dialogs == [] and f"{EVIL}.png" in text and f"true {EVIL}" in text
+    assert [url for url in requests if not url.startswith(("file:", "data:"))] == []
