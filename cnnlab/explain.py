@@ -19,7 +19,7 @@ import base64
 import io
 import os
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -99,7 +99,8 @@ def grad_cam(model: nn.Module, inputs: torch.Tensor, targets: Sequence[torch.Ten
             raise CnnlabError(f"--cam-layer {name!r}: its output is not a 4-D (N, C, H, W) tensor")
         captured.append(output.detach().clone())  # a later in-place op (ReLU(inplace=True)) cannot change it
         # a hook registered before any in-place change receives the gradient of this value
-        output.register_hook(lambda grad, at=len(captured) - 1: grads.__setitem__(at, grad))
+        if output.requires_grad:
+            output.register_hook(lambda grad, at=len(captured) - 1: grads.__setitem__(at, grad))
 
     was_training = model.training
     handle = _module(model, name).register_forward_hook(keep)
@@ -113,6 +114,8 @@ def grad_cam(model: nn.Module, inputs: torch.Tensor, targets: Sequence[torch.Ten
                 score = logits.gather(1, target.to(logits.device).view(-1, 1)).sum()
                 grads.clear()
                 torch.autograd.grad(score, x, retain_graph=index < len(targets) - 1)
+                if len(captured) - 1 not in grads:
+                    raise CnnlabError(f"--cam-layer {name!r}: the class scores do not depend on its output")
                 activation, grad = captured[-1], grads[len(captured) - 1]
                 weights = grad.float().mean((2, 3), keepdim=True)
                 raw.append(F.relu((weights * activation.float()).sum(1)).detach())
@@ -169,18 +172,24 @@ def data_uri(image: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(png_bytes(image)).decode("ascii")
 
 
-def explain_arrays(model: nn.Module, inputs: torch.Tensor, targets: Sequence[torch.Tensor],
-                   layer: str | None = None, batch_size: int = 32) -> CamMaps:
-    """grad_cam over `inputs` a batch at a time (bounded memory), maps on the CPU."""
-    layer = layer or cam_layer(model, inputs[:1])
-    parts = [grad_cam(model, inputs[start:start + batch_size], [t[start:start + batch_size] for t in targets], layer)
-             for start in range(0, len(inputs), batch_size)]
-    return CamMaps(layer, [torch.cat([p.maps[t].cpu() for p in parts]) for t in range(len(targets))],
+def explain_batches(model: nn.Module, batches: Iterable[torch.Tensor], targets: Sequence[torch.Tensor],
+                    layer: str | None = None) -> CamMaps:
+    """grad_cam over input batches in turn (memory bounded by one batch's activations and gradients);
+    `targets` hold one class per image of all batches together. Maps on the CPU."""
+    parts, start = [], 0
+    for inputs in batches:
+        layer = layer or cam_layer(model, inputs[:1])
+        stop = start + len(inputs)
+        parts.append(grad_cam(model, inputs, [t[start:stop] for t in targets], layer))
+        start = stop
+    if not parts:
+        return CamMaps(layer or "", [torch.zeros(0, 0, 0) for _ in targets], [torch.zeros(0, 0, 0) for _ in targets])
+    return CamMaps(parts[0].layer, [torch.cat([p.maps[t].cpu() for p in parts]) for t in range(len(targets))],
                    [torch.cat([p.raw[t].cpu() for p in parts]) for t in range(len(targets))])
 
 
 def explain_files(predictor, paths: Sequence[str], probabilities: Sequence[np.ndarray], out_dir: str,
-                  layer: str | None = None) -> list[str]:
+                  layer: str | None = None, batch_size: int = 32) -> list[str]:
     """For `cnnlab predict --explain DIR`: one PNG per image, the image beside the Grad-CAM of its first and
     second most probable classes (`probabilities`: the predictor's, one row per path). Returns the paths."""
     from .files import write_atomic
@@ -190,9 +199,10 @@ def explain_files(predictor, paths: Sequence[str], probabilities: Sequence[np.nd
     os.makedirs(out_dir, exist_ok=True)
     arrays = np.stack([predictor.to_array(p) for p in paths])
     order = np.argsort(-np.stack(probabilities), axis=1, kind="stable")
-    inputs = predictor.preprocess(torch.from_numpy(arrays).to(predictor.device))
     targets = [torch.from_numpy(order[:, k].copy()) for k in range(min(2, order.shape[1]))]
-    cams = explain_arrays(predictor.model, inputs, targets, layer)
+    batches = (predictor.preprocess(torch.from_numpy(arrays[start:start + batch_size]).to(predictor.device))
+               for start in range(0, len(arrays), batch_size))
+    cams = explain_batches(predictor.model, batches, targets, layer)
     written = []
     for index, path in enumerate(paths):
         panels = [enlarge(arrays[index], 128)] + [overlay(arrays[index], m[index].numpy(), 128) for m in cams.maps]

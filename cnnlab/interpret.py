@@ -24,7 +24,7 @@ from .data.dataset import Dataset, Split
 from .device import set_threads, use_bf16
 from .errors import CnnlabError
 from .evaluate import metrics_from_logits, predict_batches
-from .explain import data_uri, enlarge, explain_arrays, overlay
+from .explain import data_uri, enlarge, explain_batches, overlay
 from .files import write_atomic
 from .pipeline import load_data, load_trained, make_loader
 
@@ -144,9 +144,11 @@ def interpret_run(run_dir: str, top: int = 24, data: str | None = None, cam_laye
                              classes[predicted], float(probabilities[row, predicted]), float(probabilities[row, true]),
                              float(losses[row])))
     chosen = split.take(rows)
-    inputs = torch.cat([batch for batch, _ in make_loader(chosen, cfg, prep, device, training=False)])
+    # batches of 32: the gradients of a batch of the eval batch size could take far more memory
+    loader = make_loader(chosen, cfg.replace(eval_batch_size=32), prep, device, training=False)
     predicted_idx = torch.from_numpy(probabilities[rows].argmax(1))
-    cams = explain_arrays(model, inputs, [predicted_idx, torch.from_numpy(chosen.labels)], cam_layer)
+    cams = explain_batches(model, (batch for batch, _ in loader), [predicted_idx, torch.from_numpy(chosen.labels)],
+                           cam_layer)
     pictures = Pictures(np.asarray(chosen.images), cams.maps[0].numpy(), cams.maps[1].numpy())
     return Interpretation(os.path.abspath(run_dir), cfg.model, name, len(labels), metrics["accuracy"], cfg.tta,
                           cams.layer, found, confused_pairs(metrics["confusion"], classes, pairs), pictures)

@@ -7,7 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from cnnlab.errors import CnnlabError
-from cnnlab.explain import cam_layer, grad_cam, heat_colors, overlay
+from cnnlab.explain import cam_layer, explain_batches, grad_cam, heat_colors, overlay
 from cnnlab.models import create_model, default_input_size, list_models
 
 
@@ -102,6 +102,38 @@ def test_unknown_layer_is_a_one_line_error():
         grad_cam(GapNet(), torch.randn(1, 3, 8, 8), [torch.tensor([0])], layer="nope")
     with pytest.raises(CnnlabError, match="not a 4-D"):
         grad_cam(GapNet(), torch.randn(1, 3, 8, 8), [torch.tensor([0])], layer="fc")
+
+
+def test_batches_give_the_maps_of_one_batch():
+    torch.manual_seed(2)
+    model, x = GapNet(), torch.randn(5, 3, 12, 12)
+    targets = [torch.tensor([0, 1, 2, 3, 0]), torch.tensor([3, 3, 1, 1, 2])]
+    whole = grad_cam(model, x, targets)
+    parts = explain_batches(model, x.split(2), targets)
+    assert parts.layer == whole.layer == "conv2"
+    for got, expected in zip(parts.maps + parts.raw, whole.maps + whole.raw):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+class SideBranch(GapNet):
+    """GapNet that also computes a map its scores do not depend on."""
+
+    def __init__(self):
+        super().__init__()
+        self.side = nn.Conv2d(3, 4, 3)
+        self.frozen = nn.Conv2d(3, 4, 3).requires_grad_(False)
+
+    def forward(self, x):
+        self.side(x.detach())
+        self.frozen(x.detach())
+        return super().forward(x)
+
+
+def test_a_layer_the_scores_do_not_depend_on_is_a_one_line_error():
+    with pytest.raises(CnnlabError, match="--cam-layer 'side': the class scores do not depend on its output"):
+        grad_cam(SideBranch(), torch.randn(1, 3, 8, 8), [torch.tensor([0])], layer="side")
+    with pytest.raises(CnnlabError, match="--cam-layer 'frozen': the class scores do not depend on its output"):
+        grad_cam(SideBranch(), torch.randn(1, 3, 8, 8), [torch.tensor([0])], layer="frozen")
 
 
 def test_heat_colours_and_overlay():
