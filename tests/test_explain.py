@@ -97,6 +97,54 @@ def test_every_cnnlab_network_gets_a_map_at_its_input_size(name):
     assert float(cams.maps[0].amin()) >= 0.0 and float(cams.maps[0].amax()) <= 1.0
 
 
+class Block(nn.Module):
+    """A residual block as timm's ResNet writes it: the shortcut added in place, then an in-place ReLU."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        out = self.conv(x)
+        out += x
+        return self.act(out)
+
+
+class SelectAdaptivePool2d(nn.Module):
+    """timm's head pool: a pooling layer and a flatten inside one module."""
+
+    def __init__(self):
+        super().__init__()
+        self.pool, self.flatten = nn.AdaptiveAvgPool2d(1), nn.Flatten()
+
+    def forward(self, x):
+        return self.flatten(self.pool(x))
+
+
+class TimmLike(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 6, 3, stride=2, padding=1), nn.ReLU(inplace=True))
+        self.stages = nn.Sequential(Block(6), Block(6))
+        self.global_pool, self.fc = SelectAdaptivePool2d(), nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.fc(self.global_pool(self.stages(self.stem(x))))
+
+
+def test_a_timm_like_network_maps_its_last_stage():
+    torch.manual_seed(3)
+    model, x, target = TimmLike(), torch.randn(2, 3, 16, 16), torch.tensor([2, 0])
+    cams = grad_cam(model, x, [target])
+    assert cams.layer == "stages"  # the last 4-D map to finish, not the head's pool or flatten
+    with torch.no_grad():
+        activation = model.stages(model.stem(x))
+    alpha = model.fc.weight[target].detach() / 64  # global average pool over 8x8
+    expected = F.relu((alpha[:, :, None, None] * activation).sum(1))
+    torch.testing.assert_close(cams.raw[0], expected, rtol=1e-5, atol=1e-6)
+
+
 def test_unknown_layer_is_a_one_line_error():
     with pytest.raises(CnnlabError, match="--cam-layer 'nope': no such module"):
         grad_cam(GapNet(), torch.randn(1, 3, 8, 8), [torch.tensor([0])], layer="nope")
