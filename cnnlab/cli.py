@@ -224,6 +224,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for r in failed:
         print_error(r.error)
     good = [r for r in results if not r.error]
+    if args.explain:
+        from .explain import explain_files
+
+        written = explain_files(predictor, [r.source for r in good], [r.probabilities for r in good], args.explain,
+                                args.cam_layer)
+        print(f"wrote {len(written)} Grad-CAM picture(s) to {args.explain}", file=sys.stderr)
     if args.json:
         print(json.dumps([{"file": r.source, "top": [{"class": c, "probability": round(p, 6)}
                                                        for c, p in r.top(predictor.classes, args.top_k)]}
@@ -235,6 +241,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if failed:
         print(f"{len(failed)} of {len(results)} file(s) could not be read", file=sys.stderr)
         return 2
+    return 0
+
+
+def cmd_interpret(args: argparse.Namespace) -> int:
+    from .interpret import interpret_run, write_interpretation
+
+    result = interpret_run(args.run_dir, args.top, args.data, args.cam_layer)
+    json_path, html_path = write_interpretation(result, args.out or args.run_dir)
+    for item in result.top_losses[:5]:
+        print(f"{item.file or f'row {item.row}'}: true {item.true_class} ({100 * item.true_probability:.1f}%), "
+              f"predicted {item.predicted_class} ({100 * item.predicted_probability:.1f}%)")
+    print(f"wrote {json_path} and {html_path}")
     return 0
 
 
@@ -414,7 +432,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=0, help="images per step (default: the run's eval batch size)")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=None,
                    help="default: the run's (as `cnnlab evaluate` computes here); exports are always fp32")
+    p.add_argument("--explain", metavar="DIR", help="also write each image's Grad-CAM maps (top two classes) to DIR")
+    p.add_argument("--cam-layer", metavar="NAME", help="module whose maps Grad-CAM reads (default: the last "
+                   "non-pooling 4-D map larger than 1x1; docs/interpret.md)")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("interpret", help="the test images with the highest loss, confused pairs, Grad-CAM maps")
+    p.add_argument("run_dir")
+    p.add_argument("--top", type=int, default=24, help="images to show (default 24)")
+    p.add_argument("--out", help="folder for interpret.json and interpret.html (default: the run directory)")
+    p.add_argument("--data", help="dataset to interpret on (default: the run's)")
+    p.add_argument("--cam-layer", metavar="NAME", help="module whose maps Grad-CAM reads (default: the last "
+                   "non-pooling 4-D map larger than 1x1; docs/interpret.md)")
+    p.set_defaults(func=cmd_interpret)
 
     p = sub.add_parser("export", help="export a finished run as ONNX or TorchScript")
     p.add_argument("run_dir")
