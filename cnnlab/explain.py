@@ -15,7 +15,6 @@ the input (torch.autograd.grad), so no parameter's .grad is written, and the mod
 """
 from __future__ import annotations
 
-import base64
 import io
 import os
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import CnnlabError
+from .pages import png_uri
 
 
 @dataclass
@@ -169,7 +169,7 @@ def png_bytes(image: np.ndarray) -> bytes:
 
 def data_uri(image: np.ndarray) -> str:
     """A PNG of uint8 HxWx3 `image` as a data: URI, for a page that loads nothing from elsewhere."""
-    return "data:image/png;base64," + base64.b64encode(png_bytes(image)).decode("ascii")
+    return png_uri(png_bytes(image))
 
 
 def explain_batches(model: nn.Module, batches: Iterable[torch.Tensor], targets: Sequence[torch.Tensor],

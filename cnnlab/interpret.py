@@ -21,11 +21,13 @@ import torch.nn.functional as F
 
 from .data import cifar
 from .data.dataset import Dataset, Split
+from .data.preprocess import Preprocessing
 from .device import set_threads, use_bf16
 from .errors import CnnlabError
 from .evaluate import metrics_from_logits, predict_batches
 from .explain import data_uri, enlarge, explain_batches, overlay
 from .files import write_atomic
+from .pages import page
 from .pipeline import load_data, load_trained, make_loader
 
 JSON_NAME, HTML_NAME = "interpret.json", "interpret.html"
@@ -124,8 +126,8 @@ def interpret_run(run_dir: str, top: int = 24, data: str | None = None, cam_laye
     model, cfg, run = load_trained(run_dir)
     cfg = cfg.replace(progress=False, **({"data": data} if data else {}))
     set_threads(cfg.threads)
-    prep = run["data"]["preprocessing"]
-    dataset = load_data(cfg, image_size=tuple(prep["image_size"]))
+    prep = Preprocessing.from_dict(run["data"]["preprocessing"])
+    dataset = load_data(cfg, image_size=tuple(prep.image_size))
     if dataset.classes != run["data"]["classes"]:
         raise CnnlabError(f"{cfg.data_path()}: its classes differ from the run's ({', '.join(run['data']['classes'])})")
     split, name = _split_of(dataset, cfg.data_path())
@@ -154,12 +156,10 @@ def interpret_run(run_dir: str, top: int = 24, data: str | None = None, cam_laye
                           cams.layer, found, confused_pairs(metrics["confusion"], classes, pairs), pictures)
 
 
-STYLE = """body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
-table{border-collapse:collapse}td,th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:left}
-.grid{display:flex;flex-wrap:wrap;gap:12px}figure{margin:0;padding:6px;border:1px solid #ccc;width:306px}
+STYLE = """.grid{display:flex;flex-wrap:wrap;gap:12px}figure{margin:0;padding:6px;border:1px solid #ccc;width:306px}
 figure img{image-rendering:pixelated;width:96px;height:96px;margin-right:2px}
 .labels span{display:inline-block;width:98px;font-size:11px;color:#666}
-figcaption{font-size:12px;line-height:1.35;overflow-wrap:anywhere}.muted{color:#666}"""
+figcaption{font-size:12px;line-height:1.35;overflow-wrap:anywhere}"""  # after the shared look (pages.CSS)
 
 
 def _card(item: TopLoss, image: str, cams: tuple[str, str], empty: tuple[bool, bool]) -> str:
@@ -192,22 +192,20 @@ def render_html(result: Interpretation) -> str:
         maps = (pics.predicted_cams[index], pics.true_cams[index])
         cards.append(_card(item, data_uri(enlarge(image, 96)), (data_uri(overlay(image, maps[0])),
                            data_uri(overlay(image, maps[1]))), (not maps[0].any(), not maps[1].any())))
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'">
-<title>Top losses: {e(os.path.basename(result.run_dir))}</title><style>{STYLE}</style></head><body>
-<h1>Why the model fails: {e(os.path.basename(result.run_dir))}</h1>
-<p class="muted">{e(result.run_dir)}: model {e(result.model)}; {result.split} split, {result.n} images, accuracy
-{100 * result.accuracy:.2f}%; TTA {"on" if result.tta else "off"}; Grad-CAM layer <code>{e(result.cam_layer)}</code></p>
-<h2>Most confused pairs</h2>
-<table><tr><th>true class</th><th>predicted as</th><th>images</th></tr>{pairs}</table>
-<h2>The {len(result.top_losses)} images with the highest loss</h2>
-<p class="muted">Each: the image, the Grad-CAM map of the predicted class, that of the true class (red: where
-the evidence for the class lies; "none": no region raises that class's score; maps of the image as it is,
-without test-time augmentation); the percentages are the model's probabilities, from its own evaluation.</p>
-<div class="grid">{"".join(cards)}</div>
-</body></html>
-"""
+    name = os.path.basename(result.run_dir)
+    return page(f"Top losses: {name}", [
+        f"<h1>Why the model fails: {e(name)}</h1>",
+        f'<p class="muted">{e(result.run_dir)}: model {e(result.model)}; {result.split} split, {result.n} images, '
+        f'accuracy {100 * result.accuracy:.2f}%; TTA {"on" if result.tta else "off"}; Grad-CAM layer '
+        f"<code>{e(result.cam_layer)}</code></p>",
+        "<h2>Most confused pairs</h2>",
+        f"<table><tr><th>true class</th><th>predicted as</th><th>images</th></tr>{pairs}</table>",
+        f"<h2>The {len(result.top_losses)} images with the highest loss</h2>",
+        '<p class="muted">Each: the image, the Grad-CAM map of the predicted class, that of the true class (red: '
+        'where the evidence for the class lies; "none": no region raises that class\'s score; maps of the image as '
+        "it is, without test-time augmentation); the percentages are the model's probabilities, from its own "
+        "evaluation.</p>",
+        f'<div class="grid">{"".join(cards)}</div>'], STYLE)
 
 
 def write_interpretation(result: Interpretation, out_dir: str) -> tuple[str, str]:
@@ -215,9 +213,9 @@ def write_interpretation(result: Interpretation, out_dir: str) -> tuple[str, str
     if os.path.isfile(out_dir):
         raise CnnlabError(f"{out_dir}: is a file; choose a folder for --out")
     # a file name that is not valid UTF-8 (a surrogate escape) is written as its escape, not refused
-    page = render_html(result).encode("utf-8", "backslashreplace")  # before anything is written
+    text = render_html(result).encode("utf-8", "backslashreplace")  # before anything is written
     os.makedirs(out_dir, exist_ok=True)
     json_path, html_path = os.path.join(out_dir, JSON_NAME), os.path.join(out_dir, HTML_NAME)
     write_atomic(json_path, json.dumps(result.to_dict(), indent=2) + "\n")
-    write_atomic(html_path, page)
+    write_atomic(html_path, text)
     return json_path, html_path

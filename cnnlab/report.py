@@ -5,7 +5,6 @@ self-contained file: images embedded as data URIs, inline CSS, no scripts, no ex
 """
 from __future__ import annotations
 
-import base64
 import html
 import os
 import tempfile
@@ -14,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import runs
+from .pages import page, png_uri
 from .config import saved_config
 from .data.preprocess import input_hw
 from .errors import CnnlabError
@@ -245,11 +245,7 @@ def _search_sections(report: Report, search_dir: str) -> None:
 
 # --- rendering ------------------------------------------------------------------------------------
 
-CSS = """body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,Helvetica,Arial,sans-serif;max-width:1100px;
-margin:2em auto;padding:0 1em;color:#222;line-height:1.45}table{border-collapse:collapse;margin:.8em 0;font-size:.9em}
-th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left}th{background:#f2f2f2}
-pre{background:#f7f7f7;padding:.8em;overflow-x:auto;font-size:.8em}img{max-width:100%;display:block;margin:.6em 0}
-h1{border-bottom:2px solid #333}h2{border-bottom:1px solid #ccc;margin-top:1.6em}"""
+CSS = "img{max-width:100%;display:block;margin:.6em 0}"  # the report's own, after pages.CSS
 
 
 def _inline_md(text: str) -> str:
@@ -290,13 +286,12 @@ def render(report: Report, out_dir: str) -> tuple[str, str]:
             name, data, alt = payload
             runs.write_atomic(os.path.join(files_dir, name), data)
             md.append(f"![{alt}](report_files/{name})\n")
-            body.append(f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">')
+            body.append(f'<img alt="{html.escape(alt)}" src="{png_uri(data)}">')
     title = next((str(p) for k, p in report.blocks if k == "h1"), "cnnlab report")
-    page = (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-            f"<style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+    text = page(title, body, CSS)
     md_path, html_path = os.path.join(out_dir, "report.md"), os.path.join(out_dir, "report.html")
     runs.write_atomic(md_path, "\n".join(md))
-    runs.write_atomic(html_path, page)
+    runs.write_atomic(html_path, text)
     return md_path, html_path
 
 

@@ -2,27 +2,23 @@
 fetched), every name that comes from the user's folder escaped."""
 from __future__ import annotations
 
-import base64
 import io
 import os
 from html import escape
 
 from PIL import Image
 
+from ..pages import page, png_uri
 from .core import CheckResult, folder_counts
 from .output import JSON_NAME, shown, summary_rows
 
 THUMB = 96          # px, longer side of a thumbnail
 SHOWN_PAIRS = 200   # pairs (and suspects, and problem thumbnails) per section; the rest are in the JSON
 
-# The report's look (cnnlab/report.py), and a row of figures for the thumbnails.
-CSS = """body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,Helvetica,Arial,sans-serif;max-width:1100px;
-margin:2em auto;padding:0 1em;color:#222;line-height:1.45}table{border-collapse:collapse;margin:.8em 0;font-size:.9em}
-th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left}th{background:#f2f2f2}
-h1{border-bottom:2px solid #333;overflow-wrap:anywhere}h2{border-bottom:1px solid #ccc;margin-top:1.6em}
-.pair{display:flex;gap:1em;align-items:flex-start;border-bottom:1px solid #eee;padding:.4em 0}
+# a row of figures for the thumbnails, after the shared look (pages.CSS)
+CSS = """.pair{display:flex;gap:1em;align-items:flex-start;border-bottom:1px solid #eee;padding:.4em 0}
 figure{margin:0;max-width:320px;font-size:.8em;overflow-wrap:anywhere}
-figure img{image-rendering:pixelated;display:block;margin-bottom:.2em}.warn{color:#a40}"""
+figure img{image-rendering:pixelated;display:block;margin-bottom:.2em}"""
 
 
 def thumbnail(path: str) -> str:
@@ -40,7 +36,7 @@ def thumbnail(path: str) -> str:
         image = image.resize((image.width * factor, image.height * factor), Image.NEAREST)
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
-    return f'<img alt="" src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
+    return f'<img alt="" src="{png_uri(buffer.getvalue())}">'
 
 
 def _figure(result: CheckResult, k: int, caption: str) -> str:
@@ -113,5 +109,4 @@ def render_html(result: CheckResult) -> str:
     body += ["<h2>Problem files</h2>"] + _problems(result)
     if result.label_issues is not None:
         body += ["<h2>Suspected label errors (test split)</h2>"] + _labels(result)
-    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>cnnlab data check</title>'
-            f"<style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+    return page("cnnlab data check", body, CSS)
