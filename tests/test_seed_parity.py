@@ -1,0 +1,42 @@
+"""The seed preset's optimiser takes Keras's Adam steps (benchmarks/seed_parity.py compares the whole model)."""
+import math
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from cnnlab import preset
+from cnnlab.optim import build_optimizer
+
+
+def keras_adam(grads: list[np.ndarray], start: np.ndarray, lr: float, beta_1: float, beta_2: float,
+               epsilon: float) -> np.ndarray:
+    """tf_keras.optimizers.Adam's update in float64: epsilon is added to sqrt(v) before the bias
+    correction, which Keras folds into the step size alpha."""
+    w, m, v = start.copy(), np.zeros_like(start), np.zeros_like(start)
+    for t, g in enumerate(grads, 1):
+        alpha = lr * math.sqrt(1 - beta_2 ** t) / (1 - beta_1 ** t)
+        m += (g - m) * (1 - beta_1)
+        v += (g * g - v) * (1 - beta_2)
+        w -= m * alpha / (np.sqrt(v) + epsilon)
+    return w
+
+
+def test_seed_adam_steps_as_keras_where_gradients_are_near_epsilon():
+    cfg = preset("seed")
+    layer = nn.Linear(4, 1, bias=False).double()
+    start = np.array([[0.1, -0.2, 0.3, 0.05]])
+    with torch.no_grad():
+        layer.weight.copy_(torch.from_numpy(start))
+    optimizer = build_optimizer(layer, cfg)
+    rng = np.random.default_rng(0)
+    # gradients from 1e-7 to 1e-3: at the small ones the two placements of epsilon differ most
+    scales = np.array([[1e-7, 1e-6, 1e-5, 1e-3]])
+    grads = [scales * rng.uniform(0.5, 1.5, size=scales.shape) for _ in range(10)]
+    for g in grads:
+        layer.weight.grad = torch.from_numpy(g.copy())
+        optimizer.step()
+    expected = keras_adam(grads, start, cfg.lr, cfg.momentum, 0.999, cfg.adam_eps)
+    moved = np.abs(expected - start)  # each weight moves by up to lr x steps
+    assert moved.min() > 1e-5
+    np.testing.assert_allclose(layer.weight.detach().numpy(), expected, rtol=0, atol=1e-6 * moved.max())
