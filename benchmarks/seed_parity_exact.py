@@ -102,7 +102,8 @@ def load_keras(model: nn.Module, values: dict[str, np.ndarray]) -> None:
 
 
 def differences(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray]) -> dict:
-    """Per tensor: the max abs difference and that over the tensor's largest Keras value; and the worst."""
+    """Per tensor: the max abs difference and that over the tensor's largest value in `theirs` (max rel);
+    and the worst tensors."""
     per = {}
     for name, value in theirs.items():
         diff = float(np.abs(ours[name].astype(np.float64) - value).max())
@@ -154,10 +155,41 @@ def manual_steps(model: nn.Module, cfg, inputs: torch.Tensor, labels: torch.Tens
         if step in (1, steps):
             kept[f"grad{step}"] = torch_tensors(model, grads=True)
         optimizer.step()
-        kept["loss"].append(float(loss))
+        kept["loss"].append(loss.item())
         if step in (1, steps):
             kept[f"step{step}"] = torch_tensors(model)
     return kept
+
+
+def fp64_gradients(folder: str, start: dict, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+    """The step-1 gradients in float64 (the 256x256 batch itself, unfolded): the reference that says how
+    far each side's fp32 gradients are from the exact ones."""
+    _, _, _, model, _ = preset_model(folder, len(y), 1)
+    load_keras(model, start)
+    for m in model.modules():
+        if hasattr(m, "upscale"):
+            m.upscale = (1, 1)  # a plain convolution of the batch as given
+    model.double().train()
+    inputs = torch.from_numpy(x).permute(0, 3, 1, 2).double()
+    F.cross_entropy(model(inputs), torch.from_numpy(y).long()).backward()
+    return torch_tensors(model, grads=True)
+
+
+def optimizer_only(folder: str, start: dict, keras_grads: dict, keras_after: dict) -> dict:
+    """cnnlab's optimiser given Keras's own step-1 gradients, from the same weights: the weights after
+    it against Keras's (the optimiser alone, without the gradients' fp32 differences)."""
+    cfg, _, _, model, _ = preset_model(folder, 10, 1)
+    load_keras(model, start)
+    optimizer = build_optimizer(model, cfg)
+    weighted, norms = layers(model)
+    params = {f"w{i}": m.weight for i, m in enumerate(weighted)} | {f"b{i}": m.bias for i, m in enumerate(weighted)}
+    params |= {f"bn{j}.weight": m.weight for j, m in enumerate(norms)} | {f"bn{j}.bias": m.bias for j, m in enumerate(norms)}
+    for name, p in params.items():
+        p.grad = torch.from_numpy(np.ascontiguousarray(keras_grads[name])).to(p.dtype).contiguous(
+            memory_format=torch.channels_last if p.ndim == 4 else torch.contiguous_format)
+    optimizer.step()
+    after = torch_tensors(model)
+    return differences({k: after[k] for k in params}, {k: keras_after[k] for k in params})
 
 
 def run_keras(python: str, folder: str, steps: int) -> str:
@@ -196,6 +228,11 @@ def exact(args: argparse.Namespace) -> None:
                         "max_abs": float(np.abs(np.array(kept["loss"]) - saved["loss"]).max())}}
     for stage in ("grad1", f"grad{args.steps}", "step1", f"step{args.steps}"):
         results[stage] = differences(kept[stage], keras_tensors(saved, f"{stage}/", grads=stage.startswith("grad")))
+    reference = fp64_gradients(folder, start, saved["x"], saved["y"])
+    results["grad1_vs_fp64"] = {"cnnlab": differences(kept["grad1"], reference),
+                                "keras": differences(keras_tensors(saved, "grad1/", grads=True), reference)}
+    results["optimizer_only"] = optimizer_only(folder, start, keras_tensors(saved, "grad1/", grads=True),
+                                               keras_tensors(saved, "step1/"))
     results["train_loop_vs_manual"] = train_loop_check(folder, len(labels), args.steps, start,
                                                        kept[f"step{args.steps}"])
     results["init_distributions"] = distributions
@@ -206,7 +243,7 @@ def exact(args: argparse.Namespace) -> None:
     print(f"record: {path}")
 
 
-def train_loop_check(folder: str, images: int, steps: int, start: dict, manual_end: dict) -> float:
+def train_loop_check(folder: str, images: int, steps: int, start: dict, manual_end: dict) -> dict:
     """cnnlab.train.train from the same start for `steps` one-step epochs ends where the manual loop did
     (max abs difference of every tensor): the loop above is train's."""
     cfg, ds, prep, model, folded = preset_model(folder, images, steps)
@@ -214,7 +251,7 @@ def train_loop_check(folder: str, images: int, steps: int, start: dict, manual_e
     loader = make_loader(ds.train, cfg, prep, torch.device("cpu"), training=True, folded=folded)
     train(model, loader, None, cfg, ds.classes)
     end = torch_tensors(model)
-    return max(float(np.abs(end[k] - manual_end[k]).max()) for k in manual_end)
+    return differences(end, manual_end)
 
 
 def report(results: dict, steps: int) -> None:
@@ -225,7 +262,11 @@ def report(results: dict, steps: int) -> None:
     for stage in ("grad1", f"grad{steps}", "step1", f"step{steps}"):
         d = results[stage]
         print(f"{stage:>7}: max abs {d['max_abs']:.3g} ({d['max_abs_at']}), max rel {d['max_rel']:.3g} ({d['max_rel_at']})")
-    print(f"train() vs the step-by-step loop after {steps} steps: max abs {results['train_loop_vs_manual']:.3g}")
+    for stage, d in (("grad1 cnnlab vs fp64", results["grad1_vs_fp64"]["cnnlab"]),
+                     ("grad1 Keras vs fp64", results["grad1_vs_fp64"]["keras"]),
+                     ("optimiser alone, step 1", results["optimizer_only"]),
+                     (f"train() vs this loop, {steps} steps", results["train_loop_vs_manual"])):
+        print(f"{stage}: max abs {d['max_abs']:.3g} ({d['max_abs_at']}), max rel {d['max_rel']:.3g} ({d['max_rel_at']})")
     print("initial weights (glorot_uniform): layer, std expected, Keras mean/std, cnnlab mean/std")
     for row in results["init_distributions"]:
         print(f"  {row['layer']:>3} {str(row['shape']):>20} {row['glorot_std']:.5f}  {row['keras_mean']:+.1e} "
