@@ -40,3 +40,21 @@ def test_seed_adam_steps_as_keras_where_gradients_are_near_epsilon():
     moved = np.abs(expected - start)  # each weight moves by up to lr x steps
     assert moved.min() > 1e-5
     np.testing.assert_allclose(layer.weight.detach().numpy(), expected, rtol=0, atol=1e-6 * moved.max())
+
+
+def test_a_benchmark_record_holds_its_figure_command_machine_versions_and_results(tmp_path, monkeypatch):
+    import json
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+    from record import FLAGS, write_record
+
+    monkeypatch.setattr(sys, "argv", ["seed_parity.py", "exact", "--steps", "10"])
+    path = write_record("example", "a figure", {"max_abs": 1e-7}, folder=str(tmp_path))
+    record = json.loads(open(path, encoding="utf-8").read())
+    assert path == str(tmp_path / "example.json") and os.listdir(tmp_path) == ["example.json"]
+    assert record["figure"] == "a figure" and record["results"] == {"max_abs": 1e-7}
+    assert record["command"].endswith("seed_parity.py exact --steps 10")
+    assert record["torch"] == torch.__version__ and set(record["machine"]["flags"]) <= set(FLAGS)
+    assert record["machine"]["cpu"] and record["date"][:4].isdigit()
