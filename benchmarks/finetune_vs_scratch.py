@@ -39,22 +39,24 @@ def main() -> None:
             for way, flags in ways.items():
                 out = os.path.join(tmp, f"{way.replace(' ', '_')}-{seed}")
                 cmd = [sys.executable, "-m", "cnnlab.cli", "train", "--data", args.photos, "--out", out, "--seed",
-                       str(seed), "--no-progress", "--log", "none", "--val-fraction", str(args.val_fraction), *budget, *flags]
+                       str(seed), "--no-progress", "--log", "none", "--val-fraction", str(args.val_fraction), *budget,
+                       *flags]
                 subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
                 metrics = json.load(open(os.path.join(out, "metrics.json")))
                 config = json.load(open(os.path.join(out, "config.json")))["config"]
                 history = json.load(open(os.path.join(out, "history.json")))
                 scores[way].append(history[-1]["val_accuracy"])
                 tests[way].append(metrics["test"]["accuracy"])
-                print(f"{way:<28} seed {seed}: validation {100 * scores[way][-1]:.2f}% ({config['epochs']} epochs, batch "
-                      f"{config['batch_size']}, train {metrics['train_time_s']:.0f} s)", flush=True)
+                print(f"{way:<28} seed {seed}: validation {100 * scores[way][-1]:.2f}% ({config['epochs']} epochs, "
+                      f"batch {config['batch_size']}, train {metrics['train_time_s']:.0f} s)", flush=True)
     for way, values in scores.items():
         s = summarize(values)
         p = welch_p(values, scores["scratch"]) if way != "scratch" else None
         print(f"{way:<28} validation accuracy % (n={s['n']}): {format_interval(s)}, std "
               f"{100 * (s['std'] or 0):.2f}" + (f"; vs scratch Welch p={p:.3g}" if p is not None else ""))
     chosen = max(scores, key=lambda way: summarize(scores[way])["mean"])
-    print(f"chosen on validation: {chosen}; its test accuracy % (reported once): {format_interval(summarize(tests[chosen]))}")
+    print(f"chosen on validation: {chosen}; its test accuracy % (reported once): "
+          f"{format_interval(summarize(tests[chosen]))}")
 
 
 if __name__ == "__main__":

@@ -183,7 +183,8 @@ def optimizer_only(folder: str, start: dict, keras_grads: dict, keras_after: dic
     optimizer = build_optimizer(model, cfg)
     weighted, norms = layers(model)
     params = {f"w{i}": m.weight for i, m in enumerate(weighted)} | {f"b{i}": m.bias for i, m in enumerate(weighted)}
-    params |= {f"bn{j}.weight": m.weight for j, m in enumerate(norms)} | {f"bn{j}.bias": m.bias for j, m in enumerate(norms)}
+    for j, m in enumerate(norms):
+        params |= {f"bn{j}.weight": m.weight, f"bn{j}.bias": m.bias}
     for name, p in params.items():
         p.grad = torch.from_numpy(np.ascontiguousarray(keras_grads[name])).to(p.dtype).contiguous(
             memory_format=torch.channels_last if p.ndim == 4 else torch.contiguous_format)
@@ -254,6 +255,10 @@ def train_loop_check(folder: str, images: int, steps: int, start: dict, manual_e
     return differences(end, manual_end)
 
 
+def worst(d: dict) -> str:
+    return f"max abs {d['max_abs']:.3g} ({d['max_abs_at']}), max rel {d['max_rel']:.3g} ({d['max_rel_at']})"
+
+
 def report(results: dict, steps: int) -> None:
     print(f"inputs (cnnlab's loader, upscaled, vs Keras's): max abs {results['input_max_abs']:.3g}")
     print(f"loss per step: Keras {', '.join(f'{v:.6f}' for v in results['loss']['keras'])}")
@@ -261,12 +266,12 @@ def report(results: dict, steps: int) -> None:
           f"  (max abs {results['loss']['max_abs']:.3g})")
     for stage in ("grad1", f"grad{steps}", "step1", f"step{steps}"):
         d = results[stage]
-        print(f"{stage:>7}: max abs {d['max_abs']:.3g} ({d['max_abs_at']}), max rel {d['max_rel']:.3g} ({d['max_rel_at']})")
+        print(f"{stage:>7}: {worst(d)}")
     for stage, d in (("grad1 cnnlab vs fp64", results["grad1_vs_fp64"]["cnnlab"]),
                      ("grad1 Keras vs fp64", results["grad1_vs_fp64"]["keras"]),
                      ("optimiser alone, step 1", results["optimizer_only"]),
                      (f"train() vs this loop, {steps} steps", results["train_loop_vs_manual"])):
-        print(f"{stage}: max abs {d['max_abs']:.3g} ({d['max_abs_at']}), max rel {d['max_rel']:.3g} ({d['max_rel_at']})")
+        print(f"{stage}: {worst(d)}")
     print("initial weights (glorot_uniform): layer, std expected, Keras mean/std, cnnlab mean/std")
     for row in results["init_distributions"]:
         print(f"  {row['layer']:>3} {str(row['shape']):>20} {row['glorot_std']:.5f}  {row['keras_mean']:+.1e} "

@@ -82,8 +82,9 @@ def main() -> None:
               f"runs: {', '.join(f'{100 * f:.2f}' for f in tests)}")
     for t in targets:
         hits = [r for r in reach[t] if r is not None]
-        print(f"time to {100 * t:.2f}% ({split}): " + (f"{statistics.mean(hits):.0f} s mean ({len(hits)}/{len(finals)} seeds reached it)"
-                                             if hits else "not reached"))
+        print(f"time to {100 * t:.2f}% ({split}): "
+              + (f"{statistics.mean(hits):.0f} s mean ({len(hits)}/{len(finals)} seeds reached it)"
+                 if hits else "not reached"))
     print(f"training {statistics.mean(rates):.0f} images/s; inference (TTA as configured) {infer_rate:.0f} images/s")
     print(f"peak resident memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB")
 
