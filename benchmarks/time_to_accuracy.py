@@ -23,6 +23,17 @@ from cnnlab.pipeline import load_data, load_trained, make_loader
 from cnnlab.runs import load_run
 
 
+def inference_rate(out: str) -> float:
+    """Test images/s of a finished run's model, TTA as its config says."""
+    model, run_cfg, run = load_trained(out)
+    dataset = load_data(run_cfg)
+    loader = make_loader(dataset.test, run_cfg, run["data"]["preprocessing"], next(model.parameters()).device,
+                         training=False)
+    start = time.perf_counter()
+    evaluate(model, loader, dataset.classes, tta=run_cfg.tta)
+    return len(dataset.test) / (time.perf_counter() - start)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", default=os.environ.get("CNNLAB_DATA", "../shared/datasets/cifar10"))
@@ -66,13 +77,7 @@ def main() -> None:
                 reach[t].append(first_hit.get(t))
             n_train = load_run(out)["data"]["sizes"]["training"]
             rates.append(n_train * len(history) / elapsed)
-            model, run_cfg, run = load_trained(out)
-            dataset = load_data(run_cfg)
-            loader = make_loader(dataset.test, run_cfg, run["data"]["preprocessing"], next(model.parameters()).device,
-                                 training=False)
-            start = time.perf_counter()
-            evaluate(model, loader, dataset.classes, tta=run_cfg.tta)
-            infer_rate = len(dataset.test) / (time.perf_counter() - start)
+            infer_rate = inference_rate(out)
     mean = statistics.mean(finals)
     std = statistics.stdev(finals) if len(finals) > 1 else 0.0
     print(f"final {split} accuracy over {len(finals)} seeds: {100 * mean:.2f}% +/- {100 * std:.2f} (std); "
