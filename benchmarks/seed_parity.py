@@ -108,7 +108,7 @@ def print_table(rows: list[dict]) -> None:
 
 
 def statistical(args: argparse.Namespace) -> None:
-    subset = build_subset(args.data, args.train_images, args.test_images)
+    subset = None if args.report_only else build_subset(args.data, args.train_images, args.test_images)
     work = args.work or tempfile.mkdtemp(prefix="cnnlab-parity-runs-")
     os.makedirs(work, exist_ok=True)
     saved = os.path.join(work, "runs.json")
@@ -117,7 +117,7 @@ def statistical(args: argparse.Namespace) -> None:
         with open(saved, encoding="utf-8") as fh:
             runs = json.load(fh)
     print(f"runs kept in {saved}", flush=True)
-    for seed in range(args.seeds):
+    for seed in range(0 if args.report_only else args.seeds):
         for side in ("keras", "cnnlab"):
             if any(r["seed"] == seed for r in runs[side]):
                 continue
@@ -132,7 +132,8 @@ def statistical(args: argparse.Namespace) -> None:
     print_table(summary["rows"])
     results = {"subset": {"train_images": args.train_images, "test_images": args.test_images,
                           "train_split": args.train_images * 9 // 10, "validation_split": args.train_images // 10},
-               "epochs": args.epochs, "seeds": list(range(args.seeds)), **summary, "runs": runs}
+               "epochs": args.epochs, "seeds": {side: [r["seed"] for r in runs[side]] for side in runs},
+               **summary, "runs": runs}
     path = write_record("seed_parity_statistical",
                         "validation accuracy per epoch and test accuracy, Keras study code vs cnnlab seed preset",
                         results)
@@ -151,6 +152,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--work", help="statistical: folder of the runs (default: a new one under /tmp); "
                         "given a stopped run's, it goes on from the seeds that finished")
+    parser.add_argument("--report-only", action="store_true",
+                        help="statistical: the table and record from the seeds --work holds, running nothing more")
     parser.add_argument("--batch-images", type=int, default=10, help="exact: images in the batch (one a class)")
     parser.add_argument("--steps", type=int, default=10, help="exact: Adam steps")
     parser.add_argument("--keras-npz", help="exact: the Keras side's saved values (its OUT.npz) in place of running it")
