@@ -58,3 +58,29 @@ def test_a_benchmark_record_holds_its_figure_command_machine_versions_and_result
     assert record["command"].endswith("seed_parity.py exact --steps 10")
     assert record["torch"] == torch.__version__ and set(record["machine"]["flags"]) <= set(FLAGS)
     assert record["machine"]["cpu"] and record["date"][:4].isdigit()
+
+
+def test_a_resumed_keras_adam_steps_as_an_uninterrupted_one():
+    cfg = preset("seed")
+    grads = [torch.full((3,), 1e-6 * (k + 1), dtype=torch.float64) for k in range(5)]
+
+    def fresh():
+        layer = nn.Linear(3, 1, bias=False).double()
+        with torch.no_grad():
+            layer.weight.fill_(0.5)
+        return layer, build_optimizer(layer, cfg)
+
+    def steps(layer, optimizer, gs):
+        for g in gs:
+            layer.weight.grad = g[None].clone()
+            optimizer.step()
+
+    whole, whole_opt = fresh()
+    steps(whole, whole_opt, grads)
+    first, first_opt = fresh()
+    steps(first, first_opt, grads[:2])
+    resumed, resumed_opt = fresh()
+    resumed.load_state_dict(first.state_dict())
+    resumed_opt.load_state_dict(first_opt.state_dict())
+    steps(resumed, resumed_opt, grads[2:])
+    assert torch.equal(resumed.weight, whole.weight)
