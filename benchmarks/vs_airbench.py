@@ -25,12 +25,6 @@ also runs the peer with the same glibc settings (environment variables) and prin
 
 Prints each run's figures, the method, and as its last line:
     ratio cnnlab/airbench94_muon time to 94%: 0.NN (cnnlab NN.NN% in N s, airbench94_muon NN.NN% in N s)
-
-Measured 2026-11-29 on the AVX2-only AMD EPYC (2 cores, fp32, quiet): throughput, 2 rounds of one step per
-epoch, with --peer-malloc-tuned: seconds per epoch of 50,000 images, airbench94_muon 361.7 / 312.2, with the
-malloc settings 270.8 / 251.3, cnnlab fast94 231.3 / 236.9: ratio 0.69 (0.90 against the peer with the same
-malloc settings); cnnlab's accuracy 94.07% (3 full runs), the peer's 93.96% given (PEERS.md, Intel). The
-run before, on the same computation, gave 0.80 (0.99): rounds vary that much on this shared machine.
 """
 import argparse
 import json

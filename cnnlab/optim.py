@@ -19,7 +19,7 @@ from .device import use_bf16
 from .errors import ConfigError
 from .models import head_parameter_names
 
-__all__ = ["Muon", "MuonWithSGD", "build_optimizer", "build_scheduler", "lr_factor", "param_groups"]
+__all__ = ["KerasAdam", "Muon", "MuonWithSGD", "build_optimizer", "build_scheduler", "lr_factor", "param_groups"]
 
 
 def param_groups(model: nn.Module, lr: float, backbone_lr_scale: float, exclude: set[int] = frozenset(),
@@ -166,6 +166,24 @@ class MuonWithSGD(torch.optim.Optimizer):
         self._share_groups()  # loading replaced the group dicts
 
 
+class KerasAdam(torch.optim.Adam):
+    """torch's Adam with Keras's placement of epsilon: Keras adds it to sqrt(v) before the bias correction,
+    which is torch's update with eps / sqrt(1 - beta2^t) at step t (30x eps at step 1, eps in the limit)."""
+
+    def __init__(self, params, **kwargs):
+        super().__init__(params, **kwargs)
+        for group in self.param_groups:
+            group.setdefault("keras_eps", group["eps"])
+            group.setdefault("keras_step", 0)  # a host count, saved with the groups: no device read per step
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        for group in self.param_groups:
+            group["keras_step"] += 1
+            group["eps"] = group["keras_eps"] / math.sqrt(1.0 - group["betas"][1] ** group["keras_step"])
+        return super().step(closure)
+
+
 def _muon(model: nn.Module, cfg: Config) -> MuonWithSGD:
     if not hasattr(torch.optim, "Muon"):
         raise ConfigError(f"optimizer 'muon' needs torch.optim.Muon (torch >= 2.9); this is torch {torch.__version__}: "
@@ -195,7 +213,7 @@ def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
         return _muon(model, cfg)
     params = param_groups(model, cfg.lr, cfg.backbone_lr_scale, whiten_bias_epochs=cfg.whiten_bias_epochs)
     if cfg.optimizer in ("adam", "adamw"):
-        kind = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+        kind = torch.optim.AdamW if cfg.optimizer == "adamw" else KerasAdam
         return kind(params, lr=cfg.lr, betas=(cfg.momentum, 0.999), eps=cfg.adam_eps,
                     weight_decay=cfg.weight_decay, **_kernels(model))
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from cnnlab.config import Config
-from cnnlab.optim import build_optimizer
+from cnnlab.optim import KerasAdam, build_optimizer
 
 
 @pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
@@ -15,7 +15,7 @@ def test_the_cpu_optimizers_give_the_per_parameter_loops_numbers(name):
     cfg = Config(optimizer=name, lr=0.05, weight_decay=1e-3)
     ours = build_optimizer(model, cfg)
     assert ours.defaults["foreach"] is True and not ours.defaults.get("fused")
-    kind = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[name]
+    kind = {"sgd": torch.optim.SGD, "adam": KerasAdam, "adamw": torch.optim.AdamW}[name]
     extra = ({"momentum": cfg.momentum, "nesterov": cfg.nesterov} if name == "sgd"
              else {"betas": (cfg.momentum, 0.999), "eps": cfg.adam_eps})
     loop = kind(twin.parameters(), lr=0.05, weight_decay=1e-3, foreach=False, **extra)
