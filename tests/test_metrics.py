@@ -111,3 +111,21 @@ def test_every_figure_is_a_plain_number_for_json():
     assert json.loads(json.dumps(got)) == got
     assert all(type(got[k]) is float for k in ("accuracy", "loss", "balanced_accuracy", "macro_f1", "top5_accuracy"))
     assert all(type(v["support"]) is int and type(v["f1"]) is float for v in got["per_class"].values())
+
+
+def test_tensorboard_receives_every_validation_figure_of_a_record(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from cnnlab import tracking
+    from cnnlab.config import parse_config
+
+    record = {"epoch": 1, "loss": 1.5, "accuracy": 0.25, "val_loss": 1.25, "val_accuracy": 0.5,
+              "val_balanced_accuracy": 0.375, "val_macro_f1": 0.3125, "val_top5_accuracy": 0.875, "lr": 0.5,
+              "time_s": 2.0, "eval_time_s": 0.5}
+    with tracking.Tracker(parse_config({"log": "tensorboard"}), str(tmp_path), images_per_epoch=100) as tracker:
+        tracker.on_epoch_end(1, record, None)
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    logged = {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+    assert logged == {**{k: [(1, v)] for k, v in record.items() if k != "epoch"}, "images_per_s": [(1, 50.0)]}
