@@ -103,3 +103,25 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
              bf16: bool = False, tta: bool = False, tta_translate: int = 0) -> dict:
     logits, labels = predict_batches(model, batches, bf16, tta, tta_translate)
     return metrics_from_logits(logits, labels, classes)
+
+
+def summary_lines(metrics: dict) -> list[str]:
+    """The figures of `metrics` (metrics_from_logits's) as text: the overall ones, then one row per class
+    with its precision, recall, F1 and support, as scikit-learn's classification_report lays them out."""
+    lines = [f"accuracy: {100 * metrics['accuracy']:.2f}%"]
+    if "balanced_accuracy" in metrics:  # a run saved before these figures existed has none
+        lines += [f"balanced accuracy: {100 * metrics['balanced_accuracy']:.2f}%",
+                  f"macro-F1: {metrics['macro_f1']:.4f}"]
+    if "top5_accuracy" in metrics:
+        lines.append(f"top-5 accuracy: {100 * metrics['top5_accuracy']:.2f}%")
+    split = f", {metrics['split']}" if metrics.get("split") else ""  # evaluate_run names the split it used
+    lines.append(f"loss: {metrics['loss']:.4f}  ({metrics['n']} images{split})")
+    per_class = metrics.get("per_class")
+    width = max(5, *(len(c) for c in metrics["per_class_accuracy"]))
+    if per_class is None:
+        return lines + [f"{'class':<{width}}  accuracy"] + [
+            f"{name:<{width}}  {100 * acc:6.2f}%" for name, acc in metrics["per_class_accuracy"].items()]
+    lines.append(f"{'class':<{width}}  precision  recall      f1  support")
+    lines += [f"{name:<{width}}  {c['precision']:9.4f}  {c['recall']:6.4f}  {c['f1']:6.4f}  {c['support']:7d}"
+              for name, c in per_class.items()]
+    return lines
