@@ -203,15 +203,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import summary_lines
     from .pipeline import evaluate_run
 
     metrics = evaluate_run(args.run_dir, args.data)
-    print(f"accuracy: {100 * metrics['accuracy']:.2f}%")
-    print(f"loss: {metrics['loss']:.4f}  ({metrics['n']} images, {metrics['split']})")
-    width = max(len(c) for c in metrics["per_class_accuracy"])
-    print(f"{'class':<{width}}  accuracy")
-    for name, acc in metrics["per_class_accuracy"].items():
-        print(f"{name:<{width}}  {100 * acc:6.2f}%")
+    print("\n".join(summary_lines(metrics)))
     return 0
 
 

@@ -54,21 +54,74 @@ def predict_batches(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torc
 
 
 def metrics_from_logits(logits: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> dict:
-    """accuracy, loss (cross-entropy), per-class accuracy and the confusion matrix (rows = true class)."""
+    """The figures of one evaluation, from its float32 logits and labels:
+
+    accuracy, loss (cross-entropy), n, per_class_accuracy (each class's recall) and the confusion matrix
+    (rows = true class), and from scikit-learn: balanced_accuracy (the mean recall over the classes present
+    in `labels`), macro_f1 (the mean F1 over the classes present in `labels` or predicted: a class with no
+    image and no prediction has no F1 and is left out, one predicted without images counts 0),
+    top5_accuracy (with more than 5 classes) and per_class {class: {precision, recall, f1, support}} for
+    every class (0 where a figure divides by zero)."""
     predicted = logits.argmax(1)
     confusion = torch.zeros(len(classes), len(classes), dtype=torch.int64)
     confusion.index_put_((labels, predicted), torch.ones_like(labels), accumulate=True)
     per_class = confusion.diag().double() / confusion.sum(1).clamp(min=1).double()
-    return {
+    metrics = {
         "accuracy": (predicted == labels).double().mean().item(),
         "loss": F.cross_entropy(logits, labels).item(),
         "n": len(labels),
         "per_class_accuracy": dict(zip(classes, per_class.tolist())),
         "confusion": confusion.tolist(),
     }
+    return {**metrics, **sklearn_metrics(logits.float().numpy(), labels.numpy(), predicted.numpy(), classes)}
+
+
+def sklearn_metrics(scores, labels, predicted, classes: list[str]) -> dict:
+    """balanced_accuracy, macro_f1, top5_accuracy (more than 5 classes) and per_class, as
+    metrics_from_logits describes them, by scikit-learn's own functions (numpy arrays in)."""
+    import warnings
+
+    from sklearn.metrics import (balanced_accuracy_score, f1_score, precision_recall_fscore_support,
+                                 top_k_accuracy_score)
+
+    every = list(range(len(classes)))
+    with warnings.catch_warnings():  # "y_pred contains classes not in y_true": the rule documented above
+        warnings.simplefilter("ignore", UserWarning)
+        balanced = balanced_accuracy_score(labels, predicted)
+    figures = {"balanced_accuracy": float(balanced),
+               "macro_f1": float(f1_score(labels, predicted, average="macro", zero_division=0))}
+    if len(classes) > 5:
+        figures["top5_accuracy"] = float(top_k_accuracy_score(labels, scores, k=5, labels=every))
+    precision, recall, f1, support = precision_recall_fscore_support(labels, predicted, labels=every,
+                                                                     zero_division=0)
+    figures["per_class"] = {name: {"precision": float(precision[i]), "recall": float(recall[i]),
+                                   "f1": float(f1[i]), "support": int(support[i])} for i, name in enumerate(classes)}
+    return figures
 
 
 def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], classes: list[str],
              bf16: bool = False, tta: bool = False, tta_translate: int = 0) -> dict:
     logits, labels = predict_batches(model, batches, bf16, tta, tta_translate)
     return metrics_from_logits(logits, labels, classes)
+
+
+def summary_lines(metrics: dict) -> list[str]:
+    """The figures of `metrics` (metrics_from_logits's) as text: the overall ones, then one row per class
+    with its precision, recall, F1 and support, as scikit-learn's classification_report lays them out."""
+    lines = [f"accuracy: {100 * metrics['accuracy']:.2f}%"]
+    if "balanced_accuracy" in metrics:  # a run saved before these figures existed has none
+        lines += [f"balanced accuracy: {100 * metrics['balanced_accuracy']:.2f}%",
+                  f"macro-F1: {metrics['macro_f1']:.4f}"]
+    if "top5_accuracy" in metrics:
+        lines.append(f"top-5 accuracy: {100 * metrics['top5_accuracy']:.2f}%")
+    split = f", {metrics['split']}" if metrics.get("split") else ""  # evaluate_run names the split it used
+    lines.append(f"loss: {metrics['loss']:.4f}  ({metrics['n']} images{split})")
+    per_class = metrics.get("per_class")
+    width = max(5, *(len(c) for c in metrics["per_class_accuracy"]))
+    if per_class is None:
+        return lines + [f"{'class':<{width}}  accuracy"] + [
+            f"{name:<{width}}  {100 * acc:6.2f}%" for name, acc in metrics["per_class_accuracy"].items()]
+    lines.append(f"{'class':<{width}}  precision  recall      f1  support")
+    lines += [f"{name:<{width}}  {c['precision']:9.4f}  {c['recall']:6.4f}  {c['f1']:6.4f}  {c['support']:7d}"
+              for name, c in per_class.items()]
+    return lines

@@ -341,7 +341,10 @@ def train_run(cfg: Config, out: str, callbacks: tuple[Callback, ...] = (), test_
                  "sizes": {name: len(split) for name, split in ready.dataset.subsets().items()},
                  "preprocessing": ready.prep.to_dict(), "device": str(ready.device), "bf16": ready.bf16,
                  "test_at_epochs": list(test_at_epochs), "notes": ready.notes,
-                 "world_size": distributed.world_size()}
+                 "world_size": distributed.world_size(),
+                 "skipped": {name: len(entries) for name, entries in ready.dataset.skipped.items()}}
+    if ready.dataset.skipped:
+        runs.save_skipped(out, ready.dataset.skipped)
     runs.save_config(out, cfg.to_dict(), data_info)
     return _fit(cfg, out, ready, callbacks, None, tuple(test_at_epochs), tracking_parent)
 

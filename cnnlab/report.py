@@ -23,7 +23,7 @@ from .plots import image_grid, plot_confusion, plot_curves
 from .stats import format_interval
 from .sweep import cell_name, cells_of, p_value_note
 
-SAMPLES_PER_CLASS, MISCLASSIFIED_SHOWN = 8, 24
+SAMPLES_PER_CLASS, MISCLASSIFIED_SHOWN, SKIPPED_SHOWN = 8, 24, 10
 
 
 @dataclass
@@ -62,12 +62,30 @@ def _run_sections(report: Report, run_dir: str, title: str | None = None, headin
                     f"{data.get('device')}, {'bf16' if data.get('bf16') else 'fp32'}.")
     report.add("table", (["key", "value"], [[k, str(v)] for k, v in cfg.to_dict().items()]))
 
+    dataset = _data_section(report, heading, run_dir, cfg, data)
+
+    report.add(heading, "Model")
+    model = create_model(cfg.model, num_classes=len(data["classes"]))
+    counts = count_params(model)
+    report.add("p", f"`{cfg.model}`: {counts['total']:,} parameters ({counts['trainable']:,} trainable, "
+                    f"{counts['non_trainable']:,} non-trainable).")
+    report.add("pre", summary(model, input_hw(data["preprocessing"])))
+
+    _training_section(report, heading, run_dir, history, metrics)
+    _evaluation_section(report, heading, cfg, data, metrics, dataset)
+
+
+def _data_section(report: Report, heading: str, run_dir: str, cfg, data: dict):
+    """The data's description, what was skipped, and sample images; returns the dataset (None where it
+    cannot be read now)."""
     report.add(heading, "Data")
     report.add("pre", "\n".join(f"{line}  ({name})" for name, line in data["found"].items()))
     prep = data["preprocessing"]
     report.add("p", f"{len(data['classes'])} classes: {', '.join(data['classes'])}. Images stored at "
                     f"{prep['image_size'][0]}x{prep['image_size'][1]}, fed to the model at "
                     f"{'x'.join(map(str, input_hw(prep)))} ({prep['interpolation']} resize).")
+    for i, line in enumerate(_skipped_lines(run_dir, data)):
+        report.add("pre" if i else "p", line)
     dataset = None
     try:
         dataset = load_data(cfg.replace(progress=False))
@@ -79,25 +97,57 @@ def _run_sections(report: Report, run_dir: str, title: str | None = None, headin
         path = image_grid([dataset.train.images[i] for i in picks], [dataset.classes[labels[i]] for i in picks],
                           SAMPLES_PER_CLASS, report.scratch_path("samples.png"), scale=0.9)
         report.image("samples.png", path, "sample training images, one row per class")
+    return dataset
 
-    report.add(heading, "Model")
-    model = create_model(cfg.model, num_classes=len(data["classes"]))
-    counts = count_params(model)
-    report.add("p", f"`{cfg.model}`: {counts['total']:,} parameters ({counts['trainable']:,} trainable, "
-                    f"{counts['non_trainable']:,} non-trainable).")
-    report.add("pre", summary(model, input_hw(prep)))
 
+def _skipped_lines(run_dir: str, data: dict) -> list[str]:
+    """What --skip-bad-images left out (runs.SKIPPED): the count per folder and the first paths."""
+    skipped = runs.load_skipped(run_dir)
+    if not skipped and not data.get("skipped"):
+        return []
+    total = sum(len(entries) for entries in skipped.values())
+    lines = [f"**{total} unreadable image(s) skipped** (--skip-bad-images; all listed in `{runs.SKIPPED}`): "
+             + ", ".join(f"{len(entries)} in {folder}" for folder, entries in skipped.items()) + "."]
+    shown = [entry for entries in skipped.values() for entry in entries][:SKIPPED_SHOWN]
+    if shown:
+        lines.append("\n".join(f"{entry['path']}: {entry['reason']}" for entry in shown)
+                     + ("\n..." if total > len(shown) else ""))
+    return lines
+
+
+def _training_section(report: Report, heading: str, run_dir: str, history: list[dict], metrics: dict) -> None:
     report.add(heading, "Training")
     for name, alt in (("acc_plot.png", "accuracy per epoch, training vs validation"),
                       ("loss_plot.png", "loss per epoch, training vs validation")):
         if os.path.exists(os.path.join(run_dir, name)):
             report.image(name, os.path.join(run_dir, name), alt)
-    keys = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "time_s"]
+    keys = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "val_balanced_accuracy", "val_macro_f1",
+            "time_s"]
+    keys = [k for k in keys if any(k in r for r in history) or not k.startswith("val_")]  # older runs lack some
     report.add("table", (keys, [["-" if r.get(k) is None else (f"{r[k]:.4f}" if isinstance(r[k], float) else str(r[k]))
                                  for k in keys] for r in history]))
     report.add("p", f"Training time {metrics.get('train_time_s', 0):.1f} s over {len(history)} epochs "
                     f"(validation {metrics.get('eval_time_s', 0):.1f} s).")
 
+
+def _figures_line(test: dict) -> str | None:
+    """Balanced accuracy, macro-F1 and top-5 accuracy of a test evaluation (None for a run saved before them)."""
+    if "balanced_accuracy" not in test:
+        return None
+    top5 = f", top-5 accuracy {_pct(test['top5_accuracy'])}" if "top5_accuracy" in test else ""
+    return (f"**Balanced accuracy: {_pct(test['balanced_accuracy'])}, macro-F1: {test['macro_f1']:.4f}**{top5} "
+            "(balanced accuracy: the mean of the classes' recalls; macro-F1: the mean of their F1 scores).")
+
+
+def _class_table(test: dict) -> tuple[list[str], list[list[str]]]:
+    if "per_class" not in test:  # a run saved before per-class precision/recall/F1
+        return ["class", "accuracy"], [[c, _pct(a)] for c, a in test["per_class_accuracy"].items()]
+    return (["class", "precision", "recall", "F1", "support"],
+            [[c, f"{v['precision']:.4f}", f"{v['recall']:.4f}", f"{v['f1']:.4f}", str(v["support"])]
+             for c, v in test["per_class"].items()])
+
+
+def _evaluation_section(report: Report, heading: str, cfg, data: dict, metrics: dict, dataset) -> None:
     test = metrics.get("test")
     report.add(heading, "Evaluation")
     if not test:
@@ -106,7 +156,10 @@ def _run_sections(report: Report, run_dir: str, title: str | None = None, headin
     report.add("p", f"**Test accuracy: {_pct(test['accuracy'])}** on {test['n']} images (loss {test['loss']:.4f}"
                     f"{', flip TTA' if cfg.tta else ''}"
                     f"{f' with {cfg.tta_translate}-pixel translations' if cfg.tta and cfg.tta_translate else ''}).")
-    report.add("table", (["class", "accuracy"], [[c, _pct(a)] for c, a in test["per_class_accuracy"].items()]))
+    figures = _figures_line(test)
+    if figures:
+        report.add("p", figures)
+    report.add("table", _class_table(test))
     path = plot_confusion(test["confusion"], data["classes"], report.scratch_path("confusion.png"))
     report.image("confusion.png", path, "confusion matrix of the test images")
     confusion = np.array(test["confusion"])

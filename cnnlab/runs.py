@@ -2,7 +2,8 @@
 
     config.json        resolved config, seed, versions, data facts (classes, sizes, normalisation)
     history.json/.csv  one record per epoch
-    metrics.json       test metrics (accuracy, per class, confusion matrix)
+    metrics.json       test metrics (accuracy, balanced accuracy, macro-F1, per class, confusion matrix)
+    skipped.json       the images --skip-bad-images left out, {folder: [{path, reason}]} (only then)
     model.safetensors  the weights
     acc_plot.jpg/.png, loss_plot.jpg/.png
     checkpoint.pt      the resumable training state while the run is unfinished (removed when complete)
@@ -31,6 +32,7 @@ from .files import create_new_dir, write_atomic
 CONFIG, HISTORY_JSON, HISTORY_CSV, METRICS, WEIGHTS, COMPLETE, CHECKPOINT = (
     "config.json", "history.json", "history.csv", "metrics.json", "model.safetensors", "COMPLETE",
     "checkpoint.pt")
+SKIPPED = "skipped.json"
 MLFLOW_RUN = "mlflow_run.json"  # in a run directory, and in a sweep directory for the sweep's parent run
 
 
@@ -104,6 +106,17 @@ def save_history(run_dir: str, history: list[dict]) -> None:
 
 def save_metrics(run_dir: str, metrics: dict) -> None:
     write_json(os.path.join(run_dir, METRICS), metrics)
+
+
+def save_skipped(run_dir: str, skipped: dict[str, list[dict]]) -> None:
+    """The unreadable images left out of each folder (train, test): [{path, reason}] in folder order."""
+    write_json(os.path.join(run_dir, SKIPPED), skipped)
+
+
+def load_skipped(run_dir: str) -> dict[str, list[dict]]:
+    """What save_skipped wrote; {} for a run that skipped nothing."""
+    path = os.path.join(run_dir, SKIPPED)
+    return read_json(path) if os.path.exists(path) else {}
 
 
 def save_weights(run_dir: str, model: nn.Module) -> None:

@@ -2,7 +2,8 @@
 
 `Config.log` picks the loggers: auto (TensorBoard when the `tensorboard` package is installed), none,
 tensorboard, mlflow, or both. Per epoch each logger receives the history record (loss, accuracy,
-val_loss, val_accuracy, lr, time_s, eval_time_s, test_* where evaluated) and images_per_s; at the start
+val_loss, val_accuracy, val_balanced_accuracy, val_macro_f1, val_top5_accuracy with more than 5 classes,
+lr, time_s, eval_time_s, test_* where evaluated) and images_per_s; at the start
 the config (TensorBoard's HParams / MLflow's params); at the end the test figures and, for TensorBoard,
 the confusion matrix and the curves as images, for MLflow the run directory's files as artifacts.
 
@@ -31,8 +32,10 @@ from .plots import plot_confusion
 from .train import Callback
 
 PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow"}  # logger -> the package it needs
-EPOCH_SCALARS = ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "images_per_s", "time_s", "eval_time_s",
-                 "test_loss", "test_accuracy")
+TEST_FIGURES = ("loss", "accuracy", "balanced_accuracy", "macro_f1", "top5_accuracy")  # as test_<name>
+EPOCH_SCALARS = ("loss", "accuracy", "val_loss", "val_accuracy", "val_balanced_accuracy", "val_macro_f1",
+                 "val_top5_accuracy", "lr", "images_per_s", "time_s", "eval_time_s",
+                 *(f"test_{name}" for name in TEST_FIGURES))
 EXPERIMENT = "cnnlab"  # the MLflow experiment unless MLFLOW_EXPERIMENT_NAME / MLFLOW_EXPERIMENT_ID say otherwise
 
 
@@ -105,7 +108,8 @@ class TensorBoardLogger:
         # the HParams tab: the config, and the figures to compare runs by (torch would turn a bool into
         # the number 1.0, so booleans go as the strings True / False, as MLflow shows them)
         values = {k: str(v) if isinstance(v, bool) else v for k, v in cfg.to_dict().items()}
-        experiment, start, self.end = hparams(values, {"val_accuracy": 0.0, "test_accuracy": 0.0})
+        experiment, start, self.end = hparams(values, {f"{split}_{name}": 0.0 for split in ("val", "test")
+                                                       for name in ("accuracy", "balanced_accuracy", "macro_f1")})
         if fresh:
             self.writer.file_writer.add_summary(experiment)
             self.writer.file_writer.add_summary(start)
@@ -123,8 +127,8 @@ class TensorBoardLogger:
 
         test = metrics.get("test")
         if test is not None:
-            self.log_epoch(epoch, {k: test[k.removeprefix("test_")] for k in ("test_loss", "test_accuracy")
-                                   if (k, epoch) not in self.logged})
+            self.log_epoch(epoch, {f"test_{k}": test[k] for k in TEST_FIGURES
+                                   if k in test and (f"test_{k}", epoch) not in self.logged})
             with tempfile.TemporaryDirectory() as tmp:
                 path = plot_confusion(test["confusion"], classes, os.path.join(tmp, "confusion.png"))
                 with Image.open(path) as image:
@@ -216,7 +220,7 @@ class MlflowLogger:
             logged = {m.step for m in self.client.get_metric_history(self.run_id, "test_accuracy")}
             if epoch not in logged:
                 self.client.log_batch(self.run_id, metrics=[Metric(f"test_{k}", float(test[k]), _now_ms(), epoch)
-                                                            for k in ("loss", "accuracy")])
+                                                            for k in TEST_FIGURES if k in test])
         for name in self.ARTIFACTS:
             if os.path.exists(os.path.join(run_dir, name)):
                 self.client.log_artifact(self.run_id, os.path.join(run_dir, name))

@@ -46,6 +46,8 @@ from .optim import build_optimizer, build_scheduler, own_steps
 __all__ = ["Callback", "CheckpointMismatch", "Interrupted", "StopTraining", "TrainControl", "TrainingError", "train"]
 
 KILL_AT = "CNNLAB_TEST_KILL_AT"
+# the validation figures of an epoch's record, as val_<name> (top5_accuracy: with more than 5 classes)
+VAL_FIGURES = ("loss", "accuracy", "balanced_accuracy", "macro_f1", "top5_accuracy")
 
 
 class Callback:
@@ -343,7 +345,7 @@ class Training:
         if val_loader is not None:
             start = time.perf_counter()
             val = evaluate(self.model, val_loader, self.classes, self.bf16, cfg.tta, cfg.tta_translate)  # as test
-            record.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
+            record.update({f"val_{key}": val[key] for key in VAL_FIGURES if key in val})
             record["eval_time_s"] = round(time.perf_counter() - start, 3)
         self.history.append(record)
         if cfg.progress:

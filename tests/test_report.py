@@ -11,7 +11,7 @@ from cnnlab import preset, runs, train_run
 from cnnlab.cli import main
 from cnnlab.report import build_report
 from cnnlab.sweep import cell_name, create_sweep, open_study, results, save_results
-from conftest import ROOT, SWEEP_FLAGS, make_dataset
+from conftest import ROOT, SWEEP_FLAGS, make_dataset, make_folder
 
 TINY = SWEEP_FLAGS
 ARTIFACTS = ROOT / "test-artifacts"
@@ -34,6 +34,18 @@ def sweep_dir(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def seven_class_run(tmp_path_factory):
+    """A tiny run over 7 classes (so top-5 accuracy applies), 2 epochs."""
+    root = tmp_path_factory.mktemp("report-seven")
+    classes = tuple("abcdefg")
+    make_folder(root / "ds" / "train", classes=classes, per_class=12)
+    make_folder(root / "ds" / "test", classes=classes, per_class=4, seed=1)
+    out = str(root / "run")
+    assert main(["train", "--data", str(root / "ds"), "--out", out, "--epochs", "2", *TINY]) == 0
+    return out
+
+
 def html_of(path):
     return pathlib.Path(path).read_text(encoding="utf-8")
 
@@ -50,6 +62,34 @@ def test_run_report_has_the_study_sections(cifar_run):
     page = html_of(html_path)
     assert "<script" not in page and "http://" not in page and "https://" not in page and "@import" not in page
     assert page.count('src="data:image/png;base64,') == 5
+
+
+def test_run_report_shows_balanced_accuracy_macro_f1_and_the_class_table(seven_class_run):
+    md = pathlib.Path(build_report(seven_class_run)[0]).read_text()
+    test = runs.read_json(os.path.join(seven_class_run, runs.METRICS))["test"]
+    assert (f"**Balanced accuracy: {100 * test['balanced_accuracy']:.2f}%, macro-F1: {test['macro_f1']:.4f}**, "
+            f"top-5 accuracy {100 * test['top5_accuracy']:.2f}%") in md
+    rows = [line for line in md.splitlines() if line.startswith("| class | precision")]
+    assert rows == ["| class | precision | recall | F1 | support |"]
+    for name, c in test["per_class"].items():
+        assert f"| {name} | {c['precision']:.4f} | {c['recall']:.4f} | {c['f1']:.4f} | 4 |" in md
+    history = runs.read_json(os.path.join(seven_class_run, runs.HISTORY_JSON))
+    assert "| epoch | loss | accuracy | val_loss | val_accuracy | val_balanced_accuracy | val_macro_f1 | time_s |" in md
+    assert f"| {history[-1]['val_balanced_accuracy']:.4f} | {history[-1]['val_macro_f1']:.4f} |" in md
+
+
+def test_evaluate_prints_the_figures_and_the_class_table(seven_class_run, capsys):
+    assert main(["evaluate", seven_class_run]) == 0
+    out = capsys.readouterr().out.splitlines()
+    test = runs.read_json(os.path.join(seven_class_run, runs.METRICS))["test"]  # the same model on the same split
+    assert out[:5] == [f"accuracy: {100 * test['accuracy']:.2f}%",
+                       f"balanced accuracy: {100 * test['balanced_accuracy']:.2f}%",
+                       f"macro-F1: {test['macro_f1']:.4f}", f"top-5 accuracy: {100 * test['top5_accuracy']:.2f}%",
+                       f"loss: {test['loss']:.4f}  (28 images, test)"]
+    assert out[5].split() == ["class", "precision", "recall", "f1", "support"]
+    assert [line.split() for line in out[6:]] == [
+        [name, f"{c['precision']:.4f}", f"{c['recall']:.4f}", f"{c['f1']:.4f}", "4"]
+        for name, c in test["per_class"].items()]
 
 
 def test_sweep_report_states_conclusions_from_the_data(sweep_dir):

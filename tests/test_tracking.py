@@ -20,7 +20,8 @@ from cnnlab.train import Callback
 from conftest import SWEEP_FLAGS, make_dataset
 
 ARGS = ["--epochs", "4", "--batch-size", "8", "--eval-batch-size", "64", "--threads", "1", "--no-progress"]
-EPOCH_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "time_s", "eval_time_s")
+EPOCH_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "val_balanced_accuracy", "val_macro_f1", "lr", "time_s",
+              "eval_time_s")
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +71,8 @@ def assert_tensorboard_matches_history(run_dir: str) -> None:
     assert logged["images_per_s"] == [(r["epoch"], f32(images / r["time_s"])) for r in history]
     assert logged["test_accuracy"] == [(epochs[-1], f32(metrics["test"]["accuracy"]))]
     assert logged["test_loss"] == [(epochs[-1], f32(metrics["test"]["loss"]))]
+    for key in ("balanced_accuracy", "macro_f1"):
+        assert logged[f"test_{key}"] == [(epochs[-1], f32(metrics["test"][key]))]
 
 
 def hparams_of(run_dir: str) -> dict:
@@ -104,8 +107,9 @@ def assert_mlflow_matches_history(client, run_id: str, run_dir: str, retimed: in
             logged, expected = [x for x in logged if x[0] != retimed], [x for x in expected if x[0] != retimed]
             assert [m.step for m in client.get_metric_history(run_id, key)].count(retimed) == 1
         assert logged == expected, key
-    test = [(m.step, m.value) for m in client.get_metric_history(run_id, "test_accuracy")]
-    assert test == [(history[-1]["epoch"], metrics["test"]["accuracy"])]
+    for key in ("accuracy", "balanced_accuracy", "macro_f1"):
+        test = [(m.step, m.value) for m in client.get_metric_history(run_id, f"test_{key}")]
+        assert test == [(history[-1]["epoch"], metrics["test"][key])], key
 
 
 # --- TensorBoard ------------------------------------------------------------------------------------------

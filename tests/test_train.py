@@ -42,14 +42,19 @@ def test_run_directory_holds_everything(tiny_dataset, tmp_path):
     assert evaluate_run(str(out))["accuracy"] == test["accuracy"]
 
 
-RECORD_KEYS = {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "time_s", "eval_time_s"}
+RECORD_KEYS = {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "val_balanced_accuracy", "val_macro_f1",
+               "lr", "time_s", "eval_time_s"}
 
 
-def check_record(record, epoch):
-    """One epoch's history record: its keys, and each value where it can lie."""
-    assert set(record) == RECORD_KEYS and record["epoch"] == epoch
+def check_record(record, epoch, top5: bool = False):
+    """One epoch's history record: its keys (val_top5_accuracy with more than 5 classes), and each value
+    where it can lie."""
+    assert set(record) == RECORD_KEYS | ({"val_top5_accuracy"} if top5 else set()) and record["epoch"] == epoch
     assert 0.0 < record["loss"] < 20 and 0.0 < record["val_loss"] < 20
     assert 0.0 <= record["accuracy"] <= 1.0 and 0.0 <= record["val_accuracy"] <= 1.0
+    assert 0.0 <= record["val_balanced_accuracy"] <= 1.0 and 0.0 <= record["val_macro_f1"] <= 1.0
+    if top5:
+        assert record["val_accuracy"] <= record["val_top5_accuracy"] <= 1.0
     assert record["time_s"] >= 0 and record["eval_time_s"] >= 0
 
 
@@ -84,7 +89,7 @@ def test_seed_preset_trains_on_a_subset(cifar_root, tmp_path):
     metrics = train_run(cfg, str(tmp_path / "run"))
     history = load_run(str(tmp_path / "run"))["history"]
     assert len(history) == 1
-    check_record(history[0], 1)
+    check_record(history[0], 1, top5=True)
     assert history[0]["lr"] == 1e-3  # Adam at a constant rate, as the study
     assert metrics["test"]["n"] == 100 and 0.0 <= metrics["test"]["accuracy"] <= 1.0
     with pytest.raises(Exception, match="does not accept 32x32 inputs"):

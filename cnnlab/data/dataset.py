@@ -55,6 +55,9 @@ class Dataset:
     test: Split | None
     source: str
     notes: list[str] = field(default_factory=list)  # what was decided about the images (sizes), to print
+    # what skip_bad left out of each folder ("train": the training folder or the dataset's one folder,
+    # "test"): [{path, reason}], folders with nothing skipped absent
+    skipped: dict[str, list[dict]] = field(default_factory=dict)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -115,7 +118,7 @@ class Decoding:
     decode at; without it, the folder's own size when all its images have one no larger than
     `fallback_size`, else `fallback_size` (else the first image's size). `resize` (crop | pad | squash)
     with `interpolation` (nearest | bilinear), upright by EXIF with `exif`. `skip_bad`: leave out the
-    files that cannot be decoded (listed on stderr) instead of stopping. `memory_budget`: the bytes the
+    files that cannot be decoded (the first named on stderr, all in Dataset.skipped) instead of stopping. `memory_budget`: the bytes the
     decoded images may take (default 80% of the available memory); more is refused before decoding."""
 
     image_size: int | tuple[int, int] | None = None
@@ -168,13 +171,21 @@ def load_dataset(path: str, decoding: Decoding = Decoding(), splitting: Splittin
     decoding, splitting = with_fields([decoding, splitting], fields, "load_dataset")
     check_folder(path)
     folder = cifar_folder(path)
+    skipped: dict[str, list[dict]] = {}
     if folder:
         (classes, parts), notes = read_cifar(folder, decoding.size), []
     else:
         classes, sources = scan_sources(path)
         plan, notes = decide(sources, decoding, progress)
-        parts = [decode_source(source, plan, decoding.skip_bad, progress) for source in sources]
-    return split_dataset(path, classes, parts, splitting, notes)
+        parts = []
+        for name, source in zip(("train", "test"), sources):
+            split, left_out = decode_source(source, plan, decoding.skip_bad, progress)
+            parts.append(split)
+            if left_out:
+                skipped[name] = left_out
+    dataset = split_dataset(path, classes, parts, splitting, notes)
+    dataset.skipped = skipped
+    return dataset
 
 
 def cifar_folder(path: str) -> str | None:
@@ -275,18 +286,36 @@ def check_memory(sources: list[Source], size: tuple[int, int], memory_budget: in
                         f"more than the {limit / 1e9:.1f} GB {what}; --image-size {max(1, side)} would fit")
 
 
-def decode_source(source: Source, plan: DecodePlan, skip_bad: bool, progress: bool = True) -> Split:
-    """A scanned folder decoded as `plan` says (from the cache, or into it); with `skip_bad`, the files
-    that cannot be decoded are left out and listed on stderr."""
+SKIPPED_PRINTED = 10  # the skipped files named on stderr; the run's skipped.json lists them all
+
+
+def decode_source(source: Source, plan: DecodePlan, skip_bad: bool, progress: bool = True
+                  ) -> tuple[Split, list[dict]]:
+    """A scanned folder decoded as `plan` says (from the cache, or into it), and with `skip_bad` the files
+    that cannot be decoded, left out ([{path, reason}], the first named on stderr with their count). A
+    class left with no image is an error."""
     scan = source.scan
     images, bad = load_images(scan.root, scan.files, plan, source.digest, progress, skip_bad=skip_bad)
     split = Split(images, np.asarray(scan.labels, dtype=np.int64), scan.files)
-    if bad:
-        for _, reason in bad:
-            print(f"skipped: {reason}", file=sys.stderr)
-        print(f"skipped {len(bad)} unreadable image(s) of {len(scan.files)} in {scan.root}", file=sys.stderr)
-        split = split.take(np.setdiff1d(np.arange(len(split)), [i for i, _ in bad]))
-    return split
+    if not bad:
+        return split, []
+    left_out = []
+    for index, message in bad:
+        path = os.path.join(scan.root, scan.files[index])
+        left_out.append({"path": path, "reason": message.removeprefix(f"{path}: ")})
+    for entry in left_out[:SKIPPED_PRINTED]:
+        print(f"skipped: {entry['path']}: {entry['reason']}", file=sys.stderr)
+    more = f" ({len(bad) - SKIPPED_PRINTED} more not shown)" if len(bad) > SKIPPED_PRINTED else ""
+    print(f"skipped {len(bad)} unreadable image(s) of {len(scan.files)} in {scan.root}{more}", file=sys.stderr)
+    split = split.take(np.setdiff1d(np.arange(len(split)), [i for i, _ in bad]))
+    counts = np.bincount(split.labels, minlength=len(scan.classes))
+    empty = [name for name, count in zip(scan.classes, counts) if count == 0]
+    if empty:
+        lost = sum(1 for i, _ in bad if scan.labels[i] == scan.classes.index(empty[0]))
+        raise DataError(f"{os.path.join(scan.root, empty[0])}: class {empty[0]!r} has no readable image ({lost} "
+                        f"skipped{f'; {len(empty) - 1} more such class(es)' if len(empty) > 1 else ''}); "
+                        "replace the files or remove the class folder")
+    return split, left_out
 
 
 def split_dataset(path: str, classes: list[str], parts: list[Split], splitting: Splitting,

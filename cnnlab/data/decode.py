@@ -2,7 +2,9 @@
 
 The cache key covers the file list, each file's size and mtime, and how the files are decoded (size,
 resize method and mode, EXIF handling), so a second load of an unchanged folder memory-maps one .npy
-file instead of decoding again. The cache keeps at most CNNLAB_CACHE_GB (default 5 GB), evicting the
+file instead of decoding again. A decode that left unreadable files out (--skip-bad-images) has a key of
+its own and the list of those files beside it (KEY.skipped.json): it serves only a load that skips too,
+and says again what it left out; a decode of every file serves both. The cache keeps at most CNNLAB_CACHE_GB (default 5 GB), evicting the
 least recently used entries; `cnnlab cache info|clear`.
 """
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from ..errors import DataError
-from ..files import atomic_path
+from ..files import atomic_path, fsync_dir, write_atomic
 
 CACHE_VERSION = 2
 _RESAMPLE = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR}
@@ -274,19 +276,27 @@ def folder_digest(root: str, files: list[str]) -> str:
     return digest.hexdigest()
 
 
-def cache_key(digest: str, plan: DecodePlan) -> str:
-    return hashlib.sha256(json.dumps([digest, plan.key()]).encode()).hexdigest()[:32]
+def cache_key(digest: str, plan: DecodePlan, skipped: bool = False) -> str:
+    """The key of a decode; `skipped`: one that left unreadable files out (--skip-bad-images), kept apart
+    from the decodes of every file, so that it is never taken for one."""
+    return hashlib.sha256(json.dumps([digest, plan.key(), *(["skip_bad"] if skipped else [])]).encode()
+                          ).hexdigest()[:32]
 
 
-def cache_path(digest: str, plan: DecodePlan) -> str:
+def cache_path(digest: str, plan: DecodePlan, skipped: bool = False) -> str:
     """The decode cache's file for a folder of `digest` (folder_digest) decoded as `plan` says."""
-    return os.path.join(cache_dir(), f"{cache_key(digest, plan)}.npy")
+    return os.path.join(cache_dir(), f"{cache_key(digest, plan, skipped)}.npy")
 
 
-def cached_images(digest: str, plan: DecodePlan, count: int) -> np.ndarray | None:
+def skipped_list_path(path: str) -> str:
+    """The list of the files a cached decode left out, [[index, reason], ...], beside its .npy file."""
+    return path.removesuffix(".npy") + ".skipped.json"
+
+
+def cached_images(digest: str, plan: DecodePlan, count: int, skipped: bool = False) -> np.ndarray | None:
     """The cached images of the folder (a read-only memory map, marked as used now), or None when the
     cache holds none of the expected shape (or a damaged file, to be decoded again and replaced)."""
-    path = cache_path(digest, plan)
+    path = cache_path(digest, plan, skipped)
     if not os.path.exists(path):
         return None
     try:
@@ -315,6 +325,13 @@ def cache_entries() -> list[tuple[str, int, float]]:
     return sorted(entries, key=lambda e: e[2])
 
 
+def _remove_entry(path: str) -> None:
+    """A cache file and the list of skipped files beside it, if any."""
+    os.remove(path)
+    with contextlib.suppress(OSError):
+        os.remove(skipped_list_path(path))
+
+
 def evict(keep: str | None = None, limit: int | None = None) -> list[str]:
     """Remove least recently used cache files until the cache fits its limit (never `keep`), and the
     leftovers of decodes killed before they finished (temporary files over a day old)."""
@@ -335,7 +352,7 @@ def evict(keep: str | None = None, limit: int | None = None) -> list[str]:
         if path == keep:
             continue
         with contextlib.suppress(OSError):
-            os.remove(path)  # a run that has it memory-mapped keeps reading it (POSIX)
+            _remove_entry(path)  # a run that has it memory-mapped keeps reading it (POSIX)
             removed.append(path)
             total -= size
     return removed
@@ -346,7 +363,7 @@ def clear_cache() -> tuple[int, int]:
     entries = cache_entries()
     for path, _, _ in entries:
         with contextlib.suppress(OSError):
-            os.remove(path)
+            _remove_entry(path)
     return len(entries), sum(size for _, size, _ in entries)
 
 
@@ -355,37 +372,56 @@ def load_images(root: str, files: list[str], plan: DecodePlan, digest: str, prog
     """(images, skipped) of `root`/`files` (whose folder_digest is `digest`), decoded as `plan` says. The
     images are a read-only memory map of the cache file (decoded there once, straight from the worker
     processes; later loads of the unchanged folder read nothing until used), or an array in memory when
-    the cache cannot be written or some files were skipped. `skipped` lists (index, reason) of
-    undecodable files, with `skip_bad` only."""
+    the cache cannot be written. `skipped` lists (index, reason) of undecodable files, with `skip_bad`
+    only; their rows are left zero."""
     shape = (len(files), *plan.size, 3)
     paths = [os.path.join(root, f) for f in files]
-    found = cached_images(digest, plan, len(files)) if use_cache else None
-    if found is not None:
-        return found, []
     if use_cache:
-        path = cache_path(digest, plan)
+        found = cached_decode(digest, plan, len(files), skip_bad)
+        if found is not None:
+            return found
         try:
-            os.makedirs(cache_dir(), exist_ok=True)
-            with atomic_path(path) as tmp:
-                out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
-                bad = decode_files(paths, plan, out, progress, skip_bad=skip_bad, out_path=tmp)
-                out.flush()
-                if bad:  # a folder with broken files is not cached: it should be fixed, not kept
-                    images = np.array(out)
-                    del out
-                    raise _NotCached(images, bad)
-                del out
-            evict(keep=path)
-            return np.load(path, mmap_mode="r", allow_pickle=False), []
-        except _NotCached as done:
-            return done.images, done.bad
+            return _decode_into_cache(paths, plan, digest, progress, skip_bad)
         except OSError as exc:  # a full or read-only cache disk: decode into memory, slower next time
-            print(f"warning: could not write the decode cache {path}: {exc.strerror}", file=sys.stderr)
+            print(f"warning: could not write the decode cache {cache_dir()}: {exc.strerror}", file=sys.stderr)
     out = np.empty(shape, dtype=np.uint8)
     return out, decode_files(paths, plan, out, progress, skip_bad=skip_bad)
 
 
-class _NotCached(Exception):
-    def __init__(self, images: np.ndarray, bad: list[tuple[int, str]]):
-        super().__init__()
-        self.images, self.bad = images, bad
+def cached_decode(digest: str, plan: DecodePlan, count: int, skip_bad: bool
+                  ) -> tuple[np.ndarray, list[tuple[int, str]]] | None:
+    """(images, skipped) from the cache, or None: a decode of every file serves with or without
+    `skip_bad`; one that left files out serves only with `skip_bad`, and only with its list of them."""
+    images = cached_images(digest, plan, count)
+    if images is not None:
+        return images, []
+    if not skip_bad:
+        return None
+    images = cached_images(digest, plan, count, skipped=True)
+    try:
+        with open(skipped_list_path(cache_path(digest, plan, skipped=True)), encoding="utf-8") as fh:
+            skipped = [(int(index), str(reason)) for index, reason in json.load(fh)]
+    except (OSError, ValueError, TypeError):
+        return None  # no list (or a damaged one): decoded again
+    return None if images is None else (images, skipped)
+
+
+def _decode_into_cache(paths: list[str], plan: DecodePlan, digest: str, progress: bool, skip_bad: bool
+                       ) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """Decodes `paths` into a new cache file: under the skipping key, with the list of what was left out
+    written beside it first, when files were skipped; else under the key of a decode of every file."""
+    whole, skipping = cache_path(digest, plan), cache_path(digest, plan, skipped=True)
+    os.makedirs(cache_dir(), exist_ok=True)
+    with atomic_path(skipping if skip_bad else whole) as tmp:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), *plan.size, 3))
+        bad = decode_files(paths, plan, out, progress, skip_bad=skip_bad, out_path=tmp)
+        out.flush()
+        del out
+        if bad:
+            write_atomic(skipped_list_path(skipping), json.dumps(bad))
+    path = skipping if bad else whole
+    if skip_bad and not bad:  # nothing left out: the same images as a decode of every file, kept as one
+        os.replace(skipping, whole)
+        fsync_dir(cache_dir())
+    evict(keep=path)
+    return np.load(path, mmap_mode="r", allow_pickle=False), bad
