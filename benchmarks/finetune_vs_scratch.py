@@ -2,7 +2,7 @@
 from a finished run's weights (`--init-from`, a new head), several seeds each, and prints the test
 accuracy of each way as mean +/- std and a 95% CI.
 
-    python benchmarks/make_photo_folder.py ../shared/datasets/cifar10 /tmp/photos
+    python tools/make_photo_folder.py ../shared/datasets/cifar10 /tmp/photos
     cnnlab train --data ../shared/datasets/cifar10 --out runs/fast
     python benchmarks/finetune_vs_scratch.py /tmp/photos runs/fast --seeds 3 --epochs 5
 
