@@ -2,11 +2,11 @@
 
     cnnlab train --preset fast --data ../shared/datasets/cifar10 --subset 5000 --epochs 4 --out /tmp/fast-5k
     cnnlab report /tmp/fast-5k
-    cnnlab sweep --data ../shared/datasets/cifar10 --subset 2000 --grid batch_size=256,512 --grid epochs=2,3 \\
-        --schedule constant --lr 0.1 --seeds 2 --out /tmp/sweep-2x2
+    cnnlab sweep --data ../shared/datasets/cifar10 --subset 2000 --epochs 4 --grid batch_size=128,256 \\
+        --grid lr=0.05,0.2 --seeds 2 --out /tmp/sweep-lr-bs
     python tools/docs_pictures.py curves /tmp/fast-5k
     python tools/docs_pictures.py report /tmp/fast-5k --top 5950     # y of the report's Evaluation heading
-    python tools/docs_pictures.py heatmap /tmp/sweep-2x2
+    python tools/docs_pictures.py heatmap /tmp/sweep-lr-bs
 
 The report is photographed by headless Chromium (`chromium` on the PATH). Say in each picture's caption
 which run made it.
