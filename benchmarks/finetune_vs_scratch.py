@@ -3,7 +3,7 @@ from a finished run's weights (`--init-from`, a new head), several seeds each, a
 the validation split held out of the training images (mean, 95% CI, Welch's p against scratch); the way
 chosen on validation then has its test accuracy reported, once.
 
-    python benchmarks/make_photo_folder.py ../shared/datasets/cifar10 /tmp/photos
+    python tools/make_photo_folder.py ../shared/datasets/cifar10 /tmp/photos
     cnnlab train --data ../shared/datasets/cifar10 --out runs/fast
     python benchmarks/finetune_vs_scratch.py /tmp/photos runs/fast --seeds 3 --epochs 5
 

@@ -3,7 +3,7 @@ photos would: every image upscaled to a random size (shorter side and aspect rat
 saved as JPEG or PNG, some grayscale, some stored lying on their side with an EXIF orientation tag as
 phones write them.
 
-    python benchmarks/make_photo_folder.py ../shared/datasets/cifar10 /tmp/photos --train 100 --test 30
+    python tools/make_photo_folder.py ../shared/datasets/cifar10 /tmp/photos --train 100 --test 30
 
 Writes PHOTOS/train/<class>/ and PHOTOS/test/<class>/; prints the count, total size and size range.
 """
