@@ -27,6 +27,18 @@ def test_without_torchs_nnpack_op_the_conv_is_f_conv2d(monkeypatch):
     torch.testing.assert_close(conv.weight.grad, ref_w.grad)
 
 
+def test_an_nnpack_op_whose_signature_changed_falls_back_to_f_conv2d(monkeypatch):
+    """A later torch may keep the private op's name and change its arguments: the public convolution then."""
+    def changed(*args, **kwargs):
+        raise TypeError("_nnpack_spatial_convolution() takes 3 positional arguments but 5 were given")
+
+    monkeypatch.setattr(torch, "_nnpack_spatial_convolution", changed, raising=False)
+    torch.manual_seed(0)
+    inputs, weight, bias = torch.randn(2, 3, 9, 9), torch.randn(4, 3, 3, 3), torch.randn(4)
+    out = cpu_conv.nnpack_conv2d(inputs, weight, bias, (1, 1), (1, 1))
+    assert torch.equal(out, F.conv2d(inputs, weight, bias, (1, 1), (1, 1)))
+
+
 # /proc/cpuinfo lines (flags abridged): what each CPU computes bf16 with
 CPUS = {
     "skylake_avx512": ("flags\t\t: fpu sse2 avx2 avx512f avx512dq avx512bw avx512vl avx512_vnni\n", False),  # emulated

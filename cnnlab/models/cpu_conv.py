@@ -32,11 +32,14 @@ def nnpack_forward_pays(inputs: torch.Tensor) -> bool:
 def nnpack_conv2d(inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride, padding
                   ) -> torch.Tensor:
     """NNPACK's forward convolution, through torch's private op; F.conv2d, the same convolution, where this
-    torch has no such op."""
+    torch has no such op or takes other arguments for it (so no upper bound on torch is needed for it)."""
     op = getattr(torch, "_nnpack_spatial_convolution", None)
-    if op is None:
-        return F.conv2d(inputs, weight, bias, stride, padding)
-    return op(inputs, weight, bias, padding, stride)
+    if op is not None:
+        try:
+            return op(inputs, weight, bias, padding, stride)
+        except TypeError:  # the op's signature changed in this torch
+            pass
+    return F.conv2d(inputs, weight, bias, stride, padding)
 
 
 class _NnpackForwardConv(Function):
