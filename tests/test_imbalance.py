@@ -177,3 +177,26 @@ def test_train_says_what_it_chose_and_keeps_the_users_flags(imbalanced_folder, t
     assert printed == line
     assert any("imbalanced training set" in note for note in saved["data"]["notes"]) == line
     shutil.rmtree(out)
+
+
+def test_stopped_mid_epoch_and_resumed_it_ends_as_an_uninterrupted_run(imbalanced_folder, tmp_path):
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    args = ["--data", imbalanced_folder, "--epochs", "3", "--batch-size", "9", "--eval-batch-size", "64",
+            "--threads", "1", "--seed", "2", "--no-progress", "--log", "none", "--sampler", "balanced",
+            "--class-weight", "balanced"]
+    reference, out = str(tmp_path / "ref"), str(tmp_path / "run")
+    assert main(["train", "--out", reference, *args]) == 0
+    env = {**os.environ, "CNNLAB_TEST_KILL_AT": "2:4:INT"}  # a Ctrl-C at step 4 of epoch 2 (of 9): checkpointed there
+    proc = subprocess.run([sys.executable, "-m", "cnnlab.cli", "train", "--out", out, *args], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 130 and "epoch 2, step 4; checkpoint saved" in proc.stderr, proc.stderr
+    assert main(["train", "--resume", out]) == 0
+    strip = lambda h: [{k: v for k, v in r.items() if "time" not in k} for r in h]  # noqa: E731
+    history = [json.load(open(os.path.join(d, "history.json"))) for d in (reference, out)]
+    assert strip(history[0]) == strip(history[1])
+    weights = [load_file(os.path.join(d, "model.safetensors")) for d in (reference, out)]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
