@@ -283,9 +283,9 @@ def adapt_to_dataset(cfg: Config, n_train: int, keep: frozenset[str] | set[str] 
     return cfg.replace(**changes), [line]
 
 
-# Largest over smallest class count of the training split above which the classes count as imbalanced: at 3:1
-# a plain-accuracy model can already mostly ignore a class and still look good, and folders of photos
-# gathered by hand commonly differ by 2:1 without harm.
+# Largest over smallest class count of the training split above which the classes count as imbalanced (a
+# choice, not a measured optimum): folders gathered by hand often differ by 2:1 and train as they are; above
+# 3:1 the smallest class has under a third of the largest's share of each epoch.
 IMBALANCE_RATIO = 3.0
 # What an imbalanced training set gets by default (config key, value): chosen on a validation split by
 # benchmarks/imbalance.py, at least as good as none in balanced accuracy (docs/data.md).
