@@ -117,13 +117,15 @@ def write_record(record: dict) -> str:
 
 
 def machine() -> dict:
-    flags = ""
+    cpu, flags = platform.processor() or platform.machine(), ""
     if os.path.exists("/proc/cpuinfo"):
         for line in open("/proc/cpuinfo"):
+            if line.startswith("model name") and cpu == platform.machine():
+                cpu = line.split(":", 1)[1].strip()
             if line.startswith("flags"):
                 flags = " ".join(f for f in line.split(":", 1)[1].split() if f.startswith(("avx", "amx")))
                 break
-    return {"cpu": platform.processor() or platform.machine(), "flags": flags, "cores": os.cpu_count()}
+    return {"cpu": cpu, "flags": flags, "cores": os.cpu_count()}
 
 
 def main() -> None:

@@ -143,7 +143,7 @@ class Config:
     checkpoint_every: int = _knob(1, "write a resumable checkpoint every this many epochs (0 = only on Ctrl-C/SIGTERM)")
     seed: int = _knob(0, "random seed for initialisation, shuffling, augmentation and dropout")
     adapt: bool = _knob(True, "on a small training set, lower batch_size (and lr with it) and raise epochs to a "
-                              "minimum of optimizer steps; on an imbalanced one, weight the classes in the loss; "
+                              "minimum of optimizer steps; on an imbalanced one, draw the classes equally often (sampler balanced); "
                               "printed and saved; flags given explicitly are kept")
     memory_gb: float = _knob(0.0, "most memory the decoded images may take, GB (0 = 80 percent of what is available)")
     device_memory_gb: float = _knob(0.0, "most GPU memory the training images may take before batches stream "
@@ -289,7 +289,7 @@ def adapt_to_dataset(cfg: Config, n_train: int, keep: frozenset[str] | set[str] 
 IMBALANCE_RATIO = 3.0
 # What an imbalanced training set gets by default (config key, value): chosen on a validation split by
 # benchmarks/imbalance.py, at least as good as none in balanced accuracy (docs/data.md).
-IMBALANCE_DEFAULT = ("class_weight", "balanced")
+IMBALANCE_DEFAULT = ("sampler", "balanced")
 
 
 def imbalance_ratio(counts: Any) -> float:
@@ -304,7 +304,7 @@ def adapt_to_imbalance(cfg: Config, counts: Any, keep: frozenset[str] | set[str]
                        ) -> tuple[Config, list[str]]:
     """The config adapted to a training split of these per-class image counts, and a line when it changed.
 
-    Above IMBALANCE_RATIO, IMBALANCE_DEFAULT is set (the loss weighted by class). Nothing changes when
+    Above IMBALANCE_RATIO, IMBALANCE_DEFAULT is set (the class-balanced sampler). Nothing changes when
     the user gave class_weight or sampler (in `keep`), when either is already set, or with cfg.adapt False."""
     ratio = imbalance_ratio(counts)
     if not cfg.adapt or ratio <= IMBALANCE_RATIO or {"class_weight", "sampler"} & set(keep):

@@ -122,13 +122,13 @@ def test_ratio_and_adaptation_above_the_threshold_only():
     assert imbalance_ratio([20, 5, 10]) == 4.0 and imbalance_ratio([3, 0]) == float("inf")
     assert adapt_to_imbalance(cfg, [30, 10, 12]) == (cfg, [])  # ratio 3: not above
     adapted, notes = adapt_to_imbalance(cfg, [250, 10, 40])
-    assert adapted == cfg.replace(class_weight="balanced")
-    assert notes == ["imbalanced training set (ratio 25.0): class_weight none -> balanced; give --class-weight or "
+    assert adapted == cfg.replace(sampler="balanced")
+    assert notes == ["imbalanced training set (ratio 25.0): sampler uniform -> balanced; give --class-weight or "
                      "--sampler to choose otherwise, or --no-adapt"]
     for keep in ({"class_weight"}, {"sampler"}):  # a choice the user made holds, whatever it is
         assert adapt_to_imbalance(cfg, [250, 10, 40], keep) == (cfg, [])
-    sampled = cfg.replace(sampler="balanced")  # already handled (a config file's choice)
-    assert adapt_to_imbalance(sampled, [250, 10, 40]) == (sampled, [])
+    weighted = cfg.replace(class_weight="balanced")  # already handled (a config file's choice)
+    assert adapt_to_imbalance(weighted, [250, 10, 40]) == (weighted, [])
     assert adapt_to_imbalance(cfg.replace(adapt=False), [250, 10, 40]) == (cfg.replace(adapt=False), [])
     assert IMBALANCE_RATIO == 3.0
 
@@ -148,7 +148,7 @@ def test_data_info_prints_the_counts_the_ratio_and_a_warning(imbalanced_folder, 
     out = capsys.readouterr().out
     assert "images per class (training split): a 36, b 36, c 9" in out
     assert "imbalance ratio (largest / smallest class, training split): 4.0" in out
-    assert "warning: imbalanced classes (ratio above 3)" in out and "--class-weight balanced" in out
+    assert "warning: imbalanced classes (ratio above 3)" in out and "sets --sampler balanced" in out
 
 
 def test_data_info_is_quiet_about_a_balanced_folder(tmp_path, capsys):
@@ -163,9 +163,10 @@ TINY = ["--epochs", "1", "--batch-size", "9", "--eval-batch-size", "64", "--thre
 
 
 @pytest.mark.parametrize("flags, chosen, line", [
-    ([], ("balanced", "uniform"), True),
+    ([], ("none", "balanced"), True),
     (["--class-weight", "none"], ("none", "uniform"), False),
-    (["--sampler", "balanced"], ("none", "balanced"), False),
+    (["--sampler", "uniform"], ("none", "uniform"), False),
+    (["--class-weight", "balanced"], ("balanced", "uniform"), False),
     (["--no-adapt"], ("none", "uniform"), False),
 ])
 def test_train_says_what_it_chose_and_keeps_the_users_flags(imbalanced_folder, tmp_path, capsys, flags, chosen, line):
@@ -173,7 +174,7 @@ def test_train_says_what_it_chose_and_keeps_the_users_flags(imbalanced_folder, t
     assert main(["train", "--data", imbalanced_folder, "--out", out, *TINY, *flags]) == 0
     saved = json.load(open(os.path.join(out, "config.json")))
     assert (saved["config"]["class_weight"], saved["config"]["sampler"]) == chosen
-    printed = "imbalanced training set (ratio 4.0): class_weight none -> balanced" in capsys.readouterr().out
+    printed = "imbalanced training set (ratio 4.0): sampler uniform -> balanced" in capsys.readouterr().out
     assert printed == line
     assert any("imbalanced training set" in note for note in saved["data"]["notes"]) == line
     shutil.rmtree(out)
