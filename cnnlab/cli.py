@@ -275,6 +275,7 @@ def cmd_data_info(args: argparse.Namespace) -> int:
     labels = ds.train.labels if ds.val is None else np.concatenate([ds.train.labels, ds.val.labels])
     counts = np.bincount(labels, minlength=len(ds.classes))
     print("images per class (training + validation): " + ", ".join(f"{c} {n}" for c, n in zip(ds.classes, counts)))
+    _print_imbalance(ds)
     short = classes_without_validation(labels, ds.classes, args.val_fraction)
     if short:
         print(f"warning: --val-fraction {args.val_fraction} gives no validation images to {len(short)} class(es): "
@@ -300,6 +301,24 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     json_path, html_path = write_outputs(result, out)
     print(f"wrote {json_path} and {html_path}")
     return 1 if args.strict and result.leaks else 0
+
+
+def _print_imbalance(ds) -> None:
+    """The training split's per-class counts when it has a validation split beside, its imbalance ratio,
+    and a warning above config.IMBALANCE_RATIO (what training then does)."""
+    from .config import IMBALANCE_DEFAULT, IMBALANCE_RATIO, imbalance_ratio
+    from .data.loader import class_counts
+
+    counts = class_counts(ds.train.labels, len(ds.classes))
+    if ds.val is not None:
+        print("images per class (training split): " + ", ".join(f"{c} {n}" for c, n in zip(ds.classes, counts)))
+    ratio = imbalance_ratio(counts)
+    print(f"imbalance ratio (largest / smallest class, training split): {ratio:.1f}")
+    if ratio > IMBALANCE_RATIO:
+        key, value = IMBALANCE_DEFAULT
+        print(f"warning: imbalanced classes (ratio above {IMBALANCE_RATIO:g}): plain accuracy can look good while "
+              f"the smallest classes are missed; `cnnlab train` sets --{key.replace('_', '-')} {value} unless "
+              "--class-weight, --sampler or --no-adapt is given; judge by balanced accuracy or macro-F1")
 
 
 def cmd_data_get(args: argparse.Namespace) -> int:

@@ -119,6 +119,12 @@ class Config:
     whiten_bias_epochs: float = _knob(0.0, "epochs the whitening layer's bias trains, its lr falling to 0 over them "
                                            "(airbench: 3); 0 = all epochs, as every other bias")
     label_smoothing: float = _knob(0.2, "label smoothing of the cross-entropy loss")
+    class_weight: Literal["none", "balanced"] = _knob(
+        "none", "weight of each class in the loss: none = 1; balanced = n_images / (n_classes x images of the class) "
+                "over the training split (scikit-learn's 'balanced'), so that every class weighs the same in all")
+    sampler: Literal["uniform", "balanced"] = _knob(
+        "uniform", "order of the training images: uniform = each image once an epoch, shuffled; balanced = drawn "
+                   "with replacement, each class equally likely (same epoch length)")
     tta: bool = _knob(True, "test-time augmentation: average the logits of each image and its mirror")
     tta_translate: int = _knob(1, "with tta, also the mirrored pairs of the image translated this many pixels "
                                   "down-right and up-left (reflect padded), weighted 1/4 each and the image's pair "
@@ -137,7 +143,8 @@ class Config:
     checkpoint_every: int = _knob(1, "write a resumable checkpoint every this many epochs (0 = only on Ctrl-C/SIGTERM)")
     seed: int = _knob(0, "random seed for initialisation, shuffling, augmentation and dropout")
     adapt: bool = _knob(True, "on a small training set, lower batch_size (and lr with it) and raise epochs to a "
-                              "minimum of optimizer steps; printed and saved; flags given explicitly are kept")
+                              "minimum of optimizer steps; on an imbalanced one, draw the classes equally often (sampler balanced); "
+                              "printed and saved; flags given explicitly are kept")
     memory_gb: float = _knob(0.0, "most memory the decoded images may take, GB (0 = 80 percent of what is available)")
     device_memory_gb: float = _knob(0.0, "most GPU memory the training images may take before batches stream "
                                          "from the host cache instead, GB (0 = half the free GPU memory)")
@@ -274,6 +281,40 @@ def adapt_to_dataset(cfg: Config, n_train: int, keep: frozenset[str] | set[str] 
             f" ({max(1, n_train // batch) * changes.get('epochs', cfg.epochs)} steps); give these flags to choose "
             "otherwise, or --no-adapt")
     return cfg.replace(**changes), [line]
+
+
+# Largest over smallest class count of the training split above which the classes count as imbalanced (a
+# choice, not a measured optimum): folders gathered by hand often differ by 2:1 and train as they are; above
+# 3:1 the smallest class has under a third of the largest's share of each epoch.
+IMBALANCE_RATIO = 3.0
+# What an imbalanced training set gets by default (config key, value): chosen on a validation split by
+# benchmarks/imbalance.py, at least as good as none in balanced accuracy (docs/data.md).
+IMBALANCE_DEFAULT = ("sampler", "balanced")
+
+
+def imbalance_ratio(counts: Any) -> float:
+    """Largest over smallest of per-class image counts (inf when a class has none)."""
+    counts = [int(n) for n in counts]
+    if not counts:
+        return 1.0
+    return max(counts) / min(counts) if min(counts) > 0 else math.inf
+
+
+def adapt_to_imbalance(cfg: Config, counts: Any, keep: frozenset[str] | set[str] = frozenset()
+                       ) -> tuple[Config, list[str]]:
+    """The config adapted to a training split of these per-class image counts, and a line when it changed.
+
+    Above IMBALANCE_RATIO, IMBALANCE_DEFAULT is set (the class-balanced sampler). Nothing changes when
+    the user gave class_weight or sampler (in `keep`), when either is already set, or with cfg.adapt False."""
+    ratio = imbalance_ratio(counts)
+    if not cfg.adapt or ratio <= IMBALANCE_RATIO or {"class_weight", "sampler"} & set(keep):
+        return cfg, []
+    if cfg.class_weight != "none" or cfg.sampler != "uniform":
+        return cfg, []
+    key, value = IMBALANCE_DEFAULT
+    line = (f"imbalanced training set (ratio {ratio:.1f}): {key} {getattr(cfg, key)} -> {value}; give "
+            "--class-weight or --sampler to choose otherwise, or --no-adapt")
+    return cfg.replace(**{key: value}), [line]
 
 
 def _field_types() -> dict[str, Any]:

@@ -12,10 +12,11 @@ import numpy as np
 import torch
 
 from . import distributed, runs, tracking
-from .config import Config, adapt_to_dataset, saved_config, size_hw
+from .config import Config, adapt_to_dataset, adapt_to_imbalance, saved_config, size_hw
 from .data import (Augmentation, Decoding, DeviceLoader, Feed, Preprocessing, Sampling, Splitting, channel_stats,
                    load_dataset)
 from .data.dataset import Dataset
+from .data.loader import class_counts
 from .device import peak_memory, resolve_device, set_threads, tune_host_allocator, use_bf16
 from .errors import CheckpointMismatch, CnnlabError, ConfigError, Interrupted
 from .evaluate import evaluate, metrics_from_logits, predict_batches
@@ -99,7 +100,7 @@ def make_loader(split, cfg: Config, prep: Preprocessing, device: torch.device, t
     feed = Feed(prep.mean, prep.std, prep.image_size if folded else prep.input_size, prep.interpolation)
     stream = should_stream(split.nbytes, cfg, device)
     if training:  # under torchrun, this rank's share of every global batch
-        sampling = Sampling(shuffle=True, drop_last=True, seed=cfg.seed,
+        sampling = Sampling(shuffle=True, balanced=cfg.sampler == "balanced", drop_last=True, seed=cfg.seed,
                             shard=(distributed.rank(), distributed.world_size()))
         return DeviceLoader(split.stored, split.labels, cfg.batch_size, device, rows=split.index, stream=stream,
                             feed=feed, augment=augmentation(cfg), sampling=sampling)
@@ -189,6 +190,8 @@ def prepare(cfg: Config, keep: frozenset[str] | set[str] | None = None) -> Prepa
     notes: list[str] = []
     if keep is not None:
         cfg, notes = adapt_to_dataset(cfg, len(dataset.train), keep)
+        cfg, imbalance = adapt_to_imbalance(cfg, class_counts(dataset.train.labels, len(dataset.classes)), keep)
+        notes += imbalance
     if cfg.batch_size > len(dataset.train):
         raise ConfigError(f"config key 'batch_size' ({cfg.batch_size}) is larger than the "
                           f"{len(dataset.train)} training images; lower it")

@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from . import distributed
 from .config import Config
-from .data.loader import DeviceLoader
+from .data.loader import DeviceLoader, balanced_class_weights, class_counts
 from .device import autocast
 from .errors import CheckpointMismatch, CnnlabError, Interrupted, TrainingError
 from .evaluate import evaluate
@@ -218,6 +218,15 @@ def train(model: nn.Module, train_loader: DeviceLoader, val_loader: DeviceLoader
     return run.history
 
 
+def loss_weights(cfg: Config, loader: DeviceLoader, n_classes: int) -> torch.Tensor | None:
+    """The loss's class weights as cfg.class_weight says, from the whole training split's labels (which
+    every rank holds: the same weights on every rank); None for none."""
+    if cfg.class_weight == "none":
+        return None
+    weights = balanced_class_weights(class_counts(loader.labels, n_classes))
+    return torch.tensor(weights, dtype=torch.float32, device=loader.device)
+
+
 @dataclass
 class Training:
     """What the epochs share: the model and `net`, what trains it (DDP, compiled, or the model itself), the
@@ -234,6 +243,7 @@ class Training:
     control: TrainControl
     kill_at: KillPoint | None = None
     history: list[dict] = field(default_factory=list)
+    class_weight: torch.Tensor | None = None  # the loss's weight of each class (cfg.class_weight), None: all 1
 
     @property
     def device(self) -> torch.device:
@@ -258,7 +268,8 @@ class Training:
                               f"{len(train_loader.labels)} training images; lower it")
         scheduler = build_scheduler(optimizer, cfg, steps)
         return cls(model, net, optimizer, scheduler, Freezer(optimizer, steps), (train_loader, val_loader),
-                   classes, bf16, cfg, control, KillPoint.from_env())
+                   classes, bf16, cfg, control, KillPoint.from_env(),
+                   class_weight=loss_weights(cfg, train_loader, len(classes)))
 
     def restore(self) -> tuple[int, int, dict | None]:
         """Takes back the state of `control.resume`, if any, and gives each rank its random stream;
@@ -317,13 +328,22 @@ class Training:
         self.freezer.update(self.scheduler.last_epoch)
         with autocast(self.device, self.bf16):
             logits = self.net(inputs)
-        loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.cfg.label_smoothing)
+        loss = self.loss(logits.float(), labels)
         meter.watch(step, loss)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         self.scheduler.step()
         meter.add(loss, logits, labels)
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy with label smoothing; with class weights, each image's loss times its class's weight,
+        averaged over the images (Keras's class_weight): not over the weights (PyTorch's weighted mean),
+        so that the mean of the ranks' losses under torchrun is the global batch's."""
+        if self.class_weight is None:
+            return F.cross_entropy(logits, labels, label_smoothing=self.cfg.label_smoothing)
+        return F.cross_entropy(logits, labels, weight=self.class_weight, label_smoothing=self.cfg.label_smoothing,
+                               reduction="none").mean()
 
     def stop_mid_epoch(self, epoch: int, step: int, meter: Meter, reason: str, elapsed_s: float) -> None:
         sums = meter.checkpoint_form(epoch, elapsed_s)

@@ -102,13 +102,40 @@ class Augmentation:
 
 @dataclass(frozen=True)
 class Sampling:
-    """The order of the batches: shuffled per epoch from `seed` (with `shuffle`), the last short batch
-    dropped (`drop_last`), and `shard` (rank, ranks): this rank's part of each global batch."""
+    """The order of the batches: shuffled per epoch from `seed` (with `shuffle`; with `balanced` too, drawn
+    with replacement so that each class is equally likely), the last short batch dropped (`drop_last`), and
+    `shard` (rank, ranks): this rank's part of each global batch."""
 
     shuffle: bool = False
+    balanced: bool = False
     drop_last: bool = False
     seed: int = 0
     shard: tuple[int, int] = (0, 1)
+
+
+def class_counts(labels: np.ndarray | torch.Tensor, n_classes: int) -> np.ndarray:
+    """Images of each class (int64 (n_classes,)) among `labels`."""
+    labels = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    return np.bincount(labels.astype(np.int64), minlength=n_classes)
+
+
+def balanced_class_weights(counts: np.ndarray) -> np.ndarray:
+    """scikit-learn's compute_class_weight("balanced"): n_images / (n_classes x count) per class, which
+    makes every class weigh the same in a sum over the images (1 when balanced); 0 for a class without
+    images (nothing to weigh; scikit-learn refuses it)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    present = counts > 0
+    weights = np.zeros_like(counts)
+    weights[present] = counts.sum() / (present.sum() * counts[present])
+    return weights
+
+
+def balanced_image_weights(labels: torch.Tensor) -> torch.Tensor:
+    """Each image's probability of being drawn by the balanced sampler, float64 on the labels' device:
+    1 / (n_classes x its class's count), so each class present is drawn equally often."""
+    counts = torch.bincount(labels)
+    present = int((counts > 0).sum())
+    return 1.0 / (present * counts.double()[labels])
 
 
 class DeviceLoader:
@@ -130,6 +157,10 @@ class DeviceLoader:
     the same whether or not the run was interrupted before them. With `flip_alternate`, the flips come
     instead from a generator seeded by the seed alone: each image mirrored in odd epochs or in even ones.
 
+    With `balanced` sampling, the epoch's order is instead as many images drawn with replacement, each with
+    probability 1 / (n_classes x its class's count), from the same generator: classes equally likely, the
+    epoch as long, and the order still a function of (seed, epoch) alone.
+
     With `shard` (rank, ranks), for one training over several processes (DistributedDataParallel), each
     global batch of `batch_size` is cut into `ranks` equal contiguous parts and this loader yields part
     `rank`; every rank draws the whole epoch's order and augmentation from the same generator and keeps
@@ -150,6 +181,7 @@ class DeviceLoader:
         self.out_hw = ((int(size[0]), int(size[1])) if isinstance(size, (tuple, list))
                        else (size, size) if size else self.in_hw)
         self.epoch = 0
+        self.image_weights = balanced_image_weights(self.labels) if sampling.balanced else None
         rank, ranks = sampling.shard
         if batch_size % ranks:
             raise ValueError(f"batch_size {batch_size} is not a multiple of {ranks} ranks")
@@ -196,10 +228,13 @@ class DeviceLoader:
         `jitter` (brightness shift, contrast factor). Each is drawn after the ones before it, so switching
         one on leaves the draws before it as they were."""
         n, device, aug = len(self.labels), self.device, self.augment
-        shuffle = self.sampling.shuffle
+        shuffle = self.sampling.shuffle or self.sampling.balanced
         gen = self._generator() if shuffle or aug else None
-        draws = {"order": torch.randperm(n, generator=gen, device=device) if shuffle
-                 else torch.arange(n, device=device)}
+        if self.image_weights is not None:
+            order = torch.multinomial(self.image_weights, n, replacement=True, generator=gen)
+        else:
+            order = torch.randperm(n, generator=gen, device=device) if shuffle else torch.arange(n, device=device)
+        draws = {"order": order}
         if aug.flip and aug.flip_alternate:  # each image mirrored in every other epoch, from a start of its own
             start = torch.Generator(device=gen.device).manual_seed(self.sampling.seed)  # the same every epoch
             first = torch.rand(n, generator=start, device=device) < 0.5  # image i's orientation in odd epochs
