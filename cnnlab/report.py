@@ -134,9 +134,10 @@ def _conclusion(res: dict) -> list[str]:
     if best is None:
         return ["No cell has finished yet."]
     metric = METRIC_NAMES.get(res.get("select_metric", "val_accuracy"), "accuracy")
-    runs_of = f"{res['folds']} folds x {best['val']['n'] // res['folds']} seeds" if res.get("folds") else "seeds"
-    lines = [f"Chosen on validation {metric} (`{res.get('select_metric', 'val_accuracy')}`): **{best['cell']}**, "
-             f"{format_interval(best['val'])}% (mean [95% CI], n={best['val']['n']} {runs_of}). Its test accuracy, "
+    seeds = len(res.get("seed_values") or []) or res["seeds"]
+    runs_of = f"results: {res['folds']} folds x {seeds} seeds" if res.get("folds") else "seeds"
+    lines = [f"Chosen on validation {metric}: **{best['cell']}**, {format_interval(best['val'])}% (mean [95% CI], "
+             f"n={best['val']['n']} {runs_of}; `{res.get('select_metric', 'val_accuracy')}`). Its test accuracy, "
              f"reported once for the chosen configuration and never used to choose: {format_interval(best['test'])}%."]
     n = res.get("comparisons", 0)
     test = f"Welch's t-test on validation {metric}, Holm-corrected for {n} comparison{'s' if n != 1 else ''}"

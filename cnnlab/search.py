@@ -113,7 +113,8 @@ def run_search(out: str, base: Config, space: dict[str, dict], trials: int, stor
     import optuna
 
     choose_select_metric(select_metric, None)  # a known metric
-    fractions = space.get("val_fraction", {}).get("values", [base.val_fraction])
+    dim = space.get("val_fraction", {"values": [base.val_fraction]})
+    fractions = dim.get("values", [dim.get("low")])  # a range: its smallest fraction
     require_splits({"": base.replace(val_fraction=v) for v in fractions}, training_counts_of(base))
     spec = runs.json_round_trip({"mode": "tpe", "config": base.to_dict(), "space": space, "trials": trials,
                                  "select_metric": select_metric})

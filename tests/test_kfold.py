@@ -120,7 +120,7 @@ def test_a_fold_sweep_reports_folds_x_seeds(dataset, reference):
     assert main(["report", str(out)]) == 0
     report = open(os.path.join(out, "report.md")).read()
     assert "3-fold cross-validation x 2 seeds (0, 1) per cell (3 x 2 = 6 trainings)" in report
-    assert "n=6 3 folds x 2 seeds" in report and "validation accuracy (`val_accuracy`)" in report
+    assert "n=6 results: 3 folds x 2 seeds" in report and "validation accuracy (`val_accuracy`)" in report
 
 
 def test_a_fold_sweep_killed_by_sigkill_resumes_to_the_same_results(dataset, reference, tmp_path):
