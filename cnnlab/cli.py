@@ -140,7 +140,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     args.seeds_default = args.seeds is None
     args.seeds = 3 if args.seeds is None else args.seeds
     from .studies import STORAGE_ENV, has_password
-    from .sweep import describe_plan, format_table, parse_grid, plan, run_sweep, selection
+    from .sweep import check_data, describe_plan, format_table, parse_grid, plan, run_sweep, selection
 
     if has_password(args.storage):
         print(f"warning: a password in --storage is visible to every user of this machine (ps); put the URL in "
@@ -182,6 +182,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         return 0
     grid = parse_grid(args.grid or [], cfg)
     units, reason = plan(cfg, grid, args.seeds)
+    check_data(cfg, grid)
     metric, why = selection(cfg, args.select_metric)
     if args.dry_run:
         print(f"{describe_plan(units, reason)}\n{why}")

@@ -162,6 +162,12 @@ def describe_plan(units: list[Unit], reason: str) -> str:
     return "\n".join(lines)
 
 
+def check_data(base: Config, grid: dict[str, list]) -> None:
+    """Refuse, in one line, a grid whose validation splits cannot be made from the training images
+    (a class with fewer images than folds, or none for validation): never chosen on the test split."""
+    require_splits(cell_configs(base, grid), training_counts_of(base))
+
+
 # --- the sweep directory --------------------------------------------------------------------------
 
 def create_sweep(out: str, base: Config, grid: dict[str, list], seeds: int, storage: str | None = None,
@@ -169,7 +175,7 @@ def create_sweep(out: str, base: Config, grid: dict[str, list], seeds: int, stor
     """Write SWEEP_DIR/sweep.json and the spec into the study, or check that an existing sweep is the same.
     The cells are compared on `select_metric` (a validation metric of the history)."""
     plan(base, grid, seeds)  # refuses a grid that cannot run before anything is written
-    require_splits(cell_configs(base, grid), training_counts_of(base))
+    check_data(base, grid)
     choose_select_metric(select_metric, None)  # a known metric
     spec = runs.json_round_trip({"config": base.to_dict(), "grid": grid, "seeds": seeds, "select_metric": select_metric})
     path = os.path.join(out, SPEC)
@@ -513,5 +519,5 @@ def run_sweep(out: str, base: Config, grid: dict[str, list], seeds: int, workers
     return res
 
 
-__all__ = ["NAMED_GRIDS", "Unit", "cells_of", "create_sweep", "describe_plan", "format_table", "load_select_metric",
+__all__ = ["NAMED_GRIDS", "Unit", "cells_of", "check_data", "create_sweep", "describe_plan", "format_table", "load_select_metric",
            "parse_grid", "plan", "results", "run_sweep", "save_results", "selection", "work", "work_together", "worker_devices"]
