@@ -185,7 +185,7 @@ def _sweep_sections(report: Report, sweep_dir: str) -> None:
                     + "Every other setting is the base configuration below.")
     metric = res.get("select_metric", "val_accuracy")
     report.add("p", f"Cells are compared on validation {METRIC_NAMES.get(metric, metric)} (`{metric}`), never on the "
-                    f"test split. {sample_note(res)[0].upper()}{sample_note(res)[1:]}.")
+                    f"test split; {sample_note(res)}.")
     report.add("table", (["key", "value"], [[k, str(v)] for k, v in saved_config(spec["config"]).to_dict().items()]))
     report.add("h2", "Comparison")
     report.add("table", (["cell", "n", f"validation {METRIC_NAMES.get(metric, metric)} % [95% CI]", "test acc. % [95% CI]",
