@@ -140,7 +140,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     args.seeds_default = args.seeds is None
     args.seeds = 3 if args.seeds is None else args.seeds
     from .studies import STORAGE_ENV, has_password
-    from .sweep import describe_plan, format_table, parse_grid, plan, run_sweep
+    from .sweep import check_data, describe_plan, format_table, parse_grid, plan, run_sweep, selection
 
     if has_password(args.storage):
         print(f"warning: a password in --storage is visible to every user of this machine (ps); put the URL in "
@@ -169,25 +169,29 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         from .search import format_search, parse_space, run_search
 
         space = parse_space(args.param or [], cfg)
+        metric, why = selection(cfg, args.select_metric)
         if args.dry_run:
-            print(f"TPE search over {', '.join(space)}: {args.trials} trials, median pruning on validation accuracy")
+            print(f"TPE search over {', '.join(space)}: {args.trials} trials, median pruning on {metric}\n{why}")
             return 0
         if not args.out:
             raise CnnlabError("--out SWEEP_DIR is required (re-running the same command resumes it)")
+        print(why)
         res = run_search(args.out, cfg, space, args.trials, storage=args.storage, study_name=args.study,
-                         progress=cfg.progress)
+                         progress=cfg.progress, select_metric=metric)
         print(format_search(res))
         return 0
     grid = parse_grid(args.grid or [], cfg)
     units, reason = plan(cfg, grid, args.seeds)
+    check_data(cfg, grid)
+    metric, why = selection(cfg, args.select_metric)
     if args.dry_run:
-        print(describe_plan(units, reason))
+        print(f"{describe_plan(units, reason)}\n{why}")
         return 0
     if not args.out:
         raise CnnlabError("--out SWEEP_DIR is required (re-running the same command resumes it)")
-    print(describe_plan(units, reason))
+    print(f"{describe_plan(units, reason)}\n{why}")
     res = run_sweep(args.out, cfg, grid, args.seeds, workers=args.workers, progress=cfg.progress,
-                    storage=args.storage, study_name=args.study, devices=args.devices)
+                    storage=args.storage, study_name=args.study, devices=args.devices, select_metric=metric)
     print(format_table(res))
     print(f"results in {args.out}: results.csv, results.json" + (", heatmap.png" if len(grid) == 2 else ""))
     return 0
@@ -416,6 +420,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trials", type=int, default=20, help="trials of a --search tpe (default 20)")
     p.add_argument("--param", action="append", metavar="KEY=A,B|KEY=LOW..HIGH[:log]",
                    help="a dimension of the --search tpe space (repeat for more)")
+    p.add_argument("--select-metric", choices=["val_accuracy", "val_balanced_accuracy", "val_macro_f1"],
+                   help="validation metric the cells (trials) are compared on; never the test split (default: "
+                        "val_accuracy, or val_balanced_accuracy when the training classes are imbalanced, "
+                        "largest/smallest count above 3)")
     p.add_argument("--out", help="sweep directory; re-running the same command resumes it")
     p.add_argument("--dry-run", action="store_true", help="print the trainings and the cells each serves")
     p.add_argument("--workers", type=int, default=1, help="worker processes on this machine, cores shared; worker i "

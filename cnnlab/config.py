@@ -56,6 +56,11 @@ class Config:
     val_fraction: float = _knob(0.1, "fraction of each training class held out for validation (0 = none)")
     split: Literal["keras", "random"] = _knob(
         "keras", "validation split: keras = first files of each class in sorted order; random = seeded, stratified")
+    folds: int = _knob(0, "k-fold cross-validation: the training images in this many stratified folds, fold `fold` "
+                          "the validation split (val_fraction and split then ignored; 0 = off)")
+    fold: int = _knob(0, "with folds: the fold held out for validation (0 .. folds-1)")
+    fold_seed: int = _knob(0, "with folds: the seed of the fold assignment (a sweep's seed: every cell and seed of "
+                              "a sweep sees the same folds)")
     image_size: Size = _knob(0, "size the images are decoded and cached at: SIDE or HxW (0 = the images' own size "
                                 "when they all have one, else the input size, else the model's)")
     input_size: Size = _knob(0, "size fed to the model, SIDE or HxW, resized on the device per batch (0 = image_size)")
@@ -386,6 +391,9 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"config key {key!r} must be >= 0, got {getattr(cfg, key)}")
     if not 0.0 <= cfg.val_fraction < 1.0:
         raise ConfigError(f"config key 'val_fraction' must be in [0, 1), got {cfg.val_fraction}")
+    if cfg.folds == 1 or cfg.folds < 0 or cfg.fold_seed < 0 or not 0 <= cfg.fold < max(1, cfg.folds):
+        raise ConfigError(f"config keys 'folds' {cfg.folds}, 'fold' {cfg.fold}, 'fold_seed' {cfg.fold_seed}: folds "
+                          "must be 0 (off) or at least 2, fold in 0 .. folds-1, fold_seed >= 0")
     if not cfg.lr > 0:
         raise ConfigError(f"config key 'lr' must be positive, got {cfg.lr}")
     if not cfg.muon_lr > 0:

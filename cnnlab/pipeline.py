@@ -36,7 +36,8 @@ def load_data(cfg: Config, image_size: tuple[int, int] | None = None) -> Dataset
     decoding = Decoding(image_size=image_size or size_hw(cfg.image_size), interpolation=cfg.interpolation,
                         resize=cfg.resize, exif=cfg.exif, fallback_size=model_input_hw(cfg),
                         skip_bad=cfg.skip_bad_images, memory_budget=int(cfg.memory_gb * 1e9) or None)
-    splitting = Splitting(val_fraction=cfg.val_fraction, split=cfg.split, seed=cfg.seed, subset=cfg.subset)
+    splitting = Splitting(val_fraction=cfg.val_fraction, split=cfg.split, seed=cfg.seed, subset=cfg.subset,
+                          folds=cfg.folds, fold=cfg.fold, fold_seed=cfg.fold_seed)
     return load_dataset(cfg.data_path(), decoding, splitting, progress=cfg.progress)
 
 

@@ -21,7 +21,7 @@ from .models import count_params, create_model, summary
 from .pipeline import load_data
 from .plots import image_grid, plot_confusion, plot_curves
 from .stats import format_interval
-from .sweep import cell_name, cells_of, p_value_note
+from .sweep import METRIC_NAMES, cell_name, cells_of, p_value_note, sample_note
 
 SAMPLES_PER_CLASS, MISCLASSIFIED_SHOWN, SKIPPED_SHOWN = 8, 24, 10
 
@@ -187,11 +187,14 @@ def _conclusion(res: dict) -> list[str]:
     best = rows.get(res["best"])
     if best is None:
         return ["No cell has finished yet."]
-    lines = [f"Chosen on validation accuracy: **{best['cell']}**, {format_interval(best['val'])}% (mean [95% CI], "
-             f"n={best['val']['n']} seeds). Its test accuracy, reported once for the chosen configuration: "
-             f"{format_interval(best['test'])}%."]
+    metric = METRIC_NAMES.get(res.get("select_metric", "val_accuracy"), "accuracy")
+    seeds = len(res.get("seed_values") or []) or res["seeds"]
+    runs_of = f"results: {res['folds']} folds x {seeds} seeds" if res.get("folds") else "seeds"
+    lines = [f"Chosen on validation {metric}: **{best['cell']}**, {format_interval(best['val'])}% (mean [95% CI], "
+             f"n={best['val']['n']} {runs_of}; `{res.get('select_metric', 'val_accuracy')}`). Its test accuracy, "
+             f"reported once for the chosen configuration and never used to choose: {format_interval(best['test'])}%."]
     n = res.get("comparisons", 0)
-    test = f"Welch's t-test on validation accuracy, Holm-corrected for {n} comparison{'s' if n != 1 else ''}"
+    test = f"Welch's t-test on validation {metric}, Holm-corrected for {n} comparison{'s' if n != 1 else ''}"
     worse = [r for r in res["rows"] if r is not best and r["p_value"] is not None and r["p_value"] < 0.05]
     same = [r for r in res["rows"] if r is not best and r["p_value"] is not None and r["p_value"] >= 0.05]
     untested = [r for r in res["rows"] if r is not best and r["p_value"] is None and r["val"]["n"]]
@@ -199,7 +202,7 @@ def _conclusion(res: dict) -> list[str]:
         lines.append(f"Significantly worse than the chosen cell ({test}, p < 0.05): "
                      + "; ".join(f"{r['cell']} ({100 * r['val']['mean']:.2f}%, p={r['p_value']:.3g})" for r in worse) + ".")
     if same:
-        lines.append(f"Not distinguishable from the chosen cell with {best['val']['n']} seeds ({test}, p >= 0.05): "
+        lines.append(f"Not distinguishable from the chosen cell with {best['val']['n']} {runs_of} ({test}, p >= 0.05): "
                      + "; ".join(f"{r['cell']} ({100 * r['val']['mean']:.2f}%, p={r['p_value']:.2f})" for r in same)
                      + ". The data do not show that the chosen cell is better than these.")
     if untested:
@@ -207,7 +210,8 @@ def _conclusion(res: dict) -> list[str]:
     if not worse and not same and not untested:
         lines.append("There is only one cell with results.")
     for fail in res.get("failed", []):
-        lines.append(f"Failed: {fail['cell']} seed {fail['seed']}: {fail['reason']}.")
+        fold = "" if fail.get("fold") is None else f" fold {fail['fold']}"
+        lines.append(f"Failed: {fail['cell']} seed {fail['seed']}{fold}: {fail['reason']}.")
     return lines
 
 
@@ -225,17 +229,27 @@ def _saved_study(report: Report, top_dir: str, spec_file: str, what: str) -> tup
 
 def _sweep_sections(report: Report, sweep_dir: str) -> None:
     spec, res = _saved_study(report, sweep_dir, "sweep.json", "sweep")
-    report.add("p", f"Grid: {'; '.join(f'{k} = {v}' for k, v in spec['grid'].items())}; {spec['seeds']} seeds per cell "
-                    f"({', '.join(map(str, res.get('seed_values') or range(spec['seeds'])))}). "
-                    "Every other setting is the base configuration below.")
+    seeds = f"{spec['seeds']} seeds ({', '.join(map(str, res.get('seed_values') or range(spec['seeds'])))})"
+    folds = res.get("folds")
+    report.add("p", f"Grid: {'; '.join(f'{k} = {v}' for k, v in spec['grid'].items())}; "
+                    + (f"{folds}-fold cross-validation x {seeds} per cell ({folds} x {spec['seeds']} = "
+                       f"{folds * spec['seeds']} trainings): stratified folds of the training images, drawn with "
+                       "the sweep's seed, the same for every cell and seed; each fold's held-out part is its "
+                       "validation split, the test split untouched. " if folds else f"{seeds} per cell. ")
+                    + "Every other setting is the base configuration below.")
+    metric = res.get("select_metric", "val_accuracy")
+    report.add("p", f"Cells are compared on validation {METRIC_NAMES.get(metric, metric)} (`{metric}`), never on the "
+                    f"test split; {sample_note(res)}.")
     report.add("table", (["key", "value"], [[k, str(v)] for k, v in saved_config(spec["config"]).to_dict().items()]))
     report.add("h2", "Comparison")
-    report.add("table", (["cell", "n", "validation acc. % [95% CI]", "test acc. % [95% CI]", "training s", "verdict"],
+    report.add("table", (["cell", "n", f"validation {METRIC_NAMES.get(metric, metric)} % [95% CI]", "test acc. % [95% CI]",
+                          "training s", "verdict"],
                          [[r["cell"], str(r["val"]["n"]), format_interval(r["val"]), format_interval(r["test"]),
                            "-" if r["train_time_s"]["mean"] is None else f"{r['train_time_s']['mean']:.0f}",
                            r["verdict"]] for r in res["rows"]]))
     if os.path.exists(os.path.join(sweep_dir, "heatmap.png")):
-        report.image("heatmap.png", os.path.join(sweep_dir, "heatmap.png"), "mean validation accuracy per cell")
+        report.image("heatmap.png", os.path.join(sweep_dir, "heatmap.png"),
+                     f"mean validation {METRIC_NAMES.get(metric, metric)} per cell")
     report.add("p", p_value_note(res).replace("p: ", "p-values in the verdicts: ", 1) + ".")
     report.add("h2", "Conclusion")
     for line in _conclusion(res):
@@ -246,7 +260,8 @@ def _sweep_sections(report: Report, sweep_dir: str) -> None:
         epochs = next(c for c in cells_of(spec["grid"]) if cell_name(c) == best).get("epochs")
         chosen = [os.path.join(sweep_dir, "runs", name) for name in row.get("runs", []) if name]
         if chosen:
-            _chosen_curves(report, sweep_dir, chosen[0], f"The chosen configuration: {best}", "its first seed", epochs)
+            _chosen_curves(report, sweep_dir, chosen[0], f"The chosen configuration: {best}",
+                           "its first seed" + (" and fold" if res.get("folds") else ""), epochs)
 
 
 def _chosen_curves(report: Report, top_dir: str, run_dir: str, title: str, which: str, epochs: int | None = None) -> None:
@@ -271,15 +286,18 @@ def _search_sections(report: Report, search_dir: str) -> None:
     spec, res = _saved_study(report, search_dir, "search.json", "search")
     space = "; ".join(f"{k} = one of {', '.join(map(str, d['values']))}" if d["kind"] == "choice" else
                       f"{k} = {d['low']}..{d['high']}{' (log scale)' if d['log'] else ''}" for k, d in spec["space"].items())
-    report.add("p", f"TPE search (Optuna's TPE sampler; median pruning on validation accuracy after each epoch) over "
+    metric = res.get("select_metric", "val_accuracy")
+    report.add("p", f"TPE search (Optuna's TPE sampler; median pruning on validation {METRIC_NAMES.get(metric, metric)} "
+                    f"(`{metric}`) after each epoch; never on the test split) over "
                     f"{space}; {spec['trials']} trials, one seed each (seed {spec['config'].get('seed', 0)}). Every other setting is the base configuration below.")
     report.add("table", (["key", "value"], [[k, str(v)] for k, v in saved_config(spec["config"]).to_dict().items()]))
     report.add("h2", "Trials")
     states = [r["state"] for r in res["rows"]]
     report.add("p", f"{len(states)} trials finished: " + ", ".join(
         f"{states.count(s)} {word}" for s, word in (("COMPLETE", "complete"), ("PRUNED", "pruned"), ("FAIL", "failed"))) + ".")
-    report.add("table", (["trial", "state", "parameters", "validation acc.", "test acc.", "epochs", "note"],
-                         [[str(r["trial"]), r["state"], _params(r["params"]), _pct(r["val_accuracy"]),
+    report.add("table", (["trial", "state", "parameters", f"validation {METRIC_NAMES.get(metric, metric)}", "test acc.",
+                          "epochs", "note"],
+                         [[str(r["trial"]), r["state"], _params(r["params"]), _pct(r.get("val", r["val_accuracy"])),
                            _pct(r["test_accuracy"]), "-" if r.get("epochs") is None else str(r["epochs"]),
                            r["reason"] or (f"pruned after epoch {r.get('epochs')}" if r["state"] == "PRUNED" else "")]
                           for r in res["rows"]]))
@@ -288,8 +306,8 @@ def _search_sections(report: Report, search_dir: str) -> None:
     if best is None:
         report.add("p", "No trial has completed yet.")
         return
-    report.add("p", f"Chosen on validation accuracy: **trial {best['trial']}** ({_params(best['params'])}), "
-                    f"{_pct(best['val_accuracy'])}; its test accuracy: {_pct(best['test_accuracy'])}. Each trial ran "
+    report.add("p", f"Chosen on validation {METRIC_NAMES.get(metric, metric)}: **trial {best['trial']}** "
+                    f"({_params(best['params'])}), {_pct(best.get('val', best['val_accuracy']))}; its test accuracy: {_pct(best['test_accuracy'])}. Each trial ran "
                     "one seed, so the gaps between trials include seed-to-seed noise; rerun the chosen configuration "
                     "with `cnnlab sweep --seeds N` to measure it.")
     _chosen_curves(report, search_dir, os.path.join(search_dir, "runs", best["run"]),

@@ -1,8 +1,9 @@
 """Beyond grids: `cnnlab sweep --search tpe --trials N --param KEY=SPACE ...`.
 
 Optuna's TPE sampler proposes configurations; each trial trains one run and reports its validation
-accuracy after every epoch, and Optuna's median pruner stops trials that fall behind the median of
-earlier trials at the same epoch. Trials live in the same kind of study as grid sweeps (journal file
+metric (--select-metric: accuracy, balanced accuracy or macro-F1; never a test figure) after every
+epoch, and Optuna's median pruner stops trials that fall behind the median of earlier trials at the
+same epoch. Trials live in the same kind of study as grid sweeps (journal file
 or --storage URL), so an interrupted search resumes, and several workers can search together.
 """
 from __future__ import annotations
@@ -16,8 +17,9 @@ from .config import Config
 from .errors import ConfigError, Interrupted
 from .pipeline import train_run
 from .stats import summarize
-from .studies import (Claim, fail_reason, is_real_failure, mark_worker, open_study, per_trial_sampler, prepare_dir,
-                      require_validation, tell_result, work_loop)
+from .studies import (Claim, choose_select_metric, fail_reason, is_real_failure, mark_worker, open_study,
+                      per_trial_sampler, prepare_dir, require_splits, require_validation, tell_selected,
+                      training_counts_of, work_loop)
 from .train import Callback
 
 SEARCH_SPEC, RESULTS = "search.json", "results.json"
@@ -52,6 +54,8 @@ def parse_space(specs: list[str], base: Config) -> dict[str, dict]:
                                                        for v in values.split(",")]}
     if not space:
         raise ConfigError("--search tpe needs at least one --param KEY=SPACE")
+    if base.folds or {"folds", "fold", "fold_seed"} & set(space):
+        raise ConfigError("--folds: k-fold cross-validation is for grid sweeps; a TPE search trains one split per trial")
     fractions = space.get("val_fraction", {"values": [base.val_fraction]})
     require_validation({" (in --param val_fraction)" if "val_fraction" in space else "": base.replace(val_fraction=v)
                         for v in fractions.get("values", [fractions.get("low")])})
@@ -71,16 +75,17 @@ def suggest(trial, space: dict[str, dict]) -> dict[str, Any]:
 
 
 class ReportAndPrune(Callback):
-    """Reports validation accuracy after each epoch; raises optuna.TrialPruned when the pruner says so."""
+    """Reports the validation metric `metric` after each epoch; raises optuna.TrialPruned when the
+    pruner says so."""
 
-    def __init__(self, trial):
-        self.trial = trial
+    def __init__(self, trial, metric: str = "val_accuracy"):
+        self.trial, self.metric = trial, metric
 
     def on_epoch_end(self, epoch: int, record: dict, model) -> None:
         import optuna
 
-        if record.get("val_accuracy") is not None:
-            self.trial.report(record["val_accuracy"], epoch)
+        if record.get(self.metric) is not None:
+            self.trial.report(record[self.metric], epoch)
             if self.trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after epoch {epoch}")
 
@@ -102,18 +107,24 @@ def _finished(study) -> int:
 
 
 def run_search(out: str, base: Config, space: dict[str, dict], trials: int, storage: str | None = None,
-               study_name: str = "cnnlab", progress: bool = True) -> dict:
-    """Run (or resume) a TPE search until `trials` trials have finished (completed, pruned or failed)."""
+               study_name: str = "cnnlab", progress: bool = True, select_metric: str = "val_accuracy") -> dict:
+    """Run (or resume) a TPE search until `trials` trials have finished (completed, pruned or failed),
+    each told its validation `select_metric`."""
     import optuna
 
-    spec = runs.json_round_trip({"mode": "tpe", "config": base.to_dict(), "space": space, "trials": trials})
+    choose_select_metric(select_metric, None)  # a known metric
+    dim = space.get("val_fraction", {"values": [base.val_fraction]})
+    fractions = dim.get("values", [dim.get("low")])  # a range: its smallest fraction
+    require_splits({"": base.replace(val_fraction=v) for v in fractions}, training_counts_of(base))
+    spec = runs.json_round_trip({"mode": "tpe", "config": base.to_dict(), "space": space, "trials": trials,
+                                 "select_metric": select_metric})
     prepare_dir(out, SEARCH_SPEC, spec, "search")
     runs.write_json(os.path.join(out, SEARCH_SPEC), spec)
     study = _open(out, base, storage, study_name)
     parent = tracking.open_parent(base, out)  # the search's MLflow run: each trial's is its child
 
     def pick() -> Claim | None:
-        runs.write_json(os.path.join(out, RESULTS), search_results(study, base.seed))  # so far: for `cnnlab report`
+        runs.write_json(os.path.join(out, RESULTS), search_results(study, base.seed, select_metric))  # for `cnnlab report`
         running = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
         if _finished(study) + running >= trials:
             return None
@@ -125,53 +136,60 @@ def run_search(out: str, base: Config, space: dict[str, dict], trials: int, stor
     def train(claimed: Claim) -> dict:
         trial = claimed.trials[0]
         return train_run(base.replace(**claimed.job, progress=progress), os.path.join(out, "runs", run_name(trial.number)),
-                         callbacks=(ReportAndPrune(trial),), tracking_parent=parent)
+                         callbacks=(ReportAndPrune(trial, select_metric),), tracking_parent=parent)
 
     def finish(claimed: Claim, metrics: dict) -> None:
         trial = claimed.trials[0]
         history = runs.load_run(os.path.join(out, "runs", run_name(trial.number)))["history"]
         trial.set_user_attr("test_accuracy", (metrics.get("test") or {}).get("accuracy"))
         trial.set_user_attr("train_time_s", metrics["train_time_s"])
-        tell_result(study, trial, history[-1]["val_accuracy"])
+        trial.set_user_attr("val_accuracy", history[-1].get("val_accuracy"))
+        tell_selected(study, trial, history[-1], select_metric)
 
     try:
         work_loop(out, study, pick, train, finish)
     except BaseException as exc:
         tracking.close_parent(base, parent, "KILLED" if isinstance(exc, (Interrupted, KeyboardInterrupt)) else "FAILED")
         raise
-    res = search_results(study, base.seed)
+    res = search_results(study, base.seed, select_metric)
     runs.write_json(os.path.join(out, RESULTS), res)
     tracking.close_parent(base, parent)
     return res
 
 
-def search_results(study, seed: int) -> dict:
-    """Every finished trial (all trained with the config's `seed`) and the best on validation."""
+def search_results(study, seed: int, select_metric: str = "val_accuracy") -> dict:
+    """Every finished trial (all trained with the config's `seed`) and the best on the validation
+    `select_metric` (each row's `val`; its `val_accuracy` beside it)."""
     import optuna
 
     rows = []
     for t in study.get_trials(deepcopy=False):
         if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL):
-            rows.append({"trial": t.number, "state": t.state.name, "params": t.params, "val_accuracy": t.value,
+            rows.append({"trial": t.number, "state": t.state.name, "params": t.params, "val": t.value,
+                         "val_accuracy": t.user_attrs.get("val_accuracy", t.value),
                          "test_accuracy": t.user_attrs.get("test_accuracy"),
                          "train_time_s": t.user_attrs.get("train_time_s"),
                          "epochs": max(t.intermediate_values, default=None),  # the last reported (pruned: fewer)
                          "run": run_name(t.number),
                          "reason": fail_reason(t) if t.state == optuna.trial.TrialState.FAIL else None})
     complete = [r for r in rows if r["state"] == "COMPLETE"]
-    best = max(complete, key=lambda r: r["val_accuracy"]) if complete else None
-    return {"mode": "tpe", "seed": seed, "rows": sorted(rows, key=lambda r: r["trial"]), "best": best,
-            "val_summary": summarize([r["val_accuracy"] for r in complete])}
+    best = max(complete, key=lambda r: r["val"]) if complete else None
+    return {"mode": "tpe", "seed": seed, "select_metric": select_metric, "rows": sorted(rows, key=lambda r: r["trial"]),
+            "best": best, "val_summary": summarize([r["val"] for r in complete])}
 
 
 def format_search(res: dict) -> str:
-    lines = [f"{'trial':>5}  {'state':<9}{'val acc %':>10}  params"]
+    metric = res.get("select_metric", "val_accuracy")
+    lines = [f"{'trial':>5}  {'state':<9}{metric + ' %':>{max(10, len(metric) + 2)}}  params"]
     for r in res["rows"]:
-        val = "-" if r["val_accuracy"] is None else f"{100 * r['val_accuracy']:.2f}"
-        lines.append(f"{r['trial']:>5}  {r['state']:<9}{val:>10}  {r['params']}" + (f"  ({r['reason']})" if r["reason"] else ""))
+        value = r.get("val", r["val_accuracy"])
+        val = "-" if value is None else f"{100 * value:.2f}"
+        val = f"{val:>{max(10, len(metric) + 2)}}"
+        lines.append(f"{r['trial']:>5}  {r['state']:<9}{val}  {r['params']}" + (f"  ({r['reason']})" if r["reason"] else ""))
     best = res["best"]
     if best:
         test = best["test_accuracy"]
-        lines.append(f"best on validation: trial {best['trial']} {best['params']}: {100 * best['val_accuracy']:.2f}%; "
+        lines.append(f"best on validation: trial {best['trial']} {best['params']} (by {metric}): "
+                     f"{100 * best.get('val', best['val_accuracy']):.2f}%; "
                      f"its test accuracy: {'-' if test is None else f'{100 * test:.2f}%'} (one seed per trial: seed {res.get('seed')})")
     return "\n".join(lines)

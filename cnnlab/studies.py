@@ -232,13 +232,70 @@ def per_trial_sampler(seed: int, make):
     return PerTrial()
 
 
+SELECT_METRICS = ("val_accuracy", "val_balanced_accuracy", "val_macro_f1")  # history keys a study may select on
+IMBALANCE_RATIO = 3.0  # largest / smallest training class count above which selection defaults to balanced accuracy
+
+
 def require_validation(configs: dict[str, Config]) -> None:
-    """Sweeps and searches choose on validation accuracy: refuse up front any config (named by the
-    key of `configs`) that has no validation split."""
+    """Sweeps and searches choose on a validation metric, never on the test split: refuse up front any
+    config (named by the key of `configs`) that has no validation split (val_fraction 0 without folds)."""
     for name, cfg in configs.items():
-        if not cfg.val_fraction > 0:
+        if not cfg.folds and not cfg.val_fraction > 0:
             raise ConfigError(f"config key 'val_fraction' is {cfg.val_fraction}{name}: a sweep or search chooses "
-                              "on validation accuracy and needs a validation split; set val_fraction above 0 (e.g. 0.1)")
+                              "on validation, never on the test split, and needs a validation split; set val_fraction "
+                              "above 0 (e.g. 0.1) or use --folds K")
+
+
+def training_counts_of(cfg: Config) -> tuple[list[str], Any] | None:
+    """The classes and training image counts of the config's dataset, or None when it cannot be scanned
+    yet (no path, not there: the trainings report that themselves)."""
+    from .data.dataset import training_counts
+    from .errors import DataError
+
+    try:
+        return training_counts(cfg.data_path())
+    except (DataError, ConfigError, OSError):
+        return None
+
+
+def require_splits(configs: dict[str, Config], counts: tuple[list[str], Any] | None) -> None:
+    """Refuse up front, in one line, configs whose validation split cannot be made from the training
+    images `counts` (classes, images of each): a class with fewer images than folds, or one that
+    val_fraction gives no validation image (a study would then have nothing but the test split)."""
+    if counts is None:
+        return
+    classes, sizes = counts
+    for name, cfg in configs.items():
+        for cls, size in zip(classes, sizes):
+            if cfg.folds and size < cfg.folds:
+                raise ConfigError(f"--folds {cfg.folds}{name}: class {cls!r} has {size} training image(s), fewer "
+                                  "than the folds; use fewer folds or add images")
+            if not cfg.folds and int(cfg.val_fraction * size) == 0:
+                raise ConfigError(f"config key 'val_fraction' is {cfg.val_fraction}{name}: class {cls!r} has "
+                                  f"{size} training image(s) and gets no validation image; a sweep or search "
+                                  "never chooses on the test split: raise val_fraction or use --folds K")
+
+
+def choose_select_metric(given: str | None, counts: tuple[list[str], Any] | None) -> tuple[str, str]:
+    """The metric a study selects on and a line saying why: `given` (--select-metric), else balanced
+    accuracy when the training classes are imbalanced (largest / smallest count above IMBALANCE_RATIO),
+    else accuracy."""
+    if given:
+        if given not in SELECT_METRICS:
+            raise ConfigError(f"--select-metric {given!r}: choose one of {', '.join(SELECT_METRICS)}")
+        return given, f"selecting on {given} (--select-metric)"
+    if counts is not None and len(counts[1]) and min(counts[1]) > 0:
+        ratio = max(counts[1]) / min(counts[1])
+        if ratio > IMBALANCE_RATIO:
+            return "val_balanced_accuracy", (f"selecting on val_balanced_accuracy: the training classes are "
+                                             f"imbalanced (largest/smallest {ratio:.1f} > {IMBALANCE_RATIO:g}); "
+                                             "--select-metric to choose")
+    return "val_accuracy", "selecting on val_accuracy (--select-metric to choose)"
+
+
+def selection(cfg: Config, given: str | None) -> tuple[str, str]:
+    """The metric a sweep or search on `cfg`'s data selects on, and the line that says why."""
+    return choose_select_metric(given, None if given else training_counts_of(cfg))
 
 
 def retried(trial) -> bool:
@@ -346,15 +403,28 @@ def tell_failure(study, trial, reason: str) -> None:
     study.tell(trial, state=optuna.trial.TrialState.FAIL)
 
 
-def tell_result(study, trial, val_accuracy: float | None) -> None:
-    """End a trial with its validation accuracy; without one it fails, saying so (Optuna would fail it
-    with no reason)."""
-    if val_accuracy is None or not math.isfinite(val_accuracy):
-        tell_failure(study, trial, f"no validation accuracy ({val_accuracy}); is there a validation split?")
+def tell_result(study, trial, value: float | None, metric: str = "val_accuracy") -> None:
+    """End a trial with the value of the metric it is selected on; without one it fails, saying so
+    (Optuna would fail it with no reason)."""
+    if value is None or not math.isfinite(value):
+        what = "validation accuracy" if metric == "val_accuracy" else metric
+        tell_failure(study, trial, f"no {what} ({value}); is there a validation split?")
     else:
-        study.tell(trial, val_accuracy)
+        study.tell(trial, value)
 
 
-__all__ = ["DIED", "INTERRUPTED", "MAX_ATTEMPTS", "STORAGE_ENV", "Claim", "Heartbeat", "claim", "claim_lock", "fail_dead_trials",
+def tell_selected(study, trial, record: dict, metric: str) -> None:
+    """End a trial with `metric` of its history `record`; a history without that key at all (a metric
+    this version does not record) fails it, naming the keys it has."""
+    if metric not in record:
+        known = [k for k in SELECT_METRICS if k in record]
+        tell_failure(study, trial, f"--select-metric {metric}: the run's history records no {metric}; choose "
+                                   f"{' or '.join(known) or 'another metric'}")
+    else:
+        tell_result(study, trial, record[metric], metric)
+
+
+__all__ = ["DIED", "IMBALANCE_RATIO", "INTERRUPTED", "MAX_ATTEMPTS", "SELECT_METRICS", "STORAGE_ENV", "Claim", "Heartbeat", "claim", "claim_lock", "fail_dead_trials",
            "fail_reason", "given_up", "has_password", "is_real_failure", "mark_worker", "open_study", "per_trial_sampler", "prepare_dir",
-           "require_validation", "retried", "storage_of", "tell_failure", "tell_result", "trial_id", "where", "work_loop"]
+           "choose_select_metric", "require_splits", "require_validation", "retried", "selection", "tell_selected",
+           "training_counts_of", "storage_of", "tell_failure", "tell_result", "trial_id", "where", "work_loop"]

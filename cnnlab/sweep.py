@@ -7,6 +7,10 @@ cnnlab sweep. Shared epochs: when the learning rate does not depend on the total
 epochs (schedule=constant, as in the study), the cells that differ only in `epochs` are served by ONE
 training to the largest count, evaluated (validation and test) after each requested count: the
 study's 3x3 grid costs 3 trainings of 30 epochs per seed instead of 9 (90 epochs instead of 225).
+k-fold cross-validation (--folds K): every cell trains on each of K stratified folds of the training
+images (seeded by the sweep's seed, so every cell and seed sees the same folds), the fold's held-out
+part its validation split; the statistics are then over folds x seeds. Cells are chosen on a
+validation metric (--select-metric), never on the test split.
 """
 from __future__ import annotations
 
@@ -25,8 +29,9 @@ from .errors import CnnlabError, ConfigError, Interrupted
 from .pipeline import resume_run, train_run
 from .plots import plot_curves
 from .stats import format_interval, holm, summarize, welch_p
-from .studies import (STORAGE_ENV, Claim, claim, fail_reason, given_up, is_real_failure, mark_worker, open_study,
-                      prepare_dir, require_validation, retried, tell_result, where, work_loop)
+from .studies import (STORAGE_ENV, Claim, choose_select_metric, claim, fail_reason, given_up, is_real_failure,
+                      mark_worker, open_study, prepare_dir, require_splits, require_validation, retried, selection,
+                      tell_selected, training_counts_of, where, work_loop)
 
 NAMED_GRIDS = {"seed-grid": {"batch_size": [100, 200, 250], "epochs": [20, 25, 30]}}
 SPEC, RESULTS_JSON, RESULTS_CSV, HEATMAP = "sweep.json", "results.json", "results.csv", "heatmap.png"
@@ -44,6 +49,8 @@ def parse_grid(specs: list[str], base: Config) -> dict[str, list]:
         if not sep or not values:
             raise ConfigError(f"--grid {spec!r}: expected KEY=V1,V2,... or one of {', '.join(NAMED_GRIDS)}")
         key = key.strip().replace("-", "_")
+        if key in ("folds", "fold", "fold_seed"):
+            raise ConfigError(f"--grid {key}: use --folds K for k-fold cross-validation (every cell on every fold)")
         grid[key] = [getattr(base.replace(**{key: v.strip()}), key) for v in values.split(",")]
     if not grid:
         raise ConfigError("a sweep needs at least one --grid")
@@ -63,16 +70,18 @@ def cell_name(cell: dict) -> str:
 
 @dataclass(frozen=True)
 class Unit:
-    """One training: the cell values (epochs = the largest served), the seed, and the epoch counts
-    at which it is evaluated, one per cell it serves."""
+    """One training: the cell values (epochs = the largest served), the seed, the epoch counts at
+    which it is evaluated, one per cell it serves, and under --folds the fold held out for validation."""
 
     values: tuple[tuple[str, Any], ...]
     seed: int
     serves: tuple[int, ...]
+    fold: int | None = None
 
     @property
     def key(self) -> str:
-        return "_".join(f"{k}-{v}" for k, v in self.values) + f"_seed-{self.seed}"
+        return ("_".join(f"{k}-{v}" for k, v in self.values) + f"_seed-{self.seed}"
+                + ("" if self.fold is None else f"_fold-{self.fold}"))
 
     @property
     def dirname(self) -> str:
@@ -82,7 +91,8 @@ class Unit:
         if SAFE_NAME.fullmatch(self.key) and ".." not in self.key:
             return self.key
         slug = re.sub(r"\.{2,}", "_", re.sub(r"[^A-Za-z0-9._=+-]+", "_", self.key))[:80].strip("._-")
-        digest = hashlib.sha256(json.dumps([self.values, self.seed]).encode()).hexdigest()[:12]
+        named = [self.values, self.seed] + ([] if self.fold is None else [self.fold])
+        digest = hashlib.sha256(json.dumps(named).encode()).hexdigest()[:12]
         return f"{slug or 'unit'}-{digest}"
 
     def cell(self, epochs: int) -> dict:
@@ -98,12 +108,17 @@ def seed_values(base: Config, seeds: int) -> list[int]:
     return list(range(base.seed, base.seed + seeds))
 
 
+def cell_configs(base: Config, grid: dict[str, list]) -> dict[str, Config]:
+    """The config of each cell, keyed by how a message names it (only a grid over val_fraction needs it)."""
+    return {f" (in the grid cell {cell_name(c)})" if "val_fraction" in c else "": base.replace(**c) for c in cells_of(grid)}
+
+
 def plan(base: Config, grid: dict[str, list], seeds: int) -> tuple[list[Unit], str]:
-    """The trainings to run and why epochs are or are not shared (a grid without a validation split
-    is refused: the best cell is chosen on validation accuracy)."""
+    """The trainings to run and why epochs are or are not shared: per seed, per fold (base.folds; None
+    without folds), one per group of cells; a grid without a validation split is refused (the best cell
+    is chosen on validation, never on the test split)."""
     cells = cells_of(grid)
-    require_validation({f" (in the grid cell {cell_name(c)})" if "val_fraction" in c else "": base.replace(**c)
-                        for c in cells})
+    require_validation(cell_configs(base, grid))
     share = "epochs" in grid and len(grid["epochs"]) > 1
     reason = "epochs shared: the schedule is constant, so a longer run passes through the shorter runs' states"
     if share:
@@ -120,35 +135,49 @@ def plan(base: Config, grid: dict[str, list], seeds: int) -> tuple[list[Unit], s
         rest = tuple((k, v) for k, v in cell.items() if not (share and k == "epochs"))
         epochs = cell.get("epochs", base.epochs)
         groups.setdefault(rest, []).append(epochs)
-    for seed in seed_values(base, seeds):
-        for rest, epochs_list in groups.items():
-            if share:
-                units.append(Unit(rest + (("epochs", max(epochs_list)),), seed, tuple(sorted(set(epochs_list)))))
-            else:
-                units.append(Unit(rest, seed, (dict(rest).get("epochs", base.epochs),)))
+    folds = list(range(base.folds)) if base.folds else [None]
+    for seed, fold, (rest, epochs_list) in itertools.product(seed_values(base, seeds), folds, groups.items()):
+        if share:
+            units.append(Unit(rest + (("epochs", max(epochs_list)),), seed, tuple(sorted(set(epochs_list))), fold))
+        else:
+            units.append(Unit(rest, seed, (dict(rest).get("epochs", base.epochs),), fold))
     return units, reason
 
 
 def describe_plan(units: list[Unit], reason: str) -> str:
     seeds = sorted({u.seed for u in units})
-    per_seed = [u for u in units if u.seed == seeds[0]]
+    folds = len({u.fold for u in units if u.fold is not None})
+    per_seed = [u for u in units if u.seed == seeds[0] and u.fold in (None, 0)]
     epochs = sum(dict(u.values).get("epochs", u.serves[-1]) for u in per_seed)
     served = sum(len(u.serves) for u in per_seed)
-    lines = [reason, f"{len(per_seed)} training(s) per seed ({epochs} epochs) serving {served} cell(s); "
-                     f"{len(seeds)} seed(s): {len(units)} training(s) in all", f"seeds: {', '.join(map(str, seeds))}"]
+    each = f"{folds} folds x {len(seeds)} seed(s)" if folds else f"{len(seeds)} seed(s)"
+    lines = [reason, f"{len(per_seed)} training(s) per {'fold and ' if folds else ''}seed ({epochs} epochs) serving "
+                     f"{served} cell(s); {each}: {len(units)} training(s) in all", f"seeds: {', '.join(map(str, seeds))}"]
+    if folds:
+        lines.append(f"folds: {folds}, stratified, drawn with seed {seeds[0]} (the same for every cell and seed); "
+                     "each fold's held-out part is its validation split (val_fraction ignored), the test split untouched")
     for u in per_seed:
         lines.append(f"  train {', '.join(f'{k}={v}' for k, v in u.values)} -> evaluated at epochs "
                      f"{', '.join(map(str, u.serves))}")
     return "\n".join(lines)
 
 
+def check_data(base: Config, grid: dict[str, list]) -> None:
+    """Refuse, in one line, a grid whose validation splits cannot be made from the training images
+    (a class with fewer images than folds, or none for validation): never chosen on the test split."""
+    require_splits(cell_configs(base, grid), training_counts_of(base))
+
+
 # --- the sweep directory --------------------------------------------------------------------------
 
 def create_sweep(out: str, base: Config, grid: dict[str, list], seeds: int, storage: str | None = None,
-                 study_name: str = "cnnlab") -> dict:
-    """Write SWEEP_DIR/sweep.json and the spec into the study, or check that an existing sweep is the same."""
+                 study_name: str = "cnnlab", select_metric: str = "val_accuracy") -> dict:
+    """Write SWEEP_DIR/sweep.json and the spec into the study, or check that an existing sweep is the same.
+    The cells are compared on `select_metric` (a validation metric of the history)."""
     plan(base, grid, seeds)  # refuses a grid that cannot run before anything is written
-    spec = runs.json_round_trip({"config": base.to_dict(), "grid": grid, "seeds": seeds})
+    check_data(base, grid)
+    choose_select_metric(select_metric, None)  # a known metric
+    spec = runs.json_round_trip({"config": base.to_dict(), "grid": grid, "seeds": seeds, "select_metric": select_metric})
     path = os.path.join(out, SPEC)
     prepare_dir(out, SPEC, spec, "sweep")
     study = open_study(out, storage, study_name)
@@ -167,6 +196,11 @@ def load_spec(out: str, storage: str | None = None, study_name: str = "cnnlab") 
     if spec is None:
         raise CnnlabError(f"{where(out, storage)}: no cnnlab sweep there yet; start it with `cnnlab sweep --grid ...`")
     return saved_config(spec["config"]), spec["grid"], spec["seeds"]  # the defaults it was created under
+
+
+def load_select_metric(out: str, storage: str | None = None, study_name: str = "cnnlab") -> str:
+    """The metric the sweep's cells are compared on (sweeps made before the choice existed: accuracy)."""
+    return open_study(out, storage, study_name).user_attrs.get("cnnlab_spec", {}).get("select_metric", "val_accuracy")
 
 
 def _unit_states(study, units: list[Unit]) -> dict[str, tuple[str, str | None]]:
@@ -207,7 +241,7 @@ def _pick(study, units: list[Unit]) -> Claim | None:
             for epochs in unit.serves:
                 trial = study.ask()
                 for key, value in (("unit", unit.key), ("run", unit.dirname), ("cell", cell_name(unit.cell(epochs))),
-                                   ("seed", unit.seed), ("epochs", epochs)):
+                                   ("seed", unit.seed), ("fold", unit.fold), ("epochs", epochs)):
                     trial.set_user_attr(key, value)
                 mark_worker(trial)
                 trials.append(trial)
@@ -222,14 +256,16 @@ def _claim(study, units: list[Unit], out: str) -> Claim | None:
 
 def _train_unit(out: str, base: Config, unit: Unit, threads: int, progress: bool,
                 tracking_parent: str | None = None, device: str | None = None) -> list[dict]:
-    cfg = base.replace(**dict(unit.values), seed=unit.seed, progress=progress,
+    folded = {} if unit.fold is None else {"fold": unit.fold, "fold_seed": base.seed}  # the sweep's seed: same folds
+    cfg = base.replace(**dict(unit.values), **folded, seed=unit.seed, progress=progress,
                        **({"threads": threads} if threads else {}), **({"device": device} if device else {}))
     root = os.path.join(out, "runs")
     run_dir = os.path.join(root, unit.dirname)  # one plain name: never outside SWEEP_DIR/runs
     if os.path.dirname(os.path.normpath(run_dir)) != os.path.normpath(root):
         raise CnnlabError(f"{run_dir}: not a run directory inside {root}; the grid's values make no safe name")
     if not os.path.exists(f"{run_dir}.json"):
-        runs.write_json(f"{run_dir}.json", {"values": dict(unit.values), "seed": unit.seed, "serves": list(unit.serves)})
+        runs.write_json(f"{run_dir}.json", {"values": dict(unit.values), "seed": unit.seed, "serves": list(unit.serves),
+                                            **({} if unit.fold is None else {"fold": unit.fold})})
     if os.path.isdir(run_dir) and runs.is_complete(run_dir):
         pass
     elif os.path.exists(os.path.join(run_dir, runs.CHECKPOINT)):
@@ -252,6 +288,7 @@ def work(out: str, threads: int = 0, progress: bool = True, on_result=None, stor
     """Train units until none is left, on `device` (None: the config's); returns how many this worker trained."""
     os.makedirs(os.path.join(out, "runs"), exist_ok=True)
     base, grid, seeds = load_spec(out, storage, study_name)
+    metric = load_select_metric(out, storage, study_name)
     units, _ = plan(base, grid, seeds)
     study = open_study(out, storage, study_name)
     parent = tracking.parent_of(out)  # the sweep's MLflow run: each training's is its child
@@ -262,7 +299,7 @@ def work(out: str, threads: int = 0, progress: bool = True, on_result=None, stor
             record = by_epoch[epochs]
             trial.set_user_attr("test_accuracy", record.get("test_accuracy"))
             trial.set_user_attr("train_time_s", sum(by_epoch[e]["time_s"] for e in range(1, epochs + 1)))
-            tell_result(study, trial, record["val_accuracy"])
+            tell_selected(study, trial, record, metric)
         if on_result:
             on_result()
 
@@ -276,45 +313,45 @@ def work(out: str, threads: int = 0, progress: bool = True, on_result=None, stor
 
 # --- results ----------------------------------------------------------------------------------------
 
-def results(out: str, storage: str | None = None, study_name: str = "cnnlab") -> dict:
-    """Per cell: n, mean, std, 95% CI of validation and test accuracy and of training time; the best
-    cell on validation accuracy and Welch's test of it against every other cell."""
+METRIC_NAMES = {"val_accuracy": "accuracy", "val_balanced_accuracy": "balanced accuracy", "val_macro_f1": "macro-F1"}
+METRIC_SHORT = {"val_accuracy": "val acc", "val_balanced_accuracy": "val bal acc", "val_macro_f1": "val macro-F1"}
+
+
+def _collect(study, grid: dict[str, list]) -> dict[str, dict[str, list]]:
+    """Per cell: the completed trials' selected values, test accuracies, times, seeds, folds and runs."""
     import optuna
 
-    base, grid, seeds = load_spec(out, storage, study_name)
-    study = open_study(out, storage, study_name)
-    per_cell: dict[str, dict[str, list]] = {cell_name(c): {"val": [], "test": [], "time": [], "seeds": [],
-                                                           "runs": []}
+    per_cell: dict[str, dict[str, list]] = {cell_name(c): {k: [] for k in ("val", "test", "time", "order", "runs")}
                                             for c in cells_of(grid)}
-    units, _ = plan(base, grid, seeds)
-    states = _unit_states(study, units)
-    failed = [{"cell": cell_name(unit.cell(epochs)), "seed": unit.seed, "reason": states[unit.key][1]}
-              for unit in units if states[unit.key][0] == "failed" for epochs in unit.serves]
     for trial in study.get_trials(deepcopy=False):
         cell = trial.user_attrs.get("cell")
         if trial.state == optuna.trial.TrialState.COMPLETE and cell in per_cell:
             per_cell[cell]["val"].append(trial.value)
             per_cell[cell]["test"].append(trial.user_attrs.get("test_accuracy"))
             per_cell[cell]["time"].append(trial.user_attrs.get("train_time_s"))
-            per_cell[cell]["seeds"].append(trial.user_attrs.get("seed"))
+            per_cell[cell]["order"].append((trial.user_attrs.get("seed"), trial.user_attrs.get("fold") or 0))
             per_cell[cell]["runs"].append(trial.user_attrs.get("run", trial.user_attrs.get("unit")))
-    rows = []
-    for cell, vals in per_cell.items():
-        order = sorted(range(len(vals["seeds"])), key=lambda i: vals["seeds"][i])
-        val = [vals["val"][i] for i in order]
-        test = [vals["test"][i] for i in order if vals["test"][i] is not None]
-        rows.append({"cell": cell, "val": summarize(val), "test": summarize(test),
-                     "train_time_s": summarize([vals["time"][i] for i in order]), "val_values": val,
-                     "test_values": test, "runs": [vals["runs"][i] for i in order]})  # runs/<name>, by seed
-    scored = [r for r in rows if r["val"]["n"]]
-    best = max(scored, key=lambda r: r["val"]["mean"]) if scored else None
-    # the best cell against each other one: p-values Holm-corrected for the number of those tests
+    return per_cell
+
+
+def _row(cell: str, vals: dict[str, list]) -> dict:
+    """A cell's row: its values in (seed, fold) order, summarised (mean, std, 95% CI over folds x seeds)."""
+    order = sorted(range(len(vals["order"])), key=lambda i: vals["order"][i])
+    val = [vals["val"][i] for i in order]
+    test = [vals["test"][i] for i in order if vals["test"][i] is not None]
+    return {"cell": cell, "val": summarize(val), "test": summarize(test),
+            "train_time_s": summarize([vals["time"][i] for i in order]), "val_values": val,
+            "test_values": test, "runs": [vals["runs"][i] for i in order]}  # runs/<name>, by seed then fold
+
+
+def _verdicts(rows: list[dict], best: dict | None) -> int:
+    """The best cell against each other one (Welch's t-test, Holm-corrected for the number of those
+    tests): sets each row's p-values and verdict; returns the number of comparisons made."""
     tested = [r for r in rows if best is not None and r is not best and r["val"]["n"]]
     raw = [welch_p(best["val_values"], r["val_values"]) for r in tested]
     adjusted = dict(zip(map(id, tested), holm(raw)))
     for row, p_raw in zip(tested, raw):
         row["p_uncorrected"] = p_raw
-    comparisons = sum(p is not None for p in raw)
     for row in rows:
         row.setdefault("p_uncorrected", None)
         if best is None or not row["val"]["n"]:
@@ -326,29 +363,62 @@ def results(out: str, storage: str | None = None, study_name: str = "cnnlab") ->
             row["verdict"] = ("too few seeds to test" if p is None else
                               (f"worse than best (p={p:.3f})" if p >= 0.001 else "worse than best (p<0.001)") if p < 0.05 else
                               f"not distinguishable from best (p={p:.2f})")
-    return {"grid": grid, "seeds": seeds, "seed_values": seed_values(base, seeds), "rows": rows, "best": best["cell"] if best else None,
-            "best_test": best["test"] if best else None, "failed": failed, "comparisons": comparisons}
+    return sum(p is not None for p in raw)
+
+
+def results(out: str, storage: str | None = None, study_name: str = "cnnlab") -> dict:
+    """Per cell: n (folds x seeds), mean, std, 95% CI of the selected validation metric, of test accuracy
+    and of training time; the best cell on the validation metric and Welch's test of it against every
+    other cell. The test split never takes part in the choice."""
+    base, grid, seeds = load_spec(out, storage, study_name)
+    study = open_study(out, storage, study_name)
+    units, _ = plan(base, grid, seeds)
+    states = _unit_states(study, units)
+    failed = [{"cell": cell_name(unit.cell(epochs)), "seed": unit.seed, "fold": unit.fold, "reason": states[unit.key][1]}
+              for unit in units if states[unit.key][0] == "failed" for epochs in unit.serves]
+    rows = [_row(cell, vals) for cell, vals in _collect(study, grid).items()]
+    scored = [r for r in rows if r["val"]["n"]]
+    best = max(scored, key=lambda r: r["val"]["mean"]) if scored else None
+    comparisons = _verdicts(rows, best)
+    return {"grid": grid, "seeds": seeds, "seed_values": seed_values(base, seeds), "folds": base.folds,
+            "select_metric": load_select_metric(out, storage, study_name), "rows": rows,
+            "best": best["cell"] if best else None, "best_test": best["test"] if best else None, "failed": failed,
+            "comparisons": comparisons}
 
 
 def p_value_note(res: dict) -> str:
     """What the p-values of a results table are."""
     n = res.get("comparisons", 0)
-    return (f"p: Welch's t-test of each cell against the best on validation accuracy, Holm-corrected for the {n} "
+    metric = METRIC_NAMES.get(res.get("select_metric", "val_accuracy"), "accuracy")
+    return (f"p: Welch's t-test of each cell against the best on validation {metric}, Holm-corrected for the {n} "
             f"comparison{'s' if n != 1 else ''} made")
 
 
+def sample_note(res: dict) -> str:
+    """What n counts: seeds, or folds x seeds."""
+    seeds = len(res.get("seed_values") or []) or res["seeds"]
+    if res.get("folds"):
+        return f"n = {res['folds']} folds x {seeds} seed(s) per cell; mean and 95% CI over them"
+    return f"n = {seeds} seed(s) per cell; mean and 95% CI over them"
+
+
 def format_table(res: dict) -> str:
-    head = f"{'cell':<32}{'n':>3}  {'val acc % [95% CI]':<26}{'test acc % [95% CI]':<26}{'train s':>9}  verdict"
+    metric = res.get("select_metric", "val_accuracy")
+    label = f"{METRIC_SHORT.get(metric, metric)} % [95% CI]"
+    head = f"{'cell':<32}{'n':>3}  {label:<26}{'test acc % [95% CI]':<26}{'train s':>9}  verdict"
     lines = [head, "-" * len(head)]
     for row in res["rows"]:
         time_s = row["train_time_s"]["mean"]
         lines.append(f"{row['cell']:<32}{row['val']['n']:>3}  {format_interval(row['val']):<26}{format_interval(row['test']):<26}"
                      f"{'' if time_s is None else f'{time_s:.0f}':>9}  {row['verdict']}")
+    lines.append(sample_note(res))
     if res["best"]:
-        lines.append(f"chosen on validation: {res['best']}; its test accuracy: {format_interval(res['best_test'])}%")
+        lines.append(f"chosen on validation: {res['best']} (by {metric}); "
+                     f"its test accuracy: {format_interval(res['best_test'])}%")
         lines.append(p_value_note(res))
     for fail in res["failed"]:
-        lines.append(f"failed: {fail['cell']} seed {fail['seed']}: {fail['reason']}")
+        fold = "" if fail.get("fold") is None else f" fold {fail['fold']}"
+        lines.append(f"failed: {fail['cell']} seed {fail['seed']}{fold}: {fail['reason']}")
     return "\n".join(lines)
 
 
@@ -361,12 +431,12 @@ def save_results(out: str, res: dict) -> None:
     writer = csv.writer(buffer)
     writer.writerow(["cell", "n", "val_mean", "val_std", "val_ci_low", "val_ci_high", "test_mean", "test_std",
                      "test_ci_low", "test_ci_high", "train_time_s_mean", "p_value_vs_best_holm",
-                     "p_value_vs_best_uncorrected", "verdict"])
+                     "p_value_vs_best_uncorrected", "verdict", "select_metric", "folds", "seeds"])
     for r in res["rows"]:
         writer.writerow([r["cell"], r["val"]["n"], r["val"]["mean"], r["val"]["std"], r["val"]["ci_low"],
                          r["val"]["ci_high"], r["test"]["mean"], r["test"]["std"], r["test"]["ci_low"],
                          r["test"]["ci_high"], r["train_time_s"]["mean"], r["p_value"], r["p_uncorrected"],
-                         r["verdict"]])
+                         r["verdict"], res.get("select_metric", "val_accuracy"), res.get("folds") or 0, res["seeds"]])
     runs.write_atomic(os.path.join(out, RESULTS_CSV), buffer.getvalue())
     if len(res["grid"]) == 2:
         from .plots import plot_heatmap
@@ -375,7 +445,7 @@ def save_results(out: str, res: dict) -> None:
         means = {r["cell"]: r["val"]["mean"] for r in res["rows"]}
         matrix = [[means.get(cell_name({row_key: rv, col_key: cv})) for cv in col_values] for rv in row_values]
         plot_heatmap(matrix, row_key, row_values, col_key, col_values, os.path.join(out, HEATMAP),
-                     "mean validation accuracy")
+                     f"mean validation {METRIC_NAMES.get(res.get('select_metric'), 'accuracy')}")
 
 
 DEVICE = re.compile(r"(cpu|cuda)(:\d+)?")
@@ -428,13 +498,14 @@ def worker_threads(threads: int, workers: int) -> int:
 
 def run_sweep(out: str, base: Config, grid: dict[str, list], seeds: int, workers: int = 1,
               progress: bool = True, storage: str | None = None, study_name: str = "cnnlab",
-              devices: str | None = None) -> dict:
+              devices: str | None = None, select_metric: str | None = None) -> dict:
     """Create (or resume) the sweep in `out` and work through it with `workers` processes, worker i on
-    the device worker_devices gives it (recorded in each of its runs' config)."""
+    the device worker_devices gives it (recorded in each of its runs' config); cells are compared on
+    `select_metric` (None: as selection() chooses)."""
     import torch
 
     placed = worker_devices(workers, devices, torch.cuda.device_count(), base.device)
-    create_sweep(out, base, grid, seeds, storage, study_name)
+    create_sweep(out, base, grid, seeds, storage, study_name, select_metric or selection(base, None)[0])
     parent = tracking.open_parent(base, out)
     show = (lambda: print(format_table(results(out, storage, study_name)), flush=True)) if progress else None
     try:
@@ -448,5 +519,5 @@ def run_sweep(out: str, base: Config, grid: dict[str, list], seeds: int, workers
     return res
 
 
-__all__ = ["NAMED_GRIDS", "Unit", "cells_of", "create_sweep", "describe_plan", "format_table",
-           "parse_grid", "plan", "results", "run_sweep", "save_results", "work", "work_together", "worker_devices"]
+__all__ = ["NAMED_GRIDS", "Unit", "cells_of", "check_data", "create_sweep", "describe_plan", "format_table", "load_select_metric",
+           "parse_grid", "plan", "results", "run_sweep", "save_results", "selection", "work", "work_together", "worker_devices"]

@@ -91,6 +91,32 @@ def split_indices(labels: np.ndarray, fraction: float, mode: str, seed: int) -> 
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
 
 
+def fold_of(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """The fold (0..folds-1) of each sample: stratified and seeded. Each class's samples, in a seeded
+    order, are dealt to the folds in turn, starting where the previous class stopped, so every class is
+    split as evenly as possible (fold sizes within a class differ by at most one) and so are the folds."""
+    rng = np.random.default_rng(seed)
+    assigned = np.empty(len(labels), dtype=np.int64)
+    start = 0
+    for cls in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == cls))
+        assigned[members] = (start + np.arange(len(members))) % folds
+        start = (start + len(members)) % folds
+    return assigned
+
+
+def fold_indices(labels: np.ndarray, folds: int, fold: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, val) indices of k-fold cross-validation: fold `fold` of fold_of(...) held out."""
+    held_out = fold_of(labels, folds, seed) == fold
+    return np.flatnonzero(~held_out), np.flatnonzero(held_out)
+
+
+def classes_below(labels: np.ndarray, classes: list[str], count: int) -> list[tuple[str, int]]:
+    """(name, images) of the classes with fewer than `count` images."""
+    counts = Counter(labels.tolist())
+    return [(name, counts[index]) for index, name in enumerate(classes) if counts[index] < count]
+
+
 def classes_without_validation(labels: np.ndarray, classes: list[str], fraction: float) -> list[str]:
     """Names of the classes that `fraction` gives no validation image (int(fraction * n) == 0)."""
     if fraction <= 0:
@@ -145,13 +171,18 @@ class Splitting:
     """How the training images are split: `val_fraction` of each class for validation, by `split` (keras:
     the first files; random: drawn with `seed`); `subset`: keep at most that many images of each subset,
     spread evenly over classes. A class that `val_fraction` gives no validation image is an error, or
-    with `strict_val=False` (to describe a dataset) simply has none."""
+    with `strict_val=False` (to describe a dataset) simply has none. With `folds` (k-fold
+    cross-validation) val_fraction and split are ignored: the validation split is fold `fold` of
+    fold_of(labels, folds, fold_seed), and a class with fewer than `folds` images is an error."""
 
     val_fraction: float = 0.1
     split: str = "keras"
     seed: int = 0
     subset: int = 0
     strict_val: bool = True
+    folds: int = 0  # k-fold: fold `fold` of `folds` (drawn with fold_seed) is the validation split
+    fold: int = 0
+    fold_seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -323,6 +354,9 @@ def split_dataset(path: str, classes: list[str], parts: list[Split], splitting: 
     """The Dataset of the decoded folders `parts` (training, and test if any): validation images taken
     from the training ones, then each subset cut to `subset`."""
     full_train, test = parts[0], (parts[1] if len(parts) > 1 else None)
+    if splitting.folds:
+        train, val = split_fold(path, classes, full_train, splitting)
+        return _cut(path, classes, (train, val, test), splitting.subset, notes)
     fraction = splitting.val_fraction
     short = classes_without_validation(full_train.labels, classes, fraction)
     if short and splitting.strict_val:
@@ -333,10 +367,42 @@ def split_dataset(path: str, classes: list[str], parts: list[Split], splitting: 
     if fraction > 0:
         train_idx, val_idx = split_indices(full_train.labels, fraction, splitting.split, splitting.seed)
         train, val = full_train.take(train_idx), full_train.take(val_idx)
-    if splitting.subset:
-        train, val, test = (None if part is None else part.take(even_subset(part.labels, splitting.subset))
+    return _cut(path, classes, (train, val, test), splitting.subset, notes)
+
+
+def split_fold(path: str, classes: list[str], full_train: Split, splitting: Splitting) -> tuple[Split, Split]:
+    """(train, val) of fold `splitting.fold` of `splitting.folds`; refused where a class has too few images."""
+    few = classes_below(full_train.labels, classes, splitting.folds)
+    if few:
+        name, count = few[0]
+        raise DataError(f"{path}: class {name!r} has {count} training image(s), fewer than the {splitting.folds} "
+                        "folds; use fewer folds or add images")
+    train_idx, val_idx = fold_indices(full_train.labels, splitting.folds, splitting.fold, splitting.fold_seed)
+    return full_train.take(train_idx), full_train.take(val_idx)
+
+
+def _cut(path: str, classes: list[str], parts: tuple, subset: int, notes: list[str]) -> Dataset:
+    """The Dataset of (train, val, test), each cut to at most `subset` images when subset is set."""
+    train, val, test = parts
+    if subset:
+        train, val, test = (None if part is None else part.take(even_subset(part.labels, subset))
                             for part in (train, val, test))
     return Dataset(classes=classes, train=train, val=val, test=test, source=os.path.abspath(path), notes=notes)
+
+
+def training_counts(path: str) -> tuple[list[str], np.ndarray]:
+    """The classes of a dataset and the number of training images of each, from a scan of its folders
+    (no decoding; unreadable files, which --skip-bad-images would leave out, are counted)."""
+    check_folder(path)
+    folder = cifar_folder(path)
+    if folder:
+        classes, labels = cifar.read_classes(folder), cifar.read_cifar_folder(folder, True)[1]
+    else:
+        train_root = os.path.join(path, "train")
+        root = train_root if os.path.isdir(train_root) else path
+        classes = list_classes(root)
+        labels = np.asarray(scan_folder(root, classes).labels, dtype=np.int64)
+    return classes, np.bincount(labels, minlength=len(classes))
 
 
 def channel_stats(images: np.ndarray | Split) -> tuple[list[float], list[float]]:
