@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator
 
 from . import runs
 from .tracking import passwords, redact
-from .config import Config
+from .config import IMBALANCE_RATIO, Config, imbalance_ratio
 from .errors import CnnlabError, ConfigError, Interrupted, first_line
 
 JOURNAL, LOCK = "optuna.journal", ".claim.lock"
@@ -233,7 +233,6 @@ def per_trial_sampler(seed: int, make):
 
 
 SELECT_METRICS = ("val_accuracy", "val_balanced_accuracy", "val_macro_f1")  # history keys a study may select on
-IMBALANCE_RATIO = 3.0  # largest / smallest training class count above which selection defaults to balanced accuracy
 
 
 def require_validation(configs: dict[str, Config]) -> None:
@@ -284,8 +283,8 @@ def choose_select_metric(given: str | None, counts: tuple[list[str], Any] | None
         if given not in SELECT_METRICS:
             raise ConfigError(f"--select-metric {given!r}: choose one of {', '.join(SELECT_METRICS)}")
         return given, f"selecting on {given} (--select-metric)"
-    if counts is not None and len(counts[1]) and min(counts[1]) > 0:
-        ratio = max(counts[1]) / min(counts[1])
+    if counts is not None and len(counts[1]):
+        ratio = imbalance_ratio(counts[1])
         if ratio > IMBALANCE_RATIO:
             return "val_balanced_accuracy", (f"selecting on val_balanced_accuracy: the training classes are "
                                              f"imbalanced (largest/smallest {ratio:.1f} > {IMBALANCE_RATIO:g}); "

@@ -41,7 +41,8 @@ def test_the_chosen_metric_is_printed(extra, tmp_path, capsys):
     root = imbalanced_folder(tmp_path / "skewed")
     assert main(["sweep", "--data", root, *extra, "--val-fraction", "0.34", "--dry-run"]) == 0
     assert "selecting on val_balanced_accuracy: the training classes are imbalanced" in capsys.readouterr().out
-    assert main(["sweep", "--data", root, *extra, "--select-metric", "val_accuracy", "--dry-run"]) == 0
+    assert main(["sweep", "--data", root, *extra, "--val-fraction", "0.34", "--select-metric", "val_accuracy",
+                 "--dry-run"]) == 0
     assert "selecting on val_accuracy (--select-metric)" in capsys.readouterr().out
     balanced = make_dataset(tmp_path / "even", 10)
     assert main(["sweep", "--data", balanced, *extra, "--dry-run"]) == 0
