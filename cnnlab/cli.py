@@ -488,7 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path")
     p.add_argument("--out", help="new folder for data_check.json and data_check.html (default: data-check-<time>)")
     p.add_argument("--threshold", type=int, help="near-duplicate: perceptual hashes at most this many bits apart, "
-                   "of 64 (default 6, docs/data_check.md)")
+                   "of 64 (default 4, docs/data_check.md)")
     p.add_argument("--min-size", type=int, default=0, help="flag images whose shorter side is below this many px "
                    "(default: half the median shorter side, at most 32)")
     p.add_argument("--val-fraction", type=float, default=0.1, help="the validation fraction training will use "

@@ -17,6 +17,7 @@ from .pages import page, png_uri
 from .config import saved_config
 from .data.preprocess import input_hw
 from .errors import CnnlabError
+from .interpret import HTML_NAME as INTERPRET_HTML, JSON_NAME as INTERPRET_JSON
 from .models import count_params, create_model, summary
 from .pipeline import load_data
 from .plots import image_grid, plot_confusion, plot_curves
@@ -24,11 +25,12 @@ from .stats import format_interval
 from .sweep import METRIC_NAMES, cell_name, cells_of, p_value_note, sample_note
 
 SAMPLES_PER_CLASS, MISCLASSIFIED_SHOWN, SKIPPED_SHOWN = 8, 24, 10
+INTERPRET_LOSSES, INTERPRET_PAIRS = 10, 5  # rows of interpret.json shown in the run's report
 
 
 @dataclass
 class Report:
-    """A report as a list of blocks: (kind, payload) with kind h1/h2/p/pre/table/img."""
+    """A report as a list of blocks: (kind, payload) with kind h1/h2/p/pre/table/img/link."""
 
     blocks: list[tuple[str, object]] = field(default_factory=list)
     scratch: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="cnnlab-report-"))
@@ -152,6 +154,7 @@ def _evaluation_section(report: Report, heading: str, cfg, data: dict, metrics: 
     report.add(heading, "Evaluation")
     if not test:
         report.add("p", "No test split: the dataset has no test folder.")
+        _interpret_section(report, run_dir, cfg.data, heading)
         return
     report.add("p", f"**Test accuracy: {_pct(test['accuracy'])}** on {test['n']} images (loss {test['loss']:.4f}"
                     f"{', flip TTA' if cfg.tta else ''}"
@@ -177,6 +180,50 @@ def _evaluation_section(report: Report, heading: str, cfg, data: dict, metrics: 
                               [f"{names[dataset.test.labels[i]]} -> {names[predictions[i]]}" for i in wrong],
                               8, report.scratch_path("misclassified.png"), scale=1.1)
             report.image("misclassified.png", path, "misclassified test images: true -> predicted")
+    _interpret_section(report, run_dir, cfg.data, heading)
+
+
+def _shown_file(loss: dict, data_root: str | None) -> str:
+    """A top loss's file relative to the run's dataset when it lies inside it; its row for CIFAR batches."""
+    file = loss["file"]
+    if not file:
+        return f"row {loss['row']}"
+    if data_root and os.path.abspath(file).startswith(os.path.abspath(data_root) + os.sep):
+        return os.path.relpath(file, data_root)
+    return file
+
+
+def _interpret_section(report: Report, run_dir: str, data_root: str | None, heading: str) -> None:
+    """Why the model fails, from what `cnnlab interpret` saved in the run (it is not re-run here): the highest
+    losses, the most confused pairs and a link to its page; without interpret.json, the command that makes it."""
+    report.add(heading, "Why it fails")
+    path = os.path.join(run_dir, INTERPRET_JSON)
+    if not os.path.exists(path):
+        report.add("p", f"`cnnlab interpret {run_dir}` adds here the images with the highest loss, the most confused "
+                        "classes and a link to their Grad-CAM maps.")
+        return
+    try:
+        saved = runs.read_json(path)
+        losses = [[_shown_file(t, data_root), t["true_class"], t["predicted_class"],
+                   _pct(t["predicted_probability"])] for t in saved["top_losses"][:INTERPRET_LOSSES]]
+        pairs = [[p["true_class"], p["predicted_class"], str(p["count"])] for p in saved["confused"][:INTERPRET_PAIRS]]
+        intro = (f"From `cnnlab interpret` ({INTERPRET_JSON}): the {saved['split']} split's {saved['n']} images, "
+                 f"accuracy {_pct(saved['accuracy'])}; the {len(losses)} with the highest loss of the "
+                 f"{len(saved['top_losses'])} it saved.")
+    except (CnnlabError, KeyError, TypeError, ValueError) as exc:
+        report.add("p", f"{INTERPRET_JSON} cannot be read ({type(exc).__name__}: {exc}); `cnnlab interpret {run_dir}` "
+                        "writes it again.")
+        return
+    metrics = os.path.join(run_dir, "metrics.json")
+    if os.path.exists(metrics) and os.path.getmtime(path) < os.path.getmtime(metrics):
+        intro += f" It is older than the run's metrics.json: `cnnlab interpret {run_dir}` brings it up to date."
+    report.add("p", intro)
+    report.add("table", (["file", "true class", "predicted as", "probability"], losses))
+    report.add("p", "The most confused pairs:")
+    report.add("table", (["true class", "predicted as", "images"], pairs))
+    if os.path.exists(os.path.join(run_dir, INTERPRET_HTML)):
+        report.add("link", (f"{INTERPRET_HTML}: every top loss with the Grad-CAM maps of its predicted and true class",
+                            INTERPRET_HTML))
 
 
 # --- a sweep --------------------------------------------------------------------------------------
@@ -358,6 +405,10 @@ def render(report: Report, out_dir: str) -> tuple[str, str]:
             runs.write_atomic(os.path.join(files_dir, name), data)
             md.append(f"![{alt}](report_files/{name})\n")
             body.append(f'<img alt="{html.escape(alt)}" src="{png_uri(data)}">')
+        elif kind == "link":  # (text, a relative link to a file beside the report)
+            text, href = payload
+            md.append(f"[{text}]({href})\n")
+            body.append(f'<p><a href="{html.escape(href)}">{html.escape(text)}</a></p>')
     title = next((str(p) for k, p in report.blocks if k == "h1"), "cnnlab report")
     text = page(title, body, CSS)
     md_path, html_path = os.path.join(out_dir, "report.md"), os.path.join(out_dir, "report.html")

@@ -264,3 +264,35 @@ def test_label_ranking_of_nothing_or_of_bad_probabilities():
     assert rank_label_issues(np.zeros(0, np.int64), np.zeros((0, 3))).tolist() == []
     with pytest.raises(CnnlabError, match="cleanlab cannot rank"):
         rank_label_issues(np.array([0, 1, 3]), np.full((3, 3), 1 / 3))  # a label without its column
+
+
+def copy_at_distance(rng, base: np.ndarray, bits: int) -> np.ndarray:
+    """`base` with noise added until its phash is exactly `bits` apart from the original's (seeded search)."""
+    target = inspect_file_hash(base)
+    for _ in range(2000):
+        scale = rng.uniform(5, 60)
+        noisy = np.clip(base + rng.normal(0, scale, base.shape), 0, 255).astype(np.uint8)
+        if popcount64(np.array([target ^ inspect_file_hash(noisy)], dtype=np.uint64))[0] == bits:
+            return noisy
+    raise AssertionError(f"no copy {bits} bits away found")
+
+
+def inspect_file_hash(array: np.ndarray) -> int:
+    from cnnlab.check.inspect import perceptual_hash
+
+    return perceptual_hash(Image.fromarray(array))
+
+
+def test_default_threshold_pairs_4_bits_apart_not_6(tmp_path):
+    """At 6 bits a third of CIFAR-10's pairs across splits are merely alike (docs/data_check.md): 4 is the default."""
+    rng = np.random.default_rng(3)
+    near, far = smooth_image(rng), smooth_image(rng)
+    write_image(os.path.join(tmp_path, "train", "a", "near.png"), near)
+    write_image(os.path.join(tmp_path, "test", "a", "near.png"), copy_at_distance(rng, near, 4))
+    write_image(os.path.join(tmp_path, "train", "b", "far.png"), far)
+    write_image(os.path.join(tmp_path, "test", "b", "far.png"), copy_at_distance(rng, far, 6))
+    result = run_check(str(tmp_path), CheckOptions(workers=1, progress=False, val_fraction=0))
+    assert [(result.items[p.a].path, result.items[p.b].path, p.distance) for p in result.pairs] == \
+        [(os.path.join("train", "a", "near.png"), os.path.join("test", "a", "near.png"), 4)]
+    wider = run_check(str(tmp_path), CheckOptions(workers=1, progress=False, val_fraction=0, threshold=6))
+    assert sorted(p.distance for p in wider.pairs) == [4, 6]

@@ -179,3 +179,127 @@ def test_report_renders_in_headless_chromium(which, cifar_run, sweep_dir):
     assert tables >= 2
     assert shot.stat().st_size > 10_000
     print(f"screenshot: {shot}")
+
+
+# --- the run's "Why it fails" section, from cnnlab interpret's saved interpret.json -----------------------
+
+def interpretation(data_root, losses=12):
+    """interpret.json as `cnnlab interpret` writes it, with known rows: file i in cat or dog, predicted the other."""
+    top = [{"row": i, "file": os.path.join(data_root, "test", "cat" if i % 2 else "dog", f"{i:04d}.png"),
+            "true_class": "cat" if i % 2 else "dog", "predicted_class": "dog" if i % 2 else "cat",
+            "predicted_probability": 0.99 - i / 100, "true_probability": 0.005, "loss": 5.0 - i / 10}
+           for i in range(losses)]
+    top[3]["file"] = None  # a CIFAR python batch holds no files: the row is shown
+    top[5]["file"] = "/elsewhere/test/cat/0005.png"  # interpreted with --data another folder: shown whole
+    confused = [{"true_class": t, "predicted_class": p, "count": n}
+                for t, p, n in (("cat", "dog", 40), ("dog", "cat", 30), ("a|b", "cat", 9), ("cat", "bird", 5),
+                                ("bird", "dog", 2), ("dog", "bird", 1))]
+    return {"run_dir": "/r", "model": "fastnet", "split": "test", "n": 500, "accuracy": 0.8125, "tta": True,
+            "cam_layer": "groups", "top_losses": top, "confused": confused}
+
+
+def section_of(run_dir, data_root="/data/cifar"):
+    from cnnlab.report import Report, _interpret_section, render
+
+    report = Report()
+    _interpret_section(report, str(run_dir), data_root, "h2")
+    md_path, html_path = render(report, str(run_dir))
+    return pathlib.Path(md_path).read_text(), html_of(html_path)
+
+
+def test_interpret_section_shows_saved_top_losses_confused_pairs_and_the_link(tmp_path):
+    runs.write_json(str(tmp_path / "interpret.json"), interpretation("/data/cifar"))
+    (tmp_path / "interpret.html").write_text("<p>page</p>")
+    md, page = section_of(tmp_path)
+    lines = md.splitlines()
+    assert lines[0] == "## Why it fails"
+    assert ("From `cnnlab interpret` (interpret.json): the test split's 500 images, accuracy 81.25%; the 10 with the "
+            "highest loss of the 12 it saved.") in lines
+    rows = [line for line in lines if line.startswith("| ") and line.count(" | ") == 3]
+    assert rows[0] == "| file | true class | predicted as | probability |"
+    assert rows[1:4] == ["| test/dog/0000.png | dog | cat | 99.00% |", "| test/cat/0001.png | cat | dog | 98.00% |",
+                         "| test/dog/0002.png | dog | cat | 97.00% |"]
+    assert rows[4] == "| row 3 | cat | dog | 96.00% |" and rows[6] == "| /elsewhere/test/cat/0005.png | cat | dog | 94.00% |"
+    assert len(rows) == 11 and rows[10] == "| test/cat/0009.png | cat | dog | 90.00% |"  # 10 of the 12
+    pairs = [line for line in lines if line.startswith("| ") and line.count(" | ") == 2]
+    assert pairs == ["| true class | predicted as | images |", "| cat | dog | 40 |", "| dog | cat | 30 |",
+                     "| a\\|b | cat | 9 |", "| cat | bird | 5 |", "| bird | dog | 2 |"]  # the 5 largest
+    assert lines[-1].startswith("[interpret.html: every top loss") and lines[-1].endswith("](interpret.html)")
+    assert page.count('<a href="interpret.html">') == 1 and "<td>a|b</td>" in page
+
+
+def test_interpret_section_without_its_page_has_no_link(tmp_path):
+    runs.write_json(str(tmp_path / "interpret.json"), interpretation("/data/cifar"))
+    md, page = section_of(tmp_path)
+    assert "| test/dog/0000.png | dog | cat | 99.00% |" in md and "<a " not in page and "](interpret.html)" not in md
+
+
+def test_interpret_section_says_how_to_make_it_when_absent(tmp_path):
+    md, page = section_of(tmp_path)
+    assert md.splitlines() == ["## Why it fails", "", f"`cnnlab interpret {tmp_path}` adds here the images with the "
+                               "highest loss, the most confused classes and a link to their Grad-CAM maps."]
+    assert "<table>" not in page and "<a " not in page
+
+
+@pytest.mark.parametrize("content", ["{not json", '{"split": "test"}', '{"top_losses": 3}'])
+def test_interpret_section_reports_a_damaged_file_in_one_line(tmp_path, content):
+    (tmp_path / "interpret.json").write_text(content)
+    md, page = section_of(tmp_path)
+    said = [line for line in md.splitlines() if line][1:]
+    assert len(said) == 1 and said[0].startswith("interpret.json cannot be read (")
+    assert said[0].endswith(f"`cnnlab interpret {tmp_path}` writes it again.") and "<table>" not in page
+
+
+def test_interpret_section_says_when_the_run_is_newer(tmp_path):
+    runs.write_json(str(tmp_path / "interpret.json"), interpretation("/data/cifar"))
+    runs.write_json(str(tmp_path / "metrics.json"), {})
+    os.utime(tmp_path / "interpret.json", (1_000_000, 1_000_000))  # written before the run's metrics
+    md, _ = section_of(tmp_path)
+    assert f"It is older than the run's metrics.json: `cnnlab interpret {tmp_path}` brings it up to date." in md
+    os.utime(tmp_path / "metrics.json", (999_999, 999_999))
+    assert "older" not in section_of(tmp_path)[0]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (.ci/run installs it)")
+def test_report_links_interpret_in_headless_chromium(tmp_path):
+    """A tiny run whose class folder and file are named as markup: interpret, then the report; the browser finds
+    the section as text (no injected image), its tables, and follows the link to interpret.html."""
+    from playwright.sync_api import sync_playwright
+    from test_interpret import EVIL, make_evil_dataset
+
+    data = make_evil_dataset(tmp_path / "ds")
+    run = str(tmp_path / "run")
+    train_run(preset("fast", data=data, epochs=1, batch_size=8, eval_batch_size=5, val_fraction=0.0, threads=1,
+                     progress=False), run)
+    md_path, html_path = build_report(run)
+    assert f"`cnnlab interpret {run}` adds here" in pathlib.Path(md_path).read_text()
+    assert main(["interpret", run, "--top", "12"]) == 0  # every test image: 10 shown, of both classes
+    _, html_path = build_report(run)
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.goto(pathlib.Path(html_path).as_uri())
+            page.wait_for_load_state("load")
+            section = page.locator("h2", has_text="Why it fails")
+            section.scroll_into_view_if_needed()
+            page.screenshot(path=str(ARTIFACTS / "report-interpret.png"))
+            headings = page.evaluate("[...document.querySelectorAll('h2')].map(h => h.textContent)")
+            after = page.evaluate("""() => {const h = [...document.querySelectorAll('h2')].find(
+                h => h.textContent === 'Why it fails'); const out = []; let e = h.nextElementSibling;
+                while (e && e.tagName !== 'H2') { out.push(e.tagName + ':' + e.textContent); e = e.nextElementSibling; }
+                return out; }""")
+            injected = page.evaluate("document.querySelectorAll('img[src=\"x\"]').length")
+            page.click('a[href="interpret.html"]')
+            page.wait_for_load_state("load")
+            landed, title = page.url, page.title()
+        finally:
+            browser.close()
+    assert headings[-1] == "Why it fails" and injected == 0
+    tables = [text for text in after if text.startswith("TABLE:")]
+    assert len(tables) == 2 and EVIL in tables[0] and tables[1].startswith("TABLE:true classpredicted as")
+    assert after[-1].startswith("P:interpret.html: every top loss")
+    assert landed == pathlib.Path(run, "interpret.html").as_uri() and title == "Top losses: run"
