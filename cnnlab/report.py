@@ -75,6 +75,7 @@ def _run_sections(report: Report, run_dir: str, title: str | None = None, headin
 
     _training_section(report, heading, run_dir, history, metrics)
     _evaluation_section(report, heading, cfg, data, metrics, dataset)
+    _interpret_section(report, run_dir, cfg.data, heading)
 
 
 def _data_section(report: Report, heading: str, run_dir: str, cfg, data: dict):
@@ -154,7 +155,6 @@ def _evaluation_section(report: Report, heading: str, cfg, data: dict, metrics: 
     report.add(heading, "Evaluation")
     if not test:
         report.add("p", "No test split: the dataset has no test folder.")
-        _interpret_section(report, run_dir, cfg.data, heading)
         return
     report.add("p", f"**Test accuracy: {_pct(test['accuracy'])}** on {test['n']} images (loss {test['loss']:.4f}"
                     f"{', flip TTA' if cfg.tta else ''}"
@@ -180,7 +180,6 @@ def _evaluation_section(report: Report, heading: str, cfg, data: dict, metrics: 
                               [f"{names[dataset.test.labels[i]]} -> {names[predictions[i]]}" for i in wrong],
                               8, report.scratch_path("misclassified.png"), scale=1.1)
             report.image("misclassified.png", path, "misclassified test images: true -> predicted")
-    _interpret_section(report, run_dir, cfg.data, heading)
 
 
 def _shown_file(loss: dict, data_root: str | None) -> str:
