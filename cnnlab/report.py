@@ -97,7 +97,7 @@ def _data_section(report: Report, heading: str, run_dir: str, cfg, data: dict):
     if dataset is not None:
         labels = dataset.train.labels
         picks = [i for c in range(len(dataset.classes)) for i in np.flatnonzero(labels == c)[:SAMPLES_PER_CLASS]]
-        path = image_grid([dataset.train.images[i] for i in picks], [dataset.classes[labels[i]] for i in picks],
+        path = image_grid(list(dataset.train.take(np.asarray(picks, dtype=np.int64)).images), [dataset.classes[labels[i]] for i in picks],
                           SAMPLES_PER_CLASS, report.scratch_path("samples.png"), scale=0.9)
         report.image("samples.png", path, "sample training images, one row per class")
     return dataset
@@ -176,7 +176,7 @@ def _evaluation_section(report: Report, heading: str, cfg, data: dict, metrics: 
         wrong = np.flatnonzero(np.asarray(predictions) != dataset.test.labels)[:MISCLASSIFIED_SHOWN]
         if len(wrong):
             names = dataset.classes
-            path = image_grid([dataset.test.images[i] for i in wrong],
+            path = image_grid(list(dataset.test.take(wrong).images),
                               [f"{names[dataset.test.labels[i]]} -> {names[predictions[i]]}" for i in wrong],
                               8, report.scratch_path("misclassified.png"), scale=1.1)
             report.image("misclassified.png", path, "misclassified test images: true -> predicted")

@@ -9,6 +9,7 @@ import scipy.stats
 
 from cnnlab import preset, runs, train_run
 from cnnlab.cli import main
+from cnnlab import report as report_module
 from cnnlab.report import build_report
 from cnnlab.sweep import cell_name, create_sweep, open_study, results, save_results
 from conftest import ROOT, SWEEP_FLAGS, make_dataset, make_folder
@@ -303,3 +304,20 @@ def test_report_links_interpret_in_headless_chromium(tmp_path):
     assert len(tables) == 2 and EVIL in tables[0] and tables[1].startswith("TABLE:true classpredicted as")
     assert after[-1].startswith("P:interpret.html: every top loss")
     assert landed == pathlib.Path(run, "interpret.html").as_uri() and title == "Top losses: run"
+
+
+def test_the_report_reads_only_the_images_it_shows(cifar_run, monkeypatch):
+    """Sample and misclassified images are gathered as the rows shown, never as a copy of the whole split per
+    image (which made a report's cost grow with the dataset times the images shown)."""
+    from cnnlab.data.dataset import Split
+
+    original, rows = Split.images.fget, []
+
+    def counted(split):
+        rows.append(len(split))
+        return original(split)
+
+    monkeypatch.setattr(Split, "images", property(counted))
+    build_report(cifar_run)
+    shown = report_module.SAMPLES_PER_CLASS * 10 + report_module.MISCLASSIFIED_SHOWN
+    assert len(rows) == 2 and sum(rows) <= shown, rows
