@@ -389,13 +389,10 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .version import __version__
+def _add_train(sub) -> None:
+    """`cnnlab train`."""
     from .config import PRESETS
 
-    parser = argparse.ArgumentParser(prog="cnnlab", description="Train and compare image classifiers.")
-    parser.add_argument("--version", action="version", version=f"cnnlab {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train a model; writes a run directory")
     p.add_argument("--preset", choices=list(PRESETS), default=None,
@@ -406,6 +403,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its checkpoint")
     _add_config_flags(p)
     p.set_defaults(func=cmd_train)
+
+
+def _add_sweep(sub) -> None:
+    """`cnnlab sweep` (grids, searches, workers)."""
+    from .config import PRESETS
 
     p = sub.add_parser("sweep", help="grid of config values x seeds, with statistics; resumable")
     p.add_argument("--preset", choices=list(PRESETS), default=None,
@@ -438,15 +440,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(p)
     p.set_defaults(func=cmd_sweep)
 
+
+def _add_report(sub) -> None:
+    """`cnnlab report`."""
     p = sub.add_parser("report", help="write report.md and a self-contained report.html for a run or a sweep")
     p.add_argument("dir", metavar="RUN_OR_SWEEP_DIR")
     p.set_defaults(func=cmd_report)
 
+
+def _add_evaluate(sub) -> None:
+    """`cnnlab evaluate`."""
     p = sub.add_parser("evaluate", help="test accuracy of a finished run")
     p.add_argument("run_dir")
     p.add_argument("--data", help="dataset to evaluate on (default: the run's)")
     p.set_defaults(func=cmd_evaluate)
 
+
+def _add_predict(sub) -> None:
+    """`cnnlab predict`."""
     p = sub.add_parser("predict", help="classify images with a finished run")
     p.add_argument("run_dir")
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER")
@@ -460,6 +471,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "non-pooling 4-D map larger than 1x1; docs/interpret.md)")
     p.set_defaults(func=cmd_predict)
 
+
+def _add_interpret(sub) -> None:
+    """`cnnlab interpret`."""
     p = sub.add_parser("interpret", help="the test images with the highest loss, confused pairs, Grad-CAM maps")
     p.add_argument("run_dir")
     p.add_argument("--top", type=int, default=24, help="images to show (default 24)")
@@ -469,12 +483,18 @@ def build_parser() -> argparse.ArgumentParser:
                    "non-pooling 4-D map larger than 1x1; docs/interpret.md)")
     p.set_defaults(func=cmd_interpret)
 
+
+def _add_export(sub) -> None:
+    """`cnnlab export`."""
     p = sub.add_parser("export", help="export a finished run as ONNX or TorchScript")
     p.add_argument("run_dir")
     p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
     p.add_argument("--out", required=True, help="file to write")
     p.set_defaults(func=cmd_export)
 
+
+def _add_data(sub) -> None:
+    """`cnnlab data info|check|get`."""
     data = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True,
                                                                        metavar="DATA_COMMAND")
     p = data.add_parser("info", help="scan a dataset: Keras's 'Found N images' lines, classes, size")
@@ -508,6 +528,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--archive", help="use this local copy of cifar-10-python.tar.gz instead of downloading")
     p.set_defaults(func=cmd_data_get)
 
+
+def _add_cache(sub) -> None:
+    """`cnnlab cache info|clear`."""
     cache = sub.add_parser("cache", help="the decode cache: info, clear").add_subparsers(
         dest="cache_command", required=True, metavar="CACHE_COMMAND")
     p = cache.add_parser("info", help="where it is, its entries and size, and its limit")
@@ -515,6 +538,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = cache.add_parser("clear", help="remove every entry")
     p.set_defaults(func=cmd_cache)
 
+
+def _add_models(sub) -> None:
+    """`cnnlab models` and `cnnlab summary`."""
     p = sub.add_parser("models", help="list the registered models")
     p.set_defaults(func=cmd_models)
     p = sub.add_parser("summary", help="Keras-style summary of a model")
@@ -522,6 +548,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-size", type=int, default=0)
     p.add_argument("--num-classes", type=int, default=10)
     p.set_defaults(func=cmd_summary)
+
+
+def _add_lr_find(sub) -> None:
+    """`cnnlab lr-find`."""
+    from .config import PRESETS
 
     p = sub.add_parser("lr-find", help="learning-rate finder: an exponential lr sweep, its plot and a suggestion")
     p.add_argument("--preset", choices=list(PRESETS), default="fast", help="named config (default: fast)")
@@ -532,6 +563,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=100, help="steps of the sweep, one batch each (default 100)")
     _add_config_flags(p)
     p.set_defaults(func=cmd_lr_find)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .version import __version__
+
+    parser = argparse.ArgumentParser(prog="cnnlab", description="Train and compare image classifiers.")
+    parser.add_argument("--version", action="version", version=f"cnnlab {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_train, _add_sweep, _add_report, _add_evaluate, _add_predict, _add_interpret, _add_export,
+                _add_data, _add_cache, _add_models, _add_lr_find):
+        add(sub)
     return parser
 
 
