@@ -3,6 +3,7 @@ preset's model, against the time of one of its training epochs on CIFAR-10 (45,0
 
     python benchmarks/checkpoint_overhead.py
 """
+
 import os
 import tempfile
 import time
@@ -12,8 +13,8 @@ import torch.nn.functional as F
 
 from cnnlab import preset
 from cnnlab.models import create_model
-from cnnlab.runs import save_checkpoint
 from cnnlab.optim import build_optimizer
+from cnnlab.runs import save_checkpoint
 
 EPOCH_S = {"fast": 60.0, "seed": 67 * 60.0}  # measured epoch times on this machine (README)
 
@@ -27,8 +28,16 @@ def main() -> None:
         loss = F.cross_entropy(model(torch.randn(4, 3, size, size)), torch.arange(4))
         loss.backward()
         optimizer.step()
-        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(),
-                 "epoch": 2, "step": 0, "sums": {}, "history": [{"epoch": 1, "loss": 1.0}] * 30, "scheduler": {}}
+        state = {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "rng": torch.get_rng_state(),
+            "epoch": 2,
+            "step": 0,
+            "sums": {},
+            "history": [{"epoch": 1, "loss": 1.0}] * 30,
+            "scheduler": {},
+        }
         with tempfile.TemporaryDirectory() as tmp:
             times = []
             for _ in range(5):
@@ -37,8 +46,10 @@ def main() -> None:
                 times.append(time.perf_counter() - start)
             size_mb = os.path.getsize(os.path.join(tmp, "checkpoint.pt")) / 1e6
         median = sorted(times)[2]
-        print(f"{name} preset ({cfg.model}): checkpoint {size_mb:.1f} MB written in {median * 1e3:.0f} ms "
-              f"(median of 5) = {100 * median / EPOCH_S[name]:.3f}% of one epoch")
+        print(
+            f"{name} preset ({cfg.model}): checkpoint {size_mb:.1f} MB written in {median * 1e3:.0f} ms "
+            f"(median of 5) = {100 * median / EPOCH_S[name]:.3f}% of one epoch"
+        )
 
 
 if __name__ == "__main__":

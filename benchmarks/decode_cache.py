@@ -1,7 +1,8 @@
 """First decode of a dataset into the uint8 cache vs the cached reload.
 
-    python benchmarks/decode_cache.py [DATA]     (DATA defaults to $CNNLAB_DATA or ../shared/datasets/cifar10)
+python benchmarks/decode_cache.py [DATA]     (DATA defaults to $CNNLAB_DATA or ../shared/datasets/cifar10)
 """
+
 import os
 import sys
 import tempfile

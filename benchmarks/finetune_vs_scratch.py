@@ -9,6 +9,7 @@ chosen on validation then has its test accuracy reported, once.
 
 Runs go to a temporary folder; nothing is kept but the printed figures.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,11 +27,16 @@ def main() -> None:
     parser.add_argument("photos")
     parser.add_argument("source_run", help="a finished cnnlab run (e.g. the fast preset on CIFAR-10)")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=0, help="the same short budget for every way (0 = adapted default)")
+    parser.add_argument(
+        "--epochs", type=int, default=0, help="the same short budget for every way (0 = adapted default)"
+    )
     parser.add_argument("--val-fraction", type=float, default=0.1, help="held out of the training images to compare on")
     args = parser.parse_args()
-    ways = {"scratch": [], "init-from": ["--init-from", os.path.abspath(args.source_run)],
-            "finetune preset + init-from": ["--preset", "finetune", "--init-from", os.path.abspath(args.source_run)]}
+    ways = {
+        "scratch": [],
+        "init-from": ["--init-from", os.path.abspath(args.source_run)],
+        "finetune preset + init-from": ["--preset", "finetune", "--init-from", os.path.abspath(args.source_run)],
+    }
     budget = ["--epochs", str(args.epochs)] if args.epochs else []
     scores: dict[str, list[float]] = {way: [] for way in ways}
     tests: dict[str, list[float]] = {way: [] for way in ways}
@@ -38,25 +44,48 @@ def main() -> None:
         for seed in range(args.seeds):  # interleaved, so a slow spell of the machine hits every way alike
             for way, flags in ways.items():
                 out = os.path.join(tmp, f"{way.replace(' ', '_')}-{seed}")
-                cmd = [sys.executable, "-m", "cnnlab.cli", "train", "--data", args.photos, "--out", out, "--seed",
-                       str(seed), "--no-progress", "--log", "none", "--val-fraction", str(args.val_fraction), *budget,
-                       *flags]
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "cnnlab.cli",
+                    "train",
+                    "--data",
+                    args.photos,
+                    "--out",
+                    out,
+                    "--seed",
+                    str(seed),
+                    "--no-progress",
+                    "--log",
+                    "none",
+                    "--val-fraction",
+                    str(args.val_fraction),
+                    *budget,
+                    *flags,
+                ]
                 subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
                 metrics = json.load(open(os.path.join(out, "metrics.json")))
                 config = json.load(open(os.path.join(out, "config.json")))["config"]
                 history = json.load(open(os.path.join(out, "history.json")))
                 scores[way].append(history[-1]["val_accuracy"])
                 tests[way].append(metrics["test"]["accuracy"])
-                print(f"{way:<28} seed {seed}: validation {100 * scores[way][-1]:.2f}% ({config['epochs']} epochs, "
-                      f"batch {config['batch_size']}, train {metrics['train_time_s']:.0f} s)", flush=True)
+                print(
+                    f"{way:<28} seed {seed}: validation {100 * scores[way][-1]:.2f}% ({config['epochs']} epochs, "
+                    f"batch {config['batch_size']}, train {metrics['train_time_s']:.0f} s)",
+                    flush=True,
+                )
     for way, values in scores.items():
         s = summarize(values)
         p = welch_p(values, scores["scratch"]) if way != "scratch" else None
-        print(f"{way:<28} validation accuracy % (n={s['n']}): {format_interval(s)}, std "
-              f"{100 * (s['std'] or 0):.2f}" + (f"; vs scratch Welch p={p:.3g}" if p is not None else ""))
+        print(
+            f"{way:<28} validation accuracy % (n={s['n']}): {format_interval(s)}, std "
+            f"{100 * (s['std'] or 0):.2f}" + (f"; vs scratch Welch p={p:.3g}" if p is not None else "")
+        )
     chosen = max(scores, key=lambda way: summarize(scores[way])["mean"])
-    print(f"chosen on validation: {chosen}; its test accuracy % (reported once): "
-          f"{format_interval(summarize(tests[chosen]))}")
+    print(
+        f"chosen on validation: {chosen}; its test accuracy % (reported once): "
+        f"{format_interval(summarize(tests[chosen]))}"
+    )
 
 
 if __name__ == "__main__":

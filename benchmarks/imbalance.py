@@ -11,6 +11,7 @@ The long-tailed folder is made of symlinks under a temporary folder (never in th
 there too and are deleted. Writes benchmarks/records/imbalance.json (figure, command, machine, torch,
 commit, date, results).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,11 @@ from sklearn.metrics import balanced_accuracy_score, f1_score
 
 from cnnlab.stats import format_interval, summarize
 
-MODES = {"none": ["--class-weight", "none"], "class_weight": ["--class-weight", "balanced"],
-         "sampler": ["--sampler", "balanced"]}
+MODES = {
+    "none": ["--class-weight", "none"],
+    "class_weight": ["--class-weight", "balanced"],
+    "sampler": ["--sampler", "balanced"],
+}
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -47,22 +51,28 @@ def make_long_tailed(source: str, out: str, largest: int, smallest: int, seed: i
         files = sorted(os.listdir(os.path.join(source, "train", name)))
         os.makedirs(os.path.join(out, "train", name))
         for file in sorted(rng.choice(files, count, replace=False)):
-            os.symlink(os.path.abspath(os.path.join(source, "train", name, file)), os.path.join(out, "train", name, file))
+            os.symlink(
+                os.path.abspath(os.path.join(source, "train", name, file)), os.path.join(out, "train", name, file)
+            )
     os.symlink(os.path.abspath(os.path.join(source, "test")), os.path.join(out, "test"))
     return counts
 
 
 def scores(true: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
-    return {"balanced_accuracy": float(balanced_accuracy_score(true, predicted)),
-            "macro_f1": float(f1_score(true, predicted, average="macro", zero_division=0)),
-            "accuracy": float(np.mean(true == predicted))}
+    return {
+        "balanced_accuracy": float(balanced_accuracy_score(true, predicted)),
+        "macro_f1": float(f1_score(true, predicted, average="macro", zero_division=0)),
+        "accuracy": float(np.mean(true == predicted)),
+    }
 
 
 def from_confusion(confusion: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
     """(true, predicted) labels of a confusion matrix (rows = true class)."""
     pairs = [(t, p, n) for t, row in enumerate(confusion) for p, n in enumerate(row) if n]
-    return (np.repeat([t for t, _, _ in pairs], [n for _, _, n in pairs]),
-            np.repeat([p for _, p, _ in pairs], [n for _, _, n in pairs]))
+    return (
+        np.repeat([t for t, _, _ in pairs], [n for _, _, n in pairs]),
+        np.repeat([p for _, p, _ in pairs], [n for _, _, n in pairs]),
+    )
 
 
 def validation_scores(run_dir: str) -> dict[str, float]:
@@ -71,8 +81,11 @@ def validation_scores(run_dir: str) -> dict[str, float]:
     history = json.load(open(os.path.join(run_dir, "history.json")))
     last = history[-1] if isinstance(history, list) else history["history"][-1]
     if "val_balanced_accuracy" in last and "val_macro_f1" in last:
-        return {"balanced_accuracy": last["val_balanced_accuracy"], "macro_f1": last["val_macro_f1"],
-                "accuracy": last["val_accuracy"]}
+        return {
+            "balanced_accuracy": last["val_balanced_accuracy"],
+            "macro_f1": last["val_macro_f1"],
+            "accuracy": last["val_accuracy"],
+        }
     from cnnlab.data import Preprocessing
     from cnnlab.device import use_bf16
     from cnnlab.evaluate import predict_batches
@@ -88,21 +101,44 @@ def validation_scores(run_dir: str) -> dict[str, float]:
 
 
 def train_one(data: str, out: str, seed: int, flags: list[str], extra: list[str]) -> dict:
-    cmd = [sys.executable, "-m", "cnnlab.cli", "train", "--data", data, "--out", out, "--seed", str(seed),
-           "--no-progress", "--log", "none", *extra, *flags]
+    cmd = [
+        sys.executable,
+        "-m",
+        "cnnlab.cli",
+        "train",
+        "--data",
+        data,
+        "--out",
+        out,
+        "--seed",
+        str(seed),
+        "--no-progress",
+        "--log",
+        "none",
+        *extra,
+        *flags,
+    ]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     metrics = json.load(open(os.path.join(out, "metrics.json")))
     config = json.load(open(os.path.join(out, "config.json")))["config"]
     test = scores(*from_confusion(metrics["test"]["confusion"]))
-    return {"val": validation_scores(out), "test": test, "train_time_s": metrics["train_time_s"],
-            "epochs": config["epochs"], "batch_size": config["batch_size"]}
+    return {
+        "val": validation_scores(out),
+        "test": test,
+        "train_time_s": metrics["train_time_s"],
+        "epochs": config["epochs"],
+        "batch_size": config["batch_size"],
+    }
 
 
 def summary_table(results: dict[str, list[dict]]) -> dict:
     table = {}
     for mode, runs in results.items():
-        table[mode] = {f"{split}_{key}": summarize([r[split][key] for r in runs])
-                       for split in ("val", "test") for key in ("balanced_accuracy", "macro_f1", "accuracy")}
+        table[mode] = {
+            f"{split}_{key}": summarize([r[split][key] for r in runs])
+            for split in ("val", "test")
+            for key in ("balanced_accuracy", "macro_f1", "accuracy")
+        }
     return table
 
 
@@ -141,27 +177,42 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="cnnlab-imbalance-") as tmp:
         data = os.path.join(tmp, "data")
         counts = make_long_tailed(args.cifar10, data, args.largest, args.smallest)
-        print(f"long-tailed training folder: {sum(counts.values())} images, ratio {args.largest / args.smallest:g} "
-              f"({', '.join(f'{c} {n}' for c, n in counts.items())}); test unchanged", flush=True)
+        print(
+            f"long-tailed training folder: {sum(counts.values())} images, ratio {args.largest / args.smallest:g} "
+            f"({', '.join(f'{c} {n}' for c, n in counts.items())}); test unchanged",
+            flush=True,
+        )
         for seed in range(args.seeds):  # interleaved, so a slow spell of the machine hits every mode alike
             for mode, flags in MODES.items():
                 run = train_one(data, os.path.join(tmp, f"{mode}-{seed}"), seed, flags, extra)
                 results[mode].append(run)
-                print(f"{mode:<13} seed {seed}: val balanced accuracy {100 * run['val']['balanced_accuracy']:.2f}%, "
-                      f"macro-F1 {100 * run['val']['macro_f1']:.2f}%; test {100 * run['test']['balanced_accuracy']:.2f}"
-                      f"% ({run['epochs']} epochs, batch {run['batch_size']}, {run['train_time_s']:.0f} s)", flush=True)
+                print(
+                    f"{mode:<13} seed {seed}: val balanced accuracy {100 * run['val']['balanced_accuracy']:.2f}%, "
+                    f"macro-F1 {100 * run['val']['macro_f1']:.2f}%; test {100 * run['test']['balanced_accuracy']:.2f}"
+                    f"% ({run['epochs']} epochs, batch {run['batch_size']}, {run['train_time_s']:.0f} s)",
+                    flush=True,
+                )
     table = summary_table(results)
-    print(f"\n{'mode':<13} {'val balanced acc %':<24} {'val macro-F1 %':<24} {'test balanced acc %':<24} "
-          f"{'test macro-F1 %':<24} n")
+    print(
+        f"\n{'mode':<13} {'val balanced acc %':<24} {'val macro-F1 %':<24} {'test balanced acc %':<24} "
+        f"{'test macro-F1 %':<24} n"
+    )
     for mode, row in table.items():
-        print(f"{mode:<13} {format_interval(row['val_balanced_accuracy']):<24} {format_interval(row['val_macro_f1']):<24} "
-              f"{format_interval(row['test_balanced_accuracy']):<24} {format_interval(row['test_macro_f1']):<24} "
-              f"{row['val_balanced_accuracy']['n']}")
+        print(
+            f"{mode:<13} {format_interval(row['val_balanced_accuracy']):<24} {format_interval(row['val_macro_f1']):<24} "
+            f"{format_interval(row['test_balanced_accuracy']):<24} {format_interval(row['test_macro_f1']):<24} "
+            f"{row['val_balanced_accuracy']['n']}"
+        )
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
-    record = {"figure": "validation balanced accuracy and macro-F1 (mean, 95% CI over seeds) on long-tailed CIFAR-10",
-              "command": " ".join(["python", "benchmarks/imbalance.py", *sys.argv[1:]]), "machine": machine(),
-              "torch": torch.__version__, "commit": commit, "date": datetime.date.today().isoformat(),
-              "results": {"counts": counts, "summary": table, "runs": results}}
+    record = {
+        "figure": "validation balanced accuracy and macro-F1 (mean, 95% CI over seeds) on long-tailed CIFAR-10",
+        "command": " ".join(["python", "benchmarks/imbalance.py", *sys.argv[1:]]),
+        "machine": machine(),
+        "torch": torch.__version__,
+        "commit": commit,
+        "date": datetime.date.today().isoformat(),
+        "results": {"counts": counts, "summary": table, "runs": results},
+    }
     print(f"record: {write_record(record)}")
 
 

@@ -4,6 +4,7 @@ next to one fastnet94 training step (forward + backward, fp32, channels_last) fo
 
     python benchmarks/jitter_cost.py [--batch 2000] [--rounds 5]
 """
+
 import argparse
 import statistics
 import time
@@ -30,9 +31,21 @@ def main() -> None:
     cpu = torch.device("cpu")
 
     def loader(jitter: bool) -> DeviceLoader:
-        return DeviceLoader(images, labels, args.batch, cpu, shuffle=True, drop_last=True, flip=cfg.flip,
-                            flip_alternate=cfg.flip_alternate, translate=cfg.translate, mean=[0.5] * 3, std=[0.25] * 3,
-                            brightness=cfg.brightness if jitter else 0.0, contrast=cfg.contrast if jitter else 0.0)
+        return DeviceLoader(
+            images,
+            labels,
+            args.batch,
+            cpu,
+            shuffle=True,
+            drop_last=True,
+            flip=cfg.flip,
+            flip_alternate=cfg.flip_alternate,
+            translate=cfg.translate,
+            mean=[0.5] * 3,
+            std=[0.25] * 3,
+            brightness=cfg.brightness if jitter else 0.0,
+            contrast=cfg.contrast if jitter else 0.0,
+        )
 
     def epoch_seconds_per_batch(jitter: bool) -> float:
         data = loader(jitter)
@@ -55,13 +68,18 @@ def main() -> None:
     for round_ in range(args.rounds):
         for jitter in (False, True):
             times[jitter].append(epoch_seconds_per_batch(jitter))
-            print(f"round {round_} {'with' if jitter else 'without'} jitter: {times[jitter][-1] * 1e3:.1f} ms per "
-                  f"batch of {args.batch}", flush=True)
+            print(
+                f"round {round_} {'with' if jitter else 'without'} jitter: {times[jitter][-1] * 1e3:.1f} ms per "
+                f"batch of {args.batch}",
+                flush=True,
+            )
     step = statistics.median(train_step() for _ in range(2))
     without, with_ = statistics.median(times[False]), statistics.median(times[True])
-    print(f"median ms/batch: without {without * 1e3:.1f}, with {with_ * 1e3:.1f} (+{(with_ - without) * 1e3:.1f} ms); "
-          f"a fastnet94 training step {step:.2f} s: the jitter adds {(with_ - without) / step * 100:.2f}% "
-          f"({torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads)")
+    print(
+        f"median ms/batch: without {without * 1e3:.1f}, with {with_ * 1e3:.1f} (+{(with_ - without) * 1e3:.1f} ms); "
+        f"a fastnet94 training step {step:.2f} s: the jitter adds {(with_ - without) / step * 100:.2f}% "
+        f"({torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads)"
+    )
 
 
 if __name__ == "__main__":

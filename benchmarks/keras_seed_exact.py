@@ -10,6 +10,7 @@ Saves to OUT.npz: the batch (x NHWC, y), the initial weights, and after steps 1 
 the gradients (of the step's loss, before its update), the weights and the BN moving statistics.
 Weights are keyed "<layer index>/<variable>", layer indices counting the Sequential's layers.
 """
+
 import os
 import sys
 
@@ -24,15 +25,20 @@ from tf_keras.models import Sequential  # noqa: E402
 def study_model(classes: int, dropout: float) -> Sequential:
     m = Sequential()
     m.add(Conv2D(96, (11, 11), strides=(4, 4), padding="valid", activation="relu", input_shape=(256, 256, 3)))
-    m.add(BatchNormalization()); m.add(MaxPooling2D(pool_size=(3, 3), strides=(2, 2)))
-    m.add(Conv2D(256, (5, 5), padding="same", activation="relu")); m.add(BatchNormalization())
+    m.add(BatchNormalization())
+    m.add(MaxPooling2D(pool_size=(3, 3), strides=(2, 2)))
+    m.add(Conv2D(256, (5, 5), padding="same", activation="relu"))
+    m.add(BatchNormalization())
     m.add(MaxPooling2D(pool_size=(3, 3), strides=(2, 2)))
     m.add(Conv2D(384, (3, 3), padding="same", activation="relu"))
     m.add(Conv2D(384, (3, 3), padding="same", activation="relu"))
     m.add(Conv2D(256, (3, 3), padding="same", activation="relu"))
-    m.add(MaxPooling2D(pool_size=(3, 3), strides=(2, 2))); m.add(Flatten())
+    m.add(MaxPooling2D(pool_size=(3, 3), strides=(2, 2)))
+    m.add(Flatten())
     for units in (512, 256, 128):
-        m.add(Dense(units, activation="relu")); m.add(BatchNormalization()); m.add(Dropout(dropout))
+        m.add(Dense(units, activation="relu"))
+        m.add(BatchNormalization())
+        m.add(Dropout(dropout))
     m.add(Dense(classes, activation="softmax"))
     return m
 
@@ -42,8 +48,9 @@ def batch(folder: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     images, labels = [], []
     for index, name in enumerate(classes):
         for file in sorted(os.listdir(os.path.join(folder, name))):
-            img = keras.utils.load_img(os.path.join(folder, name, file), target_size=(256, 256),
-                                       interpolation="nearest")
+            img = keras.utils.load_img(
+                os.path.join(folder, name, file), target_size=(256, 256), interpolation="nearest"
+            )
             images.append(keras.utils.img_to_array(img, dtype="float32") * np.float32(1.0 / 255))
             labels.append(index)
     return np.stack(images), np.array(labels), classes
@@ -68,8 +75,11 @@ def main() -> None:
     loss_fn = keras.losses.CategoricalCrossentropy()
     onehot = tf.one_hot(y, len(classes))
     saved = {"x": x, "y": y, **weights(model, "init/")}
-    names = [f"{model.layers.index(layer)}/{v.name.split('/')[-1].split(':')[0]}"
-             for layer in model.layers for v in layer.trainable_weights]
+    names = [
+        f"{model.layers.index(layer)}/{v.name.split('/')[-1].split(':')[0]}"
+        for layer in model.layers
+        for v in layer.trainable_weights
+    ]
     losses = []
     for step in range(1, steps + 1):
         with tf.GradientTape() as tape:

@@ -5,6 +5,7 @@ images (test x train) fall within k bits (false alarms, or real near-duplicates 
 
     python benchmarks/near_duplicate_hash.py [N_TEST N_TRAIN]   (default 2000 5000; CNNLAB_DATA = the folder)
 """
+
 import glob
 import io
 import os
@@ -17,8 +18,7 @@ from PIL import Image
 
 from cnnlab.check.pairs import popcount64
 
-HASHES = {"phash": imagehash.phash, "dhash": imagehash.dhash, "ahash": imagehash.average_hash,
-          "whash": imagehash.whash}
+HASHES = {"phash": imagehash.phash, "dhash": imagehash.dhash, "ahash": imagehash.average_hash, "whash": imagehash.whash}
 
 
 def jpeg(image: Image.Image, quality: int) -> Image.Image:
@@ -27,10 +27,12 @@ def jpeg(image: Image.Image, quality: int) -> Image.Image:
     return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
 
 
-COPIES = {"jpeg q50": lambda im: jpeg(im, 50),
-          "down 24px": lambda im: im.resize((24, 24), Image.BILINEAR),
-          "up 64px + jpeg q75": lambda im: jpeg(im.resize((64, 64), Image.BICUBIC), 75),
-          "down 24px + jpeg q70": lambda im: jpeg(im.resize((24, 24), Image.BILINEAR), 70)}
+COPIES = {
+    "jpeg q50": lambda im: jpeg(im, 50),
+    "down 24px": lambda im: im.resize((24, 24), Image.BILINEAR),
+    "up 64px + jpeg q75": lambda im: jpeg(im.resize((64, 64), Image.BICUBIC), 75),
+    "down 24px + jpeg q70": lambda im: jpeg(im.resize((24, 24), Image.BILINEAR), 70),
+}
 
 
 def packed(hash_fn, image: Image.Image) -> int:

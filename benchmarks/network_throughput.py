@@ -3,6 +3,7 @@ channels_last, batch 512, synthetic inputs: the compute alone), and the compute 
 
     python benchmarks/network_throughput.py
 """
+
 import time
 
 import torch
@@ -23,7 +24,7 @@ def main() -> None:
         labels = torch.randint(0, 10, (512,))
         optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
 
-        def step():
+        def step(model=model, inputs=inputs, labels=labels, optimizer=optimizer):
             loss = F.cross_entropy(model(inputs), labels)
             optimizer.zero_grad()
             loss.backward()
@@ -34,8 +35,10 @@ def main() -> None:
         for _ in range(4):
             step()
         rate = 4 * 512 / (time.perf_counter() - start)
-        print(f"{name}: {rate:,.0f} training images/s ({count_params(model)['total']:,} params); "
-              f"one epoch of 50,000 images {50_000 / rate:.0f} s")
+        print(
+            f"{name}: {rate:,.0f} training images/s ({count_params(model)['total']:,} params); "
+            f"one epoch of 50,000 images {50_000 / rate:.0f} s"
+        )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ fastnet training step, then channels_last vs NCHW for the fastnet training step 
     python benchmarks/precision.py
 Prints times and the bf16/fp32 ratio measured in the same run, and what precision=auto picks.
 """
+
 import time
 
 import torch
@@ -37,12 +38,16 @@ def main() -> None:
     for name, fn in (("conv 64->128 3x3, 256x32x32", lambda bf16: conv(x)), ("fastnet train step, batch 256", step)):
         times = {}
         for bf16 in (False, True):
-            def run(bf16=bf16):
+
+            def run(bf16=bf16, fn=fn):
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                     fn(bf16)
+
             times[bf16] = timed(run)
-        print(f"{name}: fp32 {times[False] * 1e3:.1f} ms, bf16 {times[True] * 1e3:.1f} ms, "
-              f"bf16/fp32 time ratio {times[True] / times[False]:.2f}")
+        print(
+            f"{name}: fp32 {times[False] * 1e3:.1f} ms, bf16 {times[True] * 1e3:.1f} ms, "
+            f"bf16/fp32 time ratio {times[True] / times[False]:.2f}"
+        )
     nchw = create_model("fastnet")
     flat_inputs = inputs.contiguous()
 
@@ -50,8 +55,10 @@ def main() -> None:
         F.cross_entropy(nchw(flat_inputs), labels).backward()
 
     layout = {"channels_last": timed(lambda: step(False)), "NCHW": timed(nchw_step)}
-    print(f"fastnet train step, fp32: channels_last {layout['channels_last'] * 1e3:.1f} ms, NCHW "
-          f"{layout['NCHW'] * 1e3:.1f} ms, channels_last speed-up {layout['NCHW'] / layout['channels_last']:.2f}x")
+    print(
+        f"fastnet train step, fp32: channels_last {layout['channels_last'] * 1e3:.1f} ms, NCHW "
+        f"{layout['NCHW'] * 1e3:.1f} ms, channels_last speed-up {layout['NCHW'] / layout['channels_last']:.2f}x"
+    )
     print(f"native bf16 on this CPU: {cpu_has_bf16()} -> precision=auto uses {'bf16' if cpu_has_bf16() else 'fp32'}")
 
 

@@ -3,6 +3,7 @@ arrays, and of the exported ONNX model in onnxruntime, on the shared CIFAR-10 te
 
     python benchmarks/predict_speed.py RUN_DIR
 """
+
 import os
 import sys
 import tempfile
@@ -38,12 +39,15 @@ def main() -> None:
         session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
         session.run(None, {"images": images[:10]})
         start = time.perf_counter()
-        onnx_probs = np.concatenate([session.run(None, {"images": images[i:i + 1000]})[0]
-                                     for i in range(0, len(images), 1000)])
+        onnx_probs = np.concatenate(
+            [session.run(None, {"images": images[i : i + 1000]})[0] for i in range(0, len(images), 1000)]
+        )
         onnx_rate = len(images) / (time.perf_counter() - start)
-    print(f"ONNX Runtime on uint8 arrays: {onnx_rate:,.0f} images/s ({onnx_rate / torch_rate:.2f}x PyTorch); "
-          f"max |p_onnx - p_torch| {np.abs(onnx_probs - torch_probs).max():.1e}, "
-          f"same top-1 on {np.mean(onnx_probs.argmax(1) == torch_probs.argmax(1)) * 100:.2f}%")
+    print(
+        f"ONNX Runtime on uint8 arrays: {onnx_rate:,.0f} images/s ({onnx_rate / torch_rate:.2f}x PyTorch); "
+        f"max |p_onnx - p_torch| {np.abs(onnx_probs - torch_probs).max():.1e}, "
+        f"same top-1 on {np.mean(onnx_probs.argmax(1) == torch_probs.argmax(1)) * 100:.2f}%"
+    )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ written as benchmarks/records/NAME.json (the docs' figures are read from these f
     from record import write_record
     write_record("seed_parity_exact", "loss, gradients and weights vs Keras", {"max_abs": ...})
 """
+
 from __future__ import annotations
 
 import datetime
@@ -42,10 +43,15 @@ def commit() -> str | None:
     """The short hash of the checkout the benchmark runs from, with '+dirty' when it has uncommitted changes."""
     here = os.path.dirname(os.path.abspath(__file__))
     try:
-        head = subprocess.run(["git", "-C", here, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              timeout=10)
-        dirty = subprocess.run(["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10)
+        head = subprocess.run(
+            ["git", "-C", here, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        dirty = subprocess.run(
+            ["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     if head.returncode:
@@ -54,10 +60,15 @@ def commit() -> str | None:
 
 
 def record(figure: str, results: dict, command: str | None = None) -> dict:
-    return {"figure": figure, "command": command or " ".join(shlex.quote(a) for a in [os.path.basename(sys.executable)]
-                                                            + sys.argv),
-            "machine": machine(), "torch": torch.__version__, "commit": commit(),
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "results": results}
+    return {
+        "figure": figure,
+        "command": command or " ".join(shlex.quote(a) for a in [os.path.basename(sys.executable)] + sys.argv),
+        "machine": machine(),
+        "torch": torch.__version__,
+        "commit": commit(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "results": results,
+    }
 
 
 def write_record(name: str, figure: str, results: dict, command: str | None = None, folder: str = RECORDS) -> str:

@@ -17,6 +17,7 @@ repository) trained by both, seeds interleaved (Keras seed 0, cnnlab seed 0, Ker
 preset as `cnnlab train --preset seed` runs it; per-epoch validation accuracy and the test accuracy with
 95% CIs and Welch's p. Record: records/seed_parity_statistical.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -70,8 +71,25 @@ def run_keras(python: str, subset: str, epochs: int, seed: int) -> dict:
 
 
 def run_cnnlab(subset: str, epochs: int, seed: int, out: str) -> dict:
-    command = [sys.executable, "-m", "cnnlab", "train", "--preset", "seed", "--data", subset, "--epochs", str(epochs),
-               "--seed", str(seed), "--out", out, "--no-progress", "--log", "none"]
+    command = [
+        sys.executable,
+        "-m",
+        "cnnlab",
+        "train",
+        "--preset",
+        "seed",
+        "--data",
+        subset,
+        "--epochs",
+        str(epochs),
+        "--seed",
+        str(seed),
+        "--out",
+        out,
+        "--no-progress",
+        "--log",
+        "none",
+    ]
     env = {**os.environ, "PYTHONPATH": ROOT}
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     if result.returncode:
@@ -80,8 +98,10 @@ def run_cnnlab(subset: str, epochs: int, seed: int, out: str) -> dict:
         history = json.load(fh)
     with open(os.path.join(out, "metrics.json"), encoding="utf-8") as fh:
         metrics = json.load(fh)
-    return {**{key: [record[key] for record in history] for key in PER_EPOCH},
-            "test_accuracy": metrics["test"]["accuracy"]}
+    return {
+        **{key: [record[key] for record in history] for key in PER_EPOCH},
+        "test_accuracy": metrics["test"]["accuracy"],
+    }
 
 
 def compare(runs: dict[str, list[dict]], epochs: int) -> dict:
@@ -89,12 +109,22 @@ def compare(runs: dict[str, list[dict]], epochs: int) -> dict:
     from cnnlab.stats import summarize, welch_p
 
     rows = []
-    measures = [(f"{name} epoch {e + 1}", lambda r, e=e, key=key: r[key][e])
-                for key, name in (("accuracy", "train"), ("val_accuracy", "val")) for e in range(epochs)]
+    measures = [
+        (f"{name} epoch {e + 1}", lambda r, e=e, key=key: r[key][e])
+        for key, name in (("accuracy", "train"), ("val_accuracy", "val"))
+        for e in range(epochs)
+    ]
     for label, pick in measures + [("test", lambda r: r["test_accuracy"])]:
         values = {side: [pick(r) for r in runs[side]] for side in ("keras", "cnnlab")}
-        rows.append({"measure": label, "keras": summarize(values["keras"]), "cnnlab": summarize(values["cnnlab"]),
-                     "welch_p": welch_p(values["keras"], values["cnnlab"]), "values": values})
+        rows.append(
+            {
+                "measure": label,
+                "keras": summarize(values["keras"]),
+                "cnnlab": summarize(values["cnnlab"]),
+                "welch_p": welch_p(values["keras"], values["cnnlab"]),
+                "values": values,
+            }
+        )
     return {"rows": rows}
 
 
@@ -130,13 +160,23 @@ def statistical(args: argparse.Namespace) -> None:
             write_atomic(saved, json.dumps(runs))  # kept as it goes: a stopped run resumes from its seeds
     summary = compare(runs, args.epochs)
     print_table(summary["rows"])
-    results = {"subset": {"train_images": args.train_images, "test_images": args.test_images,
-                          "train_split": args.train_images * 9 // 10, "validation_split": args.train_images // 10},
-               "epochs": args.epochs, "seeds": {side: [r["seed"] for r in runs[side]] for side in runs},
-               **summary, "runs": runs}
-    path = write_record("seed_parity_statistical",
-                        "validation accuracy per epoch and test accuracy, Keras study code vs cnnlab seed preset",
-                        results)
+    results = {
+        "subset": {
+            "train_images": args.train_images,
+            "test_images": args.test_images,
+            "train_split": args.train_images * 9 // 10,
+            "validation_split": args.train_images // 10,
+        },
+        "epochs": args.epochs,
+        "seeds": {side: [r["seed"] for r in runs[side]] for side in runs},
+        **summary,
+        "runs": runs,
+    }
+    path = write_record(
+        "seed_parity_statistical",
+        "validation accuracy per epoch and test accuracy, Keras study code vs cnnlab seed preset",
+        results,
+    )
     print(f"record: {path}")
 
 
@@ -144,16 +184,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("level", choices=["exact", "statistical"])
     parser.add_argument("--keras-python", required=True, help="the Python of the Keras environment")
-    parser.add_argument("--data", default=os.environ.get("CNNLAB_DATA", os.path.join(ROOT, "..", "shared",
-                                                                                     "datasets", "cifar10")))
+    parser.add_argument(
+        "--data", default=os.environ.get("CNNLAB_DATA", os.path.join(ROOT, "..", "shared", "datasets", "cifar10"))
+    )
     parser.add_argument("--train-images", type=int, default=3000, help="statistical: from the train folder")
     parser.add_argument("--test-images", type=int, default=1000, help="statistical: from the test folder")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--work", help="statistical: folder of the runs (default: a new one under /tmp); "
-                        "given a stopped run's, it goes on from the seeds that finished")
-    parser.add_argument("--report-only", action="store_true",
-                        help="statistical: the table and record from the seeds --work holds, running nothing more")
+    parser.add_argument(
+        "--work",
+        help="statistical: folder of the runs (default: a new one under /tmp); "
+        "given a stopped run's, it goes on from the seeds that finished",
+    )
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="statistical: the table and record from the seeds --work holds, running nothing more",
+    )
     parser.add_argument("--batch-images", type=int, default=10, help="exact: images in the batch (one a class)")
     parser.add_argument("--steps", type=int, default=10, help="exact: Adam steps")
     parser.add_argument("--keras-npz", help="exact: the Keras side's saved values (its OUT.npz) in place of running it")

@@ -1,5 +1,6 @@
 """seed_parity.py's exact level (its docstring says what is compared): Keras's initial weights carried into
 the seed preset's model, the same images through cnnlab's loader, the preset's optimiser, fp32."""
+
 from __future__ import annotations
 
 import argparse
@@ -13,14 +14,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from record import write_record
 
 from cnnlab import preset
 from cnnlab.models.alexnet import KerasBatchNorm1d, KerasBatchNorm2d
 from cnnlab.optim import build_optimizer
 from cnnlab.pipeline import build_model, fold_upscale, load_data, make_loader, preprocessing
 from cnnlab.train import train
-
-from record import write_record
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -46,8 +46,10 @@ def layers(model: nn.Module) -> tuple[list[nn.Module], list[nn.Module]]:
 def keras_layer_ids(saved, prefix: str) -> tuple[list[int], list[int]]:
     """The Keras layer indices holding a kernel, and those holding a BN's gamma, in order."""
     ids = sorted({int(k.split("/")[1]) for k in saved.files if k.startswith(prefix)})
-    return ([i for i in ids if f"{prefix}{i}/kernel" in saved.files],
-            [i for i in ids if f"{prefix}{i}/gamma" in saved.files])
+    return (
+        [i for i in ids if f"{prefix}{i}/kernel" in saved.files],
+        [i for i in ids if f"{prefix}{i}/gamma" in saved.files],
+    )
 
 
 def to_torch(kernel: np.ndarray, after_flatten: tuple[int, int, int] | None = None) -> np.ndarray:
@@ -70,8 +72,9 @@ def keras_tensors(saved, prefix: str, grads: bool = False) -> dict[str, np.ndarr
         kernel = saved[f"{prefix}{k}/kernel"]
         flat = (6, 6, 256) if kernel.ndim == 2 and kernel.shape[0] == 9216 else None
         out[f"w{i}"], out[f"b{i}"] = to_torch(kernel, flat), saved[f"{prefix}{k}/bias"]
-    names = (("gamma", "weight"), ("beta", "bias")) + (() if grads else (
-        ("moving_mean", "running_mean"), ("moving_variance", "running_var")))
+    names = (("gamma", "weight"), ("beta", "bias")) + (
+        () if grads else (("moving_mean", "running_mean"), ("moving_variance", "running_var"))
+    )
     for j, k in enumerate(norms):
         out.update({f"bn{j}.{ours}": saved[f"{prefix}{k}/{theirs}"] for theirs, ours in names})
     return out
@@ -111,8 +114,13 @@ def differences(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray]) -> d
         per[name] = {"max_abs": diff, "max_rel": diff / scale}
     worst_abs = max(per, key=lambda n: per[n]["max_abs"])
     worst_rel = max(per, key=lambda n: per[n]["max_rel"])
-    return {"max_abs": per[worst_abs]["max_abs"], "max_abs_at": worst_abs, "max_rel": per[worst_rel]["max_rel"],
-            "max_rel_at": worst_rel, "per_tensor": per}
+    return {
+        "max_abs": per[worst_abs]["max_abs"],
+        "max_abs_at": worst_abs,
+        "max_rel": per[worst_rel]["max_rel"],
+        "max_rel_at": worst_rel,
+        "per_tensor": per,
+    }
 
 
 def init_distributions(saved, model: nn.Module) -> list[dict]:
@@ -124,15 +132,31 @@ def init_distributions(saved, model: nn.Module) -> list[dict]:
         w = m.weight.detach().numpy()
         fan_in = w[0].size
         fan_out = w.shape[0] * (w[0, 0].size if w.ndim == 4 else 1)
-        rows.append({"layer": f"w{i}", "shape": list(w.shape), "glorot_std": math.sqrt(2.0 / (fan_in + fan_out)),
-                     "keras_mean": float(theirs[f"w{i}"].mean()), "keras_std": float(theirs[f"w{i}"].std()),
-                     "cnnlab_mean": float(w.mean()), "cnnlab_std": float(w.std())})
+        rows.append(
+            {
+                "layer": f"w{i}",
+                "shape": list(w.shape),
+                "glorot_std": math.sqrt(2.0 / (fan_in + fan_out)),
+                "keras_mean": float(theirs[f"w{i}"].mean()),
+                "keras_std": float(theirs[f"w{i}"].std()),
+                "cnnlab_mean": float(w.mean()),
+                "cnnlab_std": float(w.std()),
+            }
+        )
     return rows
 
 
 def preset_model(folder: str, images: int, steps: int):
-    cfg = preset("seed", data=folder, batch_size=images, epochs=steps, progress=False, precision="fp32", log="none",
-                 val_fraction=0.0)  # the batch is all training
+    cfg = preset(
+        "seed",
+        data=folder,
+        batch_size=images,
+        epochs=steps,
+        progress=False,
+        precision="fp32",
+        log="none",
+        val_fraction=0.0,
+    )  # the batch is all training
     ds = load_data(cfg)
     prep = preprocessing(cfg, ds)
     model = build_model(cfg, len(ds.classes), (256, 256), torch.device("cpu"))
@@ -186,8 +210,11 @@ def optimizer_only(folder: str, start: dict, keras_grads: dict, keras_after: dic
     for j, m in enumerate(norms):
         params |= {f"bn{j}.weight": m.weight, f"bn{j}.bias": m.bias}
     for name, p in params.items():
-        p.grad = torch.from_numpy(np.ascontiguousarray(keras_grads[name])).to(p.dtype).contiguous(
-            memory_format=torch.channels_last if p.ndim == 4 else torch.contiguous_format)
+        p.grad = (
+            torch.from_numpy(np.ascontiguousarray(keras_grads[name]))
+            .to(p.dtype)
+            .contiguous(memory_format=torch.channels_last if p.ndim == 4 else torch.contiguous_format)
+        )
     optimizer.step()
     after = torch_tensors(model)
     return differences({k: after[k] for k in params}, {k: keras_after[k] for k in params})
@@ -195,8 +222,11 @@ def optimizer_only(folder: str, start: dict, keras_grads: dict, keras_after: dic
 
 def run_keras(python: str, folder: str, steps: int) -> str:
     out = os.path.join(folder, "keras.npz")
-    keras = subprocess.run([python, os.path.join(HERE, "keras_seed_exact.py"), os.path.join(folder, "train"), out,
-                            str(steps)], capture_output=True, text=True)
+    keras = subprocess.run(
+        [python, os.path.join(HERE, "keras_seed_exact.py"), os.path.join(folder, "train"), out, str(steps)],
+        capture_output=True,
+        text=True,
+    )
     if keras.returncode:
         sys.exit(f"the Keras side failed:\n{keras.stdout[-800:]}{keras.stderr[-2000:]}")
     print(keras.stdout.strip().splitlines()[-1])
@@ -223,24 +253,39 @@ def exact(args: argparse.Namespace) -> None:
     input_diff = float(np.abs(upscaled.permute(0, 2, 3, 1).numpy() - saved["x"]).max())
     start = {k: v.copy() for k, v in torch_tensors(model).items()}
     kept = manual_steps(model, cfg, inputs.contiguous(memory_format=torch.channels_last), labels, args.steps)
-    results = {"images": len(labels), "steps": args.steps, "folded_first_layer": bool(folded),
-               "optimizer": type(build_optimizer(model, cfg)).__name__, "input_max_abs": input_diff,
-               "loss": {"keras": saved["loss"].tolist(), "cnnlab": kept["loss"],
-                        "max_abs": float(np.abs(np.array(kept["loss"]) - saved["loss"]).max())}}
+    results = {
+        "images": len(labels),
+        "steps": args.steps,
+        "folded_first_layer": bool(folded),
+        "optimizer": type(build_optimizer(model, cfg)).__name__,
+        "input_max_abs": input_diff,
+        "loss": {
+            "keras": saved["loss"].tolist(),
+            "cnnlab": kept["loss"],
+            "max_abs": float(np.abs(np.array(kept["loss"]) - saved["loss"]).max()),
+        },
+    }
     for stage in ("grad1", f"grad{args.steps}", "step1", f"step{args.steps}"):
         results[stage] = differences(kept[stage], keras_tensors(saved, f"{stage}/", grads=stage.startswith("grad")))
     reference = fp64_gradients(folder, start, saved["x"], saved["y"])
-    results["grad1_vs_fp64"] = {"cnnlab": differences(kept["grad1"], reference),
-                                "keras": differences(keras_tensors(saved, "grad1/", grads=True), reference)}
-    results["optimizer_only"] = optimizer_only(folder, start, keras_tensors(saved, "grad1/", grads=True),
-                                               keras_tensors(saved, "step1/"))
-    results["train_loop_vs_manual"] = train_loop_check(folder, len(labels), args.steps, start,
-                                                       kept[f"step{args.steps}"])
+    results["grad1_vs_fp64"] = {
+        "cnnlab": differences(kept["grad1"], reference),
+        "keras": differences(keras_tensors(saved, "grad1/", grads=True), reference),
+    }
+    results["optimizer_only"] = optimizer_only(
+        folder, start, keras_tensors(saved, "grad1/", grads=True), keras_tensors(saved, "step1/")
+    )
+    results["train_loop_vs_manual"] = train_loop_check(
+        folder, len(labels), args.steps, start, kept[f"step{args.steps}"]
+    )
     results["init_distributions"] = distributions
     report(results, args.steps)
-    path = write_record("seed_parity_exact", f"cnnlab seed preset vs Keras from the same weights: loss, gradients, "
-                        f"weights and BN moving statistics after 1 and {args.steps} Adam steps (fp32, dropout off)",
-                        results)
+    path = write_record(
+        "seed_parity_exact",
+        f"cnnlab seed preset vs Keras from the same weights: loss, gradients, "
+        f"weights and BN moving statistics after 1 and {args.steps} Adam steps (fp32, dropout off)",
+        results,
+    )
     print(f"record: {path}")
 
 
@@ -262,17 +307,23 @@ def worst(d: dict) -> str:
 def report(results: dict, steps: int) -> None:
     print(f"inputs (cnnlab's loader, upscaled, vs Keras's): max abs {results['input_max_abs']:.3g}")
     print(f"loss per step: Keras {', '.join(f'{v:.6f}' for v in results['loss']['keras'])}")
-    print(f"               cnnlab {', '.join(f'{v:.6f}' for v in results['loss']['cnnlab'])}"
-          f"  (max abs {results['loss']['max_abs']:.3g})")
+    print(
+        f"               cnnlab {', '.join(f'{v:.6f}' for v in results['loss']['cnnlab'])}"
+        f"  (max abs {results['loss']['max_abs']:.3g})"
+    )
     for stage in ("grad1", f"grad{steps}", "step1", f"step{steps}"):
         d = results[stage]
         print(f"{stage:>7}: {worst(d)}")
-    for stage, d in (("grad1 cnnlab vs fp64", results["grad1_vs_fp64"]["cnnlab"]),
-                     ("grad1 Keras vs fp64", results["grad1_vs_fp64"]["keras"]),
-                     ("optimiser alone, step 1", results["optimizer_only"]),
-                     (f"train() vs this loop, {steps} steps", results["train_loop_vs_manual"])):
+    for stage, d in (
+        ("grad1 cnnlab vs fp64", results["grad1_vs_fp64"]["cnnlab"]),
+        ("grad1 Keras vs fp64", results["grad1_vs_fp64"]["keras"]),
+        ("optimiser alone, step 1", results["optimizer_only"]),
+        (f"train() vs this loop, {steps} steps", results["train_loop_vs_manual"]),
+    ):
         print(f"{stage}: {worst(d)}")
     print("initial weights (glorot_uniform): layer, std expected, Keras mean/std, cnnlab mean/std")
     for row in results["init_distributions"]:
-        print(f"  {row['layer']:>3} {str(row['shape']):>20} {row['glorot_std']:.5f}  {row['keras_mean']:+.1e} "
-              f"{row['keras_std']:.5f}  {row['cnnlab_mean']:+.1e} {row['cnnlab_std']:.5f}")
+        print(
+            f"  {row['layer']:>3} {str(row['shape']):>20} {row['glorot_std']:.5f}  {row['keras_mean']:+.1e} "
+            f"{row['keras_std']:.5f}  {row['cnnlab_mean']:+.1e} {row['cnnlab_std']:.5f}"
+        )

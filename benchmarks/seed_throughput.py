@@ -19,6 +19,7 @@ the rounds at that batch size. Also prints one epoch's time at each batch size a
 study's 3x3 grid (batch 100/200/250 x epochs 20/25/30, epochs shared: one 30-epoch training per batch
 size gives its three cells) at the measured rates, and the peak resident memory.
 """
+
 import argparse
 import os
 import re
@@ -39,6 +40,7 @@ from cnnlab.sweep import NAMED_GRIDS
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from record import write_record  # noqa: E402
+
 from cnnlab.train import train
 
 PEER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "peers", "keras_seed_study.py")
@@ -90,18 +92,27 @@ def print_projection(median: dict, train_images: int, grid: dict, batches: list[
         epoch_s = train_images / median[("fp32", batch)]
         if batch in grid["batch_size"]:
             grid_s += epochs * epoch_s
-        print(f"cnnlab seed preset fp32, batch {batch}: one epoch of {train_images:,} training images "
-              f"~{epoch_s / 60:.0f} min at {median[('fp32', batch)]:.1f} images/s")
+        print(
+            f"cnnlab seed preset fp32, batch {batch}: one epoch of {train_images:,} training images "
+            f"~{epoch_s / 60:.0f} min at {median[('fp32', batch)]:.1f} images/s"
+        )
     if all(b in batches for b in grid["batch_size"]):
-        print(f"the study's grid (batch {'/'.join(map(str, grid['batch_size']))} x epochs "
-              f"{'/'.join(map(str, grid['epochs']))}, {epochs} shared epochs per batch size) in fp32: "
-              f"~{grid_s / 3600:.0f} h (validation passes not included)")
+        print(
+            f"the study's grid (batch {'/'.join(map(str, grid['batch_size']))} x epochs "
+            f"{'/'.join(map(str, grid['epochs']))}, {epochs} shared epochs per batch size) in fp32: "
+            f"~{grid_s / 3600:.0f} h (validation passes not included)"
+        )
     for batch in batches:
         if ("fp32 before", batch) in median:
-            nnpack = (f"; NNPACK forward alone {median[('fp32', batch)] / median[('fp32 without NNPACK', batch)]:.2f}x"
-                      if ("fp32 without NNPACK", batch) in median else "")
-            print(f"batch {batch}: cnnlab fp32 now vs before (256x256 batch built, oneDNN forward): "
-                  f"{median[('fp32', batch)] / median[('fp32 before', batch)]:.2f}x" + nnpack)
+            nnpack = (
+                f"; NNPACK forward alone {median[('fp32', batch)] / median[('fp32 without NNPACK', batch)]:.2f}x"
+                if ("fp32 without NNPACK", batch) in median
+                else ""
+            )
+            print(
+                f"batch {batch}: cnnlab fp32 now vs before (256x256 batch built, oneDNN forward): "
+                f"{median[('fp32', batch)] / median[('fp32 before', batch)]:.2f}x" + nnpack
+            )
 
 
 def main() -> None:
@@ -110,19 +121,30 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=16, help="timed training steps per measurement")
     parser.add_argument("--rounds", type=int, default=2, help="alternations of the contenders")
     grid = NAMED_GRIDS["seed-grid"]
-    parser.add_argument("--batch-sizes", default=",".join(map(str, grid["batch_size"])),
-                        help="comma-separated; default: the study's grid")
+    parser.add_argument(
+        "--batch-sizes",
+        default=",".join(map(str, grid["batch_size"])),
+        help="comma-separated; default: the study's grid",
+    )
     parser.add_argument("--keras-python", help="the Python of the Keras peer's environment (see its header)")
-    parser.add_argument("--no-compare", dest="compare", action="store_false",
-                        help="measure cnnlab only as it runs, not also without NNPACK and as before both changes")
+    parser.add_argument(
+        "--no-compare",
+        dest="compare",
+        action="store_false",
+        help="measure cnnlab only as it runs, not also without NNPACK and as before both changes",
+    )
     args = parser.parse_args()
     set_threads(0)
     device = resolve_device("auto")
     ds = load_dataset(args.data, val_fraction=0.1, split="keras", progress=False, exif=False, resize="squash")
     bf16_native = device.type == "cuda" or cpu_has_bf16()
     compare = (["fp32 without NNPACK"] if cpu_conv._avx2_cpu() else []) + ["fp32 before"]
-    contenders = (["keras"] if args.keras_python else []) + ["fp32"] + (compare if args.compare else []) + (
-        ["bf16"] if bf16_native else [])
+    contenders = (
+        (["keras"] if args.keras_python else [])
+        + ["fp32"]
+        + (compare if args.compare else [])
+        + (["bf16"] if bf16_native else [])
+    )
     batches = [int(b) for b in args.batch_sizes.split(",")]
     batches = ([50] if args.keras_python and 50 not in batches else []) + batches
     rates: dict[tuple[str, int], list[float]] = {}
@@ -135,25 +157,36 @@ def main() -> None:
                     rate = cnnlab_rate(ds, args.data, batch, args.steps, name, device)
                 rates.setdefault((name, batch), []).append(rate)
                 label = "keras (study pipeline)" if name == "keras" else "cnnlab seed preset " + name
-                print(f"round {round_}: {label}: training {rate:.1f} images/s ({args.steps} steps of batch {batch})",
-                      flush=True)
+                print(
+                    f"round {round_}: {label}: training {rate:.1f} images/s ({args.steps} steps of batch {batch})",
+                    flush=True,
+                )
     median = {key: statistics.median(values) for key, values in rates.items()}
     print_projection(median, len(ds.train), grid, batches)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    print(f"peak resident memory of this process: {peak_mb:,.0f} MB; {os.cpu_count()} cores: {cpu}; "
-          f"native bf16: {'yes' if bf16_native else 'no (bf16 not measured: emulated, several times slower than fp32)'}")
+    print(
+        f"peak resident memory of this process: {peak_mb:,.0f} MB; {os.cpu_count()} cores: {cpu}; "
+        f"native bf16: {'yes' if bf16_native else 'no (bf16 not measured: emulated, several times slower than fp32)'}"
+    )
     if args.keras_python:
         keras = median[("keras", 50)]
-        bf16 = (f"{median[('bf16', 50)] / keras:.2f}" if ("bf16", 50) in median
-                else "not measured (no native bf16 here)")
-        print(f"ratio cnnlab/keras seed preset training images/s at batch 50: fp32 {median[('fp32', 50)] / keras:.2f}, "
-              f"bf16 {bf16} (keras {keras:.1f} images/s, same run)")
+        bf16 = f"{median[('bf16', 50)] / keras:.2f}" if ("bf16", 50) in median else "not measured (no native bf16 here)"
+        print(
+            f"ratio cnnlab/keras seed preset training images/s at batch 50: fp32 {median[('fp32', 50)] / keras:.2f}, "
+            f"bf16 {bf16} (keras {keras:.1f} images/s, same run)"
+        )
 
-    write_record("seed_throughput", "training images/s of the seed preset at the study's batch sizes "
-                 "(median over rounds; loader included)",
-                 {"images_per_s": {f"{name} batch {batch}": value for (name, batch), value in median.items()},
-                  "steps": args.steps, "rounds": args.rounds, "peak_rss_mb": round(peak_mb)})
+    write_record(
+        "seed_throughput",
+        "training images/s of the seed preset at the study's batch sizes (median over rounds; loader included)",
+        {
+            "images_per_s": {f"{name} batch {batch}": value for (name, batch), value in median.items()},
+            "steps": args.steps,
+            "rounds": args.rounds,
+            "peak_rss_mb": round(peak_mb),
+        },
+    )
 
 
 if __name__ == "__main__":

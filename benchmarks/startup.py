@@ -10,6 +10,7 @@ console script does, so any checkout can be measured with one interpreter.
 Measured 2026-11-30 (2 shared CPU cores, load ~10; Python 3.11, torch 2.13 CPU): `cnnlab --help` 8.8 s
 before the lazy imports (torch, matplotlib, numpy loaded), 0.34 s after (none); `import cnnlab` 9.3 s -> 0.19 s.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,24 @@ import sys
 import time
 
 # Third-party packages worth naming when a command imports them (seconds of import each, or a backend).
-HEAVY = ("torch", "matplotlib", "numpy", "scipy", "optuna", "PIL", "safetensors", "tqdm", "onnx", "onnxruntime",
-         "mlflow", "tensorboard", "psycopg", "sqlalchemy", "timm", "torchvision")
+HEAVY = (
+    "torch",
+    "matplotlib",
+    "numpy",
+    "scipy",
+    "optuna",
+    "PIL",
+    "safetensors",
+    "tqdm",
+    "onnx",
+    "onnxruntime",
+    "mlflow",
+    "tensorboard",
+    "psycopg",
+    "sqlalchemy",
+    "timm",
+    "torchvision",
+)
 
 CLI = "import sys; from cnnlab.cli import main; sys.argv[0] = 'cnnlab'; sys.exit(main())"
 COMMANDS = {
@@ -42,21 +59,33 @@ def wall_times(args: list[str], env: dict[str, str], runs: int) -> list[float]:
     times = []
     for _ in range(runs):
         start = time.perf_counter()
-        subprocess.run([sys.executable, *args], env=env, cwd=env["PYTHONPATH"].split(os.pathsep)[0],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+        subprocess.run(
+            [sys.executable, *args],
+            env=env,
+            cwd=env["PYTHONPATH"].split(os.pathsep)[0],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=True,
+        )
         times.append(time.perf_counter() - start)
     return times
 
 
 def heavy_imports(args: list[str], env: dict[str, str]) -> dict[str, float]:
     """{top-level heavy package: cumulative import time in seconds} from one `-X importtime` run."""
-    done = subprocess.run([sys.executable, "-X", "importtime", *args], env=env,
-                          cwd=env["PYTHONPATH"].split(os.pathsep)[0], capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", *args],
+        env=env,
+        cwd=env["PYTHONPATH"].split(os.pathsep)[0],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     found: dict[str, float] = {}
     for line in done.stderr.splitlines():
         if not line.startswith("import time:") or "|" not in line:
             continue
-        _, cumulative, name = line[len("import time:"):].split("|")
+        _, cumulative, name = line[len("import time:") :].split("|")
         if not cumulative.strip().isdigit():
             continue  # the header line
         module = name.strip()

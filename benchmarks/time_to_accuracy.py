@@ -10,6 +10,7 @@ the peak resident memory of the process. Recipes are compared on validation, nev
 A preset without a validation split (fast94, or --val-fraction 0) has only the test folder to measure
 on: its per-epoch figures are then test accuracies, a report of that recipe, not a basis for choosing.
 """
+
 import argparse
 import os
 import resource
@@ -46,8 +47,11 @@ def main() -> None:
     parser.add_argument("--val-fraction", type=float)
     parser.add_argument("--subset", type=int, default=0)
     args = parser.parse_args()
-    overrides = {k: v for k, v in (("epochs", args.epochs), ("model", args.model),
-                                   ("val_fraction", args.val_fraction)) if v is not None}
+    overrides = {
+        k: v
+        for k, v in (("epochs", args.epochs), ("model", args.model), ("val_fraction", args.val_fraction))
+        if v is not None
+    }
     cfg = cnnlab.preset(args.preset, data=args.data, progress=False, subset=args.subset, **overrides)
     targets = [float(t) for t in args.targets.split(",")]
     finals, tests, reach, rates = [], [], {t: [] for t in targets}, []
@@ -55,13 +59,16 @@ def main() -> None:
     split, key = ("validation", "val_accuracy") if on_val else ("test", "test_accuracy")
     if not on_val:
         print("no validation split: the per-epoch figures are test accuracies (a report, not for choosing)")
-    print(f"preset {args.preset} ({cfg.model}), {cfg.epochs} epochs, batch {cfg.batch_size}, "
-          f"val_fraction {cfg.val_fraction}, {os.cpu_count()} cores")
+    print(
+        f"preset {args.preset} ({cfg.model}), {cfg.epochs} epochs, batch {cfg.batch_size}, "
+        f"val_fraction {cfg.val_fraction}, {os.cpu_count()} cores"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(args.seeds):
             out = os.path.join(tmp, f"seed{seed}")
-            cnnlab.train_run(cfg.replace(seed=seed), out,
-                             test_at_epochs=() if on_val else tuple(range(1, cfg.epochs + 1)))
+            cnnlab.train_run(
+                cfg.replace(seed=seed), out, test_at_epochs=() if on_val else tuple(range(1, cfg.epochs + 1))
+            )
             run = load_run(out)
             history = run["history"]
             elapsed = 0.0
@@ -81,16 +88,25 @@ def main() -> None:
             infer_rate = inference_rate(out)
     mean = statistics.mean(finals)
     std = statistics.stdev(finals) if len(finals) > 1 else 0.0
-    print(f"final {split} accuracy over {len(finals)} seeds: {100 * mean:.2f}% +/- {100 * std:.2f} (std); "
-          f"runs: {', '.join(f'{100 * f:.2f}' for f in finals)}")
+    print(
+        f"final {split} accuracy over {len(finals)} seeds: {100 * mean:.2f}% +/- {100 * std:.2f} (std); "
+        f"runs: {', '.join(f'{100 * f:.2f}' for f in finals)}"
+    )
     if on_val:
-        print(f"test accuracy (reported once, not compared): {100 * statistics.mean(tests):.2f}% mean; "
-              f"runs: {', '.join(f'{100 * f:.2f}' for f in tests)}")
+        print(
+            f"test accuracy (reported once, not compared): {100 * statistics.mean(tests):.2f}% mean; "
+            f"runs: {', '.join(f'{100 * f:.2f}' for f in tests)}"
+        )
     for t in targets:
         hits = [r for r in reach[t] if r is not None]
-        print(f"time to {100 * t:.2f}% ({split}): "
-              + (f"{statistics.mean(hits):.0f} s mean ({len(hits)}/{len(finals)} seeds reached it)"
-                 if hits else "not reached"))
+        print(
+            f"time to {100 * t:.2f}% ({split}): "
+            + (
+                f"{statistics.mean(hits):.0f} s mean ({len(hits)}/{len(finals)} seeds reached it)"
+                if hits
+                else "not reached"
+            )
+        )
     print(f"training {statistics.mean(rates):.0f} images/s; inference (TTA as configured) {infer_rate:.0f} images/s")
     print(f"peak resident memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB")
 

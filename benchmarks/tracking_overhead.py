@@ -9,6 +9,7 @@ their ratio (goal: under 1.02).
 
 Result: not yet measured at full size.
 """
+
 import argparse
 import os
 import statistics
@@ -46,12 +47,17 @@ def main() -> None:
             metrics = train_run(base.replace(log=log), os.path.join(tmp, f"{k}-{log}"))
             wall = time.perf_counter() - start
             times[log].append(wall)
-            print(f"run {k + 1}/{len(order)} --log {log:<11}: {wall:7.1f} s wall, {metrics['train_time_s']:7.1f} s "
-                  f"in training steps, test accuracy {100 * metrics['test']['accuracy']:.2f}%", flush=True)
+            print(
+                f"run {k + 1}/{len(order)} --log {log:<11}: {wall:7.1f} s wall, {metrics['train_time_s']:7.1f} s "
+                f"in training steps, test accuracy {100 * metrics['test']['accuracy']:.2f}%",
+                flush=True,
+            )
     none, tb = statistics.median(times["none"]), statistics.median(times["tensorboard"])
-    print(f"median wall: --log none {none:.1f} s, --log tensorboard {tb:.1f} s; ratio {tb / none:.4f} "
-          f"({100 * (tb / none - 1):+.2f}%), {args.pairs} run(s) of each, {base.epochs} epochs, "
-          f"subset {args.subset or 'all'}")
+    print(
+        f"median wall: --log none {none:.1f} s, --log tensorboard {tb:.1f} s; ratio {tb / none:.4f} "
+        f"({100 * (tb / none - 1):+.2f}%), {args.pairs} run(s) of each, {base.epochs} epochs, "
+        f"subset {args.subset or 'all'}"
+    )
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ also runs the peer with the same glibc settings (environment variables) and prin
 Prints each run's figures, the method, and as its last line:
     ratio cnnlab/airbench94_muon time to 94%: 0.NN (cnnlab NN.NN% in N s, airbench94_muon NN.NN% in N s)
 """
+
 import argparse
 import json
 import os
@@ -72,8 +73,29 @@ def run_peer(python: str, peer: str, data: str, seed: int, env: dict, keep: str 
 
 
 def run_cnnlab(python: str, data: str, seed: int, out: str, env: dict, extra: list[str] = ()) -> dict:
-    run([python, "-m", "cnnlab", "train", "--preset", "fast94", "--data", data, "--seed", str(seed), "--out", out,
-         "--no-progress", "--log", "none", "--checkpoint-every", "0", *extra], env)
+    run(
+        [
+            python,
+            "-m",
+            "cnnlab",
+            "train",
+            "--preset",
+            "fast94",
+            "--data",
+            data,
+            "--seed",
+            str(seed),
+            "--out",
+            out,
+            "--no-progress",
+            "--log",
+            "none",
+            "--checkpoint-every",
+            "0",
+            *extra,
+        ],
+        env,
+    )
     with open(os.path.join(out, "metrics.json")) as fh:
         metrics = json.load(fh)
     with open(os.path.join(out, "history.json")) as fh:
@@ -106,8 +128,10 @@ def count_training_images(data: str) -> int:
 
 
 def ratio_line(cnnlab_acc: float, cnnlab_s: float, peer_acc: float, peer_s: float) -> str:
-    return (f"ratio cnnlab/airbench94_muon time to 94%: {cnnlab_s / peer_s:.2f} (cnnlab {100 * cnnlab_acc:.2f}% "
-            f"in {cnnlab_s:.0f} s, airbench94_muon {100 * peer_acc:.2f}% in {peer_s:.0f} s)")
+    return (
+        f"ratio cnnlab/airbench94_muon time to 94%: {cnnlab_s / peer_s:.2f} (cnnlab {100 * cnnlab_acc:.2f}% "
+        f"in {cnnlab_s:.0f} s, airbench94_muon {100 * peer_acc:.2f}% in {peer_s:.0f} s)"
+    )
 
 
 def mean_std(values: list[float]) -> str:
@@ -130,10 +154,17 @@ def full(args, env: dict, tmp: str) -> tuple[float, float, float, float, str]:
         print(f"seed {seed} cnnlab fast94: {100 * ours_acc[-1]:.2f}% in {ours_s[-1]:.0f} s", flush=True)
     print(f"airbench94_muon over {args.seeds} seeds: {mean_std(peer_acc)}, {statistics.mean(peer_s):.0f} s")
     print(f"cnnlab fast94 over {args.seeds} seeds: {mean_std(ours_acc)}, {statistics.mean(ours_s):.0f} s")
-    method = (f"method: full runs, {args.seeds} seed(s) each, interleaved; means over seeds; times exclude the final "
-              "TTA evaluation")
-    return (statistics.mean(ours_acc), statistics.mean(ours_s), statistics.mean(peer_acc), statistics.mean(peer_s),
-            method)
+    method = (
+        f"method: full runs, {args.seeds} seed(s) each, interleaved; means over seeds; times exclude the final "
+        "TTA evaluation"
+    )
+    return (
+        statistics.mean(ours_acc),
+        statistics.mean(ours_s),
+        statistics.mean(peer_acc),
+        statistics.mean(peer_s),
+        method,
+    )
 
 
 def accuracy_from(value: float | None, paths: list[str], read) -> float:
@@ -150,7 +181,7 @@ def peer_file_accuracy(path: str) -> float:
     with open(path) as fh:
         results = peer_results(fh.read())
     if not results:
-        sys.exit(f"{path}: no peer result line (a JSON line with \"tta_acc\")")
+        sys.exit(f'{path}: no peer result line (a JSON line with "tta_acc")')
     return statistics.mean(r["tta_acc"] for r in results)
 
 
@@ -169,8 +200,11 @@ def throughput(args, env: dict, tmp: str) -> tuple[float, float, float, float, s
     n_classes = len(class_dirs(os.path.join(args.data, "train")))
     n_sub = subset_folder(args.data, sub, -(-args.steps_per_epoch * BATCH // n_classes), 10)
     steps = n_sub // BATCH
-    print(f"throughput: {n_sub} training images ({steps} steps of {BATCH} per epoch) per run; a full epoch is "
-          f"{full_steps} steps ({n_full} images)", flush=True)
+    print(
+        f"throughput: {n_sub} training images ({steps} steps of {BATCH} per epoch) per run; a full epoch is "
+        f"{full_steps} steps ({n_full} images)",
+        flush=True,
+    )
     peer_epoch, ours_epoch, peer_epochs, ours_epochs, tuned_epoch = [], [], 8, None, []
     for round_ in range(args.rounds):
         peers = [("", env, peer_epoch)]
@@ -190,41 +224,57 @@ def throughput(args, env: dict, tmp: str) -> tuple[float, float, float, float, s
         print(f"round {round_} cnnlab fast94: {ours_epoch[-1]:.1f} s per full epoch", flush=True)
     peer_s = statistics.median(peer_epoch) * peer_epochs
     ours_s = statistics.median(ours_epoch) * ours_epochs
-    print(f"airbench94_muon: {statistics.median(peer_epoch):.1f} s/epoch x {peer_epochs} epochs = {peer_s:.0f} s; "
-          f"accuracy {100 * peer_acc:.2f}% ({'given' if args.peer_acc is not None else ', '.join(args.peer_json)})")
-    print(f"cnnlab fast94: {statistics.median(ours_epoch):.1f} s/epoch x {ours_epochs} epochs = {ours_s:.0f} s; "
-          f"accuracy {100 * ours_acc:.2f}% ({'given' if args.cnnlab_acc is not None else ', '.join(args.cnnlab_runs)})")
+    print(
+        f"airbench94_muon: {statistics.median(peer_epoch):.1f} s/epoch x {peer_epochs} epochs = {peer_s:.0f} s; "
+        f"accuracy {100 * peer_acc:.2f}% ({'given' if args.peer_acc is not None else ', '.join(args.peer_json)})"
+    )
+    print(
+        f"cnnlab fast94: {statistics.median(ours_epoch):.1f} s/epoch x {ours_epochs} epochs = {ours_s:.0f} s; "
+        f"accuracy {100 * ours_acc:.2f}% ({'given' if args.cnnlab_acc is not None else ', '.join(args.cnnlab_runs)})"
+    )
     if tuned_epoch:
         tuned_s = statistics.median(tuned_epoch) * peer_epochs
-        print(f"airbench94_muon with cnnlab's malloc settings ({' '.join(f'{k}={v}' for k, v in PEER_MALLOC.items())}): "
-              f"{statistics.median(tuned_epoch):.1f} s/epoch x {peer_epochs} epochs = {tuned_s:.0f} s; "
-              f"ratio cnnlab/that: {ours_s / tuned_s:.2f}")
-    method = (f"method: throughput, {args.rounds} interleaved round(s) of each recipe's {ours_epochs}/{peer_epochs} "
-              f"epochs on {n_sub} images; median seconds per step x {full_steps} steps x epochs; accuracies from full "
-              "runs; times exclude the final TTA evaluation")
+        print(
+            f"airbench94_muon with cnnlab's malloc settings ({' '.join(f'{k}={v}' for k, v in PEER_MALLOC.items())}): "
+            f"{statistics.median(tuned_epoch):.1f} s/epoch x {peer_epochs} epochs = {tuned_s:.0f} s; "
+            f"ratio cnnlab/that: {ours_s / tuned_s:.2f}"
+        )
+    method = (
+        f"method: throughput, {args.rounds} interleaved round(s) of each recipe's {ours_epochs}/{peer_epochs} "
+        f"epochs on {n_sub} images; median seconds per step x {full_steps} steps x epochs; accuracies from full "
+        "runs; times exclude the final TTA evaluation"
+    )
     return ours_acc, ours_s, peer_acc, peer_s, method
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", default=os.environ.get("CNNLAB_DATA", os.path.join(ROOT, "..", "shared", "datasets",
-                                                                                         "cifar10")))
+    parser.add_argument(
+        "--data", default=os.environ.get("CNNLAB_DATA", os.path.join(ROOT, "..", "shared", "datasets", "cifar10"))
+    )
     parser.add_argument("--method", choices=["full", "throughput"], default="full")
     parser.add_argument("--seeds", type=int, default=3, help="full: seeds per recipe")
     parser.add_argument("--rounds", type=int, default=3, help="throughput: interleaved rounds")
     parser.add_argument("--steps-per-epoch", type=int, default=2, help="throughput: steps of 2,000 images per epoch")
-    parser.add_argument("--peer-malloc-tuned", action="store_true",
-                        help="throughput: each round also runs the peer with cnnlab's malloc settings (glibc "
-                             "environment variables), printed as a further ratio")
+    parser.add_argument(
+        "--peer-malloc-tuned",
+        action="store_true",
+        help="throughput: each round also runs the peer with cnnlab's malloc settings (glibc "
+        "environment variables), printed as a further ratio",
+    )
     parser.add_argument("--cnnlab-acc", type=float, help="throughput: cnnlab fast94's accuracy (a fraction)")
     parser.add_argument("--cnnlab-runs", nargs="*", default=[], help="throughput: fast94 run directories")
     parser.add_argument("--peer-acc", type=float, help="throughput: the peer's accuracy (a fraction)")
     parser.add_argument("--peer-json", nargs="*", default=[], help="throughput: files of the peer's output")
-    parser.add_argument("--out", help="full: keep cnnlab's runs (OUT/cnnlab-SEED) and the peer's output "
-                                      "(OUT/peer-SEED.txt) here, for a later --cnnlab-runs / --peer-json")
+    parser.add_argument(
+        "--out",
+        help="full: keep cnnlab's runs (OUT/cnnlab-SEED) and the peer's output "
+        "(OUT/peer-SEED.txt) here, for a later --cnnlab-runs / --peer-json",
+    )
     parser.add_argument("--python", default=sys.executable, help="the Python that runs both (default: this one)")
-    parser.add_argument("--peer", default=PEER, help="the peer script (default: "
-                                                      "../shared/peers/airbench94_muon_cpu.py)")
+    parser.add_argument(
+        "--peer", default=PEER, help="the peer script (default: ../shared/peers/airbench94_muon_cpu.py)"
+    )
     args = parser.parse_args()
     if not os.path.isfile(args.peer):
         sys.exit(f"{args.peer}: the peer script is missing")
@@ -238,13 +288,16 @@ def main() -> None:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))}
         if args.method == "throughput":
             env.update(TMPDIR=tmp, CNNLAB_CACHE=os.path.join(tmp, "cache"))
-        print(f"data {os.path.abspath(args.data)}, {os.cpu_count()} cores, peer {os.path.abspath(args.peer)}",
-              flush=True)
+        print(
+            f"data {os.path.abspath(args.data)}, {os.cpu_count()} cores, peer {os.path.abspath(args.peer)}", flush=True
+        )
         ours_acc, ours_s, peer_acc, peer_s, method = (full if args.method == "full" else throughput)(args, env, tmp)
     print(method)
     if min(ours_acc, peer_acc) < TARGET:
-        print(f"note: {'cnnlab' if ours_acc < TARGET else 'airbench94_muon'} is below 94% here: the ratio compares "
-              "the recipes' times, not times to 94%")
+        print(
+            f"note: {'cnnlab' if ours_acc < TARGET else 'airbench94_muon'} is below 94% here: the ratio compares "
+            "the recipes' times, not times to 94%"
+        )
     print(ratio_line(ours_acc, ours_s, peer_acc, peer_s))
 
 

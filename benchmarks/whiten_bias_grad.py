@@ -4,6 +4,7 @@ one process: forward + backward, fp32, channels_last, synthetic inputs (the comp
 
     python benchmarks/whiten_bias_grad.py [--batch 2000] [--rounds 3] [--steps 2]
 """
+
 import argparse
 import statistics
 import time
@@ -40,11 +41,16 @@ def main() -> None:
         for bias_trains in (True, False):
             seconds = statistics.median(step(bias_trains) for _ in range(args.steps))
             times[bias_trains].append(seconds)
-            print(f"round {round_} whitening bias {'training' if bias_trains else 'stopped '}: {seconds:.3f} s per "
-                  f"step of {args.batch}", flush=True)
+            print(
+                f"round {round_} whitening bias {'training' if bias_trains else 'stopped '}: {seconds:.3f} s per "
+                f"step of {args.batch}",
+                flush=True,
+            )
     before, after = statistics.median(times[True]), statistics.median(times[False])
-    print(f"median s/step: bias training {before:.3f}, stopped {after:.3f}: {before / after:.3f}x "
-          f"({torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads)")
+    print(
+        f"median s/step: bias training {before:.3f}, stopped {after:.3f}: {before / after:.3f}x "
+        f"({torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads)"
+    )
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 The public names are imported on first use (PEP 562), so `import cnnlab` loads neither torch nor
 matplotlib and changes no global state; `from cnnlab import train` imports what `train` needs."""
+
 from __future__ import annotations
 
 import importlib
@@ -9,18 +10,32 @@ import sys
 import types
 from typing import TYPE_CHECKING, Any
 
-from .version import __version__
+from .version import __version__ as __version__
 
 # Each public name and the submodule that defines it.
 _SOURCES = {
-    "PRESETS": "config", "Config": "config", "parse_config": "config", "preset": "config",
+    "PRESETS": "config",
+    "Config": "config",
+    "parse_config": "config",
+    "preset": "config",
     "load_dataset": "data",
-    "CnnlabError": "errors", "ConfigError": "errors", "DataError": "errors",
-    "evaluate": "evaluate", "infer": "evaluate",
-    "create_model": "models", "list_models": "models", "summary": "models",
-    "evaluate_run": "pipeline", "load_trained": "pipeline", "train_run": "pipeline",
-    "Predictor": "predict", "export": "predict", "load": "predict",
-    "Callback": "train", "StopTraining": "train", "train": "train",
+    "CnnlabError": "errors",
+    "ConfigError": "errors",
+    "DataError": "errors",
+    "evaluate": "evaluate",
+    "infer": "evaluate",
+    "create_model": "models",
+    "list_models": "models",
+    "summary": "models",
+    "evaluate_run": "pipeline",
+    "load_trained": "pipeline",
+    "train_run": "pipeline",
+    "Predictor": "predict",
+    "export": "predict",
+    "load": "predict",
+    "Callback": "train",
+    "StopTraining": "train",
+    "train": "train",
 }
 
 __all__ = sorted(_SOURCES)

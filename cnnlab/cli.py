@@ -1,4 +1,5 @@
 """The `cnnlab` command: a thin layer over the Python API. Every Config field is a `train` flag."""
+
 from __future__ import annotations
 
 import argparse
@@ -98,8 +99,10 @@ def _train(args: argparse.Namespace) -> int:
     if not is_main():
         return 0
     if "test" in metrics:
-        print(f"test accuracy: {100 * metrics['test']['accuracy']:.2f}% "
-              f"({metrics['test']['n']} images); training {metrics['train_time_s']:.1f}s")
+        print(
+            f"test accuracy: {100 * metrics['test']['accuracy']:.2f}% "
+            f"({metrics['test']['n']} images); training {metrics['train_time_s']:.1f}s"
+        )
     print(f"run saved in {out}")
     return 0
 
@@ -119,8 +122,9 @@ def _apply_sweep_file(args: argparse.Namespace) -> None:
         raise CnnlabError(f"{args.sweep_file}: not valid TOML ({exc})") from None
     unknown = set(spec) - {"preset", "seeds", "config", "grid"}
     if unknown:
-        raise CnnlabError(f"{args.sweep_file}: unknown key(s) {', '.join(sorted(unknown))}; "
-                          "use preset, seeds, [config] and [grid]")
+        raise CnnlabError(
+            f"{args.sweep_file}: unknown key(s) {', '.join(sorted(unknown))}; use preset, seeds, [config] and [grid]"
+        )
     if "preset" in spec and args.preset is None:
         args.preset = spec["preset"]
     if "seeds" in spec and args.seeds_default:
@@ -143,8 +147,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from .sweep import check_data, describe_plan, format_table, parse_grid, plan, run_sweep, selection
 
     if has_password(args.storage):
-        print(f"warning: a password in --storage is visible to every user of this machine (ps); put the URL in "
-              f"{STORAGE_ENV} or the password in PGPASSWORD / ~/.pgpass instead", file=sys.stderr)
+        print(
+            f"warning: a password in --storage is visible to every user of this machine (ps); put the URL in "
+            f"{STORAGE_ENV} or the password in PGPASSWORD / ~/.pgpass instead",
+            file=sys.stderr,
+        )
     args.storage = args.storage or os.environ.get(STORAGE_ENV) or None
     if int(os.environ.get("WORLD_SIZE") or 1) > 1:
         raise CnnlabError("cnnlab sweep starts its own workers (--workers N, --devices); run it without torchrun")
@@ -157,10 +164,20 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             raise CnnlabError("--worker needs --out SWEEP_DIR of an existing sweep, or --storage URL")
         out = args.out or "sweeps/worker"
         own = getattr(args, "device", None)  # --device: this worker's (how a sweep starts its helpers)
-        placed = ([own] * args.workers if own and not args.devices
-                  else worker_devices(args.workers, args.devices, torch.cuda.device_count()))
-        work_together(out, args.workers, placed, worker_threads(int(getattr(args, "threads", 0) or 0), args.workers),
-                      progress=False, storage=args.storage, study_name=args.study)
+        placed = (
+            [own] * args.workers
+            if own and not args.devices
+            else worker_devices(args.workers, args.devices, torch.cuda.device_count())
+        )
+        work_together(
+            out,
+            args.workers,
+            placed,
+            worker_threads(int(getattr(args, "threads", 0) or 0), args.workers),
+            progress=False,
+            storage=args.storage,
+            study_name=args.study,
+        )
         return 0
     if args.sweep_file:
         _apply_sweep_file(args)
@@ -176,8 +193,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         if not args.out:
             raise CnnlabError("--out SWEEP_DIR is required (re-running the same command resumes it)")
         print(why)
-        res = run_search(args.out, cfg, space, args.trials, storage=args.storage, study_name=args.study,
-                         progress=cfg.progress, select_metric=metric)
+        res = run_search(
+            args.out,
+            cfg,
+            space,
+            args.trials,
+            storage=args.storage,
+            study_name=args.study,
+            progress=cfg.progress,
+            select_metric=metric,
+        )
         print(format_search(res))
         return 0
     grid = parse_grid(args.grid or [], cfg)
@@ -190,8 +215,18 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if not args.out:
         raise CnnlabError("--out SWEEP_DIR is required (re-running the same command resumes it)")
     print(f"{describe_plan(units, reason)}\n{why}")
-    res = run_sweep(args.out, cfg, grid, args.seeds, workers=args.workers, progress=cfg.progress,
-                    storage=args.storage, study_name=args.study, devices=args.devices, select_metric=metric)
+    res = run_sweep(
+        args.out,
+        cfg,
+        grid,
+        args.seeds,
+        workers=args.workers,
+        progress=cfg.progress,
+        storage=args.storage,
+        study_name=args.study,
+        devices=args.devices,
+        select_metric=metric,
+    )
     print(format_table(res))
     print(f"results in {args.out}: results.csv, results.json" + (", heatmap.png" if len(grid) == 2 else ""))
     return 0
@@ -227,13 +262,27 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.explain:
         from .explain import explain_files
 
-        written = explain_files(predictor, [r.source for r in good], [r.probabilities for r in good], args.explain,
-                                args.cam_layer)
+        written = explain_files(
+            predictor, [r.source for r in good], [r.probabilities for r in good], args.explain, args.cam_layer
+        )
         print(f"wrote {len(written)} Grad-CAM picture(s) to {args.explain}", file=sys.stderr)
     if args.json:
-        print(json.dumps([{"file": r.source, "top": [{"class": c, "probability": round(p, 6)}
-                                                       for c, p in r.top(predictor.classes, args.top_k)]}
-                          if not r.error else {"file": r.source, "error": r.error} for r in results], indent=1))
+        print(
+            json.dumps(
+                [
+                    {
+                        "file": r.source,
+                        "top": [
+                            {"class": c, "probability": round(p, 6)} for c, p in r.top(predictor.classes, args.top_k)
+                        ],
+                    }
+                    if not r.error
+                    else {"file": r.source, "error": r.error}
+                    for r in results
+                ],
+                indent=1,
+            )
+        )
     else:
         for r in good:
             top = ", ".join(f"{c} {100 * p:.1f}%" for c, p in r.top(predictor.classes, args.top_k))
@@ -250,8 +299,10 @@ def cmd_interpret(args: argparse.Namespace) -> int:
     result = interpret_run(args.run_dir, args.top, args.data, args.cam_layer)
     json_path, html_path = write_interpretation(result, args.out or args.run_dir)
     for item in result.top_losses[:5]:
-        print(f"{item.file or f'row {item.row}'}: true {item.true_class} ({100 * item.true_probability:.1f}%), "
-              f"predicted {item.predicted_class} ({100 * item.predicted_probability:.1f}%)")
+        print(
+            f"{item.file or f'row {item.row}'}: true {item.true_class} ({100 * item.true_probability:.1f}%), "
+            f"predicted {item.predicted_class} ({100 * item.predicted_probability:.1f}%)"
+        )
     print(f"wrote {json_path} and {html_path}")
     return 0
 
@@ -265,15 +316,20 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_data_info(args: argparse.Namespace) -> int:
-    from .data import load_dataset
-
     import numpy as np
 
+    from .data import load_dataset
     from .data.dataset import classes_without_validation
 
-    ds = load_dataset(args.path, val_fraction=args.val_fraction, split=args.split, seed=args.seed,
-                      progress=not args.quiet, strict_val=False)
-    for line, (name, split) in zip(ds.found_lines(), ds.subsets().items()):
+    ds = load_dataset(
+        args.path,
+        val_fraction=args.val_fraction,
+        split=args.split,
+        seed=args.seed,
+        progress=not args.quiet,
+        strict_val=False,
+    )
+    for line, name in zip(ds.found_lines(), ds.subsets()):
         print(f"{line}  ({name})")
     print(f"classes: {', '.join(ds.classes)}")
     labels = ds.train.labels if ds.val is None else np.concatenate([ds.train.labels, ds.val.labels])
@@ -282,9 +338,11 @@ def cmd_data_info(args: argparse.Namespace) -> int:
     _print_imbalance(ds)
     short = classes_without_validation(labels, ds.classes, args.val_fraction)
     if short:
-        print(f"warning: --val-fraction {args.val_fraction} gives no validation images to {len(short)} class(es): "
-              f"{', '.join(short)} (fewer than {math.ceil(1 / args.val_fraction)} images each); training needs a "
-              "larger --val-fraction, more images, or --val-fraction 0")
+        print(
+            f"warning: --val-fraction {args.val_fraction} gives no validation images to {len(short)} class(es): "
+            f"{', '.join(short)} (fewer than {math.ceil(1 / args.val_fraction)} images each); training needs a "
+            "larger --val-fraction, more images, or --val-fraction 0"
+        )
     height, width, channels = ds.image_shape
     print(f"image size: {height}x{width}x{channels} (uint8)")
     return 0
@@ -296,8 +354,15 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
     out = args.out or f"data-check-{time.strftime('%Y%m%d-%H%M%S')}"
     check_out(out)
-    options = CheckOptions(min_size=args.min_size, val_fraction=args.val_fraction, split=args.split, seed=args.seed,
-                           workers=args.workers, progress=not args.quiet, label_run=args.label_issues)
+    options = CheckOptions(
+        min_size=args.min_size,
+        val_fraction=args.val_fraction,
+        split=args.split,
+        seed=args.seed,
+        workers=args.workers,
+        progress=not args.quiet,
+        label_run=args.label_issues,
+    )
     if args.threshold is not None:
         options.threshold = args.threshold
     result = run_check(args.path, options)
@@ -320,9 +385,11 @@ def _print_imbalance(ds) -> None:
     print(f"imbalance ratio (largest / smallest class, training split): {ratio:.1f}")
     if ratio > IMBALANCE_RATIO:
         key, value = IMBALANCE_DEFAULT
-        print(f"warning: imbalanced classes (ratio above {IMBALANCE_RATIO:g}): plain accuracy can look good while "
-              f"the smallest classes are missed; `cnnlab train` sets --{key.replace('_', '-')} {value} unless "
-              "--class-weight, --sampler or --no-adapt is given; judge by balanced accuracy or macro-F1")
+        print(
+            f"warning: imbalanced classes (ratio above {IMBALANCE_RATIO:g}): plain accuracy can look good while "
+            f"the smallest classes are missed; `cnnlab train` sets --{key.replace('_', '-')} {value} unless "
+            "--class-weight, --sampler or --no-adapt is given; judge by balanced accuracy or macro-F1"
+        )
 
 
 def cmd_data_get(args: argparse.Namespace) -> int:
@@ -345,10 +412,14 @@ def cmd_cache(args: argparse.Namespace) -> int:
     entries = cache_entries()
     total = sum(size for _, size, _ in entries)
     print(f"decode cache: {cache_dir()} (CNNLAB_CACHE)")
-    print(f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, {total / 1e9:.2f} GB of "
-          f"{cache_limit() / 1e9:.1f} GB allowed (CNNLAB_CACHE_GB); least recently used are evicted first")
+    print(
+        f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, {total / 1e9:.2f} GB of "
+        f"{cache_limit() / 1e9:.1f} GB allowed (CNNLAB_CACHE_GB); least recently used are evicted first"
+    )
     for path, size, used in reversed(entries):
-        print(f"  {os.path.basename(path)}  {size / 1e6:9.1f} MB  last used {time.strftime('%Y-%m-%d %H:%M', time.localtime(used))}")
+        print(
+            f"  {os.path.basename(path)}  {size / 1e6:9.1f} MB  last used {time.strftime('%Y-%m-%d %H:%M', time.localtime(used))}"
+        )
     return 0
 
 
@@ -393,10 +464,8 @@ def _add_train(sub) -> None:
     """`cnnlab train`."""
     from .config import PRESETS
 
-
     p = sub.add_parser("train", help="train a model; writes a run directory")
-    p.add_argument("--preset", choices=list(PRESETS), default=None,
-                   help=f"named config (default: {DEFAULT_PRESET})")
+    p.add_argument("--preset", choices=list(PRESETS), default=None, help=f"named config (default: {DEFAULT_PRESET})")
     p.add_argument("--config", help="JSON config file (a run's config.json 'config' object works)")
     p.add_argument("--out", help="new run directory (default: runs/<preset>-<time>)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
@@ -410,32 +479,58 @@ def _add_sweep(sub) -> None:
     from .config import PRESETS
 
     p = sub.add_parser("sweep", help="grid of config values x seeds, with statistics; resumable")
-    p.add_argument("--preset", choices=list(PRESETS), default=None,
-                   help=f"named config (default: {DEFAULT_PRESET})")
+    p.add_argument("--preset", choices=list(PRESETS), default=None, help=f"named config (default: {DEFAULT_PRESET})")
     p.add_argument("--config", help="JSON config file for the values not in the grid")
-    p.add_argument("--grid", action="append", metavar="KEY=V1,V2|seed-grid",
-                   help="a config key and its values (repeat for more keys); seed-grid = the study's 3x3 grid")
+    p.add_argument(
+        "--grid",
+        action="append",
+        metavar="KEY=V1,V2|seed-grid",
+        help="a config key and its values (repeat for more keys); seed-grid = the study's 3x3 grid",
+    )
     p.add_argument("--seeds", type=int, default=None, help="seeds per cell (default 3)")
     p.add_argument("--sweep-file", metavar="FILE.toml", help="preset, seeds, [config] and [grid] from a TOML file")
-    p.add_argument("--search", choices=["grid", "tpe"], default="grid",
-                   help="grid: every cell x seed; tpe: Optuna's TPE sampler with median pruning")
+    p.add_argument(
+        "--search",
+        choices=["grid", "tpe"],
+        default="grid",
+        help="grid: every cell x seed; tpe: Optuna's TPE sampler with median pruning",
+    )
     p.add_argument("--trials", type=int, default=20, help="trials of a --search tpe (default 20)")
-    p.add_argument("--param", action="append", metavar="KEY=A,B|KEY=LOW..HIGH[:log]",
-                   help="a dimension of the --search tpe space (repeat for more)")
-    p.add_argument("--select-metric", choices=["val_accuracy", "val_balanced_accuracy", "val_macro_f1"],
-                   help="validation metric the cells (trials) are compared on; never the test split (default: "
-                        "val_accuracy, or val_balanced_accuracy when the training classes are imbalanced, "
-                        "largest/smallest count above 3)")
+    p.add_argument(
+        "--param",
+        action="append",
+        metavar="KEY=A,B|KEY=LOW..HIGH[:log]",
+        help="a dimension of the --search tpe space (repeat for more)",
+    )
+    p.add_argument(
+        "--select-metric",
+        choices=["val_accuracy", "val_balanced_accuracy", "val_macro_f1"],
+        help="validation metric the cells (trials) are compared on; never the test split (default: "
+        "val_accuracy, or val_balanced_accuracy when the training classes are imbalanced, "
+        "largest/smallest count above 3)",
+    )
     p.add_argument("--out", help="sweep directory; re-running the same command resumes it")
     p.add_argument("--dry-run", action="store_true", help="print the trainings and the cells each serves")
-    p.add_argument("--workers", type=int, default=1, help="worker processes on this machine, cores shared; worker i "
-                   "on cuda:i when there are as many GPUs")
-    p.add_argument("--devices", metavar="0,1,...", help="the workers' devices, worker i on the i-th (in turn): GPU "
-                   "numbers, cuda:N or cpu; recorded in each run's config")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes on this machine, cores shared; worker i on cuda:i when there are as many GPUs",
+    )
+    p.add_argument(
+        "--devices",
+        metavar="0,1,...",
+        help="the workers' devices, worker i on the i-th (in turn): GPU "
+        "numbers, cuda:N or cpu; recorded in each run's config",
+    )
     p.add_argument("--worker", action="store_true", help="join an existing sweep (in --out or --storage) as a worker")
-    p.add_argument("--storage", metavar="URL", help="database for the Optuna study (e.g. postgresql://user@host/db, "
-                   "password in PGPASSWORD or ~/.pgpass), shared by workers on several machines; default: "
-                   "$CNNLAB_STORAGE, else SWEEP_DIR/optuna.journal")
+    p.add_argument(
+        "--storage",
+        metavar="URL",
+        help="database for the Optuna study (e.g. postgresql://user@host/db, "
+        "password in PGPASSWORD or ~/.pgpass), shared by workers on several machines; default: "
+        "$CNNLAB_STORAGE, else SWEEP_DIR/optuna.journal",
+    )
     p.add_argument("--study", default="cnnlab", help="study name inside --storage (one per sweep; default cnnlab)")
     _add_config_flags(p)
     p.set_defaults(func=cmd_sweep)
@@ -464,11 +559,19 @@ def _add_predict(sub) -> None:
     p.add_argument("--top-k", type=int, default=3, help="classes to show per image (default 3)")
     p.add_argument("--json", action="store_true", help="print JSON instead of lines")
     p.add_argument("--batch-size", type=int, default=0, help="images per step (default: the run's eval batch size)")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=None,
-                   help="default: the run's (as `cnnlab evaluate` computes here); exports are always fp32")
+    p.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        default=None,
+        help="default: the run's (as `cnnlab evaluate` computes here); exports are always fp32",
+    )
     p.add_argument("--explain", metavar="DIR", help="also write each image's Grad-CAM maps (top two classes) to DIR")
-    p.add_argument("--cam-layer", metavar="NAME", help="module whose maps Grad-CAM reads (default: the last "
-                   "non-pooling 4-D map larger than 1x1; docs/interpret.md)")
+    p.add_argument(
+        "--cam-layer",
+        metavar="NAME",
+        help="module whose maps Grad-CAM reads (default: the last "
+        "non-pooling 4-D map larger than 1x1; docs/interpret.md)",
+    )
     p.set_defaults(func=cmd_predict)
 
 
@@ -479,8 +582,12 @@ def _add_interpret(sub) -> None:
     p.add_argument("--top", type=int, default=24, help="images to show (default 24)")
     p.add_argument("--out", help="folder for interpret.json and interpret.html (default: the run directory)")
     p.add_argument("--data", help="dataset to interpret on (default: the run's)")
-    p.add_argument("--cam-layer", metavar="NAME", help="module whose maps Grad-CAM reads (default: the last "
-                   "non-pooling 4-D map larger than 1x1; docs/interpret.md)")
+    p.add_argument(
+        "--cam-layer",
+        metavar="NAME",
+        help="module whose maps Grad-CAM reads (default: the last "
+        "non-pooling 4-D map larger than 1x1; docs/interpret.md)",
+    )
     p.set_defaults(func=cmd_interpret)
 
 
@@ -495,8 +602,9 @@ def _add_export(sub) -> None:
 
 def _add_data(sub) -> None:
     """`cnnlab data info|check|get`."""
-    data = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True,
-                                                                       metavar="DATA_COMMAND")
+    data = sub.add_parser("data", help="dataset tools").add_subparsers(
+        dest="data_command", required=True, metavar="DATA_COMMAND"
+    )
     p = data.add_parser("info", help="scan a dataset: Keras's 'Found N images' lines, classes, size")
     p.add_argument("path")
     p.add_argument("--val-fraction", type=float, default=0.1)
@@ -507,17 +615,32 @@ def _add_data(sub) -> None:
     p = data.add_parser("check", help="duplicates and leakage across splits, bad files, class balance, label errors")
     p.add_argument("path")
     p.add_argument("--out", help="new folder for data_check.json and data_check.html (default: data-check-<time>)")
-    p.add_argument("--threshold", type=int, help="near-duplicate: perceptual hashes at most this many bits apart, "
-                   "of 64 (default 4, docs/data_check.md)")
-    p.add_argument("--min-size", type=int, default=0, help="flag images whose shorter side is below this many px "
-                   "(default: half the median shorter side, at most 32)")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="the validation fraction training will use "
-                   "(default 0.1; 0: none), to check that split too")
-    p.add_argument("--split", choices=["keras", "random"], default="keras",
-                   help="training's split rule (default keras)")
+    p.add_argument(
+        "--threshold",
+        type=int,
+        help="near-duplicate: perceptual hashes at most this many bits apart, of 64 (default 4, docs/data_check.md)",
+    )
+    p.add_argument(
+        "--min-size",
+        type=int,
+        default=0,
+        help="flag images whose shorter side is below this many px (default: half the median shorter side, at most 32)",
+    )
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.1,
+        help="the validation fraction training will use (default 0.1; 0: none), to check that split too",
+    )
+    p.add_argument(
+        "--split", choices=["keras", "random"], default="keras", help="training's split rule (default keras)"
+    )
     p.add_argument("--seed", type=int, default=0, help="training's seed, for --split random (default 0)")
-    p.add_argument("--label-issues", metavar="RUN", help="rank suspected label errors of test/ by this finished "
-                   "run's probabilities (cleanlab)")
+    p.add_argument(
+        "--label-issues",
+        metavar="RUN",
+        help="rank suspected label errors of test/ by this finished run's probabilities (cleanlab)",
+    )
     p.add_argument("--strict", action="store_true", help="exit with status 1 when duplicates cross splits")
     p.add_argument("--workers", type=int, default=0, help="processes (default: one per core)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -532,7 +655,8 @@ def _add_data(sub) -> None:
 def _add_cache(sub) -> None:
     """`cnnlab cache info|clear`."""
     cache = sub.add_parser("cache", help="the decode cache: info, clear").add_subparsers(
-        dest="cache_command", required=True, metavar="CACHE_COMMAND")
+        dest="cache_command", required=True, metavar="CACHE_COMMAND"
+    )
     p = cache.add_parser("info", help="where it is, its entries and size, and its limit")
     p.set_defaults(func=cmd_cache)
     p = cache.add_parser("clear", help="remove every entry")
@@ -571,8 +695,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cnnlab", description="Train and compare image classifiers.")
     parser.add_argument("--version", action="version", version=f"cnnlab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_train, _add_sweep, _add_report, _add_evaluate, _add_predict, _add_interpret, _add_export,
-                _add_data, _add_cache, _add_models, _add_lr_find):
+    for add in (
+        _add_train,
+        _add_sweep,
+        _add_report,
+        _add_evaluate,
+        _add_predict,
+        _add_interpret,
+        _add_export,
+        _add_data,
+        _add_cache,
+        _add_models,
+        _add_lr_find,
+    ):
         add(sub)
     return parser
 

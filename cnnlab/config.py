@@ -3,6 +3,7 @@
 The defaults are the `fast` preset. `seed` reproduces the Keras study in ../shared/docs/SEED_STUDY.md.
 Every field becomes a CLI flag (`batch_size` -> `--batch-size`); nothing is configured by side effect.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -51,116 +52,197 @@ def _knob(default: Any, help: str) -> Any:
 @dataclass(frozen=True)
 class Config:
     # --- data ---
-    data: str = _knob("", "dataset root (train/ and test/ class folders, a class-folder root, or "
-                          "cifar-10-batches-py); default: $CNNLAB_DATA")
+    data: str = _knob(
+        "",
+        "dataset root (train/ and test/ class folders, a class-folder root, or "
+        "cifar-10-batches-py); default: $CNNLAB_DATA",
+    )
     val_fraction: float = _knob(0.1, "fraction of each training class held out for validation (0 = none)")
     split: Literal["keras", "random"] = _knob(
-        "keras", "validation split: keras = first files of each class in sorted order; random = seeded, stratified")
-    folds: int = _knob(0, "k-fold cross-validation: the training images in this many stratified folds, fold `fold` "
-                          "the validation split (val_fraction and split then ignored; 0 = off)")
+        "keras", "validation split: keras = first files of each class in sorted order; random = seeded, stratified"
+    )
+    folds: int = _knob(
+        0,
+        "k-fold cross-validation: the training images in this many stratified folds, fold `fold` "
+        "the validation split (val_fraction and split then ignored; 0 = off)",
+    )
     fold: int = _knob(0, "with folds: the fold held out for validation (0 .. folds-1)")
-    fold_seed: int = _knob(0, "with folds: the seed of the fold assignment (a sweep's seed: every cell and seed of "
-                              "a sweep sees the same folds)")
-    image_size: Size = _knob(0, "size the images are decoded and cached at: SIDE or HxW (0 = the images' own size "
-                                "when they all have one, else the input size, else the model's)")
+    fold_seed: int = _knob(
+        0,
+        "with folds: the seed of the fold assignment (a sweep's seed: every cell and seed of "
+        "a sweep sees the same folds)",
+    )
+    image_size: Size = _knob(
+        0,
+        "size the images are decoded and cached at: SIDE or HxW (0 = the images' own size "
+        "when they all have one, else the input size, else the model's)",
+    )
     input_size: Size = _knob(0, "size fed to the model, SIDE or HxW, resized on the device per batch (0 = image_size)")
     resize: Literal["crop", "pad", "squash"] = _knob(
-        "crop", "images of another shape than image_size: crop = scale the shorter side, centre-crop "
-                "(torchvision's Resize+CenterCrop); pad = scale the longer side, pad with black; squash = stretch "
-                "(Keras's flow_from_directory)")
+        "crop",
+        "images of another shape than image_size: crop = scale the shorter side, centre-crop "
+        "(torchvision's Resize+CenterCrop); pad = scale the longer side, pad with black; squash = stretch "
+        "(Keras's flow_from_directory)",
+    )
     interpolation: Literal["nearest", "bilinear"] = _knob(
-        "bilinear", "resize method (bilinear: antialiased when shrinking; Keras's default is nearest)")
+        "bilinear", "resize method (bilinear: antialiased when shrinking; Keras's default is nearest)"
+    )
     exif: bool = _knob(True, "turn photos upright by their EXIF orientation tag at decode (Keras does not)")
     scaling: Literal["rescale", "normalize", "model"] = _knob(
-        "normalize", "rescale = x/255 (the study); normalize = (x/255 - mean)/std of the training images; model = "
-                     "with the mean/std the starting weights were trained with (the --init-from run's, a timm "
-                     "model's own), else as normalize")
+        "normalize",
+        "rescale = x/255 (the study); normalize = (x/255 - mean)/std of the training images; model = "
+        "with the mean/std the starting weights were trained with (the --init-from run's, a timm "
+        "model's own), else as normalize",
+    )
     skip_bad_images: bool = _knob(False, "skip (and list) images that cannot be decoded instead of stopping")
     subset: int = _knob(0, "use at most this many images of each split, taken evenly over classes (0 = all)")
     # --- augmentation, applied on the device a batch at a time ---
     flip: bool = _knob(True, "random horizontal flip")
-    flip_alternate: bool = _knob(True, "with flip: each training image mirrored in every other epoch, from a random "
-                                        "start of its own, instead of at random each epoch (airbench's alternating "
-                                        "flip: no image seen the same way twice running)")
+    flip_alternate: bool = _knob(
+        True,
+        "with flip: each training image mirrored in every other epoch, from a random "
+        "start of its own, instead of at random each epoch (airbench's alternating "
+        "flip: no image seen the same way twice running)",
+    )
     translate: int = _knob(2, "random translation up to this many pixels, reflect padding (0 = off)")
     cutout: int = _knob(0, "side in pixels of a random square set to zero (0 = off)")
-    brightness: float = _knob(0.0, "per-image brightness jitter: a shift drawn uniformly in [-b, b] added to the "
-                                   "normalised inputs (hiverge's cifar10-speedrun: 0.14; 0 = off)")
-    contrast: float = _knob(0.0, "per-image contrast jitter: the normalised inputs (after the brightness shift) "
-                                 "scaled by a factor drawn uniformly in [1 - c, 1 + c] (hiverge's cifar10-speedrun: "
-                                 "0.13; 0 = off)")
-    rrc_scale_min: float = _knob(0.0, "random-resized-crop: a random crop of this fraction of the image area or "
-                                      "more (aspect 3/4 to 4/3), resized to the input size (0 = off; finetune: 0.25)")
+    brightness: float = _knob(
+        0.0,
+        "per-image brightness jitter: a shift drawn uniformly in [-b, b] added to the "
+        "normalised inputs (hiverge's cifar10-speedrun: 0.14; 0 = off)",
+    )
+    contrast: float = _knob(
+        0.0,
+        "per-image contrast jitter: the normalised inputs (after the brightness shift) "
+        "scaled by a factor drawn uniformly in [1 - c, 1 + c] (hiverge's cifar10-speedrun: "
+        "0.13; 0 = off)",
+    )
+    rrc_scale_min: float = _knob(
+        0.0,
+        "random-resized-crop: a random crop of this fraction of the image area or "
+        "more (aspect 3/4 to 4/3), resized to the input size (0 = off; finetune: 0.25)",
+    )
     # --- model ---
-    model: str = _knob("fastnet", "registered model name (see `cnnlab models`), or any timm model as timm/NAME "
-                                  "(pip install 'cnnlab[timm]')")
+    model: str = _knob(
+        "fastnet",
+        "registered model name (see `cnnlab models`), or any timm model as timm/NAME (pip install 'cnnlab[timm]')",
+    )
     # --- fine-tuning: where the weights start, and how fast the pretrained part moves ---
-    pretrained: str = _knob("", "start from pretrained weights: a local .safetensors/.pth/.bin file, or hub = a timm "
-                                "model's weights already in the local Hugging Face/timm cache (never downloaded); "
-                                "the classifier head is new")
-    init_from: str = _knob("", "start from the weights of a cnnlab run directory (same model; a new classifier head "
-                               "when the classes differ)")
-    backbone_lr_scale: float = _knob(1.0, "learning rate of every parameter but the classifier head, as a fraction "
-                                          "of lr (finetune: 0.1; 0 = frozen backbone)")
+    pretrained: str = _knob(
+        "",
+        "start from pretrained weights: a local .safetensors/.pth/.bin file, or hub = a timm "
+        "model's weights already in the local Hugging Face/timm cache (never downloaded); "
+        "the classifier head is new",
+    )
+    init_from: str = _knob(
+        "",
+        "start from the weights of a cnnlab run directory (same model; a new classifier head when the classes differ)",
+    )
+    backbone_lr_scale: float = _knob(
+        1.0,
+        "learning rate of every parameter but the classifier head, as a fraction "
+        "of lr (finetune: 0.1; 0 = frozen backbone)",
+    )
     # --- optimisation ---
     epochs: int = _knob(7, "passes over the training images")
     batch_size: int = _knob(512, "training images per step; steps per epoch = n // batch_size")
     optimizer: Literal["sgd", "adam", "adamw", "muon"] = _knob(
-        "sgd", "optimizer (adamw: decoupled weight decay; muon: torch.optim.Muon for the conv filters, each "
-               "filter's norm held fixed, Nesterov SGD for the other parameters)")
+        "sgd",
+        "optimizer (adamw: decoupled weight decay; muon: torch.optim.Muon for the conv filters, each "
+        "filter's norm held fixed, Nesterov SGD for the other parameters)",
+    )
     lr: float = _knob(0.4, "peak learning rate (with muon: of the SGD part)")
     momentum: float = _knob(0.9, "SGD momentum / Adam beta_1")
     nesterov: bool = _knob(True, "Nesterov momentum (SGD, and Muon's)")
-    weight_decay: float = _knob(5e-4, "L2 weight decay (with muon: lr x decay, the same for every SGD group, as "
-                                      "airbench sets it; the Muon filters have none)")
-    muon_lr: float = _knob(0.24, "peak learning rate of Muon's conv filters (optimizer muon; independent of the "
-                                 "batch size: the updates are orthogonalised)")
+    weight_decay: float = _knob(
+        5e-4,
+        "L2 weight decay (with muon: lr x decay, the same for every SGD group, as "
+        "airbench sets it; the Muon filters have none)",
+    )
+    muon_lr: float = _knob(
+        0.24,
+        "peak learning rate of Muon's conv filters (optimizer muon; independent of the "
+        "batch size: the updates are orthogonalised)",
+    )
     muon_momentum: float = _knob(0.6, "Muon's momentum (optimizer muon)")
     adam_eps: float = _knob(1e-7, "Adam epsilon (Keras's default 1e-7)")
     schedule: Literal["constant", "onecycle", "cosine"] = _knob(
-        "onecycle", "learning-rate schedule: constant; onecycle = linear warm-up then linear decay to 0; "
-                    "cosine = linear warm-up then half a cosine to 0")
+        "onecycle",
+        "learning-rate schedule: constant; onecycle = linear warm-up then linear decay to 0; "
+        "cosine = linear warm-up then half a cosine to 0",
+    )
     warmup_epochs: float = _knob(2.0, "epochs of linear warm-up for onecycle and cosine")
-    whiten_bias_epochs: float = _knob(0.0, "epochs the whitening layer's bias trains, its lr falling to 0 over them "
-                                           "(airbench: 3); 0 = all epochs, as every other bias")
+    whiten_bias_epochs: float = _knob(
+        0.0,
+        "epochs the whitening layer's bias trains, its lr falling to 0 over them "
+        "(airbench: 3); 0 = all epochs, as every other bias",
+    )
     label_smoothing: float = _knob(0.2, "label smoothing of the cross-entropy loss")
     class_weight: Literal["none", "balanced"] = _knob(
-        "none", "weight of each class in the loss: none = 1; balanced = n_images / (n_classes x images of the class) "
-                "over the training split (scikit-learn's 'balanced'), so that every class weighs the same in all")
+        "none",
+        "weight of each class in the loss: none = 1; balanced = n_images / (n_classes x images of the class) "
+        "over the training split (scikit-learn's 'balanced'), so that every class weighs the same in all",
+    )
     sampler: Literal["uniform", "balanced"] = _knob(
-        "uniform", "order of the training images: uniform = each image once an epoch, shuffled; balanced = drawn "
-                   "with replacement, each class equally likely (same epoch length)")
+        "uniform",
+        "order of the training images: uniform = each image once an epoch, shuffled; balanced = drawn "
+        "with replacement, each class equally likely (same epoch length)",
+    )
     tta: bool = _knob(True, "test-time augmentation: average the logits of each image and its mirror")
-    tta_translate: int = _knob(1, "with tta, also the mirrored pairs of the image translated this many pixels "
-                                  "down-right and up-left (reflect padded), weighted 1/4 each and the image's pair "
-                                  "1/2, as airbench's TTA level 2 (1 pixel); 0 = off")
+    tta_translate: int = _knob(
+        1,
+        "with tta, also the mirrored pairs of the image translated this many pixels "
+        "down-right and up-left (reflect padded), weighted 1/4 each and the image's pair "
+        "1/2, as airbench's TTA level 2 (1 pixel); 0 = off",
+    )
     # --- execution ---
     eval_batch_size: int = _knob(1000, "images per step when evaluating")
     precision: Literal["auto", "bf16", "fp32"] = _knob(
-        "auto", "auto = bf16 autocast where the hardware has bf16 units (CUDA, AVX-512-BF16/AMX CPUs), else fp32")
-    device: str = _knob("auto", "auto, cpu, cuda or cuda:N (cpu:N is the CPU, named N: sweep workers' labels); "
-                                "under torchrun each process takes cuda:LOCAL_RANK")
-    sync_bn: bool = _knob(False, "under torchrun (several processes): BatchNorm statistics over the whole global batch "
-                                 "(SyncBatchNorm) instead of each process's share; no effect in one process")
+        "auto", "auto = bf16 autocast where the hardware has bf16 units (CUDA, AVX-512-BF16/AMX CPUs), else fp32"
+    )
+    device: str = _knob(
+        "auto",
+        "auto, cpu, cuda or cuda:N (cpu:N is the CPU, named N: sweep workers' labels); "
+        "under torchrun each process takes cuda:LOCAL_RANK",
+    )
+    sync_bn: bool = _knob(
+        False,
+        "under torchrun (several processes): BatchNorm statistics over the whole global batch "
+        "(SyncBatchNorm) instead of each process's share; no effect in one process",
+    )
     threads: int = _knob(0, "CPU threads for PyTorch (0 = all cores)")
-    compile: bool = _knob(False, "torch.compile the model for training: slower first steps (compiling), then "
-                                 "faster ones where the kernels fuse, mostly on a GPU")
+    compile: bool = _knob(
+        False,
+        "torch.compile the model for training: slower first steps (compiling), then "
+        "faster ones where the kernels fuse, mostly on a GPU",
+    )
     checkpoint_every: int = _knob(1, "write a resumable checkpoint every this many epochs (0 = only on Ctrl-C/SIGTERM)")
     seed: int = _knob(0, "random seed for initialisation, shuffling, augmentation and dropout")
-    adapt: bool = _knob(True, "on a small training set, lower batch_size (and lr with it) and raise epochs to a "
-                              "minimum of optimizer steps; on an imbalanced one, draw the classes equally often (sampler balanced); "
-                              "printed and saved; flags given explicitly are kept")
+    adapt: bool = _knob(
+        True,
+        "on a small training set, lower batch_size (and lr with it) and raise epochs to a "
+        "minimum of optimizer steps; on an imbalanced one, draw the classes equally often (sampler balanced); "
+        "printed and saved; flags given explicitly are kept",
+    )
     memory_gb: float = _knob(0.0, "most memory the decoded images may take, GB (0 = 80 percent of what is available)")
-    device_memory_gb: float = _knob(0.0, "most GPU memory the training images may take before batches stream "
-                                         "from the host cache instead, GB (0 = half the free GPU memory)")
+    device_memory_gb: float = _knob(
+        0.0,
+        "most GPU memory the training images may take before batches stream "
+        "from the host cache instead, GB (0 = half the free GPU memory)",
+    )
     progress: bool = _knob(True, "show a progress bar")
     log: Literal["auto", "none", "tensorboard", "mlflow", "tensorboard,mlflow"] = _knob(
-        "auto", "watch the run live: TensorBoard event files in the run directory and/or an MLflow run; "
-                "auto = tensorboard when the tensorboard package is installed")
-    mlflow_uri: str = _knob("", "MLflow tracking URI for --log mlflow (default: $MLFLOW_TRACKING_URI, else "
-                                "sqlite:///mlflow.db here); credentials only via MLflow's environment variables")
+        "auto",
+        "watch the run live: TensorBoard event files in the run directory and/or an MLflow run; "
+        "auto = tensorboard when the tensorboard package is installed",
+    )
+    mlflow_uri: str = _knob(
+        "",
+        "MLflow tracking URI for --log mlflow (default: $MLFLOW_TRACKING_URI, else "
+        "sqlite:///mlflow.db here); credentials only via MLflow's environment variables",
+    )
 
-    def replace(self, **changes: Any) -> "Config":
+    def replace(self, **changes: Any) -> Config:
         return parse_config({**self.to_dict(), **changes})
 
     def to_dict(self) -> dict[str, Any]:
@@ -172,7 +254,7 @@ class Config:
             raise ConfigError("no dataset given: pass --data PATH or set CNNLAB_DATA")
         return path
 
-    def resolved(self) -> "Config":
+    def resolved(self) -> Config:
         """This config with its paths absolute, as saved with a run: `data` (taken from CNNLAB_DATA when
         empty), `init_from` and a `pretrained` file. Resume, evaluate and report then read the same files
         from any folder, whatever the variable says later."""
@@ -195,26 +277,60 @@ PRESETS: dict[str, dict[str, Any]] = {
     # flow_from_directory(target_size=(256, 256)) -> nearest upscale, AlexNet + BN + Dropout,
     # Adam(1e-3, eps 1e-7) at a constant rate, batch 50, 20 epochs, no augmentation.
     "seed": {
-        "model": "seed_alexnet", "input_size": 256, "interpolation": "nearest", "scaling": "rescale",
-        "split": "keras", "val_fraction": 0.1, "flip": False, "translate": 0, "cutout": 0,
-        "epochs": 20, "batch_size": 50, "optimizer": "adam", "lr": 1e-3, "momentum": 0.9,
-        "adam_eps": 1e-7, "weight_decay": 0.0, "schedule": "constant", "warmup_epochs": 0.0,
-        "label_smoothing": 0.0, "tta": False, "tta_translate": 0, "flip_alternate": False, "eval_batch_size": 100,
+        "model": "seed_alexnet",
+        "input_size": 256,
+        "interpolation": "nearest",
+        "scaling": "rescale",
+        "split": "keras",
+        "val_fraction": 0.1,
+        "flip": False,
+        "translate": 0,
+        "cutout": 0,
+        "epochs": 20,
+        "batch_size": 50,
+        "optimizer": "adam",
+        "lr": 1e-3,
+        "momentum": 0.9,
+        "adam_eps": 1e-7,
+        "weight_decay": 0.0,
+        "schedule": "constant",
+        "warmup_epochs": 0.0,
+        "label_smoothing": 0.0,
+        "tta": False,
+        "tta_translate": 0,
+        "flip_alternate": False,
+        "eval_batch_size": 100,
         # The study ran in fp32; bf16 (--precision bf16) is an explicit, measured choice, never automatic.
         "precision": "fp32",
         # flow_from_directory(target_size=(256, 256)): any image squashed to 256x256, nearest, no EXIF
         # handling; the recipe is the study's whatever the dataset's size (no adaptation).
-        "resize": "squash", "exif": False, "adapt": False,
+        "resize": "squash",
+        "exif": False,
+        "adapt": False,
     },
     # Fine-tuning a pretrained backbone (--pretrained, --init-from), after timm's and fastai's recipes:
     # AdamW, a short linear warm-up then cosine decay, the head at lr and the pretrained layers at a
     # tenth of it (they are already good; a high rate would undo them), label smoothing 0.1, weight
     # decay 0.05, random-resized-crop + flip in place of translation.
     "finetune": {
-        "scaling": "model", "optimizer": "adamw", "lr": 1e-3, "momentum": 0.9, "adam_eps": 1e-8, "weight_decay": 0.05,
-        "schedule": "cosine", "warmup_epochs": 1.0, "backbone_lr_scale": 0.1, "label_smoothing": 0.1,
-        "epochs": 10, "batch_size": 64, "flip": True, "flip_alternate": False, "translate": 0, "cutout": 0,
-        "rrc_scale_min": 0.25, "tta_translate": 0,
+        "scaling": "model",
+        "optimizer": "adamw",
+        "lr": 1e-3,
+        "momentum": 0.9,
+        "adam_eps": 1e-8,
+        "weight_decay": 0.05,
+        "schedule": "cosine",
+        "warmup_epochs": 1.0,
+        "backbone_lr_scale": 0.1,
+        "label_smoothing": 0.1,
+        "epochs": 10,
+        "batch_size": 64,
+        "flip": True,
+        "flip_alternate": False,
+        "translate": 0,
+        "cutout": 0,
+        "rrc_scale_min": 0.25,
+        "tta_translate": 0,
     },
     # 94% on CIFAR-10: airbench94_muon's recipe (Jordan 2024; github.com/KellerJordan/cifar10-airbench) on
     # all 50,000 training images (no validation split, as the record trains): its network (fastnet94),
@@ -225,15 +341,34 @@ PRESETS: dict[str, dict[str, Any]] = {
     # are 2000x theirs: 0.67 -> 1340 (head), 0.053 -> 106 (biases, a fraction 0.053/0.67 of lr); lr x decay
     # = 2e-6 x 2000 in every group.
     "fast94": {
-        "model": "fastnet94", "val_fraction": 0.0, "flip": True, "flip_alternate": True, "translate": 2, "cutout": 0,
-        "epochs": 8, "batch_size": 2000, "optimizer": "muon", "lr": 0.67 * 2000, "backbone_lr_scale": 0.053 / 0.67,
-        "momentum": 0.85, "nesterov": True, "weight_decay": 2e-6 * 2000, "muon_lr": 0.24, "muon_momentum": 0.6,
-        "schedule": "onecycle", "warmup_epochs": 0.0, "whiten_bias_epochs": 3.0,
-        "tta": True, "tta_translate": 1, "eval_batch_size": 2000,
+        "model": "fastnet94",
+        "val_fraction": 0.0,
+        "flip": True,
+        "flip_alternate": True,
+        "translate": 2,
+        "cutout": 0,
+        "epochs": 8,
+        "batch_size": 2000,
+        "optimizer": "muon",
+        "lr": 0.67 * 2000,
+        "backbone_lr_scale": 0.053 / 0.67,
+        "momentum": 0.85,
+        "nesterov": True,
+        "weight_decay": 2e-6 * 2000,
+        "muon_lr": 0.24,
+        "muon_momentum": 0.6,
+        "schedule": "onecycle",
+        "warmup_epochs": 0.0,
+        "whiten_bias_epochs": 3.0,
+        "tta": True,
+        "tta_translate": 1,
+        "eval_batch_size": 2000,
         # hiverge/cifar10-speedrun's per-image brightness and contrast jitter (its 0.1399 / 0.1308, rounded),
         # which its authors found raises accuracy at the same number of steps, and the lighter label smoothing
         # they tuned with it (airbench's is 0.2); together they raise fast94's accuracy (see docs/benchmarks.md)
-        "brightness": 0.14, "contrast": 0.13, "label_smoothing": 0.09,
+        "brightness": 0.14,
+        "contrast": 0.13,
+        "label_smoothing": 0.09,
     },
 }
 
@@ -251,8 +386,9 @@ MIN_BATCH = 8
 MAX_EPOCHS = 100  # ... but no more epochs than this, however few steps an epoch has
 
 
-def adapt_to_dataset(cfg: Config, n_train: int, keep: frozenset[str] | set[str] = frozenset()
-                     ) -> tuple[Config, list[str]]:
+def adapt_to_dataset(
+    cfg: Config, n_train: int, keep: frozenset[str] | set[str] = frozenset()
+) -> tuple[Config, list[str]]:
     """The config adapted to a training set of `n_train` images, and a line per change.
 
     The presets assume CIFAR-10's 45,000 images; on a few hundred, batch 512 is one step per epoch and
@@ -282,9 +418,12 @@ def adapt_to_dataset(cfg: Config, n_train: int, keep: frozenset[str] | set[str] 
     if not changes:
         return cfg, []
     notes = [f"{key} {getattr(cfg, key):g} -> {value:g}" for key, value in changes.items()]
-    line = (f"small training set ({n_train} images): " + ", ".join(notes) +
-            f" ({max(1, n_train // batch) * changes.get('epochs', cfg.epochs)} steps); give these flags to choose "
-            "otherwise, or --no-adapt")
+    line = (
+        f"small training set ({n_train} images): "
+        + ", ".join(notes)
+        + f" ({max(1, n_train // batch) * changes.get('epochs', cfg.epochs)} steps); give these flags to choose "
+        "otherwise, or --no-adapt"
+    )
     return cfg.replace(**changes), [line]
 
 
@@ -305,8 +444,9 @@ def imbalance_ratio(counts: Any) -> float:
     return max(counts) / min(counts) if min(counts) > 0 else math.inf
 
 
-def adapt_to_imbalance(cfg: Config, counts: Any, keep: frozenset[str] | set[str] = frozenset()
-                       ) -> tuple[Config, list[str]]:
+def adapt_to_imbalance(
+    cfg: Config, counts: Any, keep: frozenset[str] | set[str] = frozenset()
+) -> tuple[Config, list[str]]:
     """The config adapted to a training split of these per-class image counts, and a line when it changed.
 
     Above IMBALANCE_RATIO, IMBALANCE_DEFAULT is set (the class-balanced sampler). Nothing changes when
@@ -317,8 +457,10 @@ def adapt_to_imbalance(cfg: Config, counts: Any, keep: frozenset[str] | set[str]
     if cfg.class_weight != "none" or cfg.sampler != "uniform":
         return cfg, []
     key, value = IMBALANCE_DEFAULT
-    line = (f"imbalanced training set (ratio {ratio:.1f}): {key} {getattr(cfg, key)} -> {value}; give "
-            "--class-weight or --sampler to choose otherwise, or --no-adapt")
+    line = (
+        f"imbalanced training set (ratio {ratio:.1f}): {key} {getattr(cfg, key)} -> {value}; give "
+        "--class-weight or --sampler to choose otherwise, or --no-adapt"
+    )
     return cfg.replace(**{key: value}), [line]
 
 
@@ -383,17 +525,33 @@ def validate(cfg: Config) -> None:
     for key in positive:
         if getattr(cfg, key) <= 0:
             raise ConfigError(f"config key {key!r} must be positive, got {getattr(cfg, key)}")
-    non_negative = ("checkpoint_every", "subset", "memory_gb", "device_memory_gb", "translate", "cutout", "threads", "weight_decay",
-                    "warmup_epochs", "label_smoothing", "seed", "backbone_lr_scale", "whiten_bias_epochs",
-                    "tta_translate", "brightness")
+    non_negative = (
+        "checkpoint_every",
+        "subset",
+        "memory_gb",
+        "device_memory_gb",
+        "translate",
+        "cutout",
+        "threads",
+        "weight_decay",
+        "warmup_epochs",
+        "label_smoothing",
+        "seed",
+        "backbone_lr_scale",
+        "whiten_bias_epochs",
+        "tta_translate",
+        "brightness",
+    )
     for key in non_negative:
         if getattr(cfg, key) < 0:
             raise ConfigError(f"config key {key!r} must be >= 0, got {getattr(cfg, key)}")
     if not 0.0 <= cfg.val_fraction < 1.0:
         raise ConfigError(f"config key 'val_fraction' must be in [0, 1), got {cfg.val_fraction}")
     if cfg.folds == 1 or cfg.folds < 0 or cfg.fold_seed < 0 or not 0 <= cfg.fold < max(1, cfg.folds):
-        raise ConfigError(f"config keys 'folds' {cfg.folds}, 'fold' {cfg.fold}, 'fold_seed' {cfg.fold_seed}: folds "
-                          "must be 0 (off) or at least 2, fold in 0 .. folds-1, fold_seed >= 0")
+        raise ConfigError(
+            f"config keys 'folds' {cfg.folds}, 'fold' {cfg.fold}, 'fold_seed' {cfg.fold_seed}: folds "
+            "must be 0 (off) or at least 2, fold in 0 .. folds-1, fold_seed >= 0"
+        )
     if not cfg.lr > 0:
         raise ConfigError(f"config key 'lr' must be positive, got {cfg.lr}")
     if not cfg.muon_lr > 0:
@@ -413,9 +571,11 @@ def validate(cfg: Config) -> None:
     except ValueError:  # not a URL: MLflow says so (one warning line) when the run starts
         password = None
     if password:
-        raise ConfigError("config key 'mlflow_uri' holds a password, which cnnlab would save with the run; give it "
-                          "through MLflow's environment instead (MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD, "
-                          "or the whole URI in MLFLOW_TRACKING_URI)")
+        raise ConfigError(
+            "config key 'mlflow_uri' holds a password, which cnnlab would save with the run; give it "
+            "through MLflow's environment instead (MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD, "
+            "or the whole URI in MLFLOW_TRACKING_URI)"
+        )
 
 
 def config_help() -> dict[str, str]:

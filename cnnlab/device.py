@@ -1,4 +1,5 @@
 """Where to compute and in which precision."""
+
 from __future__ import annotations
 
 import contextlib

@@ -5,6 +5,7 @@ CPUs), the model's wrapper, and the few collectives the training needs.
 
 Without WORLD_SIZE (or with 1) nothing here does anything: no process group is set up, the model is not
 wrapped, every function returns its input."""
+
 from __future__ import annotations
 
 import functools
@@ -163,8 +164,9 @@ def sum_over_ranks(*values: torch.Tensor | int) -> list:
         return list(values)
     packed = torch.tensor([float(v) for v in values], dtype=torch.float64)
     dist.all_reduce(packed, group=_control)  # on the CPU: a few numbers, once an epoch or checkpoint
-    return [packed[i].to(v.device, v.dtype) if isinstance(v, torch.Tensor) else int(packed[i])
-            for i, v in enumerate(values)]
+    return [
+        packed[i].to(v.device, v.dtype) if isinstance(v, torch.Tensor) else int(packed[i]) for i, v in enumerate(values)
+    ]
 
 
 def sync_buffers(model: nn.Module) -> None:

@@ -1,7 +1,8 @@
 """infer() returns logits, evaluate() returns metrics; each is usable alone."""
+
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 import torch.nn as nn
@@ -15,6 +16,7 @@ def tta_logits(model: nn.Module, inputs: torch.Tensor, tta: bool = False, tta_tr
     `tta_translate` too (airbench's TTA level 2), that pair weighted 1/2 and 1/4 each the pairs of the image
     translated `tta_translate` pixels down-right and up-left, reflect padded. No grad mode or autocast of
     its own: `infer` adds them, an export traces this as it is."""
+
     def pair(views: torch.Tensor) -> torch.Tensor:
         return 0.5 * (model(views).float() + model(views.flip(-1)).float())
 
@@ -24,22 +26,28 @@ def tta_logits(model: nn.Module, inputs: torch.Tensor, tta: bool = False, tta_tr
     if tta_translate:
         shift, (height, width) = tta_translate, inputs.shape[-2:]
         padded = F.pad(inputs, (shift,) * 4, mode="reflect")
-        down_right, up_left = padded[..., :height, :width], padded[..., 2 * shift:, 2 * shift:]
+        down_right, up_left = padded[..., :height, :width], padded[..., 2 * shift :, 2 * shift :]
         logits = 0.5 * logits + 0.25 * (pair(down_right) + pair(up_left))
     return logits
 
 
 @torch.no_grad()
-def infer(model: nn.Module, inputs: torch.Tensor, bf16: bool = False, tta: bool = False,
-          tta_translate: int = 0) -> torch.Tensor:
+def infer(
+    model: nn.Module, inputs: torch.Tensor, bf16: bool = False, tta: bool = False, tta_translate: int = 0
+) -> torch.Tensor:
     """float32 logits of one batch of model inputs, with test-time augmentation as `tta_logits` says."""
     with autocast(inputs.device, bf16):
         return tta_logits(model, inputs, tta, tta_translate)
 
 
 @torch.no_grad()
-def predict_batches(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], bf16: bool = False,
-                    tta: bool = False, tta_translate: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def predict_batches(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    bf16: bool = False,
+    tta: bool = False,
+    tta_translate: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits, labels) over all batches, in eval mode (the model's mode is restored after)."""
     was_training = model.training
     model.eval()
@@ -81,26 +89,39 @@ def sklearn_metrics(scores, labels, predicted, classes: list[str]) -> dict:
     metrics_from_logits describes them, by scikit-learn's own functions (numpy arrays in)."""
     import warnings
 
-    from sklearn.metrics import (balanced_accuracy_score, f1_score, precision_recall_fscore_support,
-                                 top_k_accuracy_score)
+    from sklearn.metrics import balanced_accuracy_score, f1_score, precision_recall_fscore_support, top_k_accuracy_score
 
     every = list(range(len(classes)))
     with warnings.catch_warnings():  # "y_pred contains classes not in y_true": the rule documented above
         warnings.simplefilter("ignore", UserWarning)
         balanced = balanced_accuracy_score(labels, predicted)
-    figures = {"balanced_accuracy": float(balanced),
-               "macro_f1": float(f1_score(labels, predicted, average="macro", zero_division=0))}
+    figures = {
+        "balanced_accuracy": float(balanced),
+        "macro_f1": float(f1_score(labels, predicted, average="macro", zero_division=0)),
+    }
     if len(classes) > 5:
         figures["top5_accuracy"] = float(top_k_accuracy_score(labels, scores, k=5, labels=every))
-    precision, recall, f1, support = precision_recall_fscore_support(labels, predicted, labels=every,
-                                                                     zero_division=0)
-    figures["per_class"] = {name: {"precision": float(precision[i]), "recall": float(recall[i]),
-                                   "f1": float(f1[i]), "support": int(support[i])} for i, name in enumerate(classes)}
+    precision, recall, f1, support = precision_recall_fscore_support(labels, predicted, labels=every, zero_division=0)
+    figures["per_class"] = {
+        name: {
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+        }
+        for i, name in enumerate(classes)
+    }
     return figures
 
 
-def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], classes: list[str],
-             bf16: bool = False, tta: bool = False, tta_translate: int = 0) -> dict:
+def evaluate(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    classes: list[str],
+    bf16: bool = False,
+    tta: bool = False,
+    tta_translate: int = 0,
+) -> dict:
     logits, labels = predict_batches(model, batches, bf16, tta, tta_translate)
     return metrics_from_logits(logits, labels, classes)
 
@@ -110,8 +131,10 @@ def summary_lines(metrics: dict) -> list[str]:
     with its precision, recall, F1 and support, as scikit-learn's classification_report lays them out."""
     lines = [f"accuracy: {100 * metrics['accuracy']:.2f}%"]
     if "balanced_accuracy" in metrics:  # a run saved before these figures existed has none
-        lines += [f"balanced accuracy: {100 * metrics['balanced_accuracy']:.2f}%",
-                  f"macro-F1: {metrics['macro_f1']:.4f}"]
+        lines += [
+            f"balanced accuracy: {100 * metrics['balanced_accuracy']:.2f}%",
+            f"macro-F1: {metrics['macro_f1']:.4f}",
+        ]
     if "top5_accuracy" in metrics:
         lines.append(f"top-5 accuracy: {100 * metrics['top5_accuracy']:.2f}%")
     split = f", {metrics['split']}" if metrics.get("split") else ""  # evaluate_run names the split it used
@@ -119,9 +142,14 @@ def summary_lines(metrics: dict) -> list[str]:
     per_class = metrics.get("per_class")
     width = max(5, *(len(c) for c in metrics["per_class_accuracy"]))
     if per_class is None:
-        return lines + [f"{'class':<{width}}  accuracy"] + [
-            f"{name:<{width}}  {100 * acc:6.2f}%" for name, acc in metrics["per_class_accuracy"].items()]
+        return (
+            lines
+            + [f"{'class':<{width}}  accuracy"]
+            + [f"{name:<{width}}  {100 * acc:6.2f}%" for name, acc in metrics["per_class_accuracy"].items()]
+        )
     lines.append(f"{'class':<{width}}  precision  recall      f1  support")
-    lines += [f"{name:<{width}}  {c['precision']:9.4f}  {c['recall']:6.4f}  {c['f1']:6.4f}  {c['support']:7d}"
-              for name, c in per_class.items()]
+    lines += [
+        f"{name:<{width}}  {c['precision']:9.4f}  {c['recall']:6.4f}  {c['f1']:6.4f}  {c['support']:7d}"
+        for name, c in per_class.items()
+    ]
     return lines

@@ -13,12 +13,13 @@ as timm's vision transformers, need the layer named (`layer=`, `--cam-layer NAME
 The model is run in eval mode and fp32, once for all targets; the gradients are taken with respect to
 the input (torch.autograd.grad), so no parameter's .grad is written, and the model's mode is restored.
 """
+
 from __future__ import annotations
 
 import io
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -49,9 +50,13 @@ def _feature_modules(model: nn.Module, inputs: torch.Tensor) -> list[tuple[str, 
     handles = []
     for name, module in model.named_modules():
         if name and not _is_pool(module):
-            handles.append(module.register_forward_hook(
-                lambda _m, _i, out, name=name: seen.append((name, tuple(out.shape)))
-                if isinstance(out, torch.Tensor) else None))
+            handles.append(
+                module.register_forward_hook(
+                    lambda _m, _i, out, name=name: (
+                        seen.append((name, tuple(out.shape))) if isinstance(out, torch.Tensor) else None
+                    )
+                )
+            )
     try:
         with torch.no_grad():
             model(inputs[:1])
@@ -71,8 +76,9 @@ def cam_layer(model: nn.Module, inputs: torch.Tensor) -> str:
     finally:
         model.train(was_training)
     if not found:
-        raise CnnlabError(f"{type(model).__name__}: no layer gives a 4-D (N, C, H, W) map larger than 1x1; "
-                          "name one with --cam-layer")
+        raise CnnlabError(
+            f"{type(model).__name__}: no layer gives a 4-D (N, C, H, W) map larger than 1x1; name one with --cam-layer"
+        )
     return found[-1]
 
 
@@ -80,13 +86,16 @@ def _module(model: nn.Module, name: str) -> nn.Module:
     modules = dict(model.named_modules())
     if name not in modules or not name:
         close = [n for n in modules if n and name in n][:5]
-        raise CnnlabError(f"--cam-layer {name!r}: no such module in {type(model).__name__}"
-                          + (f"; close names: {', '.join(close)}" if close else "; see `cnnlab summary MODEL`"))
+        raise CnnlabError(
+            f"--cam-layer {name!r}: no such module in {type(model).__name__}"
+            + (f"; close names: {', '.join(close)}" if close else "; see `cnnlab summary MODEL`")
+        )
     return modules[name]
 
 
-def grad_cam(model: nn.Module, inputs: torch.Tensor, targets: Sequence[torch.Tensor] | torch.Tensor,
-             layer: str | None = None) -> CamMaps:
+def grad_cam(
+    model: nn.Module, inputs: torch.Tensor, targets: Sequence[torch.Tensor] | torch.Tensor, layer: str | None = None
+) -> CamMaps:
     """Grad-CAM maps of `inputs` (normalised float NCHW) for each target: a class index per image (long (N,)).
     `layer`: a module name (model.named_modules()); default `cam_layer`'s choice."""
     targets = [targets] if isinstance(targets, torch.Tensor) else list(targets)
@@ -144,8 +153,9 @@ def overlay(image: np.ndarray, cam: np.ndarray, side: int = 96, alpha: float = 0
     """uint8 (side, side', 3): `image` (uint8 HxWx3) enlarged (nearest) with `cam` (float (h, w)) resized
     (bilinear) over it, `alpha` of the heat colours."""
     big = enlarge(image, side)
-    heat = F.interpolate(torch.as_tensor(cam, dtype=torch.float32)[None, None], size=big.shape[:2],
-                         mode="bilinear", align_corners=False)[0, 0].numpy()
+    heat = F.interpolate(
+        torch.as_tensor(cam, dtype=torch.float32)[None, None], size=big.shape[:2], mode="bilinear", align_corners=False
+    )[0, 0].numpy()
     return ((1 - alpha) * big + alpha * heat_colors(heat)).round().astype(np.uint8)
 
 
@@ -172,8 +182,9 @@ def data_uri(image: np.ndarray) -> str:
     return png_uri(png_bytes(image))
 
 
-def explain_batches(model: nn.Module, batches: Iterable[torch.Tensor], targets: Sequence[torch.Tensor],
-                    layer: str | None = None) -> CamMaps:
+def explain_batches(
+    model: nn.Module, batches: Iterable[torch.Tensor], targets: Sequence[torch.Tensor], layer: str | None = None
+) -> CamMaps:
     """grad_cam over input batches in turn (memory bounded by one batch's activations and gradients);
     `targets` hold one class per image of all batches together. Maps on the CPU."""
     parts, start = [], 0
@@ -184,12 +195,21 @@ def explain_batches(model: nn.Module, batches: Iterable[torch.Tensor], targets: 
         start = stop
     if not parts:
         return CamMaps(layer or "", [torch.zeros(0, 0, 0) for _ in targets], [torch.zeros(0, 0, 0) for _ in targets])
-    return CamMaps(parts[0].layer, [torch.cat([p.maps[t].cpu() for p in parts]) for t in range(len(targets))],
-                   [torch.cat([p.raw[t].cpu() for p in parts]) for t in range(len(targets))])
+    return CamMaps(
+        parts[0].layer,
+        [torch.cat([p.maps[t].cpu() for p in parts]) for t in range(len(targets))],
+        [torch.cat([p.raw[t].cpu() for p in parts]) for t in range(len(targets))],
+    )
 
 
-def explain_files(predictor, paths: Sequence[str], probabilities: Sequence[np.ndarray], out_dir: str,
-                  layer: str | None = None, batch_size: int = 32) -> list[str]:
+def explain_files(
+    predictor,
+    paths: Sequence[str],
+    probabilities: Sequence[np.ndarray],
+    out_dir: str,
+    layer: str | None = None,
+    batch_size: int = 32,
+) -> list[str]:
     """For `cnnlab predict --explain DIR`: one PNG per image, the image beside the Grad-CAM of its first and
     second most probable classes (`probabilities`: the predictor's, one row per path). Returns the paths."""
     from .files import write_atomic
@@ -200,8 +220,10 @@ def explain_files(predictor, paths: Sequence[str], probabilities: Sequence[np.nd
     arrays = np.stack([predictor.to_array(p) for p in paths])
     order = np.argsort(-np.stack(probabilities), axis=1, kind="stable")
     targets = [torch.from_numpy(order[:, k].copy()) for k in range(min(2, order.shape[1]))]
-    batches = (predictor.preprocess(torch.from_numpy(arrays[start:start + batch_size]).to(predictor.device))
-               for start in range(0, len(arrays), batch_size))
+    batches = (
+        predictor.preprocess(torch.from_numpy(arrays[start : start + batch_size]).to(predictor.device))
+        for start in range(0, len(arrays), batch_size)
+    )
     cams = explain_batches(predictor.model, batches, targets, layer)
     written = []
     for index, path in enumerate(paths):

@@ -2,12 +2,14 @@
 cache, exports): a file is written to a temporary name in its folder, flushed to disk, renamed over
 its final name, and the folder itself is flushed, so that after a crash or power loss the file is
 either whole or absent, never half-written."""
+
 from __future__ import annotations
 
 import contextlib
 import os
 import uuid
-from typing import BinaryIO, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import BinaryIO
 
 from .errors import CnnlabError
 

@@ -8,6 +8,7 @@ them); the loss of an image is its cross-entropy. interpret.html is one self-con
 and their Grad-CAM maps (explain.py) are embedded as data: URIs, it has no script and loads nothing, and
 every name taken from the dataset (class folders, file names) is HTML-escaped.
 """
+
 from __future__ import annotations
 
 import html
@@ -94,7 +95,9 @@ def confused_pairs(confusion: list[list[int]], classes: list[str], limit: int = 
     matrix = np.asarray(confusion)
     np.fill_diagonal(matrix, 0)
     order = np.argsort(-matrix, axis=None, kind="stable")[:limit]
-    pairs = [ConfusedPair(classes[i], classes[j], int(matrix[i, j])) for i, j in zip(*np.unravel_index(order, matrix.shape))]
+    pairs = [
+        ConfusedPair(classes[i], classes[j], int(matrix[i, j])) for i, j in zip(*np.unravel_index(order, matrix.shape))
+    ]
     return [p for p in pairs if p.count > 0]
 
 
@@ -113,12 +116,14 @@ def _split_of(dataset: Dataset, data_path: str) -> tuple[Split, str]:
         return dataset.test, "test"
     if dataset.val is not None:
         return dataset.val, "validation"
-    raise CnnlabError(f"{data_path}: no test folder and no validation split to interpret; pass --data with a test/ "
-                      "folder")
+    raise CnnlabError(
+        f"{data_path}: no test folder and no validation split to interpret; pass --data with a test/ folder"
+    )
 
 
-def interpret_run(run_dir: str, top: int = 24, data: str | None = None, cam_layer: str | None = None,
-                  pairs: int = 10) -> Interpretation:
+def interpret_run(
+    run_dir: str, top: int = 24, data: str | None = None, cam_layer: str | None = None, pairs: int = 10
+) -> Interpretation:
     """The `top` images of the run's test split (else validation split; `data`: another dataset's) with the
     highest loss, the `pairs` most confused class pairs, and Grad-CAM maps of the top images."""
     if top < 1:
@@ -142,18 +147,37 @@ def interpret_run(run_dir: str, top: int = 24, data: str | None = None, cam_laye
     found = []
     for row in rows.tolist():
         true, predicted = int(labels[row]), int(probabilities[row].argmax())
-        found.append(TopLoss(row, os.path.join(root, split.files[row]) if root else None, classes[true],
-                             classes[predicted], float(probabilities[row, predicted]), float(probabilities[row, true]),
-                             float(losses[row])))
+        found.append(
+            TopLoss(
+                row,
+                os.path.join(root, split.files[row]) if root else None,
+                classes[true],
+                classes[predicted],
+                float(probabilities[row, predicted]),
+                float(probabilities[row, true]),
+                float(losses[row]),
+            )
+        )
     chosen = split.take(rows)
     # batches of 32: the gradients of a batch of the eval batch size could take far more memory
     loader = make_loader(chosen, cfg.replace(eval_batch_size=32), prep, device, training=False)
     predicted_idx = torch.from_numpy(probabilities[rows].argmax(1))
-    cams = explain_batches(model, (batch for batch, _ in loader), [predicted_idx, torch.from_numpy(chosen.labels)],
-                           cam_layer)
+    cams = explain_batches(
+        model, (batch for batch, _ in loader), [predicted_idx, torch.from_numpy(chosen.labels)], cam_layer
+    )
     pictures = Pictures(np.asarray(chosen.images), cams.maps[0].numpy(), cams.maps[1].numpy())
-    return Interpretation(os.path.abspath(run_dir), cfg.model, name, len(labels), metrics["accuracy"], cfg.tta,
-                          cams.layer, found, confused_pairs(metrics["confusion"], classes, pairs), pictures)
+    return Interpretation(
+        os.path.abspath(run_dir),
+        cfg.model,
+        name,
+        len(labels),
+        metrics["accuracy"],
+        cfg.tta,
+        cams.layer,
+        found,
+        confused_pairs(metrics["confusion"], classes, pairs),
+        pictures,
+    )
 
 
 STYLE = """.grid{display:flex;flex-wrap:wrap;gap:12px}figure{margin:0;padding:6px;border:1px solid #ccc;width:306px}
@@ -168,20 +192,23 @@ def _card(item: TopLoss, image: str, cams: tuple[str, str], empty: tuple[bool, b
     e = html.escape
     where = e(item.file) if item.file else f"row {item.row}"
     labels = [f"{what}{': none' if none else ''}" for what, none in zip(("predicted", "true"), empty)]
-    return (f'<figure><img src="{image}" alt="image"><img src="{cams[0]}" alt="Grad-CAM, predicted class">'
-            f'<img src="{cams[1]}" alt="Grad-CAM, true class"><div class="labels"><span>image</span>'
-            f"<span>{labels[0]}</span><span>{labels[1]}</span></div><figcaption>{where}<br>"
-            f"true <b>{e(item.true_class)}</b> ({100 * item.true_probability:.1f}%) &middot; predicted "
-            f"<b>{e(item.predicted_class)}</b> ({100 * item.predicted_probability:.1f}%) &middot; loss "
-            f"{item.loss:.2f}</figcaption></figure>")
+    return (
+        f'<figure><img src="{image}" alt="image"><img src="{cams[0]}" alt="Grad-CAM, predicted class">'
+        f'<img src="{cams[1]}" alt="Grad-CAM, true class"><div class="labels"><span>image</span>'
+        f"<span>{labels[0]}</span><span>{labels[1]}</span></div><figcaption>{where}<br>"
+        f"true <b>{e(item.true_class)}</b> ({100 * item.true_probability:.1f}%) &middot; predicted "
+        f"<b>{e(item.predicted_class)}</b> ({100 * item.predicted_probability:.1f}%) &middot; loss "
+        f"{item.loss:.2f}</figcaption></figure>"
+    )
 
 
 def render_html(result: Interpretation) -> str:
     """The self-contained page: no script, nothing loaded from elsewhere (its Content-Security-Policy says
     so to the browser too), every dataset name escaped."""
     e = html.escape
-    pairs = "".join(f"<tr><td>{e(p.true_class)}</td><td>{e(p.predicted_class)}</td><td>{p.count}</td></tr>"
-                    for p in result.confused)
+    pairs = "".join(
+        f"<tr><td>{e(p.true_class)}</td><td>{e(p.predicted_class)}</td><td>{p.count}</td></tr>" for p in result.confused
+    )
     cards = []
     pics = result.pictures
     for index, item in enumerate(result.top_losses):
@@ -190,22 +217,33 @@ def render_html(result: Interpretation) -> str:
             continue
         image = pics.images[index]
         maps = (pics.predicted_cams[index], pics.true_cams[index])
-        cards.append(_card(item, data_uri(enlarge(image, 96)), (data_uri(overlay(image, maps[0])),
-                           data_uri(overlay(image, maps[1]))), (not maps[0].any(), not maps[1].any())))
+        cards.append(
+            _card(
+                item,
+                data_uri(enlarge(image, 96)),
+                (data_uri(overlay(image, maps[0])), data_uri(overlay(image, maps[1]))),
+                (not maps[0].any(), not maps[1].any()),
+            )
+        )
     name = os.path.basename(result.run_dir)
-    return page(f"Top losses: {name}", [
-        f"<h1>Why the model fails: {e(name)}</h1>",
-        f'<p class="muted">{e(result.run_dir)}: model {e(result.model)}; {result.split} split, {result.n} images, '
-        f'accuracy {100 * result.accuracy:.2f}%; TTA {"on" if result.tta else "off"}; Grad-CAM layer '
-        f"<code>{e(result.cam_layer)}</code></p>",
-        "<h2>Most confused pairs</h2>",
-        f"<table><tr><th>true class</th><th>predicted as</th><th>images</th></tr>{pairs}</table>",
-        f"<h2>The {len(result.top_losses)} images with the highest loss</h2>",
-        '<p class="muted">Each: the image, the Grad-CAM map of the predicted class, that of the true class (red: '
-        'where the evidence for the class lies; "none": no region raises that class\'s score; maps of the image as '
-        "it is, without test-time augmentation); the percentages are the model's probabilities, from its own "
-        "evaluation.</p>",
-        f'<div class="grid">{"".join(cards)}</div>'], STYLE)
+    return page(
+        f"Top losses: {name}",
+        [
+            f"<h1>Why the model fails: {e(name)}</h1>",
+            f'<p class="muted">{e(result.run_dir)}: model {e(result.model)}; {result.split} split, {result.n} images, '
+            f"accuracy {100 * result.accuracy:.2f}%; TTA {'on' if result.tta else 'off'}; Grad-CAM layer "
+            f"<code>{e(result.cam_layer)}</code></p>",
+            "<h2>Most confused pairs</h2>",
+            f"<table><tr><th>true class</th><th>predicted as</th><th>images</th></tr>{pairs}</table>",
+            f"<h2>The {len(result.top_losses)} images with the highest loss</h2>",
+            '<p class="muted">Each: the image, the Grad-CAM map of the predicted class, that of the true class (red: '
+            'where the evidence for the class lies; "none": no region raises that class\'s score; maps of the image as '
+            "it is, without test-time augmentation); the percentages are the model's probabilities, from its own "
+            "evaluation.</p>",
+            f'<div class="grid">{"".join(cards)}</div>',
+        ],
+        STYLE,
+    )
 
 
 def write_interpretation(result: Interpretation, out_dir: str) -> tuple[str, str]:

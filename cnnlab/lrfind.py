@@ -12,14 +12,15 @@ fraction of the head's, Muon's conv filters at muon_lr) keep their ratio; the lr
 the first group's (the head's, i.e. the config's `lr`). Other hyperparameters (momentum, weight decay)
 stay as the optimiser was built.
 """
+
 from __future__ import annotations
 
 import json
 import math
 import os
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterable, Iterator
 
 import torch
 import torch.nn as nn
@@ -53,8 +54,9 @@ class LrSweep:
 
     def __post_init__(self) -> None:
         if not (self.start_lr > 0 and math.isfinite(self.end_lr) and self.end_lr > self.start_lr):
-            raise ConfigError(f"lr-find: --start-lr ({self.start_lr}) must be positive and below --end-lr "
-                              f"({self.end_lr})")
+            raise ConfigError(
+                f"lr-find: --start-lr ({self.start_lr}) must be positive and below --end-lr ({self.end_lr})"
+            )
         if self.steps < 2:
             raise ConfigError(f"lr-find: --steps ({self.steps}) must be at least 2")
         if not 0 <= self.beta < 1:
@@ -125,8 +127,10 @@ def suggest_lr(lrs: list[float], smoothed: list[float], planned_steps: int) -> t
     if hi <= lo:
         return None, "no suggestion: the loss was not finite from the first step (lower --start-lr)"
     index = lo + valley_index(smoothed[lo:hi])
-    return index, (f"valley (fastai): the longest falling stretch of the smoothed loss over steps {lo}-{hi - 1}, "
-                   f"the suggestion about halfway down it (step {index} of {len(lrs)})")
+    return index, (
+        f"valley (fastai): the longest falling stretch of the smoothed loss over steps {lo}-{hi - 1}, "
+        f"the suggestion about halfway down it (step {index} of {len(lrs)})"
+    )
 
 
 def _batches_forever(batches: Iterable) -> Iterator:
@@ -151,11 +155,14 @@ class _Saved:
     cuda_rng: list[torch.Tensor] | None
 
     @classmethod
-    def take(cls, model: nn.Module) -> "_Saved":
-        return cls({k: v.detach().clone() for k, v in model.state_dict().items()},
-                   [None if p.grad is None else p.grad.detach().clone() for p in model.parameters()],
-                   [m.training for m in model.modules()], torch.get_rng_state(),
-                   torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None)
+    def take(cls, model: nn.Module) -> _Saved:
+        return cls(
+            {k: v.detach().clone() for k, v in model.state_dict().items()},
+            [None if p.grad is None else p.grad.detach().clone() for p in model.parameters()],
+            [m.training for m in model.modules()],
+            torch.get_rng_state(),
+            torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
+        )
 
     def restore(self, model: nn.Module) -> None:
         model.load_state_dict(self.state)
@@ -168,10 +175,15 @@ class _Saved:
             torch.cuda.set_rng_state_all(self.cuda_rng)
 
 
-def find_lr(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-            make_optimizer: Callable[[nn.Module], torch.optim.Optimizer],
-            loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
-            sweep: LrSweep = LrSweep(), bf16: bool = False, progress: bool = False) -> LrFindResult:
+def find_lr(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    make_optimizer: Callable[[nn.Module], torch.optim.Optimizer],
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
+    sweep: LrSweep = LrSweep(),
+    bf16: bool = False,
+    progress: bool = False,
+) -> LrFindResult:
     """Sweep the learning rate of a fresh optimizer `make_optimizer(model)` over `batches` (iterated again
     when they run out, so a small training set gives several epochs), one (inputs, labels) batch a step,
     the model in training mode, `loss_fn(outputs, labels)` (outputs in fp32), under bf16 autocast with
@@ -187,8 +199,15 @@ def find_lr(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor
     return result
 
 
-def _sweep(model: nn.Module, batches: Iterable, optimizer: torch.optim.Optimizer, loss_fn: Callable,
-           sweep: LrSweep, bf16: bool, progress: bool) -> LrFindResult:
+def _sweep(
+    model: nn.Module,
+    batches: Iterable,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: Callable,
+    sweep: LrSweep,
+    bf16: bool,
+    progress: bool,
+) -> LrFindResult:
     base = [group["lr"] for group in optimizer.param_groups]
     reference = next((lr for lr in base if lr > 0), 0.0)
     if not reference:
@@ -198,8 +217,7 @@ def _sweep(model: nn.Module, batches: Iterable, optimizer: torch.optim.Optimizer
     model.train()
     lrs, losses, smoothed = [], [], []
     average, best, reason = 0.0, math.inf, f"completed {sweep.steps} steps"
-    bar = tqdm(total=sweep.steps, desc="lr-find", unit="step", leave=False, disable=not progress,
-               dynamic_ncols=True)
+    bar = tqdm(total=sweep.steps, desc="lr-find", unit="step", leave=False, disable=not progress, dynamic_ncols=True)
     try:
         for step, (inputs, labels) in enumerate(_batches_forever(batches)):
             if step == sweep.steps:
@@ -237,8 +255,9 @@ def _sweep(model: nn.Module, batches: Iterable, optimizer: torch.optim.Optimizer
     if not lrs:
         raise CnnlabError("lr-find: no training batches (the training set is empty)")
     index, rule = suggest_lr(lrs, smoothed, sweep.steps)
-    return LrFindResult(lrs, losses, smoothed, None if index is None else lrs[index], index, rule, reason, base,
-                        reference)
+    return LrFindResult(
+        lrs, losses, smoothed, None if index is None else lrs[index], index, rule, reason, base, reference
+    )
 
 
 def plot_lr_find(result: LrFindResult, path: str, marks: dict[str, float] | None = None) -> str:
@@ -248,8 +267,11 @@ def plot_lr_find(result: LrFindResult, path: str, marks: dict[str, float] | None
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    points = [(lr, raw, smooth) for lr, raw, smooth in zip(result.lrs, result.losses, result.smoothed)
-              if math.isfinite(raw) and math.isfinite(smooth)]
+    points = [
+        (lr, raw, smooth)
+        for lr, raw, smooth in zip(result.lrs, result.losses, result.smoothed)
+        if math.isfinite(raw) and math.isfinite(smooth)
+    ]
     fig = Figure(figsize=(6.4, 4.2))
     FigureCanvasAgg(fig)
     ax = fig.subplots()
@@ -261,8 +283,13 @@ def plot_lr_find(result: LrFindResult, path: str, marks: dict[str, float] | None
         margin = 0.05 * (high - low) or 0.05 * abs(high) or 0.05
         ax.set_ylim(low - margin, high + margin)  # the raw loss's spikes above the smoothed curve may leave it
     if result.suggestion is not None:
-        ax.plot([result.suggestion], [result.smoothed[result.suggestion_index]], "o", color="tab:red",
-                label=f"suggestion {result.suggestion:.3g} (valley)")
+        ax.plot(
+            [result.suggestion],
+            [result.smoothed[result.suggestion_index]],
+            "o",
+            color="tab:red",
+            label=f"suggestion {result.suggestion:.3g} (valley)",
+        )
     for (label, lr), color in zip((marks or {}).items(), ("tab:green", "tab:purple", "tab:orange")):
         ax.axvline(lr, color=color, linestyle="--", linewidth=1, label=f"{label} {lr:.3g}")
     ax.set_xscale("log")
@@ -310,8 +337,9 @@ def _epochs(loader) -> Iterator:
             return
 
 
-def lr_find_run(cfg: Config, out: str, sweep: LrSweep = LrSweep(),
-                keep: frozenset[str] | set[str] | None = None) -> LrFindRun:
+def lr_find_run(
+    cfg: Config, out: str, sweep: LrSweep = LrSweep(), keep: frozenset[str] | set[str] | None = None
+) -> LrFindRun:
     """Sweep the learning rate of `cfg`'s model, optimizer, batch size, augmentation and loss on its training
     split, and write `out`/lr_find.png and `out`/lr_find.json. `keep`: as for pipeline.train_run (the keys
     the user gave; the recipe is adapted to a small training set except these); None: `cfg` as it is."""
@@ -323,8 +351,10 @@ def lr_find_run(cfg: Config, out: str, sweep: LrSweep = LrSweep(),
     cfg = ready.cfg
     notes = ready.dataset.found_lines() + ready.notes
     if not sweep.start_lr <= cfg.lr <= sweep.end_lr:
-        notes.append(f"note: the config's lr {cfg.lr:g} lies outside the sweep ({sweep.start_lr:g} to "
-                     f"{sweep.end_lr:g}); widen it with --start-lr / --end-lr to see the loss there")
+        notes.append(
+            f"note: the config's lr {cfg.lr:g} lies outside the sweep ({sweep.start_lr:g} to "
+            f"{sweep.end_lr:g}); widen it with --start-lr / --end-lr to see the loss there"
+        )
     if cfg.progress:
         print("\n".join(notes))
     label_smoothing = cfg.label_smoothing
@@ -332,15 +362,30 @@ def lr_find_run(cfg: Config, out: str, sweep: LrSweep = LrSweep(),
     def loss_fn(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
 
-    result = find_lr(ready.model, _epochs(ready.train_loader), lambda model: build_optimizer(model, cfg),
-                     loss_fn, sweep, ready.bf16, cfg.progress)
+    result = find_lr(
+        ready.model,
+        _epochs(ready.train_loader),
+        lambda model: build_optimizer(model, cfg),
+        loss_fn,
+        sweep,
+        ready.bf16,
+        cfg.progress,
+    )
     os.makedirs(out, exist_ok=True)
     run = LrFindRun(result, cfg, notes, [])
     marks = {"config lr": cfg.lr} if sweep.start_lr <= cfg.lr <= sweep.end_lr else {}
     run.files.append(plot_lr_find(result, os.path.join(out, PLOT), marks))
-    record = {**result.to_dict(), "suggested_config": run.suggested(), "sweep": asdict(sweep),
-              "config": cfg.to_dict(), "device": str(ready.device), "bf16": ready.bf16, "notes": run.notes,
-              "steps_per_epoch": len(ready.train_loader), "version": __version__}
+    record = {
+        **result.to_dict(),
+        "suggested_config": run.suggested(),
+        "sweep": asdict(sweep),
+        "config": cfg.to_dict(),
+        "device": str(ready.device),
+        "bf16": ready.bf16,
+        "notes": run.notes,
+        "steps_per_epoch": len(ready.train_loader),
+        "version": __version__,
+    }
     path = os.path.join(out, RESULT)
     write_atomic(path, json.dumps(record, indent=1) + "\n")
     run.files.append(path)

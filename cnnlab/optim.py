@@ -6,10 +6,11 @@ torch.optim.Muon for the conv filters, each seen as a matrix out x (in*kh*kw), a
 other parameter, wrapped as one optimizer so that one schedule and one checkpoint hold both; its
 Newton-Schulz iteration in fp32 where the training is (torch's runs it in bf16, emulated on most CPUs).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
@@ -22,8 +23,13 @@ from .models import head_parameter_names
 __all__ = ["KerasAdam", "Muon", "MuonWithSGD", "build_optimizer", "build_scheduler", "lr_factor", "param_groups"]
 
 
-def param_groups(model: nn.Module, lr: float, backbone_lr_scale: float, exclude: set[int] = frozenset(),
-                 whiten_bias_epochs: float = 0.0) -> list[dict]:
+def param_groups(
+    model: nn.Module,
+    lr: float,
+    backbone_lr_scale: float,
+    exclude: set[int] = frozenset(),
+    whiten_bias_epochs: float = 0.0,
+) -> list[dict]:
     """One group at `lr`; with backbone_lr_scale != 1, the classifier head at `lr` (first, so a history's
     lr is the head's) and every other parameter at lr * backbone_lr_scale. Parameters whose id is in
     `exclude` are left out (another optimizer's). With `whiten_bias_epochs`, the whitening layer's bias
@@ -36,8 +42,10 @@ def param_groups(model: nn.Module, lr: float, backbone_lr_scale: float, exclude:
         groups = [{"params": [p for _, p in params], "lr": lr}]
     else:
         head = set(head_parameter_names(model))
-        groups = [{"params": [p for name, p in params if name in head], "lr": lr},
-                  {"params": [p for name, p in params if name not in head], "lr": lr * backbone_lr_scale}]
+        groups = [
+            {"params": [p for name, p in params if name in head], "lr": lr},
+            {"params": [p for name, p in params if name not in head], "lr": lr * backbone_lr_scale},
+        ]
     if whiten is not None and whiten.requires_grad:
         groups.append({"params": [whiten], "lr": lr * backbone_lr_scale, "lr_epochs": whiten_bias_epochs})
     return [group for group in groups if group["params"]]
@@ -54,8 +62,9 @@ class Muon(torch.optim.Muon if hasattr(torch.optim, "Muon") else torch.optim.Opt
         self.ns_dtype = ns_dtype
 
     @staticmethod
-    def _orthogonalise(matrix: torch.Tensor, coefficients: tuple[float, float, float], steps: int, eps: float,
-                       dtype: torch.dtype) -> torch.Tensor:
+    def _orthogonalise(
+        matrix: torch.Tensor, coefficients: tuple[float, float, float], steps: int, eps: float, dtype: torch.dtype
+    ) -> torch.Tensor:
         a, b, c = coefficients
         x = matrix.to(dtype)
         wide = x.size(0) <= x.size(1)
@@ -86,8 +95,9 @@ class Muon(torch.optim.Muon if hasattr(torch.optim, "Muon") else torch.optim.Opt
                     state["momentum_buffer"] = torch.zeros_like(p.grad, memory_format=torch.preserve_format)
                 buffer = state["momentum_buffer"].lerp_(p.grad, 1 - momentum)
                 update = p.grad.lerp(buffer, momentum) if group["nesterov"] else buffer
-                update = self._orthogonalise(update, group["ns_coefficients"], group["ns_steps"], group["eps"],
-                                             self.ns_dtype)
+                update = self._orthogonalise(
+                    update, group["ns_coefficients"], group["ns_steps"], group["eps"], self.ns_dtype
+                )
                 p.mul_(1 - lr * decay)
                 p.add_(update.to(p.dtype), alpha=-lr * math.sqrt(max(1.0, p.size(0) / p.size(1))))
         return loss
@@ -114,17 +124,35 @@ class MuonWithSGD(torch.optim.Optimizer):
     groups then Muon's (the same dicts), so a learning-rate scheduler moves both.
     """
 
-    def __init__(self, filters: list[nn.Parameter], sgd_groups: list[dict], *, muon_lr: float, muon_momentum: float,
-                 momentum: float, nesterov: bool, ns_steps: int = 3, ns_dtype: torch.dtype = torch.bfloat16):
+    def __init__(
+        self,
+        filters: list[nn.Parameter],
+        sgd_groups: list[dict],
+        *,
+        muon_lr: float,
+        muon_momentum: float,
+        momentum: float,
+        nesterov: bool,
+        ns_steps: int = 3,
+        ns_dtype: torch.dtype = torch.bfloat16,
+    ):
         self.filters = list(filters)
         self.orders = [_column_order(p) for p in self.filters]
         self.matrices = [_as_matrix(p.detach(), order) for p, order in zip(self.filters, self.orders)]
         if any(m.data_ptr() != p.data_ptr() for m, p in zip(self.matrices, self.filters)):
             raise ValueError("a conv filter is not dense in memory; Muon cannot update it in place")
-        self.sgd = torch.optim.SGD(sgd_groups, lr=sgd_groups[0]["lr"] if sgd_groups else 0.0, momentum=momentum,
-                                   nesterov=nesterov)
-        self.muon = Muon(self.matrices, lr=muon_lr, momentum=muon_momentum, nesterov=nesterov, weight_decay=0.0,
-                         ns_steps=ns_steps, ns_dtype=ns_dtype)
+        self.sgd = torch.optim.SGD(
+            sgd_groups, lr=sgd_groups[0]["lr"] if sgd_groups else 0.0, momentum=momentum, nesterov=nesterov
+        )
+        self.muon = Muon(
+            self.matrices,
+            lr=muon_lr,
+            momentum=muon_momentum,
+            nesterov=nesterov,
+            weight_decay=0.0,
+            ns_steps=ns_steps,
+            ns_dtype=ns_dtype,
+        )
         super().__init__(self.filters + [p for g in self.sgd.param_groups for p in g["params"]], {})
         self._share_groups()
 
@@ -186,20 +214,30 @@ class KerasAdam(torch.optim.Adam):
 
 def _muon(model: nn.Module, cfg: Config) -> MuonWithSGD:
     if not hasattr(torch.optim, "Muon"):
-        raise ConfigError(f"optimizer 'muon' needs torch.optim.Muon (torch >= 2.9); this is torch {torch.__version__}: "
-                          "upgrade torch or choose another optimizer")
+        raise ConfigError(
+            f"optimizer 'muon' needs torch.optim.Muon (torch >= 2.9); this is torch {torch.__version__}: "
+            "upgrade torch or choose another optimizer"
+        )
     filters = [p for p in model.parameters() if p.requires_grad and p.ndim == 4]
     if not filters:
-        raise ConfigError(f"optimizer 'muon': model {type(model).__name__} has no trainable conv filters for Muon; "
-                          "choose another optimizer")
+        raise ConfigError(
+            f"optimizer 'muon': model {type(model).__name__} has no trainable conv filters for Muon; "
+            "choose another optimizer"
+        )
     groups = param_groups(model, cfg.lr, cfg.backbone_lr_scale, {id(p) for p in filters}, cfg.whiten_bias_epochs)
     for group in groups:  # airbench's decay: lr x decay the same in every group (none where the lr is 0)
         group["weight_decay"] = cfg.weight_decay / group["lr"] if group["lr"] else 0.0
     # the Newton-Schulz iteration in the training's precision (bf16 only where the hardware has it), as the peer
     bf16 = use_bf16(cfg.precision, filters[0].device)
-    return MuonWithSGD(filters, groups, muon_lr=cfg.muon_lr, muon_momentum=cfg.muon_momentum,
-                       momentum=cfg.momentum, nesterov=cfg.nesterov,
-                       ns_dtype=torch.bfloat16 if bf16 else torch.float32)
+    return MuonWithSGD(
+        filters,
+        groups,
+        muon_lr=cfg.muon_lr,
+        muon_momentum=cfg.muon_momentum,
+        momentum=cfg.momentum,
+        nesterov=cfg.nesterov,
+        ns_dtype=torch.bfloat16 if bf16 else torch.float32,
+    )
 
 
 def _kernels(model: nn.Module) -> dict:
@@ -214,10 +252,22 @@ def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
     params = param_groups(model, cfg.lr, cfg.backbone_lr_scale, whiten_bias_epochs=cfg.whiten_bias_epochs)
     if cfg.optimizer in ("adam", "adamw"):
         kind = torch.optim.AdamW if cfg.optimizer == "adamw" else KerasAdam
-        return kind(params, lr=cfg.lr, betas=(cfg.momentum, 0.999), eps=cfg.adam_eps,
-                    weight_decay=cfg.weight_decay, **_kernels(model))
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                           weight_decay=cfg.weight_decay, **_kernels(model))
+        return kind(
+            params,
+            lr=cfg.lr,
+            betas=(cfg.momentum, 0.999),
+            eps=cfg.adam_eps,
+            weight_decay=cfg.weight_decay,
+            **_kernels(model),
+        )
+    return torch.optim.SGD(
+        params,
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        nesterov=cfg.nesterov,
+        weight_decay=cfg.weight_decay,
+        **_kernels(model),
+    )
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
@@ -238,8 +288,9 @@ def own_steps(group: dict, steps_per_epoch: int) -> int | None:
     return max(1, int(round(group["lr_epochs"] * steps_per_epoch))) if group.get("lr_epochs") else None
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Config, steps_per_epoch: int
-                    ) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: Config, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     """cfg.schedule over cfg.epochs for every group; a group with `lr_epochs` (param_groups) follows the
     same schedule compressed into its own epochs, then stays at 0."""
     total, warmup = cfg.epochs * steps_per_epoch, int(round(cfg.warmup_epochs * steps_per_epoch))

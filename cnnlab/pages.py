@@ -4,6 +4,7 @@ Every page embeds its pictures as data: URIs, carries its CSS inline, runs no sc
 elsewhere; its Content-Security-Policy tells the browser so. Callers escape what comes from a user's folder
 (`html.escape`) before it reaches `page`.
 """
+
 from __future__ import annotations
 
 import base64
@@ -28,7 +29,10 @@ def png_uri(png: bytes) -> str:
 def page(title: str, body: list[str], css: str = "") -> str:
     """A whole HTML document: `title` (escaped here), the blocks of `body` (HTML, escaped by their makers),
     the shared CSS followed by a page's own `css`."""
-    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-            f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
-            f"<title>{html.escape(title)}</title><style>{CSS}{css}</style></head><body>\n"
-            + "\n".join(body) + "\n</body></html>\n")
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
+        f"<title>{html.escape(title)}</title><style>{CSS}{css}</style></head><body>\n"
+        + "\n".join(body)
+        + "\n</body></html>\n"
+    )

@@ -1,5 +1,6 @@
 """Orchestration: Config -> data -> model -> train -> files, and back from files to a model.
 Sweep, search, report and predict build on it."""
+
 from __future__ import annotations
 
 import contextlib
@@ -13,8 +14,17 @@ import torch
 
 from . import distributed, runs, tracking
 from .config import Config, adapt_to_dataset, adapt_to_imbalance, saved_config, size_hw
-from .data import (Augmentation, Decoding, DeviceLoader, Feed, Preprocessing, Sampling, Splitting, channel_stats,
-                   load_dataset)
+from .data import (
+    Augmentation,
+    Decoding,
+    DeviceLoader,
+    Feed,
+    Preprocessing,
+    Sampling,
+    Splitting,
+    channel_stats,
+    load_dataset,
+)
 from .data.dataset import Dataset
 from .data.loader import class_counts
 from .device import peak_memory, resolve_device, set_threads, tune_host_allocator, use_bf16
@@ -33,11 +43,24 @@ def model_input_hw(cfg: Config) -> tuple[int, int]:
 
 def load_data(cfg: Config, image_size: tuple[int, int] | None = None) -> Dataset:
     """The dataset as `cfg` says; `image_size` (a run's stored size) overrides the config's choice."""
-    decoding = Decoding(image_size=image_size or size_hw(cfg.image_size), interpolation=cfg.interpolation,
-                        resize=cfg.resize, exif=cfg.exif, fallback_size=model_input_hw(cfg),
-                        skip_bad=cfg.skip_bad_images, memory_budget=int(cfg.memory_gb * 1e9) or None)
-    splitting = Splitting(val_fraction=cfg.val_fraction, split=cfg.split, seed=cfg.seed, subset=cfg.subset,
-                          folds=cfg.folds, fold=cfg.fold, fold_seed=cfg.fold_seed)
+    decoding = Decoding(
+        image_size=image_size or size_hw(cfg.image_size),
+        interpolation=cfg.interpolation,
+        resize=cfg.resize,
+        exif=cfg.exif,
+        fallback_size=model_input_hw(cfg),
+        skip_bad=cfg.skip_bad_images,
+        memory_budget=int(cfg.memory_gb * 1e9) or None,
+    )
+    splitting = Splitting(
+        val_fraction=cfg.val_fraction,
+        split=cfg.split,
+        seed=cfg.seed,
+        subset=cfg.subset,
+        folds=cfg.folds,
+        fold=cfg.fold,
+        fold_seed=cfg.fold_seed,
+    )
     return load_dataset(cfg.data_path(), decoding, splitting, progress=cfg.progress)
 
 
@@ -60,8 +83,15 @@ def preprocessing(cfg: Config, dataset: Dataset) -> Preprocessing:
     else:
         mean, std = channel_stats(dataset.train)
     height, width = dataset.image_shape[:2]
-    return Preprocessing(mean, std, (height, width), tuple(size_hw(cfg.input_size) or (height, width)),
-                         cfg.interpolation, cfg.resize, cfg.exif)
+    return Preprocessing(
+        mean,
+        std,
+        (height, width),
+        tuple(size_hw(cfg.input_size) or (height, width)),
+        cfg.interpolation,
+        cfg.resize,
+        cfg.exif,
+    )
 
 
 def should_stream(nbytes: int, cfg: Config, device: torch.device) -> bool:
@@ -90,23 +120,52 @@ def fold_upscale(model: torch.nn.Module, cfg: Config, prep: Preprocessing) -> bo
 
 
 def augmentation(cfg: Config) -> Augmentation:
-    return Augmentation(flip=cfg.flip, flip_alternate=cfg.flip_alternate, translate=cfg.translate,
-                        cutout=cfg.cutout, crop_scale=cfg.rrc_scale_min, brightness=cfg.brightness,
-                        contrast=cfg.contrast)
+    return Augmentation(
+        flip=cfg.flip,
+        flip_alternate=cfg.flip_alternate,
+        translate=cfg.translate,
+        cutout=cfg.cutout,
+        crop_scale=cfg.rrc_scale_min,
+        brightness=cfg.brightness,
+        contrast=cfg.contrast,
+    )
 
 
-def make_loader(split, cfg: Config, prep: Preprocessing, device: torch.device, training: bool,
-                folded: bool = False) -> DeviceLoader:
+def make_loader(
+    split, cfg: Config, prep: Preprocessing, device: torch.device, training: bool, folded: bool = False
+) -> DeviceLoader:
     """Batches of `split` for a model fed as `prep` says; `folded` (fold_upscale): at the stored size."""
     feed = Feed(prep.mean, prep.std, prep.image_size if folded else prep.input_size, prep.interpolation)
     stream = should_stream(split.nbytes, cfg, device)
     if training:  # under torchrun, this rank's share of every global batch
-        sampling = Sampling(shuffle=True, balanced=cfg.sampler == "balanced", drop_last=True, seed=cfg.seed,
-                            shard=(distributed.rank(), distributed.world_size()))
-        return DeviceLoader(split.stored, split.labels, cfg.batch_size, device, rows=split.index, stream=stream,
-                            feed=feed, augment=augmentation(cfg), sampling=sampling)
-    return DeviceLoader(split.stored, split.labels, cfg.eval_batch_size, device, rows=split.index, stream=stream,
-                        feed=feed, sampling=Sampling(seed=cfg.seed))
+        sampling = Sampling(
+            shuffle=True,
+            balanced=cfg.sampler == "balanced",
+            drop_last=True,
+            seed=cfg.seed,
+            shard=(distributed.rank(), distributed.world_size()),
+        )
+        return DeviceLoader(
+            split.stored,
+            split.labels,
+            cfg.batch_size,
+            device,
+            rows=split.index,
+            stream=stream,
+            feed=feed,
+            augment=augmentation(cfg),
+            sampling=sampling,
+        )
+    return DeviceLoader(
+        split.stored,
+        split.labels,
+        cfg.eval_batch_size,
+        device,
+        rows=split.index,
+        stream=stream,
+        feed=feed,
+        sampling=Sampling(seed=cfg.seed),
+    )
 
 
 def build_model(cfg: Config, num_classes: int, input_size: tuple[int, int], device: torch.device) -> torch.nn.Module:
@@ -121,8 +180,10 @@ def build_model(cfg: Config, num_classes: int, input_size: tuple[int, int], devi
             model(torch.zeros(2, 3, *input_size))
         model.train()
     except RuntimeError:
-        raise ConfigError(f"model {cfg.model!r} does not accept {input_size[0]}x{input_size[1]} inputs; set "
-                          "input_size to the size it was built for (see `cnnlab summary`)") from None
+        raise ConfigError(
+            f"model {cfg.model!r} does not accept {input_size[0]}x{input_size[1]} inputs; set "
+            "input_size to the size it was built for (see `cnnlab summary`)"
+        ) from None
     return model.to(device, memory_format=torch.channels_last)
 
 
@@ -138,8 +199,10 @@ def init_source(cfg: Config) -> dict | None:
     run = runs.load_run(cfg.init_from)
     source = run.get("config", {}).get("model")
     if source != cfg.model:
-        raise ConfigError(f"{cfg.init_from}: a run of model {source!r}, not {cfg.model!r}; --init-from needs a run of "
-                          f"the same model (pass --model {source})")
+        raise ConfigError(
+            f"{cfg.init_from}: a run of model {source!r}, not {cfg.model!r}; --init-from needs a run of "
+            f"the same model (pass --model {source})"
+        )
     return run
 
 
@@ -149,8 +212,9 @@ def init_from_run(model: torch.nn.Module, cfg: Config, run: dict, classes: list[
     path = os.path.join(cfg.init_from, runs.WEIGHTS)
     same = run["data"]["classes"] == classes
     fresh = transfer_weights(model, read_state_dict(path), path, cfg.model, keep_head=same)
-    return (f"weights from {cfg.init_from}" + ("" if not fresh else f"; a new classifier head for {len(classes)} "
-                                                "classes (the run's classes differ)"))
+    return f"weights from {cfg.init_from}" + (
+        "" if not fresh else f"; a new classifier head for {len(classes)} classes (the run's classes differ)"
+    )
 
 
 def whitening_sample(split, count: int = 5000, seed: int = 0):
@@ -194,12 +258,16 @@ def prepare(cfg: Config, keep: frozenset[str] | set[str] | None = None) -> Prepa
         cfg, imbalance = adapt_to_imbalance(cfg, class_counts(dataset.train.labels, len(dataset.classes)), keep)
         notes += imbalance
     if cfg.batch_size > len(dataset.train):
-        raise ConfigError(f"config key 'batch_size' ({cfg.batch_size}) is larger than the "
-                          f"{len(dataset.train)} training images; lower it")
+        raise ConfigError(
+            f"config key 'batch_size' ({cfg.batch_size}) is larger than the "
+            f"{len(dataset.train)} training images; lower it"
+        )
     ranks = distributed.world_size()
     if cfg.batch_size % ranks:  # each rank's loss is the mean over its share: equal shares
-        raise ConfigError(f"config key 'batch_size' ({cfg.batch_size}) is not a multiple of the {ranks} processes "
-                          "(WORLD_SIZE); choose a multiple or another number of processes")
+        raise ConfigError(
+            f"config key 'batch_size' ({cfg.batch_size}) is not a multiple of the {ranks} processes "
+            "(WORLD_SIZE); choose a multiple or another number of processes"
+        )
     device = distributed.setup(device)  # under torchrun: join the process group; cuda:LOCAL_RANK on GPUs
     prep = preprocessing(cfg, dataset)
     model = build_model(cfg, len(dataset.classes), prep.input_size, device)
@@ -213,11 +281,22 @@ def prepare(cfg: Config, keep: frozenset[str] | set[str] | None = None) -> Prepa
     folded = fold_upscale(model, cfg, prep)
     train_loader = make_loader(dataset.train, cfg, prep, device, training=True, folded=folded)
     if train_loader.stream:
-        notes.append(f"training images ({dataset.train.nbytes / 1e9:.2f} GB) stream from the host cache a batch at "
-                     "a time (they do not fit the device budget; --device-memory-gb)")
-    return Prepared(dataset, prep, model, train_loader,
-                    make_loader(dataset.val, cfg, prep, device, training=False, folded=folded) if dataset.val else None,
-                    device, use_bf16(cfg.precision, device), cfg, dataset.notes + notes, folded)
+        notes.append(
+            f"training images ({dataset.train.nbytes / 1e9:.2f} GB) stream from the host cache a batch at "
+            "a time (they do not fit the device budget; --device-memory-gb)"
+        )
+    return Prepared(
+        dataset,
+        prep,
+        model,
+        train_loader,
+        make_loader(dataset.val, cfg, prep, device, training=False, folded=folded) if dataset.val else None,
+        device,
+        use_bf16(cfg.precision, device),
+        cfg,
+        dataset.notes + notes,
+        folded,
+    )
 
 
 @contextlib.contextmanager
@@ -246,8 +325,9 @@ class TestAtEpochs(Callback):
     """Adds test_loss / test_accuracy to the history records of the given epochs, so that one training
     can stand for runs of several lengths (a sweep's shared epochs)."""
 
-    def __init__(self, epochs: set[int], loader: DeviceLoader, classes: list[str], bf16: bool, tta: bool,
-                 tta_translate: int = 0):
+    def __init__(
+        self, epochs: set[int], loader: DeviceLoader, classes: list[str], bf16: bool, tta: bool, tta_translate: int = 0
+    ):
         self.epochs, self.loader, self.classes, self.bf16, self.tta = epochs, loader, classes, bf16, tta
         self.tta_translate = tta_translate
 
@@ -257,18 +337,38 @@ class TestAtEpochs(Callback):
             record.update(test_loss=test["loss"], test_accuracy=test["accuracy"])
 
 
-def _fit(cfg: Config, out: str, ready: Prepared, callbacks: tuple[Callback, ...], resume: dict | None,
-         test_at_epochs: tuple[int, ...] = (), tracking_parent: str | None = None) -> dict:
-    test_loader = (make_loader(ready.dataset.test, cfg, ready.prep, ready.device, training=False, folded=ready.folded)
-                   if ready.dataset.test is not None else None)
+def _fit(
+    cfg: Config,
+    out: str,
+    ready: Prepared,
+    callbacks: tuple[Callback, ...],
+    resume: dict | None,
+    test_at_epochs: tuple[int, ...] = (),
+    tracking_parent: str | None = None,
+) -> dict:
+    test_loader = (
+        make_loader(ready.dataset.test, cfg, ready.prep, ready.device, training=False, folded=ready.folded)
+        if ready.dataset.test is not None
+        else None
+    )
     # the tracker logs each epoch after its test figures are added and before a callback can stop the run
-    tracker = tracking.Tracker(cfg, out, len(ready.train_loader) * cfg.batch_size,
-                               resume["epoch"] if resume else None, tracking_parent)
+    tracker = tracking.Tracker(
+        cfg, out, len(ready.train_loader) * cfg.batch_size, resume["epoch"] if resume else None, tracking_parent
+    )
     callbacks = (tracker, *callbacks)
     if test_at_epochs and test_loader is not None:
         # the last epoch's test figures come from the final evaluation below, not from a second pass
-        callbacks = (TestAtEpochs(set(test_at_epochs) - {cfg.epochs}, test_loader, ready.dataset.classes,
-                                  ready.bf16, cfg.tta, cfg.tta_translate), *callbacks)
+        callbacks = (
+            TestAtEpochs(
+                set(test_at_epochs) - {cfg.epochs},
+                test_loader,
+                ready.dataset.classes,
+                ready.bf16,
+                cfg.tta,
+                cfg.tta_translate,
+            ),
+            *callbacks,
+        )
 
     with tracker:
         history, metrics = _train_and_save(cfg, out, ready, callbacks, resume, test_at_epochs, test_loader)
@@ -276,8 +376,15 @@ def _fit(cfg: Config, out: str, ready: Prepared, callbacks: tuple[Callback, ...]
     return metrics
 
 
-def _train_and_save(cfg: Config, out: str, ready: Prepared, callbacks: tuple[Callback, ...], resume: dict | None,
-                    test_at_epochs: tuple[int, ...], test_loader: DeviceLoader | None) -> tuple[list[dict], dict]:
+def _train_and_save(
+    cfg: Config,
+    out: str,
+    ready: Prepared,
+    callbacks: tuple[Callback, ...],
+    resume: dict | None,
+    test_at_epochs: tuple[int, ...],
+    test_loader: DeviceLoader | None,
+) -> tuple[list[dict], dict]:
     main = distributed.is_main()
 
     def save(state: dict) -> None:
@@ -286,19 +393,33 @@ def _train_and_save(cfg: Config, out: str, ready: Prepared, callbacks: tuple[Cal
 
     with stop_on_signals() as stop_requested:
         # under torchrun, a signal to any rank stops every rank after the same step
-        control = TrainControl(save_checkpoint=save, every_epochs=cfg.checkpoint_every,
-                               stop_requested=lambda: distributed.agree_stop(stop_requested()), resume=resume)
+        control = TrainControl(
+            save_checkpoint=save,
+            every_epochs=cfg.checkpoint_every,
+            stop_requested=lambda: distributed.agree_stop(stop_requested()),
+            resume=resume,
+        )
         try:
-            history = train(ready.model, ready.train_loader, ready.val_loader, cfg, ready.dataset.classes,
-                            ready.bf16, callbacks, control)
+            history = train(
+                ready.model,
+                ready.train_loader,
+                ready.val_loader,
+                cfg,
+                ready.dataset.classes,
+                ready.bf16,
+                callbacks,
+                control,
+            )
         except Interrupted as exc:
             how = "cnnlab" if distributed.world_size() == 1 else "torchrun <the same options> -m cnnlab"
             raise Interrupted(f"{exc}; resume with: {how} train --resume {out}") from None
     if not main:
         return history, {}
-    metrics: dict = {"train_time_s": round(sum(r["time_s"] for r in history), 3),
-                     "eval_time_s": round(sum(r.get("eval_time_s", 0.0) for r in history), 3),
-                     "epochs_run": len(history)}
+    metrics: dict = {
+        "train_time_s": round(sum(r["time_s"] for r in history), 3),
+        "eval_time_s": round(sum(r.get("eval_time_s", 0.0) for r in history), 3),
+        "epochs_run": len(history),
+    }
     if test_loader is not None:
         logits, labels = predict_batches(ready.model, test_loader, ready.bf16, cfg.tta, cfg.tta_translate)
         metrics["test"] = metrics_from_logits(logits, labels, ready.dataset.classes)
@@ -322,8 +443,14 @@ def quiet_unless_main(cfg: Config) -> Config:
     return cfg if distributed.is_main() else cfg.replace(progress=False, log="none")
 
 
-def train_run(cfg: Config, out: str, callbacks: tuple[Callback, ...] = (), test_at_epochs: tuple[int, ...] = (),
-              tracking_parent: str | None = None, keep: frozenset[str] | set[str] | None = None) -> dict:
+def train_run(
+    cfg: Config,
+    out: str,
+    callbacks: tuple[Callback, ...] = (),
+    test_at_epochs: tuple[int, ...] = (),
+    tracking_parent: str | None = None,
+    keep: frozenset[str] | set[str] | None = None,
+) -> dict:
     """Train `cfg` and save everything into the new run directory `out`; returns the test metrics.
     `test_at_epochs`: also evaluate the test split after these epochs (into the history);
     `tracking_parent`: the MLflow run (of a sweep) whose child this run's MLflow run is;
@@ -340,13 +467,19 @@ def train_run(cfg: Config, out: str, callbacks: tuple[Callback, ...] = (), test_
     if cfg.progress:
         print("\n".join(ready.dataset.found_lines() + ready.notes))
     runs.create_run_dir(out)
-    data_info = {"source": ready.dataset.source, "classes": ready.dataset.classes,
-                 "found": dict(zip(ready.dataset.subsets(), ready.dataset.found_lines())),
-                 "sizes": {name: len(split) for name, split in ready.dataset.subsets().items()},
-                 "preprocessing": ready.prep.to_dict(), "device": str(ready.device), "bf16": ready.bf16,
-                 "test_at_epochs": list(test_at_epochs), "notes": ready.notes,
-                 "world_size": distributed.world_size(),
-                 "skipped": {name: len(entries) for name, entries in ready.dataset.skipped.items()}}
+    data_info = {
+        "source": ready.dataset.source,
+        "classes": ready.dataset.classes,
+        "found": dict(zip(ready.dataset.subsets(), ready.dataset.found_lines())),
+        "sizes": {name: len(split) for name, split in ready.dataset.subsets().items()},
+        "preprocessing": ready.prep.to_dict(),
+        "device": str(ready.device),
+        "bf16": ready.bf16,
+        "test_at_epochs": list(test_at_epochs),
+        "notes": ready.notes,
+        "world_size": distributed.world_size(),
+        "skipped": {name: len(entries) for name, entries in ready.dataset.skipped.items()},
+    }
     if ready.dataset.skipped:
         runs.save_skipped(out, ready.dataset.skipped)
     runs.save_config(out, cfg.to_dict(), data_info)
@@ -378,8 +511,9 @@ def resume_run(run_dir: str, callbacks: tuple[Callback, ...] = (), device: str |
     try:
         return _fit(cfg, run_dir, ready, callbacks, state, tuple(saved["data"].get("test_at_epochs", ())))
     except CheckpointMismatch:
-        raise CnnlabError(f"{os.path.join(run_dir, runs.CHECKPOINT)}: does not match model {cfg.model!r}; "
-                          "start the run again") from None
+        raise CnnlabError(
+            f"{os.path.join(run_dir, runs.CHECKPOINT)}: does not match model {cfg.model!r}; start the run again"
+        ) from None
 
 
 def load_trained(run_dir: str, device: torch.device | None = None) -> tuple[torch.nn.Module, Config, dict]:
@@ -405,12 +539,12 @@ def evaluate_run(run_dir: str, data: str | None = None) -> dict:
     prep = Preprocessing.from_dict(run["data"]["preprocessing"])
     dataset = load_data(cfg, image_size=prep.image_size)
     if dataset.classes != run["data"]["classes"]:
-        raise CnnlabError(f"{cfg.data_path()}: its classes differ from the run's "
-                          f"({', '.join(run['data']['classes'])})")
+        raise CnnlabError(f"{cfg.data_path()}: its classes differ from the run's ({', '.join(run['data']['classes'])})")
     split, name = (dataset.test, "test") if dataset.test is not None else (dataset.val, "validation")
     if split is None:
-        raise CnnlabError(f"{cfg.data_path()}: no test folder and no validation split to evaluate on; "
-                          "pass --data with a test/ folder")
+        raise CnnlabError(
+            f"{cfg.data_path()}: no test folder and no validation split to evaluate on; pass --data with a test/ folder"
+        )
     device = next(model.parameters()).device
     loader = make_loader(split, cfg, prep, device, training=False)
     bf16 = use_bf16(cfg.precision, device)
@@ -419,5 +553,15 @@ def evaluate_run(run_dir: str, data: str | None = None) -> dict:
     return metrics
 
 
-__all__ = ["Prepared", "build_model", "evaluate_run", "load_data", "load_trained", "make_loader", "prepare",
-           "preprocessing", "resume_run", "train_run"]
+__all__ = [
+    "Prepared",
+    "build_model",
+    "evaluate_run",
+    "load_data",
+    "load_trained",
+    "make_loader",
+    "prepare",
+    "preprocessing",
+    "resume_run",
+    "train_run",
+]

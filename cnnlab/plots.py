@@ -2,6 +2,7 @@
 
 Each figure is a `matplotlib.figure.Figure` with its own Agg canvas: no pyplot state, no backend chosen
 for the whole process, and nothing to close (a figure is freed with its last reference)."""
+
 from __future__ import annotations
 
 import os
@@ -24,8 +25,7 @@ def plot_curves(history: list[dict], out_dir: str, prefix: str = "") -> list[str
     copies: training vs validation per epoch, as in the study."""
     epochs = [r["epoch"] for r in history]
     written = []
-    for key, label, ylim, name in (("accuracy", "accuracy", (0, 1), "acc_plot"),
-                                   ("loss", "loss", (0, 3), "loss_plot")):
+    for key, label, ylim, name in (("accuracy", "accuracy", (0, 1), "acc_plot"), ("loss", "loss", (0, 3), "loss_plot")):
         fig, ax = _figure(6.4, 4.8)
         ax.plot(epochs, [r[key] for r in history], label="train")
         if any(r.get(f"val_{key}") is not None for r in history):
@@ -40,8 +40,15 @@ def plot_curves(history: list[dict], out_dir: str, prefix: str = "") -> list[str
     return written
 
 
-def plot_heatmap(matrix: list[list[float | None]], row_key: str, row_values: list, col_key: str,
-                 col_values: list, path: str, title: str) -> str:
+def plot_heatmap(
+    matrix: list[list[float | None]],
+    row_key: str,
+    row_values: list,
+    col_key: str,
+    col_values: list,
+    path: str,
+    title: str,
+) -> str:
     """A two-dimensional grid of values (in [0, 1]) as a heatmap with the figures written in, in %."""
     import numpy as np
 
@@ -76,8 +83,15 @@ def plot_confusion(confusion: list[list[int]], classes: list[str], path: str) ->
     threshold = data.max() / 2 if data.size else 0
     for i in range(len(classes)):
         for j in range(len(classes)):
-            ax.text(j, i, str(data[i, j]), ha="center", va="center", fontsize=7,
-                    color="white" if data[i, j] > threshold else "black")
+            ax.text(
+                j,
+                i,
+                str(data[i, j]),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if data[i, j] > threshold else "black",
+            )
     ax.set_title("confusion matrix (test)")
     fig.tight_layout()
     return _save(fig, path)
@@ -94,14 +108,17 @@ def image_grid(images, titles: list[str], columns: int, path: str, scale: float 
     mosaic = np.full((rows * (height + gap), columns * (width + gap), 3), 255, dtype=np.uint8)
     for k, image in enumerate(images):
         r, c = divmod(k, columns)
-        mosaic[r * (height + gap) + gap:r * (height + gap) + gap + height, c * (width + gap):c * (width + gap) + width] = image
+        mosaic[
+            r * (height + gap) + gap : r * (height + gap) + gap + height, c * (width + gap) : c * (width + gap) + width
+        ] = image
     fig, ax = _figure(scale * 1.3 * columns, scale * 1.45 * rows)
     ax.imshow(mosaic, interpolation="nearest")
     ax.axis("off")
     for k, title in enumerate(titles):
         r, c = divmod(k, columns)
-        ax.text(c * (width + gap) + width / 2, r * (height + gap) + gap - 0.5, title, ha="center", va="bottom",
-                fontsize=7)
+        ax.text(
+            c * (width + gap) + width / 2, r * (height + gap) + gap - 0.5, title, ha="center", va="bottom", fontsize=7
+        )
     fig.tight_layout()
     return _save(fig, path)
 

@@ -7,12 +7,14 @@ The preprocessing is the run's own, read from its config.json: decode to RGB, re
 image size, upscale to the input size on the device, rescale or normalise, and flip TTA (with its
 translated views, tta_translate) if the run evaluated with it.
 """
+
 from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,8 +45,16 @@ class Prediction:
 class Predictor:
     """A trained run, ready to classify images (file paths, PIL images or uint8 HxWx3 arrays)."""
 
-    def __init__(self, model: nn.Module, classes: list[str], preprocessing: Preprocessing | dict, tta: bool, bf16: bool,
-                 batch_size: int = 256, tta_translate: int = 0):
+    def __init__(
+        self,
+        model: nn.Module,
+        classes: list[str],
+        preprocessing: Preprocessing | dict,
+        tta: bool,
+        bf16: bool,
+        batch_size: int = 256,
+        tta_translate: int = 0,
+    ):
         if isinstance(preprocessing, dict):  # as saved in a run's config.json
             preprocessing = Preprocessing.from_dict(preprocessing)
         self.model, self.classes, self.prep = model.eval(), classes, preprocessing
@@ -75,7 +85,7 @@ class Predictor:
         """Probabilities (N, classes) for uint8 (N, H, W, 3) images at the stored size."""
         out = []
         for start in range(0, len(images), self.batch_size):
-            batch = torch.from_numpy(np.ascontiguousarray(images[start:start + self.batch_size])).to(self.device)
+            batch = torch.from_numpy(np.ascontiguousarray(images[start : start + self.batch_size])).to(self.device)
             inputs = self.preprocess(batch)
             out.append(torch.softmax(infer(self.model, inputs, self.bf16, self.tta, self.tta_translate), 1).cpu())
         return torch.cat(out).numpy() if out else np.zeros((0, len(self.classes)), dtype=np.float32)
@@ -84,13 +94,15 @@ class Predictor:
         """Probabilities (N, classes); `images` is a list of paths / PIL images / arrays, or a uint8
         (N, H, W, 3) array. A bad image raises DataError naming it."""
         if isinstance(images, np.ndarray) and images.ndim == 4:
-            arrays = np.stack([self.to_array(a) for a in images]) if images.shape[1:3] != self.image_size \
-                else images
+            arrays = np.stack([self.to_array(a) for a in images]) if images.shape[1:3] != self.image_size else images
         else:
             if isinstance(images, (str, os.PathLike, Image.Image)) or (isinstance(images, np.ndarray)):
                 images = [images]
-            arrays = np.stack([self.to_array(img) for img in images]) if len(images) else \
-                np.zeros((0, *self.image_size, 3), dtype=np.uint8)
+            arrays = (
+                np.stack([self.to_array(img) for img in images])
+                if len(images)
+                else np.zeros((0, *self.image_size, 3), dtype=np.uint8)
+            )
         return self.predict_arrays(arrays)
 
     def predict_files(self, paths: Iterable[str]) -> list[Prediction]:
@@ -119,8 +131,15 @@ def load(run_dir: str, device: str | None = None, batch_size: int = 0, precision
     dev = next(model.parameters()).device
     if precision not in (None, "auto", "fp32", "bf16"):
         raise CnnlabError(f"precision {precision!r}: use auto, fp32 or bf16")
-    return Predictor(model, run["data"]["classes"], Preprocessing.from_dict(run["data"]["preprocessing"]), cfg.tta,
-                     use_bf16(precision or cfg.precision, dev), batch_size or cfg.eval_batch_size, cfg.tta_translate)
+    return Predictor(
+        model,
+        run["data"]["classes"],
+        Preprocessing.from_dict(run["data"]["preprocessing"]),
+        cfg.tta,
+        use_bf16(precision or cfg.precision, dev),
+        batch_size or cfg.eval_batch_size,
+        cfg.tta_translate,
+    )
 
 
 def collect_images(targets: Sequence[str]) -> list[str]:
@@ -128,8 +147,12 @@ def collect_images(targets: Sequence[str]) -> list[str]:
     files = []
     for target in targets:
         if os.path.isdir(target):
-            found = [os.path.join(folder, name) for folder, _, names in os.walk(target) for name in names
-                     if is_image_name(name)]
+            found = [
+                os.path.join(folder, name)
+                for folder, _, names in os.walk(target)
+                for name in names
+                if is_image_name(name)
+            ]
             files.extend(sorted(found))
         elif os.path.lexists(target):
             files.append(target)
@@ -168,10 +191,18 @@ def export(run_dir: str, out: str, fmt: str) -> str:
                 raise CnnlabError("ONNX export needs the onnx package: pip install 'cnnlab[export]'") from None
 
             def write(fh) -> None:
-                torch.onnx.export(module, (example,), fh, input_names=["images"], output_names=["probabilities"],
-                                  dynamic_axes={"images": {0: "batch"}, "probabilities": {0: "batch"}},
-                                  opset_version=17, dynamo=False)
+                torch.onnx.export(
+                    module,
+                    (example,),
+                    fh,
+                    input_names=["images"],
+                    output_names=["probabilities"],
+                    dynamic_axes={"images": {0: "batch"}, "probabilities": {0: "batch"}},
+                    opset_version=17,
+                    dynamo=False,
+                )
         elif fmt == "torchscript":
+
             def write(fh) -> None:
                 with torch.no_grad():
                     torch.jit.save(torch.jit.trace(module, example), fh)

@@ -3,6 +3,7 @@
 `build_report(DIR)` writes DIR/report.md (images in DIR/report_files/) and DIR/report.html, a single
 self-contained file: images embedded as data URIs, inline CSS, no scripts, no external fonts.
 """
+
 from __future__ import annotations
 
 import html
@@ -13,12 +14,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import runs
-from .pages import page, png_uri
 from .config import saved_config
 from .data.preprocess import input_hw
 from .errors import CnnlabError
-from .interpret import HTML_NAME as INTERPRET_HTML, JSON_NAME as INTERPRET_JSON
+from .interpret import HTML_NAME as INTERPRET_HTML
+from .interpret import JSON_NAME as INTERPRET_JSON
 from .models import count_params, create_model, summary
+from .pages import page, png_uri
 from .pipeline import load_data
 from .plots import image_grid, plot_confusion, plot_curves
 from .stats import format_interval
@@ -52,16 +54,22 @@ def _pct(x: float | None) -> str:
 
 # --- a single run ---------------------------------------------------------------------------------
 
+
 def _run_sections(report: Report, run_dir: str, title: str | None = None, heading: str = "h2") -> None:
     run = runs.load_run(run_dir)
     cfg = saved_config(run["config"])  # with the defaults it was saved under, not today's
     data, history, metrics = run["data"], run["history"], run["metrics"] or {}
-    report.add("h1" if heading == "h2" else heading, title or f"cnnlab report: {os.path.basename(os.path.abspath(run_dir))}")
+    report.add(
+        "h1" if heading == "h2" else heading, title or f"cnnlab report: {os.path.basename(os.path.abspath(run_dir))}"
+    )
     report.add(heading, "Configuration")
     env = run.get("environment", {})
-    report.add("p", f"Model `{cfg.model}`, seed {run['seed']}, {cfg.epochs} epochs of batch {cfg.batch_size}; "
-                    f"cnnlab {env.get('cnnlab')} (git {str(env.get('git_commit'))[:10]}), torch {env.get('torch')}, "
-                    f"{data.get('device')}, {'bf16' if data.get('bf16') else 'fp32'}.")
+    report.add(
+        "p",
+        f"Model `{cfg.model}`, seed {run['seed']}, {cfg.epochs} epochs of batch {cfg.batch_size}; "
+        f"cnnlab {env.get('cnnlab')} (git {str(env.get('git_commit'))[:10]}), torch {env.get('torch')}, "
+        f"{data.get('device')}, {'bf16' if data.get('bf16') else 'fp32'}.",
+    )
     report.add("table", (["key", "value"], [[k, str(v)] for k, v in cfg.to_dict().items()]))
 
     dataset = _data_section(report, heading, run_dir, cfg, data)
@@ -69,8 +77,11 @@ def _run_sections(report: Report, run_dir: str, title: str | None = None, headin
     report.add(heading, "Model")
     model = create_model(cfg.model, num_classes=len(data["classes"]))
     counts = count_params(model)
-    report.add("p", f"`{cfg.model}`: {counts['total']:,} parameters ({counts['trainable']:,} trainable, "
-                    f"{counts['non_trainable']:,} non-trainable).")
+    report.add(
+        "p",
+        f"`{cfg.model}`: {counts['total']:,} parameters ({counts['trainable']:,} trainable, "
+        f"{counts['non_trainable']:,} non-trainable).",
+    )
     report.add("pre", summary(model, input_hw(data["preprocessing"])))
 
     _training_section(report, heading, run_dir, history, metrics)
@@ -84,9 +95,12 @@ def _data_section(report: Report, heading: str, run_dir: str, cfg, data: dict):
     report.add(heading, "Data")
     report.add("pre", "\n".join(f"{line}  ({name})" for name, line in data["found"].items()))
     prep = data["preprocessing"]
-    report.add("p", f"{len(data['classes'])} classes: {', '.join(data['classes'])}. Images stored at "
-                    f"{prep['image_size'][0]}x{prep['image_size'][1]}, fed to the model at "
-                    f"{'x'.join(map(str, input_hw(prep)))} ({prep['interpolation']} resize).")
+    report.add(
+        "p",
+        f"{len(data['classes'])} classes: {', '.join(data['classes'])}. Images stored at "
+        f"{prep['image_size'][0]}x{prep['image_size'][1]}, fed to the model at "
+        f"{'x'.join(map(str, input_hw(prep)))} ({prep['interpolation']} resize).",
+    )
     for i, line in enumerate(_skipped_lines(run_dir, data)):
         report.add("pre" if i else "p", line)
     dataset = None
@@ -97,8 +111,13 @@ def _data_section(report: Report, heading: str, run_dir: str, cfg, data: dict):
     if dataset is not None:
         labels = dataset.train.labels
         picks = [i for c in range(len(dataset.classes)) for i in np.flatnonzero(labels == c)[:SAMPLES_PER_CLASS]]
-        path = image_grid(list(dataset.train.take(np.asarray(picks, dtype=np.int64)).images), [dataset.classes[labels[i]] for i in picks],
-                          SAMPLES_PER_CLASS, report.scratch_path("samples.png"), scale=0.9)
+        path = image_grid(
+            list(dataset.train.take(np.asarray(picks, dtype=np.int64)).images),
+            [dataset.classes[labels[i]] for i in picks],
+            SAMPLES_PER_CLASS,
+            report.scratch_path("samples.png"),
+            scale=0.9,
+        )
         report.image("samples.png", path, "sample training images, one row per class")
     return dataset
 
@@ -109,28 +128,45 @@ def _skipped_lines(run_dir: str, data: dict) -> list[str]:
     if not skipped and not data.get("skipped"):
         return []
     total = sum(len(entries) for entries in skipped.values())
-    lines = [f"**{total} unreadable image(s) skipped** (--skip-bad-images; all listed in `{runs.SKIPPED}`): "
-             + ", ".join(f"{len(entries)} in {folder}" for folder, entries in skipped.items()) + "."]
+    lines = [
+        f"**{total} unreadable image(s) skipped** (--skip-bad-images; all listed in `{runs.SKIPPED}`): "
+        + ", ".join(f"{len(entries)} in {folder}" for folder, entries in skipped.items())
+        + "."
+    ]
     shown = [entry for entries in skipped.values() for entry in entries][:SKIPPED_SHOWN]
     if shown:
-        lines.append("\n".join(f"{entry['path']}: {entry['reason']}" for entry in shown)
-                     + ("\n..." if total > len(shown) else ""))
+        lines.append(
+            "\n".join(f"{entry['path']}: {entry['reason']}" for entry in shown)
+            + ("\n..." if total > len(shown) else "")
+        )
     return lines
 
 
 def _training_section(report: Report, heading: str, run_dir: str, history: list[dict], metrics: dict) -> None:
     report.add(heading, "Training")
-    for name, alt in (("acc_plot.png", "accuracy per epoch, training vs validation"),
-                      ("loss_plot.png", "loss per epoch, training vs validation")):
+    for name, alt in (
+        ("acc_plot.png", "accuracy per epoch, training vs validation"),
+        ("loss_plot.png", "loss per epoch, training vs validation"),
+    ):
         if os.path.exists(os.path.join(run_dir, name)):
             report.image(name, os.path.join(run_dir, name), alt)
-    keys = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "val_balanced_accuracy", "val_macro_f1",
-            "time_s"]
+    keys = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "val_balanced_accuracy", "val_macro_f1", "time_s"]
     keys = [k for k in keys if any(k in r for r in history) or not k.startswith("val_")]  # older runs lack some
-    report.add("table", (keys, [["-" if r.get(k) is None else (f"{r[k]:.4f}" if isinstance(r[k], float) else str(r[k]))
-                                 for k in keys] for r in history]))
-    report.add("p", f"Training time {metrics.get('train_time_s', 0):.1f} s over {len(history)} epochs "
-                    f"(validation {metrics.get('eval_time_s', 0):.1f} s).")
+    report.add(
+        "table",
+        (
+            keys,
+            [
+                ["-" if r.get(k) is None else (f"{r[k]:.4f}" if isinstance(r[k], float) else str(r[k])) for k in keys]
+                for r in history
+            ],
+        ),
+    )
+    report.add(
+        "p",
+        f"Training time {metrics.get('train_time_s', 0):.1f} s over {len(history)} epochs "
+        f"(validation {metrics.get('eval_time_s', 0):.1f} s).",
+    )
 
 
 def _figures_line(test: dict) -> str | None:
@@ -138,16 +174,22 @@ def _figures_line(test: dict) -> str | None:
     if "balanced_accuracy" not in test:
         return None
     top5 = f", top-5 accuracy {_pct(test['top5_accuracy'])}" if "top5_accuracy" in test else ""
-    return (f"**Balanced accuracy: {_pct(test['balanced_accuracy'])}, macro-F1: {test['macro_f1']:.4f}**{top5} "
-            "(balanced accuracy: the mean of the classes' recalls; macro-F1: the mean of their F1 scores).")
+    return (
+        f"**Balanced accuracy: {_pct(test['balanced_accuracy'])}, macro-F1: {test['macro_f1']:.4f}**{top5} "
+        "(balanced accuracy: the mean of the classes' recalls; macro-F1: the mean of their F1 scores)."
+    )
 
 
 def _class_table(test: dict) -> tuple[list[str], list[list[str]]]:
     if "per_class" not in test:  # a run saved before per-class precision/recall/F1
         return ["class", "accuracy"], [[c, _pct(a)] for c, a in test["per_class_accuracy"].items()]
-    return (["class", "precision", "recall", "F1", "support"],
-            [[c, f"{v['precision']:.4f}", f"{v['recall']:.4f}", f"{v['f1']:.4f}", str(v["support"])]
-             for c, v in test["per_class"].items()])
+    return (
+        ["class", "precision", "recall", "F1", "support"],
+        [
+            [c, f"{v['precision']:.4f}", f"{v['recall']:.4f}", f"{v['f1']:.4f}", str(v["support"])]
+            for c, v in test["per_class"].items()
+        ],
+    )
 
 
 def _evaluation_section(report: Report, heading: str, cfg, data: dict, metrics: dict, dataset) -> None:
@@ -156,9 +198,12 @@ def _evaluation_section(report: Report, heading: str, cfg, data: dict, metrics: 
     if not test:
         report.add("p", "No test split: the dataset has no test folder.")
         return
-    report.add("p", f"**Test accuracy: {_pct(test['accuracy'])}** on {test['n']} images (loss {test['loss']:.4f}"
-                    f"{', flip TTA' if cfg.tta else ''}"
-                    f"{f' with {cfg.tta_translate}-pixel translations' if cfg.tta and cfg.tta_translate else ''}).")
+    report.add(
+        "p",
+        f"**Test accuracy: {_pct(test['accuracy'])}** on {test['n']} images (loss {test['loss']:.4f}"
+        f"{', flip TTA' if cfg.tta else ''}"
+        f"{f' with {cfg.tta_translate}-pixel translations' if cfg.tta and cfg.tta_translate else ''}).",
+    )
     figures = _figures_line(test)
     if figures:
         report.add("p", figures)
@@ -168,17 +213,29 @@ def _evaluation_section(report: Report, heading: str, cfg, data: dict, metrics: 
     confusion = np.array(test["confusion"])
     off = [(confusion[i, j], i, j) for i in range(len(confusion)) for j in range(len(confusion)) if i != j]
     top = sorted(off, reverse=True)[:5]
-    report.add("table", (["true class", "predicted as", "images", "share of the class"],
-                         [[data["classes"][i], data["classes"][j], str(n), _pct(n / max(1, confusion[i].sum()))]
-                          for n, i, j in top if n > 0]))
+    report.add(
+        "table",
+        (
+            ["true class", "predicted as", "images", "share of the class"],
+            [
+                [data["classes"][i], data["classes"][j], str(n), _pct(n / max(1, confusion[i].sum()))]
+                for n, i, j in top
+                if n > 0
+            ],
+        ),
+    )
     predictions = metrics.get("test_predictions")
     if dataset is not None and dataset.test is not None and predictions and len(predictions) == len(dataset.test):
         wrong = np.flatnonzero(np.asarray(predictions) != dataset.test.labels)[:MISCLASSIFIED_SHOWN]
         if len(wrong):
             names = dataset.classes
-            path = image_grid(list(dataset.test.take(wrong).images),
-                              [f"{names[dataset.test.labels[i]]} -> {names[predictions[i]]}" for i in wrong],
-                              8, report.scratch_path("misclassified.png"), scale=1.1)
+            path = image_grid(
+                list(dataset.test.take(wrong).images),
+                [f"{names[dataset.test.labels[i]]} -> {names[predictions[i]]}" for i in wrong],
+                8,
+                report.scratch_path("misclassified.png"),
+                scale=1.1,
+            )
             report.image("misclassified.png", path, "misclassified test images: true -> predicted")
 
 
@@ -198,20 +255,30 @@ def _interpret_section(report: Report, run_dir: str, data_root: str | None, head
     report.add(heading, "Why it fails")
     path = os.path.join(run_dir, INTERPRET_JSON)
     if not os.path.exists(path):
-        report.add("p", f"`cnnlab interpret {run_dir}` adds here the images with the highest loss, the most confused "
-                        "classes and a link to their Grad-CAM maps.")
+        report.add(
+            "p",
+            f"`cnnlab interpret {run_dir}` adds here the images with the highest loss, the most confused "
+            "classes and a link to their Grad-CAM maps.",
+        )
         return
     try:
         saved = runs.read_json(path)
-        losses = [[_shown_file(t, data_root), t["true_class"], t["predicted_class"],
-                   _pct(t["predicted_probability"])] for t in saved["top_losses"][:INTERPRET_LOSSES]]
+        losses = [
+            [_shown_file(t, data_root), t["true_class"], t["predicted_class"], _pct(t["predicted_probability"])]
+            for t in saved["top_losses"][:INTERPRET_LOSSES]
+        ]
         pairs = [[p["true_class"], p["predicted_class"], str(p["count"])] for p in saved["confused"][:INTERPRET_PAIRS]]
-        intro = (f"From `cnnlab interpret` ({INTERPRET_JSON}): the {saved['split']} split's {saved['n']} images, "
-                 f"accuracy {_pct(saved['accuracy'])}; the {len(losses)} with the highest loss of the "
-                 f"{len(saved['top_losses'])} it saved.")
+        intro = (
+            f"From `cnnlab interpret` ({INTERPRET_JSON}): the {saved['split']} split's {saved['n']} images, "
+            f"accuracy {_pct(saved['accuracy'])}; the {len(losses)} with the highest loss of the "
+            f"{len(saved['top_losses'])} it saved."
+        )
     except (CnnlabError, KeyError, TypeError, ValueError) as exc:
-        report.add("p", f"{INTERPRET_JSON} cannot be read ({type(exc).__name__}: {exc}); `cnnlab interpret {run_dir}` "
-                        "writes it again.")
+        report.add(
+            "p",
+            f"{INTERPRET_JSON} cannot be read ({type(exc).__name__}: {exc}); `cnnlab interpret {run_dir}` "
+            "writes it again.",
+        )
         return
     metrics = os.path.join(run_dir, "metrics.json")
     if os.path.exists(metrics) and os.path.getmtime(path) < os.path.getmtime(metrics):
@@ -221,11 +288,17 @@ def _interpret_section(report: Report, run_dir: str, data_root: str | None, head
     report.add("p", "The most confused pairs:")
     report.add("table", (["true class", "predicted as", "images"], pairs))
     if os.path.exists(os.path.join(run_dir, INTERPRET_HTML)):
-        report.add("link", (f"{INTERPRET_HTML}: every top loss with the Grad-CAM maps of its predicted and true class",
-                            INTERPRET_HTML))
+        report.add(
+            "link",
+            (
+                f"{INTERPRET_HTML}: every top loss with the Grad-CAM maps of its predicted and true class",
+                INTERPRET_HTML,
+            ),
+        )
 
 
 # --- a sweep --------------------------------------------------------------------------------------
+
 
 def _conclusion(res: dict) -> list[str]:
     """Plain-language statements computed from the results table."""
@@ -236,21 +309,28 @@ def _conclusion(res: dict) -> list[str]:
     metric = METRIC_NAMES.get(res.get("select_metric", "val_accuracy"), "accuracy")
     seeds = len(res.get("seed_values") or []) or res["seeds"]
     runs_of = f"results: {res['folds']} folds x {seeds} seeds" if res.get("folds") else "seeds"
-    lines = [f"Chosen on validation {metric}: **{best['cell']}**, {format_interval(best['val'])}% (mean [95% CI], "
-             f"n={best['val']['n']} {runs_of}; `{res.get('select_metric', 'val_accuracy')}`). Its test accuracy, "
-             f"reported once for the chosen configuration and never used to choose: {format_interval(best['test'])}%."]
+    lines = [
+        f"Chosen on validation {metric}: **{best['cell']}**, {format_interval(best['val'])}% (mean [95% CI], "
+        f"n={best['val']['n']} {runs_of}; `{res.get('select_metric', 'val_accuracy')}`). Its test accuracy, "
+        f"reported once for the chosen configuration and never used to choose: {format_interval(best['test'])}%."
+    ]
     n = res.get("comparisons", 0)
     test = f"Welch's t-test on validation {metric}, Holm-corrected for {n} comparison{'s' if n != 1 else ''}"
     worse = [r for r in res["rows"] if r is not best and r["p_value"] is not None and r["p_value"] < 0.05]
     same = [r for r in res["rows"] if r is not best and r["p_value"] is not None and r["p_value"] >= 0.05]
     untested = [r for r in res["rows"] if r is not best and r["p_value"] is None and r["val"]["n"]]
     if worse:
-        lines.append(f"Significantly worse than the chosen cell ({test}, p < 0.05): "
-                     + "; ".join(f"{r['cell']} ({100 * r['val']['mean']:.2f}%, p={r['p_value']:.3g})" for r in worse) + ".")
+        lines.append(
+            f"Significantly worse than the chosen cell ({test}, p < 0.05): "
+            + "; ".join(f"{r['cell']} ({100 * r['val']['mean']:.2f}%, p={r['p_value']:.3g})" for r in worse)
+            + "."
+        )
     if same:
-        lines.append(f"Not distinguishable from the chosen cell with {best['val']['n']} {runs_of} ({test}, p >= 0.05): "
-                     + "; ".join(f"{r['cell']} ({100 * r['val']['mean']:.2f}%, p={r['p_value']:.2f})" for r in same)
-                     + ". The data do not show that the chosen cell is better than these.")
+        lines.append(
+            f"Not distinguishable from the chosen cell with {best['val']['n']} {runs_of} ({test}, p >= 0.05): "
+            + "; ".join(f"{r['cell']} ({100 * r['val']['mean']:.2f}%, p={r['p_value']:.2f})" for r in same)
+            + ". The data do not show that the chosen cell is better than these."
+        )
     if untested:
         lines.append("Too few seeds to test: " + ", ".join(r["cell"] for r in untested) + ".")
     if not worse and not same and not untested:
@@ -277,25 +357,57 @@ def _sweep_sections(report: Report, sweep_dir: str) -> None:
     spec, res = _saved_study(report, sweep_dir, "sweep.json", "sweep")
     seeds = f"{spec['seeds']} seeds ({', '.join(map(str, res.get('seed_values') or range(spec['seeds'])))})"
     folds = res.get("folds")
-    report.add("p", f"Grid: {'; '.join(f'{k} = {v}' for k, v in spec['grid'].items())}; "
-                    + (f"{folds}-fold cross-validation x {seeds} per cell ({folds} x {spec['seeds']} = "
-                       f"{folds * spec['seeds']} trainings): stratified folds of the training images, drawn with "
-                       "the sweep's seed, the same for every cell and seed; each fold's held-out part is its "
-                       "validation split, the test split untouched. " if folds else f"{seeds} per cell. ")
-                    + "Every other setting is the base configuration below.")
+    report.add(
+        "p",
+        f"Grid: {'; '.join(f'{k} = {v}' for k, v in spec['grid'].items())}; "
+        + (
+            f"{folds}-fold cross-validation x {seeds} per cell ({folds} x {spec['seeds']} = "
+            f"{folds * spec['seeds']} trainings): stratified folds of the training images, drawn with "
+            "the sweep's seed, the same for every cell and seed; each fold's held-out part is its "
+            "validation split, the test split untouched. "
+            if folds
+            else f"{seeds} per cell. "
+        )
+        + "Every other setting is the base configuration below.",
+    )
     metric = res.get("select_metric", "val_accuracy")
-    report.add("p", f"Cells are compared on validation {METRIC_NAMES.get(metric, metric)} (`{metric}`), never on the "
-                    f"test split; {sample_note(res)}.")
+    report.add(
+        "p",
+        f"Cells are compared on validation {METRIC_NAMES.get(metric, metric)} (`{metric}`), never on the "
+        f"test split; {sample_note(res)}.",
+    )
     report.add("table", (["key", "value"], [[k, str(v)] for k, v in saved_config(spec["config"]).to_dict().items()]))
     report.add("h2", "Comparison")
-    report.add("table", (["cell", "n", f"validation {METRIC_NAMES.get(metric, metric)} % [95% CI]", "test acc. % [95% CI]",
-                          "training s", "verdict"],
-                         [[r["cell"], str(r["val"]["n"]), format_interval(r["val"]), format_interval(r["test"]),
-                           "-" if r["train_time_s"]["mean"] is None else f"{r['train_time_s']['mean']:.0f}",
-                           r["verdict"]] for r in res["rows"]]))
+    report.add(
+        "table",
+        (
+            [
+                "cell",
+                "n",
+                f"validation {METRIC_NAMES.get(metric, metric)} % [95% CI]",
+                "test acc. % [95% CI]",
+                "training s",
+                "verdict",
+            ],
+            [
+                [
+                    r["cell"],
+                    str(r["val"]["n"]),
+                    format_interval(r["val"]),
+                    format_interval(r["test"]),
+                    "-" if r["train_time_s"]["mean"] is None else f"{r['train_time_s']['mean']:.0f}",
+                    r["verdict"],
+                ]
+                for r in res["rows"]
+            ],
+        ),
+    )
     if os.path.exists(os.path.join(sweep_dir, "heatmap.png")):
-        report.image("heatmap.png", os.path.join(sweep_dir, "heatmap.png"),
-                     f"mean validation {METRIC_NAMES.get(metric, metric)} per cell")
+        report.image(
+            "heatmap.png",
+            os.path.join(sweep_dir, "heatmap.png"),
+            f"mean validation {METRIC_NAMES.get(metric, metric)} per cell",
+        )
     report.add("p", p_value_note(res).replace("p: ", "p-values in the verdicts: ", 1) + ".")
     report.add("h2", "Conclusion")
     for line in _conclusion(res):
@@ -306,18 +418,28 @@ def _sweep_sections(report: Report, sweep_dir: str) -> None:
         epochs = next(c for c in cells_of(spec["grid"]) if cell_name(c) == best).get("epochs")
         chosen = [os.path.join(sweep_dir, "runs", name) for name in row.get("runs", []) if name]
         if chosen:
-            _chosen_curves(report, sweep_dir, chosen[0], f"The chosen configuration: {best}",
-                           "its first seed" + (" and fold" if res.get("folds") else ""), epochs)
+            _chosen_curves(
+                report,
+                sweep_dir,
+                chosen[0],
+                f"The chosen configuration: {best}",
+                "its first seed" + (" and fold" if res.get("folds") else ""),
+                epochs,
+            )
 
 
-def _chosen_curves(report: Report, top_dir: str, run_dir: str, title: str, which: str, epochs: int | None = None) -> None:
+def _chosen_curves(
+    report: Report, top_dir: str, run_dir: str, title: str, which: str, epochs: int | None = None
+) -> None:
     """The training curves of the chosen configuration's run (its first `epochs` epochs)."""
     if not runs.is_complete(run_dir):
         return
     history = runs.load_run(run_dir)["history"][:epochs]
     report.add("h2", title)
-    report.add("p", f"Curves of {which} (run `{os.path.relpath(run_dir, top_dir)}`"
-                    f"{f', first {epochs} epochs' if epochs else ''}).")
+    report.add(
+        "p",
+        f"Curves of {which} (run `{os.path.relpath(run_dir, top_dir)}`{f', first {epochs} epochs' if epochs else ''}).",
+    )
     for written in plot_curves(history, report.scratch, prefix="chosen_"):
         if written.endswith(".png"):
             report.image(os.path.basename(written), written, "training vs validation of the chosen configuration")
@@ -330,34 +452,76 @@ def _params(params: dict) -> str:
 def _search_sections(report: Report, search_dir: str) -> None:
     """A TPE search: its space, every trial (parameters, state, scores), the best on validation."""
     spec, res = _saved_study(report, search_dir, "search.json", "search")
-    space = "; ".join(f"{k} = one of {', '.join(map(str, d['values']))}" if d["kind"] == "choice" else
-                      f"{k} = {d['low']}..{d['high']}{' (log scale)' if d['log'] else ''}" for k, d in spec["space"].items())
+    space = "; ".join(
+        f"{k} = one of {', '.join(map(str, d['values']))}"
+        if d["kind"] == "choice"
+        else f"{k} = {d['low']}..{d['high']}{' (log scale)' if d['log'] else ''}"
+        for k, d in spec["space"].items()
+    )
     metric = res.get("select_metric", "val_accuracy")
-    report.add("p", f"TPE search (Optuna's TPE sampler; median pruning on validation {METRIC_NAMES.get(metric, metric)} "
-                    f"(`{metric}`) after each epoch; never on the test split) over "
-                    f"{space}; {spec['trials']} trials, one seed each (seed {spec['config'].get('seed', 0)}). Every other setting is the base configuration below.")
+    report.add(
+        "p",
+        f"TPE search (Optuna's TPE sampler; median pruning on validation {METRIC_NAMES.get(metric, metric)} "
+        f"(`{metric}`) after each epoch; never on the test split) over "
+        f"{space}; {spec['trials']} trials, one seed each (seed {spec['config'].get('seed', 0)}). Every other setting is the base configuration below.",
+    )
     report.add("table", (["key", "value"], [[k, str(v)] for k, v in saved_config(spec["config"]).to_dict().items()]))
     report.add("h2", "Trials")
     states = [r["state"] for r in res["rows"]]
-    report.add("p", f"{len(states)} trials finished: " + ", ".join(
-        f"{states.count(s)} {word}" for s, word in (("COMPLETE", "complete"), ("PRUNED", "pruned"), ("FAIL", "failed"))) + ".")
-    report.add("table", (["trial", "state", "parameters", f"validation {METRIC_NAMES.get(metric, metric)}", "test acc.",
-                          "epochs", "note"],
-                         [[str(r["trial"]), r["state"], _params(r["params"]), _pct(r.get("val", r["val_accuracy"])),
-                           _pct(r["test_accuracy"]), "-" if r.get("epochs") is None else str(r["epochs"]),
-                           r["reason"] or (f"pruned after epoch {r.get('epochs')}" if r["state"] == "PRUNED" else "")]
-                          for r in res["rows"]]))
+    report.add(
+        "p",
+        f"{len(states)} trials finished: "
+        + ", ".join(
+            f"{states.count(s)} {word}"
+            for s, word in (("COMPLETE", "complete"), ("PRUNED", "pruned"), ("FAIL", "failed"))
+        )
+        + ".",
+    )
+    report.add(
+        "table",
+        (
+            [
+                "trial",
+                "state",
+                "parameters",
+                f"validation {METRIC_NAMES.get(metric, metric)}",
+                "test acc.",
+                "epochs",
+                "note",
+            ],
+            [
+                [
+                    str(r["trial"]),
+                    r["state"],
+                    _params(r["params"]),
+                    _pct(r.get("val", r["val_accuracy"])),
+                    _pct(r["test_accuracy"]),
+                    "-" if r.get("epochs") is None else str(r["epochs"]),
+                    r["reason"] or (f"pruned after epoch {r.get('epochs')}" if r["state"] == "PRUNED" else ""),
+                ]
+                for r in res["rows"]
+            ],
+        ),
+    )
     report.add("h2", "Conclusion")
     best = res.get("best")
     if best is None:
         report.add("p", "No trial has completed yet.")
         return
-    report.add("p", f"Chosen on validation {METRIC_NAMES.get(metric, metric)}: **trial {best['trial']}** "
-                    f"({_params(best['params'])}), {_pct(best.get('val', best['val_accuracy']))}; its test accuracy: {_pct(best['test_accuracy'])}. Each trial ran "
-                    "one seed, so the gaps between trials include seed-to-seed noise; rerun the chosen configuration "
-                    "with `cnnlab sweep --seeds N` to measure it.")
-    _chosen_curves(report, search_dir, os.path.join(search_dir, "runs", best["run"]),
-                   f"The chosen configuration: trial {best['trial']}", f"trial {best['trial']}")
+    report.add(
+        "p",
+        f"Chosen on validation {METRIC_NAMES.get(metric, metric)}: **trial {best['trial']}** "
+        f"({_params(best['params'])}), {_pct(best.get('val', best['val_accuracy']))}; its test accuracy: {_pct(best['test_accuracy'])}. Each trial ran "
+        "one seed, so the gaps between trials include seed-to-seed noise; rerun the chosen configuration "
+        "with `cnnlab sweep --seeds N` to measure it.",
+    )
+    _chosen_curves(
+        report,
+        search_dir,
+        os.path.join(search_dir, "runs", best["run"]),
+        f"The chosen configuration: trial {best['trial']}",
+        f"trial {best['trial']}",
+    )
 
 
 # --- rendering ------------------------------------------------------------------------------------
@@ -394,11 +558,21 @@ def render(report: Report, out_dir: str) -> tuple[str, str]:
             body.append(f"<pre>{html.escape(str(payload))}</pre>")
         elif kind == "table":
             headers, rows = payload
-            md.append("| " + " | ".join(headers) + " |\n|" + "---|" * len(headers) + "\n"
-                      + "".join("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |\n" for row in rows))
-            body.append("<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-                        + "</tr></thead><tbody>" + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row)
-                                                           + "</tr>" for row in rows) + "</tbody></table>")
+            md.append(
+                "| "
+                + " | ".join(headers)
+                + " |\n|"
+                + "---|" * len(headers)
+                + "\n"
+                + "".join("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |\n" for row in rows)
+            )
+            body.append(
+                "<table><thead><tr>"
+                + "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+                + "</tr></thead><tbody>"
+                + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+                + "</tbody></table>"
+            )
         elif kind == "img":
             name, data, alt = payload
             runs.write_atomic(os.path.join(files_dir, name), data)

@@ -12,6 +12,7 @@
     mlflow_run.json    the id of the run's MLflow run (--log mlflow), so that a resume appends to it
 Every file is written with files.write_atomic, so none is ever half-written.
 """
+
 from __future__ import annotations
 
 import csv
@@ -30,8 +31,14 @@ from .errors import CnnlabError, first_line
 from .files import create_new_dir, write_atomic
 
 CONFIG, HISTORY_JSON, HISTORY_CSV, METRICS, WEIGHTS, COMPLETE, CHECKPOINT = (
-    "config.json", "history.json", "history.csv", "metrics.json", "model.safetensors", "COMPLETE",
-    "checkpoint.pt")
+    "config.json",
+    "history.json",
+    "history.csv",
+    "metrics.json",
+    "model.safetensors",
+    "COMPLETE",
+    "checkpoint.pt",
+)
 SKIPPED = "skipped.json"
 MLFLOW_RUN = "mlflow_run.json"  # in a run directory, and in a sweep directory for the sweep's parent run
 
@@ -82,15 +89,24 @@ def environment() -> dict[str, Any]:
 
     from .version import __version__
 
-    return {"cnnlab": __version__, "git_commit": _git_commit(), "python": sys.version.split()[0],
-            "torch": torch.__version__, "numpy": numpy.__version__, "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    return {
+        "cnnlab": __version__,
+        "git_commit": _git_commit(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
 
 
 def save_config(run_dir: str, config: dict, data_info: dict) -> None:
-    write_json(os.path.join(run_dir, CONFIG), {"config": config, "seed": config["seed"], "data": data_info,
-                                               "environment": environment()})
+    write_json(
+        os.path.join(run_dir, CONFIG),
+        {"config": config, "seed": config["seed"], "data": data_info, "environment": environment()},
+    )
 
 
 def save_history(run_dir: str, history: list[dict]) -> None:
@@ -154,8 +170,9 @@ def load_checkpoint(run_dir: str) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for damaged or foreign files
-        raise CnnlabError(f"{path}: damaged or not a cnnlab checkpoint ({first_line(exc, 200)}); "
-                          "start the run again") from None
+        raise CnnlabError(
+            f"{path}: damaged or not a cnnlab checkpoint ({first_line(exc, 200)}); start the run again"
+        ) from None
     needed = {"model", "optimizer", "scheduler", "rng", "epoch", "step", "sums", "history"}
     if not isinstance(state, dict) or not needed <= set(state):
         raise CnnlabError(f"{path}: not a cnnlab checkpoint (missing fields); start the run again")

@@ -6,6 +6,7 @@ epoch, and Optuna's median pruner stops trials that fall behind the median of ea
 same epoch. Trials live in the same kind of study as grid sweeps (journal file
 or --storage URL), so an interrupted search resumes, and several workers can search together.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,9 +18,21 @@ from .config import Config
 from .errors import ConfigError, Interrupted
 from .pipeline import train_run
 from .stats import summarize
-from .studies import (Claim, choose_select_metric, fail_reason, is_real_failure, mark_worker, open_study,
-                      per_trial_sampler, prepare_dir, require_splits, require_validation, tell_selected,
-                      training_counts_of, work_loop)
+from .studies import (
+    Claim,
+    choose_select_metric,
+    fail_reason,
+    is_real_failure,
+    mark_worker,
+    open_study,
+    per_trial_sampler,
+    prepare_dir,
+    require_splits,
+    require_validation,
+    tell_selected,
+    training_counts_of,
+    work_loop,
+)
 from .train import Callback
 
 SEARCH_SPEC, RESULTS = "search.json", "results.json"
@@ -50,15 +63,23 @@ def parse_space(specs: list[str], base: Config) -> dict[str, dict]:
                 raise ConfigError(f"--param {key}: LOW must be below HIGH, got {low}..{high}")
             space[key] = {"kind": kind.__name__, "low": low, "high": high, "log": scale.strip() == "log"}
         else:
-            space[key] = {"kind": "choice", "values": [getattr(base.replace(**{key: v.strip()}), key)
-                                                       for v in values.split(",")]}
+            space[key] = {
+                "kind": "choice",
+                "values": [getattr(base.replace(**{key: v.strip()}), key) for v in values.split(",")],
+            }
     if not space:
         raise ConfigError("--search tpe needs at least one --param KEY=SPACE")
     if base.folds or {"folds", "fold", "fold_seed"} & set(space):
-        raise ConfigError("--folds: k-fold cross-validation is for grid sweeps; a TPE search trains one split per trial")
+        raise ConfigError(
+            "--folds: k-fold cross-validation is for grid sweeps; a TPE search trains one split per trial"
+        )
     fractions = space.get("val_fraction", {"values": [base.val_fraction]})
-    require_validation({" (in --param val_fraction)" if "val_fraction" in space else "": base.replace(val_fraction=v)
-                        for v in fractions.get("values", [fractions.get("low")])})
+    require_validation(
+        {
+            " (in --param val_fraction)" if "val_fraction" in space else "": base.replace(val_fraction=v)
+            for v in fractions.get("values", [fractions.get("low")])
+        }
+    )
     return space
 
 
@@ -95,8 +116,13 @@ def _open(out: str, base: Config, storage: str | None, study_name: str):
 
     # constant_liar: a worker's proposal takes the running trials of the others into account
     sampler = per_trial_sampler(base.seed, lambda seed: optuna.samplers.TPESampler(seed=seed, constant_liar=True))
-    return open_study(out, storage, study_name, sampler=sampler,
-                      pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1))
+    return open_study(
+        out,
+        storage,
+        study_name,
+        sampler=sampler,
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
+    )
 
 
 def _finished(study) -> int:
@@ -106,8 +132,16 @@ def _finished(study) -> int:
     return sum(1 for t in study.get_trials(deepcopy=False) if t.state in states or is_real_failure(t))
 
 
-def run_search(out: str, base: Config, space: dict[str, dict], trials: int, storage: str | None = None,
-               study_name: str = "cnnlab", progress: bool = True, select_metric: str = "val_accuracy") -> dict:
+def run_search(
+    out: str,
+    base: Config,
+    space: dict[str, dict],
+    trials: int,
+    storage: str | None = None,
+    study_name: str = "cnnlab",
+    progress: bool = True,
+    select_metric: str = "val_accuracy",
+) -> dict:
     """Run (or resume) a TPE search until `trials` trials have finished (completed, pruned or failed),
     each told its validation `select_metric`."""
     import optuna
@@ -115,16 +149,20 @@ def run_search(out: str, base: Config, space: dict[str, dict], trials: int, stor
     choose_select_metric(select_metric, None)  # a known metric
     dim = space.get("val_fraction", {"values": [base.val_fraction]})
     fractions = dim.get("values", [dim.get("low")])  # a range: its smallest fraction
-    require_splits({"": base.replace(val_fraction=v) for v in fractions}, training_counts_of(base))
-    spec = runs.json_round_trip({"mode": "tpe", "config": base.to_dict(), "space": space, "trials": trials,
-                                 "select_metric": select_metric})
+    # every fraction the search may draw, each under its own name (one shared key had kept only the last)
+    require_splits({f" (val_fraction {v})": base.replace(val_fraction=v) for v in fractions}, training_counts_of(base))
+    spec = runs.json_round_trip(
+        {"mode": "tpe", "config": base.to_dict(), "space": space, "trials": trials, "select_metric": select_metric}
+    )
     prepare_dir(out, SEARCH_SPEC, spec, "search")
     runs.write_json(os.path.join(out, SEARCH_SPEC), spec)
     study = _open(out, base, storage, study_name)
     parent = tracking.open_parent(base, out)  # the search's MLflow run: each trial's is its child
 
     def pick() -> Claim | None:
-        runs.write_json(os.path.join(out, RESULTS), search_results(study, base.seed, select_metric))  # for `cnnlab report`
+        runs.write_json(
+            os.path.join(out, RESULTS), search_results(study, base.seed, select_metric)
+        )  # for `cnnlab report`
         running = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
         if _finished(study) + running >= trials:
             return None
@@ -135,8 +173,12 @@ def run_search(out: str, base: Config, space: dict[str, dict], trials: int, stor
 
     def train(claimed: Claim) -> dict:
         trial = claimed.trials[0]
-        return train_run(base.replace(**claimed.job, progress=progress), os.path.join(out, "runs", run_name(trial.number)),
-                         callbacks=(ReportAndPrune(trial, select_metric),), tracking_parent=parent)
+        return train_run(
+            base.replace(**claimed.job, progress=progress),
+            os.path.join(out, "runs", run_name(trial.number)),
+            callbacks=(ReportAndPrune(trial, select_metric),),
+            tracking_parent=parent,
+        )
 
     def finish(claimed: Claim, metrics: dict) -> None:
         trial = claimed.trials[0]
@@ -165,17 +207,30 @@ def search_results(study, seed: int, select_metric: str = "val_accuracy") -> dic
     rows = []
     for t in study.get_trials(deepcopy=False):
         if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL):
-            rows.append({"trial": t.number, "state": t.state.name, "params": t.params, "val": t.value,
-                         "val_accuracy": t.user_attrs.get("val_accuracy", t.value),
-                         "test_accuracy": t.user_attrs.get("test_accuracy"),
-                         "train_time_s": t.user_attrs.get("train_time_s"),
-                         "epochs": max(t.intermediate_values, default=None),  # the last reported (pruned: fewer)
-                         "run": run_name(t.number),
-                         "reason": fail_reason(t) if t.state == optuna.trial.TrialState.FAIL else None})
+            rows.append(
+                {
+                    "trial": t.number,
+                    "state": t.state.name,
+                    "params": t.params,
+                    "val": t.value,
+                    "val_accuracy": t.user_attrs.get("val_accuracy", t.value),
+                    "test_accuracy": t.user_attrs.get("test_accuracy"),
+                    "train_time_s": t.user_attrs.get("train_time_s"),
+                    "epochs": max(t.intermediate_values, default=None),  # the last reported (pruned: fewer)
+                    "run": run_name(t.number),
+                    "reason": fail_reason(t) if t.state == optuna.trial.TrialState.FAIL else None,
+                }
+            )
     complete = [r for r in rows if r["state"] == "COMPLETE"]
     best = max(complete, key=lambda r: r["val"]) if complete else None
-    return {"mode": "tpe", "seed": seed, "select_metric": select_metric, "rows": sorted(rows, key=lambda r: r["trial"]),
-            "best": best, "val_summary": summarize([r["val"] for r in complete])}
+    return {
+        "mode": "tpe",
+        "seed": seed,
+        "select_metric": select_metric,
+        "rows": sorted(rows, key=lambda r: r["trial"]),
+        "best": best,
+        "val_summary": summarize([r["val"] for r in complete]),
+    }
 
 
 def format_search(res: dict) -> str:
@@ -185,11 +240,15 @@ def format_search(res: dict) -> str:
         value = r.get("val", r["val_accuracy"])
         val = "-" if value is None else f"{100 * value:.2f}"
         val = f"{val:>{max(10, len(metric) + 2)}}"
-        lines.append(f"{r['trial']:>5}  {r['state']:<9}{val}  {r['params']}" + (f"  ({r['reason']})" if r["reason"] else ""))
+        lines.append(
+            f"{r['trial']:>5}  {r['state']:<9}{val}  {r['params']}" + (f"  ({r['reason']})" if r["reason"] else "")
+        )
     best = res["best"]
     if best:
         test = best["test_accuracy"]
-        lines.append(f"best on validation: trial {best['trial']} {best['params']} (by {metric}): "
-                     f"{100 * best.get('val', best['val_accuracy']):.2f}%; "
-                     f"its test accuracy: {'-' if test is None else f'{100 * test:.2f}%'} (one seed per trial: seed {res.get('seed')})")
+        lines.append(
+            f"best on validation: trial {best['trial']} {best['params']} (by {metric}): "
+            f"{100 * best.get('val', best['val_accuracy']):.2f}%; "
+            f"its test accuracy: {'-' if test is None else f'{100 * test:.2f}%'} (one seed per trial: seed {res.get('seed')})"
+        )
     return "\n".join(lines)

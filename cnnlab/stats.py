@@ -1,9 +1,10 @@
 """Small, pure statistics for comparing configurations over seeds."""
+
 from __future__ import annotations
 
 import math
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 from scipy import stats as _scipy
 

@@ -7,6 +7,7 @@ that Optuna's stale-heartbeat check failed has none, and its worker died). INTER
 retried on resume; DIED (the worker was killed or vanished), and a failure without a reason, are
 retried up to MAX_ATTEMPTS times in all; every other failure is the trial's own and final.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -20,13 +21,14 @@ import time
 import uuid
 import warnings
 import weakref
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from . import runs
-from .tracking import passwords, redact
 from .config import IMBALANCE_RATIO, Config, imbalance_ratio
 from .errors import CnnlabError, ConfigError, Interrupted, first_line
+from .tracking import passwords, redact
 
 JOURNAL, LOCK = "optuna.journal", ".claim.lock"
 STORAGE_ENV = "CNNLAB_STORAGE"  # the --storage URL, when it is not on the command line
@@ -70,17 +72,25 @@ def open_study(out: str, storage: str | None = None, study_name: str = "cnnlab",
         try:
             backend = RDBStorage(storage, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
         except Exception as exc:  # sqlalchemy/driver errors: name the URL, not the stack
-            raise CnnlabError(f"--storage {redact(storage, storage)}: cannot open the database "
-                              f"({redact(first_line(exc, 200), storage)})") from None
+            raise CnnlabError(
+                f"--storage {redact(storage, storage)}: cannot open the database "
+                f"({redact(first_line(exc, 200), storage)})"
+            ) from None
     else:
         backend = JournalStorage(JournalFileBackend(os.path.join(out, JOURNAL)))
-    study = optuna.create_study(study_name=study_name, storage=backend, direction="maximize", load_if_exists=True,
-                                sampler=sampler, pruner=pruner)
+    study = optuna.create_study(
+        study_name=study_name,
+        storage=backend,
+        direction="maximize",
+        load_if_exists=True,
+        sampler=sampler,
+        pruner=pruner,
+    )
     _STORAGES[study] = backend
     return study
 
 
-_STORAGES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # study -> the storage open_study gave it
+_STORAGES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # study -> the storage open_study gave it
 
 
 def storage_of(study):
@@ -186,7 +196,7 @@ class Heartbeat:
             with contextlib.suppress(Exception):  # a missed beat is retried at the next one
                 self.beat()
 
-    def __enter__(self) -> "Heartbeat":
+    def __enter__(self) -> Heartbeat:
         self.beat()
         self.thread.start()
         return self
@@ -240,9 +250,11 @@ def require_validation(configs: dict[str, Config]) -> None:
     config (named by the key of `configs`) that has no validation split (val_fraction 0 without folds)."""
     for name, cfg in configs.items():
         if not cfg.folds and not cfg.val_fraction > 0:
-            raise ConfigError(f"config key 'val_fraction' is {cfg.val_fraction}{name}: a sweep or search chooses "
-                              "on validation, never on the test split, and needs a validation split; set val_fraction "
-                              "above 0 (e.g. 0.1) or use --folds K")
+            raise ConfigError(
+                f"config key 'val_fraction' is {cfg.val_fraction}{name}: a sweep or search chooses "
+                "on validation, never on the test split, and needs a validation split; set val_fraction "
+                "above 0 (e.g. 0.1) or use --folds K"
+            )
 
 
 def training_counts_of(cfg: Config) -> tuple[list[str], Any] | None:
@@ -267,12 +279,16 @@ def require_splits(configs: dict[str, Config], counts: tuple[list[str], Any] | N
     for name, cfg in configs.items():
         for cls, size in zip(classes, sizes):
             if cfg.folds and size < cfg.folds:
-                raise ConfigError(f"--folds {cfg.folds}{name}: class {cls!r} has {size} training image(s), fewer "
-                                  "than the folds; use fewer folds or add images")
+                raise ConfigError(
+                    f"--folds {cfg.folds}{name}: class {cls!r} has {size} training image(s), fewer "
+                    "than the folds; use fewer folds or add images"
+                )
             if not cfg.folds and int(cfg.val_fraction * size) == 0:
-                raise ConfigError(f"config key 'val_fraction' is {cfg.val_fraction}{name}: class {cls!r} has "
-                                  f"{size} training image(s) and gets no validation image; a sweep or search "
-                                  "never chooses on the test split: raise val_fraction or use --folds K")
+                raise ConfigError(
+                    f"config key 'val_fraction' is {cfg.val_fraction}{name}: class {cls!r} has "
+                    f"{size} training image(s) and gets no validation image; a sweep or search "
+                    "never chooses on the test split: raise val_fraction or use --folds K"
+                )
 
 
 def choose_select_metric(given: str | None, counts: tuple[list[str], Any] | None) -> tuple[str, str]:
@@ -286,9 +302,11 @@ def choose_select_metric(given: str | None, counts: tuple[list[str], Any] | None
     if counts is not None and len(counts[1]):
         ratio = imbalance_ratio(counts[1])
         if ratio > IMBALANCE_RATIO:
-            return "val_balanced_accuracy", (f"selecting on val_balanced_accuracy: the training classes are "
-                                             f"imbalanced (largest/smallest {ratio:.1f} > {IMBALANCE_RATIO:g}); "
-                                             "--select-metric to choose")
+            return "val_balanced_accuracy", (
+                f"selecting on val_balanced_accuracy: the training classes are "
+                f"imbalanced (largest/smallest {ratio:.1f} > {IMBALANCE_RATIO:g}); "
+                "--select-metric to choose"
+            )
     return "val_accuracy", "selecting on val_accuracy (--select-metric to choose)"
 
 
@@ -360,8 +378,13 @@ def claim(out: str, study, pick: Callable[[], Claim | None]) -> Claim | None:
         return pick()
 
 
-def work_loop(out: str, study, pick: Callable[[], Claim | None], train: Callable[[Claim], Any],
-              finish: Callable[[Claim, Any], None]) -> int:
+def work_loop(
+    out: str,
+    study,
+    pick: Callable[[], Claim | None],
+    train: Callable[[Claim], Any],
+    finish: Callable[[Claim, Any], None],
+) -> int:
     """The trial loop of sweeps and searches: claim a job (`pick`, under the lock), `train` it while its
     trials' heartbeat runs, and `finish` its trials with the result. A failure of the job's own ends
     its trials FAIL with the reason (printed; the loop goes on); optuna.TrialPruned ends them PRUNED;
@@ -417,13 +440,47 @@ def tell_selected(study, trial, record: dict, metric: str) -> None:
     this version does not record) fails it, naming the keys it has."""
     if metric not in record:
         known = [k for k in SELECT_METRICS if k in record]
-        tell_failure(study, trial, f"--select-metric {metric}: the run's history records no {metric}; choose "
-                                   f"{' or '.join(known) or 'another metric'}")
+        tell_failure(
+            study,
+            trial,
+            f"--select-metric {metric}: the run's history records no {metric}; choose "
+            f"{' or '.join(known) or 'another metric'}",
+        )
     else:
         tell_result(study, trial, record[metric], metric)
 
 
-__all__ = ["DIED", "IMBALANCE_RATIO", "INTERRUPTED", "MAX_ATTEMPTS", "SELECT_METRICS", "STORAGE_ENV", "Claim", "Heartbeat", "claim", "claim_lock", "fail_dead_trials",
-           "fail_reason", "given_up", "has_password", "is_real_failure", "mark_worker", "open_study", "per_trial_sampler", "prepare_dir",
-           "choose_select_metric", "require_splits", "require_validation", "retried", "selection", "tell_selected",
-           "training_counts_of", "storage_of", "tell_failure", "tell_result", "trial_id", "where", "work_loop"]
+__all__ = [
+    "DIED",
+    "IMBALANCE_RATIO",
+    "INTERRUPTED",
+    "MAX_ATTEMPTS",
+    "SELECT_METRICS",
+    "STORAGE_ENV",
+    "Claim",
+    "Heartbeat",
+    "claim",
+    "claim_lock",
+    "fail_dead_trials",
+    "fail_reason",
+    "given_up",
+    "has_password",
+    "is_real_failure",
+    "mark_worker",
+    "open_study",
+    "per_trial_sampler",
+    "prepare_dir",
+    "choose_select_metric",
+    "require_splits",
+    "require_validation",
+    "retried",
+    "selection",
+    "tell_selected",
+    "training_counts_of",
+    "storage_of",
+    "tell_failure",
+    "tell_result",
+    "trial_id",
+    "where",
+    "work_loop",
+]

@@ -12,6 +12,7 @@ images (seeded by the sweep's seed, so every cell and seed sees the same folds),
 part its validation split; the statistics are then over folds x seeds. Cells are chosen on a
 validation metric (--select-metric), never on the test split.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -29,9 +30,26 @@ from .errors import CnnlabError, ConfigError, Interrupted
 from .pipeline import resume_run, train_run
 from .plots import plot_curves
 from .stats import format_interval, holm, summarize, welch_p
-from .studies import (STORAGE_ENV, Claim, choose_select_metric, claim, fail_reason, given_up, is_real_failure,
-                      mark_worker, open_study, prepare_dir, require_splits, require_validation, retried, selection,
-                      tell_selected, training_counts_of, where, work_loop)
+from .studies import (
+    STORAGE_ENV,
+    Claim,
+    choose_select_metric,
+    claim,
+    fail_reason,
+    given_up,
+    is_real_failure,
+    mark_worker,
+    open_study,
+    prepare_dir,
+    require_splits,
+    require_validation,
+    retried,
+    selection,
+    tell_selected,
+    training_counts_of,
+    where,
+    work_loop,
+)
 
 NAMED_GRIDS = {"seed-grid": {"batch_size": [100, 200, 250], "epochs": [20, 25, 30]}}
 SPEC, RESULTS_JSON, RESULTS_CSV, HEATMAP = "sweep.json", "results.json", "results.csv", "heatmap.png"
@@ -80,8 +98,11 @@ class Unit:
 
     @property
     def key(self) -> str:
-        return ("_".join(f"{k}-{v}" for k, v in self.values) + f"_seed-{self.seed}"
-                + ("" if self.fold is None else f"_fold-{self.fold}"))
+        return (
+            "_".join(f"{k}-{v}" for k, v in self.values)
+            + f"_seed-{self.seed}"
+            + ("" if self.fold is None else f"_fold-{self.fold}")
+        )
 
     @property
     def dirname(self) -> str:
@@ -110,7 +131,9 @@ def seed_values(base: Config, seeds: int) -> list[int]:
 
 def cell_configs(base: Config, grid: dict[str, list]) -> dict[str, Config]:
     """The config of each cell, keyed by how a message names it (only a grid over val_fraction needs it)."""
-    return {f" (in the grid cell {cell_name(c)})" if "val_fraction" in c else "": base.replace(**c) for c in cells_of(grid)}
+    return {
+        f" (in the grid cell {cell_name(c)})" if "val_fraction" in c else "": base.replace(**c) for c in cells_of(grid)
+    }
 
 
 def plan(base: Config, grid: dict[str, list], seeds: int) -> tuple[list[Unit], str]:
@@ -125,8 +148,10 @@ def plan(base: Config, grid: dict[str, list], seeds: int) -> tuple[list[Unit], s
         schedules = {base.replace(**c).schedule for c in cells}
         if schedules != {"constant"}:
             share = False
-            reason = (f"epochs not shared: schedule {'/'.join(sorted(schedules - {'constant'}))} depends on the "
-                      "total number of epochs, so each length needs its own training")
+            reason = (
+                f"epochs not shared: schedule {'/'.join(sorted(schedules - {'constant'}))} depends on the "
+                "total number of epochs, so each length needs its own training"
+            )
     elif "epochs" not in grid:
         reason = "no epochs in the grid: one training per cell and seed"
     units: list[Unit] = []
@@ -151,14 +176,22 @@ def describe_plan(units: list[Unit], reason: str) -> str:
     epochs = sum(dict(u.values).get("epochs", u.serves[-1]) for u in per_seed)
     served = sum(len(u.serves) for u in per_seed)
     each = f"{folds} folds x {len(seeds)} seed(s)" if folds else f"{len(seeds)} seed(s)"
-    lines = [reason, f"{len(per_seed)} training(s) per {'fold and ' if folds else ''}seed ({epochs} epochs) serving "
-                     f"{served} cell(s); {each}: {len(units)} training(s) in all", f"seeds: {', '.join(map(str, seeds))}"]
+    lines = [
+        reason,
+        f"{len(per_seed)} training(s) per {'fold and ' if folds else ''}seed ({epochs} epochs) serving "
+        f"{served} cell(s); {each}: {len(units)} training(s) in all",
+        f"seeds: {', '.join(map(str, seeds))}",
+    ]
     if folds:
-        lines.append(f"folds: {folds}, stratified, drawn with seed {seeds[0]} (the same for every cell and seed); "
-                     "each fold's held-out part is its validation split (val_fraction ignored), the test split untouched")
+        lines.append(
+            f"folds: {folds}, stratified, drawn with seed {seeds[0]} (the same for every cell and seed); "
+            "each fold's held-out part is its validation split (val_fraction ignored), the test split untouched"
+        )
     for u in per_seed:
-        lines.append(f"  train {', '.join(f'{k}={v}' for k, v in u.values)} -> evaluated at epochs "
-                     f"{', '.join(map(str, u.serves))}")
+        lines.append(
+            f"  train {', '.join(f'{k}={v}' for k, v in u.values)} -> evaluated at epochs "
+            f"{', '.join(map(str, u.serves))}"
+        )
     return "\n".join(lines)
 
 
@@ -170,14 +203,24 @@ def check_data(base: Config, grid: dict[str, list]) -> None:
 
 # --- the sweep directory --------------------------------------------------------------------------
 
-def create_sweep(out: str, base: Config, grid: dict[str, list], seeds: int, storage: str | None = None,
-                 study_name: str = "cnnlab", select_metric: str = "val_accuracy") -> dict:
+
+def create_sweep(
+    out: str,
+    base: Config,
+    grid: dict[str, list],
+    seeds: int,
+    storage: str | None = None,
+    study_name: str = "cnnlab",
+    select_metric: str = "val_accuracy",
+) -> dict:
     """Write SWEEP_DIR/sweep.json and the spec into the study, or check that an existing sweep is the same.
     The cells are compared on `select_metric` (a validation metric of the history)."""
     plan(base, grid, seeds)  # refuses a grid that cannot run before anything is written
     check_data(base, grid)
     choose_select_metric(select_metric, None)  # a known metric
-    spec = runs.json_round_trip({"config": base.to_dict(), "grid": grid, "seeds": seeds, "select_metric": select_metric})
+    spec = runs.json_round_trip(
+        {"config": base.to_dict(), "grid": grid, "seeds": seeds, "select_metric": select_metric}
+    )
     path = os.path.join(out, SPEC)
     prepare_dir(out, SPEC, spec, "sweep")
     study = open_study(out, storage, study_name)
@@ -217,8 +260,11 @@ def _unit_states(study, units: list[Unit]) -> dict[str, tuple[str, str | None]]:
         complete = {t.user_attrs.get("epochs") for t in trials if t.state == optuna.trial.TrialState.COMPLETE}
         real = [t for t in trials if is_real_failure(t)]
         # one trial per attempt serves the first epoch count: its failures count the attempts
-        attempts = [t for t in trials if t.state == optuna.trial.TrialState.FAIL and retried(t)
-                    and t.user_attrs.get("epochs") == unit.serves[0]]
+        attempts = [
+            t
+            for t in trials
+            if t.state == optuna.trial.TrialState.FAIL and retried(t) and t.user_attrs.get("epochs") == unit.serves[0]
+        ]
         if set(unit.serves) <= complete:
             states[unit.key] = ("done", None)
         elif any(t.state == optuna.trial.TrialState.RUNNING for t in trials):
@@ -240,8 +286,14 @@ def _pick(study, units: list[Unit]) -> Claim | None:
             trials = []
             for epochs in unit.serves:
                 trial = study.ask()
-                for key, value in (("unit", unit.key), ("run", unit.dirname), ("cell", cell_name(unit.cell(epochs))),
-                                   ("seed", unit.seed), ("fold", unit.fold), ("epochs", epochs)):
+                for key, value in (
+                    ("unit", unit.key),
+                    ("run", unit.dirname),
+                    ("cell", cell_name(unit.cell(epochs))),
+                    ("seed", unit.seed),
+                    ("fold", unit.fold),
+                    ("epochs", epochs),
+                ):
                     trial.set_user_attr(key, value)
                 mark_worker(trial)
                 trials.append(trial)
@@ -254,18 +306,38 @@ def _claim(study, units: list[Unit], out: str) -> Claim | None:
     return claim(out, study, lambda: _pick(study, units))
 
 
-def _train_unit(out: str, base: Config, unit: Unit, threads: int, progress: bool,
-                tracking_parent: str | None = None, device: str | None = None) -> list[dict]:
+def _train_unit(
+    out: str,
+    base: Config,
+    unit: Unit,
+    threads: int,
+    progress: bool,
+    tracking_parent: str | None = None,
+    device: str | None = None,
+) -> list[dict]:
     folded = {} if unit.fold is None else {"fold": unit.fold, "fold_seed": base.seed}  # the sweep's seed: same folds
-    cfg = base.replace(**dict(unit.values), **folded, seed=unit.seed, progress=progress,
-                       **({"threads": threads} if threads else {}), **({"device": device} if device else {}))
+    cfg = base.replace(
+        **dict(unit.values),
+        **folded,
+        seed=unit.seed,
+        progress=progress,
+        **({"threads": threads} if threads else {}),
+        **({"device": device} if device else {}),
+    )
     root = os.path.join(out, "runs")
     run_dir = os.path.join(root, unit.dirname)  # one plain name: never outside SWEEP_DIR/runs
     if os.path.dirname(os.path.normpath(run_dir)) != os.path.normpath(root):
         raise CnnlabError(f"{run_dir}: not a run directory inside {root}; the grid's values make no safe name")
     if not os.path.exists(f"{run_dir}.json"):
-        runs.write_json(f"{run_dir}.json", {"values": dict(unit.values), "seed": unit.seed, "serves": list(unit.serves),
-                                            **({} if unit.fold is None else {"fold": unit.fold})})
+        runs.write_json(
+            f"{run_dir}.json",
+            {
+                "values": dict(unit.values),
+                "seed": unit.seed,
+                "serves": list(unit.serves),
+                **({} if unit.fold is None else {"fold": unit.fold}),
+            },
+        )
     if os.path.isdir(run_dir) and runs.is_complete(run_dir):
         pass
     elif os.path.exists(os.path.join(run_dir, runs.CHECKPOINT)):
@@ -283,8 +355,15 @@ def _train_unit(out: str, base: Config, unit: Unit, threads: int, progress: bool
     return history
 
 
-def work(out: str, threads: int = 0, progress: bool = True, on_result=None, storage: str | None = None,
-         study_name: str = "cnnlab", device: str | None = None) -> int:
+def work(
+    out: str,
+    threads: int = 0,
+    progress: bool = True,
+    on_result=None,
+    storage: str | None = None,
+    study_name: str = "cnnlab",
+    device: str | None = None,
+) -> int:
     """Train units until none is left, on `device` (None: the config's); returns how many this worker trained."""
     os.makedirs(os.path.join(out, "runs"), exist_ok=True)
     base, grid, seeds = load_spec(out, storage, study_name)
@@ -304,11 +383,17 @@ def work(out: str, threads: int = 0, progress: bool = True, on_result=None, stor
             on_result()
 
     try:
-        return work_loop(out, study, lambda: _pick(study, units),
-                         lambda claimed: _train_unit(out, base, claimed.job, threads, progress, parent, device), finish)
+        return work_loop(
+            out,
+            study,
+            lambda: _pick(study, units),
+            lambda claimed: _train_unit(out, base, claimed.job, threads, progress, parent, device),
+            finish,
+        )
     except Interrupted as exc:  # its trials are retried (from their checkpoints) on resume
-        raise Interrupted(f"{str(exc).split('; resume with')[0]}; rerun the same cnnlab sweep command "
-                          "to resume") from None
+        raise Interrupted(
+            f"{str(exc).split('; resume with')[0]}; rerun the same cnnlab sweep command to resume"
+        ) from None
 
 
 # --- results ----------------------------------------------------------------------------------------
@@ -321,8 +406,9 @@ def _collect(study, grid: dict[str, list]) -> dict[str, dict[str, list]]:
     """Per cell: the completed trials' selected values, test accuracies, times, seeds, folds and runs."""
     import optuna
 
-    per_cell: dict[str, dict[str, list]] = {cell_name(c): {k: [] for k in ("val", "test", "time", "order", "runs")}
-                                            for c in cells_of(grid)}
+    per_cell: dict[str, dict[str, list]] = {
+        cell_name(c): {k: [] for k in ("val", "test", "time", "order", "runs")} for c in cells_of(grid)
+    }
     for trial in study.get_trials(deepcopy=False):
         cell = trial.user_attrs.get("cell")
         if trial.state == optuna.trial.TrialState.COMPLETE and cell in per_cell:
@@ -339,9 +425,15 @@ def _row(cell: str, vals: dict[str, list]) -> dict:
     order = sorted(range(len(vals["order"])), key=lambda i: vals["order"][i])
     val = [vals["val"][i] for i in order]
     test = [vals["test"][i] for i in order if vals["test"][i] is not None]
-    return {"cell": cell, "val": summarize(val), "test": summarize(test),
-            "train_time_s": summarize([vals["time"][i] for i in order]), "val_values": val,
-            "test_values": test, "runs": [vals["runs"][i] for i in order]}  # runs/<name>, by seed then fold
+    return {
+        "cell": cell,
+        "val": summarize(val),
+        "test": summarize(test),
+        "train_time_s": summarize([vals["time"][i] for i in order]),
+        "val_values": val,
+        "test_values": test,
+        "runs": [vals["runs"][i] for i in order],
+    }  # runs/<name>, by seed then fold
 
 
 def _verdicts(rows: list[dict], best: dict | None) -> int:
@@ -360,9 +452,13 @@ def _verdicts(rows: list[dict], best: dict | None) -> int:
             row["verdict"], row["p_value"] = "best (on validation)", None
         else:
             p = row["p_value"] = adjusted[id(row)]
-            row["verdict"] = ("too few seeds to test" if p is None else
-                              (f"worse than best (p={p:.3f})" if p >= 0.001 else "worse than best (p<0.001)") if p < 0.05 else
-                              f"not distinguishable from best (p={p:.2f})")
+            row["verdict"] = (
+                "too few seeds to test"
+                if p is None
+                else (f"worse than best (p={p:.3f})" if p >= 0.001 else "worse than best (p<0.001)")
+                if p < 0.05
+                else f"not distinguishable from best (p={p:.2f})"
+            )
     return sum(p is not None for p in raw)
 
 
@@ -374,24 +470,38 @@ def results(out: str, storage: str | None = None, study_name: str = "cnnlab") ->
     study = open_study(out, storage, study_name)
     units, _ = plan(base, grid, seeds)
     states = _unit_states(study, units)
-    failed = [{"cell": cell_name(unit.cell(epochs)), "seed": unit.seed, "fold": unit.fold, "reason": states[unit.key][1]}
-              for unit in units if states[unit.key][0] == "failed" for epochs in unit.serves]
+    failed = [
+        {"cell": cell_name(unit.cell(epochs)), "seed": unit.seed, "fold": unit.fold, "reason": states[unit.key][1]}
+        for unit in units
+        if states[unit.key][0] == "failed"
+        for epochs in unit.serves
+    ]
     rows = [_row(cell, vals) for cell, vals in _collect(study, grid).items()]
     scored = [r for r in rows if r["val"]["n"]]
     best = max(scored, key=lambda r: r["val"]["mean"]) if scored else None
     comparisons = _verdicts(rows, best)
-    return {"grid": grid, "seeds": seeds, "seed_values": seed_values(base, seeds), "folds": base.folds,
-            "select_metric": load_select_metric(out, storage, study_name), "rows": rows,
-            "best": best["cell"] if best else None, "best_test": best["test"] if best else None, "failed": failed,
-            "comparisons": comparisons}
+    return {
+        "grid": grid,
+        "seeds": seeds,
+        "seed_values": seed_values(base, seeds),
+        "folds": base.folds,
+        "select_metric": load_select_metric(out, storage, study_name),
+        "rows": rows,
+        "best": best["cell"] if best else None,
+        "best_test": best["test"] if best else None,
+        "failed": failed,
+        "comparisons": comparisons,
+    }
 
 
 def p_value_note(res: dict) -> str:
     """What the p-values of a results table are."""
     n = res.get("comparisons", 0)
     metric = METRIC_NAMES.get(res.get("select_metric", "val_accuracy"), "accuracy")
-    return (f"p: Welch's t-test of each cell against the best on validation {metric}, Holm-corrected for the {n} "
-            f"comparison{'s' if n != 1 else ''} made")
+    return (
+        f"p: Welch's t-test of each cell against the best on validation {metric}, Holm-corrected for the {n} "
+        f"comparison{'s' if n != 1 else ''} made"
+    )
 
 
 def sample_note(res: dict) -> str:
@@ -409,12 +519,16 @@ def format_table(res: dict) -> str:
     lines = [head, "-" * len(head)]
     for row in res["rows"]:
         time_s = row["train_time_s"]["mean"]
-        lines.append(f"{row['cell']:<32}{row['val']['n']:>3}  {format_interval(row['val']):<26}{format_interval(row['test']):<26}"
-                     f"{'' if time_s is None else f'{time_s:.0f}':>9}  {row['verdict']}")
+        lines.append(
+            f"{row['cell']:<32}{row['val']['n']:>3}  {format_interval(row['val']):<26}{format_interval(row['test']):<26}"
+            f"{'' if time_s is None else f'{time_s:.0f}':>9}  {row['verdict']}"
+        )
     lines.append(sample_note(res))
     if res["best"]:
-        lines.append(f"chosen on validation: {res['best']} (by {metric}); "
-                     f"its test accuracy: {format_interval(res['best_test'])}%")
+        lines.append(
+            f"chosen on validation: {res['best']} (by {metric}); "
+            f"its test accuracy: {format_interval(res['best_test'])}%"
+        )
         lines.append(p_value_note(res))
     for fail in res["failed"]:
         fold = "" if fail.get("fold") is None else f" fold {fail['fold']}"
@@ -429,14 +543,49 @@ def save_results(out: str, res: dict) -> None:
     runs.write_json(os.path.join(out, RESULTS_JSON), res)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["cell", "n", "val_mean", "val_std", "val_ci_low", "val_ci_high", "test_mean", "test_std",
-                     "test_ci_low", "test_ci_high", "train_time_s_mean", "p_value_vs_best_holm",
-                     "p_value_vs_best_uncorrected", "verdict", "select_metric", "folds", "seeds"])
+    writer.writerow(
+        [
+            "cell",
+            "n",
+            "val_mean",
+            "val_std",
+            "val_ci_low",
+            "val_ci_high",
+            "test_mean",
+            "test_std",
+            "test_ci_low",
+            "test_ci_high",
+            "train_time_s_mean",
+            "p_value_vs_best_holm",
+            "p_value_vs_best_uncorrected",
+            "verdict",
+            "select_metric",
+            "folds",
+            "seeds",
+        ]
+    )
     for r in res["rows"]:
-        writer.writerow([r["cell"], r["val"]["n"], r["val"]["mean"], r["val"]["std"], r["val"]["ci_low"],
-                         r["val"]["ci_high"], r["test"]["mean"], r["test"]["std"], r["test"]["ci_low"],
-                         r["test"]["ci_high"], r["train_time_s"]["mean"], r["p_value"], r["p_uncorrected"],
-                         r["verdict"], res.get("select_metric", "val_accuracy"), res.get("folds") or 0, res["seeds"]])
+        writer.writerow(
+            [
+                r["cell"],
+                r["val"]["n"],
+                r["val"]["mean"],
+                r["val"]["std"],
+                r["val"]["ci_low"],
+                r["val"]["ci_high"],
+                r["test"]["mean"],
+                r["test"]["std"],
+                r["test"]["ci_low"],
+                r["test"]["ci_high"],
+                r["train_time_s"]["mean"],
+                r["p_value"],
+                r["p_uncorrected"],
+                r["verdict"],
+                res.get("select_metric", "val_accuracy"),
+                res.get("folds") or 0,
+                res["seeds"],
+            ]
+        )
     runs.write_atomic(os.path.join(out, RESULTS_CSV), buffer.getvalue())
     if len(res["grid"]) == 2:
         from .plots import plot_heatmap
@@ -444,8 +593,15 @@ def save_results(out: str, res: dict) -> None:
         (row_key, row_values), (col_key, col_values) = res["grid"].items()
         means = {r["cell"]: r["val"]["mean"] for r in res["rows"]}
         matrix = [[means.get(cell_name({row_key: rv, col_key: cv})) for cv in col_values] for rv in row_values]
-        plot_heatmap(matrix, row_key, row_values, col_key, col_values, os.path.join(out, HEATMAP),
-                     f"mean validation {METRIC_NAMES.get(res.get('select_metric'), 'accuracy')}")
+        plot_heatmap(
+            matrix,
+            row_key,
+            row_values,
+            col_key,
+            col_values,
+            os.path.join(out, HEATMAP),
+            f"mean validation {METRIC_NAMES.get(res.get('select_metric'), 'accuracy')}",
+        )
 
 
 DEVICE = re.compile(r"(cpu|cuda)(:\d+)?")
@@ -467,8 +623,16 @@ def worker_devices(workers: int, devices: str | None, cuda_count: int, base_devi
     return [None] * workers
 
 
-def work_together(out: str, workers: int, devices: list[str | None], threads: int, progress: bool = True,
-                  on_result=None, storage: str | None = None, study_name: str = "cnnlab") -> None:
+def work_together(
+    out: str,
+    workers: int,
+    devices: list[str | None],
+    threads: int,
+    progress: bool = True,
+    on_result=None,
+    storage: str | None = None,
+    study_name: str = "cnnlab",
+) -> None:
     """`workers` workers on this machine: this process and workers - 1 helper processes (`cnnlab sweep
     --worker`), worker i on devices[i]."""
     import subprocess
@@ -476,13 +640,37 @@ def work_together(out: str, workers: int, devices: list[str | None], threads: in
     # the storage URL may hold a password: it goes to the helpers in their environment, never on a
     # command line (which every user of the machine can read)
     env = {**os.environ, STORAGE_ENV: storage} if storage else {k: v for k, v in os.environ.items() if k != STORAGE_ENV}
-    helpers = [subprocess.Popen([sys.executable, "-m", "cnnlab.cli", "sweep", "--out", out, "--worker",
-                                 "--threads", str(threads), "--study", study_name,
-                                 *(["--device", device] if device else [])], stdout=subprocess.DEVNULL, env=env)
-               for device in devices[1:]]
+    helpers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "cnnlab.cli",
+                "sweep",
+                "--out",
+                out,
+                "--worker",
+                "--threads",
+                str(threads),
+                "--study",
+                study_name,
+                *(["--device", device] if device else []),
+            ],
+            stdout=subprocess.DEVNULL,
+            env=env,
+        )
+        for device in devices[1:]
+    ]
     try:
-        work(out, threads, progress and workers == 1, on_result=on_result, storage=storage, study_name=study_name,
-             device=devices[0])
+        work(
+            out,
+            threads,
+            progress and workers == 1,
+            on_result=on_result,
+            storage=storage,
+            study_name=study_name,
+            device=devices[0],
+        )
     finally:
         for helper in helpers:
             helper.wait()
@@ -496,9 +684,18 @@ def worker_threads(threads: int, workers: int) -> int:
     return threads or (max(1, cores // workers) if workers > 1 else 0)
 
 
-def run_sweep(out: str, base: Config, grid: dict[str, list], seeds: int, workers: int = 1,
-              progress: bool = True, storage: str | None = None, study_name: str = "cnnlab",
-              devices: str | None = None, select_metric: str | None = None) -> dict:
+def run_sweep(
+    out: str,
+    base: Config,
+    grid: dict[str, list],
+    seeds: int,
+    workers: int = 1,
+    progress: bool = True,
+    storage: str | None = None,
+    study_name: str = "cnnlab",
+    devices: str | None = None,
+    select_metric: str | None = None,
+) -> dict:
     """Create (or resume) the sweep in `out` and work through it with `workers` processes, worker i on
     the device worker_devices gives it (recorded in each of its runs' config); cells are compared on
     `select_metric` (None: as selection() chooses)."""
@@ -519,5 +716,22 @@ def run_sweep(out: str, base: Config, grid: dict[str, list], seeds: int, workers
     return res
 
 
-__all__ = ["NAMED_GRIDS", "Unit", "cells_of", "check_data", "create_sweep", "describe_plan", "format_table", "load_select_metric",
-           "parse_grid", "plan", "results", "run_sweep", "save_results", "selection", "work", "work_together", "worker_devices"]
+__all__ = [
+    "NAMED_GRIDS",
+    "Unit",
+    "cells_of",
+    "check_data",
+    "create_sweep",
+    "describe_plan",
+    "format_table",
+    "load_select_metric",
+    "parse_grid",
+    "plan",
+    "results",
+    "run_sweep",
+    "save_results",
+    "selection",
+    "work",
+    "work_together",
+    "worker_devices",
+]

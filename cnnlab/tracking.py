@@ -13,6 +13,7 @@ crash but not checkpointed is dropped by readers) and to the same MLflow run (it
 directory; the epochs it already holds are not sent again). Credentials come only from MLflow's own
 environment variables; a password in any message is replaced by ***.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -33,9 +34,20 @@ from .train import Callback
 
 PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow"}  # logger -> the package it needs
 TEST_FIGURES = ("loss", "accuracy", "balanced_accuracy", "macro_f1", "top5_accuracy")  # as test_<name>
-EPOCH_SCALARS = ("loss", "accuracy", "val_loss", "val_accuracy", "val_balanced_accuracy", "val_macro_f1",
-                 "val_top5_accuracy", "lr", "images_per_s", "time_s", "eval_time_s",
-                 *(f"test_{name}" for name in TEST_FIGURES))
+EPOCH_SCALARS = (
+    "loss",
+    "accuracy",
+    "val_loss",
+    "val_accuracy",
+    "val_balanced_accuracy",
+    "val_macro_f1",
+    "val_top5_accuracy",
+    "lr",
+    "images_per_s",
+    "time_s",
+    "eval_time_s",
+    *(f"test_{name}" for name in TEST_FIGURES),
+)
 EXPERIMENT = "cnnlab"  # the MLflow experiment unless MLFLOW_EXPERIMENT_NAME / MLFLOW_EXPERIMENT_ID say otherwise
 
 
@@ -50,8 +62,10 @@ def loggers(log: str) -> list[str]:
     names = [] if log == "none" else log.split(",")
     for name in names:
         if not installed(PACKAGES[name]):
-            raise ConfigError(f"config key 'log': {name} needs the {PACKAGES[name]} package; "
-                              f"pip install 'cnnlab[{name}]' (or --log none)")
+            raise ConfigError(
+                f"config key 'log': {name} needs the {PACKAGES[name]} package; "
+                f"pip install 'cnnlab[{name}]' (or --log none)"
+            )
     return names
 
 
@@ -82,8 +96,11 @@ def redact(text: str, url: str | None = None) -> str:
 
 
 def _warn(name: str, exc: BaseException) -> None:
-    print(f"warning: {name} logging stopped ({redact(first_line(exc, 300))}); the training goes on without it",
-          file=sys.stderr, flush=True)
+    print(
+        f"warning: {name} logging stopped ({redact(first_line(exc, 300))}); the training goes on without it",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _now_ms() -> int:
@@ -108,8 +125,14 @@ class TensorBoardLogger:
         # the HParams tab: the config, and the figures to compare runs by (torch would turn a bool into
         # the number 1.0, so booleans go as the strings True / False, as MLflow shows them)
         values = {k: str(v) if isinstance(v, bool) else v for k, v in cfg.to_dict().items()}
-        experiment, start, self.end = hparams(values, {f"{split}_{name}": 0.0 for split in ("val", "test")
-                                                       for name in ("accuracy", "balanced_accuracy", "macro_f1")})
+        experiment, start, self.end = hparams(
+            values,
+            {
+                f"{split}_{name}": 0.0
+                for split in ("val", "test")
+                for name in ("accuracy", "balanced_accuracy", "macro_f1")
+            },
+        )
         if fresh:
             self.writer.file_writer.add_summary(experiment)
             self.writer.file_writer.add_summary(start)
@@ -127,13 +150,16 @@ class TensorBoardLogger:
 
         test = metrics.get("test")
         if test is not None:
-            self.log_epoch(epoch, {f"test_{k}": test[k] for k in TEST_FIGURES
-                                   if k in test and (f"test_{k}", epoch) not in self.logged})
+            self.log_epoch(
+                epoch,
+                {f"test_{k}": test[k] for k in TEST_FIGURES if k in test and (f"test_{k}", epoch) not in self.logged},
+            )
             with tempfile.TemporaryDirectory() as tmp:
                 path = plot_confusion(test["confusion"], classes, os.path.join(tmp, "confusion.png"))
                 with Image.open(path) as image:
-                    self.writer.add_image("confusion_matrix", np.asarray(image.convert("RGB")), epoch,
-                                          dataformats="HWC")
+                    self.writer.add_image(
+                        "confusion_matrix", np.asarray(image.convert("RGB")), epoch, dataformats="HWC"
+                    )
         for tag, name in (("curves/accuracy", "acc_plot.png"), ("curves/loss", "loss_plot.png")):
             path = os.path.join(run_dir, name)
             if os.path.exists(path):
@@ -181,8 +207,11 @@ def _open_mlflow_run(client, cfg: Config, folder: str, tags: dict) -> tuple[str,
         return run_id, False
     from mlflow.entities import Param
 
-    run = client.create_run(_experiment_id(client), run_name=os.path.basename(os.path.abspath(folder)),
-                            tags={"cnnlab.dir": os.path.abspath(folder), **tags})
+    run = client.create_run(
+        _experiment_id(client),
+        run_name=os.path.basename(os.path.abspath(folder)),
+        tags={"cnnlab.dir": os.path.abspath(folder), **tags},
+    )
     client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in cfg.to_dict().items()])
     runs.write_json(path, {"run_id": run.info.run_id, "experiment_id": run.info.experiment_id})
     return run.info.run_id, True
@@ -192,16 +221,25 @@ class MlflowLogger:
     """One MLflow run per run directory (a child of the sweep's run when `parent` is given)."""
 
     name = "mlflow"
-    ARTIFACTS = (runs.CONFIG, runs.HISTORY_JSON, runs.HISTORY_CSV, runs.METRICS, runs.WEIGHTS,
-                 "acc_plot.png", "loss_plot.png", "acc_plot.jpg", "loss_plot.jpg")
+    ARTIFACTS = (
+        runs.CONFIG,
+        runs.HISTORY_JSON,
+        runs.HISTORY_CSV,
+        runs.METRICS,
+        runs.WEIGHTS,
+        "acc_plot.png",
+        "loss_plot.png",
+        "acc_plot.jpg",
+        "loss_plot.jpg",
+    )
 
     def __init__(self, cfg: Config, run_dir: str, resume_epoch: int | None, parent: str | None):
         self.client = _mlflow_client(cfg)
-        self.run_id, new = _open_mlflow_run(self.client, cfg, run_dir,
-                                            {"mlflow.parentRunId": parent} if parent else {})
+        self.run_id, new = _open_mlflow_run(self.client, cfg, run_dir, {"mlflow.parentRunId": parent} if parent else {})
         # the epochs this run already holds (a resume after a crash between logging and checkpoint)
-        self.last_epoch = 0 if new else max((m.step for m in self.client.get_metric_history(self.run_id, "loss")),
-                                            default=0)
+        self.last_epoch = (
+            0 if new else max((m.step for m in self.client.get_metric_history(self.run_id, "loss")), default=0)
+        )
         self.finished = False
 
     def log_epoch(self, epoch: int, values: dict[str, float]) -> None:
@@ -219,8 +257,10 @@ class MlflowLogger:
         if test is not None:
             logged = {m.step for m in self.client.get_metric_history(self.run_id, "test_accuracy")}
             if epoch not in logged:
-                self.client.log_batch(self.run_id, metrics=[Metric(f"test_{k}", float(test[k]), _now_ms(), epoch)
-                                                            for k in TEST_FIGURES if k in test])
+                self.client.log_batch(
+                    self.run_id,
+                    metrics=[Metric(f"test_{k}", float(test[k]), _now_ms(), epoch) for k in TEST_FIGURES if k in test],
+                )
         for name in self.ARTIFACTS:
             if os.path.exists(os.path.join(run_dir, name)):
                 self.client.log_artifact(self.run_id, os.path.join(run_dir, name))
@@ -236,12 +276,20 @@ class Tracker(Callback):
     """The run's loggers behind one guard: a logger that raises is turned off with one warning line.
     Use as a context manager around the training; call `finish` once the run's files are written."""
 
-    def __init__(self, cfg: Config, run_dir: str, images_per_epoch: int, resume_epoch: int | None = None,
-                 parent: str | None = None):
+    def __init__(
+        self,
+        cfg: Config,
+        run_dir: str,
+        images_per_epoch: int,
+        resume_epoch: int | None = None,
+        parent: str | None = None,
+    ):
         self.images_per_epoch = images_per_epoch
         self.active: list = []
-        makers = {"tensorboard": lambda: TensorBoardLogger(cfg, run_dir, resume_epoch),
-                  "mlflow": lambda: MlflowLogger(cfg, run_dir, resume_epoch, parent)}
+        makers = {
+            "tensorboard": lambda: TensorBoardLogger(cfg, run_dir, resume_epoch),
+            "mlflow": lambda: MlflowLogger(cfg, run_dir, resume_epoch, parent),
+        }
         for name in loggers(cfg.log):
             try:
                 self.active.append(makers[name]())
@@ -271,12 +319,17 @@ class Tracker(Callback):
         if history:
             self._each("finish", run_dir, history[-1]["epoch"], metrics, classes)
 
-    def __enter__(self) -> "Tracker":
+    def __enter__(self) -> Tracker:
         return self
 
     def __exit__(self, kind, exc, tb) -> None:
-        status = ("FINISHED" if kind is None else
-                  "KILLED" if kind is not None and issubclass(kind, (Interrupted, KeyboardInterrupt)) else "FAILED")
+        status = (
+            "FINISHED"
+            if kind is None
+            else "KILLED"
+            if kind is not None and issubclass(kind, (Interrupted, KeyboardInterrupt))
+            else "FAILED"
+        )
         self._each("close", status)
         self.active = []
 

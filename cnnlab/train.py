@@ -22,13 +22,14 @@ after the epoch's callbacks (its record logged) and before its checkpoint; under
 or RANK alone. A test so interrupts a run at a point it chooses on any machine. It is read once, when
 `train` starts.
 """
+
 from __future__ import annotations
 
 import os
 import signal
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -90,6 +91,7 @@ def finished_groups(optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> l
 class KillPoint:
     """Where CNNLAB_TEST_KILL_AT (test-only) has the process signal itself: after step `step` (an int) of
     `epoch`, or at its `end` (after the callbacks, before the checkpoint)."""
+
     epoch: int
     step: int | str
     signal: signal.Signals = signal.SIGKILL
@@ -107,8 +109,9 @@ class KillPoint:
             sig = signal.Signals["SIG" + parts[2].upper()] if len(parts) > 2 else signal.SIGKILL
             ranks = {int(parts[3])} if len(parts) > 3 else None
         except (IndexError, KeyError, ValueError):
-            raise CnnlabError(f"{KILL_AT}={text!r}: expected EPOCH:STEP[:SIGNAL[:RANK]], e.g. 2:5 or 3:end:INT"
-                              ) from None
+            raise CnnlabError(
+                f"{KILL_AT}={text!r}: expected EPOCH:STEP[:SIGNAL[:RANK]], e.g. 2:5 or 3:end:INT"
+            ) from None
         return cls(epoch, step, sig) if ranks is None or distributed.rank() in ranks else None
 
     def check(self, epoch: int, step: int | str) -> None:
@@ -120,6 +123,7 @@ class KillPoint:
 class Meter:
     """One epoch's running sums (loss x images, correct predictions) on the device, so that adding to them
     never waits for it, and the first step of a non-finite loss (0: none yet) with that loss."""
+
     loss_sum: torch.Tensor
     correct: torch.Tensor
     first_bad: torch.Tensor
@@ -131,15 +135,24 @@ class Meter:
     @classmethod
     def start(cls, device: torch.device, carried: dict | None = None) -> Meter:
         """Zero sums, or a checkpoint's (`carried`): the sums of all ranks' steps before, kept by rank 0."""
-        flags = dict(first_bad=torch.zeros((), device=device, dtype=torch.int64),
-                     bad_loss=torch.zeros((), device=device))
+        flags = dict(
+            first_bad=torch.zeros((), device=device, dtype=torch.int64), bad_loss=torch.zeros((), device=device)
+        )
         if carried is None:
             return cls(torch.zeros((), device=device), torch.zeros((), device=device, dtype=torch.int64), **flags)
-        meter = cls(carried["loss_sum"].to(device), carried["correct"].to(device), **flags,
-                    seen=carried["seen"], before_s=carried["time_s"])
+        meter = cls(
+            carried["loss_sum"].to(device),
+            carried["correct"].to(device),
+            **flags,
+            seen=carried["seen"],
+            before_s=carried["time_s"],
+        )
         if not distributed.is_main():
-            meter.loss_sum, meter.correct, meter.seen = torch.zeros_like(meter.loss_sum), \
-                torch.zeros_like(meter.correct), 0
+            meter.loss_sum, meter.correct, meter.seen = (
+                torch.zeros_like(meter.loss_sum),
+                torch.zeros_like(meter.correct),
+                0,
+            )
         return meter
 
     def watch(self, step: int, loss: torch.Tensor) -> None:
@@ -156,18 +169,25 @@ class Meter:
     def read(self, epoch: int) -> tuple[float, int]:
         """Waits for the device: the sums; a non-finite loss since the last read ends the run."""
         loss_value, correct_value, bad_step, bad_value = host_values(
-            self.loss_sum, self.correct, self.first_bad, self.bad_loss)
+            self.loss_sum, self.correct, self.first_bad, self.bad_loss
+        )
         if bad_step:
-            raise TrainingError(f"non-finite loss ({bad_value}) at epoch {epoch}, step {int(bad_step)}; "
-                                "lower lr or use --precision fp32")
+            raise TrainingError(
+                f"non-finite loss ({bad_value}) at epoch {epoch}, step {int(bad_step)}; "
+                "lower lr or use --precision fp32"
+            )
         return loss_value, int(correct_value)
 
     def checkpoint_form(self, epoch: int, elapsed_s: float) -> dict:
         """The sums as a checkpoint keeps them (on the host), read first: never a checkpoint of weights
         gone non-finite."""
         loss_value, correct_value = self.read(epoch)
-        return {"loss_sum": torch.tensor(loss_value, dtype=self.loss_sum.dtype),
-                "correct": torch.tensor(correct_value), "seen": self.seen, "time_s": self.before_s + elapsed_s}
+        return {
+            "loss_sum": torch.tensor(loss_value, dtype=self.loss_sum.dtype),
+            "correct": torch.tensor(correct_value),
+            "seen": self.seen,
+            "time_s": self.before_s + elapsed_s,
+        }
 
     @staticmethod
     def epoch_start_form() -> dict:
@@ -196,9 +216,16 @@ class Freezer:
             param.requires_grad_(True)
 
 
-def train(model: nn.Module, train_loader: DeviceLoader, val_loader: DeviceLoader | None, cfg: Config,
-          classes: list[str], bf16: bool = False, callbacks: Sequence[Callback] = (),
-          control: TrainControl | None = None) -> list[dict]:
+def train(
+    model: nn.Module,
+    train_loader: DeviceLoader,
+    val_loader: DeviceLoader | None,
+    cfg: Config,
+    classes: list[str],
+    bf16: bool = False,
+    callbacks: Sequence[Callback] = (),
+    control: TrainControl | None = None,
+) -> list[dict]:
     """Train for cfg.epochs; after each epoch, validate. Returns the per-epoch history
     (loss and accuracy are running means over the epoch's batches, as Keras reports them)."""
     run = Training.build(model, train_loader, val_loader, cfg, classes, bf16, control or TrainControl())
@@ -231,6 +258,7 @@ def loss_weights(cfg: Config, loader: DeviceLoader, n_classes: int) -> torch.Ten
 class Training:
     """What the epochs share: the model and `net`, what trains it (DDP, compiled, or the model itself), the
     optimizer and schedule, the loaders, the config, the control, and the history so far."""
+
     model: nn.Module
     net: nn.Module
     optimizer: torch.optim.Optimizer
@@ -254,8 +282,16 @@ class Training:
         return len(self.loaders[0])
 
     @classmethod
-    def build(cls, model: nn.Module, train_loader: DeviceLoader, val_loader: DeviceLoader | None, cfg: Config,
-              classes: list[str], bf16: bool, control: TrainControl) -> Training:
+    def build(
+        cls,
+        model: nn.Module,
+        train_loader: DeviceLoader,
+        val_loader: DeviceLoader | None,
+        cfg: Config,
+        classes: list[str],
+        bf16: bool,
+        control: TrainControl,
+    ) -> Training:
         if train_loader.device.type == "cuda":  # the fastest convolution algorithms for the fixed shape, timed once
             torch.backends.cudnn.benchmark = True
         net = distributed.wrap(model, train_loader.device, cfg.sync_bn)  # `model` itself in one process
@@ -264,12 +300,25 @@ class Training:
         optimizer = build_optimizer(model, cfg)
         steps = len(train_loader)
         if steps == 0:
-            raise CnnlabError(f"config key 'batch_size' ({cfg.batch_size}) is larger than the "
-                              f"{len(train_loader.labels)} training images; lower it")
+            raise CnnlabError(
+                f"config key 'batch_size' ({cfg.batch_size}) is larger than the "
+                f"{len(train_loader.labels)} training images; lower it"
+            )
         scheduler = build_scheduler(optimizer, cfg, steps)
-        return cls(model, net, optimizer, scheduler, Freezer(optimizer, steps), (train_loader, val_loader),
-                   classes, bf16, cfg, control, KillPoint.from_env(),
-                   class_weight=loss_weights(cfg, train_loader, len(classes)))
+        return cls(
+            model,
+            net,
+            optimizer,
+            scheduler,
+            Freezer(optimizer, steps),
+            (train_loader, val_loader),
+            classes,
+            bf16,
+            cfg,
+            control,
+            KillPoint.from_env(),
+            class_weight=loss_weights(cfg, train_loader, len(classes)),
+        )
 
     def restore(self) -> tuple[int, int, dict | None]:
         """Takes back the state of `control.resume`, if any, and gives each rank its random stream;
@@ -306,16 +355,24 @@ class Training:
         self.model.train()
         loader.set_epoch(epoch)
         start = time.perf_counter()
-        with tqdm(total=steps, initial=start_step, desc=f"epoch {epoch}/{cfg.epochs}", unit="step", leave=False,
-                  disable=not cfg.progress, dynamic_ncols=True) as bar:
+        with tqdm(
+            total=steps,
+            initial=start_step,
+            desc=f"epoch {epoch}/{cfg.epochs}",
+            unit="step",
+            leave=False,
+            disable=not cfg.progress,
+            dynamic_ncols=True,
+        ) as bar:
             for step, (inputs, labels) in enumerate(loader.batches(start_step), start_step + 1):
                 self.train_step(step, inputs, labels, meter)
                 bar.update(1)
                 if step % self.control.read_every_steps == 0 and step < steps:  # the epoch's end is read below
                     loss_value, correct_value = meter.read(epoch)
                     if cfg.progress:
-                        bar.set_postfix(loss=f"{loss_value / meter.seen:.4f}",
-                                        accuracy=f"{correct_value / meter.seen:.4f}")
+                        bar.set_postfix(
+                            loss=f"{loss_value / meter.seen:.4f}", accuracy=f"{correct_value / meter.seen:.4f}"
+                        )
                 if self.kill_at is not None:
                     self.kill_at.check(epoch, step)
                 reason = self.control.stop_requested()
@@ -342,8 +399,9 @@ class Training:
         so that the mean of the ranks' losses under torchrun is the global batch's."""
         if self.class_weight is None:
             return F.cross_entropy(logits, labels, label_smoothing=self.cfg.label_smoothing)
-        return F.cross_entropy(logits, labels, weight=self.class_weight, label_smoothing=self.cfg.label_smoothing,
-                               reduction="none").mean()
+        return F.cross_entropy(
+            logits, labels, weight=self.class_weight, label_smoothing=self.cfg.label_smoothing, reduction="none"
+        ).mean()
 
     def stop_mid_epoch(self, epoch: int, step: int, meter: Meter, reason: str, elapsed_s: float) -> None:
         sums = meter.checkpoint_form(epoch, elapsed_s)
@@ -356,11 +414,18 @@ class Training:
         """The epoch's record (its sums over all ranks, validated with rank 0's model), added to the history."""
         loss_value, correct_value = meter.totals
         loss_total, correct_total, seen = distributed.sum_over_ranks(  # the global batches'
-            torch.tensor(loss_value, dtype=torch.float64), correct_value, meter.seen)
+            torch.tensor(loss_value, dtype=torch.float64), correct_value, meter.seen
+        )
         distributed.sync_buffers(self.model)  # every rank evaluates rank 0's model
-        record = {"epoch": epoch, "loss": float(loss_total) / seen, "accuracy": correct_total / seen,
-                  "val_loss": None, "val_accuracy": None, "lr": self.optimizer.param_groups[0]["lr"],
-                  "time_s": round(train_s, 3)}
+        record = {
+            "epoch": epoch,
+            "loss": float(loss_total) / seen,
+            "accuracy": correct_total / seen,
+            "val_loss": None,
+            "val_accuracy": None,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "time_s": round(train_s, 3),
+        }
         cfg, val_loader = self.cfg, self.loaders[1]
         if val_loader is not None:
             start = time.perf_counter()
@@ -369,8 +434,11 @@ class Training:
             record["eval_time_s"] = round(time.perf_counter() - start, 3)
         self.history.append(record)
         if cfg.progress:
-            parts = [f"{k} {record[k]:.4f}" for k in ("loss", "accuracy", "val_loss", "val_accuracy")
-                     if record[k] is not None]
+            parts = [
+                f"{k} {record[k]:.4f}"
+                for k in ("loss", "accuracy", "val_loss", "val_accuracy")
+                if record[k] is not None
+            ]
             tqdm.write(f"epoch {epoch}/{cfg.epochs}: " + " - ".join(parts) + f" - {train_s:.1f}s")
         return record
 
@@ -388,24 +456,41 @@ class Training:
         Every rank asks (a collective under torchrun), even when a callback has ended the run."""
         control, last = self.control, epoch == self.cfg.epochs
         reason = control.stop_requested()
-        if control.save_checkpoint is not None and not last and not stop and (
-                reason or (control.every_epochs and epoch % control.every_epochs == 0)):
+        if (
+            control.save_checkpoint is not None
+            and not last
+            and not stop
+            and (reason or (control.every_epochs and epoch % control.every_epochs == 0))
+        ):
             control.save_checkpoint(self.snapshot(epoch + 1, 0, Meter.epoch_start_form()))
         if reason and not last and not stop:
-            raise Interrupted(f"{reason} after epoch {epoch}; checkpoint saved"
-                              if control.save_checkpoint else f"{reason} after epoch {epoch}")
+            raise Interrupted(
+                f"{reason} after epoch {epoch}; checkpoint saved"
+                if control.save_checkpoint
+                else f"{reason} after epoch {epoch}"
+            )
 
     def snapshot(self, epoch: int, step: int, sums: dict) -> dict:
         """The whole training state at `step` steps into `epoch`, with the global running sums (a
         collective under torchrun: every rank takes it, rank 0 writes it)."""
         device = self.device
         loss_sum, correct, seen = distributed.sum_over_ranks(sums["loss_sum"], sums["correct"], sums["seen"])
-        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "scheduler": self.scheduler.state_dict(), "rng": torch.get_rng_state(),
-                 "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
-                 "epoch": epoch, "step": step, "history": self.history,
-                 "sums": {**sums, "loss_sum": loss_sum, "correct": correct, "seen": seen}}
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
+            "epoch": epoch,
+            "step": step,
+            "history": self.history,
+            "sums": {**sums, "loss_sum": loss_sum, "correct": correct, "seen": seen},
+        }
         if distributed.active():
-            state["rank_rng"] = distributed.gather({
-                "cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None})
+            state["rank_rng"] = distributed.gather(
+                {
+                    "cpu": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                }
+            )
         return state

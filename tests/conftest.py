@@ -52,8 +52,21 @@ def make_dataset(root, train_per_class: int, test_per_class: int = 10) -> str:
 
 
 # Flags for sweeps of tiny trainings: small batches, one thread, constant lr (so epochs are shared).
-SWEEP_FLAGS = ["--batch-size", "8", "--eval-batch-size", "64", "--threads", "1", "--no-progress",
-               "--schedule", "constant", "--lr", "0.05", "--warmup-epochs", "0"]
+SWEEP_FLAGS = [
+    "--batch-size",
+    "8",
+    "--eval-batch-size",
+    "64",
+    "--threads",
+    "1",
+    "--no-progress",
+    "--schedule",
+    "constant",
+    "--lr",
+    "0.05",
+    "--warmup-epochs",
+    "0",
+]
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
 """Adaptation to the training set's size leaves a recipe alone at the size it was designed for."""
+
 from cnnlab.config import adapt_to_dataset, preset
 
 

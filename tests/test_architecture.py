@@ -1,12 +1,41 @@
 """Imports point one way: cli > predict/report/check/interpret > lrfind > pipeline > train/plots > evaluate/runs/explain >
 data/models/config/device > errors/files/pages."""
+
 import ast
 import pathlib
 
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "cnnlab"
-LAYERS = {"cli": 6, "predict": 5, "sweep": 5, "report": 5, "search": 5, "pipeline": 4, "studies": 4, "tracking": 3.5, "stats": 1, "train": 3, "plots": 3, "evaluate": 2, "runs": 2, "optim": 2,
-          "data": 1, "models": 1, "config": 1, "device": 1, "errors": 0, "version": 0, "files": 0, "pages": 0, "explain": 2, "lrfind": 4.5, "check": 5,
-          "interpret": 5, "distributed": 1, "__init__": 7, "__main__": 7}
+LAYERS = {
+    "cli": 6,
+    "predict": 5,
+    "sweep": 5,
+    "report": 5,
+    "search": 5,
+    "pipeline": 4,
+    "studies": 4,
+    "tracking": 3.5,
+    "stats": 1,
+    "train": 3,
+    "plots": 3,
+    "evaluate": 2,
+    "runs": 2,
+    "optim": 2,
+    "data": 1,
+    "models": 1,
+    "config": 1,
+    "device": 1,
+    "errors": 0,
+    "version": 0,
+    "files": 0,
+    "pages": 0,
+    "explain": 2,
+    "lrfind": 4.5,
+    "check": 5,
+    "interpret": 5,
+    "distributed": 1,
+    "__init__": 7,
+    "__main__": 7,
+}
 
 
 def layer_of(path: pathlib.Path) -> tuple[str, int]:

@@ -1,21 +1,23 @@
 """Every kind of bad input is answered with one line naming the culprit, exit status 2, nothing written."""
+
 import io
 import os
 
 import numpy as np
 import pytest
 import torch
+from conftest import make_folder
 from PIL import Image
 
 from cnnlab.cli import main
 from cnnlab.data import load_dataset
 from cnnlab.errors import DataError
-from conftest import make_folder
 
 
 def train(capsys, data, out, *extra):
-    code = main(["train", "--data", str(data), "--out", str(out), "--no-progress", "--epochs", "1",
-                 "--batch-size", "4", *extra])
+    code = main(
+        ["train", "--data", str(data), "--out", str(out), "--no-progress", "--epochs", "1", "--batch-size", "4", *extra]
+    )
     return code, capsys.readouterr().err
 
 
@@ -37,8 +39,12 @@ def png_bytes(size=(16, 16)):
 def test_broken_files(tmp_path, capsys, monkeypatch, case):
     root = make_folder(tmp_path / "ds", per_class=4)
     name = os.path.join(root, "b", "zz.png")
-    content = {"zero_byte": b"", "truncated": png_bytes()[:120], "not_an_image": b"GIF? no, a text file",
-               "bomb": png_bytes((64, 64))}[case]
+    content = {
+        "zero_byte": b"",
+        "truncated": png_bytes()[:120],
+        "not_an_image": b"GIF? no, a text file",
+        "bomb": png_bytes((64, 64)),
+    }[case]
     with open(name, "wb") as fh:
         fh.write(content)
     if case == "bomb":
@@ -102,10 +108,20 @@ def test_non_utf8_file_names(tmp_path, capsys):
 def test_mismatched_checkpoint(tmp_path, capsys):
     root = make_folder(tmp_path / "ds", per_class=10)
     out = tmp_path / "run"
-    assert main(["train", "--data", root, "--out", str(out), "--no-progress", "--epochs", "1", "--batch-size", "4"]) == 0
+    assert (
+        main(["train", "--data", root, "--out", str(out), "--no-progress", "--epochs", "1", "--batch-size", "4"]) == 0
+    )
     os.remove(out / "COMPLETE")
-    state = {"model": {"w": torch.zeros(1)}, "optimizer": {}, "scheduler": {}, "rng": torch.get_rng_state(),
-             "epoch": 1, "step": 0, "sums": {}, "history": []}
+    state = {
+        "model": {"w": torch.zeros(1)},
+        "optimizer": {},
+        "scheduler": {},
+        "rng": torch.get_rng_state(),
+        "epoch": 1,
+        "step": 0,
+        "sums": {},
+        "history": [],
+    }
     torch.save(state, out / "checkpoint.pt")
     assert main(["train", "--resume", str(out)]) == 2
     assert "checkpoint.pt: does not match model 'fastnet'" in capsys.readouterr().err

@@ -1,4 +1,5 @@
 """CIFAR-10 python batches: safe unpickling, the MD5 check, and the no-network message."""
+
 import hashlib
 import os
 import pickle
@@ -16,10 +17,12 @@ CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
 
 def fake_batch(n, seed):
     rng = np.random.default_rng(seed)
-    return {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-            b"labels": [int(x) for x in rng.permutation(np.arange(n) % 10)],  # every class, shuffled
-            b"filenames": [f"img_{seed}_{i:04d}.png".encode() for i in range(n)],
-            b"batch_label": b"fake"}
+    return {
+        b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+        b"labels": [int(x) for x in rng.permutation(np.arange(n) % 10)],  # every class, shuffled
+        b"filenames": [f"img_{seed}_{i:04d}.png".encode() for i in range(n)],
+        b"batch_label": b"fake",
+    }
 
 
 def write_cifar(folder, n=20):

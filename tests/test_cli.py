@@ -1,14 +1,15 @@
 """Bad input gives one clear line on stderr, exit status 2, no traceback and nothing written."""
+
 import json
 import os
 import subprocess
 import sys
 
 import pytest
+from conftest import make_folder
 
 from cnnlab.cli import build_parser, main
 from cnnlab.config import Config
-from conftest import make_folder
 
 
 def run_main(capsys, *argv):
@@ -27,8 +28,11 @@ def assert_one_line_error(code, err, *needles):
 
 def test_missing_path_from_a_real_process(tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "cnnlab.cli", "train", "--data", str(tmp_path / "nope"),
-                           "--out", str(out)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cnnlab.cli", "train", "--data", str(tmp_path / "nope"), "--out", str(out)],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip() == f"error: {tmp_path / 'nope'}: no such folder; check the path (or set CNNLAB_DATA)"
     assert not out.exists()
@@ -39,8 +43,12 @@ def test_bad_datasets(tmp_path, capsys, case):
     root = tmp_path / "ds"
     make_folder(root / "train", per_class=4)
     make_folder(root / "test", per_class=2, classes=("a", "b", "x") if case == "mismatch" else ("a", "b", "c"))
-    culprit = {"empty_class": root / "train" / "d", "stray_file": root / "train" / "oops.jpg",
-               "corrupt": root / "test" / "b" / "broken.png", "mismatch": "only in test: x"}[case]
+    culprit = {
+        "empty_class": root / "train" / "d",
+        "stray_file": root / "train" / "oops.jpg",
+        "corrupt": root / "test" / "b" / "broken.png",
+        "mismatch": "only in test: x",
+    }[case]
     if case == "empty_class":
         culprit.mkdir()
     elif case in ("stray_file", "corrupt"):
@@ -51,16 +59,20 @@ def test_bad_datasets(tmp_path, capsys, case):
     assert not out.exists()
 
 
-@pytest.mark.parametrize("flags, needle", [
-    (["--epochs", "0"], "'epochs' must be positive"),
-    (["--epochs", "-3"], "'epochs' must be positive"),
-    (["--batch-size", "two"], "'batch_size': expected int, got 'two'"),
-    (["--model", "nope"], "unknown model 'nope'; known models:"),
-    (["--batch-size", "4096"], "'batch_size' (4096) is larger than the 54 training images"),
-])
+@pytest.mark.parametrize(
+    "flags, needle",
+    [
+        (["--epochs", "0"], "'epochs' must be positive"),
+        (["--epochs", "-3"], "'epochs' must be positive"),
+        (["--batch-size", "two"], "'batch_size': expected int, got 'two'"),
+        (["--model", "nope"], "unknown model 'nope'; known models:"),
+        (["--batch-size", "4096"], "'batch_size' (4096) is larger than the 54 training images"),
+    ],
+)
 def test_bad_config_values(tiny_dataset, tmp_path, capsys, flags, needle):
-    code, _, err = run_main(capsys, "train", "--data", tiny_dataset, "--out", str(tmp_path / "r"),
-                            "--no-progress", *flags)
+    code, _, err = run_main(
+        capsys, "train", "--data", tiny_dataset, "--out", str(tmp_path / "r"), "--no-progress", *flags
+    )
     assert_one_line_error(code, err, needle)
     assert not (tmp_path / "r").exists()
 
@@ -93,9 +105,11 @@ def test_every_config_field_is_a_flag_and_print_config_resolves(capsys):
 def test_data_info_prints_keras_lines(tiny_dataset, capsys):
     code, out, _ = run_main(capsys, "data", "info", tiny_dataset, "--quiet")
     assert code == 0
-    assert out.splitlines()[:3] == ["Found 54 images belonging to 3 classes.  (training)",
-                                    "Found 6 images belonging to 3 classes.  (validation)",
-                                    "Found 30 images belonging to 3 classes.  (test)"]
+    assert out.splitlines()[:3] == [
+        "Found 54 images belonging to 3 classes.  (training)",
+        "Found 6 images belonging to 3 classes.  (validation)",
+        "Found 30 images belonging to 3 classes.  (test)",
+    ]
     assert "image size: 16x16x3 (uint8)" in out
 
 
@@ -109,8 +123,6 @@ def test_evaluate_refuses_a_folder_that_is_not_a_finished_run(tmp_path, capsys):
     (tmp_path / "half" / "config.json").write_text("{}")
     code, _, err = run_main(capsys, "evaluate", str(tmp_path / "half"))
     assert_one_line_error(code, err, "incomplete")
-
-
 
 
 def test_an_explicit_preset_fast_wins_over_a_sweep_files_preset(tmp_path, capsys):

@@ -22,18 +22,21 @@ def test_round_trip_through_dict():
     assert cfg.replace(batch_size=100).batch_size == 100
 
 
-@pytest.mark.parametrize("values, needle", [
-    ({"epochs": 0}, "'epochs' must be positive"),
-    ({"epochs": 2.5}, "'epochs': expected int"),
-    ({"lr": "fast"}, "'lr': expected float"),
-    ({"optimizer": "rmsprop"}, "'optimizer': 'rmsprop' is not one of sgd, adam"),
-    ({"val_fraction": 1.0}, "'val_fraction' must be in [0, 1)"),
-    ({"flip": "maybe"}, "'flip': expected bool"),
-    ({"colour": 1}, "unknown config key(s): colour"),
-    ({"device": "tpu"}, "'device' must be auto"),
-    ({"brightness": -0.1}, "'brightness' must be >= 0"),
-    ({"contrast": 1.0}, "'contrast' must be in [0, 1)"),
-])
+@pytest.mark.parametrize(
+    "values, needle",
+    [
+        ({"epochs": 0}, "'epochs' must be positive"),
+        ({"epochs": 2.5}, "'epochs': expected int"),
+        ({"lr": "fast"}, "'lr': expected float"),
+        ({"optimizer": "rmsprop"}, "'optimizer': 'rmsprop' is not one of sgd, adam"),
+        ({"val_fraction": 1.0}, "'val_fraction' must be in [0, 1)"),
+        ({"flip": "maybe"}, "'flip': expected bool"),
+        ({"colour": 1}, "unknown config key(s): colour"),
+        ({"device": "tpu"}, "'device' must be auto"),
+        ({"brightness": -0.1}, "'brightness' must be >= 0"),
+        ({"contrast": 1.0}, "'contrast' must be in [0, 1)"),
+    ],
+)
 def test_bad_values_name_the_key(values, needle):
     with pytest.raises(ConfigError) as err:
         parse_config(values)
@@ -56,8 +59,9 @@ def test_a_runs_config_json_is_a_config_file(tmp_path):
     assert load_config_file(str(path)) == cfg
 
 
-@pytest.mark.parametrize("key,value", [("weight_decay", "nan"), ("lr", "inf"), ("momentum", float("-inf")),
-                                       ("warmup_epochs", float("nan"))])
+@pytest.mark.parametrize(
+    "key,value", [("weight_decay", "nan"), ("lr", "inf"), ("momentum", float("-inf")), ("warmup_epochs", float("nan"))]
+)
 def test_non_finite_numbers_are_refused_by_key(key, value):
     with pytest.raises(ConfigError, match=f"config key '{key}' must be a finite number"):
         parse_config({key: value})

@@ -1,9 +1,11 @@
 """Item 4 of the hardening review: a run keeps the absolute data path it was trained on."""
+
 import json
 import os
 
-from cnnlab.cli import main
 from conftest import make_dataset
+
+from cnnlab.cli import main
 
 TINY = ["--batch-size", "8", "--epochs", "1", "--threads", "1", "--no-progress", "--eval-batch-size", "64"]
 

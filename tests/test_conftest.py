@@ -1,4 +1,5 @@
 """Tests that need CIFAR-10 skip with one reason where it is absent, and fail under CI (CI=true), which has it."""
+
 import os
 import pathlib
 import shutil
@@ -19,8 +20,13 @@ def run_suite(tmp_path, data: str, ci: str | None) -> subprocess.CompletedProces
     env["CNNLAB_DATA"] = data
     if ci is not None:
         env["CI"] = ci
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", str(suite)],
-                          cwd=suite, env=env, capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", str(suite)],
+        cwd=suite,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
 
 
 def test_a_missing_dataset_skips_with_one_reason(tmp_path):

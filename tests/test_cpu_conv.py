@@ -1,4 +1,5 @@
 """CpuConv2d (NNPACK forward, default backward on AVX2-only CPUs) computes the same convolution."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,8 +12,9 @@ pytestmark = pytest.mark.skipif(not torch.backends.nnpack.is_available(), reason
 
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("kernel, stride, padding, bias", [(5, 1, 2, True), (3, 1, 1, False), (3, 2, 0, True)])
-def test_the_nnpack_forward_gives_the_convolution_and_its_gradients(monkeypatch, kernel, stride, padding, bias,
-                                                                   channels_last):
+def test_the_nnpack_forward_gives_the_convolution_and_its_gradients(
+    monkeypatch, kernel, stride, padding, bias, channels_last
+):
     monkeypatch.setattr(cpu_conv, "_avx2_cpu", lambda: True)  # the path of an AVX2-only CPU, on any CPU
     torch.manual_seed(0)
     conv = CpuConv2d(6, 8, kernel, stride=stride, padding=padding, bias=bias)

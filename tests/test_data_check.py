@@ -1,5 +1,6 @@
 """`cnnlab data check`: planted problems are each found and nothing else is; leakage gates --strict; the
 page escapes the user's names and loads nothing; the validation split is training's."""
+
 import io
 import json
 import os
@@ -8,6 +9,7 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import make_folder, write_image
 from PIL import Image
 
 from cnnlab.check import CheckOptions, run_check, to_json
@@ -15,7 +17,6 @@ from cnnlab.check.inspect import inspect_file
 from cnnlab.check.labels import rank_label_issues
 from cnnlab.check.pairs import near_pairs, popcount64
 from cnnlab.cli import main
-from conftest import make_folder, write_image
 
 ONE = CheckOptions(workers=1, progress=False)
 XSS = "<img src=x onerror=alert(1)>"
@@ -69,15 +70,22 @@ def pair_set(result):
 
 def test_every_planted_problem_is_found_and_nothing_else(planted):
     result = run_check(planted, ONE)
-    assert pair_set(result) == {("train/a/z_leak.png", "test/a/z_leak_copy.png", True),
-                                ("train/b/z_near.jpg", "test/b/z_near_small.jpg", False)}
+    assert pair_set(result) == {
+        ("train/a/z_leak.png", "test/a/z_leak_copy.png", True),
+        ("train/b/z_near.jpg", "test/b/z_near_small.jpg", False),
+    }
     near = next(p for p in result.pairs if not p.exact)
     assert 0 < near.distance <= 6
     problems = {(result.items[p.item].path, p.kind) for p in result.problems}
-    assert problems == {("train/a/z_truncated.png", "truncated"), ("train/b/z_empty.jpg", "empty"),
-                        ("train/a/z_notes.jpg", "unreadable"), ("train/b/z_tiny.png", "small"),
-                        ("train/a/z_wide.png", "aspect"), ("train/b/z_blank.png", "blank"),
-                        ("test/b/z_blank_other.png", "blank")}
+    assert problems == {
+        ("train/a/z_truncated.png", "truncated"),
+        ("train/b/z_empty.jpg", "empty"),
+        ("train/a/z_notes.jpg", "unreadable"),
+        ("train/b/z_tiny.png", "small"),
+        ("train/a/z_wide.png", "aspect"),
+        ("train/b/z_blank.png", "blank"),
+        ("test/b/z_blank_other.png", "blank"),
+    }
     assert result.min_size == 32 and result.leaks
     summary = to_json(result)
     # the blank images are gray too: z_blank in train; z_gray and z_blank_other in test
@@ -161,8 +169,12 @@ def test_popcount_fallback_and_blocks_match_brute_force(monkeypatch):
     a = rng.integers(0, 2**16, 300).astype(np.uint64)  # 16 used bits: many pairs within 4
     monkeypatch.setattr("cnnlab.check.pairs.BLOCK_ELEMENTS", 1000)  # several blocks
     for same, b in ((True, a), (False, a[:120])):
-        brute = {(i, j) for i in range(len(a)) for j in range(len(b)) if (not same or i < j)
-                 and bin(int(a[i]) ^ int(b[j])).count("1") <= 4}
+        brute = {
+            (i, j)
+            for i in range(len(a))
+            for j in range(len(b))
+            if (not same or i < j) and bin(int(a[i]) ^ int(b[j])).count("1") <= 4
+        }
         for native in (True, False):
             if native and not hasattr(np, "bitwise_count"):
                 continue
@@ -187,8 +199,9 @@ def test_label_ranking_finds_planted_errors():
 
 
 def test_label_issues_of_a_run_point_at_planted_wrong_labels(tmp_path, capsys):
-    import cnnlab
     from conftest import make_dataset
+
+    import cnnlab
 
     root = make_dataset(tmp_path / "ds", 20)
     make_folder(tmp_path / "wrong", classes=("a",), per_class=2, seed=7)  # class-a images ...
@@ -196,12 +209,26 @@ def test_label_issues_of_a_run_point_at_planted_wrong_labels(tmp_path, capsys):
         os.rename(tmp_path / "wrong" / "a" / name, os.path.join(root, "test", "b", f"z_wrong_{i}.png"))
     cfg = cnnlab.preset("fast", data=root, epochs=8, batch_size=16, eval_batch_size=32, progress=False, threads=1)
     cnnlab.train_run(cfg, str(tmp_path / "run"))
-    code = main(["data", "check", root, "--label-issues", str(tmp_path / "run"), "--out", str(tmp_path / "o"),
-                 "--quiet", "--workers", "1"])
+    code = main(
+        [
+            "data",
+            "check",
+            root,
+            "--label-issues",
+            str(tmp_path / "run"),
+            "--out",
+            str(tmp_path / "o"),
+            "--quiet",
+            "--workers",
+            "1",
+        ]
+    )
     assert code == 0
     saved = json.loads((tmp_path / "o" / "data_check.json").read_text())["label_issues"]
     assert {(s["path"], s["given"], s["suggested"]) for s in saved[:2]} == {
-        ("test/b/z_wrong_0.png", "b", "a"), ("test/b/z_wrong_1.png", "b", "a")}
+        ("test/b/z_wrong_0.png", "b", "a"),
+        ("test/b/z_wrong_1.png", "b", "a"),
+    }
     assert len(saved) <= 4 and all(s["split"] == "test" for s in saved)
     assert "suspected label errors in test/: " in capsys.readouterr().out
     assert "Suspected label errors" in (tmp_path / "o" / "data_check.html").read_text()
@@ -222,8 +249,12 @@ def test_near_pairs_keep_the_closest_within_a_limit(monkeypatch):
     capped = near_pairs(a, a, 6, same=True, limit=50)
     assert full.total == capped.total == len(full) > 1000 and len(capped) == 50
     assert sorted(capped.distance.tolist()) == sorted(full.distance.tolist())[:50]
-    closest = set(zip(full.i[full.distance < capped.distance.max()].tolist(),
-                      full.j[full.distance < capped.distance.max()].tolist()))
+    closest = set(
+        zip(
+            full.i[full.distance < capped.distance.max()].tolist(),
+            full.j[full.distance < capped.distance.max()].tolist(),
+        )
+    )
     assert closest <= set(zip(capped.i.tolist(), capped.j.tolist()))
 
 
@@ -233,8 +264,9 @@ def test_capped_pairs_say_so(planted):
     result = run_check(planted, CheckOptions(workers=1, progress=False, threshold=40))
     pairs, notes = find_pairs(result.items, 40, limit=1)
     assert notes and all("closest kept" in n for n in notes)
-    assert sum(not p.exact for p in pairs) == len({(result.items[p.a].split, result.items[p.b].split)
-                                                  for p in pairs if not p.exact})
+    assert sum(not p.exact for p in pairs) == len(
+        {(result.items[p.a].split, result.items[p.b].split) for p in pairs if not p.exact}
+    )
 
 
 def test_file_names_that_are_not_utf8_are_written_escaped(tmp_path):
@@ -253,7 +285,8 @@ def test_class_imbalance_above_ten_to_one_is_a_warning(tmp_path):
     summary = to_json(run_check(root, ONE))
     assert summary["class_counts"] == {"train/": {"a": 21, "b": 2}} and summary["imbalance"] == {"train/": 10.5}
     assert [w for w in summary["warnings"] if "imbalanced" in w] == [
-        "train/: classes imbalanced 10.5:1 (largest a 21, smallest b 2; above 10:1)"]
+        "train/: classes imbalanced 10.5:1 (largest a 21, smallest b 2; above 10:1)"
+    ]
     os.remove(os.path.join(root, "a", "img_020.png"))  # 20:2 is 10:1, not above
     assert not any("imbalanced" in w for w in to_json(run_check(root, ONE))["warnings"])
 
@@ -292,7 +325,8 @@ def test_default_threshold_pairs_4_bits_apart_not_6(tmp_path):
     write_image(os.path.join(tmp_path, "train", "b", "far.png"), far)
     write_image(os.path.join(tmp_path, "test", "b", "far.png"), copy_at_distance(rng, far, 6))
     result = run_check(str(tmp_path), CheckOptions(workers=1, progress=False, val_fraction=0))
-    assert [(result.items[p.a].path, result.items[p.b].path, p.distance) for p in result.pairs] == \
-        [(os.path.join("train", "a", "near.png"), os.path.join("test", "a", "near.png"), 4)]
+    assert [(result.items[p.a].path, result.items[p.b].path, p.distance) for p in result.pairs] == [
+        (os.path.join("train", "a", "near.png"), os.path.join("test", "a", "near.png"), 4)
+    ]
     wider = run_check(str(tmp_path), CheckOptions(workers=1, progress=False, val_fraction=0, threshold=6))
     assert sorted(p.distance for p in wider.pairs) == [4, 6]

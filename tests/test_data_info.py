@@ -1,9 +1,11 @@
 """`cnnlab data info` describes a dataset whose classes are too small
 for the validation split instead of refusing it; training still refuses it, naming the classes."""
+
 import os
 
-from cnnlab.cli import main
 from conftest import make_folder
+
+from cnnlab.cli import main
 
 
 def test_data_info_describes_small_classes_and_names_them(tmp_path, capsys):

@@ -1,13 +1,14 @@
 """Decoding: colour modes, sizes, corrupt files, and the cache that makes a second load free."""
+
 import os
 
 import numpy as np
 import pytest
+from conftest import make_folder
 from PIL import Image
 
 from cnnlab.data import decode, load_dataset
 from cnnlab.errors import DataError
-from conftest import make_folder
 
 
 def test_second_load_reads_the_cache_and_changes_invalidate_it(tmp_path, monkeypatch):

@@ -1,4 +1,5 @@
 """Where bf16 is chosen: `--precision auto` takes bf16 only where the hardware computes it natively."""
+
 import pytest
 import torch
 
@@ -12,11 +13,14 @@ def fake_cuda(monkeypatch, capability: tuple[int, int], with_emulation_flag: boo
     torch.cuda.is_bf16_supported, with and without its `including_emulation` parameter (older torch)."""
     native = capability[0] >= 8
     if with_emulation_flag:
+
         def is_bf16_supported(including_emulation: bool = True) -> bool:
             return native or including_emulation
     else:
+
         def is_bf16_supported() -> bool:
             return True  # emulated or not
+
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
     monkeypatch.setattr(torch.version, "hip", None)

@@ -3,6 +3,7 @@
 batches, same augmentation, SyncBatchNorm); SIGKILL of every process at a chosen step then --resume ends
 where the uninterrupted run ends; rank 1 writes nothing into the run directory. Sweep workers on distinct
 devices (--workers 2 --devices)."""
+
 import json
 import os
 import subprocess
@@ -11,18 +12,36 @@ import textwrap
 
 import pytest
 import torch
+from conftest import SWEEP_FLAGS, make_dataset
 from safetensors.torch import load_file
 
 from cnnlab.cli import main
 from cnnlab.errors import ConfigError
 from cnnlab.runs import load_run
 from cnnlab.studies import open_study
-from conftest import SWEEP_FLAGS, make_dataset
 
 # 162 training images (60 a class less 10% validation): 20 global batches of 8 an epoch, 4 images per rank.
-ARGS = ["--epochs", "3", "--batch-size", "8", "--eval-batch-size", "64", "--threads", "1", "--seed", "0",
-        "--no-progress", "--cutout", "4", "--lr", "0.05", "--sync-bn", "--no-flip-alternate",
-        "--device", "cpu"]  # gloo on the CPU wherever the suite runs (with a GPU, auto would choose NCCL)
+ARGS = [
+    "--epochs",
+    "3",
+    "--batch-size",
+    "8",
+    "--eval-batch-size",
+    "64",
+    "--threads",
+    "1",
+    "--seed",
+    "0",
+    "--no-progress",
+    "--cutout",
+    "4",
+    "--lr",
+    "0.05",
+    "--sync-bn",
+    "--no-flip-alternate",
+    "--device",
+    "cpu",
+]  # gloo on the CPU wherever the suite runs (with a GPU, auto would choose NCCL)
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
 
 # Installed into each rank's interpreter (sitecustomize on PYTHONPATH): an audit hook that logs every write,
@@ -71,8 +90,14 @@ def one_process(dataset, tmp_path_factory):
 
 
 def torchrun(args: list[str], env: dict | None = None, **popen) -> subprocess.Popen:
-    return subprocess.Popen([*TORCHRUN, "-m", "cnnlab", "train", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})}, **popen)
+    return subprocess.Popen(
+        [*TORCHRUN, "-m", "cnnlab", "train", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+        **popen,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -82,13 +107,18 @@ def two_processes(dataset, tmp_path_factory):
     (root / "site").mkdir()
     (root / "site" / "sitecustomize.py").write_text(AUDIT)
     out = str(root / "run")
-    env = {"PYTHONPATH": os.pathsep.join([str(root / "site"), os.environ.get("PYTHONPATH", "")]),
-           "AUDIT_RUN_DIR": out, "AUDIT_LOG": str(root / "writes")}
+    env = {
+        "PYTHONPATH": os.pathsep.join([str(root / "site"), os.environ.get("PYTHONPATH", "")]),
+        "AUDIT_RUN_DIR": out,
+        "AUDIT_LOG": str(root / "writes"),
+    }
     proc = torchrun(["--data", dataset, "--out", out, *ARGS], env)
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stderr
-    logs = {rank: (root / f"writes.rank{rank}").read_text() if (root / f"writes.rank{rank}").exists() else ""
-            for rank in (0, 1)}
+    logs = {
+        rank: (root / f"writes.rank{rank}").read_text() if (root / f"writes.rank{rank}").exists() else ""
+        for rank in (0, 1)
+    }
     return out, stdout, logs
 
 
@@ -145,14 +175,20 @@ def test_a_few_steps_of_two_processes_equal_one_to_float32_rounding(tmp_path):
     # seed; BatchNorm statistics per rank (no sync-BN) are a real difference, and fail it
     (tmp_path / "steps.py").write_text(STEPS)
     cases = [f"{flip_alternate},{seed},1" for flip_alternate in (0, 1) for seed in (0, 1, 2)] + ["1,0,0"]
-    proc = subprocess.run([*TORCHRUN, str(tmp_path / "steps.py"), str(tmp_path / "out.pt"), *cases],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [*TORCHRUN, str(tmp_path / "steps.py"), str(tmp_path / "out.pt"), *cases],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     results = torch.load(tmp_path / "out.pt", weights_only=False)
     for case in cases:
         (history_one, weights_one), (history_two, weights_two) = results["one"][case], results["two"][case]
-        same = all(torch.allclose(weights_one[k].double(), weights_two[k].double(), rtol=1.3e-6, atol=1e-5)
-                   for k in weights_one)  # torch.testing's float32 tolerance
+        same = all(
+            torch.allclose(weights_one[k].double(), weights_two[k].double(), rtol=1.3e-6, atol=1e-5)
+            for k in weights_one
+        )  # torch.testing's float32 tolerance
         assert same == case.endswith(",1"), case
         if same:
             for one, two in zip(history_one, history_two):
@@ -164,8 +200,10 @@ def test_rank_1_writes_nothing_into_the_run_dir(one_process, two_processes):
     two, _, logs = two_processes
     assert "config.json" in logs[0] and "model.safetensors" in logs[0]  # the audit sees rank 0's writes
     assert logs[1] == ""
-    names = lambda d: sorted("events.out.tfevents" if n.startswith("events.out.tfevents") else n  # noqa: E731
-                             for n in os.listdir(d))
+
+    def names(folder):
+        return sorted("events.out.tfevents" if n.startswith("events.out.tfevents") else n for n in os.listdir(folder))
+
     assert names(two) == names(one_process)
 
 
@@ -212,8 +250,26 @@ def test_worker_devices():
 def test_sweep_workers_on_distinct_devices(tmp_path):
     data = make_dataset(tmp_path / "ds", 20)
     out = str(tmp_path / "sweep")
-    code = main(["sweep", "--data", data, "--out", out, "--grid", "lr=0.05,0.1,0.2", "--seeds", "2", "--epochs", "2",
-                 *SWEEP_FLAGS, "--workers", "2", "--devices", "cpu:0,cpu:1"])
+    code = main(
+        [
+            "sweep",
+            "--data",
+            data,
+            "--out",
+            out,
+            "--grid",
+            "lr=0.05,0.1,0.2",
+            "--seeds",
+            "2",
+            "--epochs",
+            "2",
+            *SWEEP_FLAGS,
+            "--workers",
+            "2",
+            "--devices",
+            "cpu:0,cpu:1",
+        ]
+    )
     assert code == 0
     trials = [t for t in open_study(out).get_trials() if t.state.name == "COMPLETE"]
     assert len(trials) == 6
@@ -230,8 +286,9 @@ def test_sweep_workers_on_distinct_devices(tmp_path):
 def test_sigterm_to_one_rank_stops_every_rank_and_rank_0_checkpoints(dataset, tmp_path):
     # --logger: cnnlab's --log under a name torchrun does not take for its own --log-dir/--logs-specs
     out = str(tmp_path / "run")
-    proc = torchrun(["--data", dataset, "--out", out, *ARGS, "--logger", "none"],
-                    {"CNNLAB_TEST_KILL_AT": "1:5:TERM:1"})  # rank 1 alone, during epoch 1's step 5
+    proc = torchrun(
+        ["--data", dataset, "--out", out, *ARGS, "--logger", "none"], {"CNNLAB_TEST_KILL_AT": "1:5:TERM:1"}
+    )  # rank 1 alone, during epoch 1's step 5
     _, err = proc.communicate(timeout=300)
     assert proc.returncode != 0
     # one message, from rank 0, naming where it stopped; the state of that point saved

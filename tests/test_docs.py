@@ -1,4 +1,5 @@
 """The documentation's generated parts stay in step with what generates them."""
+
 import json
 import pathlib
 import subprocess
@@ -10,18 +11,33 @@ import benchmarks_page  # noqa: E402  (a script of tools/, not a package)
 
 
 def test_the_benchmarks_page_is_what_the_committed_records_make():
-    result = subprocess.run([sys.executable, str(ROOT / "tools" / "benchmarks_page.py"), "--check"],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "benchmarks_page.py"), "--check"], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
 
 
 def test_every_result_of_a_record_reaches_the_page(tmp_path):
-    record = {"figure": "a figure", "command": "python x.py", "machine": {"cpu": "Some CPU", "cores": 2,
-              "flags": ["avx2"], "gpu": None}, "torch": "2.13.0", "commit": "abc1234", "date": "2026-11-30T12:00:00",
-              "results": {"accuracy": {"mean": 0.912345, "runs": [0.9, 0.91]}, "rows": [{"mode": "none", "n": 3}]}}
+    record = {
+        "figure": "a figure",
+        "command": "python x.py",
+        "machine": {"cpu": "Some CPU", "cores": 2, "flags": ["avx2"], "gpu": None},
+        "torch": "2.13.0",
+        "commit": "abc1234",
+        "date": "2026-11-30T12:00:00",
+        "results": {"accuracy": {"mean": 0.912345, "runs": [0.9, 0.91]}, "rows": [{"mode": "none", "n": 3}]},
+    }
     (tmp_path / "demo.json").write_text(json.dumps(record))
     page = benchmarks_page.render(tmp_path)
-    for text in ("## demo", "a figure", "Some CPU (2 cores; avx2)", "torch 2.13.0, commit abc1234, 2026-11-30",
-                 "| `accuracy.mean` | 0.9123 |", "| `accuracy.runs` | [0.9, 0.91] |", "| `rows[0].mode` | none |",
-                 "| `rows[0].n` | 3 |", "python x.py"):
+    for text in (
+        "## demo",
+        "a figure",
+        "Some CPU (2 cores; avx2)",
+        "torch 2.13.0, commit abc1234, 2026-11-30",
+        "| `accuracy.mean` | 0.9123 |",
+        "| `accuracy.runs` | [0.9, 0.91] |",
+        "| `rows[0].mode` | none |",
+        "| `rows[0].n` | 3 |",
+        "python x.py",
+    ):
         assert text in page, text

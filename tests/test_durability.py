@@ -1,4 +1,5 @@
 """Durable writes and exclusive run directories."""
+
 import os
 import stat
 import sys
@@ -65,8 +66,13 @@ def record_syncs_and_renames(monkeypatch) -> list[tuple]:
         real_fsync(fd)
 
     def replace(source, target):
-        events.append(("replace", os.path.realpath(source), os.path.realpath(os.path.dirname(target))
-                       + os.sep + os.path.basename(target)))
+        events.append(
+            (
+                "replace",
+                os.path.realpath(source),
+                os.path.realpath(os.path.dirname(target)) + os.sep + os.path.basename(target),
+            )
+        )
         real_replace(source, target)
 
     monkeypatch.setattr(os, "fsync", fsync)
@@ -79,13 +85,14 @@ def flushed_before_and_after(events: list[tuple], target: str) -> tuple[set[str]
     at = next(i for i, e in enumerate(events) if e[0] == "replace" and e[2] == os.path.realpath(target))
     source = events[at][1]
     before = {e[1] for e in events[:at] if e[0] == "fsync" and e[1].startswith(source)}
-    return before, {e[1] for e in events[at + 1:] if e[0] == "fsync"}
+    return before, {e[1] for e in events[at + 1 :] if e[0] == "fsync"}
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/fd")
 def test_the_cifar_download_and_unpack_are_flushed_before_and_after_their_renames(tmp_path, monkeypatch):
-    from cnnlab.data.cifar import CIFAR10_DIRNAME, get_cifar10
     from test_cifar import make_archive
+
+    from cnnlab.data.cifar import CIFAR10_DIRNAME, get_cifar10
 
     archive, md5 = make_archive(tmp_path)
     events = record_syncs_and_renames(monkeypatch)

@@ -1,5 +1,6 @@
 """Grad-CAM: the map against a hand computation, the layer rule, the model left as it was, and a sanity
 check on a dataset where the evidence is known (a bright square in one quadrant decides the class)."""
+
 import numpy as np
 import pytest
 import torch
@@ -67,8 +68,9 @@ def test_a_layer_followed_by_an_in_place_relu_reads_its_own_values_and_gradients
 
 def test_model_left_as_it_was():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveMaxPool2d(1), nn.Flatten(),
-                          nn.Linear(4, 2))
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(4, 2)
+    )
     model.train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     cams = grad_cam(model, torch.randn(4, 3, 8, 8), [torch.tensor([0, 1, 0, 1]), torch.tensor([1, 1, 0, 0])])
@@ -80,8 +82,17 @@ def test_model_left_as_it_was():
 
 
 def test_layer_rule_skips_pooling_and_collapsed_maps():
-    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 4, 3, padding=1),
-                          nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 4, 2), nn.Flatten(), nn.Linear(4, 2))
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(4, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(4, 4, 2),
+        nn.Flatten(),
+        nn.Linear(4, 2),
+    )
     # 8x8 -> 4x4 (pool) -> conv, ReLU at 4x4 -> pool 2x2 -> conv to 1x1: the ReLU at 4x4 is the last map > 1x1
     # that is not a pooling layer's
     assert cam_layer(model, torch.randn(1, 3, 8, 8)) == "4"
@@ -203,7 +214,7 @@ def quadrant_images(n: int, rng: np.random.Generator, side: int = 32, square: in
     corners += np.stack([labels // 2, labels % 2], 1) * half
     for image, label, (top, left) in zip(images, labels, corners):
         if label < 4:
-            image[:, top:top + square, left:left + square] += 2.5
+            image[:, top : top + square, left : left + square] += 2.5
     return torch.from_numpy(images), torch.from_numpy(labels), corners
 
 
@@ -230,13 +241,20 @@ def one_thread():
 def test_map_peaks_on_the_evidence(one_thread):
     torch.manual_seed(0)
     x, y, _ = quadrant_images(512, np.random.default_rng(0))
-    model = nn.Sequential(AddCoords(), nn.Conv2d(5, 16, 4, stride=4), nn.ReLU(),
-                          nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
-                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 5))
+    model = nn.Sequential(
+        AddCoords(),
+        nn.Conv2d(5, 16, 4, stride=4),
+        nn.ReLU(),
+        nn.Conv2d(16, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, 5),
+    )
     optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
     for _epoch in range(5):
         for start in range(0, len(x), 64):
-            loss = F.cross_entropy(model(x[start:start + 64]), y[start:start + 64])
+            loss = F.cross_entropy(model(x[start : start + 64]), y[start : start + 64])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -251,7 +269,11 @@ def test_map_peaks_on_the_evidence(one_thread):
     rows, cols = (peak // 32).numpy(), (peak % 32).numpy()
     in_quadrant = (rows // 16 == ty.numpy() // 2) & (cols // 16 == ty.numpy() % 2)
     # the 8-pixel square, grown by the 4-pixel cell of the 8x8 map the peak is interpolated from
-    in_square = ((rows >= corners[:, 0] - 4) & (rows < corners[:, 0] + 12)
-                 & (cols >= corners[:, 1] - 4) & (cols < corners[:, 1] + 12))
+    in_square = (
+        (rows >= corners[:, 0] - 4)
+        & (rows < corners[:, 0] + 12)
+        & (cols >= corners[:, 1] - 4)
+        & (cols < corners[:, 1] + 12)
+    )
     assert in_quadrant.mean() >= 0.9, in_quadrant.mean()
     assert in_square.mean() >= 0.9, in_square.mean()

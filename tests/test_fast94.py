@@ -1,5 +1,6 @@
 """The fast94 preset (issue 12): airbench94's network (fastnet94), Muon for the conv filters and Nesterov
 SGD for the rest (cnnlab.optim), the whitening bias trained for its first epochs only, multi-view TTA."""
+
 import json
 import math
 import os
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import make_folder
 
 import cnnlab
 from cnnlab.cli import main
@@ -16,7 +18,6 @@ from cnnlab.errors import ConfigError
 from cnnlab.evaluate import infer
 from cnnlab.models import count_params, create_model
 from cnnlab.optim import Muon, MuonWithSGD, build_optimizer, build_scheduler
-from conftest import make_folder
 
 muon_missing = pytest.mark.skipif(not hasattr(torch.optim, "Muon"), reason="torch.optim.Muon needs torch >= 2.9")
 
@@ -27,12 +28,19 @@ def fast94_config(**changes) -> Config:
 
 # --- the network ---
 
+
 def test_fastnet94_has_airbench94s_widths_frozen_bn_weights_and_dirac_convs():
     torch.manual_seed(0)
     model = create_model("fastnet94", num_classes=10)
     convs = [m for m in model.groups.modules() if isinstance(m, torch.nn.Conv2d)]
-    assert [(c.in_channels, c.out_channels) for c in convs] == [(24, 64), (64, 64), (64, 256), (256, 256),
-                                                                (256, 256), (256, 256)]
+    assert [(c.in_channels, c.out_channels) for c in convs] == [
+        (24, 64),
+        (64, 64),
+        (64, 256),
+        (256, 256),
+        (256, 256),
+        (256, 256),
+    ]
     for conv in convs:  # the first in_channels filters pass their input channel through: identity at init
         cin = conv.in_channels
         dirac = torch.zeros(cin, cin, 3, 3)
@@ -59,6 +67,7 @@ def test_fastnet94_has_airbench94s_widths_frozen_bn_weights_and_dirac_convs():
 
 
 # --- the optimizer ---
+
 
 @muon_missing
 def test_muon_takes_the_conv_filters_and_sgd_the_rest():
@@ -92,13 +101,15 @@ def test_muon_takes_the_conv_filters_and_sgd_the_rest():
 def _grads(model: torch.nn.Module, seed: int) -> None:
     gen = torch.Generator().manual_seed(seed)
     for p in model.parameters():
-        p.grad = torch.randn(p.shape, generator=gen).to(memory_format=torch.contiguous_format) if p.requires_grad \
-            else None
+        p.grad = (
+            torch.randn(p.shape, generator=gen).to(memory_format=torch.contiguous_format) if p.requires_grad else None
+        )
 
 
 @muon_missing
-@pytest.mark.parametrize("layout, order", [(torch.contiguous_format, (0, 1, 2, 3)),
-                                           (torch.channels_last, (0, 2, 3, 1))])
+@pytest.mark.parametrize(
+    "layout, order", [(torch.contiguous_format, (0, 1, 2, 3)), (torch.channels_last, (0, 2, 3, 1))]
+)
 def test_a_muon_step_is_torch_muon_on_each_filter_as_a_matrix_after_renormalising(layout, order):
     """Each filter is a matrix out x (in*3*3), its columns in the filter's memory order (NS commutes with a
     permutation of the columns; the same order makes the comparison exact)."""
@@ -113,7 +124,7 @@ def test_a_muon_step_is_torch_muon_on_each_filter_as_a_matrix_after_renormalisin
         _grads(model, seed)
         matrix.grad = conv.weight.grad.permute(order).reshape(128, -1).clone()
         with torch.no_grad():
-            matrix.mul_(128 ** 0.5 / matrix.norm())  # airbench: each filter's norm reset to sqrt(out) first
+            matrix.mul_(128**0.5 / matrix.norm())  # airbench: each filter's norm reset to sqrt(out) first
         optimizer.step()
         by_hand.step()
     assert torch.equal(conv.weight.detach().permute(order).reshape(128, -1), matrix.detach())
@@ -178,7 +189,7 @@ def test_every_group_follows_the_schedule_and_the_whitening_bias_stops_after_its
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, steps_per_epoch=25)  # CIFAR-10: 50,000 // 2,000
     seen = []
-    for step in range(200):
+    for _ in range(200):
         seen.append([g["lr"] / g["initial_lr"] for g in optimizer.param_groups])
         optimizer.step()
         scheduler.step()
@@ -197,14 +208,16 @@ def test_optimizer_muon_needs_conv_filters():
         build_optimizer(model, Config(optimizer="muon"))
 
 
-@pytest.mark.parametrize("key, value", [("muon_momentum", 1.0), ("muon_lr", 0.0), ("tta_translate", -1),
-                                        ("whiten_bias_epochs", -1.0)])
+@pytest.mark.parametrize(
+    "key, value", [("muon_momentum", 1.0), ("muon_lr", 0.0), ("tta_translate", -1), ("whiten_bias_epochs", -1.0)]
+)
 def test_bad_muon_and_tta_values_are_refused_by_name(key, value):
     with pytest.raises(ConfigError, match=key):
         Config().replace(**{key: value})
 
 
 # --- multi-view test-time augmentation ---
+
 
 def test_multiview_tta_averages_the_mirrored_pairs_of_the_image_and_its_two_one_pixel_shifts():
     torch.manual_seed(0)
@@ -227,6 +240,7 @@ def test_multiview_tta_averages_the_mirrored_pairs_of_the_image_and_its_two_one_
 
 # --- the preset ---
 
+
 def test_fast94_preset_is_airbench94s_recipe_on_every_training_image():
     cfg = preset("fast94")
     assert cfg.val_fraction == 0.0 and cfg.model == "fastnet94" and cfg.optimizer == "muon"
@@ -245,8 +259,26 @@ def tiny_run(tmp_path_factory) -> tuple[str, str]:
     make_folder(data / "test", per_class=4, size=32, seed=1)
     out = str(tmp / "run")
     # the batch adapted to the 48 images (8), the lr with it (1340 x 8 / 2000)
-    code = main(["train", "--preset", "fast94", "--data", str(data), "--out", out, "--epochs", "1",
-                 "--eval-batch-size", "64", "--threads", "1", "--no-progress", "--log", "none"])
+    code = main(
+        [
+            "train",
+            "--preset",
+            "fast94",
+            "--data",
+            str(data),
+            "--out",
+            out,
+            "--epochs",
+            "1",
+            "--eval-batch-size",
+            "64",
+            "--threads",
+            "1",
+            "--no-progress",
+            "--log",
+            "none",
+        ]
+    )
     assert code == 0
     return str(data), out
 
@@ -271,8 +303,12 @@ def test_predict_and_export_apply_the_runs_translated_tta_views(tiny_run, tmp_pa
     data, out = tiny_run
     predictor = cnnlab.load(out, precision="fp32")
     assert predictor.tta and predictor.tta_translate == 1
-    images = np.stack([predictor.to_array(os.path.join(data, "test", "a", name))
-                       for name in sorted(os.listdir(os.path.join(data, "test", "a")))])
+    images = np.stack(
+        [
+            predictor.to_array(os.path.join(data, "test", "a", name))
+            for name in sorted(os.listdir(os.path.join(data, "test", "a")))
+        ]
+    )
     inputs = predictor.preprocess(torch.from_numpy(images))
     with torch.no_grad():
         expected = torch.softmax(infer(predictor.model, inputs, tta=True, tta_translate=1), 1).numpy()
@@ -315,6 +351,7 @@ def test_without_bf16_training_the_newton_schulz_runs_in_fp32_else_it_is_torchs_
 
 # --- alternating flip ---
 
+
 def _flips_by_image(loader, epoch: int) -> dict[int, bool]:
     """Image id -> mirrored, for one epoch of `loader` over the marked images of `marked_images`."""
     loader.set_epoch(epoch)
@@ -337,15 +374,25 @@ def test_alternating_flip_mirrors_each_image_in_every_other_epoch():
     from cnnlab.data.loader import DeviceLoader
 
     n = 64
-    loader = DeviceLoader(marked_images(n), np.zeros(n), 16, torch.device("cpu"), shuffle=True, drop_last=True,
-                          flip=True, flip_alternate=True, seed=3)
+    loader = DeviceLoader(
+        marked_images(n),
+        np.zeros(n),
+        16,
+        torch.device("cpu"),
+        shuffle=True,
+        drop_last=True,
+        flip=True,
+        flip_alternate=True,
+        seed=3,
+    )
     epochs = [_flips_by_image(loader, epoch) for epoch in (1, 2, 3, 4)]
     assert all(sorted(flips) == list(range(n)) for flips in epochs)  # every image, once an epoch
     for before, after in zip(epochs, epochs[1:]):
         assert all(after[i] != before[i] for i in range(n))  # each image the other way round in the next epoch
     assert 16 <= sum(epochs[0].values()) <= 48  # the first epoch's choice at random per image (32 expected)
-    plain = DeviceLoader(marked_images(n), np.zeros(n), 16, torch.device("cpu"), shuffle=True, drop_last=True,
-                         flip=True, seed=3)
+    plain = DeviceLoader(
+        marked_images(n), np.zeros(n), 16, torch.device("cpu"), shuffle=True, drop_last=True, flip=True, seed=3
+    )
     first, second = _flips_by_image(plain, 1), _flips_by_image(plain, 2)
     assert any(first[i] == second[i] for i in range(n))  # without it, each epoch draws afresh
 
@@ -359,12 +406,23 @@ def test_the_whitening_bias_gets_no_gradient_once_its_epochs_end_and_training_en
     """An update at lr 0 changes nothing, so once the bias's own epochs end its gradient (and the first
     conv's input gradient it needs) is not computed, as airbench detaches it; every number stays the same."""
     import sys
-    from cnnlab.errors import Interrupted
+
     from cnnlab.pipeline import prepare
     from cnnlab.train import TrainControl, train
+
     data = make_folder(tmp_path / "ds", per_class=16, size=32)
-    cfg = fast94_config(data=data, epochs=3, batch_size=8, lr=1340 * 8 / 2000, whiten_bias_epochs=1.0,
-                        precision="fp32", device="cpu", threads=1, progress=False, log="none")
+    cfg = fast94_config(
+        data=data,
+        epochs=3,
+        batch_size=8,
+        lr=1340 * 8 / 2000,
+        whiten_bias_epochs=1.0,
+        precision="fp32",
+        device="cpu",
+        threads=1,
+        progress=False,
+        log="none",
+    )
 
     def run(freeze: bool, control: TrainControl | None = None) -> tuple[list[bool], dict, torch.Tensor]:
         if not freeze:
@@ -372,8 +430,9 @@ def test_the_whitening_bias_gets_no_gradient_once_its_epochs_end_and_training_en
         torch.manual_seed(0)
         ready = prepare(cfg)
         model, flags = ready.model, []
-        model.register_forward_pre_hook(lambda module, args: flags.append(module.whiten.bias.requires_grad)
-                                        if module.training else None)
+        model.register_forward_pre_hook(
+            lambda module, args: flags.append(module.whiten.bias.requires_grad) if module.training else None
+        )
         bias = model.whiten.bias.detach().clone()
         train(model, ready.train_loader, ready.val_loader, cfg, ready.dataset.classes, control=control)
         assert model.whiten.bias.requires_grad  # the model is handed back as it came

@@ -1,11 +1,13 @@
 """Fine-tuning: pretrained weights from a local file or cache, --init-from a run, the finetune preset
 (AdamW, warm-up + cosine, a lower backbone lr), and timm models by name (when timm is installed)."""
+
 import json
 import math
 import os
 
 import pytest
 import torch
+from conftest import make_dataset, make_folder
 from safetensors.torch import load_file, save_file
 
 from cnnlab import runs
@@ -13,12 +15,22 @@ from cnnlab.cli import main
 from cnnlab.config import Config, preset
 from cnnlab.errors import ConfigError
 from cnnlab.models import create_model, create_pretrained, head_parameter_names, input_config
-from cnnlab.pipeline import prepare
 from cnnlab.optim import build_optimizer, lr_factor
-from conftest import make_dataset, make_folder
+from cnnlab.pipeline import prepare
 
-TINY = ["--epochs", "1", "--batch-size", "8", "--eval-batch-size", "64", "--threads", "1", "--no-progress",
-        "--log", "none"]
+TINY = [
+    "--epochs",
+    "1",
+    "--batch-size",
+    "8",
+    "--eval-batch-size",
+    "64",
+    "--threads",
+    "1",
+    "--no-progress",
+    "--log",
+    "none",
+]
 
 
 def one_line_error(capsys) -> str:
@@ -38,6 +50,7 @@ def assert_same(a: dict, b: dict) -> None:
 
 
 # --- schedule and optimizer ---
+
 
 def test_cosine_schedule_rises_linearly_then_follows_half_a_cosine_to_zero():
     total, warmup = 10, 2
@@ -88,6 +101,7 @@ def test_finetune_fields_are_range_checked(key, value):
 
 
 # --- pretrained weights from a local file (cnnlab's own models) ---
+
 
 @pytest.mark.parametrize("suffix", ["safetensors", "pth"])
 def test_pretrained_file_gives_the_backbone_and_a_new_head(tmp_path, suffix):
@@ -154,6 +168,7 @@ def test_hub_weights_for_a_cnnlab_model_is_one_line(tmp_path, capsys):
 
 # --- --init-from a cnnlab run ---
 
+
 @pytest.fixture(scope="module")
 def source_run(tmp_path_factory):
     """A finished 1-epoch fastnet run on 3 classes."""
@@ -214,13 +229,29 @@ def test_init_from_a_folder_that_is_no_run_is_one_line(tmp_path, capsys):
 
 def test_init_from_and_pretrained_together_is_one_line(tmp_path, source_run, capsys):
     data = make_dataset(tmp_path / "ds", 10, 2)
-    assert main(["train", "--data", data, "--out", str(tmp_path / "r"), "--init-from", source_run,
-                 "--pretrained", "hub", *TINY]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                data,
+                "--out",
+                str(tmp_path / "r"),
+                "--init-from",
+                source_run,
+                "--pretrained",
+                "hub",
+                *TINY,
+            ]
+        )
+        == 2
+    )
     err = one_line_error(capsys)
     assert "init_from" in err and "pretrained" in err
 
 
 # --- timm models ---
+
 
 def test_timm_model_without_timm_says_how_to_install_it(tmp_path, monkeypatch, capsys):
     import sys
@@ -234,8 +265,13 @@ def test_timm_model_without_timm_says_how_to_install_it(tmp_path, monkeypatch, c
 
 
 def test_own_models_have_their_input_size_and_no_fixed_normalisation():
-    assert input_config("fastnet") == {"input_size": (32, 32), "mean": None, "std": None, "interpolation": None,
-                                       "crop_pct": None}
+    assert input_config("fastnet") == {
+        "input_size": (32, 32),
+        "mean": None,
+        "std": None,
+        "interpolation": None,
+        "crop_pct": None,
+    }
     assert input_config("seed_alexnet")["input_size"] == (256, 256)
 
 
@@ -249,9 +285,13 @@ def test_timm_model_by_name(timm):
     assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 3)
     assert set(head_parameter_names(model)) == {"fc.weight", "fc.bias"}
     cfg = timm.get_pretrained_cfg("resnet10t")
-    assert input_config("timm/resnet10t") == {"input_size": tuple(cfg.input_size[1:]), "mean": tuple(cfg.mean),
-                                              "std": tuple(cfg.std), "interpolation": cfg.interpolation,
-                                              "crop_pct": cfg.crop_pct}
+    assert input_config("timm/resnet10t") == {
+        "input_size": tuple(cfg.input_size[1:]),
+        "mean": tuple(cfg.mean),
+        "std": tuple(cfg.std),
+        "interpolation": cfg.interpolation,
+        "crop_pct": cfg.crop_pct,
+    }
     with pytest.raises(ConfigError, match="unknown timm model 'resnet9000'"):
         create_model("timm/resnet9000")
 
@@ -269,8 +309,18 @@ def test_timm_pretrained_file_gives_the_backbone_and_a_new_head(timm, tmp_path):
 
 def test_timm_model_scaling_is_its_pretrained_normalisation(timm, tmp_path):
     data = make_dataset(tmp_path / "ds", 10, 2)
-    ready = prepare(Config(data=data, model="timm/resnet10t", scaling="model", input_size=32, batch_size=8,
-                           progress=False, threads=1, log="none"))
+    ready = prepare(
+        Config(
+            data=data,
+            model="timm/resnet10t",
+            scaling="model",
+            input_size=32,
+            batch_size=8,
+            progress=False,
+            threads=1,
+            log="none",
+        )
+    )
     cfg = timm.get_pretrained_cfg("resnet10t")
     assert (ready.prep.mean, ready.prep.std) == (list(cfg.mean), list(cfg.std))
 
@@ -301,7 +351,9 @@ def test_timm_hub_weights_come_from_the_local_cache(timm, empty_caches):
     (repo / "snapshots" / ("0" * 40)).mkdir(parents=True)
     torch.manual_seed(1)
     source = timm.create_model("resnet10t", num_classes=1000).state_dict()
-    save_file({k: v.contiguous() for k, v in source.items()}, str(repo / "snapshots" / ("0" * 40) / "model.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in source.items()}, str(repo / "snapshots" / ("0" * 40) / "model.safetensors")
+    )
     model = create_pretrained("timm/resnet10t", 3, "hub")
     head = {"fc.weight", "fc.bias"}
     assert_same(backbone(model.state_dict(), head), backbone(source, head))
@@ -310,8 +362,25 @@ def test_timm_hub_weights_come_from_the_local_cache(timm, empty_caches):
 def test_timm_model_trains_and_predicts_end_to_end(timm, tmp_path, capsys):
     data = make_dataset(tmp_path / "ds", 10, 2)
     out = str(tmp_path / "run")
-    assert main(["train", "--preset", "finetune", "--data", data, "--out", out, "--model", "timm/resnet10t",
-                 "--input-size", "32", *TINY]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--preset",
+                "finetune",
+                "--data",
+                data,
+                "--out",
+                out,
+                "--model",
+                "timm/resnet10t",
+                "--input-size",
+                "32",
+                *TINY,
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     image = os.path.join(data, "test", "a", "img_000.png")
     assert main(["predict", out, image, "--json"]) == 0

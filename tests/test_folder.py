@@ -1,13 +1,14 @@
 """The folder scanner follows Keras's flow_from_directory rules."""
+
 import os
 
 import numpy as np
 import pytest
+from conftest import make_folder, write_image
 
 from cnnlab.data import load_dataset
 from cnnlab.data.folder import list_classes, scan_folder
 from cnnlab.errors import DataError
-from conftest import make_folder, write_image
 
 PIXELS = np.full((4, 4, 3), 7, dtype=np.uint8)
 
@@ -40,13 +41,16 @@ def test_non_image_files_in_root_are_not_classes(tmp_path):
     assert list_classes(str(root)) == ["cat"]
 
 
-@pytest.mark.parametrize("case, message", [
-    ("missing", "no such folder"),
-    ("file", "is a file"),
-    ("empty_class", "class folder holds no images"),
-    ("stray_image", "image outside any class folder"),
-    ("no_classes", "no class folders"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing", "no such folder"),
+        ("file", "is a file"),
+        ("empty_class", "class folder holds no images"),
+        ("stray_image", "image outside any class folder"),
+        ("no_classes", "no class folders"),
+    ],
+)
 def test_bad_layouts_name_the_culprit(tmp_path, case, message):
     root = tmp_path / "root"
     if case == "file":

@@ -2,6 +2,7 @@
 hands every large tensor back to the kernel when it is freed and faults it in, zeroed, page by page the
 next time, each step of a training. Observed through the page faults of repeated allocations, in
 fresh processes (the setting lasts a process's life)."""
+
 import os
 import subprocess
 import sys

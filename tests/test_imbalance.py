@@ -1,6 +1,7 @@
 """Imbalanced classes: scikit-learn's balanced class weights in the loss, a class-balanced sampler drawn per
 (seed, epoch) like the shuffle, the imbalance ratio in `cnnlab data info`, and the adaptation `cnnlab train`
 makes on an imbalanced folder (printed, saved, never over a flag the user gave)."""
+
 import json
 import os
 import shutil
@@ -9,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import make_folder
 
 from cnnlab.cli import main
 from cnnlab.config import IMBALANCE_RATIO, adapt_to_imbalance, imbalance_ratio, preset
 from cnnlab.data import DeviceLoader
 from cnnlab.data.loader import balanced_class_weights, class_counts
 from cnnlab.train import Training, loss_weights
-from conftest import make_folder
 
 CPU = torch.device("cpu")
 COUNTS = (2000, 200, 20)  # ratio 100
@@ -43,6 +44,7 @@ def same(a, b) -> bool:
 
 # --- class weights -------------------------------------------------------------------------------------------
 
+
 def test_balanced_weights_are_scikit_learns():
     sklearn = pytest.importorskip("sklearn.utils.class_weight")
     for counts in (COUNTS, (7, 7, 7), (1, 30, 4, 9)):
@@ -62,7 +64,10 @@ def test_the_loss_weights_each_image_by_its_class_and_averages_over_images():
     assert loss_weights(cfg.replace(class_weight="none"), data, 3) is None
     run = Training.__new__(Training)  # only the loss: the fields it reads
     run.cfg, run.class_weight = cfg, weights
-    logits, targets = torch.randn(8, 3, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 1, 2, 0, 0, 1, 2, 2])
+    logits, targets = (
+        torch.randn(8, 3, generator=torch.Generator().manual_seed(0)),
+        torch.tensor([0, 1, 2, 0, 0, 1, 2, 2]),
+    )
     # each image's smoothed cross-entropy, with every class term weighted (torch's rule), times nothing else
     logp = logits.log_softmax(1)
     per_image = -(0.8 * weights[targets] * logp[torch.arange(8), targets] + 0.2 / 3 * (weights * logp).sum(1))
@@ -75,6 +80,7 @@ def test_the_loss_weights_each_image_by_its_class_and_averages_over_images():
 
 
 # --- the balanced sampler ------------------------------------------------------------------------------------
+
 
 def test_balanced_sampler_draws_the_classes_equally_often():
     labels = imbalanced_labels()
@@ -101,8 +107,7 @@ def test_balanced_order_is_fixed_by_seed_and_epoch_and_resumes_mid_epoch():
 def test_balanced_ranks_together_get_the_one_process_batches(flip_alternate):
     labels = imbalanced_labels()
     whole = epoch(loader(labels, balanced=True, flip_alternate=flip_alternate), 2)
-    parts = [epoch(loader(labels, balanced=True, flip_alternate=flip_alternate, shard=(rank, 2)), 2)
-             for rank in (0, 1)]
+    parts = [epoch(loader(labels, balanced=True, flip_alternate=flip_alternate, shard=(rank, 2)), 2) for rank in (0, 1)]
     assert same([(torch.cat([a[0], b[0]]), torch.cat([a[1], b[1]])) for a, b in zip(*parts)], whole)
 
 
@@ -111,11 +116,12 @@ def test_uniform_order_is_todays_permutation():
     data = loader(labels, flip=False, translate=0)
     data.set_epoch(2)
     # the order the uniform sampler has always drawn: one randperm from the epoch's generator
-    order = torch.randperm(len(labels), generator=data._generator())[:len(data) * 20]
+    order = torch.randperm(len(labels), generator=data._generator())[: len(data) * 20]
     assert torch.equal(torch.cat([b[1] for b in data.batches()]), torch.from_numpy(labels)[order])
 
 
 # --- the imbalance ratio and the adaptation ------------------------------------------------------------------
+
 
 def test_ratio_and_adaptation_above_the_threshold_only():
     cfg = preset("fast")
@@ -123,8 +129,10 @@ def test_ratio_and_adaptation_above_the_threshold_only():
     assert adapt_to_imbalance(cfg, [30, 10, 12]) == (cfg, [])  # ratio 3: not above
     adapted, notes = adapt_to_imbalance(cfg, [250, 10, 40])
     assert adapted == cfg.replace(sampler="balanced")
-    assert notes == ["imbalanced training set (ratio 25.0): sampler uniform -> balanced; give --class-weight or "
-                     "--sampler to choose otherwise, or --no-adapt"]
+    assert notes == [
+        "imbalanced training set (ratio 25.0): sampler uniform -> balanced; give --class-weight or "
+        "--sampler to choose otherwise, or --no-adapt"
+    ]
     for keep in ({"class_weight"}, {"sampler"}):  # a choice the user made holds, whatever it is
         assert adapt_to_imbalance(cfg, [250, 10, 40], keep) == (cfg, [])
     weighted = cfg.replace(class_weight="balanced")  # already handled (a config file's choice)
@@ -158,17 +166,19 @@ def test_data_info_is_quiet_about_a_balanced_folder(tmp_path, capsys):
     assert "imbalance ratio (largest / smallest class, training split): 1.0" in out and "warning" not in out
 
 
-TINY = ["--epochs", "1", "--batch-size", "9", "--eval-batch-size", "64", "--threads", "1",
-        "--log", "none"]
+TINY = ["--epochs", "1", "--batch-size", "9", "--eval-batch-size", "64", "--threads", "1", "--log", "none"]
 
 
-@pytest.mark.parametrize("flags, chosen, line", [
-    ([], ("none", "balanced"), True),
-    (["--class-weight", "none"], ("none", "uniform"), False),
-    (["--sampler", "uniform"], ("none", "uniform"), False),
-    (["--class-weight", "balanced"], ("balanced", "uniform"), False),
-    (["--no-adapt"], ("none", "uniform"), False),
-])
+@pytest.mark.parametrize(
+    "flags, chosen, line",
+    [
+        ([], ("none", "balanced"), True),
+        (["--class-weight", "none"], ("none", "uniform"), False),
+        (["--sampler", "uniform"], ("none", "uniform"), False),
+        (["--class-weight", "balanced"], ("balanced", "uniform"), False),
+        (["--no-adapt"], ("none", "uniform"), False),
+    ],
+)
 def test_train_says_what_it_chose_and_keeps_the_users_flags(imbalanced_folder, tmp_path, capsys, flags, chosen, line):
     out = str(tmp_path / "run")
     assert main(["train", "--data", imbalanced_folder, "--out", out, *TINY, *flags]) == 0
@@ -186,17 +196,43 @@ def test_stopped_mid_epoch_and_resumed_it_ends_as_an_uninterrupted_run(imbalance
 
     from safetensors.torch import load_file
 
-    args = ["--data", imbalanced_folder, "--epochs", "3", "--batch-size", "9", "--eval-batch-size", "64",
-            "--threads", "1", "--seed", "2", "--no-progress", "--log", "none", "--sampler", "balanced",
-            "--class-weight", "balanced"]
+    args = [
+        "--data",
+        imbalanced_folder,
+        "--epochs",
+        "3",
+        "--batch-size",
+        "9",
+        "--eval-batch-size",
+        "64",
+        "--threads",
+        "1",
+        "--seed",
+        "2",
+        "--no-progress",
+        "--log",
+        "none",
+        "--sampler",
+        "balanced",
+        "--class-weight",
+        "balanced",
+    ]
     reference, out = str(tmp_path / "ref"), str(tmp_path / "run")
     assert main(["train", "--out", reference, *args]) == 0
     env = {**os.environ, "CNNLAB_TEST_KILL_AT": "2:4:INT"}  # a Ctrl-C at step 4 of epoch 2 (of 9): checkpointed there
-    proc = subprocess.run([sys.executable, "-m", "cnnlab.cli", "train", "--out", out, *args], env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cnnlab.cli", "train", "--out", out, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 130 and "epoch 2, step 4; checkpoint saved" in proc.stderr, proc.stderr
     assert main(["train", "--resume", out]) == 0
-    strip = lambda h: [{k: v for k, v in r.items() if "time" not in k} for r in h]  # noqa: E731
+
+    def strip(history):
+        return [{k: v for k, v in r.items() if "time" not in k} for r in history]
+
     history = [json.load(open(os.path.join(d, "history.json"))) for d in (reference, out)]
     assert strip(history[0]) == strip(history[1])
     weights = [load_file(os.path.join(d, "model.safetensors")) for d in (reference, out)]

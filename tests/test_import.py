@@ -1,6 +1,7 @@
 """`import cnnlab` is light and changes nothing; `cnnlab --help` loads neither torch nor matplotlib; the
 public names resolve on first use. Each check runs in a fresh interpreter, since this one has imported
 everything already."""
+
 import json
 import os
 import pathlib
@@ -29,10 +30,17 @@ def imported_modules(importtime_stderr: str) -> set[str]:
     return names - {"imported package"}
 
 
-@pytest.mark.parametrize("command", [["-m", "cnnlab", "--help"], ["-c", CLI, "--help"], ["-c", CLI, "train", "--help"],
-                                     ["-m", "cnnlab", "sweep", "--help"], ["-c", "import cnnlab"]],
-                         ids=["-m cnnlab --help", "cnnlab --help", "cnnlab train --help", "-m cnnlab sweep --help",
-                              "import cnnlab"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["-m", "cnnlab", "--help"],
+        ["-c", CLI, "--help"],
+        ["-c", CLI, "train", "--help"],
+        ["-m", "cnnlab", "sweep", "--help"],
+        ["-c", "import cnnlab"],
+    ],
+    ids=["-m cnnlab --help", "cnnlab --help", "cnnlab train --help", "-m cnnlab sweep --help", "import cnnlab"],
+)
 def test_help_and_import_load_neither_torch_nor_matplotlib(command):
     done = python("-X", "importtime", *command)
     modules = imported_modules(done.stderr)
@@ -60,9 +68,11 @@ def test_import_and_plotting_leave_matplotlibs_backend_alone(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
     alone = python("-c", "import matplotlib; print(matplotlib.get_backend())", env=env).stdout
     assert python("-c", "import cnnlab, matplotlib; print(matplotlib.get_backend())", env=env).stdout == alone
-    draw = (f"import sys, matplotlib; from cnnlab import plots; "
-            f"plots.plot_confusion([[1, 0], [0, 1]], ['a', 'b'], {str(tmp_path / 'c.png')!r}); "
-            f"print('matplotlib.pyplot' in sys.modules); print(matplotlib.get_backend())")
+    draw = (
+        f"import sys, matplotlib; from cnnlab import plots; "
+        f"plots.plot_confusion([[1, 0], [0, 1]], ['a', 'b'], {str(tmp_path / 'c.png')!r}); "
+        f"print('matplotlib.pyplot' in sys.modules); print(matplotlib.get_backend())"
+    )
     assert python("-c", draw, env=env).stdout == "False\n" + alone  # no pyplot, no backend chosen
     assert (tmp_path / "c.png").read_bytes().startswith(b"\x89PNG")
 
@@ -84,7 +94,9 @@ def snapshot():
 
 
 def test_import_and_every_public_name_change_no_global_state():
-    script = SNAPSHOT + """
+    script = (
+        SNAPSHOT
+        + """
 import json, sys, types
 import numpy, optuna, PIL.Image  # third-party imports that may set their own warning filters
 before = snapshot()
@@ -94,6 +106,7 @@ after = snapshot()
 print(json.dumps({"changed": sorted(k for k in before if before[k] != after[k]), "names": names,
                   "pyplot": "matplotlib.pyplot" in sys.modules}))
 """
+    )
     result = json.loads(python("-c", script).stdout)
     assert result["changed"] == []
     assert result["pyplot"] is False

@@ -1,5 +1,6 @@
 """`import cnnlab` leaves PyTorch's, NumPy's and the process's global settings as they were (checked in a fresh
 interpreter: threads, default dtype, backend flags, random states, environment, warning filters)."""
+
 import subprocess
 import sys
 

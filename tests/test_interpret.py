@@ -1,5 +1,6 @@
 """cnnlab interpret: the top losses with their files, the confused pairs, and a self-contained page in which
 every name from the user's folder is text, never markup."""
+
 import json
 import math
 import os
@@ -10,14 +11,14 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 import torch
+from conftest import write_image
 from PIL import Image
+from test_cifar import write_cifar
 
 import cnnlab
 from cnnlab.cli import main
 from cnnlab.data import load_dataset
 from cnnlab.interpret import confused_pairs, interpret_run, render_html, split_root, top_loss_rows, write_interpretation
-from conftest import write_image
-from test_cifar import write_cifar
 
 EVIL = "<img src=x onerror=alert(1)>"
 
@@ -40,8 +41,9 @@ def evil_run(tmp_path_factory):
     base = tmp_path_factory.mktemp("interpret")
     data = make_evil_dataset(base / "ds")
     out = str(base / "run")
-    cfg = cnnlab.preset("fast", data=data, epochs=1, batch_size=8, eval_batch_size=5, val_fraction=0.0,
-                        threads=1, progress=False)
+    cfg = cnnlab.preset(
+        "fast", data=data, epochs=1, batch_size=8, eval_batch_size=5, val_fraction=0.0, threads=1, progress=False
+    )
     cnnlab.train_run(cfg, out)
     return out, data
 
@@ -182,9 +184,18 @@ def test_page_renders_in_headless_chromium_with_the_names_as_text(evil_run, tmp_
     run, _ = evil_run
     _, html_path = write_interpretation(interpret_run(run, top=12), str(tmp_path / "out"))
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
         try:
             page = browser.new_page(viewport={"width": 1000, "height": 800})
             dialogs, requests = [], []

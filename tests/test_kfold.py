@@ -1,5 +1,6 @@
 """k-fold cross-validation: the stratified, seeded folds; `cnnlab sweep --folds K`, its results over folds x
 seeds, its resume after a SIGKILL, and its refusals."""
+
 import json
 import os
 import signal
@@ -9,6 +10,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import SWEEP_FLAGS, make_dataset, make_folder
 
 from cnnlab import preset
 from cnnlab.cli import main
@@ -16,7 +18,6 @@ from cnnlab.data import load_dataset
 from cnnlab.data.dataset import fold_indices, fold_of
 from cnnlab.errors import ConfigError
 from cnnlab.sweep import parse_grid, plan
-from conftest import SWEEP_FLAGS, make_dataset, make_folder
 
 
 @pytest.mark.parametrize("counts,folds", [([7, 10, 3, 5], 3), ([5, 5, 5], 5), ([2, 9], 2), ([11], 4)])
@@ -71,10 +72,12 @@ def test_the_plan_trains_every_cell_on_every_fold_and_shares_epochs_within_a_fol
 
 # --- `cnnlab sweep --folds K` end to end -------------------------------------------------------------
 
+
 def run_cli(args, env=None, timeout=600):
     """`cnnlab ARGS` in a child process."""
-    return subprocess.run([sys.executable, "-m", "cnnlab.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "cnnlab.cli", *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +86,20 @@ def dataset(tmp_path_factory):
 
 
 def fold_sweep(dataset, out):
-    return ["sweep", "--data", dataset, "--grid", "epochs=1,2", "--folds", "3", "--seeds", "2", "--out", str(out),
-            *SWEEP_FLAGS]
+    return [
+        "sweep",
+        "--data",
+        dataset,
+        "--grid",
+        "epochs=1,2",
+        "--folds",
+        "3",
+        "--seeds",
+        "2",
+        "--out",
+        str(out),
+        *SWEEP_FLAGS,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +112,10 @@ def reference(dataset, tmp_path_factory):
 
 
 def rows_of(out):
-    return [(r["cell"], r["val"], r["test"], r["val_values"], r["runs"])
-            for r in json.load(open(os.path.join(out, "results.json")))["rows"]]
+    return [
+        (r["cell"], r["val"], r["test"], r["val_values"], r["runs"])
+        for r in json.load(open(os.path.join(out, "results.json")))["rows"]
+    ]
 
 
 def test_a_fold_sweep_reports_folds_x_seeds(dataset, reference):
@@ -109,10 +126,13 @@ def test_a_fold_sweep_reports_folds_x_seeds(dataset, reference):
     assert res["folds"] == 3 and res["select_metric"] == "val_accuracy"
     assert [r["val"]["n"] for r in res["rows"]] == [6, 6]
     assert sorted(os.listdir(os.path.join(out, "runs"))) == sorted(
-        f"epochs-2_seed-{s}_fold-{f}{ext}" for s in (0, 1) for f in range(3) for ext in ("", ".json"))
+        f"epochs-2_seed-{s}_fold-{f}{ext}" for s in (0, 1) for f in range(3) for ext in ("", ".json")
+    )
     for seed in (0, 1):  # every seed sees the same folds: the sweep's seed, not the run's, draws them
         for fold in range(3):
-            cfg = json.load(open(os.path.join(out, "runs", f"epochs-2_seed-{seed}_fold-{fold}", "config.json")))["config"]
+            cfg = json.load(open(os.path.join(out, "runs", f"epochs-2_seed-{seed}_fold-{fold}", "config.json")))[
+                "config"
+            ]
             assert (cfg["folds"], cfg["fold"], cfg["fold_seed"], cfg["seed"]) == (3, fold, 0, seed)
     with open(os.path.join(out, "results.csv")) as fh:
         header, first = fh.readline().strip().split(","), fh.readline().strip().split(",")
@@ -137,13 +157,30 @@ def test_a_fold_sweep_killed_by_sigkill_resumes_to_the_same_results(dataset, ref
 
 # --- refusals ---------------------------------------------------------------------------------------
 
+
 def test_a_class_with_fewer_images_than_folds_is_refused_in_one_line(tmp_path):
     root = make_folder(tmp_path / "few", classes=("cat", "dog"), per_class=4)
     for name in ("img_000.png", "img_001.png"):
         os.remove(os.path.join(root, "dog", name))
     out = tmp_path / "sw"
-    proc = run_cli(["sweep", "--data", root, "--grid", "lr=0.05,0.1", "--folds", "3", "--seeds", "1",
-                    "--epochs", "1", "--out", str(out), *SWEEP_FLAGS])
+    proc = run_cli(
+        [
+            "sweep",
+            "--data",
+            root,
+            "--grid",
+            "lr=0.05,0.1",
+            "--folds",
+            "3",
+            "--seeds",
+            "1",
+            "--epochs",
+            "1",
+            "--out",
+            str(out),
+            *SWEEP_FLAGS,
+        ]
+    )
     assert proc.returncode != 0 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert "class 'dog' has 2 training image(s)" in proc.stderr and "--folds 3" in proc.stderr, proc.stderr
     assert not out.exists() or not os.listdir(out / "runs")
@@ -153,8 +190,24 @@ def test_a_sweep_whose_validation_split_cannot_be_made_is_refused_before_trainin
     # val_fraction 0.1 of 6 images is no image: selection would have nothing but the test split
     root = make_dataset(tmp_path / "small", 6, 4)
     out = tmp_path / "sw"
-    proc = run_cli(["sweep", "--data", root, "--grid", "lr=0.05,0.1", "--seeds", "1", "--epochs", "1",
-                    "--val-fraction", "0.1", "--out", str(out), *SWEEP_FLAGS])
+    proc = run_cli(
+        [
+            "sweep",
+            "--data",
+            root,
+            "--grid",
+            "lr=0.05,0.1",
+            "--seeds",
+            "1",
+            "--epochs",
+            "1",
+            "--val-fraction",
+            "0.1",
+            "--out",
+            str(out),
+            *SWEEP_FLAGS,
+        ]
+    )
     assert proc.returncode != 0 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "val_fraction" in proc.stderr and "never chooses on the test split" in proc.stderr, proc.stderr
     assert not out.exists() or not os.listdir(out / "runs")
@@ -163,8 +216,26 @@ def test_a_sweep_whose_validation_split_cannot_be_made_is_refused_before_trainin
 def test_a_search_whose_validation_split_cannot_be_made_is_refused_before_training(tmp_path):
     root = make_dataset(tmp_path / "small", 6, 4)
     out = tmp_path / "se"
-    proc = run_cli(["sweep", "--search", "tpe", "--trials", "2", "--param", "lr=0.01..0.1", "--data", root,
-                    "--epochs", "1", "--val-fraction", "0.1", "--out", str(out), *SWEEP_FLAGS])
+    proc = run_cli(
+        [
+            "sweep",
+            "--search",
+            "tpe",
+            "--trials",
+            "2",
+            "--param",
+            "lr=0.01..0.1",
+            "--data",
+            root,
+            "--epochs",
+            "1",
+            "--val-fraction",
+            "0.1",
+            "--out",
+            str(out),
+            *SWEEP_FLAGS,
+        ]
+    )
     assert proc.returncode != 0 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "never chooses on the test split" in proc.stderr, proc.stderr
     assert not out.exists() or not os.listdir(out / "runs")

@@ -1,14 +1,15 @@
 """Loading a folder dataset is one pass: scan, decide the stored size and check the memory, decode, split.
 The size is decided before anything is decoded, so each folder is decoded once, at that size."""
+
 import os
 
 import numpy as np
 import pytest
+from conftest import make_folder
 from PIL import Image
 
 from cnnlab.data import decode, load_dataset
 from cnnlab.errors import DataError
-from conftest import make_folder
 
 
 @pytest.fixture
@@ -40,9 +41,11 @@ def test_a_folder_of_several_sizes_is_decoded_once_at_the_size_decided_before(mi
     assert decoded == [(10, 10), (10, 10)]  # training and test folders, each once
     assert ds.image_shape == (10, 10, 3) and (len(ds.train), len(ds.test)) == (13, 12)
     train = os.path.join(mixed, "train")
-    assert ds.notes == [f"{train}: images of several sizes (20x12 in img_002b.png, 10x10 ...): each decoded to "
-                        "10x10, stretched to the size (--resize crop|pad|squash; --image-size, --input-size HxW "
-                        "to choose)"]
+    assert ds.notes == [
+        f"{train}: images of several sizes (20x12 in img_002b.png, 10x10 ...): each decoded to "
+        "10x10, stretched to the size (--resize crop|pad|squash; --image-size, --input-size HxW "
+        "to choose)"
+    ]
     odd = ds.train.files.index(os.path.join("b", "img_002b.png"))
     assert (ds.train.images[odd] == 90).all()
     decoded.clear()
@@ -53,8 +56,11 @@ def test_a_folder_of_several_sizes_is_decoded_once_at_the_size_decided_before(mi
 def test_the_memory_is_checked_at_the_decided_size_before_anything_is_decoded(mixed, monkeypatch):
     decoded = record_decodes(monkeypatch)
     # 25 images: 4,800 bytes at 8x8 (the first image's size) fit 6,000, 7,500 at 10x10 do not
-    with pytest.raises(DataError, match="train: decoding 25 images at 10x10 needs 0.0 GB, more than the 0.0 GB "
-                                        r"allowed \(--memory-gb\); --image-size 8 would fit"):
+    with pytest.raises(
+        DataError,
+        match="train: decoding 25 images at 10x10 needs 0.0 GB, more than the 0.0 GB "
+        r"allowed \(--memory-gb\); --image-size 8 would fit",
+    ):
         load_dataset(mixed, val_fraction=0, fallback_size=(10, 10), memory_budget=6_000, progress=False)
     assert decoded == []
 
@@ -64,8 +70,9 @@ def test_a_folder_of_one_size_is_stored_at_it_and_its_headers_are_read_once(tmp_
     root = make_folder(tmp_path / "ds", per_class=4, size=8)
     read = []
     real = decode.read_sizes
-    monkeypatch.setattr("cnnlab.data.dataset.read_sizes", lambda paths, *a, **k: read.append(len(paths)) or
-                        real(paths, *a, **k))
+    monkeypatch.setattr(
+        "cnnlab.data.dataset.read_sizes", lambda paths, *a, **k: read.append(len(paths)) or real(paths, *a, **k)
+    )
     first = load_dataset(root, val_fraction=0, fallback_size=(16, 16), progress=False)
     assert first.image_shape == (8, 8, 3) and first.notes == [] and read == [12]
     again = load_dataset(root, val_fraction=0, fallback_size=(16, 16), progress=False)

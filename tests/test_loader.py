@@ -1,4 +1,5 @@
 """The device loader: exact round trips of rescale/normalise, resize, flip and translate."""
+
 import numpy as np
 import pytest
 import torch
@@ -58,7 +59,7 @@ def test_flip_and_translate_match_numpy():
         img = imgs[i][:, ::-1] if flip[i] else imgs[i]
         padded = np.pad(img, ((2, 2), (2, 2), (0, 0)), mode="reflect")
         dy, dx = shift[i].tolist()
-        assert np.array_equal(got[i], padded[2 + dy:34 + dy, 2 + dx:34 + dx])
+        assert np.array_equal(got[i], padded[2 + dy : 34 + dy, 2 + dx : 34 + dx])
 
 
 def test_shuffle_is_a_permutation_fixed_by_seed_and_epoch():
@@ -91,8 +92,17 @@ def test_empty_when_batch_larger_than_data_with_drop_last(bad):
 
 def test_brightness_and_contrast_jitter_each_image_within_its_ranges_and_leave_the_other_draws_alone():
     imgs, labels = images(64, size=8), np.arange(64)
-    common = dict(shuffle=True, drop_last=True, flip=True, flip_alternate=True, translate=2, cutout=3, seed=5,
-                  mean=[0.5] * 3, std=[0.25] * 3)
+    common = dict(
+        shuffle=True,
+        drop_last=True,
+        flip=True,
+        flip_alternate=True,
+        translate=2,
+        cutout=3,
+        seed=5,
+        mean=[0.5] * 3,
+        std=[0.25] * 3,
+    )
     plain = DeviceLoader(imgs, labels, 16, CPU, **common)
     jittered = DeviceLoader(imgs, labels, 16, CPU, brightness=0.3, contrast=0.2, **common)
     shifts, factors = [], []

@@ -1,5 +1,6 @@
 """The learning-rate finder: where it says a known problem diverges, fastai's valley rule on hand-made
 curves, the model and RNG as they were afterwards, every param group scaled alike, and the command."""
+
 import json
 import math
 import os
@@ -8,13 +9,13 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from conftest import make_dataset
 
 from cnnlab.cli import main
 from cnnlab.config import preset
 from cnnlab.errors import ConfigError
 from cnnlab.lrfind import LrSweep, find_lr, suggest_lr, valley_index
 from cnnlab.optim import build_optimizer
-from conftest import make_dataset
 
 
 def least_squares(seed: int = 0):
@@ -59,18 +60,21 @@ def test_a_nan_loss_ends_the_sweep_and_the_suggestion_comes_before_it():
     assert json.loads(json.dumps(res.to_dict(), allow_nan=False))["losses"][-1] is None
 
 
-@pytest.mark.parametrize("losses, expected", [
-    ([5.0, 4.0, 3.0, 2.0, 1.0], 0),  # falling all along: start -1, n 5, -1 + 1 + 0
-    # a plateau (ties do not fall), a valley of 7 points ending at index 9, then a rise: start 9 - 7 = 2,
-    # third 7/3: 2 + 2 + 1
-    ([3, 3, 3, 3, 2.9, 2.5, 2.0, 1.5, 1.0, 0.8, 1.2, 2.0, 4.0], 5),
-    # the valley need not be contiguous: 4 > 3 > 2 > 0.5 (length 4, ends at index 4): 0 + 1 + 0
-    ([4, 1, 3, 2, 0.5, 5], 1),
-    # two valleys: the longer one (8 points, 9.6 down to 0.9 at index 12) wins over the first (3 points):
-    # start 12 - 8 = 4, third 8/3: 4 + 2 + 1
-    ([3, 2, 1, 9, 9.5, 9.6, 8, 7, 6, 5, 4, 3.5, 0.9, 10], 7),
-    ([2.0, 2.0, 2.0], 0),  # nothing falls: clamped to the first point (fastai's index would be -1)
-])
+@pytest.mark.parametrize(
+    "losses, expected",
+    [
+        ([5.0, 4.0, 3.0, 2.0, 1.0], 0),  # falling all along: start -1, n 5, -1 + 1 + 0
+        # a plateau (ties do not fall), a valley of 7 points ending at index 9, then a rise: start 9 - 7 = 2,
+        # third 7/3: 2 + 2 + 1
+        ([3, 3, 3, 3, 2.9, 2.5, 2.0, 1.5, 1.0, 0.8, 1.2, 2.0, 4.0], 5),
+        # the valley need not be contiguous: 4 > 3 > 2 > 0.5 (length 4, ends at index 4): 0 + 1 + 0
+        ([4, 1, 3, 2, 0.5, 5], 1),
+        # two valleys: the longer one (8 points, 9.6 down to 0.9 at index 12) wins over the first (3 points):
+        # start 12 - 8 = 4, third 8/3: 4 + 2 + 1
+        ([3, 2, 1, 9, 9.5, 9.6, 8, 7, 6, 5, 4, 3.5, 0.9, 10], 7),
+        ([2.0, 2.0, 2.0], 0),  # nothing falls: clamped to the first point (fastai's index would be -1)
+    ],
+)
 def test_valley_rule_on_hand_made_curves(losses, expected):
     assert valley_index(losses) == expected
 
@@ -115,8 +119,12 @@ def test_the_model_and_rng_are_bitwise_as_before():
     torch.manual_seed(0)
     model = Small().eval()  # in eval mode before: it must come back so
     before, rng = snapshot(model), torch.get_rng_state()
-    res = find_lr(model, tiny_batches(), lambda m: torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9),
-                  sweep=LrSweep(start_lr=1e-3, end_lr=10, steps=12))
+    res = find_lr(
+        model,
+        tiny_batches(),
+        lambda m: torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9),
+        sweep=LrSweep(start_lr=1e-3, end_lr=10, steps=12),
+    )
     assert len(res.lrs) >= 6 and len(set(res.losses)) > 1  # it trained (3 batches, several epochs)
     after = model.state_dict()
     assert before.keys() == after.keys()
@@ -140,8 +148,13 @@ def test_the_model_is_put_back_when_the_sweep_fails():
         return F.cross_entropy(outputs, labels)
 
     with pytest.raises(RuntimeError, match="boom"):
-        find_lr(model, tiny_batches(), lambda m: torch.optim.SGD(m.parameters(), lr=1.0), failing,
-                LrSweep(start_lr=0.1, end_lr=10, steps=10))
+        find_lr(
+            model,
+            tiny_batches(),
+            lambda m: torch.optim.SGD(m.parameters(), lr=1.0),
+            failing,
+            LrSweep(start_lr=0.1, end_lr=10, steps=10),
+        )
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     assert model.training
 
@@ -163,8 +176,15 @@ def test_groups_with_their_own_lr_keep_their_ratio():
     seen = []
 
     def make(m):
-        return recording(torch.optim.SGD([{"params": m.head.parameters(), "lr": 0.5},
-                                          {"params": [*m.conv.parameters(), *m.bn.parameters()], "lr": 0.05}]), seen)
+        return recording(
+            torch.optim.SGD(
+                [
+                    {"params": m.head.parameters(), "lr": 0.5},
+                    {"params": [*m.conv.parameters(), *m.bn.parameters()], "lr": 0.05},
+                ]
+            ),
+            seen,
+        )
 
     res = find_lr(model, tiny_batches(), make, sweep=LrSweep(start_lr=1e-4, end_lr=1e-1, steps=8))
     assert res.base_lrs == [0.5, 0.05] and res.reference_lr == 0.5
@@ -177,14 +197,24 @@ def test_muon_lr_is_scaled_with_the_sgd_groups():
     model = Small()
     cfg = preset("fast", optimizer="muon", lr=0.2, muon_lr=0.05, precision="fp32", whiten_bias_epochs=0.0)
     seen = []
-    res = find_lr(model, tiny_batches(), lambda m: recording(build_optimizer(m, cfg), seen),
-                  sweep=LrSweep(start_lr=1e-4, end_lr=1e-2, steps=6))
+    res = find_lr(
+        model,
+        tiny_batches(),
+        lambda m: recording(build_optimizer(m, cfg), seen),
+        sweep=LrSweep(start_lr=1e-4, end_lr=1e-2, steps=6),
+    )
     assert res.base_lrs == [0.2, 0.05]  # the SGD group (head, biases, BN), then Muon's filters
     assert all(lrs[1] == pytest.approx(lrs[0] / 4, rel=1e-12) for lrs in seen) and len(seen) == 6
 
 
-@pytest.mark.parametrize("kwargs, needle", [({"steps": 1}, "--steps (1)"), ({"start_lr": 0.0}, "--start-lr (0.0)"),
-                                            ({"start_lr": 1.0, "end_lr": 0.1}, "below --end-lr (0.1)")])
+@pytest.mark.parametrize(
+    "kwargs, needle",
+    [
+        ({"steps": 1}, "--steps (1)"),
+        ({"start_lr": 0.0}, "--start-lr (0.0)"),
+        ({"start_lr": 1.0, "end_lr": 0.1}, "below --end-lr (0.1)"),
+    ],
+)
 def test_bad_sweeps_are_config_errors(kwargs, needle):
     with pytest.raises(ConfigError) as info:
         LrSweep(**kwargs)
@@ -207,8 +237,9 @@ def test_cli_writes_the_plot_and_the_record_and_prints_the_suggestion(tmp_path, 
     assert f"suggested lr {record['suggested_config']['lr']:.3g}" in printed and "rule: valley" in printed
 
 
-@pytest.mark.parametrize("argv, needle", [([], "no dataset given: pass --data PATH"),
-                                          (["--steps", "1"], "--steps (1) must be at least 2")])
+@pytest.mark.parametrize(
+    "argv, needle", [([], "no dataset given: pass --data PATH"), (["--steps", "1"], "--steps (1) must be at least 2")]
+)
 def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys, monkeypatch, argv, needle):
     monkeypatch.delenv("CNNLAB_DATA", raising=False)
     out = tmp_path / "lr"

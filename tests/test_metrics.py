@@ -1,10 +1,17 @@
 """metrics_from_logits against scikit-learn's own functions on hand-made predictions: a class never
 predicted, a class absent from the split (and one absent yet predicted), two classes and many (top-5)."""
+
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score,
-                             precision_recall_fscore_support, top_k_accuracy_score)
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+    top_k_accuracy_score,
+)
 
 from cnnlab.evaluate import metrics_from_logits
 
@@ -39,24 +46,27 @@ def check_against_sklearn(confusion: list[list[int]], seed: int = 0) -> dict:
     assert got["accuracy"] == pytest.approx(accuracy_score(labels, predicted), abs=1e-15)
     assert got["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(labels, predicted), abs=1e-15)
     assert got["macro_f1"] == pytest.approx(f1_score(labels, predicted, average="macro", zero_division=0), abs=1e-15)
-    precision, recall, f1, support = precision_recall_fscore_support(labels, predicted, labels=range(n_classes),
-                                                                     zero_division=0)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        labels, predicted, labels=range(n_classes), zero_division=0
+    )
     for i, name in enumerate(classes):
-        assert got["per_class"][name] == {"precision": pytest.approx(precision[i], abs=1e-15),
-                                          "recall": pytest.approx(recall[i], abs=1e-15),
-                                          "f1": pytest.approx(f1[i], abs=1e-15), "support": int(support[i])}
+        assert got["per_class"][name] == {
+            "precision": pytest.approx(precision[i], abs=1e-15),
+            "recall": pytest.approx(recall[i], abs=1e-15),
+            "f1": pytest.approx(f1[i], abs=1e-15),
+            "support": int(support[i]),
+        }
     if n_classes > 5:
         assert got["top5_accuracy"] == pytest.approx(
-            top_k_accuracy_score(labels, logits.numpy(), k=5, labels=range(n_classes)), abs=1e-15)
+            top_k_accuracy_score(labels, logits.numpy(), k=5, labels=range(n_classes)), abs=1e-15
+        )
     else:
         assert "top5_accuracy" not in got
     return got
 
 
 def test_a_class_never_predicted():
-    got = check_against_sklearn([[5, 1, 0],
-                                 [2, 4, 0],
-                                 [3, 1, 0]])  # c2: 4 images, never predicted
+    got = check_against_sklearn([[5, 1, 0], [2, 4, 0], [3, 1, 0]])  # c2: 4 images, never predicted
     assert got["per_class"]["c2"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 4}
     # by hand: recalls 5/6, 4/6, 0 -> balanced 0.5; F1 c0 = 2*5/(6+10) = 0.625, c1 = 2*4/(6+6) = 2/3
     assert got["balanced_accuracy"] == pytest.approx(0.5, abs=1e-15)
@@ -65,9 +75,7 @@ def test_a_class_never_predicted():
 
 
 def test_a_class_absent_from_the_split_is_left_out_of_the_macro_figures():
-    got = check_against_sklearn([[3, 1, 0],
-                                 [1, 3, 0],
-                                 [0, 0, 0]])  # c2: no image and no prediction
+    got = check_against_sklearn([[3, 1, 0], [1, 3, 0], [0, 0, 0]])  # c2: no image and no prediction
     assert got["per_class"]["c2"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
     assert got["balanced_accuracy"] == pytest.approx(0.75, abs=1e-15)  # over c0, c1 only
     assert got["macro_f1"] == pytest.approx(0.75, abs=1e-15)  # F1 0.75 each; c2's undefined F1 not counted
@@ -75,9 +83,7 @@ def test_a_class_absent_from_the_split_is_left_out_of_the_macro_figures():
 
 
 def test_a_class_absent_from_the_split_but_predicted_counts_as_zero_f1():
-    got = check_against_sklearn([[3, 0, 1],
-                                 [0, 4, 0],
-                                 [0, 0, 0]])  # c2: no image, predicted once (wrongly)
+    got = check_against_sklearn([[3, 0, 1], [0, 4, 0], [0, 0, 0]])  # c2: no image, predicted once (wrongly)
     assert got["balanced_accuracy"] == pytest.approx((0.75 + 1.0) / 2, abs=1e-15)  # c2 has no recall
     assert got["macro_f1"] == pytest.approx((2 * 3 / 7 + 1.0 + 0.0) / 3, abs=1e-15)
 
@@ -105,8 +111,16 @@ def test_top5_counts_an_image_whose_class_is_fifth():
 def test_every_figure_is_a_plain_number_for_json():
     import json
 
-    labels, predicted = from_confusion([[2, 1, 0, 0, 0, 0], [0, 2, 1, 0, 0, 0], [1, 0, 2, 0, 0, 0],
-                                        [0, 0, 0, 3, 0, 0], [0, 0, 0, 0, 3, 0], [0, 0, 0, 1, 0, 2]])
+    labels, predicted = from_confusion(
+        [
+            [2, 1, 0, 0, 0, 0],
+            [0, 2, 1, 0, 0, 0],
+            [1, 0, 2, 0, 0, 0],
+            [0, 0, 0, 3, 0, 0],
+            [0, 0, 0, 0, 3, 0],
+            [0, 0, 0, 1, 0, 2],
+        ]
+    )
     got = metrics_from_logits(logits_for(predicted, 6), torch.tensor(labels), list("abcdef"))
     assert json.loads(json.dumps(got)) == got
     assert all(type(got[k]) is float for k in ("accuracy", "loss", "balanced_accuracy", "macro_f1", "top5_accuracy"))
@@ -120,9 +134,19 @@ def test_tensorboard_receives_every_validation_figure_of_a_record(tmp_path):
     from cnnlab import tracking
     from cnnlab.config import parse_config
 
-    record = {"epoch": 1, "loss": 1.5, "accuracy": 0.25, "val_loss": 1.25, "val_accuracy": 0.5,
-              "val_balanced_accuracy": 0.375, "val_macro_f1": 0.3125, "val_top5_accuracy": 0.875, "lr": 0.5,
-              "time_s": 2.0, "eval_time_s": 0.5}
+    record = {
+        "epoch": 1,
+        "loss": 1.5,
+        "accuracy": 0.25,
+        "val_loss": 1.25,
+        "val_accuracy": 0.5,
+        "val_balanced_accuracy": 0.375,
+        "val_macro_f1": 0.3125,
+        "val_top5_accuracy": 0.875,
+        "lr": 0.5,
+        "time_s": 2.0,
+        "eval_time_s": 0.5,
+    }
     with tracking.Tracker(parse_config({"log": "tensorboard"}), str(tmp_path), images_per_epoch=100) as tracker:
         tracker.on_epoch_end(1, record, None)
     events = EventAccumulator(str(tmp_path))

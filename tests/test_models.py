@@ -7,8 +7,11 @@ from cnnlab.models import count_params, create_model, list_models, summary
 
 def test_seed_alexnet_summary_matches_keras():
     text = summary(create_model("seed_alexnet"), 256)
-    assert text.splitlines()[-4:-1] == ["Total params: 8,636,810", "Trainable params: 8,634,314",
-                                        "Non-trainable params: 2,496"]
+    assert text.splitlines()[-4:-1] == [
+        "Total params: 8,636,810",
+        "Trainable params: 8,634,314",
+        "Non-trainable params: 2,496",
+    ]
     assert "(None, 62, 62, 96)" in text and "(None, 6, 6, 256)" in text and "(None, 9216)" in text
 
 

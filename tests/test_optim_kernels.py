@@ -1,4 +1,5 @@
 """The optimizers' multi-tensor kernels on the CPU change nothing but speed."""
+
 import pytest
 import torch
 
@@ -16,8 +17,11 @@ def test_the_cpu_optimizers_give_the_per_parameter_loops_numbers(name):
     ours = build_optimizer(model, cfg)
     assert ours.defaults["foreach"] is True and not ours.defaults.get("fused")
     kind = {"sgd": torch.optim.SGD, "adam": KerasAdam, "adamw": torch.optim.AdamW}[name]
-    extra = ({"momentum": cfg.momentum, "nesterov": cfg.nesterov} if name == "sgd"
-             else {"betas": (cfg.momentum, 0.999), "eps": cfg.adam_eps})
+    extra = (
+        {"momentum": cfg.momentum, "nesterov": cfg.nesterov}
+        if name == "sgd"
+        else {"betas": (cfg.momentum, 0.999), "eps": cfg.adam_eps}
+    )
     loop = kind(twin.parameters(), lr=0.05, weight_decay=1e-3, foreach=False, **extra)
     inputs, targets = torch.randn(16, 5), torch.randint(0, 3, (16,))
     for _ in range(5):

@@ -1,4 +1,5 @@
 """The package's metadata: the licence declared is the one shipped."""
+
 import pathlib
 import sys
 
@@ -15,5 +16,5 @@ def test_the_declared_licence_is_the_shipped_mit_text():
     assert project["license"] == "MIT" and project["license-files"] == ["LICENSE"]
     text = (ROOT / "LICENSE").read_text()
     assert text.startswith("MIT License\n\nCopyright (c) 2026 cnnlab contributors\n")
-    assert "THE SOFTWARE IS PROVIDED \"AS IS\"" in text
+    assert 'THE SOFTWARE IS PROVIDED "AS IS"' in text
     assert not [c for c in project["classifiers"] if c.startswith("License ::")]  # PEP 639: the expression alone

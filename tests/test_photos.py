@@ -1,5 +1,6 @@
 """Own photos: folders of mixed sizes and orientations, sizing a user expects, memory that
 never surprises, small datasets that train, a bounded decode cache."""
+
 import json
 import os
 
@@ -51,8 +52,12 @@ def make_photos(root, per_class=10, test_per_class=3, seed=0) -> str:
                 height = int(rng.integers(40, 120))
                 width = int(height * rng.uniform(0.6, 1.8))
                 fmt = "JPEG" if i % 2 else "PNG"
-                save_photo(os.path.join(root, split, name, f"p{i:02d}.{fmt.lower().replace('jpeg', 'jpg')}"),
-                           upright_picture(height, width, COLOURS[k], rng), rotated=i % 3 == 0, fmt=fmt)
+                save_photo(
+                    os.path.join(root, split, name, f"p{i:02d}.{fmt.lower().replace('jpeg', 'jpg')}"),
+                    upright_picture(height, width, COLOURS[k], rng),
+                    rotated=i % 3 == 0,
+                    fmt=fmt,
+                )
     return str(root)
 
 
@@ -75,7 +80,12 @@ def test_resize_modes_crop_pad_squash_exactly():
     crop = decode.fit_image(img, (4, 4), "nearest", "crop")
     assert crop[0, :, 0].tolist() == [20, 30, 40, 50]  # the centre 4 columns, not scaled
     pad = decode.fit_image(img, (4, 4), "nearest", "pad")
-    assert (pad[[0, 3]] == 0).all() and pad[1, :, 0].tolist() == [10, 30, 50, 70]  # halved (nearest: centres), black bands
+    assert (pad[[0, 3]] == 0).all() and pad[1, :, 0].tolist() == [
+        10,
+        30,
+        50,
+        70,
+    ]  # halved (nearest: centres), black bands
     squash = decode.fit_image(img, (4, 4), "nearest", "squash")
     assert squash[0, :, 0].tolist() == [10, 30, 50, 70]  # every other column, stretched
 
@@ -106,8 +116,25 @@ def test_mixed_sizes_get_a_printed_default_and_training_works_with_no_flag(tmp_p
 def test_explicit_flags_are_never_adapted(tmp_path, capsys):
     root = make_photos(tmp_path / "photos")
     out = tmp_path / "run"
-    assert main(["train", "--data", root, "--out", str(out), "--threads", "1", "--batch-size", "16",
-                 "--epochs", "2", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                root,
+                "--out",
+                str(out),
+                "--threads",
+                "1",
+                "--batch-size",
+                "16",
+                "--epochs",
+                "2",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     cfg = json.load(open(out / "config.json"))["config"]
     assert (cfg["batch_size"], cfg["epochs"], cfg["lr"]) == (16, 2, 0.4)
 
@@ -168,7 +195,10 @@ def test_streaming_gives_the_same_run_as_the_in_memory_path(tmp_path, capsys):
     cnnlab.train_run(preset("fast", **{**common, "progress": True}, device_memory_gb=1e-6), str(tmp_path / "stream"))
     assert "stream from the host cache" in capsys.readouterr().out
     history = [json.load(open(tmp_path / d / "history.json")) for d in ("memory", "stream")]
-    strip = lambda h: [{k: v for k, v in r.items() if "time" not in k} for r in h]  # noqa: E731
+
+    def strip(history):
+        return [{k: v for k, v in r.items() if "time" not in k} for r in history]
+
     assert strip(history[0]) == strip(history[1])
     from safetensors.torch import load_file
 

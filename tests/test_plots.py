@@ -1,4 +1,5 @@
 """Figures are written whole or not at all (flushed file, then flushed folder), and they are real images."""
+
 import os
 import stat
 
@@ -8,8 +9,16 @@ from matplotlib.figure import Figure
 
 from cnnlab import plots
 
-HISTORY = [{"epoch": e, "accuracy": 0.3 + 0.1 * e, "loss": 2.0 - 0.3 * e, "val_accuracy": 0.25 + 0.1 * e,
-            "val_loss": 2.1 - 0.3 * e} for e in range(1, 4)]
+HISTORY = [
+    {
+        "epoch": e,
+        "accuracy": 0.3 + 0.1 * e,
+        "loss": 2.0 - 0.3 * e,
+        "val_accuracy": 0.25 + 0.1 * e,
+        "val_loss": 2.1 - 0.3 * e,
+    }
+    for e in range(1, 4)
+]
 PNG, JPEG = b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff"
 
 
@@ -17,8 +26,17 @@ def draw_each(folder) -> list[str]:
     """Every writer of plots.py once, into `folder`; the paths it says it wrote."""
     folder = str(folder)
     written = plots.plot_curves(HISTORY, folder, prefix="p_")
-    written.append(plots.plot_heatmap([[0.5, None], [0.7, 0.9]], "lr", [0.1, 0.2], "batch_size", [8, 16],
-                                      os.path.join(folder, "heat.png"), "accuracy"))
+    written.append(
+        plots.plot_heatmap(
+            [[0.5, None], [0.7, 0.9]],
+            "lr",
+            [0.1, 0.2],
+            "batch_size",
+            [8, 16],
+            os.path.join(folder, "heat.png"),
+            "accuracy",
+        )
+    )
     written.append(plots.plot_confusion([[3, 1], [0, 4]], ["cat", "dog"], os.path.join(folder, "confusion.png")))
     images = np.zeros((3, 8, 8, 3), dtype=np.uint8)
     written.append(plots.image_grid(images, ["a", "b", "c"], 2, os.path.join(folder, "grid.png")))
@@ -27,8 +45,15 @@ def draw_each(folder) -> list[str]:
 
 def test_each_figure_is_a_whole_image_and_nothing_else_is_left(tmp_path):
     written = draw_each(tmp_path)
-    names = ["p_acc_plot.jpg", "p_acc_plot.png", "p_loss_plot.jpg", "p_loss_plot.png", "heat.png", "confusion.png",
-             "grid.png"]
+    names = [
+        "p_acc_plot.jpg",
+        "p_acc_plot.png",
+        "p_loss_plot.jpg",
+        "p_loss_plot.png",
+        "heat.png",
+        "confusion.png",
+        "grid.png",
+    ]
     assert written == [str(tmp_path / n) for n in names]
     assert sorted(os.listdir(tmp_path)) == sorted(names)  # no temporary file beside them
     for path in written:

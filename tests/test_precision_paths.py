@@ -1,16 +1,17 @@
 """Item 9 of the hardening review: predict and export compare like with like on every machine, and the
 bf16 paths run here whatever the CPU (bf16 autocast forced, on small data)."""
+
 import json
 import os
 
 import numpy as np
 import pytest
+from conftest import make_dataset
 from PIL import Image
 
 import cnnlab
 from cnnlab import device as device_module
 from cnnlab.cli import main
-from conftest import make_dataset
 
 
 @pytest.fixture(scope="module")
@@ -21,8 +22,7 @@ def bf16_run(tmp_path_factory):
     patch = pytest.MonkeyPatch()
     patch.setattr(device_module, "cpu_has_bf16", lambda: True)
     try:
-        cfg = cnnlab.preset("fast", data=root, epochs=2, batch_size=8, eval_batch_size=16, threads=1,
-                            progress=False)
+        cfg = cnnlab.preset("fast", data=root, epochs=2, batch_size=8, eval_batch_size=16, threads=1, progress=False)
         cnnlab.train_run(cfg, out)
         yield out, root, patch
     finally:
@@ -31,7 +31,9 @@ def bf16_run(tmp_path_factory):
 
 def _test_files(root):
     test = os.path.join(root, "test")
-    return [os.path.join(test, c, f) for c in sorted(os.listdir(test)) for f in sorted(os.listdir(os.path.join(test, c)))]
+    return [
+        os.path.join(test, c, f) for c in sorted(os.listdir(test)) for f in sorted(os.listdir(os.path.join(test, c)))
+    ]
 
 
 def test_the_run_trained_and_predicts_in_bf16_as_evaluate_does(bf16_run):

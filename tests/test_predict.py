@@ -1,4 +1,5 @@
 """Predict and export: same preprocessing as training, same answers as evaluate, ONNX parity."""
+
 import json
 import os
 
@@ -50,7 +51,9 @@ def test_cli_predict_reports_bad_files_and_goes_on(cifar_run, cifar_root, tmp_pa
     folder = tmp_path / "imgs"
     folder.mkdir()
     for name in ("a.png", "b.png"):
-        Image.open(os.path.join(cifar_root, "test", "dog", sorted(os.listdir(os.path.join(cifar_root, "test", "dog")))[0])).save(folder / name)
+        Image.open(
+            os.path.join(cifar_root, "test", "dog", sorted(os.listdir(os.path.join(cifar_root, "test", "dog")))[0])
+        ).save(folder / name)
     (folder / "broken.png").write_bytes(b"nope")
     code = main(["predict", cifar_run, str(folder), "--json", "--top-k", "2"])
     captured = capsys.readouterr()
@@ -79,4 +82,10 @@ def test_torchscript_export_matches(cifar_run, cifar_root, tmp_path):
     out = str(tmp_path / "model.pt")
     cnnlab.export(cifar_run, out, "torchscript")
     scripted = torch.jit.load(out)
-    assert np.abs(scripted(torch.from_numpy(images)).numpy() - cnnlab.load(cifar_run, device="cpu", precision="fp32").predict(images)).max() <= 1e-4
+    assert (
+        np.abs(
+            scripted(torch.from_numpy(images)).numpy()
+            - cnnlab.load(cifar_run, device="cpu", precision="fp32").predict(images)
+        ).max()
+        <= 1e-4
+    )

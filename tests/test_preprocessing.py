@@ -1,12 +1,20 @@
 """A run's preprocessing record: saved to config.json with the same keys as before, read back by old and new runs."""
+
 import json
 
 import torch
 
 from cnnlab.data.preprocess import Preprocess, Preprocessing, input_hw
 
-SAVED = {"mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26], "image_size": [32, 40], "input_size": [64, 80],
-         "interpolation": "nearest", "resize": "crop", "exif": True}
+SAVED = {
+    "mean": [0.49, 0.48, 0.45],
+    "std": [0.25, 0.24, 0.26],
+    "image_size": [32, 40],
+    "input_size": [64, 80],
+    "interpolation": "nearest",
+    "resize": "crop",
+    "exif": True,
+}
 
 
 def test_the_record_round_trips_through_config_json_unchanged():

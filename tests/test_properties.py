@@ -1,4 +1,5 @@
 """Property-based tests (hypothesis) for the folder scanner and the config parser."""
+
 import contextlib
 import dataclasses
 import io
@@ -23,8 +24,10 @@ files = st.tuples(st.lists(names, max_size=2), names, extensions)  # (sub-folder
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(tree=st.dictionaries(names, st.lists(files, min_size=1, max_size=8), min_size=1, max_size=4),
-       root_files=st.lists(st.tuples(names, st.sampled_from(["txt", "json", ""])), max_size=3))
+@given(
+    tree=st.dictionaries(names, st.lists(files, min_size=1, max_size=8), min_size=1, max_size=4),
+    root_files=st.lists(st.tuples(names, st.sampled_from(["txt", "json", ""])), max_size=3),
+)
 def test_scanner_finds_exactly_the_images_in_keras_order(tree, root_files):
     with tempfile.TemporaryDirectory() as tmp:
         root = pathlib.Path(tmp)
@@ -43,9 +46,14 @@ def test_scanner_finds_exactly_the_images_in_keras_order(tree, root_files):
             if not target.exists():
                 target.write_bytes(b"")
         classes = sorted(p.name for p in root.iterdir() if p.is_dir())
-        expected = {cls: {str(p.relative_to(root)) for p in (root / cls).rglob("*")
-                          if p.is_file() and p.suffix[1:].lower() in IMAGE_EXTENSIONS}
-                    for cls in classes}
+        expected = {
+            cls: {
+                str(p.relative_to(root))
+                for p in (root / cls).rglob("*")
+                if p.is_file() and p.suffix[1:].lower() in IMAGE_EXTENSIONS
+            }
+            for cls in classes
+        }
         if not all(expected.values()):
             try:
                 scan_folder(str(root))
@@ -70,15 +78,23 @@ HINTS = typing.get_type_hints(Config)
 FINITE = dict(allow_nan=False, allow_infinity=False)
 # The ranges `validate` accepts, by key; every other field takes any value of its type.
 RANGES = {
-    "epochs": st.integers(1, 10**6), "batch_size": st.integers(1, 10**6), "eval_batch_size": st.integers(1, 10**6),
-    "val_fraction": st.floats(0.0, 1.0, exclude_max=True), "label_smoothing": st.floats(0.0, 1.0, exclude_max=True),
+    "epochs": st.integers(1, 10**6),
+    "batch_size": st.integers(1, 10**6),
+    "eval_batch_size": st.integers(1, 10**6),
+    "val_fraction": st.floats(0.0, 1.0, exclude_max=True),
+    "label_smoothing": st.floats(0.0, 1.0, exclude_max=True),
     "lr": st.one_of(st.floats(0.0, 1e6, exclude_min=True), st.integers(1, 10**6)),
-    "weight_decay": st.floats(0.0, 1e6), "backbone_lr_scale": st.floats(0.0, 1e6),
-    "rrc_scale_min": st.floats(0.0, 1.0, exclude_max=True), "warmup_epochs": st.one_of(st.floats(0.0, 1e6), st.integers(0, 10**6)),
-    "memory_gb": st.floats(0.0, 1e6), "device_memory_gb": st.floats(0.0, 1e6),
-    "muon_lr": st.floats(0.0, 1e6, exclude_min=True), "muon_momentum": st.floats(0.0, 1.0, exclude_max=True),
+    "weight_decay": st.floats(0.0, 1e6),
+    "backbone_lr_scale": st.floats(0.0, 1e6),
+    "rrc_scale_min": st.floats(0.0, 1.0, exclude_max=True),
+    "warmup_epochs": st.one_of(st.floats(0.0, 1e6), st.integers(0, 10**6)),
+    "memory_gb": st.floats(0.0, 1e6),
+    "device_memory_gb": st.floats(0.0, 1e6),
+    "muon_lr": st.floats(0.0, 1e6, exclude_min=True),
+    "muon_momentum": st.floats(0.0, 1.0, exclude_max=True),
     "whiten_bias_epochs": st.floats(0.0, 1e6),
-    "brightness": st.floats(0.0, 1e6), "contrast": st.floats(0.0, 1.0, exclude_max=True),
+    "brightness": st.floats(0.0, 1e6),
+    "contrast": st.floats(0.0, 1.0, exclude_max=True),
     "device": st.one_of(st.sampled_from(["auto", "cpu", "cuda"]), st.integers(0, 64).map(lambda n: f"cuda:{n}")),
 }
 
@@ -94,12 +110,16 @@ def valid_value(name):
     if kind is int:
         return st.integers(0, 2**40)  # the int fields without a range in RANGES are all >= 0
     if kind is float:
-        return st.one_of(st.floats(**FINITE), st.integers(-10**6, 10**6))  # JSON may hold 1 for 1.0
+        return st.one_of(st.floats(**FINITE), st.integers(-(10**6), 10**6))  # JSON may hold 1 for 1.0
     if kind is str:
         return st.text(max_size=12)
     if kind is Size:  # a side, or HxW when not square
-        return st.one_of(st.integers(0, 4096), st.tuples(st.integers(1, 4096), st.integers(1, 4096))
-                         .filter(lambda hw: hw[0] != hw[1]).map(lambda hw: f"{hw[0]}x{hw[1]}"))
+        return st.one_of(
+            st.integers(0, 4096),
+            st.tuples(st.integers(1, 4096), st.integers(1, 4096))
+            .filter(lambda hw: hw[0] != hw[1])
+            .map(lambda hw: f"{hw[0]}x{hw[1]}"),
+        )
     raise AssertionError(f"config field {name!r} has a type this test does not draw: {kind}")
 
 
@@ -125,8 +145,9 @@ def test_config_round_trips_and_rejects_bad_values_by_key(data):
     for name, value in values.items():  # each value lands in its field as given, with its field's type
         field_type = float if HINTS[name] is float else type(value)
         assert getattr(cfg, name) == value and type(getattr(cfg, name)) is field_type, name
-    assert {k: v for k, v in cfg.to_dict().items() if k not in values} == \
-        {k: v for k, v in Config().to_dict().items() if k not in values}
+    assert {k: v for k, v in cfg.to_dict().items() if k not in values} == {
+        k: v for k, v in Config().to_dict().items() if k not in values
+    }
     assert parse_config(cfg.to_dict()) == cfg
     with tempfile.TemporaryDirectory() as tmp:  # through a JSON file, as a run's config.json or --config
         path = os.path.join(tmp, "config.json")
@@ -137,12 +158,21 @@ def test_config_round_trips_and_rejects_bad_values_by_key(data):
         assert main(["train", *as_flags(values), "--print-config"]) == 0
     # the command line makes the paths absolute (data, init_from, a pretrained file): everything else as given
     root = cfg.data or os.environ.get("CNNLAB_DATA", "")
-    paths = {k: os.path.abspath(v) for k, v in (("data", root), ("init_from", cfg.init_from),
-                                                  ("pretrained", cfg.pretrained)) if v and v != "hub"}
+    paths = {
+        k: os.path.abspath(v)
+        for k, v in (("data", root), ("init_from", cfg.init_from), ("pretrained", cfg.pretrained))
+        if v and v != "hub"
+    }
     assert parse_config(json.loads(printed.getvalue())) == cfg.replace(**paths)
     key = data.draw(st.sampled_from(fields))
-    bad = data.draw(st.one_of(st.lists(st.integers(), max_size=2), st.dictionaries(names, st.integers(), max_size=1),
-                              st.text(alphabet="qwz!?", min_size=1, max_size=4), st.none()))
+    bad = data.draw(
+        st.one_of(
+            st.lists(st.integers(), max_size=2),
+            st.dictionaries(names, st.integers(), max_size=1),
+            st.text(alphabet="qwz!?", min_size=1, max_size=4),
+            st.none(),
+        )
+    )
     try:
         parse_config({**values, key: bad})
     except ConfigError as exc:

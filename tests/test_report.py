@@ -1,4 +1,5 @@
 """Reports from saved results: sections, self-containment, a real browser, the study's file names."""
+
 import os
 import pathlib
 import re
@@ -6,13 +7,13 @@ import shutil
 
 import pytest
 import scipy.stats
+from conftest import ROOT, SWEEP_FLAGS, make_dataset, make_folder
 
 from cnnlab import preset, runs, train_run
-from cnnlab.cli import main
 from cnnlab import report as report_module
+from cnnlab.cli import main
 from cnnlab.report import build_report
 from cnnlab.sweep import cell_name, create_sweep, open_study, results, save_results
-from conftest import ROOT, SWEEP_FLAGS, make_dataset, make_folder
 
 TINY = SWEEP_FLAGS
 ARTIFACTS = ROOT / "test-artifacts"
@@ -30,8 +31,25 @@ def sweep_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("report-sweep")
     make_dataset(root / "ds", 30)
     out = str(root / "sweep")
-    assert main(["sweep", "--data", str(root / "ds"), "--grid", "batch_size=8,16", "--grid", "epochs=1,2",
-                 "--seeds", "3", "--out", out, *TINY]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                "--data",
+                str(root / "ds"),
+                "--grid",
+                "batch_size=8,16",
+                "--grid",
+                "epochs=1,2",
+                "--seeds",
+                "3",
+                "--out",
+                out,
+                *TINY,
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -68,8 +86,10 @@ def test_run_report_has_the_study_sections(cifar_run):
 def test_run_report_shows_balanced_accuracy_macro_f1_and_the_class_table(seven_class_run):
     md = pathlib.Path(build_report(seven_class_run)[0]).read_text()
     test = runs.read_json(os.path.join(seven_class_run, runs.METRICS))["test"]
-    assert (f"**Balanced accuracy: {100 * test['balanced_accuracy']:.2f}%, macro-F1: {test['macro_f1']:.4f}**, "
-            f"top-5 accuracy {100 * test['top5_accuracy']:.2f}%") in md
+    assert (
+        f"**Balanced accuracy: {100 * test['balanced_accuracy']:.2f}%, macro-F1: {test['macro_f1']:.4f}**, "
+        f"top-5 accuracy {100 * test['top5_accuracy']:.2f}%"
+    ) in md
     rows = [line for line in md.splitlines() if line.startswith("| class | precision")]
     assert rows == ["| class | precision | recall | F1 | support |"]
     for name, c in test["per_class"].items():
@@ -83,14 +103,18 @@ def test_evaluate_prints_the_figures_and_the_class_table(seven_class_run, capsys
     assert main(["evaluate", seven_class_run]) == 0
     out = capsys.readouterr().out.splitlines()
     test = runs.read_json(os.path.join(seven_class_run, runs.METRICS))["test"]  # the same model on the same split
-    assert out[:5] == [f"accuracy: {100 * test['accuracy']:.2f}%",
-                       f"balanced accuracy: {100 * test['balanced_accuracy']:.2f}%",
-                       f"macro-F1: {test['macro_f1']:.4f}", f"top-5 accuracy: {100 * test['top5_accuracy']:.2f}%",
-                       f"loss: {test['loss']:.4f}  (28 images, test)"]
+    assert out[:5] == [
+        f"accuracy: {100 * test['accuracy']:.2f}%",
+        f"balanced accuracy: {100 * test['balanced_accuracy']:.2f}%",
+        f"macro-F1: {test['macro_f1']:.4f}",
+        f"top-5 accuracy: {100 * test['top5_accuracy']:.2f}%",
+        f"loss: {test['loss']:.4f}  (28 images, test)",
+    ]
     assert out[5].split() == ["class", "precision", "recall", "f1", "support"]
     assert [line.split() for line in out[6:]] == [
         [name, f"{c['precision']:.4f}", f"{c['recall']:.4f}", f"{c['f1']:.4f}", "4"]
-        for name, c in test["per_class"].items()]
+        for name, c in test["per_class"].items()
+    ]
 
 
 def test_sweep_report_states_conclusions_from_the_data(sweep_dir):
@@ -112,8 +136,17 @@ def known_sweep(out, val_by_cell):
     study = open_study(out)
     for lr, values in val_by_cell.items():
         for seed, value in enumerate(values):
-            study.add_trial(optuna.trial.create_trial(value=value, user_attrs={
-                "cell": cell_name({"lr": lr}), "seed": seed, "test_accuracy": value - 0.01, "train_time_s": 1.0}))
+            study.add_trial(
+                optuna.trial.create_trial(
+                    value=value,
+                    user_attrs={
+                        "cell": cell_name({"lr": lr}),
+                        "seed": seed,
+                        "test_accuracy": value - 0.01,
+                        "train_time_s": 1.0,
+                    },
+                )
+            )
     save_results(out, results(out))
     md_path, _ = build_report(out)
     return pathlib.Path(md_path).read_text()
@@ -132,17 +165,23 @@ def test_sweep_report_states_the_verdicts_of_known_results(tmp_path, arrangement
     best, worse, same = cell[id(BEST)], cell[id(WORSE)], cell[id(SAME)]
     md = known_sweep(str(tmp_path / "sweep"), arrangement)
     verdicts = {r["cell"]: r["verdict"] for r in runs.read_json(str(tmp_path / "sweep" / "results.json"))["rows"]}
-    assert verdicts == {best: "best (on validation)", worse: f"worse than best (p={p_worse:.3f})",
-                        same: f"not distinguishable from best (p={p_same:.2f})"}
+    assert verdicts == {
+        best: "best (on validation)",
+        worse: f"worse than best (p={p_worse:.3f})",
+        same: f"not distinguishable from best (p={p_same:.2f})",
+    }
     table = [line for line in md.splitlines() if line.startswith("| lr=")]
-    assert [(line.split(" | ")[0], line.split(" | ")[-1]) for line in table] == \
-        [(f"| {name}", f"{verdicts[name]} |") for name in ("lr=0.01", "lr=0.1", "lr=0.5")]
+    assert [(line.split(" | ")[0], line.split(" | ")[-1]) for line in table] == [
+        (f"| {name}", f"{verdicts[name]} |") for name in ("lr=0.01", "lr=0.1", "lr=0.5")
+    ]
     lines = md.splitlines()
     assert any(line.startswith(f"Chosen on validation accuracy: **{best}**, 91.00 [") for line in lines)
     test = "Welch's t-test on validation accuracy, Holm-corrected for 2 comparisons"
     assert (f"Significantly worse than the chosen cell ({test}, p < 0.05): {worse} (87.00%, p={p_worse:.3g}).") in lines
-    assert (f"Not distinguishable from the chosen cell with 3 seeds ({test}, p >= 0.05): {same} (90.33%, "
-            f"p={p_same:.2f}). The data do not show that the chosen cell is better than these.") in lines
+    assert (
+        f"Not distinguishable from the chosen cell with 3 seeds ({test}, p >= 0.05): {same} (90.33%, "
+        f"p={p_same:.2f}). The data do not show that the chosen cell is better than these."
+    ) in lines
 
 
 def test_report_refuses_unfinished_runs(tmp_path, capsys):
@@ -164,9 +203,18 @@ def test_report_renders_in_headless_chromium(which, cifar_run, sweep_dir):
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / f"report-{which}.png"
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
         try:
             page = browser.new_page(viewport={"width": 1200, "height": 900})
             page.goto(pathlib.Path(html_path).as_uri())
@@ -184,19 +232,45 @@ def test_report_renders_in_headless_chromium(which, cifar_run, sweep_dir):
 
 # --- the run's "Why it fails" section, from cnnlab interpret's saved interpret.json -----------------------
 
+
 def interpretation(data_root, losses=12):
     """interpret.json as `cnnlab interpret` writes it, with known rows: file i in cat or dog, predicted the other."""
-    top = [{"row": i, "file": os.path.join(data_root, "test", "cat" if i % 2 else "dog", f"{i:04d}.png"),
-            "true_class": "cat" if i % 2 else "dog", "predicted_class": "dog" if i % 2 else "cat",
-            "predicted_probability": 0.99 - i / 100, "true_probability": 0.005, "loss": 5.0 - i / 10}
-           for i in range(losses)]
+    top = [
+        {
+            "row": i,
+            "file": os.path.join(data_root, "test", "cat" if i % 2 else "dog", f"{i:04d}.png"),
+            "true_class": "cat" if i % 2 else "dog",
+            "predicted_class": "dog" if i % 2 else "cat",
+            "predicted_probability": 0.99 - i / 100,
+            "true_probability": 0.005,
+            "loss": 5.0 - i / 10,
+        }
+        for i in range(losses)
+    ]
     top[3]["file"] = None  # a CIFAR python batch holds no files: the row is shown
     top[5]["file"] = "/elsewhere/test/cat/0005.png"  # interpreted with --data another folder: shown whole
-    confused = [{"true_class": t, "predicted_class": p, "count": n}
-                for t, p, n in (("cat", "dog", 40), ("dog", "cat", 30), ("a|b", "cat", 9), ("cat", "bird", 5),
-                                ("bird", "dog", 2), ("dog", "bird", 1))]
-    return {"run_dir": "/r", "model": "fastnet", "split": "test", "n": 500, "accuracy": 0.8125, "tta": True,
-            "cam_layer": "groups", "top_losses": top, "confused": confused}
+    confused = [
+        {"true_class": t, "predicted_class": p, "count": n}
+        for t, p, n in (
+            ("cat", "dog", 40),
+            ("dog", "cat", 30),
+            ("a|b", "cat", 9),
+            ("cat", "bird", 5),
+            ("bird", "dog", 2),
+            ("dog", "bird", 1),
+        )
+    ]
+    return {
+        "run_dir": "/r",
+        "model": "fastnet",
+        "split": "test",
+        "n": 500,
+        "accuracy": 0.8125,
+        "tta": True,
+        "cam_layer": "groups",
+        "top_losses": top,
+        "confused": confused,
+    }
 
 
 def section_of(run_dir, data_root="/data/cifar"):
@@ -214,17 +288,31 @@ def test_interpret_section_shows_saved_top_losses_confused_pairs_and_the_link(tm
     md, page = section_of(tmp_path)
     lines = md.splitlines()
     assert lines[0] == "## Why it fails"
-    assert ("From `cnnlab interpret` (interpret.json): the test split's 500 images, accuracy 81.25%; the 10 with the "
-            "highest loss of the 12 it saved.") in lines
+    assert (
+        "From `cnnlab interpret` (interpret.json): the test split's 500 images, accuracy 81.25%; the 10 with the "
+        "highest loss of the 12 it saved."
+    ) in lines
     rows = [line for line in lines if line.startswith("| ") and line.count(" | ") == 3]
     assert rows[0] == "| file | true class | predicted as | probability |"
-    assert rows[1:4] == ["| test/dog/0000.png | dog | cat | 99.00% |", "| test/cat/0001.png | cat | dog | 98.00% |",
-                         "| test/dog/0002.png | dog | cat | 97.00% |"]
-    assert rows[4] == "| row 3 | cat | dog | 96.00% |" and rows[6] == "| /elsewhere/test/cat/0005.png | cat | dog | 94.00% |"
+    assert rows[1:4] == [
+        "| test/dog/0000.png | dog | cat | 99.00% |",
+        "| test/cat/0001.png | cat | dog | 98.00% |",
+        "| test/dog/0002.png | dog | cat | 97.00% |",
+    ]
+    assert (
+        rows[4] == "| row 3 | cat | dog | 96.00% |"
+        and rows[6] == "| /elsewhere/test/cat/0005.png | cat | dog | 94.00% |"
+    )
     assert len(rows) == 11 and rows[10] == "| test/cat/0009.png | cat | dog | 90.00% |"  # 10 of the 12
     pairs = [line for line in lines if line.startswith("| ") and line.count(" | ") == 2]
-    assert pairs == ["| true class | predicted as | images |", "| cat | dog | 40 |", "| dog | cat | 30 |",
-                     "| a\\|b | cat | 9 |", "| cat | bird | 5 |", "| bird | dog | 2 |"]  # the 5 largest
+    assert pairs == [
+        "| true class | predicted as | images |",
+        "| cat | dog | 40 |",
+        "| dog | cat | 30 |",
+        "| a\\|b | cat | 9 |",
+        "| cat | bird | 5 |",
+        "| bird | dog | 2 |",
+    ]  # the 5 largest
     assert lines[-1].startswith("[interpret.html: every top loss") and lines[-1].endswith("](interpret.html)")
     assert page.count('<a href="interpret.html">') == 1 and "<td>a|b</td>" in page
 
@@ -237,8 +325,12 @@ def test_interpret_section_without_its_page_has_no_link(tmp_path):
 
 def test_interpret_section_says_how_to_make_it_when_absent(tmp_path):
     md, page = section_of(tmp_path)
-    assert md.splitlines() == ["## Why it fails", "", f"`cnnlab interpret {tmp_path}` adds here the images with the "
-                               "highest loss, the most confused classes and a link to their Grad-CAM maps."]
+    assert md.splitlines() == [
+        "## Why it fails",
+        "",
+        f"`cnnlab interpret {tmp_path}` adds here the images with the "
+        "highest loss, the most confused classes and a link to their Grad-CAM maps.",
+    ]
     assert "<table>" not in page and "<a " not in page
 
 
@@ -270,17 +362,30 @@ def test_report_links_interpret_in_headless_chromium(tmp_path):
 
     data = make_evil_dataset(tmp_path / "ds")
     run = str(tmp_path / "run")
-    train_run(preset("fast", data=data, epochs=1, batch_size=8, eval_batch_size=5, val_fraction=0.0, threads=1,
-                     progress=False), run)
+    train_run(
+        preset(
+            "fast", data=data, epochs=1, batch_size=8, eval_batch_size=5, val_fraction=0.0, threads=1, progress=False
+        ),
+        run,
+    )
     md_path, html_path = build_report(run)
     assert f"`cnnlab interpret {run}` adds here" in pathlib.Path(md_path).read_text()
     assert main(["interpret", run, "--top", "12"]) == 0  # every test image: 10 shown, of both classes
     _, html_path = build_report(run)
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
         try:
             page = browser.new_page(viewport={"width": 1200, "height": 900})
             page.goto(pathlib.Path(html_path).as_uri())

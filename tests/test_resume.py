@@ -1,5 +1,6 @@
 """Interruptions: SIGKILL or Ctrl-C at a chosen point (CNNLAB_TEST_KILL_AT), then --resume, ends exactly where an
 uninterrupted run ends (CPU, fixed seed); damaged checkpoints and non-finite losses are answered."""
+
 import os
 import signal
 import subprocess
@@ -7,15 +8,28 @@ import sys
 
 import pytest
 import torch
+from conftest import make_dataset
 from safetensors.torch import load_file
 
 import cnnlab
 from cnnlab.cli import main
 from cnnlab.runs import load_run
-from conftest import make_dataset
 
-ARGS = ["--epochs", "6", "--batch-size", "8", "--eval-batch-size", "64", "--threads", "1", "--seed", "3",
-        "--no-progress", "--cutout", "4"]
+ARGS = [
+    "--epochs",
+    "6",
+    "--batch-size",
+    "8",
+    "--eval-batch-size",
+    "64",
+    "--threads",
+    "1",
+    "--seed",
+    "3",
+    "--no-progress",
+    "--cutout",
+    "4",
+]
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +45,9 @@ def reference(dataset, tmp_path_factory):
 
 
 def same_result(a, b):
-    strip = lambda h: [{k: v for k, v in r.items() if "time" not in k} for r in h]  # noqa: E731
+    def strip(history):
+        return [{k: v for k, v in r.items() if "time" not in k} for r in history]
+
     assert strip(load_run(a)["history"]) == strip(load_run(b)["history"])
     wa, wb = load_file(os.path.join(a, "model.safetensors")), load_file(os.path.join(b, "model.safetensors"))
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
@@ -41,15 +57,23 @@ def same_result(a, b):
 def run_killed_at(dataset, out, point):
     """The training run in a process of its own that signals itself at `point` (CNNLAB_TEST_KILL_AT)."""
     env = {**os.environ, "CNNLAB_TEST_KILL_AT": point}
-    proc = subprocess.run([sys.executable, "-m", "cnnlab.cli", "train", "--data", dataset, "--out", out, *ARGS],
-                          capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cnnlab.cli", "train", "--data", dataset, "--out", out, *ARGS],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     return proc.returncode, proc.stderr
 
 
-@pytest.mark.parametrize("point, resumes_at", [
-    ("3:7", 3),  # mid-epoch: epoch 3 trains again from its start
-    ("2:end", 2),  # after epoch 2 was validated and handed to the callbacks, before its checkpoint
-])
+@pytest.mark.parametrize(
+    "point, resumes_at",
+    [
+        ("3:7", 3),  # mid-epoch: epoch 3 trains again from its start
+        ("2:end", 2),  # after epoch 2 was validated and handed to the callbacks, before its checkpoint
+    ],
+)
 def test_sigkill_then_resume(dataset, reference, tmp_path, point, resumes_at):
     out = str(tmp_path / "run")
     code, err = run_killed_at(dataset, out, point)
@@ -106,7 +130,21 @@ def test_damaged_checkpoint_and_complete_run(dataset, reference, tmp_path, capsy
 
 
 def test_non_finite_loss_names_epoch_and_step(dataset, tmp_path, capsys):
-    code = main(["train", "--data", dataset, "--out", str(tmp_path / "r"), *ARGS, "--lr", "1e30",
-                 "--warmup-epochs", "0", "--schedule", "constant"])
+    code = main(
+        [
+            "train",
+            "--data",
+            dataset,
+            "--out",
+            str(tmp_path / "r"),
+            *ARGS,
+            "--lr",
+            "1e30",
+            "--warmup-epochs",
+            "0",
+            "--schedule",
+            "constant",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "non-finite loss" in err and "at epoch 1, step" in err

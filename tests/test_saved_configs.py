@@ -1,14 +1,15 @@
 """Saved configs are read with the defaults they were saved under (config.saved_config), not today's:
 a run or sweep saved before a key existed is described and resumed as it ran."""
+
 import json
 import os
 
 import pytest
+from conftest import make_dataset
 
 from cnnlab import preset, train_run
 from cnnlab.report import build_report
 from cnnlab.sweep import create_sweep, load_spec, open_study
-from conftest import make_dataset
 
 OLDER_KEYS = ("resize", "exif")  # added after the first runs were saved; before, images were squashed, no EXIF
 
@@ -47,8 +48,11 @@ def test_a_run_config_file_given_to_train_is_read_as_it_was_saved(tmp_path):
     of when it was saved."""
     from cnnlab.config import load_config_file
 
-    saved = {"config": {k: v for k, v in preset("fast").to_dict().items() if k not in OLDER_KEYS},
-             "environment": {}, "data": {}}
+    saved = {
+        "config": {k: v for k, v in preset("fast").to_dict().items() if k not in OLDER_KEYS},
+        "environment": {},
+        "data": {},
+    }
     path = tmp_path / "config.json"
     path.write_text(json.dumps(saved))
     cfg = load_config_file(str(path))

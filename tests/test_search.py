@@ -1,17 +1,18 @@
 """TPE search with pruning: trials counted, resumable, pruned trials stop early."""
+
 import json
 import os
 
 import optuna
 import pytest
 import torch
+from conftest import make_dataset
 
 from cnnlab import preset
 from cnnlab.cli import main
 from cnnlab.errors import ConfigError
 from cnnlab.search import parse_space
 from cnnlab.sweep import open_study
-from conftest import make_dataset
 
 TINY = ["--eval-batch-size", "64", "--threads", "1", "--no-progress", "--epochs", "3"]
 
@@ -19,8 +20,22 @@ TINY = ["--eval-batch-size", "64", "--threads", "1", "--no-progress", "--epochs"
 def test_search_runs_the_trials_and_resumes(tmp_path, capsys):
     root = make_dataset(tmp_path / "ds", 30)
     out = str(tmp_path / "search")
-    args = ["sweep", "--search", "tpe", "--trials", "5", "--param", "lr=0.01..0.5:log", "--param", "batch_size=8,16",
-            "--data", str(root), "--out", out, *TINY]
+    args = [
+        "sweep",
+        "--search",
+        "tpe",
+        "--trials",
+        "5",
+        "--param",
+        "lr=0.01..0.5:log",
+        "--param",
+        "batch_size=8,16",
+        "--data",
+        str(root),
+        "--out",
+        out,
+        *TINY,
+    ]
     assert main(args) == 0
     text = capsys.readouterr().out
     assert "best on validation: trial" in text
@@ -40,11 +55,35 @@ def test_pruned_trial_stops_training(tmp_path, capsys):
     study = optuna.create_study(storage=storage, study_name="cnnlab", direction="maximize")
     lr = {"lr": optuna.distributions.CategoricalDistribution([1e-9])}
     for _ in range(3):
-        study.add_trial(optuna.trial.create_trial(params={"lr": 1e-9}, distributions=lr, value=1.0,
-                                                  intermediate_values={1: 0.0, 2: 1.0, 3: 1.0}))
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"lr": 1e-9}, distributions=lr, value=1.0, intermediate_values={1: 0.0, 2: 1.0, 3: 1.0}
+            )
+        )
     out = tmp_path / "search"
-    assert main(["sweep", "--search", "tpe", "--trials", "4", "--param", "lr=1e-9", "--storage", storage,
-                 "--data", make_dataset(tmp_path / "ds", 30), "--out", str(out), "--batch-size", "8", *TINY]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                "--search",
+                "tpe",
+                "--trials",
+                "4",
+                "--param",
+                "lr=1e-9",
+                "--storage",
+                storage,
+                "--data",
+                make_dataset(tmp_path / "ds", 30),
+                "--out",
+                str(out),
+                "--batch-size",
+                "8",
+                *TINY,
+            ]
+        )
+        == 0
+    )
     assert "trial 3 {'lr': 1e-09}: pruned after epoch 2" in capsys.readouterr().err
     trial = optuna.load_study(storage=storage, study_name="cnnlab").trials[3]
     assert trial.state == optuna.trial.TrialState.PRUNED

@@ -1,22 +1,26 @@
 """Items 6 and 7 of the hardening review: the seed preset computes as the study did (fp32, Keras's
 BatchNorm moving variance), whatever the hardware offers."""
+
 import json
 
 import pytest
 import torch
+from conftest import make_dataset
 
 from cnnlab import device as device_module
 from cnnlab.cli import main
 from cnnlab.config import preset
 from cnnlab.models import create_model
-from conftest import make_dataset
 
 
 @pytest.mark.parametrize("shape", [(50, 512), (4, 96, 5, 7)])
 def test_moving_variance_is_updated_with_the_biased_batch_variance_as_keras_does(shape):
     model = create_model("seed_alexnet")
-    bn = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
-          and m.num_features == shape[1]][0]
+    bn = [
+        m
+        for m in model.modules()
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.num_features == shape[1]
+    ][0]
     torch.manual_seed(0)
     x = torch.randn(shape, dtype=torch.float64) * 3 + 1
     bn.double().train()
@@ -43,6 +47,27 @@ def test_seed_preset_trains_in_fp32_where_bf16_would_be_chosen(tmp_path, monkeyp
     assert device_module.use_bf16("auto", torch.device("cpu"))
     root = make_dataset(tmp_path / "ds", 10, 2)
     out = tmp_path / "run"
-    assert main(["train", "--preset", "seed", "--data", root, "--epochs", "1", "--batch-size", "3",
-                 "--eval-batch-size", "6", "--threads", "1", "--no-progress", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--preset",
+                "seed",
+                "--data",
+                root,
+                "--epochs",
+                "1",
+                "--batch-size",
+                "3",
+                "--eval-batch-size",
+                "6",
+                "--threads",
+                "1",
+                "--no-progress",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert json.load(open(out / "config.json"))["data"]["bf16"] is False

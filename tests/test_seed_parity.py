@@ -1,4 +1,5 @@
 """The seed preset's optimiser takes Keras's Adam steps (benchmarks/seed_parity.py compares the whole model)."""
+
 import math
 
 import numpy as np
@@ -9,13 +10,14 @@ from cnnlab import preset
 from cnnlab.optim import build_optimizer
 
 
-def keras_adam(grads: list[np.ndarray], start: np.ndarray, lr: float, beta_1: float, beta_2: float,
-               epsilon: float) -> np.ndarray:
+def keras_adam(
+    grads: list[np.ndarray], start: np.ndarray, lr: float, beta_1: float, beta_2: float, epsilon: float
+) -> np.ndarray:
     """tf_keras.optimizers.Adam's update in float64: epsilon is added to sqrt(v) before the bias
     correction, which Keras folds into the step size alpha."""
     w, m, v = start.copy(), np.zeros_like(start), np.zeros_like(start)
     for t, g in enumerate(grads, 1):
-        alpha = lr * math.sqrt(1 - beta_2 ** t) / (1 - beta_1 ** t)
+        alpha = lr * math.sqrt(1 - beta_2**t) / (1 - beta_1**t)
         m += (g - m) * (1 - beta_1)
         v += (g * g - v) * (1 - beta_2)
         w -= m * alpha / (np.sqrt(v) + epsilon)

@@ -1,18 +1,19 @@
 """--select-metric of sweeps and searches: its default (balanced accuracy on an imbalanced training set,
 printed), the value each trial is told, and a metric the history does not record."""
+
 import json
 import os
 
 import numpy as np
 import optuna
 import pytest
+from conftest import SWEEP_FLAGS, make_dataset, make_folder
 
 from cnnlab import preset
 from cnnlab.cli import main
 from cnnlab.errors import ConfigError
 from cnnlab.runs import load_run
 from cnnlab.studies import choose_select_metric
-from conftest import SWEEP_FLAGS, make_dataset, make_folder
 
 
 def test_the_default_is_accuracy_unless_the_training_classes_are_imbalanced():
@@ -21,7 +22,10 @@ def test_the_default_is_accuracy_unless_the_training_classes_are_imbalanced():
     assert choose_select_metric(None, (["a", "b"], np.array([30, 10])))[0] == "val_accuracy"  # 3 is not above 3
     metric, why = choose_select_metric(None, skewed)
     assert metric == "val_balanced_accuracy" and "largest/smallest 4.0 > 3" in why
-    assert choose_select_metric("val_macro_f1", skewed) == ("val_macro_f1", "selecting on val_macro_f1 (--select-metric)")
+    assert choose_select_metric("val_macro_f1", skewed) == (
+        "val_macro_f1",
+        "selecting on val_macro_f1 (--select-metric)",
+    )
     assert choose_select_metric(None, None)[0] == "val_accuracy"  # a dataset not there yet
     with pytest.raises(ConfigError, match="--select-metric"):
         choose_select_metric("test_accuracy", balanced)
@@ -41,8 +45,12 @@ def test_the_chosen_metric_is_printed(extra, tmp_path, capsys):
     root = imbalanced_folder(tmp_path / "skewed")
     assert main(["sweep", "--data", root, *extra, "--val-fraction", "0.34", "--dry-run"]) == 0
     assert "selecting on val_balanced_accuracy: the training classes are imbalanced" in capsys.readouterr().out
-    assert main(["sweep", "--data", root, *extra, "--val-fraction", "0.34", "--select-metric", "val_accuracy",
-                 "--dry-run"]) == 0
+    assert (
+        main(
+            ["sweep", "--data", root, *extra, "--val-fraction", "0.34", "--select-metric", "val_accuracy", "--dry-run"]
+        )
+        == 0
+    )
     assert "selecting on val_accuracy (--select-metric)" in capsys.readouterr().out
     balanced = make_dataset(tmp_path / "even", 10)
     assert main(["sweep", "--data", balanced, *extra, "--dry-run"]) == 0
@@ -59,15 +67,37 @@ def test_a_metric_the_history_lacks_fails_the_trial_naming_it(tmp_path, monkeypa
     sweep.work(out, progress=False)
     trials = sweep.open_study(out).get_trials()
     assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL]
-    assert trials[0].user_attrs["fail_reason"] == ("--select-metric val_macro_f1: the run's history records no "
-                                                   "val_macro_f1; choose val_accuracy")
+    assert trials[0].user_attrs["fail_reason"] == (
+        "--select-metric val_macro_f1: the run's history records no val_macro_f1; choose val_accuracy"
+    )
 
 
 def test_a_sweep_selects_on_the_metric_it_was_given(tmp_path, capsys):
     root = make_dataset(tmp_path / "ds", 12, 4)
     out = tmp_path / "sw"
-    assert main(["sweep", "--data", root, "--grid", "lr=0.05,0.1", "--seeds", "2", "--epochs", "1",
-                 "--val-fraction", "0.25", "--select-metric", "val_macro_f1", "--out", str(out), *SWEEP_FLAGS]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                "--data",
+                root,
+                "--grid",
+                "lr=0.05,0.1",
+                "--seeds",
+                "2",
+                "--epochs",
+                "1",
+                "--val-fraction",
+                "0.25",
+                "--select-metric",
+                "val_macro_f1",
+                "--out",
+                str(out),
+                *SWEEP_FLAGS,
+            ]
+        )
+        == 0
+    )
     first = load_run(str(out / "runs" / "lr-0.05_seed-0"))["history"][-1]
     if "val_macro_f1" not in first:
         pytest.skip("this branch's history.json has no val_macro_f1 yet (the metrics change adds it)")
@@ -84,9 +114,31 @@ def test_a_sweep_selects_on_the_metric_it_was_given(tmp_path, capsys):
 def test_a_search_records_the_metric_it_selects_on(tmp_path, capsys):
     root = make_dataset(tmp_path / "ds", 12, 4)
     out = tmp_path / "se"
-    assert main(["sweep", "--search", "tpe", "--trials", "2", "--param", "lr=0.01..0.1", "--data", root,
-                 "--epochs", "1", "--val-fraction", "0.25", "--select-metric", "val_accuracy", "--out", str(out),
-                 *SWEEP_FLAGS]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                "--search",
+                "tpe",
+                "--trials",
+                "2",
+                "--param",
+                "lr=0.01..0.1",
+                "--data",
+                root,
+                "--epochs",
+                "1",
+                "--val-fraction",
+                "0.25",
+                "--select-metric",
+                "val_accuracy",
+                "--out",
+                str(out),
+                *SWEEP_FLAGS,
+            ]
+        )
+        == 0
+    )
     res = json.load(open(out / "results.json"))
     assert res["select_metric"] == "val_accuracy"
     for row in res["rows"]:

@@ -1,12 +1,14 @@
 """--skip-bad-images: what was left out is recorded in the run directory (skipped.json, the count in
 config.json, the report), the decode cache's key records the choice, and a class left with no image is
 an error; without the flag a bad file stops the run with one line and nothing written."""
+
 import io
 import os
 import pathlib
 
 import numpy as np
 import pytest
+from conftest import make_folder
 from PIL import Image
 
 from cnnlab import runs
@@ -14,7 +16,6 @@ from cnnlab.cli import main
 from cnnlab.data import decode, load_dataset
 from cnnlab.errors import DataError
 from cnnlab.report import build_report
-from conftest import make_folder
 
 BAD = {"bad_text.jpg": b"not an image, a text file named .jpg", "bad_zero.jpg": b""}  # + bad_truncated.jpg
 TRAIN_BAD = ["b/bad_text.jpg", "b/bad_truncated.jpg", "b/bad_zero.jpg"]  # in Keras's (sorted) order
@@ -86,8 +87,10 @@ def test_with_the_flag_the_run_records_what_it_skipped(tmp_path, cache, capsys):
     assert runs.read_json(os.path.join(out, runs.METRICS))["test"]["n"] == 12
 
     md = pathlib.Path(build_report(out)[0]).read_text()
-    assert "**4 unreadable image(s) skipped** (--skip-bad-images; all listed in `skipped.json`): 3 in train, " \
-           "1 in test." in md
+    assert (
+        "**4 unreadable image(s) skipped** (--skip-bad-images; all listed in `skipped.json`): 3 in train, "
+        "1 in test." in md
+    )
     for entry in skipped["train"] + skipped["test"]:
         assert f"{entry['path']}: {entry['reason']}" in md
 

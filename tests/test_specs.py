@@ -1,10 +1,11 @@
 """The data functions take small spec objects; their fields may be given by name instead, with the same result."""
+
 import numpy as np
 import pytest
 import torch
+from conftest import make_folder
 
 from cnnlab.data import Augmentation, Decoding, DeviceLoader, Feed, Sampling, Splitting, load_dataset
-from conftest import make_folder
 
 CPU = torch.device("cpu")
 
@@ -12,11 +13,31 @@ CPU = torch.device("cpu")
 def test_a_loader_built_from_specs_gives_the_batches_of_one_built_from_their_fields():
     images = np.random.default_rng(0).integers(0, 256, (40, 8, 8, 3), dtype=np.uint8)
     labels = np.arange(40)
-    specs = DeviceLoader(images, labels, 8, CPU, feed=Feed([0.5] * 3, [0.25] * 3, 12),
-                         augment=Augmentation(flip=True, translate=1, cutout=2, brightness=0.1),
-                         sampling=Sampling(shuffle=True, drop_last=True, seed=4))
-    named = DeviceLoader(images, labels, 8, CPU, mean=[0.5] * 3, std=[0.25] * 3, input_size=12, flip=True,
-                         translate=1, cutout=2, brightness=0.1, shuffle=True, drop_last=True, seed=4)
+    specs = DeviceLoader(
+        images,
+        labels,
+        8,
+        CPU,
+        feed=Feed([0.5] * 3, [0.25] * 3, 12),
+        augment=Augmentation(flip=True, translate=1, cutout=2, brightness=0.1),
+        sampling=Sampling(shuffle=True, drop_last=True, seed=4),
+    )
+    named = DeviceLoader(
+        images,
+        labels,
+        8,
+        CPU,
+        mean=[0.5] * 3,
+        std=[0.25] * 3,
+        input_size=12,
+        flip=True,
+        translate=1,
+        cutout=2,
+        brightness=0.1,
+        shuffle=True,
+        drop_last=True,
+        seed=4,
+    )
     for epoch in (1, 2):
         specs.set_epoch(epoch)
         named.set_epoch(epoch)
@@ -36,9 +57,14 @@ def test_an_unknown_field_is_refused_as_an_unknown_keyword():
 def test_load_dataset_takes_specs_or_their_fields(tmp_path, monkeypatch):
     monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
     root = make_folder(tmp_path / "ds", per_class=10)
-    specs = load_dataset(root, Decoding(image_size=12, interpolation="bilinear"),
-                         Splitting(val_fraction=0.2, split="random", seed=3), progress=False)
-    named = load_dataset(root, image_size=12, interpolation="bilinear", val_fraction=0.2, split="random", seed=3,
-                         progress=False)
+    specs = load_dataset(
+        root,
+        Decoding(image_size=12, interpolation="bilinear"),
+        Splitting(val_fraction=0.2, split="random", seed=3),
+        progress=False,
+    )
+    named = load_dataset(
+        root, image_size=12, interpolation="bilinear", val_fraction=0.2, split="random", seed=3, progress=False
+    )
     assert specs.image_shape == (12, 12, 3) and specs.val.files == named.val.files
     assert np.array_equal(specs.train.images, named.train.images)

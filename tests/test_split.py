@@ -1,4 +1,5 @@
 """Validation splits: Keras's (first files of each class) and a seeded stratified random one."""
+
 import os
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Sweeps: the plan, shared epochs equal to separate runs, statistics, resume, failures, workers."""
+
 import json
 import os
 import signal
@@ -8,13 +9,13 @@ import time
 
 import optuna
 import pytest
+from conftest import SWEEP_FLAGS, make_dataset
 
 from cnnlab import preset, train_run
 from cnnlab.cli import main
 from cnnlab.runs import load_run
 from cnnlab.stats import summarize, welch_p
 from cnnlab.sweep import open_study, parse_grid, plan
-from conftest import SWEEP_FLAGS, make_dataset
 
 TINY = SWEEP_FLAGS
 
@@ -38,8 +39,18 @@ def test_epochs_not_shared_when_the_schedule_depends_on_them():
 
 
 def test_shared_epochs_equal_separate_runs(dataset, tmp_path):
-    base = preset("fast", data=dataset, batch_size=8, eval_batch_size=64, threads=1, progress=False,
-                  schedule="constant", lr=0.05, warmup_epochs=0.0, seed=2)
+    base = preset(
+        "fast",
+        data=dataset,
+        batch_size=8,
+        eval_batch_size=64,
+        threads=1,
+        progress=False,
+        schedule="constant",
+        lr=0.05,
+        warmup_epochs=0.0,
+        seed=2,
+    )
     long = train_run(base.replace(epochs=3), str(tmp_path / "long"), test_at_epochs=(2, 3))
     short = train_run(base.replace(epochs=2), str(tmp_path / "short"))
     long_history = load_run(str(tmp_path / "long"))["history"]
@@ -63,8 +74,20 @@ def trials_by_cell_seed(out):
 
 def test_sweep_table_files_resume_and_failures(dataset, tmp_path, capsys):
     out = str(tmp_path / "sw")
-    args = ["sweep", "--data", dataset, "--grid", "lr=0.05,1e30", "--grid", "epochs=1,2", "--seeds", "2",
-            "--out", out, *[a for a in TINY if a not in ("--lr", "0.05")]]
+    args = [
+        "sweep",
+        "--data",
+        dataset,
+        "--grid",
+        "lr=0.05,1e30",
+        "--grid",
+        "epochs=1,2",
+        "--seeds",
+        "2",
+        "--out",
+        out,
+        *[a for a in TINY if a not in ("--lr", "0.05")],
+    ]
     assert main(args) == 0
     text = capsys.readouterr().out
     assert "chosen on validation: lr=0.05" in text and "failed: lr=1e+30" in text and "non-finite loss" in text
@@ -86,11 +109,16 @@ def test_two_workers_give_the_same_table_and_a_killed_worker_is_retried(dataset,
     common = ["--data", dataset, "--grid", "batch_size=8,16", "--grid", "epochs=2,4", "--seeds", "2", *TINY]
     one, two = str(tmp_path / "one"), str(tmp_path / "two")
     assert main(["sweep", *common, "--out", one]) == 0
-    proc = subprocess.Popen([sys.executable, "-m", "cnnlab.cli", "sweep", *common, "--out", two, "--workers", "2"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cnnlab.cli", "sweep", *common, "--out", two, "--workers", "2"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 120
-    while not any(os.path.exists(os.path.join(two, "runs", d, "checkpoint.pt"))
-                  for d in (os.listdir(os.path.join(two, "runs")) if os.path.isdir(os.path.join(two, "runs")) else [])):
+    while not any(
+        os.path.exists(os.path.join(two, "runs", d, "checkpoint.pt"))
+        for d in (os.listdir(os.path.join(two, "runs")) if os.path.isdir(os.path.join(two, "runs")) else [])
+    ):
         assert time.time() < deadline and proc.poll() is None
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)  # the main worker dies mid-trial; its helper finishes its own trial
@@ -99,14 +127,17 @@ def test_two_workers_give_the_same_table_and_a_killed_worker_is_retried(dataset,
     assert main(["sweep", *common, "--out", two, "--workers", "2"]) == 0
     done = trials_by_cell_seed(two)
     assert len(done) == 8 and set(done.values()) == {1}
-    table = lambda d: [(r["cell"], r["val"], r["test"]) for r in json.load(open(os.path.join(d, "results.json")))["rows"]]  # noqa: E731
+
+    def table(folder):
+        return [(r["cell"], r["val"], r["test"]) for r in json.load(open(os.path.join(folder, "results.json")))["rows"]]
+
     assert table(one) == table(two)
 
 
 def test_statistics():
     s = summarize([0.80, 0.82, 0.84])
     assert s["n"] == 3 and abs(s["mean"] - 0.82) < 1e-12 and abs(s["std"] - 0.02) < 1e-12
-    assert abs(s["ci_high"] - 0.82 - 4.302652729911275 * 0.02 / 3 ** 0.5) < 1e-9
+    assert abs(s["ci_high"] - 0.82 - 4.302652729911275 * 0.02 / 3**0.5) < 1e-9
     assert welch_p([0.80, 0.81, 0.82], [0.90, 0.91, 0.92]) < 0.01
     assert welch_p([0.80, 0.82, 0.84], [0.81, 0.83, 0.80]) > 0.5
     assert welch_p([0.8], [0.9, 0.91]) is None
@@ -114,8 +145,10 @@ def test_statistics():
 
 def test_sweep_file(tmp_path, capsys):
     path = tmp_path / "study.toml"
-    path.write_text('preset = "seed"\nseeds = 2\n[config]\nlr = 0.0005\n[grid]\nbatch_size = [100, 200, 250]\n'
-                    'epochs = [20, 25, 30]\n')
+    path.write_text(
+        'preset = "seed"\nseeds = 2\n[config]\nlr = 0.0005\n[grid]\nbatch_size = [100, 200, 250]\n'
+        "epochs = [20, 25, 30]\n"
+    )
     assert main(["sweep", "--sweep-file", str(path), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "3 training(s) per seed (90 epochs) serving 9 cell(s); 2 seed(s): 6 training(s) in all" in out
@@ -126,13 +159,32 @@ def test_sweep_file(tmp_path, capsys):
 
 def test_ctrl_c_stops_the_sweep_and_the_same_command_resumes_it(dataset, tmp_path):
     out = str(tmp_path / "sw")
-    common = ["--data", dataset, "--grid", "batch_size=8,16", "--grid", "epochs=2,4", "--seeds", "1", *TINY,
-              "--out", out]
-    proc = subprocess.Popen([sys.executable, "-m", "cnnlab.cli", "sweep", *common],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    common = [
+        "--data",
+        dataset,
+        "--grid",
+        "batch_size=8,16",
+        "--grid",
+        "epochs=2,4",
+        "--seeds",
+        "1",
+        *TINY,
+        "--out",
+        out,
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cnnlab.cli", "sweep", *common],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 120
-    while not (os.path.isdir(os.path.join(out, "runs")) and any(
-            os.path.exists(os.path.join(out, "runs", d, "checkpoint.pt")) for d in os.listdir(os.path.join(out, "runs")))):
+    while not (
+        os.path.isdir(os.path.join(out, "runs"))
+        and any(
+            os.path.exists(os.path.join(out, "runs", d, "checkpoint.pt")) for d in os.listdir(os.path.join(out, "runs"))
+        )
+    ):
         assert time.time() < deadline and proc.poll() is None
         time.sleep(0.02)
     proc.send_signal(signal.SIGINT)

@@ -1,6 +1,7 @@
 """Sweeps and searches against hostile input: secrets in storage URLs, hostile grid values,
 no validation split, failures without a reason, repeated TPE proposals, skewed clocks, Holm's
 correction, reports of a search."""
+
 import json
 import os
 import pathlib
@@ -12,10 +13,10 @@ import time
 
 import optuna
 import pytest
+from conftest import SWEEP_FLAGS, make_dataset
 
 from cnnlab import preset
 from cnnlab.cli import main
-from conftest import SWEEP_FLAGS, make_dataset
 
 PASSWORD = "Xq7hunter2Secret"
 
@@ -27,16 +28,21 @@ def dataset(tmp_path_factory):
 
 def run_cli(args, timeout=300, env=None, cwd=None):
     """`cnnlab ARGS` in a child process (a hang fails the test instead of hanging the suite)."""
-    return subprocess.run([sys.executable, "-m", "cnnlab.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "cnnlab.cli", *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd
+    )
 
 
 # --- storage URLs: the password is never shown -------------------------------------------------
 
-@pytest.mark.parametrize("url", [
-    f"postgresql+psycopg://alice:{PASSWORD}@127.0.0.1:1/nothing",  # nothing listens on port 1
-    f"postgresql//alice:{PASSWORD}@127.0.0.1/nothing",  # not a URL SQLAlchemy can parse
-])
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"postgresql+psycopg://alice:{PASSWORD}@127.0.0.1:1/nothing",  # nothing listens on port 1
+        f"postgresql//alice:{PASSWORD}@127.0.0.1/nothing",  # not a URL SQLAlchemy can parse
+    ],
+)
 def test_a_bad_storage_url_is_reported_without_its_password(url, tmp_path):
     proc = run_cli(["sweep", "--grid", "lr=0.1,0.2", "--storage", url, "--out", str(tmp_path / "sw"), "--no-progress"])
     assert proc.returncode == 2, proc.stderr
@@ -54,7 +60,10 @@ def test_redact_url():
     def redact_url(url):
         return redact(url, url)
 
-    assert redact_url(f"postgresql://bob:{PASSWORD}@db.example:5433/sweeps") == "postgresql://bob:***@db.example:5433/sweeps"
+    assert (
+        redact_url(f"postgresql://bob:{PASSWORD}@db.example:5433/sweeps")
+        == "postgresql://bob:***@db.example:5433/sweeps"
+    )
     assert redact_url("postgresql://bob@db/sweeps") == "postgresql://bob@db/sweeps"  # PGPASSWORD / .pgpass
     assert redact_url("postgresql://bob:p%40ss%2Fw@db/x") == "postgresql://bob:***@db/x"
     assert redact_url(f"not a url bob:{PASSWORD}@db") == "not a url bob:***@db"
@@ -64,6 +73,7 @@ def test_redact_url():
 
 
 # --- hostile grid values ---------------------------------------------------------------------
+
 
 def test_hostile_grid_values_stay_inside_the_sweep_directory(dataset, tmp_path, monkeypatch):
     """`data` values are paths: `../` and `/` in them, and a 250-character folder name, must name no
@@ -99,16 +109,22 @@ def test_hostile_grid_values_stay_inside_the_sweep_directory(dataset, tmp_path, 
 
 # --- no validation split; every failure has a reason; bounded retries ---------------------------
 
-@pytest.mark.parametrize("extra", [
-    ["--grid", "lr=0.05,0.1", "--val-fraction", "0"],
-    ["--grid", "val_fraction=0,0.1"],
-    ["--search", "tpe", "--trials", "2", "--param", "lr=0.01..0.1", "--val-fraction", "0"],
-    ["--search", "tpe", "--trials", "2", "--param", "val_fraction=0.0..0.2"],
-])
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--grid", "lr=0.05,0.1", "--val-fraction", "0"],
+        ["--grid", "val_fraction=0,0.1"],
+        ["--search", "tpe", "--trials", "2", "--param", "lr=0.01..0.1", "--val-fraction", "0"],
+        ["--search", "tpe", "--trials", "2", "--param", "val_fraction=0.0..0.2"],
+    ],
+)
 def test_a_sweep_without_a_validation_split_is_refused_up_front(extra, dataset, tmp_path):
     out = tmp_path / "sw"
-    proc = run_cli(["sweep", "--data", dataset, *extra, "--seeds", "1", "--epochs", "1", "--out", str(out),
-                    *SWEEP_FLAGS], timeout=int(os.environ.get("T_REFUSE", 120)))
+    proc = run_cli(
+        ["sweep", "--data", dataset, *extra, "--seeds", "1", "--epochs", "1", "--out", str(out), *SWEEP_FLAGS],
+        timeout=int(os.environ.get("T_REFUSE", 120)),
+    )
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert "val_fraction" in proc.stderr and "validation" in proc.stderr, proc.stderr
@@ -164,6 +180,7 @@ def test_a_trial_told_no_validation_accuracy_fails_with_its_reason(tmp_path, mon
 
 # --- TPE proposals ---------------------------------------------------------------------------
 
+
 def test_resumed_and_parallel_tpe_searches_do_not_repeat_proposals(tmp_path):
     from cnnlab.search import _open, parse_space, suggest
 
@@ -199,6 +216,7 @@ def test_resumed_and_parallel_tpe_searches_do_not_repeat_proposals(tmp_path):
 
 # --- Holm's correction -----------------------------------------------------------------------
 
+
 def test_holm_adjusts_p_values():
     from cnnlab.stats import holm
 
@@ -217,9 +235,18 @@ def test_sweep_verdicts_use_holm_corrected_p_values(tmp_path):
     out, study, _ = _sweep_study(tmp_path, {"batch_size": list(values)}, seeds=3)
     for batch, vals in values.items():
         for seed, v in enumerate(vals):
-            study.add_trial(optuna.trial.create_trial(
-                value=v, user_attrs={"cell": f"batch_size={batch}", "seed": seed, "epochs": 1, "test_accuracy": v,
-                                     "train_time_s": 1.0}))
+            study.add_trial(
+                optuna.trial.create_trial(
+                    value=v,
+                    user_attrs={
+                        "cell": f"batch_size={batch}",
+                        "seed": seed,
+                        "epochs": 1,
+                        "test_accuracy": v,
+                        "train_time_s": 1.0,
+                    },
+                )
+            )
     res = results(out)
     rows = {r["cell"]: r for r in res["rows"]}
     raw = {b: welch_p(values[8], values[b]) for b in (16, 32, 64)}
@@ -235,6 +262,7 @@ def test_sweep_verdicts_use_holm_corrected_p_values(tmp_path):
 
 
 # --- liveness by the database's clock ---------------------------------------------------------
+
 
 def test_liveness_uses_the_database_clock_not_the_workers(tmp_path, monkeypatch):
     from cnnlab.studies import DIED, Heartbeat, fail_dead_trials, fail_reason
@@ -262,9 +290,12 @@ def test_liveness_uses_the_database_clock_not_the_workers(tmp_path, monkeypatch)
 
     engine = sqlalchemy.create_engine(url)
     with engine.begin() as connection:
-        connection.execute(sqlalchemy.text(
-            "UPDATE trial_heartbeats SET heartbeat = datetime(heartbeat, '-120 seconds') WHERE trial_id = "
-            "(SELECT MIN(trial_id) FROM trials)"))
+        connection.execute(
+            sqlalchemy.text(
+                "UPDATE trial_heartbeats SET heartbeat = datetime(heartbeat, '-120 seconds') WHERE trial_id = "
+                "(SELECT MIN(trial_id) FROM trials)"
+            )
+        )
     fail_dead_trials(open_study(out, url))
     trials = open_study(out, url).get_trials()
     assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.RUNNING]
@@ -273,22 +304,47 @@ def test_liveness_uses_the_database_clock_not_the_workers(tmp_path, monkeypatch)
 
 # --- cnnlab report on a TPE search ----------------------------------------------------------
 
+
 def test_report_of_a_tpe_search(dataset, tmp_path):
     from cnnlab.report import build_report
 
     out = str(tmp_path / "search")
-    assert main(["sweep", "--search", "tpe", "--trials", "3", "--param", "lr=0.01..0.2:log", "--data", dataset,
-                 "--epochs", "2", "--out", out, *SWEEP_FLAGS]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                "--search",
+                "tpe",
+                "--trials",
+                "3",
+                "--param",
+                "lr=0.01..0.2:log",
+                "--data",
+                dataset,
+                "--epochs",
+                "2",
+                "--out",
+                out,
+                *SWEEP_FLAGS,
+            ]
+        )
+        == 0
+    )
     res = json.load(open(os.path.join(out, "results.json")))
     md_path, html_path = build_report(out)
     md = pathlib.Path(md_path).read_text()
     assert "# cnnlab search report" in md and "## Trials" in md
     for row in res["rows"]:
-        assert re.search(rf"\| {row['trial']} \| {row['state']} \| lr={row['params']['lr']:.4g} \| "
-                         rf"{100 * row['val_accuracy']:.2f}% \|", md), md
+        assert re.search(
+            rf"\| {row['trial']} \| {row['state']} \| lr={row['params']['lr']:.4g} \| "
+            rf"{100 * row['val_accuracy']:.2f}% \|",
+            md,
+        ), md
     best = res["best"]
-    assert (f"Chosen on validation accuracy: **trial {best['trial']}** (lr={best['params']['lr']:.4g}), "
-            f"{100 * best['val_accuracy']:.2f}%") in md
+    assert (
+        f"Chosen on validation accuracy: **trial {best['trial']}** (lr={best['params']['lr']:.4g}), "
+        f"{100 * best['val_accuracy']:.2f}%"
+    ) in md
     assert f"its test accuracy: {100 * best['test_accuracy']:.2f}%" in md
     assert "report_files/chosen_acc_plot.png" in md and "report_files/chosen_loss_plot.png" in md
     page = pathlib.Path(html_path).read_text()

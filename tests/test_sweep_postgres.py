@@ -3,6 +3,7 @@ middle of a trial; the sweep completes with every (cell, seed) finished exactly 
 
 Needs a server: CNNLAB_TEST_POSTGRES=postgresql://user:password@127.0.0.1/db (.ci/run starts one).
 """
+
 import json
 import os
 import signal
@@ -13,10 +14,10 @@ import uuid
 
 import optuna
 import pytest
+from conftest import SWEEP_FLAGS, make_dataset
 
 from cnnlab.cli import main
 from cnnlab.studies import DIED, fail_reason
-from conftest import SWEEP_FLAGS, make_dataset
 
 URL = os.environ.get("CNNLAB_TEST_POSTGRES")
 pytestmark = pytest.mark.skipif(not URL, reason="CNNLAB_TEST_POSTGRES not set (.ci/run starts PostgreSQL)")
@@ -26,21 +27,58 @@ TINY = SWEEP_FLAGS
 def test_two_workers_one_killed_mid_trial(tmp_path):
     root = make_dataset(tmp_path / "ds", 60)
     study = f"test-{uuid.uuid4().hex[:8]}"
-    common = ["--data", str(root), "--grid", "batch_size=8,16", "--grid", "epochs=3,5", "--seeds", "2", *TINY,
-              "--storage", URL, "--study", study]
+    common = [
+        "--data",
+        str(root),
+        "--grid",
+        "batch_size=8,16",
+        "--grid",
+        "epochs=3,5",
+        "--seeds",
+        "2",
+        *TINY,
+        "--storage",
+        URL,
+        "--study",
+        study,
+    ]
     out = str(tmp_path / "sweep")
-    first = subprocess.Popen([sys.executable, "-m", "cnnlab.cli", "sweep", *common, "--out", out],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "cnnlab.cli", "sweep", *common, "--out", out],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.time() + 120
     while not os.path.exists(os.path.join(out, "sweep.json")):
         assert time.time() < deadline and first.poll() is None
         time.sleep(0.05)
-    second = subprocess.Popen([sys.executable, "-m", "cnnlab.cli", "sweep", "--worker", "--storage", URL, "--study",
-                               study, "--out", out, "--threads", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    second = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cnnlab.cli",
+            "sweep",
+            "--worker",
+            "--storage",
+            URL,
+            "--study",
+            study,
+            "--out",
+            out,
+            "--threads",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
     def second_is_mid_trial():
         for t in optuna.load_study(study_name=study, storage=URL).get_trials():
-            if (t.state == optuna.trial.TrialState.RUNNING and t.user_attrs.get("pid") == second.pid
-                    and os.path.exists(os.path.join(out, "runs", t.user_attrs["run"], "checkpoint.pt"))):
+            if (
+                t.state == optuna.trial.TrialState.RUNNING
+                and t.user_attrs.get("pid") == second.pid
+                and os.path.exists(os.path.join(out, "runs", t.user_attrs["run"], "checkpoint.pt"))
+            ):
                 return True
         return False
 
@@ -65,5 +103,8 @@ def test_two_workers_one_killed_mid_trial(tmp_path):
     # the same sweep by one worker on a journal file gives the same table
     local = str(tmp_path / "local")
     assert main(["sweep", *[a for a in common if a not in (URL, "--storage", "--study", study)], "--out", local]) == 0
-    table = lambda d: [(r["cell"], r["val"], r["test"]) for r in json.load(open(os.path.join(d, "results.json")))["rows"]]  # noqa: E731
+
+    def table(folder):
+        return [(r["cell"], r["val"], r["test"]) for r in json.load(open(os.path.join(folder, "results.json")))["rows"]]
+
     assert table(local) == table(out)

@@ -4,6 +4,7 @@ not in the output, not in any file of the sweep directory; PGPASSWORD works in i
 Needs a server: CNNLAB_TEST_POSTGRES=postgresql://user:password@127.0.0.1/db whose user may CREATEROLE
 (.ci/run sets that up): the test makes a throwaway role with a long random password to search for.
 """
+
 import os
 import pathlib
 import secrets
@@ -14,7 +15,6 @@ import uuid
 
 import optuna
 import pytest
-
 from conftest import SWEEP_FLAGS, make_dataset
 
 URL = os.environ.get("CNNLAB_TEST_POSTGRES")
@@ -61,15 +61,19 @@ def sweep_watching_ps(args, env, out, tmp_path, password, parent_may_show=False)
     Returns its output; asserts that it succeeded, that no command line (but the parent's, if
     `parent_may_show`) held the password and that a helper worker was seen."""
     log_out, log_err = open(tmp_path / "stdout.txt", "w+"), open(tmp_path / "stderr.txt", "w+")
-    proc = subprocess.Popen([sys.executable, "-m", "cnnlab.cli", "sweep", *args, "--workers", "2", "--out", out],
-                            stdout=log_out, stderr=log_err, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cnnlab.cli", "sweep", *args, "--workers", "2", "--out", out],
+        stdout=log_out,
+        stderr=log_err,
+        env=env,
+    )
     parent, seen_helper, leaks = None, False, []
     deadline = time.time() + 600
     while proc.poll() is None:
         assert time.time() < deadline, "the sweep did not finish"
         lines = command_lines()
         parent = parent or lines.get(proc.pid)
-        for pid, line in lines.items():
+        for line in lines.values():
             seen_helper |= b"--worker " in line and out.encode() in line
             # a helper between fork and exec still shows its parent's command line
             if password.encode() in line and not (parent_may_show and line == parent):
@@ -101,8 +105,19 @@ def dataset(tmp_path_factory):
 
 
 def sweep_args(dataset, study):
-    return ["--data", dataset, "--grid", "batch_size=8,16", "--grid", "epochs=1,2", "--seeds", "1", *SWEEP_FLAGS,
-            "--study", study]
+    return [
+        "--data",
+        dataset,
+        "--grid",
+        "batch_size=8,16",
+        "--grid",
+        "epochs=1,2",
+        "--seeds",
+        "1",
+        *SWEEP_FLAGS,
+        "--study",
+        study,
+    ]
 
 
 @pytest.mark.parametrize("how", ["environment", "command line"])
@@ -128,7 +143,8 @@ def test_the_storage_password_is_in_no_command_line_output_or_file(how, secret_r
 
 
 def test_pgpassword_supplies_the_password(secret_role, dataset, tmp_path):
-    from sqlalchemy.engine import URL as Url, make_url
+    from sqlalchemy.engine import URL as Url
+    from sqlalchemy.engine import make_url
 
     role, password = secret_role
     study, out = f"pgpass-{uuid.uuid4().hex[:8]}", str(tmp_path / "sweep")

@@ -1,15 +1,16 @@
 """`--seed S` of a sweep or search: the seeds used are S..S+n-1, printed and recorded."""
+
 import json
 import os
 
 import optuna
 import pytest
+from conftest import SWEEP_FLAGS, make_dataset
 
 from cnnlab import preset
 from cnnlab.cli import main
 from cnnlab.runs import load_run
 from cnnlab.sweep import open_study, parse_grid, plan
-from conftest import SWEEP_FLAGS, make_dataset
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +28,25 @@ def test_the_plan_offsets_the_seeds_by_the_base_seed(capsys):
 
 def test_a_sweep_trains_and_records_the_seeds_it_was_given(dataset, tmp_path, capsys):
     out = str(tmp_path / "sw")
-    assert main(["sweep", "--data", dataset, "--grid", "epochs=1", "--seeds", "2", "--seed", "7", "--out", out,
-                 *SWEEP_FLAGS]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                "--data",
+                dataset,
+                "--grid",
+                "epochs=1",
+                "--seeds",
+                "2",
+                "--seed",
+                "7",
+                "--out",
+                out,
+                *SWEEP_FLAGS,
+            ]
+        )
+        == 0
+    )
     assert "seeds: 7, 8" in capsys.readouterr().out.splitlines()
     trials = open_study(out).get_trials()
     assert sorted(t.user_attrs["seed"] for t in trials if t.state == optuna.trial.TrialState.COMPLETE) == [7, 8]
@@ -39,8 +57,29 @@ def test_a_sweep_trains_and_records_the_seeds_it_was_given(dataset, tmp_path, ca
 
 def test_a_search_trains_every_trial_with_the_given_seed(dataset, tmp_path, capsys):
     out = str(tmp_path / "search")
-    assert main(["sweep", "--search", "tpe", "--data", dataset, "--param", "lr=0.01,0.05", "--trials", "2",
-                 "--epochs", "1", "--seed", "4", "--out", out, *SWEEP_FLAGS]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                "--search",
+                "tpe",
+                "--data",
+                dataset,
+                "--param",
+                "lr=0.01,0.05",
+                "--trials",
+                "2",
+                "--epochs",
+                "1",
+                "--seed",
+                "4",
+                "--out",
+                out,
+                *SWEEP_FLAGS,
+            ]
+        )
+        == 0
+    )
     assert "seed 4" in capsys.readouterr().out
     res = json.load(open(os.path.join(out, "results.json")))
     assert res["seed"] == 4
@@ -67,8 +106,9 @@ def test_a_run_directory_outside_the_sweep_is_refused_even_under_python_O(tmp_pa
 
     out = tmp_path / "sw"
     (out / "runs").mkdir(parents=True)
-    proc = subprocess.run([sys.executable, *optimize, "-c", ESCAPE, str(out)], capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [sys.executable, *optimize, "-c", ESCAPE, str(out)], capture_output=True, text=True, timeout=120
+    )
     lines = proc.stdout.splitlines()
     assert len(lines) == 1 and lines[0].startswith("refused: "), proc.stdout + proc.stderr
     assert "outside: not a run directory inside" in lines[0], lines[0]

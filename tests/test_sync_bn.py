@@ -2,6 +2,7 @@
 layer it replaces. The study's Keras BatchNorm moves its variance with the biased variance of the batch, PyTorch's
 with the unbiased one; both over the global batch, split unevenly over the ranks. A hand computation in float64
 is the reference."""
+
 import os
 
 import pytest
@@ -35,7 +36,7 @@ def _rank_main(rank: int, store: str, out_dir: str) -> None:
         net = distributed.wrap(mixed_model(), torch.device("cpu"), sync_bn=True)
         start = sum(SHARES[:rank])
         for batch in global_batches():
-            net(batch[start:start + SHARES[rank]]).square().sum().backward()
+            net(batch[start : start + SHARES[rank]]).square().sum().backward()
         state = {k: v for k, v in net.state_dict().items()}
         torch.save({k.removeprefix("module."): v for k, v in state.items()}, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
@@ -47,8 +48,10 @@ def moving_statistics() -> dict[str, torch.Tensor]:
     momentum, 0.99); the first layer's variance biased (sum of squares / n, Keras), the second's unbiased
     (/ (n - 1), PyTorch)."""
     keep = 1.0 - KERAS_BN["momentum"]
-    moving = {"0": [torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)],
-              "2": [torch.zeros(12, dtype=torch.float64), torch.ones(12, dtype=torch.float64)]}
+    moving = {
+        "0": [torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)],
+        "2": [torch.zeros(12, dtype=torch.float64), torch.ones(12, dtype=torch.float64)],
+    }
     for batch in global_batches():
         x = batch.double()
         mean, var = x.mean((0, 2, 3)), x.var((0, 2, 3), unbiased=False)
@@ -56,8 +59,11 @@ def moving_statistics() -> dict[str, torch.Tensor]:
         y = ((x - mean.view(1, -1, 1, 1)) / torch.sqrt(var.view(1, -1, 1, 1) + KERAS_BN["eps"])).flatten(1)
         mean, var = y.mean(0), y.var(0, unbiased=True)
         moving["2"] = [keep * moving["2"][0] + (1 - keep) * mean, keep * moving["2"][1] + (1 - keep) * var]
-    return {f"{layer}.{name}": value for layer, (m, v) in moving.items()
-            for name, value in (("running_mean", m), ("running_var", v))}
+    return {
+        f"{layer}.{name}": value
+        for layer, (m, v) in moving.items()
+        for name, value in (("running_mean", m), ("running_var", v))
+    }
 
 
 def test_sync_bn_keeps_each_layers_moving_variance_rule_over_the_global_batch(tmp_path):
@@ -69,7 +75,13 @@ def test_sync_bn_keeps_each_layers_moving_variance_rule_over_the_global_batch(tm
         for key, value in expected.items():
             # float32 sums against float64: 1e-6 apart; the other layer's rule is off by momentum * var / (n - 1),
             # at least 5e-4 here
-            torch.testing.assert_close(state[key].double(), value, rtol=0, atol=2e-6, msg=lambda text: f"rank {rank}, {key}: {text}")
+            torch.testing.assert_close(
+                state[key].double(),
+                value,
+                rtol=0,
+                atol=2e-6,
+                msg=lambda text, rank=rank, key=key: f"rank {rank}, {key}: {text}",
+            )
         assert int(state["0.num_batches_tracked"]) == STEPS
 
 

@@ -1,5 +1,6 @@
 """Private torch functions are reached through one guarded function each; without them the public path gives
 the same results. And which CPUs count as computing bf16 natively, read from the CPU's flags."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -29,6 +30,7 @@ def test_without_torchs_nnpack_op_the_conv_is_f_conv2d(monkeypatch):
 
 def test_an_nnpack_op_whose_signature_changed_falls_back_to_f_conv2d(monkeypatch):
     """A later torch may keep the private op's name and change its arguments: the public convolution then."""
+
     def changed(*args, **kwargs):
         raise TypeError("_nnpack_spatial_convolution() takes 3 positional arguments but 5 were given")
 

@@ -1,6 +1,7 @@
 """Watching runs: what TensorBoard and MLflow receive, read back with their own readers (EventAccumulator,
 MlflowClient on a local sqlite store); resume appends to the same run without repeating a step; a logger
 that fails (disk full, server gone) costs one warning line, never the run."""
+
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import SWEEP_FLAGS, make_dataset
 
 from cnnlab import runs, tracking
 from cnnlab.cli import main
@@ -17,11 +19,19 @@ from cnnlab.config import parse_config
 from cnnlab.errors import ConfigError
 from cnnlab.pipeline import resume_run, train_run
 from cnnlab.train import Callback
-from conftest import SWEEP_FLAGS, make_dataset
 
 ARGS = ["--epochs", "4", "--batch-size", "8", "--eval-batch-size", "64", "--threads", "1", "--no-progress"]
-EPOCH_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "val_balanced_accuracy", "val_macro_f1", "lr", "time_s",
-              "eval_time_s")
+EPOCH_KEYS = (
+    "loss",
+    "accuracy",
+    "val_loss",
+    "val_accuracy",
+    "val_balanced_accuracy",
+    "val_macro_f1",
+    "lr",
+    "time_s",
+    "eval_time_s",
+)
 
 
 @pytest.fixture(scope="module")
@@ -101,8 +111,10 @@ def assert_mlflow_matches_history(client, run_id: str, run_dir: str, retimed: in
     images = images_per_epoch(run_dir)
     for key in (*EPOCH_KEYS, "images_per_s"):
         logged = sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
-        expected = [(r["epoch"], pytest.approx(images / r["time_s"], rel=1e-12) if key == "images_per_s" else r[key])
-                    for r in history]
+        expected = [
+            (r["epoch"], pytest.approx(images / r["time_s"], rel=1e-12) if key == "images_per_s" else r[key])
+            for r in history
+        ]
         if retimed is not None and ("time" in key or key == "images_per_s"):
             logged, expected = [x for x in logged if x[0] != retimed], [x for x in expected if x[0] != retimed]
             assert [m.step for m in client.get_metric_history(run_id, key)].count(retimed) == 1
@@ -113,6 +125,7 @@ def assert_mlflow_matches_history(client, run_id: str, run_dir: str, retimed: in
 
 
 # --- TensorBoard ------------------------------------------------------------------------------------------
+
 
 def test_tensorboard_by_default_scalars_equal_history_hparams_and_images(dataset, tmp_path):
     pytest.importorskip("tensorboard")
@@ -163,6 +176,7 @@ def test_missing_package_asked_for_is_a_one_line_error(dataset, tmp_path, monkey
 
 # --- MLflow -----------------------------------------------------------------------------------------------
 
+
 def test_mlflow_params_metrics_and_artifacts(dataset, tmp_path, mlflow_uri):
     from mlflow.tracking import MlflowClient
 
@@ -176,7 +190,14 @@ def test_mlflow_params_metrics_and_artifacts(dataset, tmp_path, mlflow_uri):
     assert run.data.params == {k: str(v) for k, v in saved.items()}
     assert_mlflow_matches_history(client, run.info.run_id, out)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"metrics.json", "history.json", "config.json", "model.safetensors", "acc_plot.png", "loss_plot.png"} <= artifacts
+    assert {
+        "metrics.json",
+        "history.json",
+        "config.json",
+        "model.safetensors",
+        "acc_plot.png",
+        "loss_plot.png",
+    } <= artifacts
     assert client.get_experiment(run.info.experiment_id).name == "cnnlab"
 
 
@@ -185,8 +206,21 @@ def test_a_password_in_the_mlflow_uri_is_refused_without_echoing_it(dataset, tmp
         parse_config({"mlflow_uri": "https://alice:hunter2@mlflow.example/"})
     assert "hunter2" not in str(info.value)
     assert parse_config({"mlflow_uri": "//[x"}).mlflow_uri == "//[x"  # not a URL: no crash here, MLflow will say
-    assert main(["train", "--data", dataset, "--out", str(tmp_path / "r"), *ARGS, "--mlflow-uri",
-                 "http://alice:hunter2@127.0.0.1:1"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                dataset,
+                "--out",
+                str(tmp_path / "r"),
+                *ARGS,
+                "--mlflow-uri",
+                "http://alice:hunter2@127.0.0.1:1",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "MLFLOW_TRACKING_PASSWORD" in err and "hunter2" not in err
 
@@ -220,6 +254,7 @@ def test_an_unreachable_mlflow_server_costs_one_warning(dataset, tmp_path, monke
 
 # --- resume -----------------------------------------------------------------------------------------------
 
+
 class CrashAfter(Callback):
     """Stands for a process killed after an epoch was logged but before its checkpoint was written."""
 
@@ -237,8 +272,17 @@ def test_resume_after_a_crash_between_logging_and_checkpoint_repeats_no_step(dat
 
     from cnnlab.config import preset
 
-    cfg = preset("fast", data=dataset, epochs=4, batch_size=8, eval_batch_size=64, threads=1, progress=False,
-                 log="tensorboard,mlflow", mlflow_uri=mlflow_uri)
+    cfg = preset(
+        "fast",
+        data=dataset,
+        epochs=4,
+        batch_size=8,
+        eval_batch_size=64,
+        threads=1,
+        progress=False,
+        log="tensorboard,mlflow",
+        mlflow_uri=mlflow_uri,
+    )
     out = str(tmp_path / "run")
     with pytest.raises(RuntimeError, match="simulated crash"):
         train_run(cfg, out, callbacks=(CrashAfter(3),))
@@ -251,10 +295,13 @@ def test_resume_after_a_crash_between_logging_and_checkpoint_repeats_no_step(dat
     assert_mlflow_matches_history(client, mlflow_run_id(out), out, retimed=3)
 
 
-@pytest.mark.parametrize("point, logged, retimed", [
-    ("3:7", [1, 2], None),  # mid-epoch: epochs 1 and 2 logged and checkpointed
-    ("3:end", [1, 2, 3], 3),  # epoch 3 logged, its checkpoint not written: it trains again on resume
-])
+@pytest.mark.parametrize(
+    "point, logged, retimed",
+    [
+        ("3:7", [1, 2], None),  # mid-epoch: epochs 1 and 2 logged and checkpointed
+        ("3:end", [1, 2, 3], 3),  # epoch 3 logged, its checkpoint not written: it trains again on resume
+    ],
+)
 def test_sigkill_then_resume_logs_every_epoch_once(tmp_path, mlflow_uri, monkeypatch, point, logged, retimed):
     pytest.importorskip("tensorboard")
     from mlflow.tracking import MlflowClient
@@ -263,9 +310,29 @@ def test_sigkill_then_resume_logs_every_epoch_once(tmp_path, mlflow_uri, monkeyp
     out = str(tmp_path / "run")
     # the run's config keeps no URI: resume finds it the same way
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_uri, "CNNLAB_TEST_KILL_AT": point}
-    proc = subprocess.run([sys.executable, "-m", "cnnlab.cli", "train", "--data", data, "--out", out, *ARGS,
-                           "--epochs", "6", "--seed", "3", "--log", "tensorboard,mlflow"],
-                          capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cnnlab.cli",
+            "train",
+            "--data",
+            data,
+            "--out",
+            out,
+            *ARGS,
+            "--epochs",
+            "6",
+            "--seed",
+            "3",
+            "--log",
+            "tensorboard,mlflow",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     client = MlflowClient(mlflow_uri)
     assert runs.load_checkpoint(out)["epoch"] == 3  # the epoch the checkpoint resumes at
@@ -281,13 +348,35 @@ def test_sigkill_then_resume_logs_every_epoch_once(tmp_path, mlflow_uri, monkeyp
 
 # --- sweeps -----------------------------------------------------------------------------------------------
 
+
 def test_a_sweep_is_a_parent_run_with_one_child_per_training(dataset, tmp_path, mlflow_uri):
     pytest.importorskip("tensorboard")
     from mlflow.tracking import MlflowClient
 
     out = tmp_path / "sweep"
-    assert main(["sweep", "--data", dataset, "--out", str(out), "--grid", "lr=0.05,0.1", "--seeds", "1",
-                 "--epochs", "2", *SWEEP_FLAGS, "--log", "tensorboard,mlflow", "--mlflow-uri", mlflow_uri]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                "--data",
+                dataset,
+                "--out",
+                str(out),
+                "--grid",
+                "lr=0.05,0.1",
+                "--seeds",
+                "1",
+                "--epochs",
+                "2",
+                *SWEEP_FLAGS,
+                "--log",
+                "tensorboard,mlflow",
+                "--mlflow-uri",
+                mlflow_uri,
+            ]
+        )
+        == 0
+    )
     trainings = sorted(name for name in os.listdir(out / "runs") if os.path.isdir(out / "runs" / name))
     assert len(trainings) == 2
     for name in trainings:  # `tensorboard --logdir SWEEP_DIR` shows each as the sub-run runs/<name>
@@ -302,8 +391,29 @@ def test_a_sweep_is_a_parent_run_with_one_child_per_training(dataset, tmp_path, 
     assert {r.info.run_id for r in children} == {mlflow_run_id(str(out / "runs" / n)) for n in trainings}
     assert len(client.search_runs([experiment])) == 3
     # the same command again resumes the sweep: nothing new is logged
-    assert main(["sweep", "--data", dataset, "--out", str(out), "--grid", "lr=0.05,0.1", "--seeds", "1",
-                 "--epochs", "2", *SWEEP_FLAGS, "--log", "tensorboard,mlflow", "--mlflow-uri", mlflow_uri]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                "--data",
+                dataset,
+                "--out",
+                str(out),
+                "--grid",
+                "lr=0.05,0.1",
+                "--seeds",
+                "1",
+                "--epochs",
+                "2",
+                *SWEEP_FLAGS,
+                "--log",
+                "tensorboard,mlflow",
+                "--mlflow-uri",
+                mlflow_uri,
+            ]
+        )
+        == 0
+    )
     assert len(client.search_runs([experiment])) == 3
 
 
@@ -311,9 +421,31 @@ def test_a_search_is_a_parent_run_with_one_child_per_trial(dataset, tmp_path, ml
     from mlflow.tracking import MlflowClient
 
     out = tmp_path / "search"
-    assert main(["sweep", "--data", dataset, "--out", str(out), "--search", "tpe", "--trials", "2",
-                 "--param", "lr=0.01..0.1:log", "--epochs", "2", *SWEEP_FLAGS, "--log", "mlflow",
-                 "--mlflow-uri", mlflow_uri]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                "--data",
+                dataset,
+                "--out",
+                str(out),
+                "--search",
+                "tpe",
+                "--trials",
+                "2",
+                "--param",
+                "lr=0.01..0.1:log",
+                "--epochs",
+                "2",
+                *SWEEP_FLAGS,
+                "--log",
+                "mlflow",
+                "--mlflow-uri",
+                mlflow_uri,
+            ]
+        )
+        == 0
+    )
     client = MlflowClient(mlflow_uri)
     parent = runs.read_json(str(out / runs.MLFLOW_RUN))["run_id"]
     experiment = client.get_experiment_by_name("cnnlab").experiment_id

@@ -1,13 +1,14 @@
 """Training end to end: determinism, the run directory, evaluate, and a smoke test on real CIFAR-10."""
+
 import json
 import os
 
 import pytest
+from conftest import make_dataset
 from safetensors.torch import load_file
 
 from cnnlab import evaluate_run, preset, train_run
 from cnnlab.runs import load_run
-from conftest import make_dataset
 
 TINY = dict(epochs=2, batch_size=16, eval_batch_size=32, progress=False, threads=1)
 
@@ -18,7 +19,10 @@ def test_same_seed_same_history_and_weights(tiny_dataset, tmp_path):
     second = train_run(cfg, str(tmp_path / "b"))
     other = train_run(cfg.replace(seed=6), str(tmp_path / "c"))
     history = [load_run(str(tmp_path / n))["history"] for n in "abc"]
-    strip = lambda h: [{k: v for k, v in r.items() if "time" not in k} for r in h]  # noqa: E731
+
+    def strip(history):
+        return [{k: v for k, v in r.items() if "time" not in k} for r in history]
+
     assert strip(history[0]) == strip(history[1]) and strip(history[0]) != strip(history[2])
     wa, wb = load_file(str(tmp_path / "a" / "model.safetensors")), load_file(str(tmp_path / "b" / "model.safetensors"))
     assert all((wa[k] == wb[k]).all() for k in wa)
@@ -29,8 +33,18 @@ def test_run_directory_holds_everything(tiny_dataset, tmp_path):
     out = tmp_path / "run"
     metrics = train_run(preset("fast", data=tiny_dataset, **TINY), str(out))
     names = set(os.listdir(out))
-    assert {"config.json", "history.json", "history.csv", "metrics.json", "model.safetensors", "COMPLETE",
-            "acc_plot.jpg", "acc_plot.png", "loss_plot.jpg", "loss_plot.png"} <= names
+    assert {
+        "config.json",
+        "history.json",
+        "history.csv",
+        "metrics.json",
+        "model.safetensors",
+        "COMPLETE",
+        "acc_plot.jpg",
+        "acc_plot.png",
+        "loss_plot.jpg",
+        "loss_plot.png",
+    } <= names
     saved = json.loads((out / "config.json").read_text())
     assert saved["seed"] == 0 and saved["config"]["epochs"] == 2 and saved["environment"]["torch"]
     assert saved["data"]["classes"] == ["a", "b", "c"] and saved["data"]["sizes"]["training"] == 54
@@ -42,8 +56,18 @@ def test_run_directory_holds_everything(tiny_dataset, tmp_path):
     assert evaluate_run(str(out))["accuracy"] == test["accuracy"]
 
 
-RECORD_KEYS = {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "val_balanced_accuracy", "val_macro_f1",
-               "lr", "time_s", "eval_time_s"}
+RECORD_KEYS = {
+    "epoch",
+    "loss",
+    "accuracy",
+    "val_loss",
+    "val_accuracy",
+    "val_balanced_accuracy",
+    "val_macro_f1",
+    "lr",
+    "time_s",
+    "eval_time_s",
+}
 
 
 def check_record(record, epoch, top5: bool = False):
@@ -114,8 +138,14 @@ def test_validation_is_evaluated_as_the_test_split_is(tmp_path):
     train_loader = DeviceLoader(images[:64], labels[:64], 8, cpu, shuffle=True, drop_last=True, flip=True, seed=1)
     val_loader = DeviceLoader(images[64:], labels[64:], 16, cpu)
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-                          nn.Flatten(), nn.Linear(8, 3))
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 3),
+    )
     cfg = preset("fast", epochs=2, batch_size=8, lr=0.05, progress=False, threads=1, tta=True, tta_translate=1)
     history = train(model, train_loader, val_loader, cfg, ["a", "b", "c"])
     as_test = evaluate(model, val_loader, ["a", "b", "c"], False, cfg.tta, cfg.tta_translate)

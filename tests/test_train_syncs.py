@@ -3,6 +3,7 @@ other host read per step; a non-finite loss is still caught and named by its epo
 epoch's order and augmentation are drawn at once, so a resumed epoch and the ranks of a distributed run
 get exactly the batches of one uninterrupted process. On CUDA, `torch.cuda.set_sync_debug_mode("error")`
 turns any other synchronisation during the training steps into an error."""
+
 import contextlib
 import warnings
 
@@ -26,8 +27,14 @@ STEPS = IMAGES // BATCH
 
 def tiny_model() -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-                         nn.Flatten(), nn.Linear(8, 3))
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 3),
+    )
 
 
 def loader(device=CPU, **kwargs) -> DeviceLoader:
@@ -38,8 +45,9 @@ def loader(device=CPU, **kwargs) -> DeviceLoader:
 
 
 def config(**overrides):
-    return preset("fast", **{"epochs": EPOCHS, "batch_size": BATCH, "lr": 0.05, "warmup_epochs": 0.5, "threads": 1,
-                             **overrides})
+    return preset(
+        "fast", **{"epochs": EPOCHS, "batch_size": BATCH, "lr": 0.05, "warmup_epochs": 0.5, "threads": 1, **overrides}
+    )
 
 
 @contextlib.contextmanager
@@ -52,6 +60,7 @@ def counting_host_reads():
         def read(self, *args, **kwargs):
             counts[name] += 1
             return originals[name](self, *args, **kwargs)
+
         return read
 
     for name in HOST_READS:
@@ -67,8 +76,9 @@ def counting_host_reads():
 def test_loop_reads_the_device_every_n_steps_not_every_step(progress):
     model, data = tiny_model(), loader()
     with counting_host_reads() as counts:
-        history = train(model, data, None, config(progress=progress), ["a", "b", "c"],
-                        control=TrainControl(read_every_steps=EVERY))
+        history = train(
+            model, data, None, config(progress=progress), ["a", "b", "c"], control=TrainControl(read_every_steps=EVERY)
+        )
     assert [r["epoch"] for r in history] == [1, 2] and all(np.isfinite(r["loss"]) for r in history)
     reads = sum(counts.values())
     # a few reads at each epoch's end and one every EVERY steps, far from one a step (60)
@@ -91,31 +101,52 @@ class NanAt(nn.Module):
 def test_non_finite_loss_names_its_first_step_and_stops_at_the_next_read():
     model = NanAt(STEPS + 13)  # epoch 2, step 13; the next read is at step 20
     with pytest.raises(TrainingError, match=r"non-finite loss \(nan\) at epoch 2, step 13;"):
-        train(model, loader(), None, config(progress=False), ["a", "b", "c"],
-              control=TrainControl(read_every_steps=EVERY))
+        train(
+            model, loader(), None, config(progress=False), ["a", "b", "c"], control=TrainControl(read_every_steps=EVERY)
+        )
     assert model.calls <= STEPS + 20  # not left to run to the epoch's end
 
 
 def test_non_finite_loss_read_at_the_epoch_end_and_before_a_checkpoint():
     # steps between reads: the epoch's end is read all the same (nan at epoch 1, step 29 of 30)
     with pytest.raises(TrainingError, match=r"at epoch 1, step 29;"):
-        train(NanAt(29), loader(), None, config(progress=False), ["a", "b", "c"],
-              control=TrainControl(read_every_steps=1000))
+        train(
+            NanAt(29),
+            loader(),
+            None,
+            config(progress=False),
+            ["a", "b", "c"],
+            control=TrainControl(read_every_steps=1000),
+        )
     # a stop asked after a nan: the error, not a checkpoint of nan weights
     saved, asked = [], iter([None] * 5 + ["SIGINT"] * 100)
     with pytest.raises(TrainingError, match=r"at epoch 1, step 3;"):
-        train(NanAt(3), loader(), None, config(progress=False), ["a", "b", "c"],
-              control=TrainControl(save_checkpoint=saved.append, read_every_steps=1000,
-                                   stop_requested=lambda: next(asked)))
+        train(
+            NanAt(3),
+            loader(),
+            None,
+            config(progress=False),
+            ["a", "b", "c"],
+            control=TrainControl(
+                save_checkpoint=saved.append, read_every_steps=1000, stop_requested=lambda: next(asked)
+            ),
+        )
     assert saved == []
 
 
 def test_stop_mid_epoch_checkpoints_the_running_sums():
     saved, asked = [], iter([None] * 6 + ["SIGINT"] * 100)
     with pytest.raises(Interrupted, match="SIGINT at epoch 1, step 7; checkpoint saved"):
-        train(tiny_model(), loader(), None, config(progress=False), ["a", "b", "c"],
-              control=TrainControl(save_checkpoint=saved.append, read_every_steps=EVERY,
-                                   stop_requested=lambda: next(asked)))
+        train(
+            tiny_model(),
+            loader(),
+            None,
+            config(progress=False),
+            ["a", "b", "c"],
+            control=TrainControl(
+                save_checkpoint=saved.append, read_every_steps=EVERY, stop_requested=lambda: next(asked)
+            ),
+        )
     state = saved[0]
     assert (state["epoch"], state["step"], state["sums"]["seen"]) == (1, 7, 7 * BATCH)
     assert state["sums"]["loss_sum"].device == CPU and 0 < float(state["sums"]["loss_sum"]) < 7 * BATCH * 5
@@ -144,8 +175,9 @@ def test_an_epoch_started_at_any_step_gets_the_same_batches():
 @pytest.mark.parametrize("flip_alternate", [False, True])
 def test_the_ranks_together_get_the_one_process_batches(flip_alternate):
     whole = batches(loader(crop_scale=0.5, flip_alternate=flip_alternate, **JITTER), 2)
-    parts = [batches(loader(crop_scale=0.5, shard=(rank, 2), flip_alternate=flip_alternate, **JITTER), 2)
-             for rank in (0, 1)]
+    parts = [
+        batches(loader(crop_scale=0.5, shard=(rank, 2), flip_alternate=flip_alternate, **JITTER), 2) for rank in (0, 1)
+    ]
     joined = [(torch.cat([a[0], b[0]]), torch.cat([a[1], b[1]])) for a, b in zip(*parts)]
     assert same(joined, whole)
 
@@ -168,6 +200,7 @@ def test_an_epoch_draws_its_randomness_in_one_go(monkeypatch):
 
 # --- CUDA: the sync debug mode turns any synchronisation but the loop's own reads into an error ---
 
+
 def cuda_model_and_data() -> tuple[nn.Module, DeviceLoader]:
     """Copied to the GPU before any synchronisation is counted (copies from pageable memory wait)."""
     device = torch.device("cuda")
@@ -177,8 +210,14 @@ def cuda_model_and_data() -> tuple[nn.Module, DeviceLoader]:
 
 
 def cuda_training(model: nn.Module, data: DeviceLoader, compile: bool) -> list[dict]:
-    return train(model, data, None, config(progress=True, compile=compile), ["a", "b", "c"],
-                 control=TrainControl(read_every_steps=EVERY))
+    return train(
+        model,
+        data,
+        None,
+        config(progress=True, compile=compile),
+        ["a", "b", "c"],
+        control=TrainControl(read_every_steps=EVERY),
+    )
 
 
 @CUDA

@@ -1,26 +1,30 @@
 """The seed preset's first layer computed from the 32x32 image equals the study's upscale-then-convolve."""
+
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import make_folder
 
 from cnnlab import preset
 from cnnlab.evaluate import predict_batches
 from cnnlab.models import create_model
 from cnnlab.models.upscale import NearestUpscaleConv2d, fold_nearest_upscale, upscaled_conv2d
 from cnnlab.pipeline import make_loader, prepare
-from conftest import make_folder
 
 
 def upscale(x, factor):
     return x.repeat_interleave(factor[0], 2).repeat_interleave(factor[1], 3)
 
 
-@pytest.mark.parametrize("size, factor, kernel, stride", [
-    ((32, 32), (8, 8), (11, 11), (4, 4)),  # the study: 32 -> 256, 11x11 stride 4 -> 62x62
-    ((9, 7), (4, 6), (5, 3), (2, 3)),      # other shapes, factors and strides
-    ((6, 5), (4, 4), (3, 7), (4, 1)),      # one phase per axis; a kernel wider than the factor
-    ((5, 5), (6, 6), (4, 4), (3, 2)),      # phases whose last source row would fall outside
-])
+@pytest.mark.parametrize(
+    "size, factor, kernel, stride",
+    [
+        ((32, 32), (8, 8), (11, 11), (4, 4)),  # the study: 32 -> 256, 11x11 stride 4 -> 62x62
+        ((9, 7), (4, 6), (5, 3), (2, 3)),  # other shapes, factors and strides
+        ((6, 5), (4, 4), (3, 7), (4, 1)),  # one phase per axis; a kernel wider than the factor
+        ((5, 5), (6, 6), (4, 4), (3, 2)),  # phases whose last source row would fall outside
+    ],
+)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_upscaled_convolution_equals_upscale_then_convolve_forward_and_gradients(size, factor, kernel, stride, dtype):
     gen = torch.Generator().manual_seed(0)

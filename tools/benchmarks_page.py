@@ -5,6 +5,7 @@ make (the test suite runs it).
     python tools/benchmarks_page.py            # regenerate the page after a benchmark wrote a record
     python tools/benchmarks_page.py --check
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,13 +52,27 @@ def flatten(value: object, prefix: str = "") -> list[tuple[str, str]]:
 
 def section(name: str, record: dict) -> str:
     machine = record.get("machine") or {}
-    where = machine.get("gpu") or f"{machine.get('cpu', '?')} ({machine.get('cores', '?')} cores; " \
-                                  f"{', '.join(machine.get('flags') or []) or 'no listed flags'})"
+    where = (
+        machine.get("gpu")
+        or f"{machine.get('cpu', '?')} ({machine.get('cores', '?')} cores; "
+        f"{', '.join(machine.get('flags') or []) or 'no listed flags'})"
+    )
     rows = flatten(record.get("results", {}))
-    lines = [f"## {name}", "", str(record.get("figure", "")), "",
-             f"Measured on {where}, torch {record.get('torch')}, commit {record.get('commit')}, "
-             f"{str(record.get('date', ''))[:10]}:", "", "```", str(record.get("command", "")), "```", "",
-             "| result | value |", "|---|---|"]
+    lines = [
+        f"## {name}",
+        "",
+        str(record.get("figure", "")),
+        "",
+        f"Measured on {where}, torch {record.get('torch')}, commit {record.get('commit')}, "
+        f"{str(record.get('date', ''))[:10]}:",
+        "",
+        "```",
+        str(record.get("command", "")),
+        "```",
+        "",
+        "| result | value |",
+        "|---|---|",
+    ]
     lines += [f"| `{key}` | {value.replace('|', '/')} |" for key, value in rows[:ROWS_SHOWN]]
     if len(rows) > ROWS_SHOWN:
         lines.append(f"| ... | {len(rows) - ROWS_SHOWN} more rows in `benchmarks/records/{name}.json` |")

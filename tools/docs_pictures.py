@@ -11,6 +11,7 @@
 The report is photographed by headless Chromium (`chromium` on the PATH). Say in each picture's caption
 which run made it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,9 +49,19 @@ def report(run: str, top: int) -> None:
     """1600 px of the run's report.html from `top` down, as Chromium renders it 1200 px wide."""
     with tempfile.TemporaryDirectory() as tmp:
         shot = os.path.join(tmp, "report.png")
-        subprocess.run(["chromium", "--headless", "--no-sandbox", "--hide-scrollbars", f"--screenshot={shot}",
-                        "--window-size=1200,9000", "file://" + os.path.abspath(os.path.join(run, "report.html"))],
-                       check=True, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                "chromium",
+                "--headless",
+                "--no-sandbox",
+                "--hide-scrollbars",
+                f"--screenshot={shot}",
+                "--window-size=1200,9000",
+                "file://" + os.path.abspath(os.path.join(run, "report.html")),
+            ],
+            check=True,
+            stderr=subprocess.DEVNULL,
+        )
         save_small(Image.open(shot).crop((0, top, 1200, top + 1600)), "report.png", 800)
 
 

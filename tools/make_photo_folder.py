@@ -7,6 +7,7 @@ phones write them.
 
 Writes PHOTOS/train/<class>/ and PHOTOS/test/<class>/; prints the count, total size and size range.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,13 +62,20 @@ def main() -> None:
             names = sorted(np.random.default_rng([args.seed, len(jobs)]).choice(pool, count, replace=False))
             os.makedirs(os.path.join(args.out, split, cls), exist_ok=True)
             for name in names:
-                jobs.append((os.path.join(args.cifar, split, cls, name),
-                             os.path.join(args.out, split, cls, os.path.splitext(name)[0]), args.seed * 10**6 + len(jobs)))
+                jobs.append(
+                    (
+                        os.path.join(args.cifar, split, cls, name),
+                        os.path.join(args.out, split, cls, os.path.splitext(name)[0]),
+                        args.seed * 10**6 + len(jobs),
+                    )
+                )
     with ProcessPoolExecutor() as pool:
         done = list(pool.map(make_one, jobs, chunksize=16))
     sizes = np.array([d[1:] for d in done])
-    print(f"{len(done)} photos, {sum(d[0] for d in done) / 1e6:.0f} MB, heights {sizes[:, 0].min()}-{sizes[:, 0].max()}, "
-          f"widths {sizes[:, 1].min()}-{sizes[:, 1].max()} px, in {args.out}")
+    print(
+        f"{len(done)} photos, {sum(d[0] for d in done) / 1e6:.0f} MB, heights {sizes[:, 0].min()}-{sizes[:, 0].max()}, "
+        f"widths {sizes[:, 1].min()}-{sizes[:, 1].max()} px, in {args.out}"
+    )
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """`cnnlab data check`: duplicates and leakage across splits, unreadable and odd files, class balance, and
 suspected label errors, found in an image folder without training (docs/data_check.md)."""
+
 from .core import CheckOptions, CheckResult, run_check
 from .output import format_table, to_json, write_outputs
 

@@ -3,6 +3,7 @@
 The folder is read with training's rules (cnnlab.data.folder); the validation split is the one training
 carves from the readable training images (cnnlab.data.split_indices, same fraction, mode and seed).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -19,23 +20,23 @@ from .labels import LabelIssue, label_issues
 from .pairs import exact_groups, near_pairs
 
 SPLITS = ("train", "val", "test")
-DEFAULT_THRESHOLD = 4     # phash Hamming distance for a near-duplicate (docs/data_check.md: how it was chosen)
-EXTREME_ASPECT = 4.0      # longer side / shorter side above this is flagged
-IMBALANCE_WARN = 10.0     # largest class / smallest class above this is a warning
-MIN_SIZE_CAP = 32         # --min-size default: half the median shorter side, at most this (px)
+DEFAULT_THRESHOLD = 4  # phash Hamming distance for a near-duplicate (docs/data_check.md: how it was chosen)
+EXTREME_ASPECT = 4.0  # longer side / shorter side above this is flagged
+IMBALANCE_WARN = 10.0  # largest class / smallest class above this is a warning
+MIN_SIZE_CAP = 32  # --min-size default: half the median shorter side, at most this (px)
 MAX_NEAR_PAIRS = 100_000  # near pairs kept per two splits (the closest): bounds memory on folders of video frames
 
 
 @dataclass
 class CheckOptions:
     threshold: int = DEFAULT_THRESHOLD  # near-duplicate: phash Hamming distance at most this (of 64 bits)
-    min_size: int = 0                   # px; a shorter side below it is flagged (0: adapt to the images)
-    val_fraction: float = 0.1           # training's validation split, reproduced: fraction, mode, seed
+    min_size: int = 0  # px; a shorter side below it is flagged (0: adapt to the images)
+    val_fraction: float = 0.1  # training's validation split, reproduced: fraction, mode, seed
     split: str = "keras"
     seed: int = 0
-    workers: int = 0                    # processes (0: one per core)
+    workers: int = 0  # processes (0: one per core)
     progress: bool = True
-    label_run: str | None = None        # a finished run, for suspected label errors on the test split
+    label_run: str | None = None  # a finished run, for suspected label errors on the test split
 
 
 @dataclass
@@ -72,7 +73,7 @@ class CheckResult:
     layout: str
     options: CheckOptions
     min_size: int
-    classes: dict[str, list[str]]          # class folders of each folder (train, test)
+    classes: dict[str, list[str]]  # class folders of each folder (train, test)
     items: list[Item]
     pairs: list[Pair]
     problems: list[Problem]
@@ -109,8 +110,10 @@ def scan_items(path: str) -> tuple[str, dict[str, list[str]], list[Item], list[s
     if len(classes) == 2 and classes["train"] != classes["test"]:
         only_train = sorted(set(classes["train"]) - set(classes["test"]))
         only_test = sorted(set(classes["test"]) - set(classes["train"]))
-        warnings.append(f"class folders of train/ and test/ differ (only in train: {', '.join(only_train) or '-'}; "
-                        f"only in test: {', '.join(only_test) or '-'}); training stops on it")
+        warnings.append(
+            f"class folders of train/ and test/ differ (only in train: {', '.join(only_train) or '-'}; "
+            f"only in test: {', '.join(only_test) or '-'}); training stops on it"
+        )
     return layout, classes, items, warnings
 
 
@@ -141,19 +144,24 @@ def find_pairs(items: list[Item], threshold: int, limit: int = MAX_NEAR_PAIRS) -
         pairs.extend(Pair(members[0], k, 0, True) for k in members[1:])
     ids: dict[str, int] = {}
     digest_id = np.array([ids.setdefault(item.record.digest, len(ids)) for item in items], dtype=np.int64)
-    by_split = {s: np.array([k for k in readable if items[k].split == s and not items[k].record.blank], dtype=np.int64)
-                for s in SPLITS}
+    by_split = {
+        s: np.array([k for k in readable if items[k].split == s and not items[k].record.blank], dtype=np.int64)
+        for s in SPLITS
+    }
     hashes = {s: np.array([items[k].record.phash for k in ks], dtype=np.uint64) for s, ks in by_split.items()}
     present = [s for s in SPLITS if len(by_split[s])]
     for first, second in itertools.combinations_with_replacement(present, 2):
         found = near_pairs(hashes[first], hashes[second], threshold, same=first == second, limit=limit)
         a, b = by_split[first][found.i], by_split[second][found.j]
         keep = digest_id[a] != digest_id[b]  # equal pixels: already an exact pair
-        pairs.extend(Pair(x, y, d, False) for x, y, d in zip(a[keep].tolist(), b[keep].tolist(),
-                                                               found.distance[keep].tolist()))
+        pairs.extend(
+            Pair(x, y, d, False) for x, y, d in zip(a[keep].tolist(), b[keep].tolist(), found.distance[keep].tolist())
+        )
         if found.total > len(found):
-            notes.append(f"{found.total} near-duplicate pairs {first}-{second}: the {len(found)} closest kept "
-                         "(lower --threshold to see all)")
+            notes.append(
+                f"{found.total} near-duplicate pairs {first}-{second}: the {len(found)} closest kept "
+                "(lower --threshold to see all)"
+            )
     return sorted(pairs, key=lambda p: (p.distance, not p.exact, p.a, p.b)), notes
 
 
@@ -221,18 +229,23 @@ def summary_warnings(result: CheckResult) -> list[str]:
     bad = Counter(p.kind for p in result.problems if p.kind in ("empty", "truncated", "unreadable"))
     if bad:
         kinds = ", ".join(f"{n} {kind}" for kind, n in bad.items())
-        warnings.append(f"{sum(bad.values())} file(s) cannot be read ({kinds}): training stops on them unless "
-                        "--skip-bad-images")
+        warnings.append(
+            f"{sum(bad.values())} file(s) cannot be read ({kinds}): training stops on them unless --skip-bad-images"
+        )
     for leak in leakage(result):
         if leak.pairs:
-            warnings.append(f"leakage: {leak.images} {leak.second} image(s) have a duplicate in {leak.first} "
-                            f"({leak.exact_images} exact; {leak.pairs} pair(s))")
+            warnings.append(
+                f"leakage: {leak.images} {leak.second} image(s) have a duplicate in {leak.first} "
+                f"({leak.exact_images} exact; {leak.pairs} pair(s))"
+            )
     for folder, counts in folder_counts(result).items():
         ratio = imbalance(counts)
         if ratio > IMBALANCE_WARN:
             big, small = max(counts, key=counts.get), min(counts, key=counts.get)
-            warnings.append(f"{folder}/: classes imbalanced {ratio:.1f}:1 (largest {big} {counts[big]}, smallest "
-                            f"{small} {counts[small]}; above {IMBALANCE_WARN:g}:1)")
+            warnings.append(
+                f"{folder}/: classes imbalanced {ratio:.1f}:1 (largest {big} {counts[big]}, smallest "
+                f"{small} {counts[small]}; above {IMBALANCE_WARN:g}:1)"
+            )
     return warnings
 
 
@@ -254,8 +267,10 @@ def check_requirements(path: str, options: CheckOptions) -> None:
         if not os.path.isdir(options.label_run):
             raise CnnlabError(f"{options.label_run}: no such run directory (--label-issues RUN)")
         if not os.path.isdir(os.path.join(path, "test")) or not os.path.isdir(os.path.join(path, "train")):
-            raise CnnlabError(f"{path}: --label-issues ranks the test images (ones the run never trained on); "
-                              "it needs PATH/train/ and PATH/test/")
+            raise CnnlabError(
+                f"{path}: --label-issues ranks the test images (ones the run never trained on); "
+                "it needs PATH/train/ and PATH/test/"
+            )
 
 
 def run_check(path: str, options: CheckOptions | None = None) -> CheckResult:
@@ -271,8 +286,17 @@ def run_check(path: str, options: CheckOptions | None = None) -> CheckResult:
     carve_validation(items, classes["train"], options.val_fraction, options.split, options.seed)
     min_size = options.min_size or adaptive_min_size(items)
     pairs, notes = find_pairs(items, options.threshold)
-    result = CheckResult(os.path.abspath(path), layout, options, min_size, classes, items, pairs,
-                         find_problems(items, min_size), warnings)
+    result = CheckResult(
+        os.path.abspath(path),
+        layout,
+        options,
+        min_size,
+        classes,
+        items,
+        pairs,
+        find_problems(items, min_size),
+        warnings,
+    )
     result.warnings = summary_warnings(result) + warnings + notes
     if options.label_run:
         result.label_issues = _label_issues(path, items, options)

@@ -1,6 +1,7 @@
 """One pass over the image files, in parallel: what each file is (size, mode, readable or not) and its
 two fingerprints, a hash of its decoded pixels (exact duplicates) and a 64-bit perceptual hash
 (near-duplicates)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -31,10 +32,10 @@ class FileRecord:
     width: int = 0
     height: int = 0
     mode: str = ""
-    gray: bool = False   # every pixel has R == G == B (a grayscale mode, or gray stored as RGB)
+    gray: bool = False  # every pixel has R == G == B (a grayscale mode, or gray stored as RGB)
     blank: bool = False  # (nearly) one flat colour
-    digest: str = ""     # blake2b of the size and the RGB pixels
-    phash: int = 0       # imagehash.phash, 8x8 DCT bits packed in an int
+    digest: str = ""  # blake2b of the size and the RGB pixels
+    phash: int = 0  # imagehash.phash, 8x8 DCT bits packed in an int
     problem: str | None = None
     detail: str = ""
 
@@ -69,8 +70,16 @@ def inspect_file(path: str) -> FileRecord:
     gray = bool((pixels[..., 0] == pixels[..., 1]).all() and (pixels[..., 1] == pixels[..., 2]).all())
     blank = float(np.asarray(rgb.convert("L"), dtype=np.float32).std()) < BLANK_STD
     digest = hashlib.blake2b(f"{rgb.width}x{rgb.height}:".encode() + pixels.tobytes(), digest_size=16).hexdigest()
-    return FileRecord(bytes=size, width=rgb.width, height=rgb.height, mode=mode, gray=gray, blank=blank,
-                      digest=digest, phash=perceptual_hash(rgb))
+    return FileRecord(
+        bytes=size,
+        width=rgb.width,
+        height=rgb.height,
+        mode=mode,
+        gray=gray,
+        blank=blank,
+        digest=digest,
+        phash=perceptual_hash(rgb),
+    )
 
 
 def default_workers() -> int:

@@ -1,5 +1,6 @@
 """Suspected label errors: cleanlab's find_label_issues on out-of-sample class probabilities, those a
 finished run gives the test images (images it never trained on)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -33,8 +34,9 @@ def rank_label_issues(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarr
     if len(labels) == 0:
         return np.zeros(0, dtype=np.int64)
     try:
-        ranked = find_label_issues(labels=np.asarray(labels), pred_probs=np.asarray(probabilities),
-                                   return_indices_ranked_by="self_confidence")
+        ranked = find_label_issues(
+            labels=np.asarray(labels), pred_probs=np.asarray(probabilities), return_indices_ranked_by="self_confidence"
+        )
     except ValueError as exc:  # cleanlab refuses degenerate input (e.g. probabilities that are not a distribution)
         raise CnnlabError(f"cleanlab cannot rank these labels: {first_line(exc)}") from None
     return np.asarray(ranked, dtype=np.int64)
@@ -50,7 +52,7 @@ def run_probabilities(run_dir: str, paths: list[str], progress: bool = False) ->
     predictor = load(run_dir)
     out = []
     for start in tqdm(range(0, len(paths), PREDICT_CHUNK), desc="predicting", disable=not progress):
-        for result in predictor.predict_files(paths[start:start + PREDICT_CHUNK]):
+        for result in predictor.predict_files(paths[start : start + PREDICT_CHUNK]):
             if result.error:
                 raise DataError(result.error)
             out.append(result.probabilities)
@@ -58,18 +60,24 @@ def run_probabilities(run_dir: str, paths: list[str], progress: bool = False) ->
     return list(predictor.classes), probabilities
 
 
-def label_issues(run_dir: str, items: list[int], paths: list[str], given: list[str],
-                 progress: bool = False) -> list[LabelIssue]:
+def label_issues(
+    run_dir: str, items: list[int], paths: list[str], given: list[str], progress: bool = False
+) -> list[LabelIssue]:
     """Suspects among the files `paths` (checked-file indices `items`, class names `given`), ranked."""
     classes, probabilities = run_probabilities(run_dir, paths, progress)
     unknown = sorted(set(given) - set(classes))
     if unknown:
-        raise CnnlabError(f"{run_dir}: the run knows the classes {', '.join(classes)}, not {', '.join(unknown)} "
-                          "of the test folder; check a run trained on this dataset")
+        raise CnnlabError(
+            f"{run_dir}: the run knows the classes {', '.join(classes)}, not {', '.join(unknown)} "
+            "of the test folder; check a run trained on this dataset"
+        )
     labels = np.array([classes.index(name) for name in given], dtype=np.int64)
     issues = []
     for k in rank_label_issues(labels, probabilities):
         best = int(np.argmax(probabilities[k]))
-        issues.append(LabelIssue(items[k], given[k], classes[best], float(probabilities[k, labels[k]]),
-                                 float(probabilities[k, best])))
+        issues.append(
+            LabelIssue(
+                items[k], given[k], classes[best], float(probabilities[k, labels[k]]), float(probabilities[k, best])
+            )
+        )
     return issues

@@ -1,4 +1,5 @@
 """The check's results as JSON, as a table on the terminal, and written (atomically) with the HTML page."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,9 +33,14 @@ def split_summaries(result: CheckResult) -> dict[str, dict]:
         kinds = Counter(p.kind for p in result.problems if result.items[p.item].split == split)
         readable = [i for i in items if i.record.problem is None]
         gray = sum(i.record.gray for i in readable)
-        out[split] = {"images": len(items), "readable": len(readable), "classes": len({i.label for i in items}),
-                      "problems": {k: kinds.get(k, 0) for k in PROBLEM_KINDS}, "grayscale": gray,
-                      "grayscale_share": round(gray / len(readable), 4) if readable else None}
+        out[split] = {
+            "images": len(items),
+            "readable": len(readable),
+            "classes": len({i.label for i in items}),
+            "problems": {k: kinds.get(k, 0) for k in PROBLEM_KINDS},
+            "grayscale": gray,
+            "grayscale_share": round(gray / len(readable), 4) if readable else None,
+        }
     return out
 
 
@@ -46,32 +52,57 @@ def to_json(result: CheckResult) -> dict:
 
     options = dataclasses.asdict(result.options)
     return {
-        "path": shown(result.root), "layout": result.layout, "options": options, "min_size": result.min_size,
-        "hash": "imagehash.phash, 64 bits", "extreme_aspect": EXTREME_ASPECT,
+        "path": shown(result.root),
+        "layout": result.layout,
+        "options": options,
+        "min_size": result.min_size,
+        "hash": "imagehash.phash, 64 bits",
+        "extreme_aspect": EXTREME_ASPECT,
         "splits": split_summaries(result),
         "class_counts": {f"{k}/": {shown(c): n for c, n in v.items()} for k, v in folder_counts(result).items()},
-        "imbalance": {f"{k}/": (None if imbalance(v) == float("inf") else round(imbalance(v), 3))
-                      for k, v in folder_counts(result).items()},
+        "imbalance": {
+            f"{k}/": (None if imbalance(v) == float("inf") else round(imbalance(v), 3))
+            for k, v in folder_counts(result).items()
+        },
         "leakage": [dataclasses.asdict(leak) for leak in leakage(result)],
         "pairs": [{"a": where(p.a), "b": where(p.b), "distance": p.distance, "exact": p.exact} for p in result.pairs],
         "problems": [{**where(p.item), "problem": p.kind, "detail": shown(p.detail)} for p in result.problems],
-        "label_issues": None if result.label_issues is None else [
-            {**where(s.item), "given": shown(s.given), "suggested": shown(s.suggested),
-             "given_probability": round(s.given_probability, 6),
-             "suggested_probability": round(s.suggested_probability, 6)} for s in result.label_issues],
+        "label_issues": None
+        if result.label_issues is None
+        else [
+            {
+                **where(s.item),
+                "given": shown(s.given),
+                "suggested": shown(s.suggested),
+                "given_probability": round(s.given_probability, 6),
+                "suggested_probability": round(s.suggested_probability, 6),
+            }
+            for s in result.label_issues
+        ],
         "warnings": [shown(w) for w in result.warnings],
     }
 
 
 def summary_rows(result: CheckResult) -> tuple[list[str], list[list[str]]]:
     """The per-split table, shared by the terminal and the page."""
-    headers = ["split", "images", "classes", "unreadable", "truncated", "empty", f"small<{result.min_size}px",
-               f"aspect>{EXTREME_ASPECT:g}:1", "blank", "grayscale"]
+    headers = [
+        "split",
+        "images",
+        "classes",
+        "unreadable",
+        "truncated",
+        "empty",
+        f"small<{result.min_size}px",
+        f"aspect>{EXTREME_ASPECT:g}:1",
+        "blank",
+        "grayscale",
+    ]
     rows = []
     for split, s in split_summaries(result).items():
         share = "-" if s["grayscale_share"] is None else f"{100 * s['grayscale_share']:.1f}%"
-        rows.append([split, str(s["images"]), str(s["classes"])] + [str(s["problems"][k]) for k in PROBLEM_KINDS]
-                    + [share])
+        rows.append(
+            [split, str(s["images"]), str(s["classes"])] + [str(s["problems"][k]) for k in PROBLEM_KINDS] + [share]
+        )
     return headers, rows
 
 
@@ -84,22 +115,31 @@ def _named(result: CheckResult, k: int) -> str:
 def format_table(result: CheckResult) -> str:
     headers, rows = summary_rows(result)
     widths = [max(len(h), *(len(r[c]) for r in rows)) for c, h in enumerate(headers)]
-    lines = [f"{shown(result.root)} ({result.layout}; validation: {result.options.val_fraction:g} of train/, "
-             f"{result.options.split} split, seed {result.options.seed})",
-             "  ".join(h.rjust(w) if c else h.ljust(w) for c, (h, w) in enumerate(zip(headers, widths)))]
+    lines = [
+        f"{shown(result.root)} ({result.layout}; validation: {result.options.val_fraction:g} of train/, "
+        f"{result.options.split} split, seed {result.options.seed})",
+        "  ".join(h.rjust(w) if c else h.ljust(w) for c, (h, w) in enumerate(zip(headers, widths))),
+    ]
     lines += ["  ".join(v.rjust(w) if c else v.ljust(w) for c, (v, w) in enumerate(zip(row, widths))) for row in rows]
     ratios = []
     for folder, counts in folder_counts(result).items():
         big, small = max(counts, key=counts.get), min(counts, key=counts.get)
-        spread = (f"{shown(big)} {counts[big]}, {shown(small)} {counts[small]}" if counts[big] != counts[small]
-                  else f"{counts[big]} each")
+        spread = (
+            f"{shown(big)} {counts[big]}, {shown(small)} {counts[small]}"
+            if counts[big] != counts[small]
+            else f"{counts[big]} each"
+        )
         ratios.append(f"{folder}/ {imbalance(counts):.2f} ({spread})")
     lines.append(f"class imbalance (largest/smallest class): {'; '.join(ratios)}")
-    within = Counter(result.items[p.a].split for p in result.pairs
-                     if result.items[p.a].split == result.items[p.b].split)
-    lines.append(f"duplicate pairs (exact, or phash distance <= {result.options.threshold}): within "
-                 + (", ".join(f"{s} {within[s]}" for s in SPLITS if s in within) or "none") + "; across "
-                 + (", ".join(f"{x.first}-{x.second} {x.pairs}" for x in leakage(result)) or "none"))
+    within = Counter(
+        result.items[p.a].split for p in result.pairs if result.items[p.a].split == result.items[p.b].split
+    )
+    lines.append(
+        f"duplicate pairs (exact, or phash distance <= {result.options.threshold}): within "
+        + (", ".join(f"{s} {within[s]}" for s in SPLITS if s in within) or "none")
+        + "; across "
+        + (", ".join(f"{x.first}-{x.second} {x.pairs}" for x in leakage(result)) or "none")
+    )
     cross = result.cross_pairs()
     for p in cross[:SHOWN]:
         lines.append(f"  {'exact' if p.exact else f'd={p.distance}':>5}  {_named(result, p.a)}  {_named(result, p.b)}")
@@ -108,9 +148,11 @@ def format_table(result: CheckResult) -> str:
     if result.label_issues is not None:
         lines.append(f"suspected label errors in test/: {len(result.label_issues)}")
         for s in result.label_issues[:SHOWN]:
-            lines.append(f"  {shown(result.items[s.item].path)}: labelled {shown(s.given)} "
-                         f"({100 * s.given_probability:.1f}%), looks like {shown(s.suggested)} "
-                         f"({100 * s.suggested_probability:.1f}%)")
+            lines.append(
+                f"  {shown(result.items[s.item].path)}: labelled {shown(s.given)} "
+                f"({100 * s.given_probability:.1f}%), looks like {shown(s.suggested)} "
+                f"({100 * s.suggested_probability:.1f}%)"
+            )
     lines += [f"warning: {shown(w)}" for w in result.warnings]
     return "\n".join(lines)
 

@@ -1,5 +1,6 @@
 """data_check.html: one self-contained page (thumbnails as data URIs, inline CSS, no scripts, nothing
 fetched), every name that comes from the user's folder escaped."""
+
 from __future__ import annotations
 
 import io
@@ -12,8 +13,8 @@ from ..pages import page, png_uri
 from .core import CheckResult, folder_counts
 from .output import JSON_NAME, shown, summary_rows
 
-THUMB = 96          # px, longer side of a thumbnail
-SHOWN_PAIRS = 200   # pairs (and suspects, and problem thumbnails) per section; the rest are in the JSON
+THUMB = 96  # px, longer side of a thumbnail
+SHOWN_PAIRS = 200  # pairs (and suspects, and problem thumbnails) per section; the rest are in the JSON
 
 # a row of figures for the thumbnails, after the shared look (pages.CSS)
 CSS = """.pair{display:flex;gap:1em;align-items:flex-start;border-bottom:1px solid #eee;padding:.4em 0}
@@ -41,14 +42,20 @@ def thumbnail(path: str) -> str:
 
 def _figure(result: CheckResult, k: int, caption: str) -> str:
     item = result.items[k]
-    return (f"<figure>{thumbnail(os.path.join(result.root, item.path))}"
-            f"<figcaption><b>{escape(item.split)}</b> {escape(shown(item.path))}<br>{caption}</figcaption></figure>")
+    return (
+        f"<figure>{thumbnail(os.path.join(result.root, item.path))}"
+        f"<figcaption><b>{escape(item.split)}</b> {escape(shown(item.path))}<br>{caption}</figcaption></figure>"
+    )
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
-    return ("<table><thead><tr>" + "".join(f"<th>{escape(h)}</th>" for h in headers) + "</tr></thead><tbody>"
-            + "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in rows)
-            + "</tbody></table>")
+    return (
+        "<table><thead><tr>"
+        + "".join(f"<th>{escape(h)}</th>" for h in headers)
+        + "</tr></thead><tbody>"
+        + "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+        + "</tbody></table>"
+    )
 
 
 def _more(total: int) -> str:
@@ -69,13 +76,13 @@ def _pairs(result: CheckResult, cross: bool) -> list[str]:
 def _problems(result: CheckResult) -> list[str]:
     if not result.problems:
         return ["<p>None.</p>"]
-    rows = [[result.items[p.item].split, shown(result.items[p.item].path), p.kind, shown(p.detail)]
-            for p in result.problems]
+    rows = [
+        [result.items[p.item].split, shown(result.items[p.item].path), p.kind, shown(p.detail)] for p in result.problems
+    ]
     out = [_table(["split", "file", "problem", "detail"], rows)]
     pictured = [p for p in result.problems if result.items[p.item].record.problem is None][:SHOWN_PAIRS]
     if pictured:
-        out.append('<div class="pair">' + "".join(_figure(result, p.item, escape(p.kind)) for p in pictured)
-                   + "</div>")
+        out.append('<div class="pair">' + "".join(_figure(result, p.item, escape(p.kind)) for p in pictured) + "</div>")
     return out
 
 
@@ -85,25 +92,37 @@ def _labels(result: CheckResult) -> list[str]:
         return ["<p>None found.</p>"]
     out = []
     for s in issues[:SHOWN_PAIRS]:
-        caption = (f"labelled <b>{escape(shown(s.given))}</b> ({100 * s.given_probability:.1f}%), looks like "
-                   f"<b>{escape(shown(s.suggested))}</b> ({100 * s.suggested_probability:.1f}%)")
+        caption = (
+            f"labelled <b>{escape(shown(s.given))}</b> ({100 * s.given_probability:.1f}%), looks like "
+            f"<b>{escape(shown(s.suggested))}</b> ({100 * s.suggested_probability:.1f}%)"
+        )
         out.append(f'<div class="pair">{_figure(result, s.item, caption)}</div>')
     return out + [_more(len(issues))]
 
 
 def render_html(result: CheckResult) -> str:
     o = result.options
-    body = [f"<h1>cnnlab data check: {escape(shown(result.root))}</h1>",
-            f"<p>Layout: {escape(result.layout)}. Validation split as training carves it: {o.val_fraction:g} of "
-            f"train/, {escape(o.split)}, seed {o.seed}. Near-duplicates: imagehash.phash (64 bits) at most "
-            f"{o.threshold} bits apart; small: shorter side under {result.min_size} px.</p>", "<h2>Warnings</h2>"]
-    body.append("<ul>" + "".join(f'<li class="warn">{escape(shown(w))}</li>' for w in result.warnings) + "</ul>"
-                if result.warnings else "<p>None.</p>")
+    body = [
+        f"<h1>cnnlab data check: {escape(shown(result.root))}</h1>",
+        f"<p>Layout: {escape(result.layout)}. Validation split as training carves it: {o.val_fraction:g} of "
+        f"train/, {escape(o.split)}, seed {o.seed}. Near-duplicates: imagehash.phash (64 bits) at most "
+        f"{o.threshold} bits apart; small: shorter side under {result.min_size} px.</p>",
+        "<h2>Warnings</h2>",
+    ]
+    body.append(
+        "<ul>" + "".join(f'<li class="warn">{escape(shown(w))}</li>' for w in result.warnings) + "</ul>"
+        if result.warnings
+        else "<p>None.</p>"
+    )
     body += ["<h2>Summary</h2>", _table(*summary_rows(result))]
     counts = folder_counts(result)
     names = sorted({name for folder in counts.values() for name in folder})
-    body.append(_table(["class"] + [f"{folder}/ images" for folder in counts],
-                       [[shown(name)] + [str(c.get(name, "-")) for c in counts.values()] for name in names]))
+    body.append(
+        _table(
+            ["class"] + [f"{folder}/ images" for folder in counts],
+            [[shown(name)] + [str(c.get(name, "-")) for c in counts.values()] for name in names],
+        )
+    )
     body += ["<h2>Duplicates across splits (leakage)</h2>"] + _pairs(result, cross=True)
     body += ["<h2>Duplicates within a split</h2>"] + _pairs(result, cross=False)
     body += ["<h2>Problem files</h2>"] + _problems(result)

@@ -1,6 +1,7 @@
 """Duplicate pairs without a Python loop over pairs: exact duplicates by a dict of pixel digests,
 near-duplicates by XOR and popcount of packed 64-bit hashes, a block of rows against all columns at a
 time in numpy."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ class Pairs:
         return len(self.i)
 
     @staticmethod
-    def join(parts: list["Pairs"], total: int, limit: int) -> "Pairs":
+    def join(parts: list[Pairs], total: int, limit: int) -> Pairs:
         """The parts as one, the `limit` closest kept (stable: earlier pairs first among equals)."""
         if not parts:
             return Pairs(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.uint8), total)
@@ -45,8 +46,14 @@ class Pairs:
         return Pairs(i.astype(np.int64), j.astype(np.int64), d.astype(np.uint8), total)
 
 
-def near_pairs(a: np.ndarray, b: np.ndarray, threshold: int, same: bool = False,
-               native: bool = HAS_BITWISE_COUNT, limit: int = 1 << 62) -> Pairs:
+def near_pairs(
+    a: np.ndarray,
+    b: np.ndarray,
+    threshold: int,
+    same: bool = False,
+    native: bool = HAS_BITWISE_COUNT,
+    limit: int = 1 << 62,
+) -> Pairs:
     """All (i, j) with popcount(a[i] ^ b[j]) <= threshold, the `limit` closest if there are more (memory
     stays bounded by twice the limit); with `same` (a is b) only i < j."""
     a, b = np.asarray(a, dtype=np.uint64), np.asarray(b, dtype=np.uint64)
@@ -54,12 +61,12 @@ def near_pairs(a: np.ndarray, b: np.ndarray, threshold: int, same: bool = False,
     kept = total = 0
     step = max(1, BLOCK_ELEMENTS // max(1, len(b)))
     for start in range(0, len(a), step):
-        rows = a[start:start + step]
+        rows = a[start : start + step]
         first = start if same else 0  # with `same`, columns before the block's rows were paired with earlier rows
         distance = popcount64(rows[:, None] ^ b[None, first:], native)
         hit = distance <= threshold
         if same:  # the leading square holds the rows against themselves: keep j > i only
-            hit[:, :len(rows)] &= np.triu(np.ones((len(rows), len(rows)), dtype=bool), 1)
+            hit[:, : len(rows)] &= np.triu(np.ones((len(rows), len(rows)), dtype=bool), 1)
         i, j = np.nonzero(hit)
         parts.append(Pairs(i + start, j + first, distance[i, j]))
         kept, total = kept + len(i), total + len(i)

@@ -1,7 +1,23 @@
 """Datasets: folder scanning, CIFAR formats, the decode cache, splits and the device loader."""
+
 from .dataset import Dataset, Decoding, Split, Splitting, channel_stats, load_dataset, split_indices
 from .loader import Augmentation, DeviceLoader, Feed, Sampling, gather_batch
 from .preprocess import Preprocess, Preprocessing, to_inputs
 
-__all__ = ["Augmentation", "Dataset", "Decoding", "DeviceLoader", "Feed", "Preprocess", "Preprocessing", "Sampling",
-           "Split", "Splitting", "channel_stats", "gather_batch", "load_dataset", "split_indices", "to_inputs"]
+__all__ = [
+    "Augmentation",
+    "Dataset",
+    "Decoding",
+    "DeviceLoader",
+    "Feed",
+    "Preprocess",
+    "Preprocessing",
+    "Sampling",
+    "Split",
+    "Splitting",
+    "channel_stats",
+    "gather_batch",
+    "load_dataset",
+    "split_indices",
+    "to_inputs",
+]

@@ -3,6 +3,7 @@
 The batches are pickles. Unpickling can run arbitrary code, so they are read with an unpickler that
 admits only what those files hold: plain containers, bytes/str and numpy arrays.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -39,7 +40,7 @@ _ALLOWED_GLOBALS = {
 
 
 class RestrictedUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str):  # noqa: D401 - pickle API
+    def find_class(self, module: str, name: str):  # pickle's Unpickler API
         if (module, name) in _ALLOWED_GLOBALS:
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refused global {module}.{name}")
@@ -49,8 +50,10 @@ def safe_unpickle(data: bytes, source: str):
     try:
         return RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
     except pickle.UnpicklingError as exc:
-        raise DataError(f"{source}: refused to load: the pickle would run code or is damaged ({exc}); "
-                        "use the official CIFAR-10 archive") from None
+        raise DataError(
+            f"{source}: refused to load: the pickle would run code or is damaged ({exc}); "
+            "use the official CIFAR-10 archive"
+        ) from None
     except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
         raise DataError(f"{source}: not a CIFAR batch file ({exc}); use the official CIFAR-10 archive") from None
 
@@ -92,8 +95,11 @@ def read_classes(folder: str) -> list[str]:
 
 def read_cifar_folder(folder: str, train: bool) -> tuple[np.ndarray, np.ndarray, list[str]]:
     parts = [read_batch(os.path.join(folder, name)) for name in (TRAIN_BATCHES if train else [TEST_BATCH])]
-    return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
-            [n for p in parts for n in p[2]])
+    return (
+        np.concatenate([p[0] for p in parts]),
+        np.concatenate([p[1] for p in parts]),
+        [n for p in parts for n in p[2]],
+    )
 
 
 def md5_of(path: str) -> str:
@@ -120,12 +126,15 @@ def download(url: str, dest: str, progress: bool = True) -> None:
         write_atomic(dest, stream)
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise DataError(f"could not download {url} ({reason}); download cifar-10-python.tar.gz on a machine "
-                        "with network access and run `cnnlab data get cifar10 DIR --archive FILE`") from None
+        raise DataError(
+            f"could not download {url} ({reason}); download cifar-10-python.tar.gz on a machine "
+            "with network access and run `cnnlab data get cifar10 DIR --archive FILE`"
+        ) from None
 
 
-def get_cifar10(dest_dir: str, archive: str | None = None, url: str = CIFAR10_URL, md5: str = CIFAR10_MD5,
-                progress: bool = True) -> str:
+def get_cifar10(
+    dest_dir: str, archive: str | None = None, url: str = CIFAR10_URL, md5: str = CIFAR10_MD5, progress: bool = True
+) -> str:
     """Download (or take `archive`), check the MD5, unpack into `dest_dir`; returns the batches folder."""
     target = os.path.join(dest_dir, CIFAR10_DIRNAME)
     if is_cifar_folder(target):
@@ -142,8 +151,10 @@ def get_cifar10(dest_dir: str, archive: str | None = None, url: str = CIFAR10_UR
     if found != md5:
         if owned:
             os.remove(archive)
-        raise DataError(f"{archive}: MD5 {found} does not match the published {md5}; "
-                        "the download is damaged or not the CIFAR-10 python archive, fetch it again")
+        raise DataError(
+            f"{archive}: MD5 {found} does not match the published {md5}; "
+            "the download is damaged or not the CIFAR-10 python archive, fetch it again"
+        )
     staging = tempfile.mkdtemp(prefix=".unpack-", dir=dest_dir)
     try:
         with tarfile.open(archive, "r:gz") as tar:

@@ -1,4 +1,5 @@
 """A dataset on disk -> decoded uint8 images split into train / val / test."""
+
 from __future__ import annotations
 
 import math
@@ -43,7 +44,7 @@ class Split:
     def nbytes(self) -> int:
         return len(self) * int(np.prod(self.stored.shape[1:]))
 
-    def take(self, index: np.ndarray) -> "Split":
+    def take(self, index: np.ndarray) -> Split:
         return Split(self.stored, self.labels[index], [self.files[i] for i in index], self.rows()[index])
 
 
@@ -133,8 +134,11 @@ def even_subset(labels: np.ndarray, limit: int) -> np.ndarray:
     return np.sort(keep)
 
 
-RESIZE_TEXT = {"crop": "shorter side scaled to fit, centre-cropped", "pad": "longer side scaled to fit, padded with black",
-               "squash": "stretched to the size"}
+RESIZE_TEXT = {
+    "crop": "shorter side scaled to fit, centre-cropped",
+    "pad": "longer side scaled to fit, padded with black",
+    "squash": "stretched to the size",
+}
 SIZE_FLAGS = "(--resize crop|pad|squash; --image-size, --input-size HxW to choose)"
 
 
@@ -193,8 +197,9 @@ class Source:
     digest: str
 
 
-def load_dataset(path: str, decoding: Decoding = Decoding(), splitting: Splitting = Splitting(),
-                 progress: bool = True, **fields) -> Dataset:
+def load_dataset(
+    path: str, decoding: Decoding = Decoding(), splitting: Splitting = Splitting(), progress: bool = True, **fields
+) -> Dataset:
     """Read an image-folder dataset (root/train, root/test) or a class-folder root or cifar-10-batches-py,
     in one pass: scan the folders, decide the stored size and check the memory, decode into the cache,
     split. `decoding` and `splitting` are the specs above; their fields may also be given by name
@@ -228,8 +233,10 @@ def cifar_folder(path: str) -> str | None:
 def read_cifar(folder: str, size: tuple[int, int] | None) -> tuple[list[str], list[Split]]:
     """The classes and the (training, test) splits of a CIFAR-10 batches folder, each in Keras order."""
     if size and size != (32, 32):
-        raise DataError(f"{folder}: CIFAR batches are 32x32; set image_size to 0 and input_size "
-                        f"to {size[0]} to resize on the device")
+        raise DataError(
+            f"{folder}: CIFAR batches are 32x32; set image_size to 0 and input_size "
+            f"to {size[0]} to resize on the device"
+        )
     parts = []
     for is_train in (True, False):
         images, labels, names = cifar.read_cifar_folder(folder, is_train)
@@ -272,8 +279,9 @@ def choose_size(source: Source, decoding: Decoding, progress: bool = True) -> tu
     target = tuple(decoding.fallback_size) if decoding.fallback_size else first
     resized = f"each decoded to {_hw(target)}, {RESIZE_TEXT[decoding.resize]} {SIZE_FLAGS}"
     if first[0] * first[1] > target[0] * target[1]:
-        return target, (f"{root}: images of {_hw(first)} (the first) and others, larger than the model's input: "
-                        f"{resized}")
+        return target, (
+            f"{root}: images of {_hw(first)} (the first) and others, larger than the model's input: {resized}"
+        )
     if cached_images(source.digest, decoding.plan(first), len(files)) is not None:
         return first, None
     sizes = read_sizes([os.path.join(root, name) for name in files], decoding.exif, progress)
@@ -281,8 +289,10 @@ def choose_size(source: Source, decoding: Decoding, progress: bool = True) -> tu
     if other is None:
         return first, None
     size = sizes[other]
-    return target, (f"{root}: images of several sizes ({_hw(size)} in {os.path.basename(files[other])}, "
-                    f"{_hw(target) if target != size else 'others'} ...): {resized}")
+    return target, (
+        f"{root}: images of several sizes ({_hw(size)} in {os.path.basename(files[other])}, "
+        f"{_hw(target) if target != size else 'others'} ...): {resized}"
+    )
 
 
 def _first_size(root: str, files: list[str], exif: bool, skip_bad: bool = False) -> tuple[int, int]:
@@ -313,15 +323,16 @@ def check_memory(sources: list[Source], size: tuple[int, int], memory_budget: in
     needed = count * size[0] * size[1] * 3
     if needed > limit:
         side = int(math.sqrt(limit / (3 * count)))
-        raise DataError(f"{sources[0].scan.root}: decoding {count} images at {_hw(size)} needs {needed / 1e9:.1f} GB, "
-                        f"more than the {limit / 1e9:.1f} GB {what}; --image-size {max(1, side)} would fit")
+        raise DataError(
+            f"{sources[0].scan.root}: decoding {count} images at {_hw(size)} needs {needed / 1e9:.1f} GB, "
+            f"more than the {limit / 1e9:.1f} GB {what}; --image-size {max(1, side)} would fit"
+        )
 
 
 SKIPPED_PRINTED = 10  # the skipped files named on stderr; the run's skipped.json lists them all
 
 
-def decode_source(source: Source, plan: DecodePlan, skip_bad: bool, progress: bool = True
-                  ) -> tuple[Split, list[dict]]:
+def decode_source(source: Source, plan: DecodePlan, skip_bad: bool, progress: bool = True) -> tuple[Split, list[dict]]:
     """A scanned folder decoded as `plan` says (from the cache, or into it), and with `skip_bad` the files
     that cannot be decoded, left out ([{path, reason}], the first named on stderr with their count). A
     class left with no image is an error."""
@@ -343,14 +354,15 @@ def decode_source(source: Source, plan: DecodePlan, skip_bad: bool, progress: bo
     empty = [name for name, count in zip(scan.classes, counts) if count == 0]
     if empty:
         lost = sum(1 for i, _ in bad if scan.labels[i] == scan.classes.index(empty[0]))
-        raise DataError(f"{os.path.join(scan.root, empty[0])}: class {empty[0]!r} has no readable image ({lost} "
-                        f"skipped{f'; {len(empty) - 1} more such class(es)' if len(empty) > 1 else ''}); "
-                        "replace the files or remove the class folder")
+        raise DataError(
+            f"{os.path.join(scan.root, empty[0])}: class {empty[0]!r} has no readable image ({lost} "
+            f"skipped{f'; {len(empty) - 1} more such class(es)' if len(empty) > 1 else ''}); "
+            "replace the files or remove the class folder"
+        )
     return split, left_out
 
 
-def split_dataset(path: str, classes: list[str], parts: list[Split], splitting: Splitting,
-                  notes: list[str]) -> Dataset:
+def split_dataset(path: str, classes: list[str], parts: list[Split], splitting: Splitting, notes: list[str]) -> Dataset:
     """The Dataset of the decoded folders `parts` (training, and test if any): validation images taken
     from the training ones, then each subset cut to `subset`."""
     full_train, test = parts[0], (parts[1] if len(parts) > 1 else None)
@@ -360,9 +372,11 @@ def split_dataset(path: str, classes: list[str], parts: list[Split], splitting: 
     fraction = splitting.val_fraction
     short = classes_without_validation(full_train.labels, classes, fraction)
     if short and splitting.strict_val:
-        raise DataError(f"{path}: val_fraction {fraction} leaves {len(short)} class(es) without validation "
-                        f"images ({', '.join(short[:5])}{', ...' if len(short) > 5 else ''}: fewer than "
-                        f"{math.ceil(1 / fraction)} images each); raise val_fraction, add images or set it to 0")
+        raise DataError(
+            f"{path}: val_fraction {fraction} leaves {len(short)} class(es) without validation "
+            f"images ({', '.join(short[:5])}{', ...' if len(short) > 5 else ''}: fewer than "
+            f"{math.ceil(1 / fraction)} images each); raise val_fraction, add images or set it to 0"
+        )
     train, val = full_train, None
     if fraction > 0:
         train_idx, val_idx = split_indices(full_train.labels, fraction, splitting.split, splitting.seed)
@@ -375,8 +389,10 @@ def split_fold(path: str, classes: list[str], full_train: Split, splitting: Spli
     few = classes_below(full_train.labels, classes, splitting.folds)
     if few:
         name, count = few[0]
-        raise DataError(f"{path}: class {name!r} has {count} training image(s), fewer than the {splitting.folds} "
-                        "folds; use fewer folds or add images")
+        raise DataError(
+            f"{path}: class {name!r} has {count} training image(s), fewer than the {splitting.folds} "
+            "folds; use fewer folds or add images"
+        )
     train_idx, val_idx = fold_indices(full_train.labels, splitting.folds, splitting.fold, splitting.fold_seed)
     return full_train.take(train_idx), full_train.take(val_idx)
 
@@ -385,8 +401,9 @@ def _cut(path: str, classes: list[str], parts: tuple, subset: int, notes: list[s
     """The Dataset of (train, val, test), each cut to at most `subset` images when subset is set."""
     train, val, test = parts
     if subset:
-        train, val, test = (None if part is None else part.take(even_subset(part.labels, subset))
-                            for part in (train, val, test))
+        train, val, test = (
+            None if part is None else part.take(even_subset(part.labels, subset)) for part in (train, val, test)
+        )
     return Dataset(classes=classes, train=train, val=val, test=test, source=os.path.abspath(path), notes=notes)
 
 

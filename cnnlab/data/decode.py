@@ -7,6 +7,7 @@ its own and the list of those files beside it (KEY.skipped.json): it serves only
 and says again what it left out; a decode of every file serves both. The cache keeps at most CNNLAB_CACHE_GB (default 5 GB), evicting the
 least recently used entries; `cnnlab cache info|clear`.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -48,8 +49,14 @@ def image_error(path: str, exc: Exception) -> DataError:
     return DataError(f"{path}: cannot read image ({exc}); remove or replace the file")
 
 
-_IMAGE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError,
-                 Image.DecompressionBombWarning)
+_IMAGE_ERRORS = (
+    OSError,
+    UnidentifiedImageError,
+    ValueError,
+    SyntaxError,
+    Image.DecompressionBombError,
+    Image.DecompressionBombWarning,
+)
 _ROTATED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 
 
@@ -111,8 +118,9 @@ class DecodePlan:
         return [list(self.size), self.interpolation, self.resize, self.exif]
 
 
-def decode_file(path: str, size: tuple[int, int], interpolation: str, resize: str = "squash",
-                exif: bool = False) -> np.ndarray:
+def decode_file(
+    path: str, size: tuple[int, int], interpolation: str, resize: str = "squash", exif: bool = False
+) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             # PIL only warns between MAX_IMAGE_PIXELS and twice that; a dataset image that large is a bomb
@@ -174,15 +182,16 @@ def _sizes_chunk(args: tuple[list[str], bool]) -> list[tuple[int, int] | None]:
     return sizes
 
 
-def read_sizes(paths: list[str], exif: bool = False, progress: bool = True,
-               workers: int | None = None) -> list[tuple[int, int] | None]:
+def read_sizes(
+    paths: list[str], exif: bool = False, progress: bool = True, workers: int | None = None
+) -> list[tuple[int, int] | None]:
     """(height, width) of each file as it will be decoded, from the headers alone, over `workers`
     processes; None for a file whose header cannot be read."""
     from tqdm import tqdm
 
     jobs, chunk = _chunks(paths, workers)
     with tqdm(total=len(paths), desc="reading sizes", unit="img", disable=not progress, leave=False) as bar:
-        results = _run(_sizes_chunk, [(paths[i:i + chunk], exif) for i in jobs], workers)
+        results = _run(_sizes_chunk, [(paths[i : i + chunk], exif) for i in jobs], workers)
         try:
             sizes = []
             for part in results:
@@ -230,15 +239,21 @@ def _decode_chunk(args: tuple[list[str], DecodePlan, bool, str | None, int]) -> 
     if target is None:
         return out, bad
     array = np.load(target, mmap_mode="r+")
-    array[start:start + len(paths)] = out
+    array[start : start + len(paths)] = out
     array.flush()
     del array
     return None, bad
 
 
-def decode_files(paths: list[str], plan: DecodePlan, out: np.ndarray, progress: bool = True,
-                 workers: int | None = None, skip_bad: bool = False, out_path: str | None = None
-                 ) -> list[tuple[int, str]]:
+def decode_files(
+    paths: list[str],
+    plan: DecodePlan,
+    out: np.ndarray,
+    progress: bool = True,
+    workers: int | None = None,
+    skip_bad: bool = False,
+    out_path: str | None = None,
+) -> list[tuple[int, str]]:
     """Decode `paths` into `out`, uint8 (N, H, W, 3) (a memmap of the .npy file `out_path`, which the
     worker processes then write directly), spread over `workers` processes. A file that cannot be decoded
     raises DataError, or with `skip_bad` is listed as (index, reason) and left zero."""
@@ -249,13 +264,13 @@ def decode_files(paths: list[str], plan: DecodePlan, out: np.ndarray, progress: 
         out.flush()
     pooled = (workers or os.cpu_count() or 1) > 1 and len(starts) > 1
     target = out_path if pooled else None  # worker processes write the file; in this process, `out` itself
-    results = _run(_decode_chunk, [(paths[i:i + chunk], plan, skip_bad, target, i) for i in starts], workers)
+    results = _run(_decode_chunk, [(paths[i : i + chunk], plan, skip_bad, target, i) for i in starts], workers)
     bad: list[tuple[int, str]] = []
     with tqdm(total=len(paths), desc="decoding", unit="img", disable=not progress, leave=False) as bar:
         try:
             for start, (block, block_bad) in zip(starts, results):
                 if block is not None:
-                    out[start:start + len(block)] = block
+                    out[start : start + len(block)] = block
                 bad.extend((start + i, reason) for i, reason in block_bad)
                 bar.update(min(chunk, len(paths) - start))
         finally:
@@ -279,8 +294,9 @@ def folder_digest(root: str, files: list[str]) -> str:
 def cache_key(digest: str, plan: DecodePlan, skipped: bool = False) -> str:
     """The key of a decode; `skipped`: one that left unreadable files out (--skip-bad-images), kept apart
     from the decodes of every file, so that it is never taken for one."""
-    return hashlib.sha256(json.dumps([digest, plan.key(), *(["skip_bad"] if skipped else [])]).encode()
-                          ).hexdigest()[:32]
+    return hashlib.sha256(json.dumps([digest, plan.key(), *(["skip_bad"] if skipped else [])]).encode()).hexdigest()[
+        :32
+    ]
 
 
 def cache_path(digest: str, plan: DecodePlan, skipped: bool = False) -> str:
@@ -367,8 +383,15 @@ def clear_cache() -> tuple[int, int]:
     return len(entries), sum(size for _, size, _ in entries)
 
 
-def load_images(root: str, files: list[str], plan: DecodePlan, digest: str, progress: bool = True,
-                use_cache: bool = True, skip_bad: bool = False) -> tuple[np.ndarray, list[tuple[int, str]]]:
+def load_images(
+    root: str,
+    files: list[str],
+    plan: DecodePlan,
+    digest: str,
+    progress: bool = True,
+    use_cache: bool = True,
+    skip_bad: bool = False,
+) -> tuple[np.ndarray, list[tuple[int, str]]]:
     """(images, skipped) of `root`/`files` (whose folder_digest is `digest`), decoded as `plan` says. The
     images are a read-only memory map of the cache file (decoded there once, straight from the worker
     processes; later loads of the unchanged folder read nothing until used), or an array in memory when
@@ -388,8 +411,9 @@ def load_images(root: str, files: list[str], plan: DecodePlan, digest: str, prog
     return out, decode_files(paths, plan, out, progress, skip_bad=skip_bad)
 
 
-def cached_decode(digest: str, plan: DecodePlan, count: int, skip_bad: bool
-                  ) -> tuple[np.ndarray, list[tuple[int, str]]] | None:
+def cached_decode(
+    digest: str, plan: DecodePlan, count: int, skip_bad: bool
+) -> tuple[np.ndarray, list[tuple[int, str]]] | None:
     """(images, skipped) from the cache, or None: a decode of every file serves with or without
     `skip_bad`; one that left files out serves only with `skip_bad`, and only with its list of them."""
     images = cached_images(digest, plan, count)
@@ -406,8 +430,9 @@ def cached_decode(digest: str, plan: DecodePlan, count: int, skip_bad: bool
     return None if images is None else (images, skipped)
 
 
-def _decode_into_cache(paths: list[str], plan: DecodePlan, digest: str, progress: bool, skip_bad: bool
-                       ) -> tuple[np.ndarray, list[tuple[int, str]]]:
+def _decode_into_cache(
+    paths: list[str], plan: DecodePlan, digest: str, progress: bool, skip_bad: bool
+) -> tuple[np.ndarray, list[tuple[int, str]]]:
     """Decodes `paths` into a new cache file: under the skipping key, with the list of what was left out
     written beside it first, when files were skipped; else under the key of a decode of every file."""
     whole, skipping = cache_path(digest, plan), cache_path(digest, plan, skipped=True)

@@ -5,6 +5,7 @@
   files in sorted name order (Keras sorts `os.walk` by path); symlinked folders are not followed;
 - accepted extensions: png jpg jpeg bmp ppm tif tiff, case-insensitive.
 """
+
 from __future__ import annotations
 
 import os
@@ -55,8 +56,10 @@ def list_classes(root: str) -> list[str]:
         elif is_image_name(name):
             stray.append(name)
     if stray:
-        raise DataError(f"{os.path.join(root, stray[0])}: image outside any class folder "
-                        f"({len(stray)} such file(s)); move it into {root}/<class>/ or remove it")
+        raise DataError(
+            f"{os.path.join(root, stray[0])}: image outside any class folder "
+            f"({len(stray)} such file(s)); move it into {root}/<class>/ or remove it"
+        )
     if not classes:
         raise DataError(f"{root}: no class folders; expected {root}/<class>/<image files>")
     return classes
@@ -69,8 +72,9 @@ def list_class_files(class_dir: str) -> list[str]:
     def raise_error(err: OSError) -> None:
         raise DataError(f"{err.filename}: cannot read folder ({err.strerror}); check its permissions")
 
-    for folder, _dirs, files in sorted(os.walk(class_dir, followlinks=False, onerror=raise_error),
-                                       key=lambda entry: entry[0]):
+    for folder, _dirs, files in sorted(
+        os.walk(class_dir, followlinks=False, onerror=raise_error), key=lambda entry: entry[0]
+    ):
         for name in sorted(files):
             if is_image_name(name):
                 found.append(os.path.join(folder, name))
@@ -86,8 +90,10 @@ def scan_folder(root: str, classes: list[str] | None = None) -> FolderScan:
         class_dir = os.path.join(root, name)
         class_files = list_class_files(class_dir)
         if not class_files:
-            raise DataError(f"{class_dir}: class folder holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
-                            "add images or remove the folder")
+            raise DataError(
+                f"{class_dir}: class folder holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
+                "add images or remove the folder"
+            )
         prefix = len(os.path.join(root, ""))  # a slice, not os.path.relpath: one per file
         files.extend(path[prefix:] for path in class_files)
         labels.extend([index] * len(class_files))
@@ -98,6 +104,8 @@ def check_same_classes(train: list[str], test: list[str], train_root: str, test_
     if train != test:
         only_train = sorted(set(train) - set(test))
         only_test = sorted(set(test) - set(train))
-        raise DataError(f"class folders of {train_root} and {test_root} differ: only in train: "
-                        f"{', '.join(only_train) or '-'}; only in test: {', '.join(only_test) or '-'}; "
-                        "make both hold the same class folders")
+        raise DataError(
+            f"class folders of {train_root} and {test_root} differ: only in train: "
+            f"{', '.join(only_train) or '-'}; only in test: {', '.join(only_test) or '-'}; "
+            "make both hold the same class folders"
+        )

@@ -6,13 +6,14 @@ folded into the row/column indices of a single indexing op, so a 256x256 input e
 time and no Python runs per image. The gathered NHWC uint8 batch, viewed as NCHW, already has the
 channels_last layout; it is converted and normalised in place of a copy.
 """
+
 from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -27,9 +28,14 @@ def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
     return torch.where(index > size - 1, 2 * (size - 1) - index, index)
 
 
-def gather_batch(images: torch.Tensor, idx: torch.Tensor, out_hw: tuple[int, int] | None = None,
-                 flip: torch.Tensor | None = None, shift: torch.Tensor | None = None,
-                 boxes: torch.Tensor | None = None) -> torch.Tensor:
+def gather_batch(
+    images: torch.Tensor,
+    idx: torch.Tensor,
+    out_hw: tuple[int, int] | None = None,
+    flip: torch.Tensor | None = None,
+    shift: torch.Tensor | None = None,
+    boxes: torch.Tensor | None = None,
+) -> torch.Tensor:
     """uint8 (B, h, w, C) from `images` uint8 (N, H, W, C): picked by `idx`, cut to `boxes` (long (B, 4):
     top, left, height, width; a random-resized crop), translated by `shift` (long (B, 2): dy, dx,
     reflect-padded), then mirrored (`flip`, bool (B,)) and resized to `out_hw` by nearest neighbour, all
@@ -54,8 +60,9 @@ def gather_batch(images: torch.Tensor, idx: torch.Tensor, out_hw: tuple[int, int
     return images[idx[:, None, None], rows[:, :, None], cols[:, None, :]]
 
 
-def random_boxes(n: int, height: int, width: int, scale_min: float, gen: torch.Generator,
-                 ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> torch.Tensor:
+def random_boxes(
+    n: int, height: int, width: int, scale_min: float, gen: torch.Generator, ratio: tuple[float, float] = (3 / 4, 4 / 3)
+) -> torch.Tensor:
     """(n, 4) boxes top, left, height, width of random-resized crops (Szegedy et al. 2015, torchvision's
     RandomResizedCrop): area a fraction in [scale_min, 1] of the image, aspect ratio log-uniform in
     `ratio`, clipped to the image, placed uniformly. Drawn on the generator's device."""
@@ -167,9 +174,20 @@ class DeviceLoader:
     its part, so the ranks together see exactly the batches of one process.
     """
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, device: torch.device, *,
-                 rows: np.ndarray | None = None, stream: bool = False, feed: Feed = Feed(),
-                 augment: Augmentation = Augmentation(), sampling: Sampling = Sampling(), **fields):
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        batch_size: int,
+        device: torch.device,
+        *,
+        rows: np.ndarray | None = None,
+        stream: bool = False,
+        feed: Feed = Feed(),
+        augment: Augmentation = Augmentation(),
+        sampling: Sampling = Sampling(),
+        **fields,
+    ):
         feed, augment, sampling = with_fields([feed, augment, sampling], fields, "DeviceLoader")
         self.feed, self.augment, self.sampling = feed, augment, sampling
         self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
@@ -178,8 +196,9 @@ class DeviceLoader:
         self.scale, self.offset = normalization(list(feed.mean), list(feed.std), device)  # once, not per batch
         self.in_hw = tuple(images.shape[1:3])
         size = feed.input_size
-        self.out_hw = ((int(size[0]), int(size[1])) if isinstance(size, (tuple, list))
-                       else (size, size) if size else self.in_hw)
+        self.out_hw = (
+            (int(size[0]), int(size[1])) if isinstance(size, (tuple, list)) else (size, size) if size else self.in_hw
+        )
         self.epoch = 0
         self.image_weights = balanced_image_weights(self.labels) if sampling.balanced else None
         rank, ranks = sampling.shard
@@ -189,8 +208,10 @@ class DeviceLoader:
         self.part = slice(None) if ranks == 1 else slice(rank * share, (rank + 1) * share)
         # constants built once, not per batch: a streamed batch's rows, cutout's pixel coordinates
         self.positions = torch.arange(share, device=device)
-        self.grid = (torch.arange(self.out_hw[0], device=device)[None, :],
-                     torch.arange(self.out_hw[1], device=device)[None, :])
+        self.grid = (
+            torch.arange(self.out_hw[0], device=device)[None, :],
+            torch.arange(self.out_hw[1], device=device)[None, :],
+        )
 
     def _hold(self, images: np.ndarray, rows: np.ndarray | None) -> None:
         """Keep the images where the batches are gathered: the host array (streaming), the array itself
@@ -246,8 +267,13 @@ class DeviceLoader:
         if aug.crop_scale:
             draws["boxes"] = random_boxes(n, *self.in_hw, aug.crop_scale, gen)
         if aug.cutout:
-            draws["centre"] = torch.stack([torch.randint(0, self.out_hw[0], (n,), generator=gen, device=device),
-                                           torch.randint(0, self.out_hw[1], (n,), generator=gen, device=device)], 1)
+            draws["centre"] = torch.stack(
+                [
+                    torch.randint(0, self.out_hw[0], (n,), generator=gen, device=device),
+                    torch.randint(0, self.out_hw[1], (n,), generator=gen, device=device),
+                ],
+                1,
+            )
         if aug.brightness or aug.contrast:
             uniform = torch.rand(n, 2, generator=gen, device=device) * 2 - 1  # in [-1, 1)
             draws["jitter"] = torch.stack([uniform[:, 0] * aug.brightness, 1 + uniform[:, 1] * aug.contrast], 1)
@@ -284,7 +310,7 @@ class DeviceLoader:
                     images = ahead.result().to(self.device, non_blocking=True)
                     if k + 1 < len(picks):  # while the device computes this one
                         ahead = pool.submit(self._fetch, picks[k + 1])
-                    at = self.positions[:len(images)]
+                    at = self.positions[: len(images)]
                 else:
                     images, at = self.images, source[span][self.part]
                 part = {name: drawn[span][self.part] for name, drawn in draws.items()}

@@ -8,10 +8,12 @@ A run's preprocessing is a `Preprocessing`, saved in its config.json under data.
     interpolation  nearest | bilinear
     resize, exif   how the files were decoded: crop | pad | squash, upright by EXIF or not
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -32,19 +34,32 @@ class Preprocessing:
 
     def to_dict(self) -> dict[str, Any]:
         """As saved in config.json (JSON types, the keys in this order)."""
-        return {"mean": list(self.mean), "std": list(self.std), "image_size": list(self.image_size),
-                "input_size": list(self.input_size), "interpolation": self.interpolation, "resize": self.resize,
-                "exif": self.exif}
+        return {
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "image_size": list(self.image_size),
+            "input_size": list(self.input_size),
+            "interpolation": self.interpolation,
+            "resize": self.resize,
+            "exif": self.exif,
+        }
 
     @classmethod
-    def from_dict(cls, saved: dict[str, Any]) -> "Preprocessing":
+    def from_dict(cls, saved: dict[str, Any]) -> Preprocessing:
         """From config.json; runs saved before resize and exif existed squashed their images, without EXIF."""
         height, width = saved["image_size"]
-        return cls(list(saved["mean"]), list(saved["std"]), (int(height), int(width)), input_hw(saved),
-                   saved["interpolation"], saved.get("resize", "squash"), bool(saved.get("exif", False)))
+        return cls(
+            list(saved["mean"]),
+            list(saved["std"]),
+            (int(height), int(width)),
+            input_hw(saved),
+            saved["interpolation"],
+            saved.get("resize", "squash"),
+            bool(saved.get("exif", False)),
+        )
 
 
-def input_hw(prep: "dict | Preprocessing") -> tuple[int, int]:
+def input_hw(prep: dict | Preprocessing) -> tuple[int, int]:
     """(height, width) fed to the model, from a run's preprocessing (saved or as a Preprocessing)."""
     size = prep.input_size if isinstance(prep, Preprocessing) else prep["input_size"]
     if isinstance(size, (list, tuple)):
@@ -59,8 +74,9 @@ def nearest_index(out_len: int, in_len: int, device: torch.device | str = "cpu")
     return ((2 * i + 1) * in_len) // (2 * out_len)
 
 
-def normalization(mean: Sequence[float], std: Sequence[float], device: torch.device | str = "cpu"
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+def normalization(
+    mean: Sequence[float], std: Sequence[float], device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(scale, offset), each (1, C, 1, 1), such that inputs = x * scale + offset = (x / 255 - mean) / std."""
     scale = torch.tensor([1.0 / (255.0 * s) for s in std], device=device).view(1, -1, 1, 1)
     offset = torch.tensor([-m / s for m, s in zip(mean, std)], device=device).view(1, -1, 1, 1)
@@ -71,12 +87,21 @@ def resize(x: torch.Tensor, size: tuple[int, int], interpolation: str) -> torch.
     """float NCHW resized to `size` (nearest as PIL's NEAREST; bilinear antialiased when shrinking)."""
     if tuple(x.shape[2:]) == tuple(size):
         return x
-    return F.interpolate(x, size=size, mode="nearest-exact" if interpolation == "nearest" else interpolation,
-                         antialias=interpolation != "nearest" and size[0] < x.shape[2])
+    return F.interpolate(
+        x,
+        size=size,
+        mode="nearest-exact" if interpolation == "nearest" else interpolation,
+        antialias=interpolation != "nearest" and size[0] < x.shape[2],
+    )
 
 
-def to_inputs(batch: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, size: tuple[int, int] | None = None,
-              interpolation: str = "nearest") -> torch.Tensor:
+def to_inputs(
+    batch: torch.Tensor,
+    scale: torch.Tensor,
+    offset: torch.Tensor,
+    size: tuple[int, int] | None = None,
+    interpolation: str = "nearest",
+) -> torch.Tensor:
     """uint8 NHWC -> float32 NCHW in channels_last layout, x * scale + offset (from `normalization`),
     resized to `size` when given: the last step of the training loader, predict and export alike."""
     x = batch.permute(0, 3, 1, 2).float()

@@ -1,5 +1,6 @@
 """Small spec objects group the options of the data functions; `with_fields` lets a caller give a spec's
 fields by name instead (DeviceLoader(..., flip=True) for augment=Augmentation(flip=True))."""
+
 from __future__ import annotations
 
 import dataclasses

@@ -3,13 +3,14 @@
 Keras builds it for 256x256x3 inputs; its summary reads Total params: 8,636,810 (8,634,314 trainable,
 2,496 non-trainable: the BatchNorm moving means and variances).
 """
+
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 
-from .registry import register_model
 from .cpu_conv import CpuConv2d
+from .registry import register_model
 from .upscale import NearestUpscaleConv2d
 
 # Keras BatchNormalization(momentum=0.99, epsilon=1e-3); PyTorch's momentum is 1 - Keras's.
@@ -57,19 +58,40 @@ def keras_init(model: nn.Module) -> nn.Module:
 
 class SeedAlexNet(nn.Sequential):
     def __init__(self, num_classes: int = 10, dropout: float = 0.5):
-        relu = lambda: nn.ReLU(inplace=True)  # noqa: E731
+        def relu():
+            return nn.ReLU(inplace=True)
+
         super().__init__(
             # fed 256x256 images, or (fold_nearest_upscale) the stored images before their nearest upscale
-            NearestUpscaleConv2d(3, 96, 11, stride=4), relu(), KerasBatchNorm2d(96, **KERAS_BN), nn.MaxPool2d(3, 2),
+            NearestUpscaleConv2d(3, 96, 11, stride=4),
+            relu(),
+            KerasBatchNorm2d(96, **KERAS_BN),
+            nn.MaxPool2d(3, 2),
             # NNPACK's forward on AVX2-only CPUs (cpu_conv.py), a plain nn.Conv2d elsewhere
-            CpuConv2d(96, 256, 5, padding=2), relu(), KerasBatchNorm2d(256, **KERAS_BN), nn.MaxPool2d(3, 2),
-            CpuConv2d(256, 384, 3, padding=1), relu(),
-            CpuConv2d(384, 384, 3, padding=1), relu(),
-            CpuConv2d(384, 256, 3, padding=1), relu(),
-            nn.MaxPool2d(3, 2), nn.Flatten(),
-            nn.Linear(6 * 6 * 256, 512), relu(), KerasBatchNorm1d(512, **KERAS_BN), nn.Dropout(dropout),
-            nn.Linear(512, 256), relu(), KerasBatchNorm1d(256, **KERAS_BN), nn.Dropout(dropout),
-            nn.Linear(256, 128), relu(), KerasBatchNorm1d(128, **KERAS_BN), nn.Dropout(dropout),
+            CpuConv2d(96, 256, 5, padding=2),
+            relu(),
+            KerasBatchNorm2d(256, **KERAS_BN),
+            nn.MaxPool2d(3, 2),
+            CpuConv2d(256, 384, 3, padding=1),
+            relu(),
+            CpuConv2d(384, 384, 3, padding=1),
+            relu(),
+            CpuConv2d(384, 256, 3, padding=1),
+            relu(),
+            nn.MaxPool2d(3, 2),
+            nn.Flatten(),
+            nn.Linear(6 * 6 * 256, 512),
+            relu(),
+            KerasBatchNorm1d(512, **KERAS_BN),
+            nn.Dropout(dropout),
+            nn.Linear(512, 256),
+            relu(),
+            KerasBatchNorm1d(256, **KERAS_BN),
+            nn.Dropout(dropout),
+            nn.Linear(256, 128),
+            relu(),
+            KerasBatchNorm1d(128, **KERAS_BN),
+            nn.Dropout(dropout),
             nn.Linear(128, num_classes),  # softmax lives in the loss (cross-entropy on logits)
         )
         keras_init(self)

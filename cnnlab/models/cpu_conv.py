@@ -8,6 +8,7 @@ Both are the same convolution, within float32 rounding of a float64 reference (t
 Elsewhere (AVX-512/AMX CPUs, GPUs, bf16 autocast, other dtypes) it is a plain nn.Conv2d; state dicts are
 the same.
 """
+
 from __future__ import annotations
 
 import functools
@@ -25,12 +26,17 @@ def _avx2_cpu() -> bool:
 
 
 def nnpack_forward_pays(inputs: torch.Tensor) -> bool:
-    return (inputs.device.type == "cpu" and inputs.dtype == torch.float32 and _avx2_cpu()
-            and not torch.is_autocast_enabled("cpu"))
+    return (
+        inputs.device.type == "cpu"
+        and inputs.dtype == torch.float32
+        and _avx2_cpu()
+        and not torch.is_autocast_enabled("cpu")
+    )
 
 
-def nnpack_conv2d(inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride, padding
-                  ) -> torch.Tensor:
+def nnpack_conv2d(
+    inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride, padding
+) -> torch.Tensor:
     """NNPACK's forward convolution, through torch's private op; F.conv2d, the same convolution, where this
     torch has no such op or takes other arguments for it (so no upper bound on torch is needed for it)."""
     op = getattr(torch, "_nnpack_spatial_convolution", None)
@@ -54,9 +60,18 @@ class _NnpackForwardConv(Function):
     def backward(ctx, grad):
         inputs, weight = ctx.saved_tensors
         grad_in, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
-            grad.contiguous(), inputs, weight, [weight.shape[0]] if ctx.has_bias else None, list(ctx.stride),
-            list(ctx.padding), [1, 1], False, [0, 0], 1,
-            [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]])
+            grad.contiguous(),
+            inputs,
+            weight,
+            [weight.shape[0]] if ctx.has_bias else None,
+            list(ctx.stride),
+            list(ctx.padding),
+            [1, 1],
+            False,
+            [0, 0],
+            1,
+            [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]],
+        )
         return grad_in, grad_weight, grad_bias, None, None
 
 
@@ -64,7 +79,12 @@ class CpuConv2d(nn.Conv2d):
     """nn.Conv2d whose fp32 forward on an AVX2-only CPU runs on NNPACK (see the module's text)."""
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        if (nnpack_forward_pays(inputs) and self.groups == 1 and self.dilation == (1, 1)
-                and self.padding_mode == "zeros" and isinstance(self.padding, tuple)):
+        if (
+            nnpack_forward_pays(inputs)
+            and self.groups == 1
+            and self.dilation == (1, 1)
+            and self.padding_mode == "zeros"
+            and isinstance(self.padding, tuple)
+        ):
             return _NnpackForwardConv.apply(inputs, self.weight, self.bias, self.stride, self.padding)
         return super().forward(inputs)

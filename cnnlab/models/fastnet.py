@@ -3,6 +3,7 @@
 conv groups (conv, max-pool, BN, GELU, conv, BN, GELU), global max-pool and a scaled linear head.
 `fastnet94` is airbench94's own layout and initialisation (the fast94 preset's network).
 """
+
 from __future__ import annotations
 
 import torch
@@ -14,10 +15,13 @@ from .registry import register_model
 class ConvGroup(nn.Sequential):
     def __init__(self, channels_in: int, channels_out: int):
         super().__init__(
-            nn.Conv2d(channels_in, channels_out, 3, padding=1, bias=False), nn.MaxPool2d(2),
-            nn.BatchNorm2d(channels_out), nn.GELU(),
+            nn.Conv2d(channels_in, channels_out, 3, padding=1, bias=False),
+            nn.MaxPool2d(2),
+            nn.BatchNorm2d(channels_out),
+            nn.GELU(),
             nn.Conv2d(channels_out, channels_out, 3, padding=1, bias=False),
-            nn.BatchNorm2d(channels_out), nn.GELU(),
+            nn.BatchNorm2d(channels_out),
+            nn.GELU(),
         )
 
 
@@ -90,7 +94,7 @@ class FastNet94(FastNet):
                     module.momentum, module.eps = 0.4, 1e-12
                     module.weight.requires_grad_(False)
                 elif isinstance(module, nn.Conv2d):
-                    nn.init.dirac_(module.weight[:module.in_channels])
+                    nn.init.dirac_(module.weight[: module.in_channels])
             self.head.weight.div_(self.head.weight.std())
 
 

@@ -5,6 +5,7 @@ local_files_only=True, and torch.hub's checkpoints folder) and otherwise says wh
 The classifier head is the one part a new dataset replaces: it keeps its fresh initialisation unless
 the caller keeps it (same classes) and the shapes agree.
 """
+
 from __future__ import annotations
 
 import os
@@ -56,8 +57,9 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
-def transfer_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str, model_name: str,
-                     keep_head: bool) -> list[str]:
+def transfer_weights(
+    model: nn.Module, state: dict[str, torch.Tensor], source: str, model_name: str, keep_head: bool
+) -> list[str]:
     """Copy `state` into `model`: every tensor outside the head must be there with its shape; the head's
     are copied only with `keep_head` and matching shapes. Returns the names left at their fresh init."""
     head = set(head_parameter_names(model))
@@ -66,10 +68,16 @@ def transfer_weights(model: nn.Module, state: dict[str, torch.Tensor], source: s
     wrong = [k for k in own if k in state and k not in head and state[k].shape != own[k].shape]
     extra = [k for k in state if k not in own]
     if missing or wrong or extra:
-        detail = (f"missing {missing[0]!r}" if missing else f"{wrong[0]!r} has shape {tuple(state[wrong[0]].shape)}, "
-                  f"not {tuple(own[wrong[0]].shape)}" if wrong else f"unexpected {extra[0]!r}")
-        raise ConfigError(f"{source}: these weights are not model {model_name!r}'s ({detail}); "
-                          "use weights of the same model")
+        detail = (
+            f"missing {missing[0]!r}"
+            if missing
+            else f"{wrong[0]!r} has shape {tuple(state[wrong[0]].shape)}, not {tuple(own[wrong[0]].shape)}"
+            if wrong
+            else f"unexpected {extra[0]!r}"
+        )
+        raise ConfigError(
+            f"{source}: these weights are not model {model_name!r}'s ({detail}); use weights of the same model"
+        )
     fresh = [k for k in head if not (keep_head and k in state and state[k].shape == own[k].shape)]
     with torch.no_grad():
         for key, value in own.items():
@@ -98,14 +106,21 @@ def hub_file(name: str) -> str:
                 continue
     url_file = ""
     if cfg.url:
-        url_file = os.path.join(torch.hub.get_dir(), "checkpoints",
-                                os.path.basename(urllib.parse.urlsplit(cfg.url).path))
+        url_file = os.path.join(
+            torch.hub.get_dir(), "checkpoints", os.path.basename(urllib.parse.urlsplit(cfg.url).path)
+        )
         if os.path.isfile(url_file):
             return url_file
-    where = (f"the Hugging Face cache (run `hf download {hub_id}` where there is network, then copy "
-             f"{os.environ.get('HF_HOME', '~/.cache/huggingface')} here)" if hub_id else url_file)
-    raise ConfigError(f"model {name!r}: pretrained weights not on disk and cnnlab never downloads at run time; "
-                      f"put them in {where}, or pass --pretrained PATH to a .safetensors/.pth file")
+    where = (
+        f"the Hugging Face cache (run `hf download {hub_id}` where there is network, then copy "
+        f"{os.environ.get('HF_HOME', '~/.cache/huggingface')} here)"
+        if hub_id
+        else url_file
+    )
+    raise ConfigError(
+        f"model {name!r}: pretrained weights not on disk and cnnlab never downloads at run time; "
+        f"put them in {where}, or pass --pretrained PATH to a .safetensors/.pth file"
+    )
 
 
 def create_pretrained(name: str, num_classes: int, source: str) -> nn.Module:
@@ -113,8 +128,10 @@ def create_pretrained(name: str, num_classes: int, source: str) -> nn.Module:
     model's weights in the local cache) and a new classifier head."""
     if not is_timm(name):
         if source == HUB:
-            raise ConfigError(f"model {name!r} has no published weights; pass --pretrained PATH to a weights "
-                              "file, or --init-from RUN_DIR to start from a cnnlab run")
+            raise ConfigError(
+                f"model {name!r} has no published weights; pass --pretrained PATH to a weights "
+                "file, or --init-from RUN_DIR to start from a cnnlab run"
+            )
         model = create_model(name, num_classes=num_classes)
         transfer_weights(model, read_state_dict(source), source, name, keep_head=False)
         return model
@@ -123,7 +140,8 @@ def create_pretrained(name: str, num_classes: int, source: str) -> nn.Module:
         raise ConfigError(f"{path}: weights file not found; give --pretrained a .safetensors/.pth/.bin file")
     timm = import_timm()
     try:  # timm's own loader: unwraps checkpoints, applies the model's filter, drops a head of other size
-        return timm.create_model(_timm_arch(name), pretrained=True, num_classes=num_classes,
-                                 pretrained_cfg_overlay={"file": path})
+        return timm.create_model(
+            _timm_arch(name), pretrained=True, num_classes=num_classes, pretrained_cfg_overlay={"file": path}
+        )
     except Exception as exc:  # torch's load_state_dict and timm's filters raise RuntimeError, KeyError, ...
         raise ConfigError(f"{path}: cannot load into model {name!r} ({first_line(exc, 200)})") from None

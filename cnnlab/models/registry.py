@@ -4,10 +4,12 @@ Besides cnnlab's own networks, any timm model by name: `timm/resnet18`, `timm/co
 (the optional extra `cnnlab[timm]`). Such a model brings its own input size and normalisation
 (`input_config`); its pretrained weights are loaded by `pretrained.load_pretrained`, never downloaded.
 """
+
 from __future__ import annotations
 
 import difflib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch.nn as nn
 
@@ -46,15 +48,17 @@ def import_timm() -> Any:
     except ImportError:
         raise ConfigError("timm models (--model timm/NAME) need timm: pip install 'cnnlab[timm]'") from None
     except Exception as exc:  # e.g. a torchvision built for another torch ("operator torchvision::nms does not exist")
-        raise ConfigError(f"timm is installed but cannot be imported ({first_line(exc, 200)}); install the "
-                          "torchvision release made for this torch") from None
+        raise ConfigError(
+            f"timm is installed but cannot be imported ({first_line(exc, 200)}); install the "
+            "torchvision release made for this torch"
+        ) from None
     return timm
 
 
 def _timm_arch(name: str) -> str:
     """`timm/resnet18.a1_in1k` -> `resnet18.a1_in1k`, checked against timm's registry."""
     timm = import_timm()
-    arch = name[len(TIMM_PREFIX):]
+    arch = name[len(TIMM_PREFIX) :]
     if not timm.is_model(arch):
         close = difflib.get_close_matches(arch.split(".")[0], timm.list_models(), n=5)
         hint = f"close names: {', '.join(close)}" if close else "see timm.list_models()"
@@ -66,8 +70,9 @@ def _check(name: str) -> None:
     if is_timm(name):
         _timm_arch(name)
     elif name not in _MODELS:
-        raise ConfigError(f"unknown model {name!r}; known models: {', '.join(list_models())} "
-                          "(or any timm model as timm/NAME)")
+        raise ConfigError(
+            f"unknown model {name!r}; known models: {', '.join(list_models())} (or any timm model as timm/NAME)"
+        )
 
 
 def input_config(name: str) -> dict[str, Any]:
@@ -84,10 +89,20 @@ def input_config(name: str) -> dict[str, Any]:
     if cfg is None:  # an architecture without published weights: timm's ImageNet defaults
         from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-        return {"input_size": (224, 224), "mean": tuple(IMAGENET_DEFAULT_MEAN), "std": tuple(IMAGENET_DEFAULT_STD),
-                "interpolation": "bicubic", "crop_pct": 0.875}
-    return {"input_size": tuple(cfg.input_size[1:]), "mean": tuple(cfg.mean), "std": tuple(cfg.std),
-            "interpolation": cfg.interpolation, "crop_pct": cfg.crop_pct}
+        return {
+            "input_size": (224, 224),
+            "mean": tuple(IMAGENET_DEFAULT_MEAN),
+            "std": tuple(IMAGENET_DEFAULT_STD),
+            "interpolation": "bicubic",
+            "crop_pct": 0.875,
+        }
+    return {
+        "input_size": tuple(cfg.input_size[1:]),
+        "mean": tuple(cfg.mean),
+        "std": tuple(cfg.std),
+        "interpolation": cfg.interpolation,
+        "crop_pct": cfg.crop_pct,
+    }
 
 
 def default_input_size(name: str) -> int:

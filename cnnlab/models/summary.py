@@ -1,4 +1,5 @@
 """A Keras-style model summary: layer, output shape (None, H, W, C as Keras prints it), params."""
+
 from __future__ import annotations
 
 import torch
@@ -51,10 +52,19 @@ def summary(model: nn.Module, input_size: int | tuple[int, int] | list[int], cha
             h.remove()
         model.train(was_training)
     width = max(len(r[0]) for r in rows) + 2
-    lines = [f'Model: "{type(model).__name__}"', "_" * (width + 40),
-             f"{'Layer (type)':<{width}}{'Output Shape':<26}{'Param #':>12}", "=" * (width + 40)]
+    lines = [
+        f'Model: "{type(model).__name__}"',
+        "_" * (width + 40),
+        f"{'Layer (type)':<{width}}{'Output Shape':<26}{'Param #':>12}",
+        "=" * (width + 40),
+    ]
     lines += [f"{name:<{width}}{shape:<26}{params:>12,}" for name, shape, params in rows]
     counts = count_params(model)
-    lines += ["=" * (width + 40), f"Total params: {counts['total']:,}", f"Trainable params: {counts['trainable']:,}",
-              f"Non-trainable params: {counts['non_trainable']:,}", "_" * (width + 40)]
+    lines += [
+        "=" * (width + 40),
+        f"Total params: {counts['total']:,}",
+        f"Trainable params: {counts['trainable']:,}",
+        f"Non-trainable params: {counts['non_trainable']:,}",
+        "_" * (width + 40),
+    ]
     return "\n".join(lines)

@@ -10,6 +10,7 @@ of taps are exact; only the order of float additions changes, so the results equ
 upscale-then-convolve to float rounding, gradients included (autograd differentiates the tap sums).
 For the study's first layer this takes far fewer multiply-adds, and the upscaled batch is never built.
 """
+
 from __future__ import annotations
 
 import torch
@@ -27,8 +28,13 @@ def phase_taps(kernel: int, stride: int, factor: int, device=None, dtype=None) -
     return F.one_hot((stride * phase + tap) // factor, offsets).transpose(1, 2).to(dtype)
 
 
-def upscaled_conv2d(source: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                    factor: tuple[int, int], stride: tuple[int, int]) -> torch.Tensor:
+def upscaled_conv2d(
+    source: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    factor: tuple[int, int],
+    stride: tuple[int, int],
+) -> torch.Tensor:
     """conv2d(nearest_upscale(source, factor), weight, bias, stride), no padding, from `source` itself.
     Needs each stride to divide its factor."""
     (fy, fx), (sy, sx) = factor, stride
@@ -68,8 +74,13 @@ class NearestUpscaleConv2d(nn.Conv2d):
     upscale: tuple[int, int] = (1, 1)
 
     def can_fold(self, factor: tuple[int, int]) -> bool:
-        return (self.padding in ((0, 0), "valid") and self.dilation == (1, 1) and self.groups == 1
-                and factor[0] % self.stride[0] == 0 and factor[1] % self.stride[1] == 0)
+        return (
+            self.padding in ((0, 0), "valid")
+            and self.dilation == (1, 1)
+            and self.groups == 1
+            and factor[0] % self.stride[0] == 0
+            and factor[1] % self.stride[1] == 0
+        )
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         if self.upscale == (1, 1):
