@@ -718,9 +718,16 @@ def _rank() -> int:
     return rank()
 
 
+TRAINING_COMMANDS = ("train", "sweep", "lr-find")  # commands whose process is tuned for training (device.tune_for_training)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command in TRAINING_COMMANDS:
+            from .device import tune_for_training
+
+            tune_for_training(getattr(args, "device", None) or "auto")
         return args.func(args)
     except Interrupted as exc:
         if _rank() == 0:  # under torchrun every rank stops; rank 0 says so

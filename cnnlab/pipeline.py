@@ -27,7 +27,7 @@ from .data import (
 )
 from .data.dataset import Dataset
 from .data.loader import class_counts
-from .device import peak_memory, resolve_device, set_threads, tune_host_allocator, use_bf16
+from .device import peak_memory, resolve_device, set_threads, use_bf16
 from .errors import CheckpointMismatch, CnnlabError, ConfigError, Interrupted
 from .evaluate import evaluate, metrics_from_logits, predict_batches
 from .models import create_model, create_pretrained, default_input_size, input_config, read_state_dict, transfer_weights
@@ -249,8 +249,6 @@ def prepare(cfg: Config, keep: frozenset[str] | set[str] | None = None) -> Prepa
     tracking.loggers(cfg.log)  # and so does a logger whose package is missing
     set_threads(cfg.threads)
     device = resolve_device(cfg.device)
-    if device.type == "cpu":  # each step's activations reused, not faulted in anew (device.tune_host_allocator)
-        tune_host_allocator()
     dataset = load_data(cfg)
     notes: list[str] = []
     if keep is not None:

@@ -292,8 +292,6 @@ class Training:
         bf16: bool,
         control: TrainControl,
     ) -> Training:
-        if train_loader.device.type == "cuda":  # the fastest convolution algorithms for the fixed shape, timed once
-            torch.backends.cudnn.benchmark = True
         net = distributed.wrap(model, train_loader.device, cfg.sync_bn)  # `model` itself in one process
         if cfg.compile:  # the training forward and backward only; evaluation runs `model` as it is
             net = torch.compile(net)
