@@ -154,7 +154,7 @@ def _interpret_section(report: Report, run_dir: str, data_root: str | None, head
         losses = [[_shown_file(t, data_root), t["true_class"], t["predicted_class"],
                    _pct(t["predicted_probability"])] for t in saved["top_losses"][:INTERPRET_LOSSES]]
         pairs = [[p["true_class"], p["predicted_class"], str(p["count"])] for p in saved["confused"][:INTERPRET_PAIRS]]
-        intro = (f"From `cnnlab interpret` ({INTERPRET_JSON}): the {saved['split']} split's {saved['n']} images, "
+        intro = (f"From `cnnlab interpret` ({INTERPRET_JSON}): the {saved['split']} split's {saved['n']:,} images, "
                  f"accuracy {_pct(saved['accuracy'])}; the {len(losses)} with the highest loss of the "
                  f"{len(saved['top_losses'])} it saved.")
     except (CnnlabError, KeyError, TypeError, ValueError) as exc:
