@@ -718,7 +718,11 @@ def _rank() -> int:
     return rank()
 
 
-TRAINING_COMMANDS = ("train", "sweep", "lr-find")  # commands whose process is tuned for training (device.tune_for_training)
+TRAINING_COMMANDS = (
+    "train",
+    "sweep",
+    "lr-find",
+)  # commands whose process is tuned for training (device.tune_for_training)
 
 
 def main(argv: list[str] | None = None) -> int:

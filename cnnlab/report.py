@@ -269,7 +269,7 @@ def _interpret_section(report: Report, run_dir: str, data_root: str | None, head
         ]
         pairs = [[p["true_class"], p["predicted_class"], str(p["count"])] for p in saved["confused"][:INTERPRET_PAIRS]]
         intro = (
-            f"From `cnnlab interpret` ({INTERPRET_JSON}): the {saved['split']} split's {saved['n']} images, "
+            f"From `cnnlab interpret` ({INTERPRET_JSON}): the {saved['split']} split's {saved['n']:,} images, "
             f"accuracy {_pct(saved['accuracy'])}; the {len(losses)} with the highest loss of the "
             f"{len(saved['top_losses'])} it saved."
         )

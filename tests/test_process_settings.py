@@ -1,10 +1,11 @@
 """Process-wide settings (malloc thresholds, cudnn.benchmark) are the command line's choice: the library's
 prepare/train leave a caller's process as it was; `cnnlab train` tunes its own (device.tune_for_training)."""
+
 import torch
+from conftest import SWEEP_FLAGS, make_dataset
 
 from cnnlab import device, preset, train_run
 from cnnlab.cli import main
-from conftest import SWEEP_FLAGS, make_dataset
 
 
 def test_train_run_changes_no_process_setting_and_the_cli_does(tmp_path, monkeypatch):
