@@ -164,6 +164,18 @@ def machine() -> dict:
     return {"cpu": cpu, "flags": flags, "cores": os.cpu_count()}
 
 
+def earlier_runs(args: argparse.Namespace) -> dict[str, list[dict]]:
+    """The runs of the committed record, per mode, when it measured the same folder for the same epochs."""
+    path = os.path.join(HERE, "records", "imbalance.json")
+    record = json.load(open(path))
+    runs = record["results"]["runs"]
+    same = all(r["epochs"] == args.epochs for mode_runs in runs.values() for r in mode_runs) or not args.epochs
+    counts = record["results"]["counts"]
+    if not same or max(counts.values()) != args.largest or min(counts.values()) != args.smallest:
+        raise SystemExit(f"{path}: measured another folder or epoch count; run without --extend")
+    return {mode: list(runs.get(mode, [])) for mode in MODES}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("cifar10", help="CIFAR-10 as PNG folders (train/, test/)")
@@ -171,9 +183,16 @@ def main() -> None:
     parser.add_argument("--largest", type=int, default=2000)
     parser.add_argument("--smallest", type=int, default=100)
     parser.add_argument("--epochs", type=int, default=0, help="the same epochs for every mode (0 = adapted default)")
+    parser.add_argument(
+        "--extend",
+        action="store_true",
+        help="keep the runs of the committed record (same folder and epochs) and train only the seeds it lacks",
+    )
     args = parser.parse_args()
     extra = ["--epochs", str(args.epochs)] if args.epochs else []
-    results: dict[str, list[dict]] = {mode: [] for mode in MODES}
+    results: dict[str, list[dict]] = earlier_runs(args) if args.extend else {mode: [] for mode in MODES}
+    first_seed = min(len(runs) for runs in results.values())
+    results = {mode: runs[:first_seed] for mode, runs in results.items()}
     with tempfile.TemporaryDirectory(prefix="cnnlab-imbalance-") as tmp:
         data = os.path.join(tmp, "data")
         counts = make_long_tailed(args.cifar10, data, args.largest, args.smallest)
@@ -182,7 +201,7 @@ def main() -> None:
             f"({', '.join(f'{c} {n}' for c, n in counts.items())}); test unchanged",
             flush=True,
         )
-        for seed in range(args.seeds):  # interleaved, so a slow spell of the machine hits every mode alike
+        for seed in range(first_seed, args.seeds):  # interleaved, so a slow spell of the machine hits every mode alike
             for mode, flags in MODES.items():
                 run = train_one(data, os.path.join(tmp, f"{mode}-{seed}"), seed, flags, extra)
                 results[mode].append(run)

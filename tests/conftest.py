@@ -27,6 +27,17 @@ def cifar_root() -> str:
     return CIFAR
 
 
+@pytest.fixture(scope="session")
+def cifar_run(cifar_root, tmp_path_factory) -> str:
+    """One small finished run on CIFAR-10 (fast preset, 1,000 images, 2 epochs), trained once for the whole
+    session and shared by the tests that read a real run (predict, export, report); they must not change it."""
+    from cnnlab import preset, train_run
+
+    out = str(tmp_path_factory.mktemp("cifar-run") / "run")
+    train_run(preset("fast", data=cifar_root, subset=1000, epochs=2, batch_size=128, progress=False), out)
+    return out
+
+
 def write_image(path, array: np.ndarray, mode: str | None = None) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     Image.fromarray(array, mode=mode).save(path) if mode else Image.fromarray(array).save(path)

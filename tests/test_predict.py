@@ -4,7 +4,6 @@ import json
 import os
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 
@@ -12,14 +11,6 @@ import cnnlab
 from cnnlab.cli import main
 from cnnlab.data import load_dataset
 from cnnlab.runs import load_run
-
-
-@pytest.fixture(scope="module")
-def cifar_run(cifar_root, tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("predict") / "run")
-    cfg = cnnlab.preset("fast", data=cifar_root, subset=1000, epochs=2, batch_size=128, progress=False)
-    cnnlab.train_run(cfg, out)
-    return out
 
 
 def test_predict_agrees_with_evaluate(cifar_run, cifar_root):

@@ -20,13 +20,6 @@ ARTIFACTS = ROOT / "test-artifacts"
 
 
 @pytest.fixture(scope="module")
-def cifar_run(cifar_root, tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("report") / "run")
-    train_run(preset("fast", data=cifar_root, subset=1000, epochs=2, batch_size=128, progress=False), out)
-    return out
-
-
-@pytest.fixture(scope="module")
 def sweep_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("report-sweep")
     make_dataset(root / "ds", 30)
