@@ -728,7 +728,9 @@ TRAINING_COMMANDS = (
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command in TRAINING_COMMANDS:
+        if args.command in TRAINING_COMMANDS and not (
+            getattr(args, "print_config", False) or getattr(args, "dry_run", False)
+        ):
             from .device import tune_for_training
 
             tune_for_training(getattr(args, "device", None) or "auto")

@@ -8,7 +8,7 @@ import sys
 
 import torch
 
-from .errors import ConfigError
+from .errors import CnnlabError, ConfigError
 
 
 def resolve_device(name: str) -> torch.device:
@@ -107,8 +107,12 @@ def tune_for_training(device: str = "auto") -> None:
     """Process-wide settings that make training faster, for a program whose job is to train: on a CPU, malloc
     keeps freed memory for the next step (tune_host_allocator); on a GPU, cuDNN times its convolution
     algorithms once for each input shape (cudnn.benchmark). The command line calls it; `prepare` and `train`
-    do not, so a library caller's process keeps its settings unless it calls this itself."""
-    kind = resolve_device(device).type
+    do not, so a library caller's process keeps its settings unless it calls this itself. A device that cannot
+    be had changes nothing here: the run itself then says so, in its one line."""
+    try:
+        kind = resolve_device(device).type
+    except CnnlabError:
+        return
     if kind == "cpu":
         tune_host_allocator()
     elif kind == "cuda":

@@ -96,6 +96,10 @@ RANGES = {
     "brightness": st.floats(0.0, 1e6),
     "contrast": st.floats(0.0, 1.0, exclude_max=True),
     "device": st.one_of(st.sampled_from(["auto", "cpu", "cuda"]), st.integers(0, 64).map(lambda n: f"cuda:{n}")),
+    # k-fold: off, or at least 2 folds; `fold` must lie below `folds` (a rule across keys, tests/test_kfold.py),
+    # so drawn alone it is the first fold, valid under every `folds`
+    "folds": st.one_of(st.just(0), st.integers(2, 10**6)),
+    "fold": st.just(0),
 }
 
 
