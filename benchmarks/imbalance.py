@@ -15,16 +15,14 @@ commit, date, results).
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 
 import numpy as np
-import torch
+from record import write_record
 from sklearn.metrics import balanced_accuracy_score, f1_score
 
 from cnnlab.stats import format_interval, summarize
@@ -142,28 +140,6 @@ def summary_table(results: dict[str, list[dict]]) -> dict:
     return table
 
 
-def write_record(record: dict) -> str:
-    path = os.path.join(HERE, "records", "imbalance.json")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as fh:
-        json.dump(record, fh, indent=2)
-    os.replace(tmp, path)
-    return path
-
-
-def machine() -> dict:
-    cpu, flags = platform.processor() or platform.machine(), ""
-    if os.path.exists("/proc/cpuinfo"):
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name") and cpu == platform.machine():
-                cpu = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = " ".join(f for f in line.split(":", 1)[1].split() if f.startswith(("avx", "amx")))
-                break
-    return {"cpu": cpu, "flags": flags, "cores": os.cpu_count()}
-
-
 def earlier_runs(args: argparse.Namespace) -> dict[str, list[dict]]:
     """The runs of the committed record, per mode, when it measured the same folder for the same epochs."""
     path = os.path.join(HERE, "records", "imbalance.json")
@@ -222,17 +198,13 @@ def main() -> None:
             f"{format_interval(row['test_balanced_accuracy']):<24} {format_interval(row['test_macro_f1']):<24} "
             f"{row['val_balanced_accuracy']['n']}"
         )
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
-    record = {
-        "figure": "validation balanced accuracy and macro-F1 (mean, 95% CI over seeds) on long-tailed CIFAR-10",
-        "command": " ".join(["python", "benchmarks/imbalance.py", *sys.argv[1:]]),
-        "machine": machine(),
-        "torch": torch.__version__,
-        "commit": commit,
-        "date": datetime.date.today().isoformat(),
-        "results": {"counts": counts, "summary": table, "runs": results},
-    }
-    print(f"record: {write_record(record)}")
+    path = write_record(
+        "imbalance",
+        "validation balanced accuracy and macro-F1 (mean, 95% CI over seeds) on long-tailed CIFAR-10",
+        {"counts": counts, "summary": table, "runs": results},
+        command=" ".join(["python", "benchmarks/imbalance.py", *sys.argv[1:]]),
+    )
+    print(f"record: {path}")
 
 
 if __name__ == "__main__":
