@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import multiprocessing
 import os
@@ -125,9 +126,15 @@ def decode_file(
         with warnings.catch_warnings():
             # PIL only warns between MAX_IMAGE_PIXELS and twice that; a dataset image that large is a bomb
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with open(path, "rb") as fh:
+                data = fh.read()
+            with Image.open(io.BytesIO(data)) as img:  # the header only: size, format, EXIF
                 stored = oriented_size(img, exif)
-                if interpolation != "nearest" and stored[0] >= 2 * size[0] and stored[1] >= 2 * size[1]:
+                scale = _draft_scale(stored, size, interpolation)
+                pixels = decode_jpeg(data, img, exif, scale)
+                if pixels is not None:
+                    return fit_image(Image.fromarray(pixels), size, interpolation, resize)
+                if scale > 1:
                     # JPEG: decode at 1/2, 1/4 or 1/8 scale straight from the DCT, still at least `size`
                     # (in the stored orientation); a large photo then costs a fraction of the time and memory
                     wanted = (size[1], size[0]) if stored == (img.height, img.width) else (size[0], size[1])
@@ -137,6 +144,45 @@ def decode_file(
                 return fit_image(img, size, interpolation, resize)
     except _IMAGE_ERRORS as exc:
         raise image_error(path, exc) from None
+
+
+def _draft_scale(stored: tuple[int, int], size: tuple[int, int], interpolation: str) -> int:
+    """The factor (1, 2, 4 or 8) by which a JPEG of `stored` (height, width) is decoded smaller, as PIL's
+    draft chooses it: the largest that leaves it at least `size`; 1 (a full decode) for nearest, whose
+    pixels a reduced decode would change."""
+    if interpolation == "nearest" or stored[0] < 2 * size[0] or stored[1] < 2 * size[1]:
+        return 1
+    room = min(stored[0] // size[0], stored[1] // size[1])
+    return next(scale for scale in (8, 4, 2, 1) if scale <= room)
+
+
+def _simplejpeg():
+    try:
+        import simplejpeg
+    except ImportError:  # a speed-up only: PIL decodes every JPEG too
+        return None
+    return simplejpeg
+
+
+def decode_jpeg(data: bytes, img: Image.Image, exif: bool, scale: int) -> np.ndarray | None:
+    """The RGB pixels of the JPEG file `data` (opened as `img`) by simplejpeg: libjpeg-turbo, which PIL uses
+    too, giving the same pixels without PIL's per-image overhead, reduced `scale` times in the DCT exactly
+    as PIL's draft would. None where PIL is to decode it: not a grey or colour JPEG, turned by its EXIF
+    orientation (with `exif`), a file simplejpeg cannot read (PIL then says why), simplejpeg not installed."""
+    simplejpeg = _simplejpeg()
+    if simplejpeg is None or img.format != "JPEG" or img.mode not in ("RGB", "L"):
+        return None
+    if exif and img.getexif().get(ExifTags.Base.Orientation, 1) != 1:
+        return None
+    wanted = (-(-img.height // scale), -(-img.width // scale))  # PIL's draft size
+    try:
+        pixels = simplejpeg.decode_jpeg(
+            data, "RGB", fastdct=False, fastupsample=False, min_height=wanted[0], min_width=wanted[1]
+        )
+    except ValueError:
+        return None
+    # libjpeg scales by M/8: the smallest M that keeps `wanted` is 8/scale, but for tiny images (PIL then)
+    return pixels if pixels.shape[:2] == wanted else None
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
