@@ -26,6 +26,31 @@ def test_extensions_case_insensitive_nested_and_sorted(tmp_path):
     assert scan.labels == [0, 0, 0, 1]
 
 
+def test_nested_folders_come_in_keras_path_order(tmp_path):
+    # Keras sorts os.walk's folder paths as strings: "cat/a" < "cat/a-x" < "cat/a/b" ('-' sorts before '/')
+    root = tmp_path / "root"
+    for rel in ("cat/z.png", "cat/B/1.png", "cat/a/b/1.png", "cat/a-x/1.png", "cat/a/1.png"):
+        write_image(root / rel, PIXELS)
+    expected = ["cat/z.png", "cat/B/1.png", "cat/a/1.png", "cat/a-x/1.png", "cat/a/b/1.png"]
+    assert scan_folder(str(root)).files == [p.replace("/", os.sep) for p in expected]
+
+
+def test_a_folder_that_cannot_be_listed_is_named(tmp_path, monkeypatch):
+    root = tmp_path / "root"
+    write_image(root / "cat" / "a.png", PIXELS)
+    (root / "cat" / "locked").mkdir()
+    real = os.scandir
+
+    def scandir(path):  # as a folder without read permission answers (root reads every folder)
+        if str(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(DataError, match="locked: cannot read folder .Permission denied.; check its permissions"):
+        scan_folder(str(root))
+
+
 def test_symlinked_folders_are_not_followed(tmp_path):
     root = tmp_path / "root"
     write_image(root / "cat" / "a.png", PIXELS)

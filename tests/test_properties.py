@@ -23,6 +23,16 @@ extensions = st.sampled_from(list(IMAGE_EXTENSIONS) + ["txt", "gif", "json", "PN
 files = st.tuples(st.lists(names, max_size=2), names, extensions)  # (sub-folders, stem, extension)
 
 
+def keras_order(root: str, cls: str) -> list[str]:
+    """Keras's rule: os.walk of the class folder sorted by path, each folder's files by name, extensions
+    compared in lower case; paths relative to `root`."""
+    found = []
+    for folder, _dirs, names in sorted(os.walk(os.path.join(root, cls)), key=lambda entry: entry[0]):
+        images = [n for n in sorted(names) if n.lower().endswith(tuple("." + e for e in IMAGE_EXTENSIONS))]
+        found.extend(os.path.relpath(os.path.join(folder, n), root) for n in images)
+    return found
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     tree=st.dictionaries(names, st.lists(files, min_size=1, max_size=8), min_size=1, max_size=4),
@@ -71,6 +81,7 @@ def test_scanner_finds_exactly_the_images_in_keras_order(tree, root_files):
             for f in mine:  # within each folder, files come in sorted name order
                 by_folder.setdefault(os.path.dirname(f), []).append(os.path.basename(f))
             assert all(v == sorted(v) for v in by_folder.values())
+            assert mine == keras_order(str(root), cls)
         assert scan.labels == sorted(scan.labels)
 
 

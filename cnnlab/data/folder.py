@@ -67,17 +67,35 @@ def list_classes(root: str) -> list[str]:
 
 def list_class_files(class_dir: str) -> list[str]:
     """Image files under one class folder (nested folders included), in Keras's order, as full paths."""
+    return [os.path.join(class_dir, rel) for rel in _image_files(class_dir)]
+
+
+_DOT_EXTENSIONS = tuple("." + ext for ext in IMAGE_EXTENSIONS)
+
+
+def _image_files(class_dir: str) -> list[str]:
+    """Image files under `class_dir`, relative to it, in Keras's order: folders by their path, files by
+    name. One os.scandir a folder, whose entries say which are folders without a stat (on Linux)."""
+    folders, pending = [], [""]
+    while pending:
+        sub = pending.pop()
+        names = []
+        try:
+            with os.scandir(os.path.join(class_dir, sub[:-1]) if sub else class_dir) as entries:
+                for entry in entries:
+                    # the entry's type, no stat: a link is taken for a file (a linked folder, which Keras
+                    # skips, is then refused at decode if its name is an image's), and never followed
+                    if entry.is_dir(follow_symlinks=False):
+                        pending.append(sub + entry.name + os.sep)
+                    else:
+                        names.append(entry.name)
+        except OSError as err:
+            raise DataError(f"{err.filename}: cannot read folder ({err.strerror}); check its permissions") from None
+        folders.append((sub, names))
     found = []
-
-    def raise_error(err: OSError) -> None:
-        raise DataError(f"{err.filename}: cannot read folder ({err.strerror}); check its permissions")
-
-    for folder, _dirs, files in sorted(
-        os.walk(class_dir, followlinks=False, onerror=raise_error), key=lambda entry: entry[0]
-    ):
-        for name in sorted(files):
-            if is_image_name(name):
-                found.append(os.path.join(folder, name))
+    for sub, names in sorted(folders, key=lambda folder: folder[0][:-1]):  # as Keras sorts os.walk's paths
+        names.sort()
+        found.extend(sub + name if sub else name for name in names if name.lower().endswith(_DOT_EXTENSIONS))
     return found
 
 
@@ -88,14 +106,14 @@ def scan_folder(root: str, classes: list[str] | None = None) -> FolderScan:
     labels: list[int] = []
     for index, name in enumerate(classes):
         class_dir = os.path.join(root, name)
-        class_files = list_class_files(class_dir)
+        class_files = _image_files(class_dir)
         if not class_files:
             raise DataError(
                 f"{class_dir}: class folder holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
                 "add images or remove the folder"
             )
-        prefix = len(os.path.join(root, ""))  # a slice, not os.path.relpath: one per file
-        files.extend(path[prefix:] for path in class_files)
+        prefix = name + os.sep
+        files.extend([prefix + rel for rel in class_files])
         labels.extend([index] * len(class_files))
     return FolderScan(root=root, classes=classes, files=files, labels=labels)
 
