@@ -25,7 +25,7 @@ from .data import (
     channel_stats,
     load_dataset,
 )
-from .data.dataset import Dataset
+from .data.dataset import Dataset, Split
 from .data.loader import class_counts
 from .device import peak_memory, resolve_device, set_threads, use_bf16
 from .errors import CheckpointMismatch, CnnlabError, ConfigError, Interrupted
@@ -94,15 +94,21 @@ def preprocessing(cfg: Config, dataset: Dataset) -> Preprocessing:
     )
 
 
-def should_stream(nbytes: int, cfg: Config, device: torch.device) -> bool:
-    """Whether a split of `nbytes` stays on the host, streamed a batch at a time: when it is larger than
-    device_memory_gb, or on a GPU without that setting, than half its free memory."""
+CPU_IN_PLACE_BYTES = 1e9
+
+
+def should_stream(split: Split, cfg: Config, device: torch.device) -> bool:
+    """Whether a split stays on the host, streamed a batch at a time: when it is larger than
+    device_memory_gb, or on a GPU without that setting, than half its free memory. On a CPU the images
+    are used in place, a memory map of the cache, up to CPU_IN_PLACE_BYTES; a larger split is read from
+    the cache file a batch at a time, so that the process holds batches, not every page of the map it
+    has touched (by the end of an epoch, the whole split)."""
     if cfg.device_memory_gb:
-        return nbytes > cfg.device_memory_gb * 1e9
+        return split.nbytes > cfg.device_memory_gb * 1e9
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
-        return nbytes > free // 2
-    return False  # on a CPU the images are used in place (a memory map of the cache): nothing to copy
+        return split.nbytes > free // 2
+    return isinstance(split.stored, np.memmap) and split.nbytes > CPU_IN_PLACE_BYTES
 
 
 def fold_upscale(model: torch.nn.Module, cfg: Config, prep: Preprocessing) -> bool:
@@ -136,7 +142,7 @@ def make_loader(
 ) -> DeviceLoader:
     """Batches of `split` for a model fed as `prep` says; `folded` (fold_upscale): at the stored size."""
     feed = Feed(prep.mean, prep.std, prep.image_size if folded else prep.input_size, prep.interpolation)
-    stream = should_stream(split.nbytes, cfg, device)
+    stream = should_stream(split, cfg, device)
     if training:  # under torchrun, this rank's share of every global batch
         sampling = Sampling(
             shuffle=True,
@@ -281,7 +287,11 @@ def prepare(cfg: Config, keep: frozenset[str] | set[str] | None = None) -> Prepa
     if train_loader.stream:
         notes.append(
             f"training images ({dataset.train.nbytes / 1e9:.2f} GB) stream from the host cache a batch at "
-            "a time (they do not fit the device budget; --device-memory-gb)"
+            + (
+                "a time (they do not fit the device budget; --device-memory-gb)"
+                if device.type != "cpu"
+                else f"a time (more than {CPU_IN_PLACE_BYTES / 1e9:.0f} GB: memory holds batches, not the cache)"
+            )
         )
     return Prepared(
         dataset,

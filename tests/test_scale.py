@@ -6,10 +6,14 @@ import builtins
 import io
 import os
 
+import numpy as np
+import pytest
+import torch
 from conftest import make_folder
 
 from cnnlab.data import decode
 from cnnlab.data.folder import scan_folder
+from cnnlab.data.loader import DeviceLoader, FileRows, rows_to_device
 
 
 def counting(monkeypatch, module, name):
@@ -65,3 +69,74 @@ def test_links_are_listed_by_their_entry_never_followed(tmp_path):
         assert "folder.png: cannot read image" in str(exc)
     else:
         raise AssertionError("a folder was decoded")
+
+
+def cached_split(tmp_path, monkeypatch, per_class=12):
+    from cnnlab.data import load_dataset
+
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
+    root = make_folder(tmp_path / "ds", per_class=per_class, size=8)
+    split = load_dataset(root, val_fraction=0.25, split="random", progress=False).train
+    assert isinstance(split.stored, np.memmap)
+    return split
+
+
+def batches(split, stream):
+    loader = DeviceLoader(
+        split.stored,
+        split.labels,
+        4,
+        torch.device("cpu"),
+        rows=split.index,
+        stream=stream,
+        shuffle=True,
+        flip=True,
+        translate=2,
+        seed=3,
+    )
+    return loader, [(x.clone(), y.clone()) for x, y in loader]
+
+
+def test_a_large_split_on_a_cpu_is_read_from_the_cache_file_never_through_the_map(tmp_path, monkeypatch):
+    split = cached_split(tmp_path, monkeypatch)
+    in_place = batches(split, stream=False)[1]
+    monkeypatch.setattr(np.memmap, "__getitem__", lambda *a: pytest.fail("the map itself was read"))
+    loader, streamed = batches(split, stream=True)
+    assert loader.reader is not None
+    assert len(streamed) == len(in_place) and all(
+        torch.equal(a, c) and torch.equal(b, d) for (a, b), (c, d) in zip(in_place, streamed)
+    )
+
+
+def test_file_rows_are_the_rows_of_the_map(tmp_path, monkeypatch):
+    split = cached_split(tmp_path, monkeypatch)
+    rows = np.array([5, 0, 5, len(split.stored) - 1, 2])
+    reader = FileRows.open(split.stored)
+    assert np.array_equal(reader.take(rows), np.asarray(split.stored)[rows])
+    assert FileRows.open(np.asarray(split.stored)) is None  # an array in memory is indexed as one
+    assert FileRows.open(split.stored[1:]) is None  # a slice of the map starts elsewhere in the file
+
+
+def test_rows_go_to_the_device_a_chunk_at_a_time(tmp_path, monkeypatch):
+    split = cached_split(tmp_path, monkeypatch)
+    reader = FileRows.open(split.stored)
+    taken = []
+    real = reader.take
+    monkeypatch.setattr(reader, "take", lambda rows: taken.append(len(rows)) or real(rows))
+    row_bytes = int(np.prod(split.stored.shape[1:]))
+    out = rows_to_device(split.stored, split.index, torch.device("cpu"), reader, chunk_bytes=4 * row_bytes)
+    assert torch.equal(out, torch.from_numpy(np.asarray(split.stored)[split.index]))
+    assert max(taken) == 4 and sum(taken) == len(split.index)
+
+
+def test_a_cpu_streams_a_mapped_split_larger_than_the_in_place_limit(tmp_path, monkeypatch):
+    from cnnlab import pipeline
+    from cnnlab.config import Config
+
+    split = cached_split(tmp_path, monkeypatch)
+    cpu = torch.device("cpu")
+    assert not pipeline.should_stream(split, Config(), cpu)
+    monkeypatch.setattr(pipeline, "CPU_IN_PLACE_BYTES", split.nbytes - 1)
+    assert pipeline.should_stream(split, Config(), cpu)
+    in_memory = type(split)(np.asarray(split.stored), split.labels, split.files, split.index)
+    assert not pipeline.should_stream(in_memory, Config(), cpu)  # nothing to gain: it is in memory already

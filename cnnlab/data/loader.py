@@ -10,7 +10,10 @@ channels_last layout; it is converted and normalised in place of a copy.
 from __future__ import annotations
 
 import math
+import mmap
+import os
 import warnings
+import weakref
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -145,6 +148,54 @@ def balanced_image_weights(labels: torch.Tensor) -> torch.Tensor:
     return 1.0 / (present * counts.double()[labels])
 
 
+class FileRows:
+    """Rows of a memory-mapped .npy file (the decode cache) read with os.preadv: the data pass through
+    the page cache only, where reading them through the map would count every page touched in this
+    process's memory, and keep it there, until the whole cache is."""
+
+    def __init__(self, images: np.memmap):
+        self.row_shape = images.shape[1:]
+        self.row_bytes = int(np.prod(self.row_shape)) * images.itemsize
+        self.offset = images.offset
+        self.fd = os.open(images.filename, os.O_RDONLY)
+        weakref.finalize(self, os.close, self.fd)
+
+    @classmethod
+    def open(cls, images: np.ndarray) -> FileRows | None:
+        """A reader of `images` when they are a read-only map of a whole file; else None (indexed as arrays)."""
+        whole = isinstance(images, np.memmap) and isinstance(images.base, mmap.mmap)  # not a slice of one
+        if whole and images.filename and images.mode == "r" and images.flags.c_contiguous and hasattr(os, "preadv"):
+            return cls(images)
+        return None
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        out = np.empty((len(rows), *self.row_shape), dtype=np.uint8)
+        flat = out.reshape(len(rows), self.row_bytes)
+        for j, row in enumerate(rows.tolist()):
+            if os.preadv(self.fd, [flat[j]], self.offset + row * self.row_bytes) != self.row_bytes:
+                raise OSError(f"short read of row {row} from the decode cache")
+        return out
+
+
+def rows_to_device(
+    images: np.ndarray,
+    rows: np.ndarray | None,
+    device: torch.device,
+    reader: FileRows | None = None,
+    chunk_bytes: int = 256 << 20,
+) -> torch.Tensor:
+    """Rows `rows` (all when None) of `images` in a new uint8 tensor on `device`, copied `chunk_bytes` at
+    a time (read by `reader` when given), never all of them at once on the host."""
+    rows = np.arange(len(images)) if rows is None else np.asarray(rows)
+    out = torch.empty((len(rows), *images.shape[1:]), dtype=torch.uint8, device=device)
+    step = max(1, chunk_bytes // max(1, int(np.prod(images.shape[1:]))))
+    for start in range(0, len(rows), step):
+        part = rows[start : start + step]
+        chunk = images[part] if reader is None else reader.take(part)
+        out[start : start + len(part)] = torch.from_numpy(np.ascontiguousarray(chunk)).to(device)
+    return out
+
+
 class DeviceLoader:
     """Iterate (inputs, labels) batches over uint8 images.
 
@@ -214,10 +265,10 @@ class DeviceLoader:
         )
 
     def _hold(self, images: np.ndarray, rows: np.ndarray | None) -> None:
-        """Keep the images where the batches are gathered: the host array (streaming), the array itself
-        (a CPU), or the split's rows copied to the device once."""
+        """Keep the images where the batches are gathered: the host array (streaming, read from the cache
+        file when it is one), the array itself (a CPU), or the split's rows copied to the device once."""
         self.host, self.host_rows = images, (None if rows is None else np.asarray(rows))
-        self.images, self.rows = None, None
+        self.images, self.rows, self.reader = None, None, FileRows.open(images)
         if self.stream:
             return
         if self.device.type == "cpu":
@@ -226,8 +277,7 @@ class DeviceLoader:
                 self.images = torch.from_numpy(np.ascontiguousarray(images))
             self.rows = None if rows is None else torch.from_numpy(np.asarray(rows, dtype=np.int64))
         else:  # only the split's rows go to the device
-            data = images if rows is None else images[np.asarray(rows)]
-            self.images = torch.from_numpy(np.ascontiguousarray(data)).to(self.device)
+            self.images = rows_to_device(images, rows, self.device, self.reader)
 
     def __len__(self) -> int:
         n = len(self.labels)
@@ -287,7 +337,8 @@ class DeviceLoader:
         src = idx.numpy()
         if self.host_rows is not None:
             src = self.host_rows[src]
-        batch = torch.from_numpy(np.ascontiguousarray(self.host[src]))
+        rows = self.host[src] if self.reader is None else self.reader.take(src)
+        batch = torch.from_numpy(np.ascontiguousarray(rows))
         return batch.pin_memory() if self.device.type == "cuda" else batch
 
     def batches(self, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
