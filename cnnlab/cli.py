@@ -140,71 +140,88 @@ def _apply_sweep_file(args: argparse.Namespace) -> None:
     args.grid = items + (args.grid or [])
 
 
-def cmd_sweep(args: argparse.Namespace) -> int:
-    args.seeds_default = args.seeds is None
-    args.seeds = 3 if args.seeds is None else args.seeds
+def _sweep_storage(storage: str | None) -> str | None:
+    """--storage, else the URL in STORAGE_ENV; warns when the password is on the command line."""
     from .studies import STORAGE_ENV, has_password
-    from .sweep import check_data, describe_plan, format_table, parse_grid, plan, run_sweep, selection
 
-    if has_password(args.storage):
+    if has_password(storage):
         print(
             f"warning: a password in --storage is visible to every user of this machine (ps); put the URL in "
             f"{STORAGE_ENV} or the password in PGPASSWORD / ~/.pgpass instead",
             file=sys.stderr,
         )
-    args.storage = args.storage or os.environ.get(STORAGE_ENV) or None
+    return storage or os.environ.get(STORAGE_ENV) or None
+
+
+def _sweep_worker(args: argparse.Namespace) -> int:
+    """`cnnlab sweep --worker`: work on an existing sweep (or search) until it has nothing left."""
+    import torch
+
+    from .sweep import work_together, worker_devices, worker_threads
+
+    if not args.out and not args.storage:
+        raise CnnlabError("--worker needs --out SWEEP_DIR of an existing sweep, or --storage URL")
+    out = args.out or "sweeps/worker"
+    own = getattr(args, "device", None)  # --device: this worker's (how a sweep starts its helpers)
+    placed = (
+        [own] * args.workers
+        if own and not args.devices
+        else worker_devices(args.workers, args.devices, torch.cuda.device_count())
+    )
+    work_together(
+        out,
+        args.workers,
+        placed,
+        worker_threads(int(getattr(args, "threads", 0) or 0), args.workers),
+        progress=False,
+        storage=args.storage,
+        study_name=args.study,
+    )
+    return 0
+
+
+def _sweep_search(args: argparse.Namespace, cfg) -> int:
+    """`cnnlab sweep --search tpe`: an Optuna TPE search over --param ranges."""
+    from .search import format_search, parse_space, run_search
+    from .sweep import selection
+
+    space = parse_space(args.param or [], cfg)
+    metric, why = selection(cfg, args.select_metric)
+    if args.dry_run:
+        print(f"TPE search over {', '.join(space)}: {args.trials} trials, median pruning on {metric}\n{why}")
+        return 0
+    if not args.out:
+        raise CnnlabError("--out SWEEP_DIR is required (re-running the same command resumes it)")
+    print(why)
+    res = run_search(
+        args.out,
+        cfg,
+        space,
+        args.trials,
+        storage=args.storage,
+        study_name=args.study,
+        progress=cfg.progress,
+        select_metric=metric,
+    )
+    print(format_search(res))
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    args.seeds_default = args.seeds is None
+    args.seeds = 3 if args.seeds is None else args.seeds
+    from .sweep import Workers, check_data, describe_plan, format_table, parse_grid, plan, run_sweep, selection
+
+    args.storage = _sweep_storage(args.storage)
     if int(os.environ.get("WORLD_SIZE") or 1) > 1:
         raise CnnlabError("cnnlab sweep starts its own workers (--workers N, --devices); run it without torchrun")
     if args.worker:
-        import torch
-
-        from .sweep import work_together, worker_devices, worker_threads
-
-        if not args.out and not args.storage:
-            raise CnnlabError("--worker needs --out SWEEP_DIR of an existing sweep, or --storage URL")
-        out = args.out or "sweeps/worker"
-        own = getattr(args, "device", None)  # --device: this worker's (how a sweep starts its helpers)
-        placed = (
-            [own] * args.workers
-            if own and not args.devices
-            else worker_devices(args.workers, args.devices, torch.cuda.device_count())
-        )
-        work_together(
-            out,
-            args.workers,
-            placed,
-            worker_threads(int(getattr(args, "threads", 0) or 0), args.workers),
-            progress=False,
-            storage=args.storage,
-            study_name=args.study,
-        )
-        return 0
+        return _sweep_worker(args)
     if args.sweep_file:
         _apply_sweep_file(args)
     cfg = _config_from_args(args)
     if args.search == "tpe":
-        from .search import format_search, parse_space, run_search
-
-        space = parse_space(args.param or [], cfg)
-        metric, why = selection(cfg, args.select_metric)
-        if args.dry_run:
-            print(f"TPE search over {', '.join(space)}: {args.trials} trials, median pruning on {metric}\n{why}")
-            return 0
-        if not args.out:
-            raise CnnlabError("--out SWEEP_DIR is required (re-running the same command resumes it)")
-        print(why)
-        res = run_search(
-            args.out,
-            cfg,
-            space,
-            args.trials,
-            storage=args.storage,
-            study_name=args.study,
-            progress=cfg.progress,
-            select_metric=metric,
-        )
-        print(format_search(res))
-        return 0
+        return _sweep_search(args, cfg)
     grid = parse_grid(args.grid or [], cfg)
     units, reason = plan(cfg, grid, args.seeds)
     check_data(cfg, grid)
@@ -215,18 +232,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if not args.out:
         raise CnnlabError("--out SWEEP_DIR is required (re-running the same command resumes it)")
     print(f"{describe_plan(units, reason)}\n{why}")
-    res = run_sweep(
-        args.out,
-        cfg,
-        grid,
-        args.seeds,
-        workers=args.workers,
-        progress=cfg.progress,
-        storage=args.storage,
-        study_name=args.study,
-        devices=args.devices,
-        select_metric=metric,
-    )
+    workers = Workers(args.workers, args.devices, args.storage, args.study)
+    res = run_sweep(args.out, cfg, grid, args.seeds, workers, progress=cfg.progress, select_metric=metric)
     print(format_table(res))
     print(f"results in {args.out}: results.csv, results.json" + (", heatmap.png" if len(grid) == 2 else ""))
     return 0

@@ -354,7 +354,31 @@ def _saved_study(report: Report, top_dir: str, spec_file: str, what: str) -> tup
 
 
 def _sweep_sections(report: Report, sweep_dir: str) -> None:
+    """A sweep: its grid and base configuration, the cells compared on validation, the chosen one."""
     spec, res = _saved_study(report, sweep_dir, "sweep.json", "sweep")
+    _sweep_design(report, spec, res)
+    _sweep_comparison(report, sweep_dir, res)
+    report.add("h2", "Conclusion")
+    for line in _conclusion(res):
+        report.add("p", line)
+    best = res.get("best")
+    if best:
+        row = next(r for r in res["rows"] if r["cell"] == best)
+        epochs = next(c for c in cells_of(spec["grid"]) if cell_name(c) == best).get("epochs")
+        chosen = [os.path.join(sweep_dir, "runs", name) for name in row.get("runs", []) if name]
+        if chosen:
+            _chosen_curves(
+                report,
+                sweep_dir,
+                chosen[0],
+                f"The chosen configuration: {best}",
+                "its first seed" + (" and fold" if res.get("folds") else ""),
+                epochs,
+            )
+
+
+def _sweep_design(report: Report, spec: dict, res: dict) -> None:
+    """The grid, the seeds (and folds), the metric cells are compared on, and the base configuration."""
     seeds = f"{spec['seeds']} seeds ({', '.join(map(str, res.get('seed_values') or range(spec['seeds'])))})"
     folds = res.get("folds")
     report.add(
@@ -377,6 +401,11 @@ def _sweep_sections(report: Report, sweep_dir: str) -> None:
         f"test split; {sample_note(res)}.",
     )
     report.add("table", (["key", "value"], [[k, str(v)] for k, v in saved_config(spec["config"]).to_dict().items()]))
+
+
+def _sweep_comparison(report: Report, sweep_dir: str, res: dict) -> None:
+    """Each cell's validation and test figures and verdict, the heatmap, what the p-values are."""
+    metric = res.get("select_metric", "val_accuracy")
     report.add("h2", "Comparison")
     report.add(
         "table",
@@ -409,23 +438,6 @@ def _sweep_sections(report: Report, sweep_dir: str) -> None:
             f"mean validation {METRIC_NAMES.get(metric, metric)} per cell",
         )
     report.add("p", p_value_note(res).replace("p: ", "p-values in the verdicts: ", 1) + ".")
-    report.add("h2", "Conclusion")
-    for line in _conclusion(res):
-        report.add("p", line)
-    best = res.get("best")
-    if best:
-        row = next(r for r in res["rows"] if r["cell"] == best)
-        epochs = next(c for c in cells_of(spec["grid"]) if cell_name(c) == best).get("epochs")
-        chosen = [os.path.join(sweep_dir, "runs", name) for name in row.get("runs", []) if name]
-        if chosen:
-            _chosen_curves(
-                report,
-                sweep_dir,
-                chosen[0],
-                f"The chosen configuration: {best}",
-                "its first seed" + (" and fold" if res.get("folds") else ""),
-                epochs,
-            )
 
 
 def _chosen_curves(
@@ -452,13 +464,38 @@ def _params(params: dict) -> str:
 def _search_sections(report: Report, search_dir: str) -> None:
     """A TPE search: its space, every trial (parameters, state, scores), the best on validation."""
     spec, res = _saved_study(report, search_dir, "search.json", "search")
+    metric = res.get("select_metric", "val_accuracy")
+    _search_design(report, spec, metric)
+    _search_trials(report, res, metric)
+    report.add("h2", "Conclusion")
+    best = res.get("best")
+    if best is None:
+        report.add("p", "No trial has completed yet.")
+        return
+    report.add(
+        "p",
+        f"Chosen on validation {METRIC_NAMES.get(metric, metric)}: **trial {best['trial']}** "
+        f"({_params(best['params'])}), {_pct(best.get('val', best['val_accuracy']))}; its test accuracy: {_pct(best['test_accuracy'])}. Each trial ran "
+        "one seed, so the gaps between trials include seed-to-seed noise; rerun the chosen configuration "
+        "with `cnnlab sweep --seeds N` to measure it.",
+    )
+    _chosen_curves(
+        report,
+        search_dir,
+        os.path.join(search_dir, "runs", best["run"]),
+        f"The chosen configuration: trial {best['trial']}",
+        f"trial {best['trial']}",
+    )
+
+
+def _search_design(report: Report, spec: dict, metric: str) -> None:
+    """The search space, the sampler and pruner, the trials, and the base configuration."""
     space = "; ".join(
         f"{k} = one of {', '.join(map(str, d['values']))}"
         if d["kind"] == "choice"
         else f"{k} = {d['low']}..{d['high']}{' (log scale)' if d['log'] else ''}"
         for k, d in spec["space"].items()
     )
-    metric = res.get("select_metric", "val_accuracy")
     report.add(
         "p",
         f"TPE search (Optuna's TPE sampler; median pruning on validation {METRIC_NAMES.get(metric, metric)} "
@@ -466,6 +503,10 @@ def _search_sections(report: Report, search_dir: str) -> None:
         f"{space}; {spec['trials']} trials, one seed each (seed {spec['config'].get('seed', 0)}). Every other setting is the base configuration below.",
     )
     report.add("table", (["key", "value"], [[k, str(v)] for k, v in saved_config(spec["config"]).to_dict().items()]))
+
+
+def _search_trials(report: Report, res: dict, metric: str) -> None:
+    """How many trials completed, were pruned or failed, and a table of every trial."""
     report.add("h2", "Trials")
     states = [r["state"] for r in res["rows"]]
     report.add(
@@ -502,25 +543,6 @@ def _search_sections(report: Report, search_dir: str) -> None:
                 for r in res["rows"]
             ],
         ),
-    )
-    report.add("h2", "Conclusion")
-    best = res.get("best")
-    if best is None:
-        report.add("p", "No trial has completed yet.")
-        return
-    report.add(
-        "p",
-        f"Chosen on validation {METRIC_NAMES.get(metric, metric)}: **trial {best['trial']}** "
-        f"({_params(best['params'])}), {_pct(best.get('val', best['val_accuracy']))}; its test accuracy: {_pct(best['test_accuracy'])}. Each trial ran "
-        "one seed, so the gaps between trials include seed-to-seed noise; rerun the chosen configuration "
-        "with `cnnlab sweep --seeds N` to measure it.",
-    )
-    _chosen_curves(
-        report,
-        search_dir,
-        os.path.join(search_dir, "runs", best["run"]),
-        f"The chosen configuration: trial {best['trial']}",
-        f"trial {best['trial']}",
     )
 
 

@@ -536,47 +536,42 @@ def format_table(res: dict) -> str:
     return "\n".join(lines)
 
 
+CSV_COLUMNS = [
+    "cell",
+    "n",
+    "val_mean",
+    "val_std",
+    "val_ci_low",
+    "val_ci_high",
+    "test_mean",
+    "test_std",
+    "test_ci_low",
+    "test_ci_high",
+    "train_time_s_mean",
+    "p_value_vs_best_holm",
+    "p_value_vs_best_uncorrected",
+    "verdict",
+    "select_metric",
+    "folds",
+    "seeds",
+]
+
+
 def save_results(out: str, res: dict) -> None:
+    """results.json, results.csv (one row a cell, CSV_COLUMNS) and, for a 2-key grid, heatmap.png in `out`."""
     import csv
     import io
 
     runs.write_json(os.path.join(out, RESULTS_JSON), res)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(
-        [
-            "cell",
-            "n",
-            "val_mean",
-            "val_std",
-            "val_ci_low",
-            "val_ci_high",
-            "test_mean",
-            "test_std",
-            "test_ci_low",
-            "test_ci_high",
-            "train_time_s_mean",
-            "p_value_vs_best_holm",
-            "p_value_vs_best_uncorrected",
-            "verdict",
-            "select_metric",
-            "folds",
-            "seeds",
-        ]
-    )
+    writer.writerow(CSV_COLUMNS)
     for r in res["rows"]:
         writer.writerow(
             [
                 r["cell"],
                 r["val"]["n"],
-                r["val"]["mean"],
-                r["val"]["std"],
-                r["val"]["ci_low"],
-                r["val"]["ci_high"],
-                r["test"]["mean"],
-                r["test"]["std"],
-                r["test"]["ci_low"],
-                r["test"]["ci_high"],
+                *(r[part][key] for part in ("val", "test") for key in ("mean", "std", "ci_low", "ci_high")),
                 r["train_time_s"]["mean"],
                 r["p_value"],
                 r["p_uncorrected"],
@@ -588,20 +583,25 @@ def save_results(out: str, res: dict) -> None:
         )
     runs.write_atomic(os.path.join(out, RESULTS_CSV), buffer.getvalue())
     if len(res["grid"]) == 2:
-        from .plots import plot_heatmap
+        _save_heatmap(out, res)
 
-        (row_key, row_values), (col_key, col_values) = res["grid"].items()
-        means = {r["cell"]: r["val"]["mean"] for r in res["rows"]}
-        matrix = [[means.get(cell_name({row_key: rv, col_key: cv})) for cv in col_values] for rv in row_values]
-        plot_heatmap(
-            matrix,
-            row_key,
-            row_values,
-            col_key,
-            col_values,
-            os.path.join(out, HEATMAP),
-            f"mean validation {METRIC_NAMES.get(res.get('select_metric'), 'accuracy')}",
-        )
+
+def _save_heatmap(out: str, res: dict) -> None:
+    """heatmap.png: the mean validation metric of each cell of a 2-key grid."""
+    from .plots import plot_heatmap
+
+    (row_key, row_values), (col_key, col_values) = res["grid"].items()
+    means = {r["cell"]: r["val"]["mean"] for r in res["rows"]}
+    matrix = [[means.get(cell_name({row_key: rv, col_key: cv})) for cv in col_values] for rv in row_values]
+    plot_heatmap(
+        matrix,
+        row_key,
+        row_values,
+        col_key,
+        col_values,
+        os.path.join(out, HEATMAP),
+        f"mean validation {METRIC_NAMES.get(res.get('select_metric'), 'accuracy')}",
+    )
 
 
 DEVICE = re.compile(r"(cpu|cuda)(:\d+)?")
@@ -684,29 +684,40 @@ def worker_threads(threads: int, workers: int) -> int:
     return threads or (max(1, cores // workers) if workers > 1 else 0)
 
 
+@dataclass(frozen=True)
+class Workers:
+    """Who works through a sweep: `count` processes on this machine, placed on `devices` as worker_devices
+    reads them, sharing the Optuna study `study_name` kept in `storage` (a database URL; None: the sweep
+    folder's journal file)."""
+
+    count: int = 1
+    devices: str | None = None
+    storage: str | None = None
+    study_name: str = "cnnlab"
+
+
 def run_sweep(
     out: str,
     base: Config,
     grid: dict[str, list],
     seeds: int,
-    workers: int = 1,
+    workers: Workers = Workers(),
     progress: bool = True,
-    storage: str | None = None,
-    study_name: str = "cnnlab",
-    devices: str | None = None,
     select_metric: str | None = None,
 ) -> dict:
-    """Create (or resume) the sweep in `out` and work through it with `workers` processes, worker i on
-    the device worker_devices gives it (recorded in each of its runs' config); cells are compared on
-    `select_metric` (None: as selection() chooses)."""
+    """Create (or resume) the sweep in `out` and work through it with `workers`, worker i on the device
+    worker_devices gives it (recorded in each of its runs' config); cells are compared on `select_metric`
+    (None: as selection() chooses)."""
     import torch
 
-    placed = worker_devices(workers, devices, torch.cuda.device_count(), base.device)
+    storage, study_name = workers.storage, workers.study_name
+    placed = worker_devices(workers.count, workers.devices, torch.cuda.device_count(), base.device)
     create_sweep(out, base, grid, seeds, storage, study_name, select_metric or selection(base, None)[0])
     parent = tracking.open_parent(base, out)
     show = (lambda: print(format_table(results(out, storage, study_name)), flush=True)) if progress else None
+    threads = worker_threads(base.threads, workers.count)
     try:
-        work_together(out, workers, placed, worker_threads(base.threads, workers), progress, show, storage, study_name)
+        work_together(out, workers.count, placed, threads, progress, show, storage, study_name)
     except BaseException as exc:
         tracking.close_parent(base, parent, "KILLED" if isinstance(exc, (Interrupted, KeyboardInterrupt)) else "FAILED")
         raise
@@ -719,6 +730,7 @@ def run_sweep(
 __all__ = [
     "NAMED_GRIDS",
     "Unit",
+    "Workers",
     "cells_of",
     "check_data",
     "create_sweep",

@@ -5,7 +5,7 @@ import pytest
 import torch
 from conftest import make_folder
 
-from cnnlab.data import Augmentation, Decoding, DeviceLoader, Feed, Sampling, Splitting, load_dataset
+from cnnlab.data import Augmentation, Decoding, DeviceLoader, Feed, Holding, Sampling, Splitting, load_dataset
 
 CPU = torch.device("cpu")
 
@@ -45,6 +45,26 @@ def test_a_loader_built_from_specs_gives_the_batches_of_one_built_from_their_fie
         assert len(pairs) == 5
         assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in pairs)
     assert not Augmentation() and Augmentation(cutout=2)
+
+
+def test_a_loader_holds_the_rows_it_is_given_streamed_or_not_and_by_spec_or_by_name():
+    images = np.random.default_rng(1).integers(0, 256, (30, 6, 6, 3), dtype=np.uint8)
+    rows = np.array([29, 3, 7, 11, 0, 5, 18, 22, 9, 14, 2, 27])
+    labels = np.arange(len(rows))
+    common = dict(shuffle=True, flip=True, translate=1, seed=2)
+    copied = DeviceLoader(images[rows], labels, 4, CPU, **common)
+    held = DeviceLoader(images, labels, 4, CPU, hold=Holding(rows), **common)
+    streamed = DeviceLoader(images, labels, 4, CPU, hold=Holding(rows, stream=True), **common)
+    named = DeviceLoader(images, labels, 4, CPU, rows=rows, stream=True, **common)
+    assert streamed.stream and named.stream and not held.stream and not copied.stream
+    for epoch in (0, 1):
+        batches = []
+        for loader in (copied, held, streamed, named):
+            loader.set_epoch(epoch)
+            batches.append(list(loader))
+        assert len(batches[0]) == 3
+        for other in batches[1:]:
+            assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(batches[0], other))
 
 
 def test_an_unknown_field_is_refused_as_an_unknown_keyword():

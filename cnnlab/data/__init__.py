@@ -1,7 +1,7 @@
 """Datasets: folder scanning, CIFAR formats, the decode cache, splits and the device loader."""
 
 from .dataset import Dataset, Decoding, Split, Splitting, channel_stats, load_dataset, split_indices
-from .loader import Augmentation, DeviceLoader, Feed, Sampling, gather_batch
+from .loader import Augmentation, DeviceLoader, Feed, Holding, Sampling, gather_batch
 from .preprocess import Preprocess, Preprocessing, to_inputs
 
 __all__ = [
@@ -10,6 +10,7 @@ __all__ = [
     "Decoding",
     "DeviceLoader",
     "Feed",
+    "Holding",
     "Preprocess",
     "Preprocessing",
     "Sampling",

@@ -123,6 +123,16 @@ class Sampling:
     shard: tuple[int, int] = (0, 1)
 
 
+@dataclass(frozen=True, eq=False)
+class Holding:
+    """Which images are served and where they are kept: the rows `rows` of the array (all when None), held
+    on the device, or on the host and streamed a batch at a time (`stream`). Not compared (`rows` is an
+    array)."""
+
+    rows: np.ndarray | None = None
+    stream: bool = False
+
+
 def class_counts(labels: np.ndarray | torch.Tensor, n_classes: int) -> np.ndarray:
     """Images of each class (int64 (n_classes,)) among `labels`."""
     labels = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
@@ -199,15 +209,15 @@ def rows_to_device(
 class DeviceLoader:
     """Iterate (inputs, labels) batches over uint8 images.
 
-    The images (rows `rows` of `images`, all when None) are held on `device`: on a CPU the array itself,
-    a memory map of the decode cache, is used in place (never copied); on a GPU the split's rows are
-    copied there once. With `stream`, they stay on the host and each batch is gathered there, copied
-    from pinned memory without blocking, the next one prepared by a background thread while the device
-    computes: for a split that does not fit on the device. Augmentation and normalisation are then the
-    same, on the device, so both ways give the same batches.
+    The images (rows `hold.rows` of `images`, all when None) are held on `device`: on a CPU the array
+    itself, a memory map of the decode cache, is used in place (never copied); on a GPU the split's rows
+    are copied there once. With `hold.stream`, they stay on the host and each batch is gathered there,
+    copied from pinned memory without blocking, the next one prepared by a background thread while the
+    device computes: for a split that does not fit on the device. Augmentation and normalisation are then
+    the same, on the device, so both ways give the same batches.
 
-    `feed`, `augment` and `sampling` are the specs above; their fields may also be given by name
-    (DeviceLoader(images, labels, 32, device, shuffle=True, flip=True)).
+    `hold`, `feed`, `augment` and `sampling` are the specs above; their fields may also be given by name
+    (DeviceLoader(images, labels, 32, device, rows=index, shuffle=True, flip=True)).
 
     Each epoch draws its order (with `shuffle`) and the augmentation of all its images in one go, from one
     generator seeded by (seed, epoch) on the device where the batches are made (a CUDA generator on a GPU:
@@ -232,18 +242,17 @@ class DeviceLoader:
         batch_size: int,
         device: torch.device,
         *,
-        rows: np.ndarray | None = None,
-        stream: bool = False,
+        hold: Holding = Holding(),
         feed: Feed = Feed(),
         augment: Augmentation = Augmentation(),
         sampling: Sampling = Sampling(),
         **fields,
     ):
-        feed, augment, sampling = with_fields([feed, augment, sampling], fields, "DeviceLoader")
+        hold, feed, augment, sampling = with_fields([hold, feed, augment, sampling], fields, "DeviceLoader")
         self.feed, self.augment, self.sampling = feed, augment, sampling
         self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
-        self.batch_size, self.device, self.stream = batch_size, device, stream
-        self._hold(images, rows)
+        self.batch_size, self.device, self.stream = batch_size, device, hold.stream
+        self._hold(images, hold.rows)
         self.scale, self.offset = normalization(list(feed.mean), list(feed.std), device)  # once, not per batch
         self.in_hw = tuple(images.shape[1:3])
         size = feed.input_size
