@@ -224,7 +224,9 @@ class Config:
         "minimum of optimizer steps; on an imbalanced one, draw the classes equally often (sampler balanced); "
         "printed and saved; flags given explicitly are kept",
     )
-    memory_gb: float = _knob(0.0, "most memory the decoded images may take, GB (0 = 80 percent of what is available)")
+    memory_gb: float = _knob(
+        0.0, "most space the decoded images may take in the decode cache, GB (0 = 90 percent of its disk's free space)"
+    )
     device_memory_gb: float = _knob(
         0.0,
         "most GPU memory the training images may take before batches stream "

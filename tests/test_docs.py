@@ -25,7 +25,11 @@ def test_every_result_of_a_record_reaches_the_page(tmp_path):
         "torch": "2.13.0",
         "commit": "abc1234",
         "date": "2026-11-30T12:00:00",
-        "results": {"accuracy": {"mean": 0.912345, "runs": [0.9, 0.91]}, "rows": [{"mode": "none", "n": 3}]},
+        "results": {
+            "accuracy": {"mean": 0.912345, "runs": [0.9, 0.91]},
+            "rows": [{"mode": "none", "n": 3}],
+            "tables": {"side by side": {"columns": ["step", "seconds"], "rows": [["scan", 1.23456], ["key", None]]}},
+        },
     }
     (tmp_path / "demo.json").write_text(json.dumps(record))
     page = benchmarks_page.render(tmp_path)
@@ -39,5 +43,7 @@ def test_every_result_of_a_record_reaches_the_page(tmp_path):
         "| `rows[0].mode` | none |",
         "| `rows[0].n` | 3 |",
         "python x.py",
+        "**side by side**\n\n| step | seconds |\n|---|---|\n| scan | 1.235 |\n| key | None |\n",
     ):
         assert text in page, text
+    assert "tables" not in page  # a table is shown as one, not again as rows

@@ -162,20 +162,46 @@ def test_non_square_input_size_trains_and_predicts(tmp_path):
     assert probs.shape == (1, 3) and abs(probs.sum() - 1) < 1e-5
 
 
-def test_a_dataset_larger_than_the_memory_budget_is_refused_up_front(tmp_path, capsys, monkeypatch):
+def test_a_dataset_larger_than_the_cache_disk_is_refused_up_front(tmp_path, capsys, monkeypatch):
     root = make_photos(tmp_path / "photos")
     cache = tmp_path / "cache"
     monkeypatch.setenv("CNNLAB_CACHE", str(cache))
-    monkeypatch.setattr("cnnlab.device.available_memory", lambda: 100_000)  # 100 kB free
+    monkeypatch.setattr("cnnlab.data.decode.cache_room", lambda: 80_000)  # 80 kB free on the cache's disk
     code = main(["train", "--data", root, "--out", str(tmp_path / "run"), "--image-size", "64"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
-    # 39 images (train and test) at 64x64x3 = 479 kB > 80% of 100 kB; sqrt(80,000 / (3 * 39)) = 26.1
-    assert "decoding 39 images at 64x64 needs 0.0 GB, more than the 0.0 GB available" in err
+    # 39 images (train and test) at 64x64x3 = 479 kB > 80 kB; sqrt(80,000 / (3 * 39)) = 26.1
+    assert f"decoding 39 images at 64x64 needs 0.0 GB, more than the 0.0 GB free for the decode cache ({cache}" in err
     assert "--image-size 26 would fit" in err
     assert not os.path.exists(tmp_path / "run") and not os.path.exists(cache)  # nothing decoded or written
     with pytest.raises(DataError, match="more than the 0.0 GB allowed"):
         load_dataset(root, image_size=64, memory_budget=200_000, progress=False)
+
+
+def test_a_dataset_larger_than_memory_is_decoded_into_the_cache_and_trained_from_it(tmp_path, monkeypatch):
+    root = make_photos(tmp_path / "photos")
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("cnnlab.device.available_memory", lambda: 100_000)  # 100 kB: less than the images
+    ds = load_dataset(root, image_size=64, progress=False)
+    assert isinstance(ds.train.stored, np.memmap) and ds.train.nbytes > 100_000
+    # where the cache cannot be written, the images would be in memory: refused, saying what would do
+    monkeypatch.setattr("cnnlab.data.decode.cache_dir", lambda: os.devnull + "/cache")
+    with pytest.raises(
+        DataError,
+        match=r"need 0.0 GB in memory without the decode cache, more than the 0.0 GB "
+        r"available: make /dev/null/cache writable \(or set CNNLAB_CACHE\), or --image-size \d+ would fit",
+    ):
+        load_dataset(root, image_size=32, progress=False)
+
+
+def test_a_folder_already_in_the_cache_needs_no_room(tmp_path, monkeypatch):
+    root = make_photos(tmp_path / "photos")
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
+    load_dataset(root, image_size=16, progress=False)
+    monkeypatch.setattr("cnnlab.data.decode.cache_room", lambda: 0)  # the disk is full now
+    assert len(load_dataset(root, image_size=16, progress=False).train) > 0
+    with pytest.raises(DataError, match="free for the decode cache"):
+        load_dataset(root, image_size=17, progress=False)
 
 
 def test_the_cache_is_memory_mapped_and_splits_share_it(tmp_path):

@@ -57,7 +57,9 @@ def section(name: str, record: dict) -> str:
         or f"{machine.get('cpu', '?')} ({machine.get('cores', '?')} cores; "
         f"{', '.join(machine.get('flags') or []) or 'no listed flags'})"
     )
-    rows = flatten(record.get("results", {}))
+    results = dict(record.get("results", {}))
+    tables = results.pop("tables", {})
+    rows = flatten(results)
     lines = [
         f"## {name}",
         "",
@@ -70,13 +72,23 @@ def section(name: str, record: dict) -> str:
         str(record.get("command", "")),
         "```",
         "",
-        "| result | value |",
-        "|---|---|",
     ]
+    for title, table in tables.items():
+        lines += markdown_table(title, table)
+    lines += ["| result | value |", "|---|---|"]
     lines += [f"| `{key}` | {value.replace('|', '/')} |" for key, value in rows[:ROWS_SHOWN]]
     if len(rows) > ROWS_SHOWN:
         lines.append(f"| ... | {len(rows) - ROWS_SHOWN} more rows in `benchmarks/records/{name}.json` |")
     return "\n".join(lines) + "\n"
+
+
+def markdown_table(title: str, table: dict) -> list[str]:
+    """A record's own table ({"columns": [...], "rows": [[...], ...]}: the script chose what a reader
+    compares side by side) under its title."""
+    head = [str(c) for c in table["columns"]]
+    lines = [f"**{title}**", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(number(v).replace("|", "/") for v in row) + " |" for row in table["rows"]]
+    return [*lines, ""]
 
 
 def render(records_dir: pathlib.Path = RECORDS) -> str:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import DataError
-from . import cifar
+from . import cifar, decode
 from .decode import DecodePlan, cached_images, folder_digest, image_size_of, load_images, read_sizes
 from .folder import FolderScan, check_folder, check_same_classes, list_classes, scan_folder
 from .specs import with_fields
@@ -266,8 +266,9 @@ def decide(sources: list[Source], decoding: Decoding, progress: bool = True) -> 
     against the memory budget before anything is decoded; and a note when the size was chosen for the
     user (to print)."""
     size, note = (decoding.size, None) if decoding.size else choose_size(sources[0], decoding, progress)
-    check_memory(sources, size, decoding.memory_budget)
-    return decoding.plan(size), [note] if note else []
+    plan = decoding.plan(size)
+    check_room(sources, plan, decoding.memory_budget)
+    return plan, [note] if note else []
 
 
 def choose_size(source: Source, decoding: Decoding, progress: bool = True) -> tuple[tuple[int, int], str | None]:
@@ -310,21 +311,23 @@ def _hw(size: tuple[int, int]) -> str:
     return f"{size[0]}x{size[1]}"
 
 
-def check_memory(sources: list[Source], size: tuple[int, int], memory_budget: int | None) -> None:
-    """Refuse, before anything is decoded, images that would not fit `memory_budget` (bytes; default 80%
-    of the available memory), naming a size that would."""
-    from ..device import available_memory
-
+def check_room(sources: list[Source], plan: DecodePlan, memory_budget: int | None) -> None:
+    """Refuse, before anything is decoded, images that would not fit, naming a size that would: the
+    decode goes into a file of the cache, which training reads (in place, or a batch at a time when
+    large), so the room is the free space of the cache's disk, or `memory_budget` (bytes, --memory-gb)
+    when set. Folders already in the cache need none."""
     if memory_budget:
         limit, what = memory_budget, "allowed (--memory-gb)"
     else:
-        limit, what = int(0.8 * available_memory()), "available (80% of free memory; --memory-gb to change)"
-    count = sum(len(source.scan.files) for source in sources)
-    needed = count * size[0] * size[1] * 3
+        limit = decode.cache_room()
+        what = f"free for the decode cache ({decode.cache_dir()}; CNNLAB_CACHE to move it, --memory-gb to cap it)"
+    new = [s for s in sources if memory_budget or not os.path.exists(decode.cache_path(s.digest, plan))]
+    count = sum(len(source.scan.files) for source in new)
+    needed = count * plan.size[0] * plan.size[1] * 3
     if needed > limit:
         side = int(math.sqrt(limit / (3 * count)))
         raise DataError(
-            f"{sources[0].scan.root}: decoding {count} images at {_hw(size)} needs {needed / 1e9:.1f} GB, "
+            f"{sources[0].scan.root}: decoding {count} images at {_hw(plan.size)} needs {needed / 1e9:.1f} GB, "
             f"more than the {limit / 1e9:.1f} GB {what}; --image-size {max(1, side)} would fit"
         )
 

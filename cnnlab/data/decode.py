@@ -16,6 +16,7 @@ import io
 import json
 import multiprocessing
 import os
+import shutil
 import sys
 import time
 import warnings
@@ -34,6 +35,18 @@ _RESAMPLE = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.B
 
 def cache_dir() -> str:
     return os.environ.get("CNNLAB_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "cnnlab")
+
+
+def cache_room() -> int:
+    """Bytes a new cache file can take: 90% of the free space of the cache's disk (of its nearest existing
+    folder, before the cache is made)."""
+    folder = os.path.abspath(cache_dir())
+    while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)
+    try:
+        return int(0.9 * shutil.disk_usage(folder).free)
+    except OSError:
+        return 0
 
 
 def cache_limit() -> int:
@@ -464,8 +477,23 @@ def load_images(
             return _decode_into_cache(paths, plan, digest, progress, skip_bad)
         except OSError as exc:  # a full or read-only cache disk: decode into memory, slower next time
             print(f"warning: could not write the decode cache {cache_dir()}: {exc.strerror}", file=sys.stderr)
+    check_fits_in_memory(root, shape)
     out = np.empty(shape, dtype=np.uint8)
     return out, decode_files(paths, plan, out, progress, skip_bad=skip_bad)
+
+
+def check_fits_in_memory(root: str, shape: tuple[int, ...]) -> None:
+    """Refuse a decode into memory (no cache file) that would take more than 80% of the available memory."""
+    from ..device import available_memory
+
+    needed, limit = int(np.prod(shape)), int(0.8 * available_memory())
+    if needed > limit:
+        side = max(1, int((limit / (3 * shape[0])) ** 0.5))
+        raise DataError(
+            f"{root}: {shape[0]} images at {shape[1]}x{shape[2]} need {needed / 1e9:.1f} GB in memory without "
+            f"the decode cache, more than the {limit / 1e9:.1f} GB available: make {cache_dir()} writable "
+            f"(or set CNNLAB_CACHE), or --image-size {side} would fit"
+        )
 
 
 def cached_decode(
