@@ -299,8 +299,7 @@ def _decode_chunk(args: tuple[list[str], DecodePlan, bool, str | None, int]) -> 
         return out, bad
     array = np.load(target, mmap_mode="r+")
     array[start : start + len(paths)] = out
-    array.flush()
-    del array
+    del array  # written to the file's pages; the finished file is synced once (atomic_path), not every chunk
     return None, bad
 
 
