@@ -8,8 +8,8 @@ storage, the results listing and the report are what grows.
 
 Measured in this process (the cnnlab calls are wrapped, the training is not timed):
 - per-trial storage overhead, ms: the claim (lock, dead-worker check, picking and asking the trial;
-  for the search without the TPE proposal, timed apart), the first heartbeat, and the result (user
-  attributes and tell), as a mean over the first, a middle and the last tenth of the trials;
+  for the search without the TPE proposal, Optuna's sampler, timed apart), the first heartbeat, and the
+  result (user attributes and tell), as a median over the first, a middle and the last tenth of the trials;
 - at each of --sizes finished runs: the results listing (what a resumed `cnnlab sweep` prints: the
   study opened, the results computed and formatted) and `cnnlab report` (build_report, its plots);
 - the growth exponent of each, log(time ratio) / log(N ratio) between the smallest and largest N
@@ -88,6 +88,8 @@ class Probe:
             claimed = claim(out, study, pick)
             if claimed is not None:
                 probe.per_trial["claim"].append(1000 * (time.perf_counter() - start - probe.proposal))
+                if probe.proposal:
+                    probe.per_trial.setdefault("tpe proposal", []).append(1000 * probe.proposal)
             return claimed
 
         def timed_beat(self):
@@ -317,7 +319,7 @@ def main() -> None:
         for kind in [args.only] if args.only else ["search", "sweep"]:
             for backend in backends:
                 rows.append(run_one(kind, backend, data, work, args))
-                print(f"{kind} on {backend} done ({rows[-1]['total_s']:.0f} s)", file=sys.stderr, flush=True)
+                print(table(rows[-1:]), file=sys.stderr, flush=True)  # each as it ends; all on stdout at the end
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(table(rows))
