@@ -234,16 +234,20 @@ def create_sweep(
     return spec
 
 
-def load_spec(out: str, storage: str | None = None, study_name: str = "cnnlab") -> tuple[Config, dict[str, list], int]:
-    spec = open_study(out, storage, study_name).user_attrs.get("cnnlab_spec")
+def load_spec(
+    out: str, storage: str | None = None, study_name: str = "cnnlab", study=None
+) -> tuple[Config, dict[str, list], int]:
+    """The sweep's config, grid and seeds, from `study` (None: opened from out/storage/study_name)."""
+    spec = (study or open_study(out, storage, study_name)).user_attrs.get("cnnlab_spec")
     if spec is None:
         raise CnnlabError(f"{where(out, storage)}: no cnnlab sweep there yet; start it with `cnnlab sweep --grid ...`")
     return saved_config(spec["config"]), spec["grid"], spec["seeds"]  # the defaults it was created under
 
 
-def load_select_metric(out: str, storage: str | None = None, study_name: str = "cnnlab") -> str:
+def load_select_metric(out: str, storage: str | None = None, study_name: str = "cnnlab", study=None) -> str:
     """The metric the sweep's cells are compared on (sweeps made before the choice existed: accuracy)."""
-    return open_study(out, storage, study_name).user_attrs.get("cnnlab_spec", {}).get("select_metric", "val_accuracy")
+    spec = (study or open_study(out, storage, study_name)).user_attrs.get("cnnlab_spec", {})
+    return spec.get("select_metric", "val_accuracy")
 
 
 def _unit_states(study, units: list[Unit]) -> dict[str, tuple[str, str | None]]:
@@ -366,10 +370,10 @@ def work(
 ) -> int:
     """Train units until none is left, on `device` (None: the config's); returns how many this worker trained."""
     os.makedirs(os.path.join(out, "runs"), exist_ok=True)
-    base, grid, seeds = load_spec(out, storage, study_name)
-    metric = load_select_metric(out, storage, study_name)
+    study = open_study(out, storage, study_name)  # once: each open replays a journal or makes a pool
+    base, grid, seeds = load_spec(out, storage, study_name, study)
+    metric = load_select_metric(out, storage, study_name, study)
     units, _ = plan(base, grid, seeds)
-    study = open_study(out, storage, study_name)
     parent = tracking.parent_of(out)  # the sweep's MLflow run: each training's is its child
 
     def finish(claimed: Claim, history: list[dict]) -> None:
@@ -462,12 +466,13 @@ def _verdicts(rows: list[dict], best: dict | None) -> int:
     return sum(p is not None for p in raw)
 
 
-def results(out: str, storage: str | None = None, study_name: str = "cnnlab") -> dict:
+def results(out: str, storage: str | None = None, study_name: str = "cnnlab", study=None) -> dict:
     """Per cell: n (folds x seeds), mean, std, 95% CI of the selected validation metric, of test accuracy
     and of training time; the best cell on the validation metric and Welch's test of it against every
-    other cell. The test split never takes part in the choice."""
-    base, grid, seeds = load_spec(out, storage, study_name)
-    study = open_study(out, storage, study_name)
+    other cell. The test split never takes part in the choice. `study`: one already open (a table shown
+    after every training reads the new trials only), else opened from out/storage/study_name."""
+    study = study or open_study(out, storage, study_name)
+    base, grid, seeds = load_spec(out, storage, study_name, study)
     units, _ = plan(base, grid, seeds)
     states = _unit_states(study, units)
     failed = [
@@ -485,7 +490,7 @@ def results(out: str, storage: str | None = None, study_name: str = "cnnlab") ->
         "seeds": seeds,
         "seed_values": seed_values(base, seeds),
         "folds": base.folds,
-        "select_metric": load_select_metric(out, storage, study_name),
+        "select_metric": load_select_metric(out, storage, study_name, study),
         "rows": rows,
         "best": best["cell"] if best else None,
         "best_test": best["test"] if best else None,
@@ -714,14 +719,15 @@ def run_sweep(
     placed = worker_devices(workers.count, workers.devices, torch.cuda.device_count(), base.device)
     create_sweep(out, base, grid, seeds, storage, study_name, select_metric or selection(base, None)[0])
     parent = tracking.open_parent(base, out)
-    show = (lambda: print(format_table(results(out, storage, study_name)), flush=True)) if progress else None
+    study = open_study(out, storage, study_name)  # for the tables: opened once, it reads only new trials after
+    show = (lambda: print(format_table(results(out, storage, study_name, study)), flush=True)) if progress else None
     threads = worker_threads(base.threads, workers.count)
     try:
         work_together(out, workers.count, placed, threads, progress, show, storage, study_name)
     except BaseException as exc:
         tracking.close_parent(base, parent, "KILLED" if isinstance(exc, (Interrupted, KeyboardInterrupt)) else "FAILED")
         raise
-    res = results(out, storage, study_name)
+    res = results(out, storage, study_name, study)
     save_results(out, res)
     tracking.close_parent(base, parent)
     return res
