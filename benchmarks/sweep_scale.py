@@ -291,6 +291,36 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def tables(rows: list[dict]) -> dict:
+    """The record's tables for the docs' benchmarks page: storage ms per trial, listing and report."""
+    spans = list(rows[0]["storage_ms"]["claim"]["median_ms_by_window"]) if rows else []
+    storage = [
+        [row["kind"], row["backend"], step, *fig["median_ms_by_window"].values(), fig["total_exponent"]]
+        for row in rows
+        for step, fig in row["storage_ms"].items()
+    ]
+    sizes = sorted(rows[0]["at_size"], key=int) if rows else []
+    shown = [
+        [row["kind"], row["backend"], what, *(row["at_size"][n][what] for n in sizes), row["growth"].get(what)]
+        for row in rows
+        for what in ("listing_s", "report_s")
+    ]
+    return {
+        "storage ms per trial (median of the trials' first, a middle and the last tenth)": {
+            "columns": ["run by", "storage", "step", *(f"trials {w}" for w in spans), "exponent of the total"],
+            "rows": storage,
+        },
+        "listing and report, s (best of 3) at N finished runs": {
+            "columns": ["run by", "storage", "what", *(f"N={n}" for n in sizes), "exponent"],
+            "rows": shown,
+        },
+        "whole runs": {
+            "columns": ["run by", "storage", "all trials, s", "`cnnlab report` command, s"],
+            "rows": [[row["kind"], row["backend"], row["total_s"], row["report_cli_s"]] for row in rows],
+        },
+    }
+
+
 def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--trials", type=int, default=300, help="runs of the search and of the sweep (default 300)")
@@ -332,6 +362,7 @@ def main() -> None:
             "postgres": redact(args.postgres, args.postgres) if args.postgres else None,
             "load_average": os.getloadavg(),
             "rows": rows,
+            "tables": tables(rows),
         }
         command = " ".join([os.path.basename(sys.executable), *sys.argv])
         if args.postgres:
