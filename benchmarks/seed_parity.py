@@ -104,8 +104,24 @@ def run_cnnlab(subset: str, epochs: int, seed: int, out: str) -> dict:
     }
 
 
+def difference(keras: list[float], mine: list[float]) -> dict | None:
+    """cnnlab's mean minus Keras's, with the 95% interval of Welch's t (what differences the seeds rule out)."""
+    from scipy import stats
+
+    if min(len(keras), len(mine)) < 2 or np.ptp(keras + mine) == 0:
+        return None
+    test = stats.ttest_ind(mine, keras, equal_var=False)
+    interval = test.confidence_interval(0.95)
+    return {
+        "mean": float(np.mean(mine) - np.mean(keras)),
+        "ci_low": float(interval.low),
+        "ci_high": float(interval.high),
+    }
+
+
 def compare(runs: dict[str, list[dict]], epochs: int) -> dict:
-    """Per epoch and for the test: each side's mean and 95% CI over seeds, and Welch's p."""
+    """Per epoch and for the test: each side's mean and 95% CI over seeds, Welch's p, and the difference
+    of the means with its 95% interval."""
     from cnnlab.stats import summarize, welch_p
 
     rows = []
@@ -122,6 +138,7 @@ def compare(runs: dict[str, list[dict]], epochs: int) -> dict:
                 "keras": summarize(values["keras"]),
                 "cnnlab": summarize(values["cnnlab"]),
                 "welch_p": welch_p(values["keras"], values["cnnlab"]),
+                "difference": difference(values["keras"], values["cnnlab"]),
                 "values": values,
             }
         )
@@ -131,10 +148,16 @@ def compare(runs: dict[str, list[dict]], epochs: int) -> dict:
 def print_table(rows: list[dict]) -> None:
     from cnnlab.stats import format_interval
 
-    print(f"{'accuracy %':14} {'Keras (study code)':>26} {'cnnlab --preset seed':>26} {'Welch p':>8}")
+    print(
+        f"{'accuracy %':14} {'Keras (study code)':>26} {'cnnlab --preset seed':>26} {'Welch p':>8} {'difference':>22}"
+    )
     for row in rows:
         p = "-" if row["welch_p"] is None else f"{row['welch_p']:.3f}"
-        print(f"{row['measure']:14} {format_interval(row['keras']):>26} {format_interval(row['cnnlab']):>26} {p:>8}")
+        d = row.get("difference")
+        gap = "-" if d is None else f"{100 * d['mean']:+.2f} [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}]"
+        print(
+            f"{row['measure']:14} {format_interval(row['keras']):>26} {format_interval(row['cnnlab']):>26} {p:>8} {gap:>22}"
+        )
 
 
 def statistical(args: argparse.Namespace) -> None:
