@@ -6,8 +6,6 @@ import math
 import warnings
 from collections.abc import Sequence
 
-from scipy import stats as _scipy
-
 
 def summarize(values: Sequence[float], confidence: float = 0.95) -> dict:
     """n, mean, sample std and the two-sided Student-t confidence interval of the mean."""
@@ -18,6 +16,8 @@ def summarize(values: Sequence[float], confidence: float = 0.95) -> dict:
     if n == 1:
         return {"n": 1, "mean": mean, "std": None, "ci_low": None, "ci_high": None}
     std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    from scipy import stats as _scipy  # here, not at import: scipy.stats takes a second to import
+
     half = _scipy.t.ppf(0.5 + confidence / 2, n - 1) * std / math.sqrt(n)
     return {"n": n, "mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half}
 
@@ -28,6 +28,8 @@ def welch_p(a: Sequence[float], b: Sequence[float]) -> float | None:
         return None
     if max(a) == min(a) and max(b) == min(b):
         return 1.0 if a[0] == b[0] else 0.0
+    from scipy import stats as _scipy
+
     with warnings.catch_warnings():  # near-identical samples: scipy warns of lost precision, p is still defined
         warnings.simplefilter("ignore", RuntimeWarning)
         return float(_scipy.ttest_ind(a, b, equal_var=False).pvalue)

@@ -140,3 +140,23 @@ def test_a_cpu_streams_a_mapped_split_larger_than_the_in_place_limit(tmp_path, m
     assert pipeline.should_stream(split, Config(), cpu)
     in_memory = type(split)(np.asarray(split.stored), split.labels, split.files, split.index)
     assert not pipeline.should_stream(in_memory, Config(), cpu)  # nothing to gain: it is in memory already
+
+
+def test_decode_workers_leave_the_syncing_to_the_finished_file(tmp_path, monkeypatch):
+    # a worker synced the whole cache file, not only its chunk, after each chunk: the file is synced once
+    from cnnlab.data import load_dataset
+
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
+    root = make_folder(tmp_path / "ds", per_class=40, size=4)
+    parent, real = os.getpid(), np.memmap.flush
+
+    def flush(self):
+        if os.getpid() != parent:  # a forked worker process
+            raise AssertionError("a worker synced the cache file")
+        real(self)
+
+    monkeypatch.setattr(np.memmap, "flush", flush)
+    monkeypatch.setattr(decode, "_chunks", lambda paths, workers: (range(0, len(paths), 16), 16))
+    images, _ = decode.load_images(root, scan_folder(root).files, decode.DecodePlan((4, 4)), "k" * 64, False)
+    assert images.shape == (120, 4, 4, 3) and images.any()
+    assert np.array_equal(images, load_dataset(root, val_fraction=0, progress=False).train.images)

@@ -174,9 +174,9 @@ class FileRows:
     def open(cls, images: np.ndarray) -> FileRows | None:
         """A reader of `images` when they are a read-only map of a whole file; else None (indexed as arrays)."""
         whole = isinstance(images, np.memmap) and isinstance(images.base, mmap.mmap)  # not a slice of one
-        if whole and images.filename and images.mode == "r" and images.flags.c_contiguous and hasattr(os, "preadv"):
-            return cls(images)
-        return None
+        if not (whole and images.filename and images.mode == "r" and images.dtype == np.uint8):
+            return None
+        return cls(images) if images.flags.c_contiguous and hasattr(os, "preadv") else None
 
     def take(self, rows: np.ndarray) -> np.ndarray:
         out = np.empty((len(rows), *self.row_shape), dtype=np.uint8)
