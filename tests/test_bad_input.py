@@ -1,5 +1,6 @@
 """Every kind of bad input is answered with one line naming the culprit, exit status 2, nothing written."""
 
+import builtins
 import io
 import os
 
@@ -67,17 +68,18 @@ def test_skip_bad_images_is_explicit_and_lists_them(tmp_path, capsys):
 
 
 def test_unreadable_file(tmp_path, capsys, monkeypatch):
-    # As root (CI), chmod 000 does not stop reads; simulate the OS refusing the file instead.
+    # As root (CI), chmod 000 does not stop reads; simulate the OS refusing the file instead, wherever
+    # it is opened (the decoder reads its bytes; PIL opens paths with the same builtin)
     root = make_folder(tmp_path / "ds", per_class=4)
     locked = os.path.join(root, "c", "img_002.png")
-    real_open = Image.open
+    real_open = builtins.open
 
     def refuse(path, *args, **kwargs):
-        if os.fspath(path) == locked:
+        if isinstance(path, (str, bytes, os.PathLike)) and os.fspath(path) == locked:
             raise PermissionError(13, "Permission denied", locked)
         return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(Image, "open", refuse)
+    monkeypatch.setattr(builtins, "open", refuse)
     code, err = train(capsys, root, tmp_path / "run", "--threads", "1")
     assert_refused(code, err, tmp_path / "run", locked, "Permission denied")
 
