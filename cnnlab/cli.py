@@ -71,10 +71,13 @@ def _config_from_args(args: argparse.Namespace):
 def cmd_train(args: argparse.Namespace) -> int:
     from . import distributed
 
+    finished = False
     try:
-        return _train(args)
-    finally:
-        distributed.shutdown()  # under torchrun: leave the process group; nothing in one process
+        code = _train(args)
+        finished = True
+        return code
+    finally:  # under torchrun: leave the process group (together when every rank got here); one process: nothing
+        distributed.shutdown(together=finished)
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -52,9 +52,13 @@ def setup(device: torch.device) -> torch.device:
     return device
 
 
-def shutdown() -> None:
+def shutdown(together: bool = False) -> None:
+    """Leave the process group. `together` (every rank finished its work): first wait for the others, so
+    that no rank tears its connections down while a peer still uses them (gloo then aborts a rank)."""
     global _control
     if dist.is_available() and dist.is_initialized():
+        if together:
+            dist.barrier(group=_control)
         dist.destroy_process_group()
     _control = None
 
