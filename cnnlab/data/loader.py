@@ -277,7 +277,8 @@ class DeviceLoader:
         """Keep the images where the batches are gathered: the host array (streaming, read from the cache
         file when it is one), the array itself (a CPU), or the split's rows copied to the device once."""
         self.host, self.host_rows = images, (None if rows is None else np.asarray(rows))
-        self.images, self.rows, self.reader = None, None, FileRows.open(images)
+        in_place = not self.stream and self.device.type == "cpu"  # the map itself: no reader needed
+        self.images, self.rows, self.reader = None, None, None if in_place else FileRows.open(images)
         if self.stream:
             return
         if self.device.type == "cpu":
