@@ -314,21 +314,21 @@ def _conclusion(res: dict) -> list[str]:
         f"n={best['val']['n']} {runs_of}; `{res.get('select_metric', 'val_accuracy')}`). Its test accuracy, "
         f"reported once for the chosen configuration and never used to choose: {format_interval(best['test'])}%."
     ]
-    n = res.get("comparisons", 0)
-    test = f"Welch's t-test on validation {metric}, Holm-corrected for {n} comparison{'s' if n != 1 else ''}"
+    method = (res.get("comparison") or {}).get("method", "Welch's t-test, Holm-corrected")
+    test = f"on validation {metric}, adjusted for choosing the best: {method}"
     worse = [r for r in res["rows"] if r is not best and r["p_value"] is not None and r["p_value"] < 0.05]
     same = [r for r in res["rows"] if r is not best and r["p_value"] is not None and r["p_value"] >= 0.05]
     untested = [r for r in res["rows"] if r is not best and r["p_value"] is None and r["val"]["n"]]
     if worse:
         lines.append(
             f"Significantly worse than the chosen cell ({test}, p < 0.05): "
-            + "; ".join(f"{r['cell']} ({100 * r['val']['mean']:.2f}%, p={r['p_value']:.3g})" for r in worse)
+            + "; ".join(f"{r['cell']} ({100 * r['val']['mean']:.2f}%, adj. p={r['p_value']:.3g})" for r in worse)
             + "."
         )
     if same:
         lines.append(
             f"Not distinguishable from the chosen cell with {best['val']['n']} {runs_of} ({test}, p >= 0.05): "
-            + "; ".join(f"{r['cell']} ({100 * r['val']['mean']:.2f}%, p={r['p_value']:.2f})" for r in same)
+            + "; ".join(f"{r['cell']} ({100 * r['val']['mean']:.2f}%, adj. p={r['p_value']:.2f})" for r in same)
             + ". The data do not show that the chosen cell is better than these."
         )
     if untested:
@@ -437,7 +437,7 @@ def _sweep_comparison(report: Report, sweep_dir: str, res: dict) -> None:
             os.path.join(sweep_dir, "heatmap.png"),
             f"mean validation {METRIC_NAMES.get(metric, metric)} per cell",
         )
-    report.add("p", p_value_note(res).replace("p: ", "p-values in the verdicts: ", 1) + ".")
+    report.add("p", "In the verdicts, " + p_value_note(res) + ".")
 
 
 def _chosen_curves(

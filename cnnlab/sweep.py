@@ -29,7 +29,7 @@ from .config import Config, saved_config
 from .errors import CnnlabError, ConfigError, Interrupted
 from .pipeline import resume_run, train_run
 from .plots import plot_curves
-from .stats import format_interval, holm, summarize, welch_p
+from .stats import Comparison, compare_with_best, format_interval, summarize
 from .studies import (
     STORAGE_ENV,
     Claim,
@@ -436,34 +436,32 @@ def _row(cell: str, vals: dict[str, list]) -> dict:
         "train_time_s": summarize([vals["time"][i] for i in order]),
         "val_values": val,
         "test_values": test,
-        "runs": [vals["runs"][i] for i in order],
-    }  # runs/<name>, by seed then fold
+        "runs": [vals["runs"][i] for i in order],  # runs/<name>, by seed then fold
+        "units": [list(vals["order"][i]) for i in order],  # (seed, fold) of each value
+    }
 
 
-def _verdicts(rows: list[dict], best: dict | None) -> int:
-    """The best cell against each other one (Welch's t-test, Holm-corrected for the number of those
-    tests): sets each row's p-values and verdict; returns the number of comparisons made."""
-    tested = [r for r in rows if best is not None and r is not best and r["val"]["n"]]
-    raw = [welch_p(best["val_values"], r["val_values"]) for r in tested]
-    adjusted = dict(zip(map(id, tested), holm(raw)))
-    for row, p_raw in zip(tested, raw):
-        row["p_uncorrected"] = p_raw
+def _verdicts(rows: list[dict], folds: int) -> Comparison:
+    """Every cell against the best on validation, the choice accounted for (stats.compare_with_best:
+    Tukey's studentized range, paired on the (seed, fold) units the cells share): sets each row's
+    adjusted and unadjusted p-values and its verdict."""
+    values = {r["cell"]: r["val_values"] for r in rows}
+    units = {r["cell"]: r["units"] for r in rows}
+    comparison = compare_with_best(values, units, folds)
     for row in rows:
-        row.setdefault("p_uncorrected", None)
-        if best is None or not row["val"]["n"]:
-            row["verdict"], row["p_value"] = "no results yet", None
-        elif row is best:
-            row["verdict"], row["p_value"] = "best (on validation)", None
+        p = row["p_value"] = comparison.p_adjusted.get(row["cell"])
+        row["p_unadjusted"] = comparison.p_unadjusted.get(row["cell"])
+        if not row["val"]["n"]:
+            row["verdict"] = "no results yet"
+        elif row["cell"] == comparison.best:
+            row["verdict"] = "best (on validation)"
+        elif p is None:
+            row["verdict"] = "too few seeds to test"
+        elif p < 0.05:
+            row["verdict"] = f"worse than best (adj. p={p:.3f})" if p >= 0.001 else "worse than best (adj. p<0.001)"
         else:
-            p = row["p_value"] = adjusted[id(row)]
-            row["verdict"] = (
-                "too few seeds to test"
-                if p is None
-                else (f"worse than best (p={p:.3f})" if p >= 0.001 else "worse than best (p<0.001)")
-                if p < 0.05
-                else f"not distinguishable from best (p={p:.2f})"
-            )
-    return sum(p is not None for p in raw)
+            row["verdict"] = f"not distinguishable from best (adj. p={p:.2f})"
+    return comparison
 
 
 def results(out: str, storage: str | None = None, study_name: str = "cnnlab", study=None) -> dict:
@@ -482,9 +480,8 @@ def results(out: str, storage: str | None = None, study_name: str = "cnnlab", st
         for epochs in unit.serves
     ]
     rows = [_row(cell, vals) for cell, vals in _collect(study, grid).items()]
-    scored = [r for r in rows if r["val"]["n"]]
-    best = max(scored, key=lambda r: r["val"]["mean"]) if scored else None
-    comparisons = _verdicts(rows, best)
+    comparison = _verdicts(rows, base.folds)
+    best = next((r for r in rows if r["cell"] == comparison.best), None)
     return {
         "grid": grid,
         "seeds": seeds,
@@ -495,18 +492,18 @@ def results(out: str, storage: str | None = None, study_name: str = "cnnlab", st
         "best": best["cell"] if best else None,
         "best_test": best["test"] if best else None,
         "failed": failed,
-        "comparisons": comparisons,
+        "comparisons": comparison.tested,
+        "comparison": {"method": comparison.method, "df": comparison.df, "alpha": 0.05},
     }
 
 
 def p_value_note(res: dict) -> str:
     """What the p-values of a results table are."""
-    n = res.get("comparisons", 0)
     metric = METRIC_NAMES.get(res.get("select_metric", "val_accuracy"), "accuracy")
-    return (
-        f"p: Welch's t-test of each cell against the best on validation {metric}, Holm-corrected for the {n} "
-        f"comparison{'s' if n != 1 else ''} made"
-    )
+    method = (res.get("comparison") or {}).get("method")
+    if method is None:  # results.json of an older cnnlab
+        return f"p: Welch's t-test of each cell against the best on validation {metric}, Holm-corrected"
+    return f"adj. p: each cell against the best on validation {metric}, adjusted for choosing the best: {method}"
 
 
 def sample_note(res: dict) -> str:
@@ -553,8 +550,9 @@ CSV_COLUMNS = [
     "test_ci_low",
     "test_ci_high",
     "train_time_s_mean",
-    "p_value_vs_best_holm",
-    "p_value_vs_best_uncorrected",
+    "p_value_vs_best_adjusted",
+    "p_value_vs_best_unadjusted",
+    "comparison",
     "verdict",
     "select_metric",
     "folds",
@@ -579,7 +577,8 @@ def save_results(out: str, res: dict) -> None:
                 *(r[part][key] for part in ("val", "test") for key in ("mean", "std", "ci_low", "ci_high")),
                 r["train_time_s"]["mean"],
                 r["p_value"],
-                r["p_uncorrected"],
+                r["p_unadjusted"],
+                (res.get("comparison") or {}).get("method"),
                 r["verdict"],
                 res.get("select_metric", "val_accuracy"),
                 res.get("folds") or 0,

@@ -47,3 +47,25 @@ def test_every_result_of_a_record_reaches_the_page(tmp_path):
     ):
         assert text in page, text
     assert "tables" not in page  # a table is shown as one, not again as rows
+
+
+def test_a_record_table_included_in_a_page_is_filled_from_the_record(tmp_path):
+    record = {
+        "command": "python benchmarks/x.py",
+        "machine": {"cpu": "Some CPU", "cores": 2, "flags": ["avx2"], "gpu": None},
+        "torch": "2.13.0",
+        "commit": "abc1234",
+        "date": "2026-12-07T12:00:00",
+        "results": {"tables": {"rates": {"columns": ["cells", "rate"], "rows": [[2, 0.0512345]]}}},
+    }
+    (tmp_path / "demo.json").write_text(json.dumps(record))
+    page = (
+        "Intro.\n\n<!-- record demo: rates -->\n| cells | rate |\n|---|---|\n| 2 | 0.9 |\n<!-- end record -->\nEnd.\n"
+    )
+    filled = benchmarks_page.included(page, tmp_path)
+    assert "| 2 | 0.05123 |" in filled and "| 2 | 0.9 |" not in filled  # a hand-typed figure is replaced
+    assert "Some CPU (2 cores; avx2), torch 2.13.0, commit abc1234, 2026-12-07" in filled
+    assert filled.startswith("Intro.\n\n<!-- record demo: rates -->\n") and filled.endswith(
+        "<!-- end record -->\nEnd.\n"
+    )
+    assert benchmarks_page.included(filled, tmp_path) == filled

@@ -5,6 +5,7 @@ import pathlib
 import re
 import shutil
 
+import numpy as np
 import pytest
 import scipy.stats
 from conftest import ROOT, SWEEP_FLAGS, make_dataset, make_folder
@@ -150,18 +151,24 @@ BEST, WORSE, SAME = [0.90, 0.91, 0.92], [0.86, 0.88, 0.87], [0.89, 0.92, 0.90]  
 
 @pytest.mark.parametrize("arrangement", [{0.01: WORSE, 0.1: BEST, 0.5: SAME}, {0.01: SAME, 0.1: WORSE, 0.5: BEST}])
 def test_sweep_report_states_the_verdicts_of_known_results(tmp_path, arrangement):
-    p_worse, p_same = (float(scipy.stats.ttest_ind(BEST, other, equal_var=False).pvalue) for other in (WORSE, SAME))
+    # The 3 cells share seeds 0-2: a two-way layout (cells x seeds), its residual variance on 2 x 2 df,
+    # and Tukey's studentized range over the 3 cells (the best was chosen on these same runs).
+    matrix = np.array([BEST, WORSE, SAME])
+    residual = matrix - matrix.mean(1, keepdims=True) - matrix.mean(0, keepdims=True) + matrix.mean()
+    scale = np.sqrt((residual**2).sum() / 4 / 3)
+    p_worse, p_same = (
+        float(scipy.stats.studentized_range.sf((np.mean(BEST) - np.mean(other)) / scale, 3, 4))
+        for other in (WORSE, SAME)
+    )
     assert 0.001 < p_worse < 0.01 and p_same > 0.5  # neither verdict is a close call
-    # Holm over the 2 comparisons: the smaller p doubled, the larger max(itself, that) -- here itself
-    p_worse = min(1.0, 2 * p_worse)
     cell = {id(values): f"lr={lr}" for lr, values in arrangement.items()}
     best, worse, same = cell[id(BEST)], cell[id(WORSE)], cell[id(SAME)]
     md = known_sweep(str(tmp_path / "sweep"), arrangement)
     verdicts = {r["cell"]: r["verdict"] for r in runs.read_json(str(tmp_path / "sweep" / "results.json"))["rows"]}
     assert verdicts == {
         best: "best (on validation)",
-        worse: f"worse than best (p={p_worse:.3f})",
-        same: f"not distinguishable from best (p={p_same:.2f})",
+        worse: f"worse than best (adj. p={p_worse:.3f})",
+        same: f"not distinguishable from best (adj. p={p_same:.2f})",
     }
     table = [line for line in md.splitlines() if line.startswith("| lr=")]
     assert [(line.split(" | ")[0], line.split(" | ")[-1]) for line in table] == [
@@ -169,11 +176,16 @@ def test_sweep_report_states_the_verdicts_of_known_results(tmp_path, arrangement
     ]
     lines = md.splitlines()
     assert any(line.startswith(f"Chosen on validation accuracy: **{best}**, 91.00 [") for line in lines)
-    test = "Welch's t-test on validation accuracy, Holm-corrected for 2 comparisons"
-    assert (f"Significantly worse than the chosen cell ({test}, p < 0.05): {worse} (87.00%, p={p_worse:.3g}).") in lines
+    test = (
+        "on validation accuracy, adjusted for choosing the best: Tukey's studentized range over the 3 cells "
+        "(the best chosen on the same runs), paired on the 3 seeds the cells share (two-way layout), df=4"
+    )
+    assert (
+        f"Significantly worse than the chosen cell ({test}, p < 0.05): {worse} (87.00%, adj. p={p_worse:.3g})." in lines
+    )
     assert (
         f"Not distinguishable from the chosen cell with 3 seeds ({test}, p >= 0.05): {same} (90.33%, "
-        f"p={p_same:.2f}). The data do not show that the chosen cell is better than these."
+        f"adj. p={p_same:.2f}). The data do not show that the chosen cell is better than these."
     ) in lines
 
 

@@ -1,6 +1,12 @@
 """Writes docs/benchmarks.md from the committed records in benchmarks/records/*.json, so that no figure on
-that page is typed by hand. `--check` writes nothing and exits 1 when the page differs from what the records
-make (the test suite runs it).
+that page is typed by hand, and fills each record table included in another page (README.md, docs/*.md)
+between the markers
+
+    <!-- record NAME: TITLE -->
+    <!-- end record -->
+
+with the table TITLE of records/NAME.json and the line saying where and how it was measured. `--check`
+writes nothing and exits 1 when a page differs from what the records make (the test suite runs it).
 
     python tools/benchmarks_page.py            # regenerate the page after a benchmark wrote a record
     python tools/benchmarks_page.py --check
@@ -11,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+import re
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -50,13 +57,38 @@ def flatten(value: object, prefix: str = "") -> list[tuple[str, str]]:
     return [(prefix, number(value))]
 
 
-def section(name: str, record: dict) -> str:
+INCLUDE = re.compile(r"(<!-- record (?P<name>[\w-]+): (?P<title>.+?) -->\n)(?P<body>.*?)(<!-- end record -->)", re.S)
+
+
+def where(record: dict) -> str:
     machine = record.get("machine") or {}
-    where = (
-        machine.get("gpu")
-        or f"{machine.get('cpu', '?')} ({machine.get('cores', '?')} cores; "
+    return machine.get("gpu") or (
+        f"{machine.get('cpu', '?')} ({machine.get('cores', '?')} cores; "
         f"{', '.join(machine.get('flags') or []) or 'no listed flags'})"
     )
+
+
+def included(text: str, records_dir: pathlib.Path = RECORDS) -> str:
+    """A page with each included record table filled in from its record."""
+
+    def fill(match: re.Match) -> str:
+        record = json.loads((records_dir / f"{match['name']}.json").read_text(encoding="utf-8"))
+        table = record["results"]["tables"][match["title"]]
+        lines = markdown_table(match["title"], table)[2:]  # the page gives its own heading
+        lines.append(
+            f"*Record `benchmarks/records/{match['name']}.json`: {where(record)}, torch {record.get('torch')}, "
+            f"commit {record.get('commit')}, {str(record.get('date', ''))[:10]}; `{record.get('command', '')}`.*"
+        )
+        return match.group(1) + "\n".join(lines) + "\n" + match.group(5)
+
+    return INCLUDE.sub(fill, text)
+
+
+def pages() -> list[pathlib.Path]:
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def section(name: str, record: dict) -> str:
     results = dict(record.get("results", {}))
     tables = results.pop("tables", {})
     rows = flatten(results)
@@ -65,7 +97,7 @@ def section(name: str, record: dict) -> str:
         "",
         str(record.get("figure", "")),
         "",
-        f"Measured on {where}, torch {record.get('torch')}, commit {record.get('commit')}, "
+        f"Measured on {where(record)}, torch {record.get('torch')}, commit {record.get('commit')}, "
         f"{str(record.get('date', ''))[:10]}:",
         "",
         "```",
@@ -102,14 +134,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if docs/benchmarks.md is out of date")
     args = parser.parse_args(argv)
-    text = render()
+    wanted = {PAGE: render()}
+    for page in pages():
+        if page != PAGE:
+            text = page.read_text(encoding="utf-8")
+            if included(text) != text:
+                wanted[page] = included(text)
+    stale = [p for p, text in wanted.items() if not p.exists() or p.read_text(encoding="utf-8") != text]
     if args.check:
-        if not PAGE.exists() or PAGE.read_text(encoding="utf-8") != text:
-            print(f"{PAGE.relative_to(ROOT)} is out of date: run python tools/benchmarks_page.py", file=sys.stderr)
-            return 1
-        return 0
-    PAGE.write_text(text, encoding="utf-8")
-    print(f"wrote {PAGE.relative_to(ROOT)} from {len(list(RECORDS.glob('*.json')))} records")
+        for page in stale:
+            print(f"{page.relative_to(ROOT)} is out of date: run python tools/benchmarks_page.py", file=sys.stderr)
+        return 1 if stale else 0
+    for page in stale:
+        page.write_text(wanted[page], encoding="utf-8")
+        print(f"wrote {page.relative_to(ROOT)} from benchmarks/records")
     return 0
 
 
