@@ -21,12 +21,20 @@ def resolve_device(name: str) -> torch.device:
 
 CPUINFO = "/proc/cpuinfo"
 _BF16_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}  # x86 `flags`; `bf16` in an Arm CPU's `Features`
+# "1": `auto` takes bf16 on this CPU as on one with native bf16, "0": as on one without (the answer bf16
+# gives is the same either way, emulated only slower): so that the tests can be run as on the other kind
+# of CPU (.ci/run does both).
+CPU_BF16_ENV = "CNNLAB_CPU_BF16"
 
 
 def cpu_has_bf16() -> bool:
     """True where the CPU has bf16 arithmetic units (x86 AVX-512-BF16 or AMX, Arm's BF16 extension); without
     them oneDNN emulates bf16, slower than fp32 (see benchmarks/precision.py). Read from the CPU's flags in
-    /proc/cpuinfo (Linux); unknown elsewhere, so False. (oneDNN's own check answers True for any AVX-512 CPU.)"""
+    /proc/cpuinfo (Linux); unknown elsewhere, so False. (oneDNN's own check answers True for any AVX-512 CPU.)
+    CNNLAB_CPU_BF16=1 or 0 overrides what the flags say."""
+    forced = os.environ.get(CPU_BF16_ENV, "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
     try:
         with open(CPUINFO, encoding="ascii", errors="ignore") as fh:
             lines = [line for line in fh if line.startswith(("flags", "Features"))]

@@ -57,10 +57,17 @@ def test_cpu_bf16_is_native_bf16_from_the_cpu_flags(tmp_path, monkeypatch, cpu):
     text, native = CPUS[cpu]
     (tmp_path / "cpuinfo").write_text("processor\t: 0\nmodel name\t: x\n" + text)
     monkeypatch.setattr(device_module, "CPUINFO", str(tmp_path / "cpuinfo"))
+    monkeypatch.delenv(device_module.CPU_BF16_ENV, raising=False)  # .ci/run also runs with it set
     assert device_module.cpu_has_bf16() is native
     assert device_module.use_bf16("auto", torch.device("cpu")) is native
+    # the switch that lets the suite run as on the other kind of CPU
+    for forced in (True, False):
+        monkeypatch.setenv(device_module.CPU_BF16_ENV, str(int(forced)))
+        assert device_module.use_bf16("auto", torch.device("cpu")) is forced
+        assert device_module.use_bf16("fp32", torch.device("cpu")) is False
 
 
 def test_no_cpuinfo_means_no_native_bf16(tmp_path, monkeypatch):
     monkeypatch.setattr(device_module, "CPUINFO", str(tmp_path / "absent"))
+    monkeypatch.delenv(device_module.CPU_BF16_ENV, raising=False)
     assert device_module.cpu_has_bf16() is False
