@@ -125,7 +125,7 @@ class Config:
     # --- model ---
     model: str = _knob(
         "fastnet",
-        "registered model name (see `cnnlab models`), or any timm model as timm/NAME (pip install 'cnnlab[timm]')",
+        "registered model name (see `cnnlab models`), or any timm model as timm/NAME (pip install timm)",
     )
     # --- fine-tuning: where the weights start, and how fast the pretrained part moves ---
     pretrained: str = _knob(

@@ -64,7 +64,7 @@ def loggers(log: str) -> list[str]:
         if not installed(PACKAGES[name]):
             raise ConfigError(
                 f"config key 'log': {name} needs the {PACKAGES[name]} package; "
-                f"pip install 'cnnlab[{name}]' (or --log none)"
+                f"pip install {PACKAGES[name]} (or --log none)"
             )
     return names
 

@@ -260,7 +260,9 @@ def check_requirements(path: str, options: CheckOptions) -> None:
     try:
         import imagehash  # noqa: F401
     except ImportError:
-        raise CnnlabError("cnnlab data check needs imagehash: pip install 'cnnlab[check]'") from None
+        raise CnnlabError(
+            "cnnlab data check needs imagehash: pip install imagehash cleanlab (cnnlab's extra 'check')"
+        ) from None
     if not 0 <= options.threshold <= 64:
         raise CnnlabError(f"--threshold {options.threshold}: a Hamming distance of 64-bit hashes, 0 to 64")
     if options.label_run:

@@ -30,7 +30,7 @@ def rank_label_issues(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarr
     try:
         from cleanlab.filter import find_label_issues
     except ImportError:
-        raise CnnlabError("--label-issues needs cleanlab: pip install 'cnnlab[check]'") from None
+        raise CnnlabError("--label-issues needs cleanlab: pip install cleanlab (cnnlab's extra 'check')") from None
     if len(labels) == 0:
         return np.zeros(0, dtype=np.int64)
     try:

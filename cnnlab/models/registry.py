@@ -46,7 +46,9 @@ def import_timm() -> Any:
     try:
         import timm
     except ImportError:
-        raise ConfigError("timm models (--model timm/NAME) need timm: pip install 'cnnlab[timm]'") from None
+        raise ConfigError(
+            "timm models (--model timm/NAME) need timm: pip install timm (cnnlab's extra 'timm')"
+        ) from None
     except Exception as exc:  # e.g. a torchvision built for another torch ("operator torchvision::nms does not exist")
         raise ConfigError(
             f"timm is installed but cannot be imported ({first_line(exc, 200)}); install the "
