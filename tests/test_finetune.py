@@ -257,7 +257,7 @@ def test_timm_model_without_timm_says_how_to_install_it(tmp_path, monkeypatch, c
     import sys
 
     monkeypatch.setitem(sys.modules, "timm", None)  # import timm raises ImportError
-    with pytest.raises(ConfigError, match=r"pip install 'cnnlab\[timm\]'"):
+    with pytest.raises(ConfigError, match=r"pip install timm"):
         create_model("timm/resnet18", num_classes=3)
     data = make_dataset(tmp_path / "ds", 10, 2)
     assert main(["train", "--data", data, "--out", str(tmp_path / "r"), "--model", "timm/resnet18", *TINY]) == 2
