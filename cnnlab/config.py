@@ -195,6 +195,12 @@ class Config:
         "down-right and up-left (reflect padded), weighted 1/4 each and the image's pair "
         "1/2, as airbench's TTA level 2 (1 pixel); 0 = off",
     )
+    calibrate: bool = _knob(
+        True,
+        "after training, fit a temperature on the validation split (minimising its log-loss) that divides "
+        "the logits, so that a probability of 0.9 is right about 9 times in 10; predictions unchanged. "
+        "predict, interpret, export and the label-issue search use it; --no-calibrate keeps raw probabilities",
+    )
     # --- execution ---
     eval_batch_size: int = _knob(1000, "images per step when evaluating")
     precision: Literal["auto", "bf16", "fp32"] = _knob(

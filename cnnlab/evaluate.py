@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import calibration
 from .device import autocast
 
 
@@ -61,10 +62,15 @@ def predict_batches(
     return torch.cat(outputs), torch.cat(labels)
 
 
-def metrics_from_logits(logits: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> dict:
+def metrics_from_logits(
+    logits: torch.Tensor, labels: torch.Tensor, classes: list[str], temperature: float | None = None
+) -> dict:
     """The figures of one evaluation, from its float32 logits and labels:
 
-    accuracy, loss (cross-entropy), n, per_class_accuracy (each class's recall) and the confusion matrix
+    accuracy, loss (cross-entropy: the negative log-likelihood), n, the calibration figures of the raw
+    probabilities (ece, brier, mean_confidence: cnnlab/calibration.py), with a `temperature` also those of
+    the calibrated ones (calibrated: {ece, nll, brier, mean_confidence, temperature}; the argmax, and so
+    every other figure, is the same), per_class_accuracy (each class's recall) and the confusion matrix
     (rows = true class), and from scikit-learn: balanced_accuracy (the mean recall over the classes present
     in `labels`), macro_f1 (the mean F1 over the classes present in `labels` or predicted: a class with no
     image and no prediction has no F1 and is left out, one predicted without images counts 0),
@@ -74,13 +80,20 @@ def metrics_from_logits(logits: torch.Tensor, labels: torch.Tensor, classes: lis
     confusion = torch.zeros(len(classes), len(classes), dtype=torch.int64)
     confusion.index_put_((labels, predicted), torch.ones_like(labels), accumulate=True)
     per_class = confusion.diag().double() / confusion.sum(1).clamp(min=1).double()
+    raw = calibration.figures(logits, labels)
     metrics = {
         "accuracy": (predicted == labels).double().mean().item(),
         "loss": F.cross_entropy(logits, labels).item(),
         "n": len(labels),
+        "ece": raw.ece,
+        "brier": raw.brier,
+        "mean_confidence": raw.mean_confidence,
+        "reliability": raw.reliability,
         "per_class_accuracy": dict(zip(classes, per_class.tolist())),
         "confusion": confusion.tolist(),
     }
+    if temperature is not None:
+        metrics["calibrated"] = calibration.figures(logits, labels, temperature).to_dict()
     return {**metrics, **sklearn_metrics(logits.float().numpy(), labels.numpy(), predicted.numpy(), classes)}
 
 
@@ -121,9 +134,27 @@ def evaluate(
     bf16: bool = False,
     tta: bool = False,
     tta_translate: int = 0,
+    temperature: float | None = None,
 ) -> dict:
     logits, labels = predict_batches(model, batches, bf16, tta, tta_translate)
-    return metrics_from_logits(logits, labels, classes)
+    return metrics_from_logits(logits, labels, classes, temperature)
+
+
+def calibration_lines(metrics: dict) -> list[str]:
+    """Calibration figures as text: raw, and calibrated where the run has a temperature."""
+    if "ece" not in metrics:  # a run saved before calibration figures existed
+        return []
+    lines = [
+        f"calibration (raw probabilities): ECE {100 * metrics['ece']:.2f}%, NLL {metrics['loss']:.4f}, "
+        f"Brier {metrics['brier']:.4f}, mean confidence {100 * metrics['mean_confidence']:.2f}%"
+    ]
+    cal = metrics.get("calibrated")
+    if cal:
+        lines.append(
+            f"calibrated (temperature {cal['temperature']:.3f}, fitted on validation): ECE {100 * cal['ece']:.2f}%, "
+            f"NLL {cal['nll']:.4f}, Brier {cal['brier']:.4f}, mean confidence {100 * cal['mean_confidence']:.2f}%"
+        )
+    return lines
 
 
 def summary_lines(metrics: dict) -> list[str]:
@@ -139,6 +170,7 @@ def summary_lines(metrics: dict) -> list[str]:
         lines.append(f"top-5 accuracy: {100 * metrics['top5_accuracy']:.2f}%")
     split = f", {metrics['split']}" if metrics.get("split") else ""  # evaluate_run names the split it used
     lines.append(f"loss: {metrics['loss']:.4f}  ({metrics['n']} images{split})")
+    lines += calibration_lines(metrics)
     per_class = metrics.get("per_class")
     width = max(5, *(len(c) for c in metrics["per_class_accuracy"]))
     if per_class is None:

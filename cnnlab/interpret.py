@@ -4,7 +4,8 @@
     write_interpretation(result, "runs/fast")       # interpret.json, interpret.html
 
 The probabilities are the run's own evaluation (its TTA and precision, as `cnnlab evaluate` computes
-them); the loss of an image is its cross-entropy. interpret.html is one self-contained page: the images
+them), calibrated by the run's temperature (fitted on its validation split); the loss of an image is its
+cross-entropy under those probabilities. interpret.html is one self-contained page: the images
 and their Grad-CAM maps (explain.py) are embedded as data: URIs, it has no script and loads nothing, and
 every name taken from the dataset (class folders, file names) is HTML-escaped.
 """
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import runs
 from .data import cifar
 from .data.dataset import Dataset, Split
 from .data.preprocess import Preprocessing
@@ -139,6 +141,7 @@ def interpret_run(
     device = next(model.parameters()).device
     loader = make_loader(split, cfg, prep, device, training=False)
     logits, labels = predict_batches(model, loader, use_bf16(cfg.precision, device), cfg.tta, cfg.tta_translate)
+    logits = logits / (runs.temperature(run) or 1.0)  # calibrated: the same predictions, honest probabilities
     metrics = metrics_from_logits(logits, labels, dataset.classes)
     rows = top_loss_rows(logits, labels, top)
     probabilities = torch.softmax(logits.float(), 1).numpy()
@@ -239,7 +242,7 @@ def render_html(result: Interpretation) -> str:
             '<p class="muted">Each: the image, the Grad-CAM map of the predicted class, that of the true class (red: '
             'where the evidence for the class lies; "none": no region raises that class\'s score; maps of the image as '
             "it is, without test-time augmentation); the percentages are the model's probabilities, from its own "
-            "evaluation.</p>",
+            "evaluation, calibrated on its validation split.</p>",
             f'<div class="grid">{"".join(cards)}</div>',
         ],
         STYLE,

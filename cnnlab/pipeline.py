@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from . import distributed, runs, tracking
+from .calibration import figures, fit_temperature
 from .config import Config, adapt_to_dataset, adapt_to_imbalance, saved_config, size_hw
 from .data import (
     Augmentation,
@@ -427,9 +428,11 @@ def _train_and_save(
         "eval_time_s": round(sum(r.get("eval_time_s", 0.0) for r in history), 3),
         "epochs_run": len(history),
     }
+    metrics["calibration"] = calibrate(ready, cfg)
     if test_loader is not None:
         logits, labels = predict_batches(ready.model, test_loader, ready.bf16, cfg.tta, cfg.tta_translate)
-        metrics["test"] = metrics_from_logits(logits, labels, ready.dataset.classes)
+        temperature = metrics["calibration"]["temperature"]
+        metrics["test"] = metrics_from_logits(logits, labels, ready.dataset.classes, temperature)
         # per-image predictions, in test-split order: the report shows misclassified images from them
         metrics["test_predictions"] = logits.argmax(1).tolist()
         if history and history[-1]["epoch"] in test_at_epochs:
@@ -443,6 +446,30 @@ def _train_and_save(
     runs.save_metrics(out, metrics)
     runs.mark_complete(out)
     return history, metrics
+
+
+def calibrate(ready: Prepared, cfg: Config) -> dict:
+    """metrics.json's calibration: the temperature fitted on the validation split's logits as evaluation
+    computes them (TTA included), with the validation figures before and after; or why there is none."""
+    if not cfg.calibrate or ready.val_loader is None:
+        reason = "--no-calibrate" if not cfg.calibrate else "no validation split to fit a temperature on"
+        if cfg.progress:
+            print(f"probabilities uncalibrated: {reason}")
+        return {"temperature": None, "reason": reason}
+    logits, labels = predict_batches(ready.model, ready.val_loader, ready.bf16, cfg.tta, cfg.tta_translate)
+    temperature = fit_temperature(logits, labels)
+    before, after = figures(logits, labels), figures(logits, labels, temperature)
+    if cfg.progress:
+        print(
+            f"calibration: temperature {temperature:.3f} fitted on validation ({len(labels)} images): "
+            f"ECE {100 * before.ece:.2f}% -> {100 * after.ece:.2f}%"
+        )
+    return {
+        "temperature": temperature,
+        "fitted_on": "validation",
+        "n": len(labels),
+        "validation": {"raw": before.to_dict(), "calibrated": after.to_dict()},
+    }
 
 
 def quiet_unless_main(cfg: Config) -> Config:
@@ -555,7 +582,7 @@ def evaluate_run(run_dir: str, data: str | None = None) -> dict:
     device = next(model.parameters()).device
     loader = make_loader(split, cfg, prep, device, training=False)
     bf16 = use_bf16(cfg.precision, device)
-    metrics = evaluate(model, loader, dataset.classes, bf16, cfg.tta, cfg.tta_translate)
+    metrics = evaluate(model, loader, dataset.classes, bf16, cfg.tta, cfg.tta_translate, runs.temperature(run))
     metrics["split"] = name
     return metrics
 

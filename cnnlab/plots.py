@@ -69,6 +69,28 @@ def plot_heatmap(
     return _save(fig, path, dpi=150)
 
 
+def plot_reliability(curves: dict[str, dict], path: str) -> str:
+    """A reliability diagram: per confidence bin, the accuracy against the mean top-1 probability, one line
+    per curve (label -> calibration.reliability's dict); the diagonal is perfect calibration."""
+    fig, ax = _figure(4.6, 4.2)
+    ax.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=1, label="perfectly calibrated")
+    for label, bins in curves.items():
+        shown = [(p, a, n) for p, a, n in zip(bins["confidence"], bins["accuracy"], bins["count"]) if n]
+        total = sum(n for _, _, n in shown) or 1
+        ax.plot([p for p, _, _ in shown], [a for _, a, _ in shown], marker="o", label=label)
+        ax.scatter(
+            [p for p, _, _ in shown], [a for _, a, _ in shown], s=[400 * n / total for *_, n in shown], alpha=0.3
+        )
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence (mean top-1 probability in the bin)")
+    ax.set_ylabel("accuracy in the bin")
+    ax.set_title("reliability (test; dot area: images)")
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def plot_confusion(confusion: list[list[int]], classes: list[str], path: str) -> str:
     """The confusion matrix (rows: true class, columns: predicted), counts written in."""
     import numpy as np

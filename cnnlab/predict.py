@@ -5,7 +5,9 @@
 
 The preprocessing is the run's own, read from its config.json: decode to RGB, resize to the stored
 image size, upscale to the input size on the device, rescale or normalise, and flip TTA (with its
-translated views, tta_translate) if the run evaluated with it.
+translated views, tta_translate) if the run evaluated with it. The probabilities are calibrated: the
+logits are divided by the temperature fitted on the run's validation split (cnnlab/calibration.py),
+which changes no prediction; a run trained with --no-calibrate or without validation has none (1).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch
 import torch.nn as nn
 from PIL import Image, ImageOps
 
+from . import runs
 from .data.decode import decode_file, fit_image
 from .data.folder import is_image_name
 from .data.preprocess import Preprocess, Preprocessing
@@ -54,11 +57,13 @@ class Predictor:
         bf16: bool,
         batch_size: int = 256,
         tta_translate: int = 0,
+        temperature: float = 1.0,
     ):
         if isinstance(preprocessing, dict):  # as saved in a run's config.json
             preprocessing = Preprocessing.from_dict(preprocessing)
         self.model, self.classes, self.prep = model.eval(), classes, preprocessing
         self.tta, self.bf16, self.batch_size, self.tta_translate = tta, bf16, batch_size, tta_translate
+        self.temperature = temperature  # the logits' divisor: the run's calibration (1: raw probabilities)
         self.device = next(model.parameters()).device
         self.preprocess = Preprocess(preprocessing).to(self.device)
 
@@ -87,7 +92,8 @@ class Predictor:
         for start in range(0, len(images), self.batch_size):
             batch = torch.from_numpy(np.ascontiguousarray(images[start : start + self.batch_size])).to(self.device)
             inputs = self.preprocess(batch)
-            out.append(torch.softmax(infer(self.model, inputs, self.bf16, self.tta, self.tta_translate), 1).cpu())
+            logits = infer(self.model, inputs, self.bf16, self.tta, self.tta_translate)
+            out.append(torch.softmax(logits / self.temperature, 1).cpu())
         return torch.cat(out).numpy() if out else np.zeros((0, len(self.classes)), dtype=np.float32)
 
     def predict(self, images: Any) -> np.ndarray:
@@ -122,11 +128,14 @@ class Predictor:
         return results
 
 
-def load(run_dir: str, device: str | None = None, batch_size: int = 0, precision: str | None = None) -> Predictor:
+def load(
+    run_dir: str, device: str | None = None, batch_size: int = 0, precision: str | None = None, calibrated: bool = True
+) -> Predictor:
     """A finished run as a Predictor (`cnnlab.load`). It computes as `cnnlab evaluate` does on this
     machine: batches of the run's eval_batch_size, in the run's precision (`auto`: bf16 autocast where the
     hardware has bf16 units, fp32 elsewhere), unless `precision` ("fp32" or "bf16") says otherwise.
-    Exported models always compute in fp32: compare them with precision="fp32"."""
+    Exported models always compute in fp32: compare them with precision="fp32". `calibrated`: divide the
+    logits by the run's temperature (runs.temperature; 1 where it has none); False gives the raw softmax."""
     model, cfg, run = load_trained(run_dir, torch.device(device) if device else None)
     dev = next(model.parameters()).device
     if precision not in (None, "auto", "fp32", "bf16"):
@@ -139,6 +148,7 @@ def load(run_dir: str, device: str | None = None, batch_size: int = 0, precision
         use_bf16(precision or cfg.precision, dev),
         batch_size or cfg.eval_batch_size,
         cfg.tta_translate,
+        (runs.temperature(run) or 1.0) if calibrated else 1.0,
     )
 
 
@@ -169,14 +179,17 @@ class ExportModule(nn.Module):
         self.model = predictor.model.float().cpu().eval().requires_grad_(False)
         self.preprocess = Preprocess(predictor.prep)
         self.tta, self.tta_translate = predictor.tta, predictor.tta_translate
+        self.temperature = float(predictor.temperature)  # a constant of the traced graph
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(tta_logits(self.model, self.preprocess(images), self.tta, self.tta_translate), 1)
+        logits = tta_logits(self.model, self.preprocess(images), self.tta, self.tta_translate)
+        return torch.softmax(logits / self.temperature, 1)
 
 
-def export(run_dir: str, out: str, fmt: str) -> str:
-    """Write the run as ONNX or TorchScript to `out` (written whole or not at all)."""
-    predictor = load(run_dir, device="cpu", precision="fp32")
+def export(run_dir: str, out: str, fmt: str, calibrated: bool = True) -> str:
+    """Write the run as ONNX or TorchScript to `out` (written whole or not at all); its probabilities are
+    the run's calibrated ones unless `calibrated` is False."""
+    predictor = load(run_dir, device="cpu", precision="fp32", calibrated=calibrated)
     module = ExportModule(predictor).eval()
     height, width = predictor.image_size
     example = torch.zeros(2, height, width, 3, dtype=torch.uint8)
@@ -188,7 +201,9 @@ def export(run_dir: str, out: str, fmt: str) -> str:
             try:
                 import onnx  # noqa: F401  (torch's exporter writes through it)
             except ImportError:
-                raise CnnlabError("ONNX export needs the onnx package: pip install 'cnnlab[export]'") from None
+                raise CnnlabError(
+                    "ONNX export needs the onnx package: pip install onnx onnxruntime (cnnlab's extra 'export')"
+                ) from None
 
             def write(fh) -> None:
                 torch.onnx.export(

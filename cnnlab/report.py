@@ -22,7 +22,7 @@ from .interpret import JSON_NAME as INTERPRET_JSON
 from .models import count_params, create_model, summary
 from .pages import page, png_uri
 from .pipeline import load_data
-from .plots import image_grid, plot_confusion, plot_curves
+from .plots import image_grid, plot_confusion, plot_curves, plot_reliability
 from .stats import format_interval
 from .sweep import METRIC_NAMES, cell_name, cells_of, p_value_note, sample_note
 
@@ -192,6 +192,38 @@ def _class_table(test: dict) -> tuple[list[str], list[list[str]]]:
     )
 
 
+def _calibration_part(report: Report, metrics: dict) -> None:
+    """The test probabilities' calibration, raw and with the run's temperature, and the reliability diagram."""
+    test, fitted = metrics["test"], metrics.get("calibration") or {}
+    if "ece" not in test:  # a run saved before calibration figures existed
+        return
+    rows = [
+        ["raw", "1", _pct(test["ece"]), f"{test['loss']:.4f}", f"{test['brier']:.4f}", _pct(test["mean_confidence"])]
+    ]
+    curves = {"raw": test["reliability"]}
+    cal = test.get("calibrated")
+    if cal:
+        rows.append(
+            ["calibrated", f"{cal['temperature']:.3f}", _pct(cal["ece"]), f"{cal['nll']:.4f}", f"{cal['brier']:.4f}",
+             _pct(cal["mean_confidence"])]
+        )  # fmt: skip
+        curves[f"calibrated (T={cal['temperature']:.2f})"] = cal["reliability"]
+        how = (
+            f"the temperature was fitted on the validation split ({fitted.get('n')} images), never on test; it "
+            "divides the logits, so no prediction changes"
+        )
+    else:
+        how = f"uncalibrated: {fitted.get('reason', 'the run has no temperature')}"
+    report.add(
+        "p",
+        f"**Calibration** (does a probability of 0.9 come true 9 times in 10?): test accuracy {_pct(test['accuracy'])}; "
+        f"ECE over 15 confidence bins, negative log-likelihood, Brier score and mean top-1 probability; {how}.",
+    )
+    report.add("table", (["probabilities", "temperature", "ECE", "NLL", "Brier", "mean confidence"], rows))
+    path = plot_reliability(curves, report.scratch_path("reliability.png"))
+    report.image("reliability.png", path, "reliability diagram of the test images")
+
+
 def _evaluation_section(report: Report, heading: str, cfg, data: dict, metrics: dict, dataset) -> None:
     test = metrics.get("test")
     report.add(heading, "Evaluation")
@@ -207,6 +239,7 @@ def _evaluation_section(report: Report, heading: str, cfg, data: dict, metrics: 
     figures = _figures_line(test)
     if figures:
         report.add("p", figures)
+    _calibration_part(report, metrics)
     report.add("table", _class_table(test))
     path = plot_confusion(test["confusion"], data["classes"], report.scratch_path("confusion.png"))
     report.image("confusion.png", path, "confusion matrix of the test images")

@@ -190,6 +190,13 @@ def mark_complete(run_dir: str) -> None:
         os.remove(checkpoint)
 
 
+def temperature(run: dict) -> float | None:
+    """The temperature a saved run's logits are divided by (metrics.json's calibration, fitted on its
+    validation split at the end of training); None where it has none (--no-calibrate, no validation split,
+    or saved before calibration existed)."""
+    return ((run.get("metrics") or {}).get("calibration") or {}).get("temperature")
+
+
 def load_run(run_dir: str) -> dict:
     """The saved config, history and metrics of a finished run."""
     if not os.path.isdir(run_dir):

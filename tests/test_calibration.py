@@ -31,6 +31,16 @@ def made_up(n: int = 4000, classes: int = 10, sharpness: float = 3.0, seed: int 
     return true_logits * sharpness, labels
 
 
+def test_ece_is_torchmetrics_multiclass_calibration_error():
+    from torchmetrics.functional.classification import multiclass_calibration_error
+
+    for sharpness in (0.3, 1.0, 4.0):
+        logits, labels = made_up(n=3000, sharpness=sharpness, seed=int(sharpness * 10))
+        probabilities = logits.softmax(1)
+        theirs = multiclass_calibration_error(probabilities, labels, num_classes=10, n_bins=N_BINS, norm="l1")
+        assert figures(logits, labels).ece == pytest.approx(float(theirs), abs=1e-6)
+
+
 def test_figures_match_their_definitions():
     logits, labels = made_up(sharpness=2.5)
     got = figures(logits, labels)

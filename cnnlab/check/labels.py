@@ -44,7 +44,7 @@ def rank_label_issues(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarr
 
 def run_probabilities(run_dir: str, paths: list[str], progress: bool = False) -> tuple[list[str], np.ndarray]:
     """(the run's classes, probabilities (N, classes) of the image files `paths`) with the run's own
-    preprocessing."""
+    preprocessing, calibrated by its temperature (predict.load)."""
     from tqdm import tqdm
 
     from ..predict import load
