@@ -255,8 +255,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import summary_lines
     from .pipeline import evaluate_run
 
-    metrics = evaluate_run(args.run_dir, args.data)
+    exclude = None
+    if args.exclude_duplicates:
+        from .check.output import test_twins
+
+        checked, exclude = test_twins(args.exclude_duplicates)
+        print(f"{args.exclude_duplicates}: {len(exclude)} test image(s) of {checked} have a twin outside test/")
+    metrics = evaluate_run(args.run_dir, args.data, exclude)
     print("\n".join(summary_lines(metrics)))
+    if exclude is not None:
+        kept = metrics["without_excluded"]
+        print(
+            f"without the {kept['excluded']} test image(s) that have a near-duplicate in training: accuracy "
+            f"{100 * kept['accuracy']:.2f}% on {kept['n']} images (all: {100 * metrics['accuracy']:.2f}% on {metrics['n']})"
+        )
+        if kept["excluded"] < len(exclude):
+            print(
+                f"note: {len(exclude) - kept['excluded']} of those are not in the evaluated test split ({checked} checked)"
+            )
     return 0
 
 
@@ -558,6 +574,12 @@ def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="test accuracy of a finished run")
     p.add_argument("run_dir")
     p.add_argument("--data", help="dataset to evaluate on (default: the run's)")
+    p.add_argument(
+        "--exclude-duplicates",
+        metavar="CHECK_JSON",
+        help="a data_check.json of `cnnlab data check`: also give the figures without the test images that "
+        "have a duplicate or near-duplicate outside test/ (as ciFAIR does)",
+    )
     p.set_defaults(func=cmd_evaluate)
 
 

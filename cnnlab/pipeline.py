@@ -563,8 +563,10 @@ def load_trained(run_dir: str, device: torch.device | None = None) -> tuple[torc
     return model.to(device, memory_format=torch.channels_last).eval(), cfg, run
 
 
-def evaluate_run(run_dir: str, data: str | None = None) -> dict:
-    """Test metrics of a finished run on its dataset's test split (or on `data`'s)."""
+def evaluate_run(run_dir: str, data: str | None = None, exclude: set[str] | None = None) -> dict:
+    """Test metrics of a finished run on its dataset's test split (or on `data`'s). `exclude`: paths under the
+    dataset's folder (test/CLASS/FILE) of test images to leave out of a second set of figures,
+    `without_excluded` (their count in it as `excluded`), e.g. those with a near-duplicate in training."""
     model, cfg, run = load_trained(run_dir)
     if data:
         cfg = cfg.replace(data=data)
@@ -582,8 +584,15 @@ def evaluate_run(run_dir: str, data: str | None = None) -> dict:
     device = next(model.parameters()).device
     loader = make_loader(split, cfg, prep, device, training=False)
     bf16 = use_bf16(cfg.precision, device)
-    metrics = evaluate(model, loader, dataset.classes, bf16, cfg.tta, cfg.tta_translate, runs.temperature(run))
+    logits, labels = predict_batches(model, loader, bf16, cfg.tta, cfg.tta_translate)
+    metrics = metrics_from_logits(logits, labels, dataset.classes, runs.temperature(run))
     metrics["split"] = name
+    if exclude is not None:
+        kept = torch.tensor([f"{name}/{file}" not in exclude for file in split.files])
+        metrics["without_excluded"] = {
+            **metrics_from_logits(logits[kept], labels[kept], dataset.classes, runs.temperature(run)),
+            "excluded": int((~kept).sum()),
+        }
     return metrics
 
 

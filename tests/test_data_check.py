@@ -333,3 +333,28 @@ def test_default_threshold_pairs_4_bits_apart_not_6(tmp_path):
     ]
     wider = run_check(str(tmp_path), CheckOptions(workers=1, progress=False, val_fraction=0, threshold=6))
     assert sorted(p.distance for p in wider.pairs) == [4, 6]
+
+
+def test_evaluate_leaves_out_test_images_with_a_training_twin(tmp_path, capsys):
+    import shutil
+
+    from conftest import make_dataset
+
+    import cnnlab
+
+    root = make_dataset(tmp_path / "ds", 12, 4)
+    for k, cls in enumerate(("a", "b")):  # two training images copied into test/: exact twins
+        shutil.copy(os.path.join(root, "train", cls, "img_000.png"), os.path.join(root, "test", cls, f"z_twin_{k}.png"))
+    check = tmp_path / "check"
+    assert main(["data", "check", root, "--out", str(check), "--quiet", "--workers", "1"]) == 0
+    run = str(tmp_path / "run")
+    cnnlab.train_run(cnnlab.preset("fast", data=root, epochs=1, batch_size=8, progress=False, precision="fp32"), run)
+    capsys.readouterr()
+    assert main(["evaluate", run, "--exclude-duplicates", str(check / "data_check.json")]) == 0
+    out = capsys.readouterr().out
+    full = cnnlab.evaluate_run(run)
+    kept = cnnlab.evaluate_run(run, exclude={"test/a/z_twin_0.png", "test/b/z_twin_1.png"})["without_excluded"]
+    assert kept["excluded"] == 2 and kept["n"] == full["n"] - 2 == 12
+    assert f"accuracy {100 * kept['accuracy']:.2f}% on 12 images (all: {100 * full['accuracy']:.2f}% on 14)" in out
+    assert "2 test image(s) of " in out
+    assert main(["evaluate", run, "--exclude-duplicates", str(tmp_path / "nothing.json")]) == 2

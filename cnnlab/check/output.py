@@ -83,6 +83,26 @@ def to_json(result: CheckResult) -> dict:
     }
 
 
+def test_twins(json_path: str) -> tuple[str, set[str]]:
+    """(the checked folder, the paths under it of the test images that have a duplicate or near-duplicate
+    outside test/) from a data_check.json: the images ciFAIR (Barz & Denzler 2020) leaves out of a test
+    figure because training has seen them, or nearly."""
+    from ..errors import CnnlabError
+
+    try:
+        with open(json_path, encoding="utf-8") as fh:
+            saved = json.load(fh)
+        pairs, root = saved["pairs"], saved["path"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CnnlabError(f"{json_path}: not a data_check.json of cnnlab data check ({exc})") from None
+    twins = set()
+    for pair in pairs:
+        for one, other in ((pair["a"], pair["b"]), (pair["b"], pair["a"])):
+            if one["split"] == "test" and other["split"] != "test":
+                twins.add(one["path"])
+    return root, twins
+
+
 def summary_rows(result: CheckResult) -> tuple[list[str], list[list[str]]]:
     """The per-split table, shared by the terminal and the page."""
     headers = [
