@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import DataError
 from . import cifar, decode
-from .decode import DecodePlan, cached_images, folder_digest, image_size_of, load_images, read_sizes
+from .decode import DecodePlan, folder_digest, image_size_of, load_images, size_survey
 from .folder import FolderScan, check_folder, check_same_classes, list_classes, scan_folder
 from .specs import with_fields
 
@@ -274,7 +274,8 @@ def decide(sources: list[Source], decoding: Decoding, progress: bool = True) -> 
 def choose_size(source: Source, decoding: Decoding, progress: bool = True) -> tuple[tuple[int, int], str | None]:
     """The stored size of a folder without --image-size: its images' own size when they all have the
     first one's and it is no larger than the fallback; else the fallback, with a note saying so. A
-    folder already in the cache at the first image's size was found to be of one size when decoded."""
+    function of the folder's files alone (whatever decodes the cache holds); their sizes are read once
+    per version of the folder (decode.size_survey)."""
     root, files = source.scan.root, source.scan.files
     first = _first_size(root, files, decoding.exif, decoding.skip_bad)
     target = tuple(decoding.fallback_size) if decoding.fallback_size else first
@@ -283,15 +284,12 @@ def choose_size(source: Source, decoding: Decoding, progress: bool = True) -> tu
         return target, (
             f"{root}: images of {_hw(first)} (the first) and others, larger than the model's input: {resized}"
         )
-    if cached_images(source.digest, decoding.plan(first), len(files)) is not None:
-        return first, None
-    sizes = read_sizes([os.path.join(root, name) for name in files], decoding.exif, progress)
-    other = next((i for i, size in enumerate(sizes) if size is not None and size != first), None)
+    other = size_survey(root, files, source.digest, decoding.exif, progress)
     if other is None:
         return first, None
-    size = sizes[other]
+    index, size = other
     return target, (
-        f"{root}: images of several sizes ({_hw(size)} in {os.path.basename(files[other])}, "
+        f"{root}: images of several sizes ({_hw(size)} in {os.path.basename(files[index])}, "
         f"{_hw(target) if target != size else 'others'} ...): {resized}"
     )
 
