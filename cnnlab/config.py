@@ -282,6 +282,11 @@ class Config:
         return self.replace(**paths) if paths else self
 
 
+# Keys that change which images are trained and validated on. The cells of a sweep and the trials of a
+# search are ranked against each other on validation, so they must share every one of these.
+DATA_KEYS = ("data", "val_fraction", "split", "split_seed", "subset", "skip_bad_images", "folds", "fold", "fold_seed")
+
+
 PRESETS: dict[str, dict[str, Any]] = {
     # The defaults: a small whitened ConvNet, Nesterov SGD, one-cycle schedule, label smoothing,
     # alternating flip + translate, flip + 1-pixel-translation TTA (after Page 2018 "How to train your
