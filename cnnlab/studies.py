@@ -21,7 +21,7 @@ import time
 import uuid
 import warnings
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -245,7 +245,7 @@ def per_trial_sampler(seed: int, make):
 SELECT_METRICS = ("val_accuracy", "val_balanced_accuracy", "val_macro_f1")  # history keys a study may select on
 
 
-def refuse_data_keys(keys, option: str, study: str) -> None:
+def refuse_data_keys(keys: Iterable[str], option: str, study: str) -> None:
     """Refuse, in one line, a grid or search space (`option`: --grid or --param) over a key that changes
     which images are trained and validated on (config.DATA_KEYS): its cells (trials) would each be scored
     on other validation images, and their ranking would compare the images as much as the recipes."""
