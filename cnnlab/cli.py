@@ -351,12 +351,13 @@ def cmd_data_info(args: argparse.Namespace) -> int:
         args.path,
         val_fraction=args.val_fraction,
         split=args.split,
-        seed=args.seed,
+        seed=args.split_seed,
         progress=not args.quiet,
         strict_val=False,
     )
     for line, name in zip(ds.found_lines(), ds.subsets()):
         print(f"{line}  ({name})")
+    print(ds.split_rule)
     print(f"classes: {', '.join(ds.classes)}")
     labels = ds.train.labels if ds.val is None else np.concatenate([ds.train.labels, ds.val.labels])
     counts = np.bincount(labels, minlength=len(ds.classes))
@@ -384,7 +385,7 @@ def cmd_data_check(args: argparse.Namespace) -> int:
         min_size=args.min_size,
         val_fraction=args.val_fraction,
         split=args.split,
-        seed=args.seed,
+        seed=args.split_seed,
         workers=args.workers,
         progress=not args.quiet,
         label_run=args.label_issues,
@@ -640,8 +641,10 @@ def _add_data(sub) -> None:
     p = data.add_parser("info", help="scan a dataset: Keras's 'Found N images' lines, classes, size")
     p.add_argument("path")
     p.add_argument("--val-fraction", type=float, default=0.1)
-    p.add_argument("--split", choices=["keras", "random"], default="keras")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--split", choices=["keras", "random"], default="random", help="training's split rule (default random)"
+    )
+    p.add_argument("--split-seed", "--seed", type=int, default=0, help="training's split_seed (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_data_info)
     p = data.add_parser("check", help="duplicates and leakage across splits, bad files, class balance, label errors")
@@ -665,9 +668,9 @@ def _add_data(sub) -> None:
         help="the validation fraction training will use (default 0.1; 0: none), to check that split too",
     )
     p.add_argument(
-        "--split", choices=["keras", "random"], default="keras", help="training's split rule (default keras)"
+        "--split", choices=["keras", "random"], default="random", help="training's split rule (default random)"
     )
-    p.add_argument("--seed", type=int, default=0, help="training's seed, for --split random (default 0)")
+    p.add_argument("--split-seed", "--seed", type=int, default=0, help="training's split_seed (default 0)")
     p.add_argument(
         "--label-issues",
         metavar="RUN",

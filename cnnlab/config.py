@@ -59,12 +59,20 @@ class Config:
     )
     val_fraction: float = _knob(0.1, "fraction of each training class held out for validation (0 = none)")
     split: Literal["keras", "random"] = _knob(
-        "keras", "validation split: keras = first files of each class in sorted order; random = seeded, stratified"
+        "random",
+        "validation split: random = val_fraction of each class drawn at random with split_seed (stratified); "
+        "keras = the first files of each class in sorted order, as Keras's flow_from_directory (file names "
+        "often sort by source, so that split is rarely representative; the seed preset keeps it)",
+    )
+    split_seed: int = _knob(
+        0,
+        "seed of the random validation split and of --subset's sample, apart from the training seed: every "
+        "seed of a sweep is scored on the same validation images",
     )
     folds: int = _knob(
         0,
         "k-fold cross-validation: the training images in this many stratified folds, fold `fold` "
-        "the validation split (val_fraction and split then ignored; 0 = off)",
+        "the validation split (val_fraction then ignored; 0 = off)",
     )
     fold: int = _knob(0, "with folds: the fold held out for validation (0 .. folds-1)")
     fold_seed: int = _knob(
@@ -95,7 +103,11 @@ class Config:
         "model's own), else as normalize",
     )
     skip_bad_images: bool = _knob(False, "skip (and list) images that cannot be decoded instead of stopping")
-    subset: int = _knob(0, "use at most this many images of each split, taken evenly over classes (0 = all)")
+    subset: int = _knob(
+        0,
+        "use at most this many images of each split, evenly over classes, drawn at random with split_seed "
+        "(with split keras: the first files of each class; 0 = all)",
+    )
     # --- augmentation, applied on the device a batch at a time ---
     flip: bool = _knob(True, "random horizontal flip")
     flip_alternate: bool = _knob(
@@ -274,6 +286,11 @@ class Config:
         if self.pretrained and self.pretrained != "hub":
             paths["pretrained"] = os.path.abspath(self.pretrained)
         return self.replace(**paths) if paths else self
+
+
+# Keys that change which images are trained and validated on. The cells of a sweep and the trials of a
+# search are ranked against each other on validation, so they must share every one of these.
+DATA_KEYS = ("data", "val_fraction", "split", "split_seed", "subset", "skip_bad_images", "folds", "fold", "fold_seed")
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -523,34 +540,38 @@ def parse_config(values: dict[str, Any]) -> Config:
     return cfg
 
 
+# keys that validate() holds above 0, and at 0 or above
+POSITIVE = ("epochs", "batch_size", "eval_batch_size")
+NON_NEGATIVE = (
+    "checkpoint_every",
+    "subset",
+    "memory_gb",
+    "device_memory_gb",
+    "translate",
+    "cutout",
+    "threads",
+    "weight_decay",
+    "warmup_epochs",
+    "label_smoothing",
+    "seed",
+    "split_seed",
+    "backbone_lr_scale",
+    "whiten_bias_epochs",
+    "tta_translate",
+    "brightness",
+)
+
+
 def validate(cfg: Config) -> None:
     """Range checks that the types alone do not express."""
     for f in dataclasses.fields(cfg):  # nan and inf pass every comparison below, or wreck a run later
         value = getattr(cfg, f.name)
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"config key {f.name!r} must be a finite number, got {value}")
-    positive = ("epochs", "batch_size", "eval_batch_size")
-    for key in positive:
+    for key in POSITIVE:
         if getattr(cfg, key) <= 0:
             raise ConfigError(f"config key {key!r} must be positive, got {getattr(cfg, key)}")
-    non_negative = (
-        "checkpoint_every",
-        "subset",
-        "memory_gb",
-        "device_memory_gb",
-        "translate",
-        "cutout",
-        "threads",
-        "weight_decay",
-        "warmup_epochs",
-        "label_smoothing",
-        "seed",
-        "backbone_lr_scale",
-        "whiten_bias_epochs",
-        "tta_translate",
-        "brightness",
-    )
-    for key in non_negative:
+    for key in NON_NEGATIVE:
         if getattr(cfg, key) < 0:
             raise ConfigError(f"config key {key!r} must be >= 0, got {getattr(cfg, key)}")
     if not 0.0 <= cfg.val_fraction < 1.0:
@@ -607,5 +628,8 @@ def load_config_file(path: str) -> Config:
 
 def saved_config(values: dict) -> Config:
     """A run's saved config; runs saved before a key existed get the behaviour they had (images squashed,
-    no EXIF handling)."""
-    return parse_config({"resize": "squash", "exif": False, **values})
+    no EXIF handling, the keras split; a random split drawn with the training seed)."""
+    older = {"resize": "squash", "exif": False, "split": "keras"}
+    if "split_seed" not in values:
+        older["split_seed"] = values.get("seed", 0)
+    return parse_config({**older, **values})

@@ -57,7 +57,7 @@ def load_data(cfg: Config, image_size: tuple[int, int] | None = None) -> Dataset
     splitting = Splitting(
         val_fraction=cfg.val_fraction,
         split=cfg.split,
-        seed=cfg.seed,
+        seed=cfg.split_seed,
         subset=cfg.subset,
         folds=cfg.folds,
         fold=cfg.fold,
@@ -506,6 +506,7 @@ def train_run(
         "classes": ready.dataset.classes,
         "found": dict(zip(ready.dataset.subsets(), ready.dataset.found_lines())),
         "sizes": {name: len(split) for name, split in ready.dataset.subsets().items()},
+        "split": ready.dataset.split_rule,
         "preprocessing": ready.prep.to_dict(),
         "device": str(ready.device),
         "bf16": ready.bf16,

@@ -27,6 +27,7 @@ from .studies import (
     open_study,
     per_trial_sampler,
     prepare_dir,
+    refuse_data_keys,
     require_splits,
     require_validation,
     tell_selected,
@@ -52,6 +53,7 @@ def parse_space(specs: list[str], base: Config) -> dict[str, dict]:
         key = key.strip().replace("-", "_")
         if not sep or not values or key not in hints:
             raise ConfigError(f"--param {spec!r}: expected KEY=A,B,C or KEY=LOW..HIGH[:log] with a config key")
+        refuse_data_keys([key], "--param", "search")
         if ".." in values:
             bounds, _, scale = values.partition(":")
             low_text, _, high_text = bounds.partition("..")
@@ -73,13 +75,7 @@ def parse_space(specs: list[str], base: Config) -> dict[str, dict]:
         raise ConfigError(
             "--folds: k-fold cross-validation is for grid sweeps; a TPE search trains one split per trial"
         )
-    fractions = space.get("val_fraction", {"values": [base.val_fraction]})
-    require_validation(
-        {
-            " (in --param val_fraction)" if "val_fraction" in space else "": base.replace(val_fraction=v)
-            for v in fractions.get("values", [fractions.get("low")])
-        }
-    )
+    require_validation({"": base})
     return space
 
 
@@ -147,10 +143,8 @@ def run_search(
     import optuna
 
     choose_select_metric(select_metric, None)  # a known metric
-    dim = space.get("val_fraction", {"values": [base.val_fraction]})
-    fractions = dim.get("values", [dim.get("low")])  # a range: its smallest fraction
-    # every fraction the search may draw, each under its own name (one shared key had kept only the last)
-    require_splits({f" (val_fraction {v})": base.replace(val_fraction=v) for v in fractions}, training_counts_of(base))
+    refuse_data_keys(space, "--param", "search")
+    require_splits({"": base}, training_counts_of(base))
     spec = runs.json_round_trip(
         {"mode": "tpe", "config": base.to_dict(), "space": space, "trials": trials, "select_metric": select_metric}
     )

@@ -21,12 +21,12 @@ import time
 import uuid
 import warnings
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from . import runs
-from .config import IMBALANCE_RATIO, Config, imbalance_ratio
+from .config import DATA_KEYS, IMBALANCE_RATIO, Config, imbalance_ratio
 from .errors import CnnlabError, ConfigError, Interrupted, first_line
 from .tracking import passwords, redact
 
@@ -243,6 +243,22 @@ def per_trial_sampler(seed: int, make):
 
 
 SELECT_METRICS = ("val_accuracy", "val_balanced_accuracy", "val_macro_f1")  # history keys a study may select on
+
+
+def refuse_data_keys(keys: Iterable[str], option: str, study: str) -> None:
+    """Refuse, in one line, a grid or search space (`option`: --grid or --param) over a key that changes
+    which images are trained and validated on (config.DATA_KEYS): its cells (trials) would each be scored
+    on other validation images, and their ranking would compare the images as much as the recipes."""
+    for key in keys:
+        if key in ("folds", "fold", "fold_seed"):
+            continue  # k-fold cross-validation has its own flag (--folds K), and its own message
+        if key in DATA_KEYS:
+            raise ConfigError(
+                f"{option} {key}: config key {key!r} changes which images are trained and validated on, so each "
+                f"value would be scored on other validation images and the {study}'s ranking would compare "
+                f"those as much as the recipes; give --{key.replace('_', '-')} once and run a separate "
+                f"{study} per value"
+            )
 
 
 def require_validation(configs: dict[str, Config]) -> None:

@@ -41,6 +41,7 @@ from .studies import (
     mark_worker,
     open_study,
     prepare_dir,
+    refuse_data_keys,
     require_splits,
     require_validation,
     retried,
@@ -69,6 +70,7 @@ def parse_grid(specs: list[str], base: Config) -> dict[str, list]:
         key = key.strip().replace("-", "_")
         if key in ("folds", "fold", "fold_seed"):
             raise ConfigError(f"--grid {key}: use --folds K for k-fold cross-validation (every cell on every fold)")
+        refuse_data_keys([key], "--grid", "sweep")
         grid[key] = [getattr(base.replace(**{key: v.strip()}), key) for v in values.split(",")]
     if not grid:
         raise ConfigError("a sweep needs at least one --grid")
@@ -215,6 +217,7 @@ def create_sweep(
 ) -> dict:
     """Write SWEEP_DIR/sweep.json and the spec into the study, or check that an existing sweep is the same.
     The cells are compared on `select_metric` (a validation metric of the history)."""
+    refuse_data_keys(grid, "--grid", "sweep")
     plan(base, grid, seeds)  # refuses a grid that cannot run before anything is written
     check_data(base, grid)
     choose_select_metric(select_metric, None)  # a known metric

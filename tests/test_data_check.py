@@ -69,7 +69,8 @@ def pair_set(result):
 
 
 def test_every_planted_problem_is_found_and_nothing_else(planted):
-    result = run_check(planted, ONE)
+    # the keras rule holds out the first files of each class: every planted z_ file stays in training
+    result = run_check(planted, CheckOptions(workers=1, progress=False, split="keras"))
     assert pair_set(result) == {
         ("train/a/z_leak.png", "test/a/z_leak_copy.png", True),
         ("train/b/z_near.jpg", "test/b/z_near_small.jpg", False),
@@ -208,8 +209,19 @@ def test_label_issues_of_a_run_point_at_planted_wrong_labels(tmp_path, capsys):
     make_folder(tmp_path / "wrong", classes=("a",), per_class=2, seed=7)  # class-a images ...
     for i, name in enumerate(sorted(os.listdir(tmp_path / "wrong" / "a"))):  # ... filed under b
         os.rename(tmp_path / "wrong" / "a" / name, os.path.join(root, "test", "b", f"z_wrong_{i}.png"))
-    cfg = cnnlab.preset(  # fp32: in bf16 (`auto` on a CPU with bf16 units) one planted error ranked third
-        "fast", data=root, epochs=8, batch_size=16, eval_batch_size=32, progress=False, threads=1, precision="fp32"
+    # fp32: in bf16 (`auto` on a CPU with bf16 units) one planted error ranked third. split keras: the run this
+    # test was written against. Its model is as sure of the planted images' class a as of the real a's, and
+    # cleanlab counts one only above the mean of those: which images pass is a near tie
+    cfg = cnnlab.preset(
+        "fast",
+        data=root,
+        epochs=8,
+        batch_size=16,
+        eval_batch_size=32,
+        progress=False,
+        threads=1,
+        precision="fp32",
+        split="keras",
     )
     cnnlab.train_run(cfg, str(tmp_path / "run"))
     code = main(

@@ -70,13 +70,25 @@ def test_a_folder_of_one_size_is_stored_at_it_and_its_headers_are_read_once(tmp_
     root = make_folder(tmp_path / "ds", per_class=4, size=8)
     read = []
     real = decode.read_sizes
-    monkeypatch.setattr(
-        "cnnlab.data.dataset.read_sizes", lambda paths, *a, **k: read.append(len(paths)) or real(paths, *a, **k)
-    )
+    monkeypatch.setattr(decode, "read_sizes", lambda paths, *a, **k: read.append(len(paths)) or real(paths, *a, **k))
     first = load_dataset(root, val_fraction=0, fallback_size=(16, 16), progress=False)
     assert first.image_shape == (8, 8, 3) and first.notes == [] and read == [12]
     again = load_dataset(root, val_fraction=0, fallback_size=(16, 16), progress=False)
     assert read == [12] and np.array_equal(again.train.images, first.train.images)  # a cached folder: no headers
+
+
+def test_the_stored_size_depends_on_the_folder_not_on_what_the_cache_holds(tmp_path, monkeypatch):
+    """16x16 and 24x24 images, a 32x32 fallback: stored at 32x32 on a fresh cache, and still after a decode
+    of the same folder at 16x16 (--image-size 16), which is the first image's size."""
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
+    root = make_folder(tmp_path / "ds", per_class=4, size=16)
+    Image.fromarray(np.zeros((24, 24, 3), dtype=np.uint8)).save(tmp_path / "ds" / "b" / "img_002b.png")
+    fresh = load_dataset(root, val_fraction=0, fallback_size=(32, 32), progress=False)
+    assert fresh.image_shape == (32, 32, 3) and "images of several sizes (24x24 in img_002b.png" in fresh.notes[0]
+    decode.clear_cache()
+    assert load_dataset(root, val_fraction=0, image_size=16, progress=False).image_shape == (16, 16, 3)
+    after = load_dataset(root, val_fraction=0, fallback_size=(32, 32), progress=False)
+    assert after.image_shape == (32, 32, 3) and after.notes == fresh.notes
 
 
 def test_a_png_size_read_from_its_header_bytes_is_the_size_pil_reads(tmp_path):

@@ -15,11 +15,14 @@ from cnnlab.runs import load_run
 
 def test_predict_agrees_with_evaluate(cifar_run, cifar_root):
     predictor = cnnlab.load(cifar_run)
-    test = load_dataset(cifar_root, subset=1000, progress=False).test
+    run = load_run(cifar_run)
+    # the run's own 1,000 test images: its --subset sample, drawn with its split seed
+    assert (run["config"]["subset"], run["config"]["split"], run["config"]["split_seed"]) == (1000, "random", 0)
+    test = load_dataset(cifar_root, subset=1000, split="random", seed=0, progress=False).test
     results = predictor.predict_files([os.path.join(cifar_root, "test", f) for f in test.files])
     predicted = [predictor.classes.index(r.top(predictor.classes, 1)[0][0]) for r in results]
     # image by image: the class evaluation gave each test image when the run finished (metrics.json)
-    saved = load_run(cifar_run)["metrics"]["test_predictions"]
+    saved = run["metrics"]["test_predictions"]
     assert len(saved) == len(test) == 1000
     assert predicted == saved
     evaluated = cnnlab.evaluate_run(cifar_run)  # and evaluate, run again now, counts the same answers

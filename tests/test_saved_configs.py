@@ -60,3 +60,15 @@ def test_a_run_config_file_given_to_train_is_read_as_it_was_saved(tmp_path):
     plain = tmp_path / "plain.json"  # a config file a user wrote takes today's defaults
     plain.write_text(json.dumps({"epochs": 3}))
     assert load_config_file(str(plain)).resize == preset("fast").resize
+
+
+def test_a_run_saved_before_split_seed_existed_keeps_its_split():
+    """Before split_seed, a random split was drawn with the training seed, and keras was the default."""
+    from cnnlab.config import saved_config
+
+    older = {k: v for k, v in preset("fast").to_dict().items() if k not in ("split", "split_seed")}
+    assert (saved_config(older).split, preset("fast").split) == ("keras", "random")
+    drawn = saved_config({**older, "split": "random", "seed": 3})
+    assert (drawn.split, drawn.split_seed, drawn.seed) == ("random", 3, 3)
+    today = saved_config(preset("fast", seed=3).to_dict())
+    assert (today.split, today.split_seed) == ("random", 0)

@@ -18,6 +18,7 @@ from conftest import SWEEP_FLAGS, make_dataset
 
 from cnnlab import preset
 from cnnlab.cli import main
+from cnnlab.errors import ConfigError
 
 PASSWORD = "Xq7hunter2Secret"
 
@@ -77,22 +78,20 @@ def test_redact_url():
 
 
 def test_hostile_grid_values_stay_inside_the_sweep_directory(dataset, tmp_path, monkeypatch):
-    """`data` values are paths: `../` and `/` in them, and a 250-character folder name, must name no
-    directory outside SWEEP_DIR/runs/ (nor fail on the file-name limit), and still work as values."""
-    import shutil
-
+    """String values may be paths: `../` and `/` in them, and a 250-character folder name, must name no
+    directory outside SWEEP_DIR/runs/ (nor fail on the file-name limit), and still work as values. (`data`
+    itself is never a grid key: it changes the validation images; `mlflow_uri`, unused without --log
+    mlflow, takes any string.)"""
     long_name = "y" * 250
-    shutil.copytree(dataset, tmp_path / long_name)
-    shutil.copytree(dataset, tmp_path / "ds")
     cwd = tmp_path / "a" / "b" / "c" / "d"
     cwd.mkdir(parents=True)
     monkeypatch.chdir(cwd)
-    escaping = "../../../../ds"  # a valid path to tmp_path/ds; as a file name it climbed out of the sweep
-    grid = f"data={escaping},{tmp_path / long_name}"
-    args = ["sweep", "--grid", grid, "--seeds", "1", "--epochs", "1", "--out", "sweep", *SWEEP_FLAGS]
-    assert main(args) == 0
+    escaping = "../../../../ds"  # a path to tmp_path/ds; as a file name it climbed out of the sweep
+    grid = f"mlflow_uri={escaping},{tmp_path / long_name}"
+    args = ["sweep", "--data", dataset, "--grid", grid, "--seeds", "1", "--epochs", "1", "--out", "sweep"]
+    assert main([*args, "--log", "none", *SWEEP_FLAGS]) == 0
     assert sorted(os.listdir(cwd)) == ["sweep"]
-    assert set(os.listdir(tmp_path)) == {"a", "ds", long_name}
+    assert set(os.listdir(tmp_path)) == {"a"}
     runs_dir = cwd / "sweep" / "runs"
     names = sorted(os.listdir(runs_dir))
     dirs = [n for n in names if (runs_dir / n).is_dir()]
@@ -100,12 +99,12 @@ def test_hostile_grid_values_stay_inside_the_sweep_directory(dataset, tmp_path, 
     for name in names:
         assert re.fullmatch(r"[A-Za-z0-9._=+-]{1,100}", name) and ".." not in name, name
     res = json.load(open(cwd / "sweep" / "results.json"))
-    assert [r["val"]["n"] for r in res["rows"]] == [1, 1]  # both paths trained
+    assert [r["val"]["n"] for r in res["rows"]] == [1, 1]  # both values trained
     # the values stay readable beside the directories, exactly as given
-    recorded = sorted(json.load(open(runs_dir / f"{d}.json"))["values"]["data"] for d in dirs)
+    recorded = sorted(json.load(open(runs_dir / f"{d}.json"))["values"]["mlflow_uri"] for d in dirs)
     assert recorded == sorted([escaping, str(tmp_path / long_name)])
-    assert main(args) == 0  # resumes: nothing left, nothing created elsewhere
-    assert sorted(os.listdir(runs_dir)) == names and set(os.listdir(tmp_path)) == {"a", "ds", long_name}
+    assert main([*args, "--log", "none", *SWEEP_FLAGS]) == 0  # resumes: nothing left, nothing created elsewhere
+    assert sorted(os.listdir(runs_dir)) == names and set(os.listdir(tmp_path)) == {"a"}
 
 
 # --- no validation split; every failure has a reason; bounded retries ---------------------------
@@ -130,6 +129,45 @@ def test_a_sweep_without_a_validation_split_is_refused_up_front(extra, dataset, 
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert "val_fraction" in proc.stderr and "validation" in proc.stderr, proc.stderr
     assert not out.exists() or not os.listdir(out / "runs")
+
+
+# --- keys that change the images: never a grid or search dimension ------------------------------
+
+
+@pytest.mark.parametrize(
+    "extra, key",
+    [
+        (["--grid", "val_fraction=0.1,0.2"], "val_fraction"),
+        (["--search", "tpe", "--trials", "2", "--param", "split=keras,random"], "split"),
+    ],
+)
+def test_a_sweep_or_search_over_the_validation_images_is_refused_in_one_line(extra, key, dataset, tmp_path):
+    out = tmp_path / "sw"
+    proc = run_cli(["sweep", "--data", dataset, *extra, "--seeds", "1", "--out", str(out), *SWEEP_FLAGS], timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"config key {key!r} changes which images are trained and validated on" in proc.stderr, proc.stderr
+    assert "run a separate" in proc.stderr and not out.exists()
+
+
+@pytest.mark.parametrize("key", ["data", "val_fraction", "split", "split_seed", "subset", "skip_bad_images"])
+def test_every_key_that_changes_the_images_is_refused_by_grids_and_searches(key, tmp_path):
+    from cnnlab.search import parse_space, run_search
+    from cnnlab.sweep import create_sweep, parse_grid
+
+    base = preset("fast", data=str(tmp_path))
+    values = {"data": "x,y", "val_fraction": "0.1,0.2", "split": "keras,random", "skip_bad_images": "true,false"}
+    spec = f"{key}={values.get(key, '1,2')}"
+    message = f"config key {key!r} changes which images are trained and validated on"
+    with pytest.raises(ConfigError, match=message):
+        parse_grid([spec], base)
+    with pytest.raises(ConfigError, match=message):
+        parse_space([spec], base)
+    with pytest.raises(ConfigError, match=message):  # the library's entry points too
+        create_sweep(str(tmp_path / "sw"), base, {key: [getattr(base, key)] * 2}, 1)
+    with pytest.raises(ConfigError, match=message):
+        run_search(str(tmp_path / "se"), base, {key: {"kind": "choice", "values": [getattr(base, key)]}}, 1)
+    assert not os.path.exists(tmp_path / "sw") and not os.path.exists(tmp_path / "se")
 
 
 def _sweep_study(tmp_path, grid, seeds=1, folds=0):

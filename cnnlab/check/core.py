@@ -1,7 +1,7 @@
 """`cnnlab data check`: what is wrong with an image folder, found without training.
 
 The folder is read with training's rules (cnnlab.data.folder); the validation split is the one training
-carves from the readable training images (cnnlab.data.split_indices, same fraction, mode and seed).
+carves from the readable training images (cnnlab.data.split_indices, same fraction, rule and split seed).
 """
 
 from __future__ import annotations
@@ -31,12 +31,18 @@ MAX_NEAR_PAIRS = 100_000  # near pairs kept per two splits (the closest): bounds
 class CheckOptions:
     threshold: int = DEFAULT_THRESHOLD  # near-duplicate: phash Hamming distance at most this (of 64 bits)
     min_size: int = 0  # px; a shorter side below it is flagged (0: adapt to the images)
-    val_fraction: float = 0.1  # training's validation split, reproduced: fraction, mode, seed
-    split: str = "keras"
-    seed: int = 0
+    val_fraction: float = 0.1  # training's validation split, reproduced: fraction, rule, split seed
+    split: str = "random"
+    seed: int = 0  # training's split_seed
     workers: int = 0  # processes (0: one per core)
     progress: bool = True
     label_run: str | None = None  # a finished run, for suspected label errors on the test split
+
+    def split_rule(self) -> str:
+        """The validation split checked, as training describes its own."""
+        from ..data.dataset import Splitting
+
+        return Splitting(val_fraction=self.val_fraction, split=self.split, seed=self.seed).describe()
 
 
 @dataclass

@@ -136,8 +136,7 @@ def format_table(result: CheckResult) -> str:
     headers, rows = summary_rows(result)
     widths = [max(len(h), *(len(r[c]) for r in rows)) for c, h in enumerate(headers)]
     lines = [
-        f"{shown(result.root)} ({result.layout}; validation: {result.options.val_fraction:g} of train/, "
-        f"{result.options.split} split, seed {result.options.seed})",
+        f"{shown(result.root)} ({result.layout}; train/'s {result.options.split_rule()})",
         "  ".join(h.rjust(w) if c else h.ljust(w) for c, (h, w) in enumerate(zip(headers, widths))),
     ]
     lines += ["  ".join(v.rjust(w) if c else v.ljust(w) for c, (v, w) in enumerate(zip(row, widths))) for row in rows]

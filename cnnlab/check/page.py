@@ -104,8 +104,8 @@ def render_html(result: CheckResult) -> str:
     o = result.options
     body = [
         f"<h1>cnnlab data check: {escape(shown(result.root))}</h1>",
-        f"<p>Layout: {escape(result.layout)}. Validation split as training carves it: {o.val_fraction:g} of "
-        f"train/, {escape(o.split)}, seed {o.seed}. Near-duplicates: imagehash.phash (64 bits) at most "
+        f"<p>Layout: {escape(result.layout)}. As training carves it, train/'s "
+        f"{escape(o.split_rule())}. Near-duplicates: imagehash.phash (64 bits) at most "
         f"{o.threshold} bits apart; small: shorter side under {result.min_size} px.</p>",
         "<h2>Warnings</h2>",
     ]

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import DataError
 from . import cifar, decode
-from .decode import DecodePlan, cached_images, folder_digest, image_size_of, load_images, read_sizes
+from .decode import DecodePlan, folder_digest, image_size_of, load_images, size_survey
 from .folder import FolderScan, check_folder, check_same_classes, list_classes, scan_folder
 from .specs import with_fields
 
@@ -56,6 +56,7 @@ class Dataset:
     test: Split | None
     source: str
     notes: list[str] = field(default_factory=list)  # what was decided about the images (sizes), to print
+    split_rule: str = ""  # which rule (and seed) chose the validation split and the subset: Splitting.describe()
     # what skip_bad left out of each folder ("train": the training folder or the dataset's one folder,
     # "test"): [{path, reason}], folders with nothing skipped absent
     skipped: dict[str, list[dict]] = field(default_factory=dict)
@@ -126,12 +127,15 @@ def classes_without_validation(labels: np.ndarray, classes: list[str], fraction:
     return [name for index, name in enumerate(classes) if int(fraction * counts[index]) == 0]
 
 
-def even_subset(labels: np.ndarray, limit: int) -> np.ndarray:
-    """Indices of at most `limit` samples spread evenly over classes, in stored order."""
-    classes = np.unique(labels)
-    per_class = max(1, limit // len(classes))
-    keep = np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in classes])
-    return np.sort(keep)
+def even_subset(labels: np.ndarray, limit: int, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Indices of at most `limit` samples spread evenly over classes: the first of each class in stored
+    (sorted) order, or with `rng` a random choice of each class."""
+    per_class = max(1, limit // len(np.unique(labels)))
+    keep = []
+    for cls in np.unique(labels):
+        members = np.flatnonzero(labels == cls)
+        keep.append(members[:per_class] if rng is None else rng.permutation(members)[:per_class])
+    return np.sort(np.concatenate(keep))
 
 
 RESIZE_TEXT = {
@@ -173,20 +177,38 @@ class Decoding:
 @dataclass(frozen=True)
 class Splitting:
     """How the training images are split: `val_fraction` of each class for validation, by `split` (keras:
-    the first files; random: drawn with `seed`); `subset`: keep at most that many images of each subset,
-    spread evenly over classes. A class that `val_fraction` gives no validation image is an error, or
-    with `strict_val=False` (to describe a dataset) simply has none. With `folds` (k-fold
-    cross-validation) val_fraction and split are ignored: the validation split is fold `fold` of
-    fold_of(labels, folds, fold_seed), and a class with fewer than `folds` images is an error."""
+    the first files in sorted order, Keras's rule and this spec's default; random: drawn with `seed`, the
+    split's own seed, never the training seed); `subset`: keep at most that many images of each subset,
+    spread evenly over classes, chosen by the same rule (the first files, or drawn with `seed`). A class
+    that `val_fraction` gives no validation image is an error, or with `strict_val=False` (to describe a
+    dataset) simply has none. With `folds` (k-fold cross-validation) val_fraction is ignored: the
+    validation split is fold `fold` of fold_of(labels, folds, fold_seed), and a class with fewer than
+    `folds` images is an error."""
 
     val_fraction: float = 0.1
     split: str = "keras"
-    seed: int = 0
+    seed: int = 0  # of the random split and the random subset (config key split_seed)
     subset: int = 0
     strict_val: bool = True
     folds: int = 0  # k-fold: fold `fold` of `folds` (drawn with fold_seed) is the validation split
     fold: int = 0
     fold_seed: int = 0
+
+    def describe(self) -> str:
+        """Which rule, and which seed, chose the validation split (and the subset): a line to print and save."""
+        if self.split == "random":
+            rule = f"drawn at random (split random, split_seed {self.seed})"
+        else:
+            rule = "the first files in sorted order (split keras)"
+        if self.folds:
+            text = f"validation split: fold {self.fold} of {self.folds}, stratified (fold_seed {self.fold_seed})"
+        elif self.val_fraction > 0:
+            text = f"validation split: {100 * self.val_fraction:g}% of each class, {rule}"
+        else:
+            text = "validation split: none (val_fraction 0)"
+        if self.subset:
+            text += f"; subset: at most {self.subset} images of each split, evenly over classes, {rule}"
+        return text
 
 
 @dataclass(frozen=True)
@@ -221,6 +243,7 @@ def load_dataset(
                 skipped[name] = left_out
     dataset = split_dataset(path, classes, parts, splitting, notes)
     dataset.skipped = skipped
+    dataset.split_rule = splitting.describe()
     return dataset
 
 
@@ -274,7 +297,8 @@ def decide(sources: list[Source], decoding: Decoding, progress: bool = True) -> 
 def choose_size(source: Source, decoding: Decoding, progress: bool = True) -> tuple[tuple[int, int], str | None]:
     """The stored size of a folder without --image-size: its images' own size when they all have the
     first one's and it is no larger than the fallback; else the fallback, with a note saying so. A
-    folder already in the cache at the first image's size was found to be of one size when decoded."""
+    function of the folder's files alone (whatever decodes the cache holds); their sizes are read once
+    per version of the folder (decode.size_survey)."""
     root, files = source.scan.root, source.scan.files
     first = _first_size(root, files, decoding.exif, decoding.skip_bad)
     target = tuple(decoding.fallback_size) if decoding.fallback_size else first
@@ -283,15 +307,12 @@ def choose_size(source: Source, decoding: Decoding, progress: bool = True) -> tu
         return target, (
             f"{root}: images of {_hw(first)} (the first) and others, larger than the model's input: {resized}"
         )
-    if cached_images(source.digest, decoding.plan(first), len(files)) is not None:
-        return first, None
-    sizes = read_sizes([os.path.join(root, name) for name in files], decoding.exif, progress)
-    other = next((i for i, size in enumerate(sizes) if size is not None and size != first), None)
+    other = size_survey(root, files, source.digest, decoding.exif, progress)
     if other is None:
         return first, None
-    size = sizes[other]
+    index, size = other
     return target, (
-        f"{root}: images of several sizes ({_hw(size)} in {os.path.basename(files[other])}, "
+        f"{root}: images of several sizes ({_hw(size)} in {os.path.basename(files[index])}, "
         f"{_hw(target) if target != size else 'others'} ...): {resized}"
     )
 
@@ -371,7 +392,7 @@ def split_dataset(path: str, classes: list[str], parts: list[Split], splitting: 
     full_train, test = parts[0], (parts[1] if len(parts) > 1 else None)
     if splitting.folds:
         train, val = split_fold(path, classes, full_train, splitting)
-        return _cut(path, classes, (train, val, test), splitting.subset, notes)
+        return _cut(path, classes, (train, val, test), splitting, notes)
     fraction = splitting.val_fraction
     short = classes_without_validation(full_train.labels, classes, fraction)
     if short and splitting.strict_val:
@@ -384,7 +405,7 @@ def split_dataset(path: str, classes: list[str], parts: list[Split], splitting: 
     if fraction > 0:
         train_idx, val_idx = split_indices(full_train.labels, fraction, splitting.split, splitting.seed)
         train, val = full_train.take(train_idx), full_train.take(val_idx)
-    return _cut(path, classes, (train, val, test), splitting.subset, notes)
+    return _cut(path, classes, (train, val, test), splitting, notes)
 
 
 def split_fold(path: str, classes: list[str], full_train: Split, splitting: Splitting) -> tuple[Split, Split]:
@@ -400,12 +421,16 @@ def split_fold(path: str, classes: list[str], full_train: Split, splitting: Spli
     return full_train.take(train_idx), full_train.take(val_idx)
 
 
-def _cut(path: str, classes: list[str], parts: tuple, subset: int, notes: list[str]) -> Dataset:
-    """The Dataset of (train, val, test), each cut to at most `subset` images when subset is set."""
+def _cut(path: str, classes: list[str], parts: tuple, splitting: Splitting, notes: list[str]) -> Dataset:
+    """The Dataset of (train, val, test), each cut to at most `splitting.subset` images when that is set,
+    by the split's rule."""
     train, val, test = parts
-    if subset:
+    if splitting.subset:
+        # each part its own generator, so that the test images kept do not depend on the validation split
+        rngs = [np.random.default_rng([splitting.seed, k]) if splitting.split == "random" else None for k in range(3)]
         train, val, test = (
-            None if part is None else part.take(even_subset(part.labels, subset)) for part in (train, val, test)
+            None if part is None else part.take(even_subset(part.labels, splitting.subset, rng))
+            for part, rng in zip((train, val, test), rngs)
         )
     return Dataset(classes=classes, train=train, val=val, test=test, source=os.path.abspath(path), notes=notes)
 

@@ -4,8 +4,10 @@ The cache key covers the file list, each file's size and mtime, and how the file
 resize method and mode, EXIF handling), so a second load of an unchanged folder memory-maps one .npy
 file instead of decoding again. A decode that left unreadable files out (--skip-bad-images) has a key of
 its own and the list of those files beside it (KEY.skipped.json): it serves only a load that skips too,
-and says again what it left out; a decode of every file serves both. The cache keeps at most CNNLAB_CACHE_GB (default 5 GB), evicting the
-least recently used entries; `cnnlab cache info|clear`.
+and says again what it left out; a decode of every file serves both. Whether a folder's images share
+one size (read from their headers to choose the stored size) is kept there too, by the folder's digest
+(KEY.sizes.json). The cache keeps at most CNNLAB_CACHE_GB (default 5 GB), evicting the least recently
+used entries; `cnnlab cache info|clear`.
 """
 
 from __future__ import annotations
@@ -261,6 +263,37 @@ def read_sizes(
     return sizes
 
 
+def survey_path(digest: str, exif: bool) -> str:
+    """The decode cache's file of a folder's size survey (size_survey), by the folder's digest."""
+    key = hashlib.sha256(json.dumps([digest, "sizes", exif]).encode()).hexdigest()[:32]
+    return os.path.join(cache_dir(), f"{key}.sizes.json")
+
+
+def size_survey(
+    root: str, files: list[str], digest: str, exif: bool = False, progress: bool = True
+) -> tuple[int, tuple[int, int]] | None:
+    """(index, size) of the first of `root`/`files` whose size (read_sizes) differs from the first
+    readable one's, or None when all share one size. The headers are read once per version of the
+    folder (its folder_digest): the answer is kept in the decode cache beside the decodes."""
+    path = survey_path(digest, exif)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            saved = json.load(fh)
+        if saved["other"] is None:
+            return None
+        index, (height, width) = int(saved["other"]), saved["size"]
+        return index, (int(height), int(width))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # none yet, or damaged: read the headers again
+    sizes = read_sizes([os.path.join(root, name) for name in files], exif, progress)
+    first = next((size for size in sizes if size is not None), None)
+    other = next((i for i, size in enumerate(sizes) if size is not None and size != first), None)
+    with contextlib.suppress(OSError):  # a read-only cache: the headers are read again next time
+        os.makedirs(cache_dir(), exist_ok=True)
+        write_atomic(path, json.dumps({"other": other, "size": None if other is None else list(sizes[other])}))
+    return None if other is None else (other, sizes[other])
+
+
 def _chunks(paths: list[str], workers: int | None) -> tuple[range, int]:
     """The start of each chunk of `paths` given to a worker process, and the chunk length."""
     workers = workers or os.cpu_count() or 1
@@ -444,11 +477,16 @@ def evict(keep: str | None = None, limit: int | None = None) -> list[str]:
 
 
 def clear_cache() -> tuple[int, int]:
-    """Remove every decode cache file; returns (files, bytes) removed."""
+    """Remove every decode cache file (and the folders' size surveys); returns (decodes, bytes) removed."""
     entries = cache_entries()
     for path, _, _ in entries:
         with contextlib.suppress(OSError):
             _remove_entry(path)
+    folder = cache_dir()
+    for name in os.listdir(folder) if os.path.isdir(folder) else []:
+        if name.endswith(".sizes.json"):
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(folder, name))
     return len(entries), sum(size for _, size, _ in entries)
 
 
