@@ -176,9 +176,9 @@ class Decoding:
 
 @dataclass(frozen=True)
 class Splitting:
-    """How the training images are split: `val_fraction` of each class for validation, by `split` (keras:
-    the first files in sorted order, Keras's rule and this spec's default; random: drawn with `seed`, the
-    split's own seed, never the training seed); `subset`: keep at most that many images of each subset,
+    """How the training images are split: `val_fraction` of each class for validation, by `split` (random:
+    stratified, drawn with `seed`, the split's own seed, never the training seed: the default, as Config's;
+    keras: the first files in sorted order, Keras's flow_from_directory rule); `subset`: keep at most that many images of each subset,
     spread evenly over classes, chosen by the same rule (the first files, or drawn with `seed`). A class
     that `val_fraction` gives no validation image is an error, or with `strict_val=False` (to describe a
     dataset) simply has none. With `folds` (k-fold cross-validation) val_fraction is ignored: the
@@ -186,7 +186,7 @@ class Splitting:
     `folds` images is an error."""
 
     val_fraction: float = 0.1
-    split: str = "keras"
+    split: str = "random"
     seed: int = 0  # of the random split and the random subset (config key split_seed)
     subset: int = 0
     strict_val: bool = True
