@@ -389,9 +389,12 @@ def cmd_data_check(args: argparse.Namespace) -> int:
         workers=args.workers,
         progress=not args.quiet,
         label_run=args.label_issues,
+        features_run=args.features,
     )
     if args.threshold is not None:
         options.threshold = args.threshold
+    if args.similarity is not None:
+        options.similarity = args.similarity
     result = run_check(args.path, options)
     print(format_table(result))
     json_path, html_path = write_outputs(result, out)
@@ -675,6 +678,17 @@ def _add_data(sub) -> None:
         "--label-issues",
         metavar="RUN",
         help="rank suspected label errors of test/ by this finished run's probabilities (cleanlab)",
+    )
+    p.add_argument(
+        "--features",
+        metavar="RUN",
+        help="also pair near-duplicates by this finished run's penultimate features (shifted, cropped and "
+        "re-coloured copies a hash misses)",
+    )
+    p.add_argument(
+        "--similarity",
+        type=float,
+        help="with --features: the cosine similarity of a near-duplicate pair (default 0.95, docs/data_check.md)",
     )
     p.add_argument("--strict", action="store_true", help="exit with status 1 when duplicates cross splits")
     p.add_argument("--workers", type=int, default=0, help="processes (default: one per core)")

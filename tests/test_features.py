@@ -41,3 +41,35 @@ def test_features_are_the_input_of_the_last_linear_layer():
     hook.remove()
     assert seen[0][0].shape == (2, head.in_features)
     assert torch.allclose(seen[0][1] * model.head_scale, logits, atol=1e-5)  # fastnet scales its head's output
+
+
+def test_data_check_pairs_images_by_a_runs_features(tmp_path):
+    import json
+    import os
+
+    from conftest import make_dataset
+
+    import cnnlab
+    from cnnlab.check.features import embed
+    from cnnlab.cli import main
+
+    root = make_dataset(tmp_path / "ds", 12, 4)
+    run = str(tmp_path / "run")
+    cnnlab.train_run(cnnlab.preset("fast", data=root, epochs=2, batch_size=8, progress=False, precision="fp32"), run)
+    out = tmp_path / "check"
+    args = ["data", "check", root, "--out", str(out), "--quiet", "--workers", "1", "--features", run]
+    assert main([*args, "--similarity", "0.9"]) in (0, 1)
+    saved = json.loads((out / "data_check.json").read_text())
+    by_features = {
+        frozenset((p["a"]["path"], p["b"]["path"])): p["similarity"] for p in saved["pairs"] if p["similarity"]
+    }
+    # against brute force over the same embeddings
+    paths = sorted(
+        os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs if f.endswith(".png")
+    )
+    vectors = dict(zip(paths, embed(run, [os.path.join(root, p) for p in paths])))
+    expected = {frozenset((p, q)) for p in paths for q in paths if p < q and float(vectors[p] @ vectors[q]) >= 0.9}
+    assert set(by_features) == expected
+    for pair, s in by_features.items():
+        a, b = sorted(pair)
+        assert s == pytest.approx(float(vectors[a] @ vectors[b]), abs=1e-5)

@@ -6,6 +6,7 @@ carves from the readable training images (cnnlab.data.split_indices, same fracti
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 from collections import Counter
@@ -21,6 +22,7 @@ from .pairs import exact_groups, near_pairs
 
 SPLITS = ("train", "val", "test")
 DEFAULT_THRESHOLD = 4  # phash Hamming distance for a near-duplicate (docs/data_check.md: how it was chosen)
+DEFAULT_SIMILARITY = 0.95  # cosine similarity of a run's features for a near-duplicate (docs/data_check.md)
 EXTREME_ASPECT = 4.0  # longer side / shorter side above this is flagged
 IMBALANCE_WARN = 10.0  # largest class / smallest class above this is a warning
 MIN_SIZE_CAP = 32  # --min-size default: half the median shorter side, at most this (px)
@@ -37,6 +39,8 @@ class CheckOptions:
     workers: int = 0  # processes (0: one per core)
     progress: bool = True
     label_run: str | None = None  # a finished run, for suspected label errors on the test split
+    features_run: str | None = None  # a finished run whose penultimate features pair near-duplicates too
+    similarity: float = DEFAULT_SIMILARITY  # with features_run: cosine similarity at least this
 
     def split_rule(self) -> str:
         """The validation split checked, as training describes its own."""
@@ -57,13 +61,15 @@ class Item:
 
 @dataclass(frozen=True)
 class Pair:
-    """Two files (item indices, `a` in the earlier split) whose pixels are equal (`exact`) or whose
-    perceptual hashes are at most the threshold apart."""
+    """Two files (item indices, `a` in the earlier split) whose pixels are equal (`exact`), whose perceptual
+    hashes are at most the threshold apart, or (with --features) whose features' cosine `similarity` is at
+    least its threshold; `distance` is their hashes' Hamming distance in every case."""
 
     a: int
     b: int
     distance: int
     exact: bool
+    similarity: float | None = None  # cosine similarity of the run's features, where they were compared
 
 
 @dataclass(frozen=True)
@@ -171,6 +177,37 @@ def find_pairs(items: list[Item], threshold: int, limit: int = MAX_NEAR_PAIRS) -
     return sorted(pairs, key=lambda p: (p.distance, not p.exact, p.a, p.b)), notes
 
 
+def add_feature_pairs(root: str, items: list[Item], pairs: list[Pair], options: CheckOptions) -> list[Pair]:
+    """The hash pairs, each with its features' similarity, then the pairs found by the run's features alone
+    (cosine similarity >= options.similarity; blank images left out), most similar first, at most
+    MAX_NEAR_PAIRS of each two splits."""
+    from .features import embed, similar_pairs
+    from .pairs import popcount64
+
+    order = {name: n for n, name in enumerate(SPLITS)}
+    shown = [k for k, item in enumerate(items) if item.record.problem is None and not item.record.blank]
+    features = embed(options.features_run, [os.path.join(root, items[k].path) for k in shown], options.progress)
+    row = {k: n for n, k in enumerate(shown)}
+
+    def cosine(a: int, b: int) -> float | None:
+        return float(features[row[a]] @ features[row[b]]) if a in row and b in row else None
+
+    known = {(p.a, p.b) for p in pairs}
+    found = [dataclasses.replace(p, similarity=cosine(p.a, p.b)) for p in pairs]
+    by_split = {s: np.array([k for k in shown if items[k].split == s], dtype=np.int64) for s in SPLITS}
+    present = [s for s in SPLITS if len(by_split[s])]
+    extra = []
+    for first, second in itertools.combinations_with_replacement(present, 2):
+        rows_a, rows_b = [row[k] for k in by_split[first]], [row[k] for k in by_split[second]]
+        hits = similar_pairs(features[rows_a], features[rows_b], options.similarity, first == second, MAX_NEAR_PAIRS)
+        for i, j, s in zip(by_split[first][hits.i].tolist(), by_split[second][hits.j].tolist(), hits.similarity):
+            a, b = sorted((i, j), key=lambda k: (order[items[k].split], k))
+            if (a, b) not in known:
+                hashes = np.array([items[a].record.phash ^ items[b].record.phash], dtype=np.uint64)
+                extra.append(Pair(a, b, int(popcount64(hashes)[0]), False, float(s)))
+    return found + sorted(extra, key=lambda p: (-p.similarity, p.a, p.b))
+
+
 def adaptive_min_size(items: list[Item]) -> int:
     """Half the median shorter side, at most MIN_SIZE_CAP: 32 px for photos, 16 px for CIFAR's 32x32."""
     sides = [min(i.record.width, i.record.height) for i in items if i.record.problem is None]
@@ -269,6 +306,10 @@ def check_requirements(path: str, options: CheckOptions) -> None:
         raise CnnlabError(
             "cnnlab data check needs imagehash: pip install imagehash cleanlab (cnnlab's extra 'check')"
         ) from None
+    if options.features_run and not os.path.isdir(options.features_run):
+        raise CnnlabError(f"{options.features_run}: no such run directory (--features RUN)")
+    if not -1.0 <= options.similarity <= 1.0:
+        raise CnnlabError(f"--similarity {options.similarity}: a cosine similarity, -1 to 1")
     if not 0 <= options.threshold <= 64:
         raise CnnlabError(f"--threshold {options.threshold}: a Hamming distance of 64-bit hashes, 0 to 64")
     if options.label_run:
@@ -294,6 +335,8 @@ def run_check(path: str, options: CheckOptions | None = None) -> CheckResult:
     carve_validation(items, classes["train"], options.val_fraction, options.split, options.seed)
     min_size = options.min_size or adaptive_min_size(items)
     pairs, notes = find_pairs(items, options.threshold)
+    if options.features_run:
+        pairs = add_feature_pairs(path, items, pairs, options)
     result = CheckResult(
         os.path.abspath(path),
         layout,

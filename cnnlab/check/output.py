@@ -65,7 +65,10 @@ def to_json(result: CheckResult) -> dict:
             for k, v in folder_counts(result).items()
         },
         "leakage": [dataclasses.asdict(leak) for leak in leakage(result)],
-        "pairs": [{"a": where(p.a), "b": where(p.b), "distance": p.distance, "exact": p.exact} for p in result.pairs],
+        "pairs": [
+            {"a": where(p.a), "b": where(p.b), "distance": p.distance, "exact": p.exact, "similarity": p.similarity}
+            for p in result.pairs
+        ],
         "problems": [{**where(p.item), "problem": p.kind, "detail": shown(p.detail)} for p in result.problems],
         "label_issues": None
         if result.label_issues is None
