@@ -90,6 +90,7 @@ def test_resize_modes_crop_pad_squash_exactly():
     assert squash[0, :, 0].tolist() == [10, 30, 50, 70]  # every other column, stretched
 
 
+@pytest.mark.learned  # >= 80% on three colours: holds in fp32 and bf16
 def test_mixed_sizes_get_a_printed_default_and_training_works_with_no_flag(tmp_path, capsys):
     root = make_photos(tmp_path / "photos")
     out = tmp_path / "run"
