@@ -1,9 +1,9 @@
 """Watching runs live: TensorBoard event files in the run directory, and/or an MLflow run.
 
 `Config.log` picks the loggers: auto (TensorBoard when the `tensorboard` package is installed), none,
-tensorboard, mlflow, or both. Per epoch each logger receives the history record (loss, accuracy,
-val_loss, val_accuracy, val_balanced_accuracy, val_macro_f1, val_top5_accuracy with more than 5 classes,
-lr, time_s, eval_time_s, test_* where evaluated) and images_per_s; at the start
+tensorboard, mlflow, or both. Per epoch each logger receives the history record's figures (loss, accuracy,
+val_loss, val_nll, val_accuracy, val_balanced_accuracy, val_macro_f1, val_top5_accuracy with more than 5
+classes, lr, time_s, eval_time_s, test_* where evaluated) and images_per_s; at the start
 the config (TensorBoard's HParams / MLflow's params); at the end the test figures and, for TensorBoard,
 the confusion matrix and the curves as images, for MLflow the run directory's files as artifacts.
 
@@ -38,6 +38,7 @@ EPOCH_SCALARS = (
     "loss",
     "accuracy",
     "val_loss",
+    "val_nll",
     "val_accuracy",
     "val_balanced_accuracy",
     "val_macro_f1",

@@ -41,7 +41,7 @@ from .config import Config
 from .data.loader import DeviceLoader, balanced_class_weights, class_counts
 from .device import autocast
 from .errors import CheckpointMismatch, CnnlabError, Interrupted, TrainingError
-from .evaluate import evaluate
+from .evaluate import metrics_from_logits, predict_batches
 from .optim import build_optimizer, build_scheduler, own_steps
 
 __all__ = [
@@ -56,8 +56,9 @@ __all__ = [
 ]
 
 KILL_AT = "CNNLAB_TEST_KILL_AT"
-# the validation figures of an epoch's record, as val_<name> (top5_accuracy: with more than 5 classes)
-VAL_FIGURES = ("loss", "accuracy", "balanced_accuracy", "macro_f1", "top5_accuracy")
+# the validation figures of an epoch's record, as val_<name> (top5_accuracy: with more than 5 classes); loss is
+# training's (TrainingLoss, like with like in the curves), nll the plain cross-entropy (metrics' loss)
+VAL_FIGURES = ("loss", "nll", "accuracy", "balanced_accuracy", "macro_f1", "top5_accuracy")
 
 
 class Callback:
@@ -235,8 +236,9 @@ def train(
     callbacks: Sequence[Callback] = (),
     control: TrainControl | None = None,
 ) -> list[dict]:
-    """Train for cfg.epochs; after each epoch, validate. Returns the per-epoch history
-    (loss and accuracy are running means over the epoch's batches, as Keras reports them)."""
+    """Train for cfg.epochs; after each epoch, validate. Returns the per-epoch history (loss and accuracy are
+    running means over the epoch's batches, as Keras reports them; val_loss is the same loss, named by
+    loss_name, on the validation split; val_nll its plain cross-entropy)."""
     run = Training.build(model, train_loader, val_loader, cfg, classes, bf16, control or TrainControl())
     first_epoch, first_step, carried = run.restore()
     for epoch in range(first_epoch, cfg.epochs + 1):
@@ -459,9 +461,12 @@ class Training:
         cfg, val_loader = self.cfg, self.loaders[1]
         if val_loader is not None:
             start = time.perf_counter()
-            val = evaluate(self.model, val_loader, self.classes, self.bf16, cfg.tta, cfg.tta_translate)  # as test
+            logits, labels = predict_batches(self.model, val_loader, self.bf16, cfg.tta, cfg.tta_translate)  # as test
+            val = metrics_from_logits(logits, labels, self.classes)
+            val.update(nll=val["loss"], loss=self.criterion(logits, labels).item())
             record.update({f"val_{key}": val[key] for key in VAL_FIGURES if key in val})
             record["eval_time_s"] = round(time.perf_counter() - start, 3)
+        record["loss_name"] = self.criterion.name  # loss and val_loss alike
         self.history.append(record)
         if cfg.progress:
             parts = [
