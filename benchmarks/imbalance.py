@@ -118,7 +118,8 @@ def train_one(data: str, out: str, seed: int, flags: list[str], extra: list[str]
     ]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     metrics = json.load(open(os.path.join(out, "metrics.json")))
-    config = json.load(open(os.path.join(out, "config.json")))["config"]
+    saved = json.load(open(os.path.join(out, "config.json")))
+    config = saved["config"]
     test = scores(*from_confusion(metrics["test"]["confusion"]))
     return {
         "val": validation_scores(out),
@@ -126,6 +127,8 @@ def train_one(data: str, out: str, seed: int, flags: list[str], extra: list[str]
         "train_time_s": metrics["train_time_s"],
         "epochs": config["epochs"],
         "batch_size": config["batch_size"],
+        "split": config["split"],  # how the validation split was drawn
+        "bf16": saved["data"]["bf16"],  # the precision precision=auto resolved to
     }
 
 

@@ -33,6 +33,7 @@ from .device import autocast
 from .errors import CnnlabError, ConfigError
 from .files import write_atomic
 from .optim import build_optimizer
+from .train import TrainingLoss
 from .version import __version__
 
 __all__ = ["LrFindResult", "LrSweep", "find_lr", "lr_find_run", "plot_lr_find", "suggest_lr", "valley_index"]
@@ -357,11 +358,7 @@ def lr_find_run(
         )
     if cfg.progress:
         print("\n".join(notes))
-    label_smoothing = cfg.label_smoothing
-
-    def loss_fn(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
-
+    loss_fn = TrainingLoss.of(cfg, ready.train_loader, len(ready.dataset.classes))  # training's, weights included
     result = find_lr(
         ready.model,
         _epochs(ready.train_loader),
@@ -378,6 +375,7 @@ def lr_find_run(
     record = {
         **result.to_dict(),
         "suggested_config": run.suggested(),
+        "loss": loss_fn.name,
         "sweep": asdict(sweep),
         "config": cfg.to_dict(),
         "device": str(ready.device),

@@ -20,17 +20,27 @@ def _figure(width: float, height: float) -> tuple[Figure, object]:
     return fig, fig.subplots()
 
 
+def loss_name(history: list[dict]) -> str | None:
+    """The loss that a history's loss and val_loss both are, in words; None for a history saved before
+    records named it (its val_loss was plain cross-entropy whatever the training loss)."""
+    return next((r["loss_name"] for r in reversed(history) if r.get("loss_name")), None)
+
+
 def plot_curves(history: list[dict], out_dir: str, prefix: str = "") -> list[str]:
     """`{prefix}acc_plot.jpg` (ylim 0..1) and `{prefix}loss_plot.jpg` (ylim 0..3), dpi 300, with PNG
-    copies: training vs validation per epoch, as in the study."""
+    copies: training vs validation per epoch, as in the study. The loss plot's y-label names the loss both
+    curves are (the history's loss_name; a history saved before it has none and says "loss")."""
     epochs = [r["epoch"] for r in history]
     written = []
-    for key, label, ylim, name in (("accuracy", "accuracy", (0, 1), "acc_plot"), ("loss", "loss", (0, 3), "loss_plot")):
+    for key, label, ylim, name in (
+        ("accuracy", "accuracy", (0, 1), "acc_plot"),
+        ("loss", loss_name(history) or "loss", (0, 3), "loss_plot"),
+    ):
         fig, ax = _figure(6.4, 4.8)
         ax.plot(epochs, [r[key] for r in history], label="train")
         if any(r.get(f"val_{key}") is not None for r in history):
             ax.plot(epochs, [r.get(f"val_{key}") for r in history], label="validation")
-        ax.set_title(f"model {label}")
+        ax.set_title(f"model {key}")
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.set_ylim(*ylim)

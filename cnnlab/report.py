@@ -22,7 +22,7 @@ from .interpret import JSON_NAME as INTERPRET_JSON
 from .models import count_params, create_model, summary
 from .pages import page, png_uri
 from .pipeline import load_data
-from .plots import image_grid, plot_confusion, plot_curves, plot_reliability
+from .plots import image_grid, loss_name, plot_confusion, plot_curves, plot_reliability
 from .stats import format_interval
 from .sweep import METRIC_NAMES, cell_name, cells_of, p_value_note, sample_note
 
@@ -162,6 +162,8 @@ def _training_section(report: Report, heading: str, run_dir: str, history: list[
             ],
         ),
     )
+    if loss_name(history):
+        report.add("p", f"loss and val_loss: {loss_name(history)}; val_nll (history.json): plain cross-entropy.")
     report.add(
         "p",
         f"Training time {metrics.get('train_time_s', 0):.1f} s over {len(history)} epochs "

@@ -1,9 +1,9 @@
 """Watching runs live: TensorBoard event files in the run directory, and/or an MLflow run.
 
 `Config.log` picks the loggers: auto (TensorBoard when the `tensorboard` package is installed), none,
-tensorboard, mlflow, or both. Per epoch each logger receives the history record (loss, accuracy,
-val_loss, val_accuracy, val_balanced_accuracy, val_macro_f1, val_top5_accuracy with more than 5 classes,
-lr, time_s, eval_time_s, test_* where evaluated) and images_per_s; at the start
+tensorboard, mlflow, or both. Per epoch each logger receives the history record's figures (loss, accuracy,
+val_loss, val_nll, val_accuracy, val_balanced_accuracy, val_macro_f1, val_top5_accuracy with more than 5
+classes, lr, time_s, eval_time_s, test_* where evaluated) and images_per_s; at the start
 the config (TensorBoard's HParams / MLflow's params); at the end the test figures and, for TensorBoard,
 the confusion matrix and the curves as images, for MLflow the run directory's files as artifacts.
 
@@ -33,15 +33,18 @@ from .plots import plot_confusion
 from .train import Callback
 
 PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow"}  # logger -> the package it needs
-TEST_FIGURES = ("loss", "accuracy", "balanced_accuracy", "macro_f1", "top5_accuracy")  # as test_<name>
+TEST_FIGURES = ("loss", "accuracy", "balanced_accuracy", "macro_f1", "top5_accuracy", "ece", "brier")  # test_<name>
 EPOCH_SCALARS = (
     "loss",
     "accuracy",
     "val_loss",
+    "val_nll",
     "val_accuracy",
     "val_balanced_accuracy",
     "val_macro_f1",
     "val_top5_accuracy",
+    "val_ece",
+    "val_brier",
     "lr",
     "images_per_s",
     "time_s",

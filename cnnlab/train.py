@@ -41,14 +41,25 @@ from .config import Config
 from .data.loader import DeviceLoader, balanced_class_weights, class_counts
 from .device import autocast
 from .errors import CheckpointMismatch, CnnlabError, Interrupted, TrainingError
-from .evaluate import evaluate
+from .evaluate import metrics_from_logits, predict_batches
 from .optim import build_optimizer, build_scheduler, own_steps
 
-__all__ = ["Callback", "CheckpointMismatch", "Interrupted", "StopTraining", "TrainControl", "TrainingError", "train"]
+__all__ = [
+    "Callback",
+    "CheckpointMismatch",
+    "Interrupted",
+    "StopTraining",
+    "TrainControl",
+    "TrainingError",
+    "TrainingLoss",
+    "train",
+]
 
 KILL_AT = "CNNLAB_TEST_KILL_AT"
-# the validation figures of an epoch's record, as val_<name> (top5_accuracy: with more than 5 classes)
-VAL_FIGURES = ("loss", "accuracy", "balanced_accuracy", "macro_f1", "top5_accuracy")
+# the validation figures of an epoch's record, as val_<name> (top5_accuracy: with more than 5 classes); loss is
+# training's (TrainingLoss, like with like in the curves), nll the plain cross-entropy (metrics' loss); ece and
+# brier the raw probabilities' calibration (cnnlab/calibration.py)
+VAL_FIGURES = ("loss", "nll", "accuracy", "balanced_accuracy", "macro_f1", "top5_accuracy", "ece", "brier")
 
 
 class Callback:
@@ -226,8 +237,9 @@ def train(
     callbacks: Sequence[Callback] = (),
     control: TrainControl | None = None,
 ) -> list[dict]:
-    """Train for cfg.epochs; after each epoch, validate. Returns the per-epoch history
-    (loss and accuracy are running means over the epoch's batches, as Keras reports them)."""
+    """Train for cfg.epochs; after each epoch, validate. Returns the per-epoch history (loss and accuracy are
+    running means over the epoch's batches, as Keras reports them; val_loss is the same loss, named by
+    loss_name, on the validation split; val_nll its plain cross-entropy)."""
     run = Training.build(model, train_loader, val_loader, cfg, classes, bf16, control or TrainControl())
     first_epoch, first_step, carried = run.restore()
     for epoch in range(first_epoch, cfg.epochs + 1):
@@ -254,6 +266,39 @@ def loss_weights(cfg: Config, loader: DeviceLoader, n_classes: int) -> torch.Ten
     return torch.tensor(weights, dtype=torch.float32, device=loader.device)
 
 
+@dataclass(frozen=True, eq=False)
+class TrainingLoss:
+    """The loss training minimises (and lr-find sweeps, and validation reports): cross-entropy with label
+    smoothing, each image's loss times its class's weight (`class_weight`, None: all 1), averaged over the
+    images, as Keras's class_weight. Not PyTorch's `weight=`, which also weights every class's smoothing term
+    by that class's weight (pulling majority-class images towards the rare classes). The mean over images
+    makes the mean of the ranks' losses under torchrun the global batch's."""
+
+    label_smoothing: float = 0.0
+    class_weight: torch.Tensor | None = None
+
+    @classmethod
+    def of(cls, cfg: Config, loader: DeviceLoader, n_classes: int) -> TrainingLoss:
+        """The config's loss, its class weights from `loader`'s (the training split's) labels."""
+        return cls(cfg.label_smoothing, loss_weights(cfg, loader, n_classes))
+
+    def __call__(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.class_weight is None:
+            return F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+        per_image = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing, reduction="none")
+        return (per_image * self.class_weight.to(per_image.device)[labels]).mean()
+
+    @property
+    def name(self) -> str:
+        """The loss in words, for the history and the plots: "cross-entropy, label smoothing 0.2, class-weighted"."""
+        parts = ["cross-entropy"]
+        if self.label_smoothing:
+            parts.append(f"label smoothing {self.label_smoothing:g}")
+        if self.class_weight is not None:
+            parts.append("class-weighted")
+        return ", ".join(parts)
+
+
 @dataclass
 class Training:
     """What the epochs share: the model and `net`, what trains it (DDP, compiled, or the model itself), the
@@ -271,7 +316,7 @@ class Training:
     control: TrainControl
     kill_at: KillPoint | None = None
     history: list[dict] = field(default_factory=list)
-    class_weight: torch.Tensor | None = None  # the loss's weight of each class (cfg.class_weight), None: all 1
+    criterion: TrainingLoss = field(default_factory=TrainingLoss)
 
     @property
     def device(self) -> torch.device:
@@ -315,7 +360,7 @@ class Training:
             cfg,
             control,
             KillPoint.from_env(),
-            class_weight=loss_weights(cfg, train_loader, len(classes)),
+            criterion=TrainingLoss.of(cfg, train_loader, len(classes)),
         )
 
     def restore(self) -> tuple[int, int, dict | None]:
@@ -383,23 +428,13 @@ class Training:
         self.freezer.update(self.scheduler.last_epoch)
         with autocast(self.device, self.bf16):
             logits = self.net(inputs)
-        loss = self.loss(logits.float(), labels)
+        loss = self.criterion(logits.float(), labels)
         meter.watch(step, loss)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         self.scheduler.step()
         meter.add(loss, logits, labels)
-
-    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy with label smoothing; with class weights, each image's loss times its class's weight,
-        averaged over the images (Keras's class_weight): not over the weights (PyTorch's weighted mean),
-        so that the mean of the ranks' losses under torchrun is the global batch's."""
-        if self.class_weight is None:
-            return F.cross_entropy(logits, labels, label_smoothing=self.cfg.label_smoothing)
-        return F.cross_entropy(
-            logits, labels, weight=self.class_weight, label_smoothing=self.cfg.label_smoothing, reduction="none"
-        ).mean()
 
     def stop_mid_epoch(self, epoch: int, step: int, meter: Meter, reason: str, elapsed_s: float) -> None:
         sums = meter.checkpoint_form(epoch, elapsed_s)
@@ -427,9 +462,12 @@ class Training:
         cfg, val_loader = self.cfg, self.loaders[1]
         if val_loader is not None:
             start = time.perf_counter()
-            val = evaluate(self.model, val_loader, self.classes, self.bf16, cfg.tta, cfg.tta_translate)  # as test
+            logits, labels = predict_batches(self.model, val_loader, self.bf16, cfg.tta, cfg.tta_translate)  # as test
+            val = metrics_from_logits(logits, labels, self.classes)
+            val.update(nll=val["loss"], loss=self.criterion(logits, labels).item())
             record.update({f"val_{key}": val[key] for key in VAL_FIGURES if key in val})
             record["eval_time_s"] = round(time.perf_counter() - start, 3)
+        record["loss_name"] = self.criterion.name  # loss and val_loss alike
         self.history.append(record)
         if cfg.progress:
             parts = [

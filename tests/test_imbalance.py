@@ -3,6 +3,7 @@
 makes on an imbalanced folder (printed, saved, never over a flag the user gave)."""
 
 import json
+import math
 import os
 import shutil
 
@@ -16,7 +17,7 @@ from cnnlab.cli import main
 from cnnlab.config import IMBALANCE_RATIO, adapt_to_imbalance, imbalance_ratio, preset
 from cnnlab.data import DeviceLoader
 from cnnlab.data.loader import balanced_class_weights, class_counts
-from cnnlab.train import Training, loss_weights
+from cnnlab.train import TrainingLoss, loss_weights
 
 CPU = torch.device("cpu")
 COUNTS = (2000, 200, 20)  # ratio 100
@@ -62,21 +63,59 @@ def test_the_loss_weights_each_image_by_its_class_and_averages_over_images():
     weights = loss_weights(cfg, data, 3)
     assert torch.allclose(weights.double(), torch.tensor(balanced_class_weights(np.array(COUNTS))))
     assert loss_weights(cfg.replace(class_weight="none"), data, 3) is None
-    run = Training.__new__(Training)  # only the loss: the fields it reads
-    run.cfg, run.class_weight = cfg, weights
-    logits, targets = (
-        torch.randn(8, 3, generator=torch.Generator().manual_seed(0)),
-        torch.tensor([0, 1, 2, 0, 0, 1, 2, 2]),
-    )
-    # each image's smoothed cross-entropy, with every class term weighted (torch's rule), times nothing else
-    logp = logits.log_softmax(1)
-    per_image = -(0.8 * weights[targets] * logp[torch.arange(8), targets] + 0.2 / 3 * (weights * logp).sum(1))
-    assert torch.allclose(run.loss(logits, targets), per_image.mean())
-    # the mean over images: two equal halves' losses average to the whole batch's (ranks under torchrun)
-    halves = (run.loss(logits[:4], targets[:4]) + run.loss(logits[4:], targets[4:])) / 2
-    assert torch.allclose(halves, run.loss(logits, targets))
-    run.class_weight = None  # none: exactly the unweighted loss
-    assert torch.equal(run.loss(logits, targets), F.cross_entropy(logits, targets, label_smoothing=0.2))
+    assert TrainingLoss.of(cfg, data, 3).class_weight.tolist() == weights.tolist()
+    assert TrainingLoss.of(cfg.replace(class_weight="none"), data, 3).class_weight is None
+
+
+def smoothed_cross_entropy(row: list[float], label: int, smoothing: float) -> float:
+    """By hand: -(1 - s) log p[label] - s / K sum_k log p[k], from the log-softmax of `row`."""
+    log_z = math.log(sum(math.exp(v) for v in row))
+    log_p = [v - log_z for v in row]
+    return -(1 - smoothing) * log_p[label] - smoothing / len(row) * sum(log_p)
+
+
+def test_each_image_loss_is_its_smoothed_loss_times_its_own_class_weight():
+    # counts 80, 15, 5 -> balanced weights 100 / (3 x count): 0.417, 2.22, 6.67; smoothing 0.2
+    weights = [100 / (3 * c) for c in (80, 15, 5)]
+    logits = [[4.0, 0.0, 0.0], [3.0, 1.0, 0.0], [1.0, 2.0, 0.0], [2.0, 0.0, 1.0]]
+    labels = [0, 0, 1, 2]
+    expected = [weights[y] * smoothed_cross_entropy(row, y, 0.2) for row, y in zip(logits, labels)]
+    # the documented loss: two confident majority-class images cost little (torch's weight= gives them
+    # 2.40 and 1.79, its smoothing term weighted by the rare classes' weights)
+    assert [round(v, 2) for v in expected] == [0.24, 0.21, 1.35, 9.38]
+    loss = TrainingLoss(0.2, torch.tensor(weights))
+    x, y = torch.tensor(logits), torch.tensor(labels)
+    for i in range(4):  # one image: its own loss
+        assert loss(x[i : i + 1], y[i : i + 1]).item() == pytest.approx(expected[i], rel=1e-6)
+    assert loss(x, y).item() == pytest.approx(sum(expected) / 4, rel=1e-6)  # the mean over the images
+    # two equal halves' losses average to the whole batch's (the ranks' under torchrun)
+    assert ((loss(x[:2], y[:2]) + loss(x[2:], y[2:])) / 2).item() == pytest.approx(loss(x, y).item(), rel=1e-6)
+    # no weights: exactly the unweighted smoothed cross-entropy
+    assert torch.equal(TrainingLoss(0.2)(x, y), F.cross_entropy(x, y, label_smoothing=0.2))
+    assert loss.name == "cross-entropy, label smoothing 0.2, class-weighted"
+    assert TrainingLoss(0.0).name == "cross-entropy"
+
+
+def test_lr_find_sweeps_the_training_loss_class_weights_included(imbalanced_folder, tmp_path, monkeypatch):
+    from cnnlab import lrfind
+
+    used = []
+
+    def find_lr(model, batches, make_optimizer, loss_fn, *args):
+        used.append(loss_fn)
+        return real_find_lr(model, batches, make_optimizer, loss_fn, *args)
+
+    real_find_lr = lrfind.find_lr
+    monkeypatch.setattr(lrfind, "find_lr", find_lr)
+    cfg = preset("fast", data=imbalanced_folder, class_weight="balanced", batch_size=9, threads=1, progress=False)
+    lrfind.lr_find_run(cfg, str(tmp_path / "lr"), lrfind.LrSweep(steps=2))
+    # the training split holds 36, 36 and 9 images (the first 10% of each class validates)
+    weights = [81 / (3 * c) for c in (36, 36, 9)]
+    logits, labels = [[2.0, 0.0, 1.0], [0.0, 1.0, 3.0]], [2, 0]
+    expected = [weights[y] * smoothed_cross_entropy(row, y, 0.2) for row, y in zip(logits, labels)]
+    assert used[0](torch.tensor(logits), torch.tensor(labels)).item() == pytest.approx(sum(expected) / 2, rel=1e-6)
+    saved = json.load(open(tmp_path / "lr" / "lr_find.json"))
+    assert saved["loss"] == "cross-entropy, label smoothing 0.2, class-weighted"
 
 
 # --- the balanced sampler ------------------------------------------------------------------------------------

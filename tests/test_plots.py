@@ -92,3 +92,31 @@ def test_a_failed_save_leaves_the_old_figure_and_no_partial_file(tmp_path, monke
         plots.plot_curves(HISTORY, str(tmp_path))
     assert os.listdir(tmp_path) == ["confusion.png"]
     assert (tmp_path / "confusion.png").read_bytes() == b"old"
+
+
+def drawn_curves(history, folder, monkeypatch) -> dict[str, Figure]:
+    """plot_curves's figures by file name (their PNG copies)."""
+    figures = {}
+    real_save = plots._save
+
+    def keep(fig, path, dpi=110):
+        figures[os.path.basename(path)] = fig
+        return real_save(fig, path, dpi)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    plots.plot_curves(history, str(folder))
+    return figures
+
+
+def test_the_loss_plot_names_the_loss_both_curves_are(tmp_path, monkeypatch):
+    named = [{**r, "loss_name": "cross-entropy, label smoothing 0.2, class-weighted"} for r in HISTORY]
+    ax = drawn_curves(named, tmp_path, monkeypatch)["loss_plot.png"].axes[0]
+    assert ax.get_ylabel() == "cross-entropy, label smoothing 0.2, class-weighted"
+    assert [line.get_label() for line in ax.get_lines()] == ["train", "validation"]
+    assert [list(line.get_ydata()) for line in ax.get_lines()] == [
+        [r["loss"] for r in HISTORY],
+        [r["val_loss"] for r in HISTORY],
+    ]
+    (tmp_path / "old").mkdir()
+    old = drawn_curves(HISTORY, tmp_path / "old", monkeypatch)["loss_plot.png"].axes[0]  # a history saved before
+    assert old.get_ylabel() == "loss"

@@ -91,6 +91,20 @@ def test_run_report_shows_balanced_accuracy_macro_f1_and_the_class_table(seven_c
     history = runs.read_json(os.path.join(seven_class_run, runs.HISTORY_JSON))
     assert "| epoch | loss | accuracy | val_loss | val_accuracy | val_balanced_accuracy | val_macro_f1 | time_s |" in md
     assert f"| {history[-1]['val_balanced_accuracy']:.4f} | {history[-1]['val_macro_f1']:.4f} |" in md
+    # the curves' loss named (the fast preset's: smoothed, no class weights on balanced classes)
+    assert "loss and val_loss: cross-entropy, label smoothing 0.2; val_nll (history.json): plain cross-entropy." in md
+
+
+def test_a_run_saved_before_val_nll_still_reports(seven_class_run, tmp_path):
+    import shutil
+
+    old = str(tmp_path / "old")
+    shutil.copytree(seven_class_run, old)
+    history = runs.read_json(os.path.join(old, runs.HISTORY_JSON))
+    runs.save_history(old, [{k: v for k, v in r.items() if k not in ("val_nll", "loss_name")} for r in history])
+    md = pathlib.Path(build_report(old)[0]).read_text()
+    assert "| epoch | loss | accuracy | val_loss | val_accuracy | val_balanced_accuracy | val_macro_f1 | time_s |" in md
+    assert "loss and val_loss:" not in md  # an old run's val_loss was plain cross-entropy: nothing claimed
 
 
 def test_evaluate_prints_the_figures_and_the_class_table(seven_class_run, capsys):

@@ -25,6 +25,7 @@ EPOCH_KEYS = (
     "loss",
     "accuracy",
     "val_loss",
+    "val_nll",
     "val_accuracy",
     "val_balanced_accuracy",
     "val_macro_f1",

@@ -61,12 +61,14 @@ RECORD_KEYS = {
     "loss",
     "accuracy",
     "val_loss",
+    "val_nll",
     "val_accuracy",
     "val_balanced_accuracy",
     "val_macro_f1",
     "lr",
     "time_s",
     "eval_time_s",
+    "loss_name",
 }
 
 
@@ -74,7 +76,7 @@ def check_record(record, epoch, top5: bool = False):
     """One epoch's history record: its keys (val_top5_accuracy with more than 5 classes), and each value
     where it can lie."""
     assert set(record) == RECORD_KEYS | ({"val_top5_accuracy"} if top5 else set()) and record["epoch"] == epoch
-    assert 0.0 < record["loss"] < 20 and 0.0 < record["val_loss"] < 20
+    assert 0.0 < record["loss"] < 20 and 0.0 < record["val_loss"] < 20 and 0.0 < record["val_nll"] < 20
     assert 0.0 <= record["accuracy"] <= 1.0 and 0.0 <= record["val_accuracy"] <= 1.0
     assert 0.0 <= record["val_balanced_accuracy"] <= 1.0 and 0.0 <= record["val_macro_f1"] <= 1.0
     if top5:
@@ -98,7 +100,8 @@ def test_history_has_one_record_per_epoch_and_learns_separable_data(tmp_path):
         factor = (done + 1) / warmup if done < warmup else (total - done) / (total - warmup)
         assert record["lr"] == pytest.approx(cfg.lr * factor)
     assert history[-1]["lr"] == 0.0
-    assert history[-1]["loss"] < 0.8 * history[0]["loss"] and history[-1]["val_loss"] < 0.8 * history[0]["val_loss"]
+    assert history[-1]["loss"] < 0.8 * history[0]["loss"] and history[-1]["val_nll"] < 0.8 * history[0]["val_nll"]
+    assert history[-1]["val_loss"] < history[0]["val_loss"]  # smoothed 0.2: its floor for 3 classes is 0.49
     assert history[-1]["val_accuracy"] >= 0.8 and metrics["test"]["accuracy"] >= 0.8  # chance: 1/3
 
 
@@ -122,20 +125,19 @@ def test_seed_preset_trains_on_a_subset(cifar_root, tmp_path):
         train_run(cfg.replace(input_size=32), str(tmp_path / "small"))
 
 
-def test_validation_is_evaluated_as_the_test_split_is(tmp_path):
-    # sweeps and searches choose on val figures and report test ones: both under the config's one TTA
-    # (flip + 1-pixel translations here, the fast preset's), so the history's val figures are those of
-    # evaluate() with the test's arguments on the trained model
+def tiny_training(cfg, labels=None):
+    """A small convolutional model trained by `train` on 64 random 8x8 images (96 with the 32 validation
+    ones; `labels` of all 96, random in 0..2 by default): (history, model, training loader, validation loader)."""
     import numpy as np
     import torch
     import torch.nn as nn
 
     from cnnlab.data import DeviceLoader
-    from cnnlab.evaluate import evaluate
     from cnnlab.train import train
 
     rng = np.random.default_rng(0)
-    images, labels = rng.integers(0, 256, (96, 8, 8, 3), dtype=np.uint8), rng.integers(0, 3, 96)
+    images = rng.integers(0, 256, (96, 8, 8, 3), dtype=np.uint8)
+    labels = rng.integers(0, 3, 96) if labels is None else labels
     cpu = torch.device("cpu")
     train_loader = DeviceLoader(images[:64], labels[:64], 8, cpu, shuffle=True, drop_last=True, flip=True, seed=1)
     val_loader = DeviceLoader(images[64:], labels[64:], 16, cpu)
@@ -148,9 +150,45 @@ def test_validation_is_evaluated_as_the_test_split_is(tmp_path):
         nn.Flatten(),
         nn.Linear(8, 3),
     )
-    cfg = preset("fast", epochs=2, batch_size=8, lr=0.05, progress=False, threads=1, tta=True, tta_translate=1)
     history = train(model, train_loader, val_loader, cfg, ["a", "b", "c"])
+    return history, model, train_loader, val_loader
+
+
+def test_validation_is_evaluated_as_the_test_split_is():
+    # sweeps and searches choose on val figures and report test ones: both under the config's one TTA
+    # (flip + 1-pixel translations here, the fast preset's), so the history's val figures are those of
+    # evaluate() with the test's arguments on the trained model
+    from cnnlab.evaluate import evaluate
+
+    cfg = preset("fast", epochs=2, batch_size=8, lr=0.05, progress=False, threads=1, tta=True, tta_translate=1)
+    history, model, _, val_loader = tiny_training(cfg)
     as_test = evaluate(model, val_loader, ["a", "b", "c"], False, cfg.tta, cfg.tta_translate)
-    assert (history[-1]["val_loss"], history[-1]["val_accuracy"]) == (as_test["loss"], as_test["accuracy"])
+    assert (history[-1]["val_nll"], history[-1]["val_accuracy"]) == (as_test["loss"], as_test["accuracy"])
     flip_only = evaluate(model, val_loader, ["a", "b", "c"], False, cfg.tta, 0)
     assert flip_only["loss"] != as_test["loss"]  # the two TTAs tell apart: the check above can fail
+
+
+def test_val_loss_is_the_training_loss_and_val_nll_the_plain_cross_entropy():
+    # like with like in the curves: val_loss is the loss training minimises (label smoothing 0.2, the
+    # training split's class weights), as Keras computes both with the compiled loss; val_nll stays plain
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from cnnlab.evaluate import predict_batches
+    from cnnlab.train import TrainingLoss
+
+    labels = np.random.default_rng(1).choice(3, 96, p=[0.6, 0.3, 0.1])  # imbalanced: the weights matter
+    cfg = preset("fast", epochs=2, batch_size=8, lr=0.05, progress=False, threads=1, class_weight="balanced")
+    history, model, train_loader, val_loader = tiny_training(cfg, labels)
+    counts = np.bincount(labels[:64], minlength=3)
+    weights = torch.tensor(64 / (3 * counts), dtype=torch.float32)  # scikit-learn's balanced, training split
+    logits, val_labels = predict_batches(model, val_loader, False, cfg.tta, cfg.tta_translate)
+    log_p = logits.double().log_softmax(1)
+    per_image = -(0.8 * log_p[torch.arange(len(val_labels)), val_labels] + 0.2 / 3 * log_p.sum(1))
+    expected = (weights.double()[val_labels] * per_image).mean().item()
+    assert history[-1]["val_loss"] == pytest.approx(expected, rel=1e-6)
+    assert history[-1]["val_loss"] == TrainingLoss.of(cfg, train_loader, 3)(logits, val_labels).item()
+    assert history[-1]["val_nll"] == F.cross_entropy(logits, val_labels).item()
+    assert abs(history[-1]["val_loss"] - history[-1]["val_nll"]) > 0.01  # the two differ: the checks can fail
+    assert [r["loss_name"] for r in history] == ["cross-entropy, label smoothing 0.2, class-weighted"] * 2
