@@ -70,11 +70,20 @@ def test_run_report_has_the_study_sections(cifar_run):
         assert heading in md
     assert "Found 1000 images belonging to 10 classes.  (training)" in md and "Total params: 295,992" in md
     assert re.search(r"\*\*Test accuracy: \d+\.\d\d%\*\* on 1000 images", md)
-    for name in ("samples.png", "acc_plot.png", "loss_plot.png", "confusion.png", "misclassified.png"):
+    for name in (
+        "samples.png",
+        "acc_plot.png",
+        "loss_plot.png",
+        "reliability.png",
+        "confusion.png",
+        "misclassified.png",
+    ):
         assert f"report_files/{name}" in md and os.path.getsize(os.path.join(cifar_run, "report_files", name)) > 0
     page = html_of(html_path)
     assert "<script" not in page and "http://" not in page and "https://" not in page and "@import" not in page
-    assert page.count('src="data:image/png;base64,') == 5
+    assert page.count('src="data:image/png;base64,') == 6
+    cal = runs.read_json(os.path.join(cifar_run, runs.METRICS))["test"]["calibrated"]
+    assert f"| calibrated | {cal['temperature']:.3f} | {100 * cal['ece']:.2f}% |" in md  # the reliability table
 
 
 def test_run_report_shows_balanced_accuracy_macro_f1_and_the_class_table(seven_class_run):
@@ -111,15 +120,22 @@ def test_evaluate_prints_the_figures_and_the_class_table(seven_class_run, capsys
     assert main(["evaluate", seven_class_run]) == 0
     out = capsys.readouterr().out.splitlines()
     test = runs.read_json(os.path.join(seven_class_run, runs.METRICS))["test"]  # the same model on the same split
-    assert out[:5] == [
+    assert out[:6] == [
         f"accuracy: {100 * test['accuracy']:.2f}%",
         f"balanced accuracy: {100 * test['balanced_accuracy']:.2f}%",
         f"macro-F1: {test['macro_f1']:.4f}",
         f"top-5 accuracy: {100 * test['top5_accuracy']:.2f}%",
         f"loss: {test['loss']:.4f}  (28 images, test)",
+        f"calibration (raw probabilities): ECE {100 * test['ece']:.2f}%, NLL {test['loss']:.4f}, "
+        f"Brier {test['brier']:.4f}, mean confidence {100 * test['mean_confidence']:.2f}%",
     ]
-    assert out[5].split() == ["class", "precision", "recall", "f1", "support"]
-    assert [line.split() for line in out[6:]] == [
+    cal = test["calibrated"]  # the temperature fitted on the 7 validation images
+    assert out[6] == (
+        f"calibrated (temperature {cal['temperature']:.3f}, fitted on validation): ECE {100 * cal['ece']:.2f}%, "
+        f"NLL {cal['nll']:.4f}, Brier {cal['brier']:.4f}, mean confidence {100 * cal['mean_confidence']:.2f}%"
+    )
+    assert out[7].split() == ["class", "precision", "recall", "f1", "support"]
+    assert [line.split() for line in out[8:]] == [
         [name, f"{c['precision']:.4f}", f"{c['recall']:.4f}", f"{c['f1']:.4f}", "4"]
         for name, c in test["per_class"].items()
     ]

@@ -65,6 +65,8 @@ RECORD_KEYS = {
     "val_accuracy",
     "val_balanced_accuracy",
     "val_macro_f1",
+    "val_ece",
+    "val_brier",
     "lr",
     "time_s",
     "eval_time_s",
@@ -78,6 +80,7 @@ def check_record(record, epoch, top5: bool = False):
     assert set(record) == RECORD_KEYS | ({"val_top5_accuracy"} if top5 else set()) and record["epoch"] == epoch
     assert 0.0 < record["loss"] < 20 and 0.0 < record["val_loss"] < 20 and 0.0 < record["val_nll"] < 20
     assert 0.0 <= record["accuracy"] <= 1.0 and 0.0 <= record["val_accuracy"] <= 1.0
+    assert 0.0 <= record["val_ece"] <= 1.0 and 0.0 <= record["val_brier"] <= 2.0
     assert 0.0 <= record["val_balanced_accuracy"] <= 1.0 and 0.0 <= record["val_macro_f1"] <= 1.0
     if top5:
         assert record["val_accuracy"] <= record["val_top5_accuracy"] <= 1.0
