@@ -1,6 +1,7 @@
 """k-fold cross-validation: the stratified, seeded folds; `cnnlab sweep --folds K`, its results over folds x
 seeds, its resume after a SIGKILL, and its refusals."""
 
+import csv
 import json
 import os
 import signal
@@ -134,9 +135,9 @@ def test_a_fold_sweep_reports_folds_x_seeds(dataset, reference):
                 "config"
             ]
             assert (cfg["folds"], cfg["fold"], cfg["fold_seed"], cfg["seed"]) == (3, fold, 0, seed)
-    with open(os.path.join(out, "results.csv")) as fh:
-        header, first = fh.readline().strip().split(","), fh.readline().strip().split(",")
-    assert dict(zip(header, first))["n"] == "6" and dict(zip(header, first))["folds"] == "3"
+    with open(os.path.join(out, "results.csv"), newline="") as fh:
+        first = next(csv.DictReader(fh))  # the comparison column holds commas, quoted
+    assert first["n"] == "6" and first["folds"] == "3" and "paired on the 3 folds" in first["comparison"]
     assert main(["report", str(out)]) == 0
     report = open(os.path.join(out, "report.md")).read()
     assert "3-fold cross-validation x 2 seeds (0, 1) per cell (3 x 2 = 6 trainings)" in report

@@ -87,11 +87,11 @@ def check_record(record, epoch, top5: bool = False):
     assert record["time_s"] >= 0 and record["eval_time_s"] >= 0
 
 
-@pytest.mark.learned  # thresholds that hold in fp32 and bf16
+@pytest.mark.learned  # fp32: the same figures on every CPU
 def test_history_has_one_record_per_epoch_and_learns_separable_data(tmp_path):
     # three classes told apart by colour alone (conftest.make_folder): chance is 1/3, a working loop gets ~all
     # (with 40 images a class; with 20, 12 steps leave BatchNorm's running statistics too far behind)
-    cfg = preset("fast", data=make_dataset(tmp_path / "ds", 40), **{**TINY, "epochs": 4})
+    cfg = preset("fast", data=make_dataset(tmp_path / "ds", 40), **{**TINY, "epochs": 4, "precision": "fp32"})
     metrics = train_run(cfg, str(tmp_path / "run"))
     history = load_run(str(tmp_path / "run"))["history"]
     assert len(history) == 4
@@ -108,9 +108,9 @@ def test_history_has_one_record_per_epoch_and_learns_separable_data(tmp_path):
     assert history[-1]["val_accuracy"] >= 0.8 and metrics["test"]["accuracy"] >= 0.8  # chance: 1/3
 
 
-@pytest.mark.learned  # 30% where chance is 10%: holds in fp32 and bf16
+@pytest.mark.learned  # fp32: the same figure on every CPU (in bf16, emulated, this took 20 minutes on an AVX2 EPYC)
 def test_fast_preset_learns_real_cifar10(cifar_root, tmp_path):
-    cfg = preset("fast", data=cifar_root, subset=3000, epochs=4, batch_size=128, progress=False)
+    cfg = preset("fast", data=cifar_root, subset=3000, epochs=4, batch_size=128, progress=False, precision="fp32")
     metrics = train_run(cfg, str(tmp_path / "run"))
     assert metrics["test"]["n"] == 3000
     assert metrics["test"]["accuracy"] >= 0.30  # chance is 0.10
