@@ -22,7 +22,7 @@ from .pairs import exact_groups, near_pairs
 
 SPLITS = ("train", "val", "test")
 DEFAULT_THRESHOLD = 4  # phash Hamming distance for a near-duplicate (docs/data_check.md: how it was chosen)
-DEFAULT_SIMILARITY = 0.95  # cosine similarity of a run's features for a near-duplicate (docs/data_check.md)
+DEFAULT_SIMILARITY = 0.99  # cosine similarity of centred features for a near-duplicate (docs/data_check.md)
 EXTREME_ASPECT = 4.0  # longer side / shorter side above this is flagged
 IMBALANCE_WARN = 10.0  # largest class / smallest class above this is a warning
 MIN_SIZE_CAP = 32  # --min-size default: half the median shorter side, at most this (px)

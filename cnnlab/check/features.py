@@ -29,7 +29,10 @@ def last_linear(model: torch.nn.Module) -> torch.nn.Linear:
 @torch.no_grad()
 def embed(run_dir: str, paths: list[str], progress: bool = False) -> np.ndarray:
     """(N, D) float32 unit vectors: each file decoded as the run's images were, its penultimate features
-    (no test-time augmentation), L2-normalised. A file that cannot be read raises DataError naming it."""
+    (no test-time augmentation), centred on their mean over the N files and L2-normalised. Centred: after a
+    ReLU and pooling every feature is positive, and uncentred any two images' cosine is near 1 (on CIFAR-10,
+    99.5% of test images had a training image at 0.90 or more). A file that cannot be read raises DataError
+    naming it."""
     from tqdm import tqdm
 
     from ..predict import load
@@ -49,8 +52,8 @@ def embed(run_dir: str, paths: list[str], progress: bool = False) -> np.ndarray:
         hook.remove()
     if not captured:
         return np.zeros((0, 0), dtype=np.float32)
-    features = torch.cat(captured)
-    return torch.nn.functional.normalize(features, dim=1).numpy()
+    features = torch.cat(captured).double()
+    return torch.nn.functional.normalize(features - features.mean(0), dim=1).float().numpy()
 
 
 @dataclass
