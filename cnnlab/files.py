@@ -16,6 +16,15 @@ from .errors import CnnlabError
 CLAIM = ".cnnlab-claim"
 
 
+def printable(name: str) -> str:
+    """A name from the user's folders, printable and writable as UTF-8: bytes of a file name that are not
+    UTF-8 (decoded by Python as surrogate escapes) are shown as \\xNN, as `ls -b` shows them."""
+    try:
+        return os.fsencode(name).decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that no file name decoded to
+        return name.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def fsync_dir(folder: str) -> None:
     """Flush a folder's entries (a rename or a new file in it) to disk; a no-op where folders cannot be opened."""
     try:

@@ -10,7 +10,7 @@ import os
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .files import write_atomic
+from .files import printable, write_atomic
 
 
 def _figure(width: float, height: float) -> tuple[Figure, object]:
@@ -108,8 +108,9 @@ def plot_confusion(confusion: list[list[int]], classes: list[str], path: str) ->
     data = np.array(confusion)
     fig, ax = _figure(1.0 + 0.6 * len(classes), 0.8 + 0.6 * len(classes))
     ax.imshow(data, cmap="Blues")
-    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-    ax.set_yticks(range(len(classes)), classes)
+    names = [printable(c) for c in classes]  # matplotlib refuses the surrogate escapes of non-UTF-8 names
+    ax.set_xticks(range(len(classes)), names, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     threshold = data.max() / 2 if data.size else 0
@@ -148,9 +149,8 @@ def image_grid(images, titles: list[str], columns: int, path: str, scale: float 
     ax.axis("off")
     for k, title in enumerate(titles):
         r, c = divmod(k, columns)
-        ax.text(
-            c * (width + gap) + width / 2, r * (height + gap) + gap - 0.5, title, ha="center", va="bottom", fontsize=7
-        )
+        x, y = c * (width + gap) + width / 2, r * (height + gap) + gap - 0.5
+        ax.text(x, y, printable(title), ha="center", va="bottom", fontsize=7)
     fig.tight_layout()
     return _save(fig, path)
 

@@ -17,6 +17,7 @@ from . import runs
 from .config import saved_config
 from .data.preprocess import input_hw
 from .errors import CnnlabError
+from .files import printable
 from .interpret import HTML_NAME as INTERPRET_HTML
 from .interpret import JSON_NAME as INTERPRET_JSON
 from .models import count_params, create_model, summary
@@ -642,8 +643,9 @@ def render(report: Report, out_dir: str) -> tuple[str, str]:
     title = next((str(p) for k, p in report.blocks if k == "h1"), "cnnlab report")
     text = page(title, body, CSS)
     md_path, html_path = os.path.join(out_dir, "report.md"), os.path.join(out_dir, "report.html")
-    runs.write_atomic(md_path, "\n".join(md))
-    runs.write_atomic(html_path, text)
+    # names from the user's folders that are not UTF-8 are written as their \\xNN escapes
+    runs.write_atomic(md_path, printable("\n".join(md)))
+    runs.write_atomic(html_path, printable(text))
     return md_path, html_path
 
 

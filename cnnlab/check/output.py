@@ -7,7 +7,7 @@ import json
 import os
 from collections import Counter
 
-from ..files import create_new_dir, write_atomic
+from ..files import create_new_dir, printable, write_atomic
 from .core import EXTREME_ASPECT, SPLITS, CheckResult, folder_counts, imbalance, leakage
 
 JSON_NAME, HTML_NAME = "data_check.json", "data_check.html"
@@ -16,12 +16,8 @@ SHOWN = 10  # pairs and suspects listed on the terminal
 
 
 def shown(text: str) -> str:
-    """A name from the user's folder, printable and writable as UTF-8: bytes of a file name that are not
-    UTF-8 are shown as \\xNN, as `ls -b` shows them."""
-    try:
-        return os.fsencode(text).decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:  # a lone surrogate that no file name decoded to
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    """A name from the user's folder, printable and writable as UTF-8 (files.printable)."""
+    return printable(text)
 
 
 def split_summaries(result: CheckResult) -> dict[str, dict]:
