@@ -1,5 +1,5 @@
 """Imports point one way: cli > predict/report/check/interpret > lrfind > pipeline > train/plots > evaluate/runs/explain >
-data/models/config/device > errors/files/pages."""
+data/models/config/device/stats/calibration > errors/files/pages."""
 
 import ast
 import pathlib
@@ -15,6 +15,7 @@ LAYERS = {
     "studies": 4,
     "tracking": 3.5,
     "stats": 1,
+    "calibration": 1,
     "train": 3,
     "plots": 3,
     "evaluate": 2,
