@@ -650,6 +650,16 @@ def _add_data(sub) -> None:
     p.add_argument("--split-seed", "--seed", type=int, default=0, help="training's split_seed (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_data_info)
+    _add_data_check(data)
+    p = data.add_parser("get", help="download a dataset and check its MD5")
+    p.add_argument("name", choices=["cifar10"])
+    p.add_argument("dir")
+    p.add_argument("--archive", help="use this local copy of cifar-10-python.tar.gz instead of downloading")
+    p.set_defaults(func=cmd_data_get)
+
+
+def _add_data_check(data) -> None:
+    """`cnnlab data check`."""
     p = data.add_parser("check", help="duplicates and leakage across splits, bad files, class balance, label errors")
     p.add_argument("path")
     p.add_argument("--out", help="new folder for data_check.json and data_check.html (default: data-check-<time>)")
@@ -694,11 +704,6 @@ def _add_data(sub) -> None:
     p.add_argument("--workers", type=int, default=0, help="processes (default: one per core)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_data_check)
-    p = data.add_parser("get", help="download a dataset and check its MD5")
-    p.add_argument("name", choices=["cifar10"])
-    p.add_argument("dir")
-    p.add_argument("--archive", help="use this local copy of cifar-10-python.tar.gz instead of downloading")
-    p.set_defaults(func=cmd_data_get)
 
 
 def _add_cache(sub) -> None:
