@@ -56,7 +56,7 @@ def same_images(got, expected):
 @pytest.mark.parametrize("where", ["parent", "folder"])
 def test_reads_the_python_version_folder(tmp_path, where):
     folder = write_cifar(str(tmp_path / "cifar-10-batches-py"))
-    ds = load_dataset(str(tmp_path) if where == "parent" else folder, val_fraction=0.1, progress=False)
+    ds = load_dataset(str(tmp_path) if where == "parent" else folder, val_fraction=0.1, split="keras", progress=False)
     assert ds.classes == CLASSES
     assert (len(ds.train), len(ds.val), len(ds.test)) == (90, 10, 20)
     # every row of the five training batches, with its own label, once, in train or validation
