@@ -257,9 +257,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     exclude = None
     if args.exclude_duplicates:
-        from .check.output import test_twins
+        from .check.output import twinned_test_images
 
-        checked, exclude = test_twins(args.exclude_duplicates)
+        checked, exclude = twinned_test_images(args.exclude_duplicates)
         print(f"{args.exclude_duplicates}: {len(exclude)} test image(s) of {checked} have a twin outside test/")
     metrics = evaluate_run(args.run_dir, args.data, exclude)
     print("\n".join(summary_lines(metrics)))

@@ -83,7 +83,7 @@ def metrics_from_logits(
     raw = calibration.figures(logits, labels)
     metrics = {
         "accuracy": (predicted == labels).double().mean().item(),
-        "loss": F.cross_entropy(logits, labels).item(),
+        "loss": raw.nll,  # the cross-entropy of the raw probabilities
         "n": len(labels),
         "ece": raw.ece,
         "brier": raw.brier,

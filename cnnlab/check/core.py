@@ -182,7 +182,6 @@ def add_feature_pairs(root: str, items: list[Item], pairs: list[Pair], options: 
     (cosine similarity >= options.similarity; blank images left out), most similar first, at most
     MAX_NEAR_PAIRS of each two splits."""
     from .features import embed, similar_pairs
-    from .pairs import popcount64
 
     order = {name: n for n, name in enumerate(SPLITS)}
     shown = [k for k, item in enumerate(items) if item.record.problem is None and not item.record.blank]
@@ -203,8 +202,8 @@ def add_feature_pairs(root: str, items: list[Item], pairs: list[Pair], options: 
         for i, j, s in zip(by_split[first][hits.i].tolist(), by_split[second][hits.j].tolist(), hits.similarity):
             a, b = sorted((i, j), key=lambda k: (order[items[k].split], k))
             if (a, b) not in known:
-                hashes = np.array([items[a].record.phash ^ items[b].record.phash], dtype=np.uint64)
-                extra.append(Pair(a, b, int(popcount64(hashes)[0]), False, float(s)))
+                distance = (items[a].record.phash ^ items[b].record.phash).bit_count()  # the hashes' Hamming distance
+                extra.append(Pair(a, b, distance, False, float(s)))
     return found + sorted(extra, key=lambda p: (-p.similarity, p.a, p.b))
 
 

@@ -7,17 +7,13 @@ import json
 import os
 from collections import Counter
 
-from ..files import create_new_dir, printable, write_atomic
+from ..files import create_new_dir, write_atomic
+from ..files import printable as shown  # a name from the user's folder, printable and writable as UTF-8
 from .core import EXTREME_ASPECT, SPLITS, CheckResult, folder_counts, imbalance, leakage
 
 JSON_NAME, HTML_NAME = "data_check.json", "data_check.html"
 PROBLEM_KINDS = ("unreadable", "truncated", "empty", "small", "aspect", "blank")
 SHOWN = 10  # pairs and suspects listed on the terminal
-
-
-def shown(text: str) -> str:
-    """A name from the user's folder, printable and writable as UTF-8 (files.printable)."""
-    return printable(text)
 
 
 def split_summaries(result: CheckResult) -> dict[str, dict]:
@@ -82,7 +78,7 @@ def to_json(result: CheckResult) -> dict:
     }
 
 
-def test_twins(json_path: str) -> tuple[str, set[str]]:
+def twinned_test_images(json_path: str) -> tuple[str, set[str]]:
     """(the checked folder, the paths under it of the test images that have a duplicate or near-duplicate
     outside test/) from a data_check.json: the images ciFAIR (Barz & Denzler 2020) leaves out of a test
     figure because training has seen them, or nearly."""
