@@ -96,17 +96,16 @@ def main() -> int:
         print(f"sheets in {args.sheets}")
     if args.judged:
         verdicts = json.load(open(args.judged))
+        in_band = {f"{lo:.2f}-{min(hi, 1.0):.2f}": int(((best >= lo) & (best < hi)).sum()) for lo, hi in BANDS}
         precision = {
-            band: {"real": sum(verdicts[band]), "looked_at": len(verdicts[band]), "in_band": int(len(pairs))}
-            for band, pairs in shown.items()
+            band: {"real": sum(verdicts[band]), "looked_at": len(verdicts[band]), "in_band": in_band[band]}
+            for band in shown
             if band in verdicts
         }
         rows = []
-        for low, high in BANDS:
-            band = f"{low:.2f}-{min(high, 1.0):.2f}"
-            in_band = int(((best >= low) & (best < high)).sum())
+        for band, count in in_band.items():
             judged = precision.get(band)
-            rows.append([band, in_band, f"{judged['real']} of {judged['looked_at']}" if judged else "-"])
+            rows.append([band, count, f"{judged['real']} of {judged['looked_at']}" if judged else "-"])
         results = {
             "run": os.path.abspath(args.run),
             "test_images": len(test_files),
