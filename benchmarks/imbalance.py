@@ -86,7 +86,7 @@ def validation_scores(run_dir: str) -> dict[str, float]:
         }
     from cnnlab.data import Preprocessing
     from cnnlab.device import use_bf16
-    from cnnlab.evaluate import predict_batches
+    from cnnlab.evaluation import predict_batches
     from cnnlab.pipeline import load_data, load_trained, make_loader
 
     model, cfg, run = load_trained(run_dir)

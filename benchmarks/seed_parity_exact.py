@@ -20,7 +20,7 @@ from cnnlab import preset
 from cnnlab.models.alexnet import KerasBatchNorm1d, KerasBatchNorm2d
 from cnnlab.optim import build_optimizer
 from cnnlab.pipeline import build_model, fold_upscale, load_data, make_loader, preprocessing
-from cnnlab.train import train
+from cnnlab.training import train
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -290,7 +290,7 @@ def exact(args: argparse.Namespace) -> None:
 
 
 def train_loop_check(folder: str, images: int, steps: int, start: dict, manual_end: dict) -> dict:
-    """cnnlab.train.train from the same start for `steps` one-step epochs ends where the manual loop did
+    """cnnlab.training.train from the same start for `steps` one-step epochs ends where the manual loop did
     (max abs difference of every tensor): the loop above is train's."""
     cfg, ds, prep, model, folded = preset_model(folder, images, steps)
     load_keras(model, start)

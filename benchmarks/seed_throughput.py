@@ -12,7 +12,7 @@ models/cpu_conv.py); unless --no-compare: the same without NNPACK (on AVX2-only 
 the 256x256 batch built and convolved by oneDNN as the code did before both; and cnnlab bf16 where the
 hardware has native bf16 (a GPU, or a CPU with AVX-512-BF16/AMX; elsewhere bf16 is emulated, several times
 slower, and not measured). Each cnnlab contender is measured at every batch size.
-cnnlab's figures are the training step of cnnlab.train over the real loader: one warm-up step, then
+cnnlab's figures are the training step of cnnlab.train (cnnlab/training.py) over the real loader: one warm-up step, then
 --steps timed steps. The Keras peer trains at its own batch 50 (the study's first run); with
 --keras-python, cnnlab is measured at batch 50 too, and the last line is the ratio of the medians over
 the rounds at that batch size. Also prints one epoch's time at each batch size and the time of the
@@ -41,7 +41,7 @@ from cnnlab.sweep import NAMED_GRIDS
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from record import write_record  # noqa: E402
 
-from cnnlab.train import train
+from cnnlab.training import train
 
 PEER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "peers", "keras_seed_study.py")
 

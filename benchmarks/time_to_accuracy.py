@@ -20,7 +20,7 @@ import time
 
 import cnnlab
 from cnnlab.data.preprocess import Preprocessing
-from cnnlab.evaluate import evaluate
+from cnnlab.evaluation import evaluate
 from cnnlab.pipeline import load_data, load_trained, make_loader
 from cnnlab.runs import load_run
 

@@ -6,8 +6,6 @@ matplotlib and changes no global state; `from cnnlab import train` imports what 
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import TYPE_CHECKING, Any
 
 from .version import __version__ as __version__
@@ -22,8 +20,8 @@ _SOURCES = {
     "CnnlabError": "errors",
     "ConfigError": "errors",
     "DataError": "errors",
-    "evaluate": "evaluate",
-    "infer": "evaluate",
+    "evaluate": "evaluation",
+    "infer": "evaluation",
     "create_model": "models",
     "list_models": "models",
     "summary": "models",
@@ -33,9 +31,9 @@ _SOURCES = {
     "Predictor": "predict",
     "export": "predict",
     "load": "predict",
-    "Callback": "train",
-    "StopTraining": "train",
-    "train": "train",
+    "Callback": "training",
+    "StopTraining": "training",
+    "train": "training",
 }
 
 __all__ = sorted(_SOURCES)
@@ -44,11 +42,11 @@ if TYPE_CHECKING:  # for type checkers and editors; never run
     from .config import PRESETS, Config, parse_config, preset  # noqa: F401
     from .data import load_dataset  # noqa: F401
     from .errors import CnnlabError, ConfigError, DataError  # noqa: F401
-    from .evaluate import evaluate, infer  # noqa: F401
+    from .evaluation import evaluate, infer  # noqa: F401
     from .models import create_model, list_models, summary  # noqa: F401
     from .pipeline import evaluate_run, load_trained, train_run  # noqa: F401
     from .predict import Predictor, export, load  # noqa: F401
-    from .train import Callback, StopTraining, train  # noqa: F401
+    from .training import Callback, StopTraining, train  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:
@@ -62,28 +60,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
-
-
-def _function_named_as_its_module(name: str) -> property:
-    """`cnnlab.train` and `cnnlab.evaluate` are the functions, as they were when this file imported them
-    eagerly, even after the submodules of the same names are imported (which sets them on the package)."""
-    assigned: dict[str, Any] = {}
-
-    def get(module: types.ModuleType) -> Any:
-        if name in assigned:
-            return assigned[name]
-        return getattr(importlib.import_module(f".{name}", __name__), name)
-
-    def set_(module: types.ModuleType, value: Any) -> None:
-        if not isinstance(value, types.ModuleType):  # the import system sets the submodule: keep the function
-            assigned[name] = value
-
-    return property(get, set_)
-
-
-class _Package(types.ModuleType):
-    train = _function_named_as_its_module("train")
-    evaluate = _function_named_as_its_module("evaluate")
-
-
-sys.modules[__name__].__class__ = _Package

@@ -252,7 +252,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import summary_lines
+    from .evaluation import summary_lines
     from .pipeline import evaluate_run
 
     exclude = None

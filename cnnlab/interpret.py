@@ -27,7 +27,7 @@ from .data.dataset import Dataset, Split
 from .data.preprocess import Preprocessing
 from .device import set_threads, use_bf16
 from .errors import CnnlabError
-from .evaluate import metrics_from_logits, predict_batches
+from .evaluation import metrics_from_logits, predict_batches
 from .explain import data_uri, enlarge, explain_batches, overlay
 from .files import write_atomic
 from .pages import page

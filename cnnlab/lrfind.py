@@ -33,7 +33,7 @@ from .device import autocast
 from .errors import CnnlabError, ConfigError
 from .files import write_atomic
 from .optim import build_optimizer
-from .train import TrainingLoss
+from .training import TrainingLoss
 from .version import __version__
 
 __all__ = ["LrFindResult", "LrSweep", "find_lr", "lr_find_run", "plot_lr_find", "suggest_lr", "valley_index"]

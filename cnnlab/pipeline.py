@@ -31,11 +31,11 @@ from .data.dataset import Dataset, Split
 from .data.loader import class_counts
 from .device import peak_memory, resolve_device, set_threads, use_bf16
 from .errors import CheckpointMismatch, CnnlabError, ConfigError, Interrupted
-from .evaluate import evaluate, metrics_from_logits, predict_batches
+from .evaluation import evaluate, metrics_from_logits, predict_batches
 from .models import create_model, create_pretrained, default_input_size, input_config, read_state_dict, transfer_weights
 from .models.upscale import fold_nearest_upscale
 from .plots import plot_curves
-from .train import Callback, TrainControl, train
+from .training import Callback, TrainControl, train
 
 
 def model_input_hw(cfg: Config) -> tuple[int, int]:

@@ -29,7 +29,7 @@ from .data.folder import is_image_name
 from .data.preprocess import Preprocess, Preprocessing
 from .device import use_bf16
 from .errors import CnnlabError, DataError
-from .evaluate import infer, tta_logits
+from .evaluation import infer, tta_logits
 from .files import write_atomic
 from .pipeline import load_trained
 

@@ -34,7 +34,7 @@ from .studies import (
     training_counts_of,
     work_loop,
 )
-from .train import Callback
+from .training import Callback
 
 SEARCH_SPEC, RESULTS = "search.json", "results.json"
 

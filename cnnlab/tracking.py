@@ -30,7 +30,7 @@ from . import runs
 from .config import Config
 from .errors import ConfigError, Interrupted, first_line
 from .plots import plot_confusion
-from .train import Callback
+from .training import Callback
 
 PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow"}  # logger -> the package it needs
 TEST_FIGURES = ("loss", "accuracy", "balanced_accuracy", "macro_f1", "top5_accuracy", "ece", "brier")  # test_<name>

@@ -1,4 +1,4 @@
-"""Imports point one way: cli > predict/report/check/interpret > lrfind > pipeline > train/plots > evaluate/runs/explain >
+"""Imports point one way: cli > predict/report/check/interpret > lrfind > pipeline > training/plots > evaluation/runs/explain >
 data/models/config/device/stats/calibration > errors/files/pages."""
 
 import ast
@@ -16,9 +16,9 @@ LAYERS = {
     "tracking": 3.5,
     "stats": 1,
     "calibration": 1,
-    "train": 3,
+    "training": 3,
     "plots": 3,
-    "evaluate": 2,
+    "evaluation": 2,
     "runs": 2,
     "optim": 2,
     "data": 1,

@@ -144,7 +144,7 @@ STEPS = textwrap.dedent("""
     from cnnlab import distributed
     from cnnlab.config import preset
     from cnnlab.data import DeviceLoader
-    from cnnlab.train import train
+    from cnnlab.training import train
 
     cpu, (out, *cases) = torch.device("cpu"), sys.argv[1:]
     rng = np.random.default_rng(0)

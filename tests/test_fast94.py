@@ -15,7 +15,7 @@ import cnnlab
 from cnnlab.cli import main
 from cnnlab.config import Config, preset
 from cnnlab.errors import ConfigError
-from cnnlab.evaluate import infer
+from cnnlab.evaluation import infer
 from cnnlab.models import count_params, create_model
 from cnnlab.optim import Muon, MuonWithSGD, build_optimizer, build_scheduler
 
@@ -408,7 +408,7 @@ def test_the_whitening_bias_gets_no_gradient_once_its_epochs_end_and_training_en
     import sys
 
     from cnnlab.pipeline import prepare
-    from cnnlab.train import TrainControl, train
+    from cnnlab.training import TrainControl, train
 
     data = make_folder(tmp_path / "ds", per_class=16, size=32)
     cfg = fast94_config(
@@ -426,7 +426,7 @@ def test_the_whitening_bias_gets_no_gradient_once_its_epochs_end_and_training_en
 
     def run(freeze: bool, control: TrainControl | None = None) -> tuple[list[bool], dict, torch.Tensor]:
         if not freeze:
-            monkeypatch.setattr(sys.modules["cnnlab.train"], "finished_groups", lambda *args: [])
+            monkeypatch.setattr(sys.modules["cnnlab.training"], "finished_groups", lambda *args: [])
         torch.manual_seed(0)
         ready = prepare(cfg)
         model, flags = ready.model, []

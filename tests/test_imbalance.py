@@ -17,7 +17,7 @@ from cnnlab.cli import main
 from cnnlab.config import IMBALANCE_RATIO, adapt_to_imbalance, imbalance_ratio, preset
 from cnnlab.data import DeviceLoader
 from cnnlab.data.loader import balanced_class_weights, class_counts
-from cnnlab.train import TrainingLoss, loss_weights
+from cnnlab.training import TrainingLoss, loss_weights
 
 CPU = torch.device("cpu")
 COUNTS = (2000, 200, 20)  # ratio 100

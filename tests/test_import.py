@@ -115,14 +115,26 @@ print(json.dumps({"changed": sorted(k for k in before if before[k] != after[k]),
 
 def test_public_names_resolve_whatever_was_imported_first():
     script = """
-import cnnlab.pipeline, cnnlab.evaluate, cnnlab.train  # sets the submodules `train` and `evaluate` on the package
+import cnnlab.pipeline, cnnlab.evaluation, cnnlab.training
 import cnnlab
 from cnnlab import *
 from cnnlab import train as t
-from cnnlab.train import train as defined
+from cnnlab.training import train as defined
 print(t is defined is cnnlab.train, cnnlab.evaluate.__module__, callable(Config), sorted(set(cnnlab.__all__) - set(dir(cnnlab))))
 """
-    assert python("-c", script).stdout == "True cnnlab.evaluate True []\n"
+    assert python("-c", script).stdout == "True cnnlab.evaluation True []\n"
+
+
+def test_no_public_name_is_a_submodule_of_the_same_name():
+    """`import cnnlab.evaluate as ev` once gave a function (the package swapped its class to keep the functions):
+    the modules are now training.py and evaluation.py, so no public name and submodule share a name."""
+    import pkgutil
+
+    import cnnlab
+
+    submodules = {m.name for m in pkgutil.iter_modules(cnnlab.__path__)}
+    assert submodules & set(cnnlab.__all__) == set()
+    assert type(cnnlab) is type(pkgutil)  # a plain module
 
 
 def test_an_unknown_name_is_an_attribute_error():

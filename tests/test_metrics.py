@@ -13,7 +13,7 @@ from sklearn.metrics import (
     top_k_accuracy_score,
 )
 
-from cnnlab.evaluate import metrics_from_logits
+from cnnlab.evaluation import metrics_from_logits
 
 
 def logits_for(predicted: list[int], n_classes: int, seed: int = 0) -> torch.Tensor:

@@ -103,7 +103,7 @@ def test_ctrl_c_checkpoints_mid_epoch_and_resumes(dataset, reference, tmp_path):
 
 
 def test_the_kill_point_is_read_as_written(monkeypatch):
-    from cnnlab.train import KillPoint
+    from cnnlab.training import KillPoint
 
     monkeypatch.delenv("CNNLAB_TEST_KILL_AT", raising=False)
     assert KillPoint.from_env() is None

@@ -18,7 +18,7 @@ from cnnlab.cli import main
 from cnnlab.config import parse_config
 from cnnlab.errors import ConfigError
 from cnnlab.pipeline import resume_run, train_run
-from cnnlab.train import Callback
+from cnnlab.training import Callback
 
 ARGS = ["--epochs", "4", "--batch-size", "8", "--eval-batch-size", "64", "--threads", "1", "--no-progress"]
 EPOCH_KEYS = (

@@ -136,7 +136,7 @@ def tiny_training(cfg, labels=None):
     import torch.nn as nn
 
     from cnnlab.data import DeviceLoader
-    from cnnlab.train import train
+    from cnnlab.training import train
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (96, 8, 8, 3), dtype=np.uint8)
@@ -161,7 +161,7 @@ def test_validation_is_evaluated_as_the_test_split_is():
     # sweeps and searches choose on val figures and report test ones: both under the config's one TTA
     # (flip + 1-pixel translations here, the fast preset's), so the history's val figures are those of
     # evaluate() with the test's arguments on the trained model
-    from cnnlab.evaluate import evaluate
+    from cnnlab.evaluation import evaluate
 
     cfg = preset("fast", epochs=2, batch_size=8, lr=0.05, progress=False, threads=1, tta=True, tta_translate=1)
     history, model, _, val_loader = tiny_training(cfg)
@@ -178,8 +178,8 @@ def test_val_loss_is_the_training_loss_and_val_nll_the_plain_cross_entropy():
     import torch
     import torch.nn.functional as F
 
-    from cnnlab.evaluate import predict_batches
-    from cnnlab.train import TrainingLoss
+    from cnnlab.evaluation import predict_batches
+    from cnnlab.training import TrainingLoss
 
     labels = np.random.default_rng(1).choice(3, 96, p=[0.6, 0.3, 0.1])  # imbalanced: the weights matter
     cfg = preset("fast", epochs=2, batch_size=8, lr=0.05, progress=False, threads=1, class_weight="balanced")

@@ -12,11 +12,11 @@ import pytest
 import torch
 import torch.nn as nn
 
-import cnnlab.train
+import cnnlab.training
 from cnnlab.config import preset
 from cnnlab.data import DeviceLoader
 from cnnlab.errors import Interrupted, TrainingError
-from cnnlab.train import TrainControl, train
+from cnnlab.training import TrainControl, train
 
 CPU = torch.device("cpu")
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -225,7 +225,7 @@ def test_cuda_training_steps_never_synchronise(monkeypatch):
     cuda_training(*cuda_model_and_data(), compile=False)  # warm-up: cuDNN's algorithm search, cached
     model, data = cuda_model_and_data()
     reads = []
-    original = cnnlab.train.host_values
+    original = cnnlab.training.host_values
 
     def allowed(*tensors):  # the loop's own reads: every EVERY steps and at the epoch's end
         reads.append(len(tensors))
@@ -235,7 +235,7 @@ def test_cuda_training_steps_never_synchronise(monkeypatch):
         finally:
             torch.cuda.set_sync_debug_mode("error")
 
-    monkeypatch.setattr(cnnlab.train, "host_values", allowed)
+    monkeypatch.setattr(cnnlab.training, "host_values", allowed)
     torch.cuda.set_sync_debug_mode("error")  # any other synchronisation raises
     try:
         history = cuda_training(model, data, compile=False)

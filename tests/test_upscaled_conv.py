@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from conftest import make_folder
 
 from cnnlab import preset
-from cnnlab.evaluate import predict_batches
+from cnnlab.evaluation import predict_batches
 from cnnlab.models import create_model
 from cnnlab.models.upscale import NearestUpscaleConv2d, fold_nearest_upscale, upscaled_conv2d
 from cnnlab.pipeline import make_loader, prepare

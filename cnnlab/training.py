@@ -41,7 +41,7 @@ from .config import Config
 from .data.loader import DeviceLoader, balanced_class_weights, class_counts
 from .device import autocast
 from .errors import CheckpointMismatch, CnnlabError, Interrupted, TrainingError
-from .evaluate import metrics_from_logits, predict_batches
+from .evaluation import metrics_from_logits, predict_batches
 from .optim import build_optimizer, build_scheduler, own_steps
 
 __all__ = [
