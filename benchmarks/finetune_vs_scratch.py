@@ -1,13 +1,14 @@
 """Does starting from a CIFAR-10 run help on a small photo folder? Trains the same folder from scratch and
 from a finished run's weights (`--init-from`, a new head), several seeds each, and compares the ways on
-the validation split held out of the training images (mean, 95% CI, Welch's p against scratch); the way
-chosen on validation then has its test accuracy reported, once.
+the validation split held out of the training images (mean, 95% CI; the ways share their seeds, so Tukey's
+range test paired on them, adjusted for picking the best: cnnlab.stats.compare_with_best); the way chosen on
+validation then has its test accuracy reported, once.
 
     python tools/make_photo_folder.py ../shared/datasets/cifar10 /tmp/photos
     cnnlab train --data ../shared/datasets/cifar10 --out runs/fast
     python benchmarks/finetune_vs_scratch.py /tmp/photos runs/fast --seeds 3 --epochs 5
 
-Runs go to a temporary folder; nothing is kept but the printed figures.
+Runs go to a temporary folder; the figures go to benchmarks/records/finetune_vs_scratch.json (docs/finetune.md).
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ import subprocess
 import sys
 import tempfile
 
-from cnnlab.stats import format_interval, summarize, welch_p
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from record import write_record  # noqa: E402
+
+from cnnlab.stats import compare_with_best, format_interval, summarize  # noqa: E402
 
 
 def main() -> None:
@@ -74,18 +78,35 @@ def main() -> None:
                     f"batch {config['batch_size']}, train {metrics['train_time_s']:.0f} s)",
                     flush=True,
                 )
+    units = {way: [(seed,) for seed in range(args.seeds)] for way in ways}  # the ways share their seeds: paired
+    comparison = compare_with_best(scores, units)
+    rows = []
     for way, values in scores.items():
-        s = summarize(values)
-        p = welch_p(values, scores["scratch"]) if way != "scratch" else None
-        print(
-            f"{way:<28} validation accuracy % (n={s['n']}): {format_interval(s)}, std "
-            f"{100 * (s['std'] or 0):.2f}" + (f"; vs scratch Welch p={p:.3g}" if p is not None else "")
+        s, p = summarize(values), comparison.p_adjusted[way]
+        rows.append(
+            [way, s["n"], format_interval(s), f"{100 * (s['std'] or 0):.2f}", "best" if p is None else f"{p:.3g}"]
         )
-    chosen = max(scores, key=lambda way: summarize(scores[way])["mean"])
-    print(
-        f"chosen on validation: {chosen}; its test accuracy % (reported once): "
-        f"{format_interval(summarize(tests[chosen]))}"
-    )
+        print(f"{way:<28} validation accuracy % (n={s['n']}): {format_interval(s)}; adj. p vs best {rows[-1][-1]}")
+    chosen = comparison.best
+    test = summarize(tests[chosen])
+    print(f"chosen on validation: {chosen}; its test accuracy % (reported once): {format_interval(test)}")
+    results = {
+        "ways": {way: {"validation": scores[way], "test": tests[way]} for way in ways},
+        "comparison": comparison.method,
+        "chosen": chosen,
+        "chosen_test": test,
+        "tables": {
+            "validation accuracy by way": {
+                "columns": ["way", "seeds", "validation accuracy % [95% CI]", "std", "adj. p vs best"],
+                "rows": rows,
+            },
+            "the way chosen on validation, tested once": {
+                "columns": ["chosen", "test accuracy % [95% CI]"],
+                "rows": [[chosen, format_interval(test)]],
+            },
+        },
+    }
+    print(write_record("finetune_vs_scratch", "fine-tuning vs training from scratch on a small photo folder", results))
 
 
 if __name__ == "__main__":

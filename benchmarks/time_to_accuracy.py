@@ -6,7 +6,8 @@
 Per seed and epoch: cumulative training time (evaluation excluded) and validation accuracy; then mean
 and std of the final validation accuracy over seeds, the mean time to reach each target on validation,
 the test accuracy (flip TTA as the preset says) once, at the end, training and inference images/s, and
-the peak resident memory of the process. Recipes are compared on validation, never on the test folder.
+the peak resident memory of the process, written to benchmarks/records/time_to_accuracy_<PRESET>.json.
+Recipes are compared on validation, never on the test folder.
 A preset without a validation split (fast94, or --val-fraction 0) has only the test folder to measure
 on: its per-epoch figures are then test accuracies, a report of that recipe, not a basis for choosing.
 """
@@ -15,14 +16,18 @@ import argparse
 import os
 import resource
 import statistics
+import sys
 import tempfile
 import time
 
-import cnnlab
-from cnnlab.data.preprocess import Preprocessing
-from cnnlab.evaluation import evaluate
-from cnnlab.pipeline import load_data, load_trained, make_loader
-from cnnlab.runs import load_run
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from record import write_record  # noqa: E402
+
+import cnnlab  # noqa: E402
+from cnnlab.data.preprocess import Preprocessing  # noqa: E402
+from cnnlab.evaluation import evaluate  # noqa: E402
+from cnnlab.pipeline import load_data, load_trained, make_loader  # noqa: E402
+from cnnlab.runs import load_run  # noqa: E402
 
 
 def inference_rate(out: str) -> float:
@@ -108,7 +113,29 @@ def main() -> None:
             )
         )
     print(f"training {statistics.mean(rates):.0f} images/s; inference (TTA as configured) {infer_rate:.0f} images/s")
-    print(f"peak resident memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB")
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak resident memory: {peak_mb:,.0f} MB")
+    rows = []
+    for t in targets:
+        hits = [r for r in reach[t] if r is not None]
+        rows.append([f"{100 * t:.2f}%", f"{len(hits)}/{len(finals)}", f"{statistics.mean(hits):.0f}" if hits else "-"])
+    results = {
+        "preset": args.preset,
+        "measured_on": split,
+        "final": {"values": finals, "mean": mean, "std": std},
+        "test": tests if on_val else None,
+        "seconds_to_target": {f"{t:.4f}": reach[t] for t in targets},
+        "train_images_per_s": statistics.mean(rates),
+        "inference_images_per_s": infer_rate,
+        "peak_memory_mb": peak_mb,
+        "tables": {
+            f"time to each {split} accuracy": {
+                "columns": [f"{split} accuracy", "seeds that reached it", "mean training s to reach it"],
+                "rows": rows,
+            }
+        },
+    }
+    print(write_record(f"time_to_accuracy_{args.preset}", f"time to accuracy of the {args.preset} preset", results))
 
 
 if __name__ == "__main__":
