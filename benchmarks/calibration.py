@@ -8,7 +8,11 @@ change).
     python benchmarks/calibration.py ../shared/datasets/cifar10 --preset fast94 --seeds 1
 
 Each call adds or replaces its preset's rows in benchmarks/records/calibration.json; runs go to a temporary
-folder and are deleted (--keep DIR keeps them).
+folder and are deleted (--keep DIR keeps them, and a complete run found there is read, not trained again:
+benchmarks/presets.py's runs serve both). Beside each ECE, its floor: what a perfectly calibrated model with the
+same confidences would score on as many images (cnnlab.calibration.sampling_floor). `--set KEY=VALUE` passes a
+config override (fast94 trains on all 50,000 images: `--set val_fraction=0.1` holds out the validation split its
+temperature is fitted on).
 """
 
 from __future__ import annotations
@@ -21,17 +25,17 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from presets import ensure_run, run_name  # noqa: E402
 from record import RECORDS, write_record  # noqa: E402
 
+from cnnlab.calibration import sampling_floor  # noqa: E402
 from cnnlab.stats import summarize  # noqa: E402
 
-FIGURES = ("ece", "nll", "brier", "mean_confidence")
+FIGURES = ("ece", "ece_floor", "nll", "brier", "mean_confidence")
 
 
-def train(data: str, preset: str, seed: int, out: str) -> dict:
-    command = [sys.executable, "-m", "cnnlab", "train", "--data", data, "--preset", preset, "--seed", str(seed)]
-    subprocess.run([*command, "--out", out, "--log", "none", "--no-progress"], check=True)
-    metrics = json.load(open(os.path.join(out, "metrics.json")))
+def train(data: str, preset: str, seed: int, out: str, overrides: list[str]) -> dict:
+    metrics = ensure_run(data, preset, seed, out, overrides)["metrics"]
     test = metrics["test"]
     return {
         "seed": seed,
@@ -40,11 +44,15 @@ def train(data: str, preset: str, seed: int, out: str) -> dict:
         "calibrated_accuracy": test["accuracy"],  # the argmax of logits / T: the same predictions
         "raw": {
             "ece": test["ece"],
+            "ece_floor": sampling_floor(test["reliability"])[0],
             "nll": test["loss"],
             "brier": test["brier"],
             "mean_confidence": test["mean_confidence"],
         },
-        "calibrated": {k: test["calibrated"][k] for k in FIGURES},
+        "calibrated": {
+            **{k: test["calibrated"][k] for k in FIGURES if k != "ece_floor"},
+            "ece_floor": sampling_floor(test["calibrated"]["reliability"])[0],
+        },
         "train_time_s": metrics["train_time_s"],
     }
 
@@ -76,6 +84,7 @@ def rows(presets: dict) -> list[list]:
                 pct(s["accuracy"]),
                 f"{s['temperature']['mean']:.3f}",
                 f"{pct(s['raw']['ece'])} -> {pct(s['calibrated']['ece'])}",
+                f"{100 * s['calibrated']['ece_floor']['mean']:.2f}",
                 f"{plain(s['raw']['nll'])} -> {plain(s['calibrated']['nll'])}",
                 f"{plain(s['raw']['brier'])} -> {plain(s['calibrated']['brier'])}",
                 f"{pct(s['raw']['mean_confidence'])} -> {pct(s['calibrated']['mean_confidence'])}",
@@ -89,12 +98,14 @@ def main() -> int:
     parser.add_argument("data")
     parser.add_argument("--preset", default="fast")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--keep", help="keep the runs in this folder")
+    parser.add_argument("--keep", help="keep the runs in this folder (and reuse the complete ones found there)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a config override")
     args = parser.parse_args()
     folder = args.keep or tempfile.mkdtemp(prefix="cnnlab-calibration-")
     runs = []
     for seed in range(args.seeds):
-        runs.append(train(os.path.abspath(args.data), args.preset, seed, os.path.join(folder, f"{args.preset}-{seed}")))
+        out = os.path.join(folder, run_name(args.preset, seed, args.set))
+        runs.append(train(os.path.abspath(args.data), args.preset, seed, out, args.set))
         r = runs[-1]
         print(
             f"{args.preset} seed {seed}: accuracy {100 * r['accuracy']:.2f}%, T {r['temperature']:.3f}, ECE "
@@ -104,8 +115,10 @@ def main() -> int:
         )
     path = os.path.join(RECORDS, "calibration.json")
     presets = json.load(open(path))["results"]["presets"] if os.path.exists(path) else {}
-    presets[args.preset] = {"command": " ".join(sys.argv), "runs": runs, "summary": summary(runs)}
-    columns = ["preset", "seeds", "test accuracy %", "temperature", "ECE % raw -> calibrated", "NLL", "Brier"]
+    name = " ".join([args.preset, *args.set])
+    presets[name] = {"command": " ".join(sys.argv), "runs": runs, "summary": summary(runs)}
+    columns = ["preset", "seeds", "test accuracy %", "temperature", "ECE % raw -> calibrated", "its floor %", "NLL"]
+    columns.append("Brier")
     columns.append("mean confidence %")
     results = {
         "presets": presets,

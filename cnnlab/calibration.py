@@ -24,6 +24,9 @@ class Figures:
     brier: float  # Brier score: the squared distance of the probability vector from the one-hot label
     mean_confidence: float  # the mean top-1 probability (beside the accuracy: under- or over-confident)
     temperature: float = 1.0
+    # the ECE a perfectly calibrated model with these confidences would show on this many images (the mean
+    # over simulated outcomes: the estimator's floor, about 0.9% on 5,000 images at CIFAR-10's 88%)
+    ece_floor: float = 0.0
     reliability: dict = dataclasses.field(default_factory=dict)  # per confidence bin: count, accuracy, confidence
 
     def to_dict(self) -> dict:
@@ -59,18 +62,36 @@ def reliability(probabilities: torch.Tensor, labels: torch.Tensor, bins: int = N
     }
 
 
+def sampling_floor(bins: dict, draws: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """The ECE of a perfectly calibrated model whose images fall in `bins` (a reliability()'s count and
+    confidence) as they do here: each bin's right answers drawn as Binomial(count, confidence), `draws` times.
+    Returns the mean and the 95th percentile. The binned ECE is biased upwards (|noise| > 0 in every bin): on a
+    few thousand images a perfect model does not score 0, and an ECE near this floor cannot be told from it."""
+    import numpy as np
+
+    count = np.asarray(bins["count"], dtype=np.int64)
+    confidence = np.asarray([c or 0.0 for c in bins["confidence"]], dtype=np.float64)
+    if count.sum() == 0:
+        return 0.0, 0.0
+    right = np.random.default_rng(seed).binomial(count, confidence, size=(draws, len(count)))
+    ece = np.abs(right - count * confidence).sum(1) / count.sum()
+    return float(ece.mean()), float(np.quantile(ece, 0.95))
+
+
 def figures(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0) -> Figures:
     """The calibration figures of float logits (n, classes) and int labels (n) at `temperature`."""
     scaled = logits.float() / temperature
     probabilities = scaled.softmax(1)
     one_hot = F.one_hot(labels, logits.shape[1]).float()
+    bins = reliability(probabilities, labels)
     return Figures(
         ece=expected_calibration_error(probabilities, labels),
         nll=float(F.cross_entropy(scaled, labels)),
         brier=float(((probabilities - one_hot) ** 2).sum(1).mean()),
         mean_confidence=float(probabilities.max(1).values.mean()),
         temperature=float(temperature),
-        reliability=reliability(probabilities, labels),
+        ece_floor=sampling_floor(bins)[0],
+        reliability=bins,
     )
 
 

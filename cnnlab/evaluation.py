@@ -68,7 +68,8 @@ def metrics_from_logits(
     """The figures of one evaluation, from its float32 logits and labels:
 
     accuracy, loss (cross-entropy: the negative log-likelihood), n, the calibration figures of the raw
-    probabilities (ece, brier, mean_confidence: cnnlab/calibration.py), with a `temperature` also those of
+    probabilities (ece, ece_floor: what a perfectly calibrated model would score on these bins, brier,
+    mean_confidence: cnnlab/calibration.py), with a `temperature` also those of
     the calibrated ones (calibrated: {ece, nll, brier, mean_confidence, temperature}; the argmax, and so
     every other figure, is the same), per_class_accuracy (each class's recall) and the confusion matrix
     (rows = true class), and from scikit-learn: balanced_accuracy (the mean recall over the classes present
@@ -86,6 +87,7 @@ def metrics_from_logits(
         "loss": raw.nll,  # the cross-entropy of the raw probabilities
         "n": len(labels),
         "ece": raw.ece,
+        "ece_floor": raw.ece_floor,
         "brier": raw.brier,
         "mean_confidence": raw.mean_confidence,
         "reliability": raw.reliability,
@@ -153,6 +155,12 @@ def calibration_lines(metrics: dict) -> list[str]:
         lines.append(
             f"calibrated (temperature {cal['temperature']:.3f}, fitted on validation): ECE {100 * cal['ece']:.2f}%, "
             f"NLL {cal['nll']:.4f}, Brier {cal['brier']:.4f}, mean confidence {100 * cal['mean_confidence']:.2f}%"
+        )
+    floor = (cal or metrics).get("ece_floor")
+    if floor is not None:
+        lines.append(
+            f"a perfectly calibrated model would show an ECE of about {100 * floor:.2f}% on these {metrics['n']:,} "
+            "images (15 bins): an ECE near that cannot be told from perfect"
         )
     return lines
 

@@ -74,3 +74,29 @@ def test_the_fitted_temperature_minimises_the_likelihood():
     nll = {s: figures(logits, labels, t * s).nll for s in (0.97, 1.0, 1.03)}
     assert nll[1.0] < nll[0.97] and nll[1.0] < nll[1.03]
     assert math.isfinite(t) and 0.05 <= t <= 20
+
+
+def test_the_sampling_floor_is_what_chance_alone_gives():
+    from cnnlab.calibration import sampling_floor
+
+    # one image at confidence 0.5: right or wrong, |outcome - 0.5| is 0.5 every time
+    assert sampling_floor({"count": [1], "confidence": [0.5]}) == (0.5, 0.5)
+    # certainty is never off; an empty set has no floor
+    assert sampling_floor({"count": [1000], "confidence": [1.0]}) == (0.0, 0.0)
+    assert sampling_floor({"count": [0, 0], "confidence": [None, None]}) == (0.0, 0.0)
+    # n images at confidence p: E|Binomial(n, p) / n - p| ~ sqrt(2 p (1 - p) / (pi n)); 4x the images, half the floor
+    small, _ = sampling_floor({"count": [400], "confidence": [0.8]}, draws=20000)
+    large, _ = sampling_floor({"count": [1600], "confidence": [0.8]}, draws=20000)
+    assert small == pytest.approx(math.sqrt(2 * 0.8 * 0.2 / (math.pi * 400)), rel=0.05)
+    assert large / small == pytest.approx(0.5, rel=0.05)
+
+
+def test_a_calibrated_model_scores_near_its_floor_and_a_miscalibrated_one_far_above():
+    from cnnlab.calibration import figures
+
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(5000, 10, generator=generator) * 3
+    labels = torch.multinomial(logits.softmax(1), 1, generator=generator).squeeze(1)  # calibrated by construction
+    calibrated, squashed = figures(logits, labels), figures(logits, labels, temperature=3.0)
+    assert calibrated.ece < calibrated.ece_floor + 0.01
+    assert squashed.ece > squashed.ece_floor + 0.1
