@@ -36,7 +36,8 @@ def machine() -> dict:
     except OSError:
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cpu": cpu, "cores": os.cpu_count(), "flags": [f for f in FLAGS if f in flags], "gpu": gpu}
+    load = [round(x, 1) for x in os.getloadavg()]  # 1, 5 and 15 minutes: above the cores, the timings are shared
+    return {"cpu": cpu, "cores": os.cpu_count(), "flags": [f for f in FLAGS if f in flags], "gpu": gpu, "load": load}
 
 
 def commit() -> str | None:
