@@ -1,7 +1,7 @@
 """What a preset gives on the machine at hand: trains it on CIFAR-10 over several seeds (each a `cnnlab train`
-process, as a user runs it) and writes benchmarks/records/preset_<NAME>.json: the test accuracy's mean, std and
+process, as a user runs it) and adds its entry to benchmarks/records/presets.json: the test accuracy's mean, std and
 95% interval, the training time, the peak memory, and the machine (CPU model and flags, the precision `auto`
-chose, threads, torch). README's presets table and docs/presets.md are generated from these records.
+chose, threads, torch); the record's table has a row per preset measured. README's presets table and docs/presets.md are generated from these records.
 
     python benchmarks/presets.py ../shared/datasets/cifar10 --preset fast --seeds 5 --runs ~/preset-runs
     python benchmarks/presets.py ../shared/datasets/cifar10 --preset fast94 --seeds 3 --runs ~/preset-runs
@@ -22,7 +22,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from record import write_record  # noqa: E402
+from record import RECORDS, write_record  # noqa: E402
 
 from cnnlab.stats import summarize  # noqa: E402
 
@@ -70,25 +70,25 @@ def summary(runs: list[dict]) -> dict:
     return {k: summarize([r[k] for r in runs if r[k] is not None]) for k in keys}
 
 
-def table(preset: str, runs: list[dict], s: dict) -> dict:
+COLUMNS = ["preset", "seeds", "test accuracy % (mean ± std [95% CI])", "training s", "peak GB", "precision"]
+
+
+def row(name: str, runs: list[dict], s: dict) -> list:
     acc = s["test_accuracy"]
     interval = (
         f"{100 * acc['mean']:.2f} ± {100 * acc['std']:.2f} [{100 * acc['ci_low']:.2f}, {100 * acc['ci_high']:.2f}]"
         if acc["std"] is not None
         else f"{100 * acc['mean']:.2f}"
     )
-    precision = "/".join(sorted({r["precision"] for r in runs}))
-    row = [
-        preset,
+    return [
+        name,
         len(runs),
         interval,
         f"{s['train_time_s']['mean']:.0f}",
         f"{s['peak_memory_gb']['mean']:.2f}" if s["peak_memory_gb"]["n"] else "-",
-        precision,
+        "/".join(sorted({r["precision"] for r in runs})),
         f"{runs[0]['test_images']:,}",
     ]
-    columns = ["preset", "seeds", "test accuracy % (mean ± std [95% CI])", "training s", "peak GB", "precision"]
-    return {"columns": [*columns, "test images"], "rows": [row]}
 
 
 def main() -> int:
@@ -108,10 +108,14 @@ def main() -> int:
         r = runs[-1]
         print(f"{args.preset} seed {seed}: {100 * r['test_accuracy']:.2f}% in {r['train_time_s']:.0f} s", flush=True)
     s = summary(runs)
-    name = "_".join(["preset", args.preset, *[o.replace("=", "_") for o in args.set]])
-    results = {"preset": args.preset, "overrides": args.set, "runs": runs, "summary": s}
-    results["tables"] = {"test accuracy and cost": table(args.preset, runs, s)}
-    print(write_record(name, f"the {args.preset} preset on CIFAR-10 over {len(runs)} seeds", results))
+    name = " ".join([args.preset, *args.set])
+    path = os.path.join(RECORDS, "presets.json")
+    presets = json.load(open(path))["results"]["presets"] if os.path.exists(path) else {}
+    presets[name] = {"command": " ".join(sys.argv), "runs": runs, "summary": s}
+    rows = [row(n, entry["runs"], entry["summary"]) for n, entry in presets.items()]
+    table = {"columns": [*COLUMNS, "test images"], "rows": rows}
+    results = {"presets": presets, "tables": {"CIFAR-10 test accuracy by preset": table}}
+    print(write_record("presets", "the presets on CIFAR-10 over seeds", results))
     if not args.runs:
         subprocess.run(["rm", "-rf", folder], check=False)
     return 0
