@@ -103,16 +103,28 @@ def command_section(path: str, helptext: str, parser: argparse.ArgumentParser, l
 
 
 def config_section(parser: argparse.ArgumentParser) -> list[str]:
+    """The config flags once, each with its setting's name in the configuration (a JSON config file's key,
+    `cnnlab.preset(...)`'s keyword) and its value in the fast preset, the default."""
+    from cnnlab.config import preset
+
+    defaults = preset("fast").to_dict()
     for group in parser._action_groups:
         if group.title == CONFIG_GROUP:
-            return [
+            lines = [
                 "## Config flags",
                 "",
-                "Each setting of the configuration is a flag of `train`, `sweep` and `lr-find`; its default is the",
-                "chosen preset's ([Presets](presets.md)). A yes/no setting has a `--no-` form.",
+                "Each setting of the configuration is a flag of `train`, `sweep` and `lr-find`, and a key of a",
+                "`--config` file or of `cnnlab.preset(...)` ([Python API](api.md)); its default is the chosen",
+                "preset's ([Presets](presets.md)), shown here for `fast`. A yes/no setting has a `--no-` form.",
                 "",
-                *rows(group._group_actions),
+                "| flag | setting | fast | what it does |",
+                "|---|---|---|---|",
             ]
+            for action in group._group_actions:
+                default = defaults[action.dest]
+                shown = '`""`' if default == "" else f"`{default}`"
+                lines.append(f"| {flag_name(action)} | `{action.dest}` | {shown} | {flag_help(action)} |")
+            return [*lines, ""]
     return []
 
 
