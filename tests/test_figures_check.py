@@ -69,6 +69,13 @@ def test_the_check_fails_on_a_figure_not_known_and_on_a_known_one_that_is_gone(t
     err = capsys.readouterr().err
     assert "typed by hand" in err  # the changed line is a new one
     assert f"no longer in the pages, remove it from known.txt: {lines[2]}" in err
+    assert figures_check.main(["--write-known"], root=tmp_path, known_path=known) == 0  # after a merge
+    assert known.read_text().splitlines() == [
+        "# waiting for a record",
+        *lines[:2],
+        "docs/page.md: Back to the prose: an epoch, 12.5 +/- 0.4 points.",
+    ]
+    assert figures_check.main([], root=tmp_path, known_path=known) == 0
 
 
 def test_the_pages_quote_no_figure_beyond_the_known_list():

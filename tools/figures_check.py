@@ -13,6 +13,7 @@ and on a listed one that is gone, so the list only shrinks.
 
     python tools/figures_check.py            # exit 1 and the figures when a page quotes an unrecorded one
     python tools/figures_check.py --all      # every hand-typed figure, listed or not
+    python tools/figures_check.py --write-known   # list today's figures as known (after a merge: read its diff)
 """
 
 from __future__ import annotations
@@ -88,16 +89,22 @@ def known(path: pathlib.Path = KNOWN) -> set[str]:
 def main(argv: list[str] | None = None, root: pathlib.Path = ROOT, known_path: pathlib.Path = KNOWN) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--all", action="store_true", help="list every hand-typed figure, known or not")
+    parser.add_argument("--write-known", action="store_true", help=f"write today's figures to {KNOWN.name}")
     args = parser.parse_args(argv)
-    listed, seen, new = known(known_path), set(), []
+    listed, seen, new = known(known_path), {}, []  # seen: an ordered set
     for page in pages(root):
         name = page.relative_to(root).as_posix()
         for number, hits, line in figures(page.read_text(encoding="utf-8")):
             key = f"{name}: {line}"
-            seen.add(key)
+            seen[key] = None
             if args.all or key not in listed:
                 new.append(f"{name}:{number}: {hits}: {line}")
-    gone = sorted(listed - seen)
+    gone = sorted(listed - seen.keys())
+    if args.write_known:
+        kept = known_path.read_text(encoding="utf-8").splitlines() if known_path.exists() else []
+        header = [line for line in kept if line.startswith("#")]
+        known_path.write_text("\n".join([*header, *seen]) + "\n", encoding="utf-8")
+        return 0
     for entry in new:
         print(entry)
     if args.all:
