@@ -423,12 +423,16 @@ def _print_imbalance(ds) -> None:
 
 
 def cmd_data_get(args: argparse.Namespace) -> int:
-    from .data.cifar import get_cifar10
+    from .data.cifar import get_cifar10, get_cifar10_folders
 
     if args.name != "cifar10":
         raise CnnlabError(f"unknown dataset {args.name!r}; known: cifar10")
-    folder = get_cifar10(args.dir, archive=args.archive)
-    print(f"CIFAR-10 ready in {folder}; train with: cnnlab train --data {folder}")
+    if args.batches:
+        folder, layout = get_cifar10(args.dir, archive=args.archive), "the python batches"
+    else:
+        folder = get_cifar10_folders(args.dir, archive=args.archive)
+        layout = "train/<class>/*.png, and test/<class>/*.png: the whole 10,000-image test set"
+    print(f"CIFAR-10 ready in {folder} ({layout}); train with: cnnlab train --data {folder}")
     return 0
 
 
@@ -651,10 +655,15 @@ def _add_data(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_data_info)
     _add_data_check(data)
-    p = data.add_parser("get", help="download a dataset and check its MD5")
+    p = data.add_parser(
+        "get", help="download a dataset, check its MD5 and write it as image folders (resumable: run it again)"
+    )
     p.add_argument("name", choices=["cifar10"])
-    p.add_argument("dir")
+    p.add_argument("dir", help="a new or empty folder: DIR/train/<class>/*.png and DIR/test/<class>/*.png")
     p.add_argument("--archive", help="use this local copy of cifar-10-python.tar.gz instead of downloading")
+    p.add_argument(
+        "--batches", action="store_true", help="keep the official python batches instead (DIR/cifar-10-batches-py)"
+    )
     p.set_defaults(func=cmd_data_get)
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import runs
-from .config import saved_config
+from .config import PRESETS, preset, saved_config
 from .data.preprocess import input_hw
 from .errors import CnnlabError
 from .files import printable
@@ -33,7 +33,7 @@ INTERPRET_LOSSES, INTERPRET_PAIRS = 10, 5  # rows of interpret.json shown in the
 
 @dataclass
 class Report:
-    """A report as a list of blocks: (kind, payload) with kind h1/h2/p/pre/table/img/link."""
+    """A report as a list of blocks: (kind, payload) with kind h1/h2/p/pre/table/details/img/imgs/link."""
 
     blocks: list[tuple[str, object]] = field(default_factory=list)
     scratch: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="cnnlab-report-"))
@@ -44,6 +44,14 @@ class Report:
     def image(self, name: str, path: str, alt: str) -> None:
         with open(path, "rb") as fh:
             self.add("img", (name, fh.read(), alt))
+
+    def images(self, shown: list[tuple[str, str, str]]) -> None:
+        """(name, path, alt) images side by side (on one line in the HTML)."""
+        blocks = []
+        for name, path, alt in shown:
+            with open(path, "rb") as fh:
+                blocks.append((name, fh.read(), alt))
+        self.add("imgs", blocks)
 
     def scratch_path(self, name: str) -> str:
         return os.path.join(self.scratch, name)
@@ -57,13 +65,16 @@ def _pct(x: float | None) -> str:
 
 
 def _run_sections(report: Report, run_dir: str, title: str | None = None, heading: str = "h2") -> None:
+    """A run's report: the results first (test figures, curves, confusion matrix), then the settings that differ
+    from the nearest preset, the data, the model, the training and evaluation details, the full configuration."""
     run = runs.load_run(run_dir)
     cfg = saved_config(run["config"])  # with the defaults it was saved under, not today's
     data, history, metrics = run["data"], run["history"], run["metrics"] or {}
     report.add(
         "h1" if heading == "h2" else heading, title or f"cnnlab report: {os.path.basename(os.path.abspath(run_dir))}"
     )
-    report.add(heading, "Configuration")
+    report.add(heading, "Results")
+    _headline(report, cfg, metrics)
     env = run.get("environment", {})
     report.add(
         "p",
@@ -71,7 +82,20 @@ def _run_sections(report: Report, run_dir: str, title: str | None = None, headin
         f"cnnlab {env.get('cnnlab')} (git {str(env.get('git_commit'))[:10]}), torch {env.get('torch')}, "
         f"{data.get('device')}, {'bf16' if data.get('bf16') else 'fp32'}.",
     )
-    report.add("table", (["key", "value"], [[k, str(v)] for k, v in cfg.to_dict().items()]))
+    curves = [
+        (name, os.path.join(run_dir, name), alt)
+        for name, alt in (
+            ("acc_plot.png", "accuracy per epoch, training vs validation"),
+            ("loss_plot.png", "loss per epoch, training vs validation"),
+        )
+        if os.path.exists(os.path.join(run_dir, name))
+    ]
+    if curves:
+        report.images(curves)
+    if metrics.get("test"):
+        path = plot_confusion(metrics["test"]["confusion"], data["classes"], report.scratch_path("confusion.png"))
+        report.image("confusion.png", path, "confusion matrix of the test images")
+    _settings(report, heading, cfg, "Settings")
 
     dataset = _data_section(report, heading, run_dir, cfg, data)
 
@@ -85,9 +109,63 @@ def _run_sections(report: Report, run_dir: str, title: str | None = None, headin
     )
     report.add("pre", summary(model, input_hw(data["preprocessing"])))
 
-    _training_section(report, heading, run_dir, history, metrics)
-    _evaluation_section(report, heading, cfg, data, metrics, dataset)
+    _training_section(report, heading, history, metrics)
+    _evaluation_section(report, heading, data, metrics, dataset)
     _interpret_section(report, run_dir, cfg.data, heading)
+    _full_config(report, heading, cfg)
+
+
+def _headline(report: Report, cfg, metrics: dict) -> None:
+    """The run's test figures, in bold: accuracy, then balanced accuracy and macro-F1."""
+    test = metrics.get("test")
+    if not test:
+        report.add("p", "No test split: the dataset has no test folder.")
+        return
+    report.add(
+        "p",
+        f"**Test accuracy: {_pct(test['accuracy'])}** on {test['n']} images (loss {test['loss']:.4f}"
+        f"{', flip TTA' if cfg.tta else ''}"
+        f"{f' with {cfg.tta_translate}-pixel translations' if cfg.tta and cfg.tta_translate else ''}).",
+    )
+    figures = _figures_line(test)
+    if figures:
+        report.add("p", figures)
+
+
+def _shown(value: object) -> str:
+    return "-" if value == "" else str(value)
+
+
+def nearest_preset(cfg) -> tuple[str, list[list[str]]]:
+    """The preset `cfg` differs least from (a run does not save which preset it began from) and the
+    [key, value, preset's value] rows of the keys where they differ, the dataset path included."""
+    ours = cfg.to_dict()
+    rows = {
+        name: [[k, _shown(v), _shown(base[k])] for k, v in ours.items() if v != base[k]]
+        for name in PRESETS
+        for base in [preset(name).to_dict()]
+    }
+    name = min(rows, key=lambda n: len(rows[n]))  # ties: the first preset (fast, the default)
+    return name, rows[name]
+
+
+def _settings(report: Report, heading: str, cfg, title: str) -> None:
+    name, rows = nearest_preset(cfg)
+    report.add(heading, title)
+    report.add(
+        "p",
+        f"The settings that differ from the `{name}` preset (the nearest; the whole configuration is at the end):"
+        if rows
+        else f"The `{name}` preset, unchanged (the whole configuration is at the end).",
+    )
+    if rows:
+        report.add("table", (["key", "value", f"{name} preset"], rows))
+
+
+def _full_config(report: Report, heading: str, cfg) -> None:
+    report.add(heading, "Full configuration")
+    values = cfg.to_dict()
+    report.add("details", (f"all {len(values)} settings", (["key", "value"], [[k, str(v)] for k, v in values.items()])))
 
 
 def _data_section(report: Report, heading: str, run_dir: str, cfg, data: dict):
@@ -143,14 +221,8 @@ def _skipped_lines(run_dir: str, data: dict) -> list[str]:
     return lines
 
 
-def _training_section(report: Report, heading: str, run_dir: str, history: list[dict], metrics: dict) -> None:
+def _training_section(report: Report, heading: str, history: list[dict], metrics: dict) -> None:
     report.add(heading, "Training")
-    for name, alt in (
-        ("acc_plot.png", "accuracy per epoch, training vs validation"),
-        ("loss_plot.png", "loss per epoch, training vs validation"),
-    ):
-        if os.path.exists(os.path.join(run_dir, name)):
-            report.image(name, os.path.join(run_dir, name), alt)
     keys = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "val_balanced_accuracy", "val_macro_f1", "time_s"]
     keys = [k for k in keys if any(k in r for r in history) or not k.startswith("val_")]  # older runs lack some
     report.add(
@@ -227,25 +299,14 @@ def _calibration_part(report: Report, metrics: dict) -> None:
     report.image("reliability.png", path, "reliability diagram of the test images")
 
 
-def _evaluation_section(report: Report, heading: str, cfg, data: dict, metrics: dict, dataset) -> None:
+def _evaluation_section(report: Report, heading: str, data: dict, metrics: dict, dataset) -> None:
+    """The test split in detail: calibration, the class table, the most confused pairs, misclassified images."""
     test = metrics.get("test")
-    report.add(heading, "Evaluation")
     if not test:
-        report.add("p", "No test split: the dataset has no test folder.")
         return
-    report.add(
-        "p",
-        f"**Test accuracy: {_pct(test['accuracy'])}** on {test['n']} images (loss {test['loss']:.4f}"
-        f"{', flip TTA' if cfg.tta else ''}"
-        f"{f' with {cfg.tta_translate}-pixel translations' if cfg.tta and cfg.tta_translate else ''}).",
-    )
-    figures = _figures_line(test)
-    if figures:
-        report.add("p", figures)
+    report.add(heading, "Evaluation")
     _calibration_part(report, metrics)
     report.add("table", _class_table(test))
-    path = plot_confusion(test["confusion"], data["classes"], report.scratch_path("confusion.png"))
-    report.image("confusion.png", path, "confusion matrix of the test images")
     confusion = np.array(test["confusion"])
     off = [(confusion[i, j], i, j) for i in range(len(confusion)) for j in range(len(confusion)) if i != j]
     top = sorted(off, reverse=True)[:5]
@@ -378,25 +439,25 @@ def _conclusion(res: dict) -> list[str]:
 
 
 def _saved_study(report: Report, top_dir: str, spec_file: str, what: str) -> tuple[dict, dict]:
-    """The saved spec and results of a sweep or search; opens its report (title, configuration heading)."""
+    """The saved spec and results of a sweep or search; opens its report (its title)."""
     spec = runs.read_json(os.path.join(top_dir, spec_file))
     path = os.path.join(top_dir, "results.json")
     if not os.path.exists(path):
         raise CnnlabError(f"{path}: missing; run the {what} (or rerun its command) first")
     res = runs.read_json(path)
     report.add("h1", f"cnnlab {what} report: {os.path.basename(os.path.abspath(top_dir))}")
-    report.add("h2", "Configuration")
     return spec, res
 
 
 def _sweep_sections(report: Report, sweep_dir: str) -> None:
-    """A sweep: its grid and base configuration, the cells compared on validation, the chosen one."""
+    """A sweep: the chosen cell and the verdicts first (validation and test figures with their intervals), the
+    cells compared, the chosen cell's curves; then the grid, the base configuration's settings that differ from
+    its preset, and the whole base configuration."""
     spec, res = _saved_study(report, sweep_dir, "sweep.json", "sweep")
-    _sweep_design(report, spec, res)
-    _sweep_comparison(report, sweep_dir, res)
-    report.add("h2", "Conclusion")
+    report.add("h2", "Results")
     for line in _conclusion(res):
         report.add("p", line)
+    _sweep_comparison(report, sweep_dir, res)
     best = res.get("best")
     if best:
         row = next(r for r in res["rows"] if r["cell"] == best)
@@ -411,10 +472,15 @@ def _sweep_sections(report: Report, sweep_dir: str) -> None:
                 "its first seed" + (" and fold" if res.get("folds") else ""),
                 epochs,
             )
+    base = saved_config(spec["config"])
+    _sweep_design(report, spec, res)
+    _settings(report, "h2", base, "Base configuration")
+    _full_config(report, "h2", base)
 
 
 def _sweep_design(report: Report, spec: dict, res: dict) -> None:
-    """The grid, the seeds (and folds), the metric cells are compared on, and the base configuration."""
+    """The grid, the seeds (and folds), the metric cells are compared on."""
+    report.add("h2", "Design")
     seeds = f"{spec['seeds']} seeds ({', '.join(map(str, res.get('seed_values') or range(spec['seeds'])))})"
     folds = res.get("folds")
     report.add(
@@ -436,13 +502,11 @@ def _sweep_design(report: Report, spec: dict, res: dict) -> None:
         f"Cells are compared on validation {METRIC_NAMES.get(metric, metric)} (`{metric}`), never on the "
         f"test split; {sample_note(res)}.",
     )
-    report.add("table", (["key", "value"], [[k, str(v)] for k, v in saved_config(spec["config"]).to_dict().items()]))
 
 
 def _sweep_comparison(report: Report, sweep_dir: str, res: dict) -> None:
     """Each cell's validation and test figures and verdict, the heatmap, what the p-values are."""
     metric = res.get("select_metric", "val_accuracy")
-    report.add("h2", "Comparison")
     report.add(
         "table",
         (
@@ -498,34 +562,40 @@ def _params(params: dict) -> str:
 
 
 def _search_sections(report: Report, search_dir: str) -> None:
-    """A TPE search: its space, every trial (parameters, state, scores), the best on validation."""
+    """A TPE search: the best trial on validation first, every trial (parameters, state, scores), the best
+    trial's curves; then its space, the base configuration's settings that differ from its preset, all of it."""
     spec, res = _saved_study(report, search_dir, "search.json", "search")
     metric = res.get("select_metric", "val_accuracy")
-    _search_design(report, spec, metric)
-    _search_trials(report, res, metric)
-    report.add("h2", "Conclusion")
+    report.add("h2", "Results")
     best = res.get("best")
     if best is None:
         report.add("p", "No trial has completed yet.")
-        return
-    report.add(
-        "p",
-        f"Chosen on validation {METRIC_NAMES.get(metric, metric)}: **trial {best['trial']}** "
-        f"({_params(best['params'])}), {_pct(best.get('val', best['val_accuracy']))}; its test accuracy: {_pct(best['test_accuracy'])}. Each trial ran "
-        "one seed, so the gaps between trials include seed-to-seed noise; rerun the chosen configuration "
-        "with `cnnlab sweep --seeds N` to measure it.",
-    )
-    _chosen_curves(
-        report,
-        search_dir,
-        os.path.join(search_dir, "runs", best["run"]),
-        f"The chosen configuration: trial {best['trial']}",
-        f"trial {best['trial']}",
-    )
+    else:
+        report.add(
+            "p",
+            f"Chosen on validation {METRIC_NAMES.get(metric, metric)}: **trial {best['trial']}** "
+            f"({_params(best['params'])}), {_pct(best.get('val', best['val_accuracy']))}; its test accuracy: "
+            f"{_pct(best['test_accuracy'])}. Each trial ran one seed, so the gaps between trials include "
+            "seed-to-seed noise; rerun the chosen configuration with `cnnlab sweep --seeds N` to measure it.",
+        )
+    _search_trials(report, res, metric)
+    if best is not None:
+        _chosen_curves(
+            report,
+            search_dir,
+            os.path.join(search_dir, "runs", best["run"]),
+            f"The chosen configuration: trial {best['trial']}",
+            f"trial {best['trial']}",
+        )
+    base = saved_config(spec["config"])
+    _search_design(report, spec, metric)
+    _settings(report, "h2", base, "Base configuration")
+    _full_config(report, "h2", base)
 
 
 def _search_design(report: Report, spec: dict, metric: str) -> None:
-    """The search space, the sampler and pruner, the trials, and the base configuration."""
+    """The search space, the sampler and pruner, the trials."""
+    report.add("h2", "Design")
     space = "; ".join(
         f"{k} = one of {', '.join(map(str, d['values']))}"
         if d["kind"] == "choice"
@@ -538,7 +608,6 @@ def _search_design(report: Report, spec: dict, metric: str) -> None:
         f"(`{metric}`) after each epoch; never on the test split) over "
         f"{space}; {spec['trials']} trials, one seed each (seed {spec['config'].get('seed', 0)}). Every other setting is the base configuration below.",
     )
-    report.add("table", (["key", "value"], [[k, str(v)] for k, v in saved_config(spec["config"]).to_dict().items()]))
 
 
 def _search_trials(report: Report, res: dict, metric: str) -> None:
@@ -584,7 +653,12 @@ def _search_trials(report: Report, res: dict, metric: str) -> None:
 
 # --- rendering ------------------------------------------------------------------------------------
 
-CSS = "img{max-width:100%;display:block;margin:.6em 0}"  # the report's own, after pages.CSS
+# the report's own, after pages.CSS: pictures in a row share its width (the curves side by side)
+CSS = (
+    "img{max-width:100%;display:block;margin:.6em 0}.row{display:flex;gap:1em}"
+    ".row img{min-width:0;width:calc(50% - .5em);max-width:30em}"
+    "summary{cursor:pointer;margin:.6em 0}"
+)
 
 
 def _inline_md(text: str) -> str:
@@ -600,10 +674,36 @@ def _inline_md(text: str) -> str:
     return "".join(out)
 
 
+def _table(headers: list[str], rows: list[list[str]]) -> tuple[str, str]:
+    """A table as (markdown, HTML)."""
+    md = (
+        "| "
+        + " | ".join(headers)
+        + " |\n|"
+        + "---|" * len(headers)
+        + "\n"
+        + "".join("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |\n" for row in rows)
+    )
+    body = (
+        "<table><thead><tr>"
+        + "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+        + "</tr></thead><tbody>"
+        + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+        + "</tbody></table>"
+    )
+    return md, body
+
+
 def render(report: Report, out_dir: str) -> tuple[str, str]:
     md, body = [], []
     files_dir = os.path.join(out_dir, "report_files")
     os.makedirs(files_dir, exist_ok=True)
+
+    def picture(name: str, data: bytes, alt: str) -> str:
+        runs.write_atomic(os.path.join(files_dir, name), data)
+        md.append(f"![{alt}](report_files/{name})\n")
+        return f'<img alt="{html.escape(alt)}" src="{png_uri(data)}">'
+
     for kind, payload in report.blocks:
         if kind in ("h1", "h2", "h3"):
             md.append(f"{'#' * int(kind[1])} {payload}\n")
@@ -615,27 +715,18 @@ def render(report: Report, out_dir: str) -> tuple[str, str]:
             md.append(f"```\n{payload}\n```\n")
             body.append(f"<pre>{html.escape(str(payload))}</pre>")
         elif kind == "table":
-            headers, rows = payload
-            md.append(
-                "| "
-                + " | ".join(headers)
-                + " |\n|"
-                + "---|" * len(headers)
-                + "\n"
-                + "".join("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |\n" for row in rows)
-            )
-            body.append(
-                "<table><thead><tr>"
-                + "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-                + "</tr></thead><tbody>"
-                + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
-                + "</tbody></table>"
-            )
+            table_md, table_html = _table(*payload)
+            md.append(table_md)
+            body.append(table_html)
+        elif kind == "details":  # (summary, (headers, rows)): a table folded away
+            summary_text, (headers, rows) = payload
+            table_md, table_html = _table(headers, rows)
+            md.append(f"<details><summary>{html.escape(summary_text)}</summary>\n\n{table_md}\n</details>\n")
+            body.append(f"<details><summary>{html.escape(summary_text)}</summary>{table_html}</details>")
         elif kind == "img":
-            name, data, alt = payload
-            runs.write_atomic(os.path.join(files_dir, name), data)
-            md.append(f"![{alt}](report_files/{name})\n")
-            body.append(f'<img alt="{html.escape(alt)}" src="{png_uri(data)}">')
+            body.append(picture(*payload))
+        elif kind == "imgs":  # images side by side
+            body.append('<div class="row">' + "".join(picture(*shown) for shown in payload) + "</div>")
         elif kind == "link":  # (text, a relative link to a file beside the report)
             text, href = payload
             md.append(f"[{text}]({href})\n")

@@ -125,3 +125,89 @@ def test_no_network_says_how_to_use_a_local_copy(tmp_path):
     with pytest.raises(DataError, match="could not download.*--archive FILE"):
         get_cifar10(str(tmp_path / "dl"), url="http://127.0.0.1:9/cifar-10-python.tar.gz", progress=False)
     assert not any(name.endswith(".part") for name in os.listdir(tmp_path / "dl"))
+
+
+# --- cnnlab data get: the image folders ------------------------------------------------------------
+
+
+def read_png_folders(root, split):
+    """{file name: (image HWC, class index)} of root/split/<class>/*.png."""
+    from PIL import Image
+
+    found = {}
+    for label, name in enumerate(CLASSES):
+        folder = os.path.join(root, split, name)
+        for file in os.listdir(folder) if os.path.isdir(folder) else []:
+            found[file] = (np.asarray(Image.open(os.path.join(folder, file))), label)
+    return found
+
+
+def test_data_get_writes_the_image_folders_with_the_batches_file_names(tmp_path, monkeypatch, capsys):
+    from cnnlab.cli import main
+    from cnnlab.data import cifar
+
+    archive, md5 = make_archive(tmp_path)
+    monkeypatch.setattr(cifar, "CIFAR10_MD5", md5)  # the fake archive's, as the published one for the real
+    dest = str(tmp_path / "cifar10")
+    assert main(["data", "get", "cifar10", dest, "--archive", archive]) == 0
+    assert capsys.readouterr().out.endswith(f"train with: cnnlab train --data {dest}\n")
+    assert sorted(os.listdir(tmp_path)) == ["cifar-10-python.tar.gz", "cifar10", "src"]  # no .partial left
+    assert sorted(os.listdir(dest)) == ["test", "train"]
+    training = {}
+    for i in range(1, 6):
+        training.update(batch_images(fake_batch(20, i)))
+    same_images(read_png_folders(dest, "train"), training)  # every row, its pixels, its class, its own name
+    same_images(read_png_folders(dest, "test"), batch_images(fake_batch(20, 0)))
+    ds = load_dataset(dest, val_fraction=0.0, progress=False)  # what `cnnlab train --data DIR` reads
+    assert ds.classes == CLASSES and (len(ds.train), len(ds.test)) == (100, 20)
+    assert main(["data", "get", "cifar10", dest, "--archive", archive]) == 0  # done: nothing to do
+
+
+def test_data_get_goes_on_after_an_interruption_keeping_the_images_written(tmp_path, monkeypatch):
+    from cnnlab.data import cifar
+
+    archive, md5 = make_archive(tmp_path)
+    dest = str(tmp_path / "cifar10")
+    written, original = [], cifar._write_png
+
+    def killed_after_33(path, image):
+        if len(written) == 33:
+            raise KeyboardInterrupt
+        written.append(path)
+        original(path, image)
+
+    monkeypatch.setattr(cifar, "_write_png", killed_after_33)
+    with pytest.raises(KeyboardInterrupt):
+        cifar.get_cifar10_folders(dest, archive=archive, md5=md5, progress=False)
+    assert not os.path.exists(dest)  # nothing at DIR until every image is there
+    assert len(written) == 33 and all(os.path.isfile(p) for p in written)
+    monkeypatch.setattr(cifar, "_write_png", original)
+    again = []
+    monkeypatch.setattr(cifar, "_write_png", lambda path, image: (again.append(path), original(path, image)))
+    assert cifar.get_cifar10_folders(dest, archive=archive, md5=md5, progress=False) == dest
+    assert len(again) == 120 - 33 and not set(again) & {p for p in written}  # the 33 kept, not written again
+    assert not os.path.exists(dest + ".partial")
+    same_images(read_png_folders(dest, "test"), batch_images(fake_batch(20, 0)))
+    assert sum(len(files) for _, _, files in os.walk(os.path.join(dest, "train"))) == 100
+
+
+def test_data_get_keeps_images_whose_names_repeat_and_refuses_a_folder_in_use(tmp_path):
+    from cnnlab.data import cifar
+
+    batches = write_cifar(str(tmp_path / "cifar-10-batches-py"))
+    batch = fake_batch(20, 0)
+    batch[b"labels"] = [3] * 20
+    batch[b"filenames"] = [b"same.png"] * 20
+    with open(os.path.join(batches, "test_batch"), "wb") as fh:
+        pickle.dump(batch, fh, protocol=2)
+    counts = cifar.write_image_folders(batches, str(tmp_path / "out"), progress=False)
+    assert counts == {"train": 100, "test": 20}
+    assert sorted(os.listdir(tmp_path / "out" / "test" / "cat")) == sorted(
+        ["same.png"] + [f"same_{i}.png" for i in range(1, 20)]
+    )
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "notes.txt").write_text("mine")
+    with pytest.raises(DataError, match=r"used: exists and is not an empty folder; give a new folder"):
+        cifar.get_cifar10_folders(str(used), archive="/nonexistent.tar.gz", progress=False)
+    assert os.listdir(used) == ["notes.txt"]

@@ -46,7 +46,56 @@ def test_every_result_of_a_record_reaches_the_page(tmp_path):
         "**side by side**\n\n| step | seconds |\n|---|---|\n| scan | 1.235 |\n| key | None |\n",
     ):
         assert text in page, text
-    assert "tables" not in page  # a table is shown as one, not again as rows
+    assert "`tables" not in page  # a table is shown as one, not again as rows
+
+
+def test_a_record_opens_with_one_short_table_and_folds_its_raw_values(tmp_path):
+    record = {
+        "figure": "test accuracy over seeds",
+        "command": "python benchmarks/presets.py /work/shared/datasets/cifar10 --runs /work/preset-runs",
+        "machine": {"cpu": "Some CPU", "cores": 2, "flags": "avx avx2", "gpu": None},  # flags as one string
+        "torch": "2.13.0",
+        "commit": "abc1234",
+        "date": "2026-12-07T12:00:00",
+        "results": {
+            "summary": {
+                "test_accuracy": {"n": 3, "mean": 0.8785, "std": 0.0003, "ci_low": 0.8777, "ci_high": 0.8793},
+                "train_time_s": {"n": 3, "mean": 480.5, "std": 3.0, "ci_low": 473.1, "ci_high": 487.9},
+            },
+            "runs": [0.8782, 0.8786, 0.8787],
+        },
+    }
+    (tmp_path / "preset_fast.json").write_text(json.dumps(record))
+    page = benchmarks_page.render(tmp_path)
+    section = page[page.index("## preset_fast") :].splitlines()
+    assert section[2:9] == [
+        "| measured | test accuracy over seeds |",
+        "|---|---|",
+        "| figures (mean [95% CI]) | of `summary`:<br>`test_accuracy`: 87.85% [87.77, 87.93], n=3<br>"
+        "`train_time_s`: 480.5 [473.1, 487.9], n=3 |",
+        "| machine | Some CPU (2 cores; avx, avx2) |",  # words, never a letter at a time
+        "| software | torch 2.13.0, commit abc1234, 2026-12-07 |",
+        "| command | `python benchmarks/presets.py data/cifar10 --runs preset-runs` |",  # no machine path
+        "",
+    ]
+    folded = section[section.index('??? note "All 11 recorded values (`benchmarks/records/preset_fast.json`)"') :]
+    assert folded[2:4] == ["    | result | value |", "    |---|---|"]
+    assert (
+        "    | `summary.test_accuracy.mean` | 0.8785 |" in folded
+        and "    | `runs` | [0.8782, 0.8786, 0.8787] |" in folded
+    )
+
+
+def test_a_record_table_too_wide_for_a_screen_is_cut_keeping_the_columns_that_name_its_rows():
+    columns = ["kind", "N", *[f"m{i}" for i in range(12)]]
+    rows = [["cifar", 10_000, *[i + 0.5 for i in range(12)]], ["photo", 300_000, *[i + 0.25 for i in range(12)]]]
+    lines = benchmarks_page.markdown_table("wide", {"columns": columns, "rows": rows})
+    heads = [line for line in lines if line.startswith("| kind | N |")]
+    assert heads == [
+        "| kind | N | m0 | m1 | m2 | m3 | m4 | m5 | m6 |",
+        "| kind | N | m7 | m8 | m9 | m10 | m11 |",
+    ]
+    assert "| photo | 300000 | 7.25 | 8.25 | 9.25 | 10.25 | 11.25 |" in lines
 
 
 def test_a_record_table_included_in_a_page_is_filled_from_the_record(tmp_path):

@@ -63,11 +63,13 @@ def html_of(path):
     return pathlib.Path(path).read_text(encoding="utf-8")
 
 
+RUN_SECTIONS = ["Results", "Settings", "Data", "Model", "Training", "Evaluation", "Why it fails", "Full configuration"]
+
+
 def test_run_report_has_the_study_sections(cifar_run):
     md_path, html_path = build_report(cifar_run)
     md = pathlib.Path(md_path).read_text()
-    for heading in ("## Configuration", "## Data", "## Model", "## Training", "## Evaluation"):
-        assert heading in md
+    assert [line[3:] for line in md.splitlines() if line.startswith("## ")] == RUN_SECTIONS
     assert "Found 1000 images belonging to 10 classes.  (training)" in md and "Total params: 295,992" in md
     assert re.search(r"\*\*Test accuracy: \d+\.\d\d%\*\* on 1000 images", md)
     for name in (
@@ -84,6 +86,48 @@ def test_run_report_has_the_study_sections(cifar_run):
     assert page.count('src="data:image/png;base64,') == 6
     cal = runs.read_json(os.path.join(cifar_run, runs.METRICS))["test"]["calibrated"]
     assert f"| calibrated | {cal['temperature']:.3f} | {100 * cal['ece']:.2f}% |" in md  # the reliability table
+
+
+def test_run_report_opens_with_the_test_figures_then_the_settings_that_differ_from_the_preset(seven_class_run):
+    md = pathlib.Path(build_report(seven_class_run)[0]).read_text()
+    blocks = [block for block in md.split("\n\n") if block.strip()]
+    test = runs.read_json(os.path.join(seven_class_run, runs.METRICS))["test"]
+    assert blocks[1:3] == [
+        "## Results",
+        f"**Test accuracy: {100 * test['accuracy']:.2f}%** on 28 images " + blocks[2][blocks[2].index("(loss") :],
+    ]
+    results = md[md.index("## Results") : md.index("## Settings")]
+    assert [
+        name for name in ("acc_plot.png", "loss_plot.png", "confusion.png") if f"report_files/{name}" in results
+    ] == [
+        "acc_plot.png",
+        "loss_plot.png",
+        "confusion.png",
+    ]
+    saved = runs.read_json(os.path.join(seven_class_run, runs.CONFIG))["config"]
+    fast = preset("fast").to_dict()
+    settings = md[md.index("## Settings") : md.index("## Data")]
+    assert "differ from the `fast` preset" in settings and "| key | value | fast preset |" in settings
+    shown = [line.split(" | ")[0][2:] for line in settings.splitlines() if line.startswith("| ")][1:]
+    assert shown == [k for k, v in saved.items() if v != fast[k]]
+    assert {"data", "epochs", "batch_size", "eval_batch_size", "threads"} <= set(shown)
+    assert "| epochs | 2 | 7 |" in settings and "| lr | 0.05 | 0.4 |" in settings and "| momentum |" not in settings
+    full = md[md.index("## Full configuration") :]  # every setting, folded
+    assert (
+        full.count("\n| ") == len(saved) + 1 and "<details><summary>" in full and full.rstrip().endswith("</details>")
+    )
+
+
+@pytest.mark.parametrize(
+    "cfg, name, rows",
+    [
+        (preset("fast", lr=0.5, data="d"), "fast", [["data", "d", "-"], ["lr", "0.5", "0.4"]]),
+        (preset("seed", epochs=3), "seed", [["epochs", "3", "20"]]),
+        (preset("fast94"), "fast94", []),
+    ],
+)
+def test_the_settings_shown_are_those_that_differ_from_the_nearest_preset(cfg, name, rows):
+    assert report_module.nearest_preset(cfg) == (name, rows)
 
 
 def test_run_report_shows_balanced_accuracy_macro_f1_and_the_class_table(seven_class_run):
@@ -144,8 +188,18 @@ def test_evaluate_prints_the_figures_and_the_class_table(seven_class_run, capsys
 def test_sweep_report_states_conclusions_from_the_data(sweep_dir):
     md_path, _ = build_report(sweep_dir)
     md = pathlib.Path(md_path).read_text()
-    assert "## Comparison" in md and "## Conclusion" in md and "heatmap.png" in md
-    assert "Chosen on validation accuracy: **" in md and "n=3 seeds" in md
+    headings = [line[3:] for line in md.splitlines() if line.startswith("## ")]
+    assert headings[0] == "Results" and headings[-3:] == ["Design", "Base configuration", "Full configuration"]
+    results = md[md.index("## Results") : md.index("## The chosen")]
+    assert results.split("\n\n")[1].startswith("Chosen on validation accuracy: **") and "n=3 seeds" in results
+    assert (
+        "| cell | n | validation accuracy % [95% CI] | test acc. % [95% CI] |" in results and "heatmap.png" in results
+    )
+    base = md[md.index("## Base configuration") : md.index("## Full configuration")]
+    assert (
+        "differ from the `fast` preset" in base and "| lr | 0.05 | 0.4 |" in base and "| schedule | constant |" in base
+    )
+    assert "| momentum |" not in base  # the fast preset's
     assert "## The chosen configuration:" in md
     for name in ("batch_8_epoch_1_acc_plot.jpg", "batch_8_epoch_2_loss_plot.jpg"):
         assert os.path.exists(os.path.join(sweep_dir, "runs", "batch_size-8_epochs-2_seed-0", name))
@@ -263,6 +317,34 @@ def test_report_renders_in_headless_chromium(which, cifar_run, sweep_dir):
     assert tables >= 2
     assert shot.stat().st_size > 10_000
     print(f"screenshot: {shot}")
+
+
+def first_screen(html_path, width=1280, height=720):
+    """What a browser window of width x height shows of a page before scrolling: the bottom edge (px) of the test
+    accuracy line and of the accuracy curves, and whether the curves' picture loaded."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height})
+            page.goto(pathlib.Path(html_path).as_uri())
+            page.wait_for_load_state("load")
+            text = page.locator("p", has_text="Test accuracy:").bounding_box()
+            curves = page.locator('img[alt^="accuracy per epoch"]')
+            box, loaded = curves.bounding_box(), curves.evaluate("i => i.complete && i.naturalWidth > 0")
+            page.screenshot(path=str(ARTIFACTS / "report-first-screen.png"))
+        finally:
+            browser.close()
+    return text["y"] + text["height"], box["y"] + box["height"], loaded
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (.ci/run installs it)")
+def test_the_first_screen_of_a_run_report_shows_the_test_accuracy_and_the_curves(seven_class_run):
+    _, html_path = build_report(seven_class_run)
+    ARTIFACTS.mkdir(exist_ok=True)
+    text_bottom, curves_bottom, loaded = first_screen(html_path)
+    assert loaded and text_bottom < curves_bottom <= 720, (text_bottom, curves_bottom)
 
 
 # --- the run's "Why it fails" section, from cnnlab interpret's saved interpret.json -----------------------
@@ -439,7 +521,7 @@ def test_report_links_interpret_in_headless_chromium(tmp_path):
             landed, title = page.url, page.title()
         finally:
             browser.close()
-    assert headings[-1] == "Why it fails" and injected == 0
+    assert headings[-2:] == ["Why it fails", "Full configuration"] and injected == 0
     tables = [text for text in after if text.startswith("TABLE:")]
     assert len(tables) == 2 and EVIL in tables[0] and tables[1].startswith("TABLE:true classpredicted as")
     assert after[-1].startswith("P:interpret.html: every top loss")

@@ -1,11 +1,13 @@
 """Make the documentation's pictures (docs/images/) from real runs, small enough to commit (PNG, < 200 KB).
 
-    cnnlab train --preset fast --data ../shared/datasets/cifar10 --subset 5000 --epochs 4 --out /tmp/fast-5k
+    cnnlab train --preset fast --data data/cifar10 --subset 5000 --epochs 4 --out /tmp/fast-5k
     cnnlab report /tmp/fast-5k
-    cnnlab sweep --data ../shared/datasets/cifar10 --subset 2000 --epochs 4 --grid batch_size=128,256 \\
+    cnnlab sweep --data data/cifar10 --subset 2000 --epochs 4 --grid batch_size=128,256 \\
         --grid lr=0.05,0.2 --seeds 2 --out /tmp/sweep-lr-bs
     python tools/docs_pictures.py curves /tmp/fast-5k
     python tools/docs_pictures.py report /tmp/fast-5k --top 5950     # y of the report's Evaluation heading
+    cnnlab train --data data/cifar10 --subset 1000 --epochs 2 --out /tmp/tiny && cnnlab report /tmp/tiny
+    python tools/docs_pictures.py first-screen /tmp/tiny            # what a 1280x720 window shows first
     python tools/docs_pictures.py heatmap /tmp/sweep-lr-bs
 
 The report is photographed by headless Chromium (`chromium` on the PATH). Say in each picture's caption
@@ -65,9 +67,29 @@ def report(run: str, top: int) -> None:
         save_small(Image.open(shot).crop((0, top, 1200, top + 1600)), "report.png", 800)
 
 
+def first_screen(run: str) -> None:
+    """The run's report.html as a 1280x720 browser window shows it before any scrolling."""
+    with tempfile.TemporaryDirectory() as tmp:
+        shot = os.path.join(tmp, "report.png")
+        subprocess.run(
+            [
+                "chromium",
+                "--headless",
+                "--no-sandbox",
+                "--hide-scrollbars",
+                f"--screenshot={shot}",
+                "--window-size=1280,720",
+                "file://" + os.path.abspath(os.path.join(run, "report.html")),
+            ],
+            check=True,
+            stderr=subprocess.DEVNULL,
+        )
+        save_small(Image.open(shot), "report_first_screen.png", 800)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["curves", "report", "heatmap"])
+    parser.add_argument("what", choices=["curves", "report", "first-screen", "heatmap"])
     parser.add_argument("dir", help="a run directory (curves, report) or a sweep directory (heatmap)")
     parser.add_argument("--top", type=int, default=0, help="report: the y where the picture starts")
     args = parser.parse_args()
@@ -75,6 +97,8 @@ def main() -> None:
         curves(args.dir)
     elif args.what == "report":
         report(args.dir, args.top)
+    elif args.what == "first-screen":
+        first_screen(args.dir)
     else:
         save_small(Image.open(os.path.join(args.dir, "heatmap.png")), "heatmap.png", 700)
 

@@ -1,4 +1,5 @@
-"""The official CIFAR-10 "python version" (cifar-10-batches-py): download and safe reading.
+"""The official CIFAR-10 "python version" (cifar-10-batches-py): download, safe reading, and the image
+folders `cnnlab data get` makes of it.
 
 The batches are pickles. Unpickling can run arbitrary code, so they are read with an unpickler that
 admits only what those files hold: plain containers, bytes/str and numpy arrays.
@@ -168,3 +169,91 @@ def get_cifar10(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+PARTIAL = ".partial"  # DIR.partial: the download, the batches and the images written so far, until DIR is whole
+
+
+def _png(image: np.ndarray) -> bytes:
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.fromarray(image).save(out, format="PNG")
+    return out.getvalue()
+
+
+def _write_png(path: str, image: np.ndarray) -> None:
+    """One image, under a temporary name renamed when whole: an interrupted call leaves no half file."""
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as fh:
+        fh.write(_png(image))
+    os.replace(tmp, path)
+
+
+def _safe_name(name: str, what: str, source: str) -> str:
+    if not name or name in (".", "..") or os.path.basename(name) != name or "\0" in name:
+        raise DataError(f"{source}: {what} {name!r} is not a plain file name; use the official CIFAR-10 archive")
+    return name
+
+
+def write_image_folders(batches: str, dest: str, progress: bool = True) -> dict[str, int]:
+    """dest/train/<class>/<name>.png (the five training batches) and dest/test/<class>/<name>.png (test_batch),
+    each named by the batch's own `filenames` (a second image of a class with the same name gets _1, _2, ...);
+    an image already there from an interrupted call is kept. Returns the images per split."""
+    from tqdm import tqdm
+
+    meta = os.path.join(batches, "batches.meta")
+    classes = [_safe_name(c, "class name", meta) for c in read_classes(batches)]
+    counts = {}
+    with tqdm(unit="img", desc="writing PNGs", disable=not progress) as bar:
+        for split, names in (("train", TRAIN_BATCHES), ("test", [TEST_BATCH])):
+            used: set[tuple[int, str]] = set()
+            counts[split] = 0
+            for batch in names:
+                source = os.path.join(batches, batch)
+                images, labels, files = read_batch(source)
+                for image, label, file in zip(images, labels.tolist(), files):
+                    if not 0 <= label < len(classes):
+                        raise DataError(f"{source}: label {label} outside the {len(classes)} classes of {meta}")
+                    stem = os.path.splitext(_safe_name(file, "file name", source))[0]
+                    name, n = f"{stem}.png", 0
+                    while (label, name) in used:
+                        n += 1
+                        name = f"{stem}_{n}.png"
+                    used.add((label, name))
+                    folder = os.path.join(dest, split, classes[label])
+                    path = os.path.join(folder, name)
+                    if not os.path.exists(path):
+                        os.makedirs(folder, exist_ok=True)
+                        _write_png(path, image)
+                    counts[split] += 1
+                    bar.update()
+    return counts
+
+
+def _is_image_dataset(path: str) -> bool:
+    return all(os.path.isdir(os.path.join(path, split)) for split in ("train", "test"))
+
+
+def get_cifar10_folders(
+    dest: str, archive: str | None = None, url: str = CIFAR10_URL, md5: str | None = None, progress: bool = True
+) -> str:
+    """CIFAR-10 as image folders in `dest` (train/<class>/*.png, 50,000; test/<class>/*.png, the full 10,000):
+    downloaded (or taken from `archive`) and MD5-checked into `dest`.partial, written there, then renamed to
+    `dest` whole. Called again after an interruption it goes on from what `dest`.partial holds; on a finished
+    `dest` it does nothing. Returns `dest`."""
+    dest = os.path.abspath(dest)
+    staging = dest + PARTIAL
+    if _is_image_dataset(dest):
+        shutil.rmtree(staging, ignore_errors=True)  # interrupted after the rename: nothing left to do
+        return dest
+    if os.path.exists(dest) and (not os.path.isdir(dest) or os.listdir(dest)):
+        raise DataError(f"{dest}: exists and is not an empty folder; give a new folder for CIFAR-10's train/ and test/")
+    batches = get_cifar10(staging, archive=archive, url=url, md5=md5 or CIFAR10_MD5, progress=progress)
+    images = os.path.join(staging, "images")
+    write_image_folders(batches, images, progress)
+    if os.path.isdir(dest):
+        os.rmdir(dest)  # empty (checked above)
+    replace_dir(images, dest)
+    shutil.rmtree(staging, ignore_errors=True)
+    return dest
