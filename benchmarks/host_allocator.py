@@ -21,7 +21,7 @@ import tempfile
 from vs_airbench import ROOT, class_dirs, subset_folder
 
 sys.path.insert(0, ROOT)
-from cnnlab.config import preset  # noqa: E402  (cnnlab from this checkout)
+from cnnlab.presets import preset  # noqa: E402  (cnnlab from this checkout)
 
 
 def run(python: str, data: str, preset_name: str, epochs: int, out: str, env: dict) -> dict:

@@ -57,7 +57,8 @@ def _explicit_keys(args: argparse.Namespace) -> set[str]:
 
 
 def _config_from_args(args: argparse.Namespace):
-    from .config import PRESETS, Config, load_config_file, parse_config, preset
+    from .config import Config, load_config_file, parse_config
+    from .presets import PRESETS, preset
 
     names = {f.name for f in dataclasses.fields(Config)}
     overrides = {k: v for k, v in vars(args).items() if k in names}
@@ -404,8 +405,8 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
 def _print_imbalance(ds) -> None:
     """The training split's per-class counts when it has a validation split beside, its imbalance ratio,
-    and a warning above config.IMBALANCE_RATIO (what training then does)."""
-    from .config import IMBALANCE_DEFAULT, IMBALANCE_RATIO, imbalance_ratio
+    and a warning above adaptation.IMBALANCE_RATIO (what training then does)."""
+    from .adaptation import IMBALANCE_DEFAULT, IMBALANCE_RATIO, imbalance_ratio
     from .data.loader import class_counts
 
     counts = class_counts(ds.train.labels, len(ds.classes))
@@ -492,7 +493,7 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
 
 def _add_train(sub) -> None:
     """`cnnlab train`."""
-    from .config import PRESETS
+    from .presets import PRESETS
 
     p = sub.add_parser("train", help="train a model; writes a run directory")
     p.add_argument("--preset", choices=list(PRESETS), default=None, help=f"named config (default: {DEFAULT_PRESET})")
@@ -506,7 +507,7 @@ def _add_train(sub) -> None:
 
 def _add_sweep(sub) -> None:
     """`cnnlab sweep` (grids, searches, workers)."""
-    from .config import PRESETS
+    from .presets import PRESETS
 
     p = sub.add_parser("sweep", help="grid of config values x seeds, with statistics; resumable")
     p.add_argument("--preset", choices=list(PRESETS), default=None, help=f"named config (default: {DEFAULT_PRESET})")
@@ -730,7 +731,7 @@ def _add_models(sub) -> None:
 
 def _add_lr_find(sub) -> None:
     """`cnnlab lr-find`."""
-    from .config import PRESETS
+    from .presets import PRESETS
 
     p = sub.add_parser("lr-find", help="learning-rate finder: an exponential lr sweep, its plot and a suggestion")
     p.add_argument("--preset", choices=list(PRESETS), default="fast", help="named config (default: fast)")

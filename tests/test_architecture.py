@@ -24,6 +24,8 @@ LAYERS = {
     "data": 1,
     "models": 1,
     "config": 1,
+    "presets": 1,
+    "adaptation": 1,
     "device": 1,
     "errors": 0,
     "version": 0,
