@@ -24,13 +24,13 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from . import runs, tracking
-from .config import Config, saved_config
-from .errors import CnnlabError, ConfigError, Interrupted
-from .pipeline import resume_run, train_run
-from .plots import plot_curves
-from .stats import Comparison, compare_with_best, format_interval, summarize
-from .studies import (
+from .. import runs, tracking
+from ..config import Config, saved_config
+from ..errors import CnnlabError, ConfigError, Interrupted
+from ..pipeline import resume_run, train_run
+from ..plots import plot_curves
+from ..stats import Comparison, compare_with_best, format_interval, summarize
+from ..studies import (
     STORAGE_ENV,
     Claim,
     choose_select_metric,
@@ -595,7 +595,7 @@ def save_results(out: str, res: dict) -> None:
 
 def _save_heatmap(out: str, res: dict) -> None:
     """heatmap.png: the mean validation metric of each cell of a 2-key grid."""
-    from .plots import plot_heatmap
+    from ..plots import plot_heatmap
 
     (row_key, row_values), (col_key, col_values) = res["grid"].items()
     means = {r["cell"]: r["val"]["mean"] for r in res["rows"]}
