@@ -187,7 +187,7 @@ def _sweep_worker(args: argparse.Namespace) -> int:
 def _sweep_search(args: argparse.Namespace, cfg) -> int:
     """`cnnlab sweep --search tpe`: an Optuna TPE search over --param ranges."""
     from .search import format_search, parse_space, run_search
-    from .sweep import selection
+    from .studies import selection
 
     space = parse_space(args.param or [], cfg)
     metric, why = selection(cfg, args.select_metric)
@@ -214,7 +214,8 @@ def _sweep_search(args: argparse.Namespace, cfg) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     args.seeds_default = args.seeds is None
     args.seeds = 3 if args.seeds is None else args.seeds
-    from .sweep import Workers, check_data, describe_plan, format_table, parse_grid, plan, run_sweep, selection
+    from .studies import selection
+    from .sweep import Workers, check_data, describe_plan, format_table, parse_grid, plan, run_sweep
 
     args.storage = _sweep_storage(args.storage)
     if int(os.environ.get("WORLD_SIZE") or 1) > 1:
