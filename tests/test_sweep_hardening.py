@@ -182,12 +182,13 @@ def _sweep_study(tmp_path, grid, seeds=1, folds=0):
 
 
 def test_a_failure_without_a_reason_is_retried_a_bounded_number_of_times(tmp_path):
+    from cnnlab.studies import claim
     from cnnlab.sweep import format_table, results
-    from cnnlab.sweep.running import _claim
+    from cnnlab.sweep.running import pick_unit
 
     out, study, units = _sweep_study(tmp_path, {"lr": [0.1]})
     attempts = 0
-    while _claim(study, units, out) is not None:
+    while claim(out, study, lambda: pick_unit(study, units)) is not None:
         claimed = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.RUNNING]
         for trial in claimed:  # ends FAIL with no fail_reason (as Optuna does with a value of None)
             study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
@@ -322,9 +323,9 @@ def test_k_fold_sweep_verdicts_pair_on_folds_and_correct_for_their_overlap(tmp_p
 
 
 def test_liveness_uses_the_database_clock_not_the_workers(tmp_path, monkeypatch):
-    from cnnlab.studies import DIED, Heartbeat, fail_dead_trials, fail_reason, open_study
+    from cnnlab.studies import DIED, Heartbeat, claim, fail_dead_trials, fail_reason, open_study
     from cnnlab.sweep import create_sweep, plan
-    from cnnlab.sweep.running import _claim
+    from cnnlab.sweep.running import pick_unit
 
     url = f"sqlite:///{tmp_path / 'study.db'}"
     out = str(tmp_path / "sw")
@@ -337,7 +338,7 @@ def test_liveness_uses_the_database_clock_not_the_workers(tmp_path, monkeypatch)
         worker.setattr(socket, "gethostname", lambda: "other-machine")
         worker.setattr(time, "time", lambda: real_time() - 3600)
         for _ in units:
-            Heartbeat(study, _claim(study, units, out).trials).beat()
+            Heartbeat(study, claim(out, study, lambda: pick_unit(study, units)).trials).beat()
     running = open_study(out, url).get_trials()
     assert all(re.fullmatch(r"[0-9a-f]{32}", t.user_attrs["worker"]) for t in running)  # not host@pid
     fail_dead_trials(open_study(out, url))

@@ -15,14 +15,15 @@ from ..config import Config
 from ..errors import CnnlabError, ConfigError, Interrupted
 from ..pipeline import resume_run, train_run
 from ..plots import plot_curves
-from ..studies import STORAGE_ENV, Claim, claim, mark_worker, open_study, selection, tell_selected, work_loop
+from ..studies import STORAGE_ENV, Claim, mark_worker, open_study, selection, tell_selected, work_loop
 from .planning import Unit, cell_name, plan
 from .state import create_sweep, load_select_metric, load_spec, unit_states
 from .summary import format_table, results, save_results
 
 
-def _pick(study, units: list[Unit]) -> Claim | None:
-    """The next unit to train and its trials (one per epoch count it serves); call it under claim_lock."""
+def pick_unit(study, units: list[Unit]) -> Claim | None:
+    """The next unit to train and its trials (one per epoch count it serves): a worker's `pick`, called
+    by studies.claim under the lock."""
     states = unit_states(study, units)
     for unit in units:
         if states[unit.key][0] == "todo":
@@ -42,11 +43,6 @@ def _pick(study, units: list[Unit]) -> Claim | None:
                 trials.append(trial)
             return Claim(trials, f"trial {unit.key}", unit)
     return None
-
-
-def _claim(study, units: list[Unit], out: str) -> Claim | None:
-    """Under the lock: mark the trials of dead workers failed, then take the next unit to train."""
-    return claim(out, study, lambda: _pick(study, units))
 
 
 def _train_unit(
@@ -129,7 +125,7 @@ def work(
         return work_loop(
             out,
             study,
-            lambda: _pick(study, units),
+            lambda: pick_unit(study, units),
             lambda claimed: _train_unit(out, base, claimed.job, threads, progress, parent, device),
             finish,
         )
