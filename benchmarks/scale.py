@@ -132,8 +132,8 @@ def cpu_seconds() -> float:
 
 def fast_decoding(root: str, size: int):
     """How `cnnlab train --preset fast --image-size SIZE` decodes the folder."""
-    from cnnlab.config import preset
     from cnnlab.data import Decoding
+    from cnnlab.presets import preset
 
     cfg = preset("fast", data=root, image_size=size)
     return Decoding(image_size=(size, size), interpolation=cfg.interpolation, resize=cfg.resize, exif=cfg.exif)

@@ -40,6 +40,7 @@ from record import write_record
 from cnnlab import report as report_mod
 from cnnlab import search, studies, sweep
 from cnnlab.cli import main as cnnlab_main
+from cnnlab.sweep import running
 from cnnlab.tracking import redact
 
 CLASSES, TRAIN_PER_CLASS, TEST_PER_CLASS, SIZE = 10, 10, 2, 8
@@ -77,7 +78,7 @@ class Probe:
     def installed(self):
         """Wrap studies.claim, Heartbeat.beat, search.suggest and the work loops' finish for one run."""
         claim, beat, suggest = studies.claim, studies.Heartbeat.beat, search.suggest
-        loops = sweep.work_loop, search.work_loop
+        loops = running.work_loop, search.work_loop
         probe = self
 
         def timed_claim(out, study, pick):
@@ -121,12 +122,12 @@ class Probe:
             return loop
 
         studies.claim, studies.Heartbeat.beat, search.suggest = timed_claim, timed_beat, timed_suggest
-        sweep.work_loop, search.work_loop = timed_loop(loops[0]), timed_loop(loops[1])
+        running.work_loop, search.work_loop = timed_loop(loops[0]), timed_loop(loops[1])
         try:
             yield self
         finally:
             studies.claim, studies.Heartbeat.beat, search.suggest = claim, beat, suggest
-            sweep.work_loop, search.work_loop = loops
+            running.work_loop, search.work_loop = loops
 
 
 def timed(fn, repeat: int = 1) -> float:

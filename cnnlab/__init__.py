@@ -12,10 +12,10 @@ from .version import __version__ as __version__
 
 # Each public name and the submodule that defines it.
 _SOURCES = {
-    "PRESETS": "config",
+    "PRESETS": "presets",
     "Config": "config",
     "parse_config": "config",
-    "preset": "config",
+    "preset": "presets",
     "load_dataset": "data",
     "CnnlabError": "errors",
     "ConfigError": "errors",
@@ -39,13 +39,14 @@ _SOURCES = {
 __all__ = sorted(_SOURCES)
 
 if TYPE_CHECKING:  # for type checkers and editors; never run
-    from .config import PRESETS, Config, parse_config, preset  # noqa: F401
+    from .config import Config, parse_config  # noqa: F401
     from .data import load_dataset  # noqa: F401
     from .errors import CnnlabError, ConfigError, DataError  # noqa: F401
     from .evaluation import evaluate, infer  # noqa: F401
     from .models import create_model, list_models, summary  # noqa: F401
     from .pipeline import evaluate_run, load_trained, train_run  # noqa: F401
     from .predict import Predictor, export, load  # noqa: F401
+    from .presets import PRESETS, preset  # noqa: F401
     from .training import Callback, StopTraining, train  # noqa: F401
 
 

@@ -57,7 +57,8 @@ def _explicit_keys(args: argparse.Namespace) -> set[str]:
 
 
 def _config_from_args(args: argparse.Namespace):
-    from .config import PRESETS, Config, load_config_file, parse_config, preset
+    from .config import Config, load_config_file, parse_config
+    from .presets import PRESETS, preset
 
     names = {f.name for f in dataclasses.fields(Config)}
     overrides = {k: v for k, v in vars(args).items() if k in names}
@@ -186,7 +187,7 @@ def _sweep_worker(args: argparse.Namespace) -> int:
 def _sweep_search(args: argparse.Namespace, cfg) -> int:
     """`cnnlab sweep --search tpe`: an Optuna TPE search over --param ranges."""
     from .search import format_search, parse_space, run_search
-    from .sweep import selection
+    from .studies import selection
 
     space = parse_space(args.param or [], cfg)
     metric, why = selection(cfg, args.select_metric)
@@ -213,7 +214,8 @@ def _sweep_search(args: argparse.Namespace, cfg) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     args.seeds_default = args.seeds is None
     args.seeds = 3 if args.seeds is None else args.seeds
-    from .sweep import Workers, check_data, describe_plan, format_table, parse_grid, plan, run_sweep, selection
+    from .studies import selection
+    from .sweep import Workers, check_data, describe_plan, format_table, parse_grid, plan, run_sweep
 
     args.storage = _sweep_storage(args.storage)
     if int(os.environ.get("WORLD_SIZE") or 1) > 1:
@@ -404,8 +406,8 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
 def _print_imbalance(ds) -> None:
     """The training split's per-class counts when it has a validation split beside, its imbalance ratio,
-    and a warning above config.IMBALANCE_RATIO (what training then does)."""
-    from .config import IMBALANCE_DEFAULT, IMBALANCE_RATIO, imbalance_ratio
+    and a warning above adaptation.IMBALANCE_RATIO (what training then does)."""
+    from .adaptation import IMBALANCE_DEFAULT, IMBALANCE_RATIO, imbalance_ratio
     from .data.loader import class_counts
 
     counts = class_counts(ds.train.labels, len(ds.classes))
@@ -496,7 +498,7 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
 
 def _add_train(sub) -> None:
     """`cnnlab train`."""
-    from .config import PRESETS
+    from .presets import PRESETS
 
     p = sub.add_parser("train", help="train a model; writes a run directory")
     p.add_argument("--preset", choices=list(PRESETS), default=None, help=f"named config (default: {DEFAULT_PRESET})")
@@ -510,7 +512,7 @@ def _add_train(sub) -> None:
 
 def _add_sweep(sub) -> None:
     """`cnnlab sweep` (grids, searches, workers)."""
-    from .config import PRESETS
+    from .presets import PRESETS
 
     p = sub.add_parser("sweep", help="grid of config values x seeds, with statistics; resumable")
     p.add_argument("--preset", choices=list(PRESETS), default=None, help=f"named config (default: {DEFAULT_PRESET})")
@@ -739,7 +741,7 @@ def _add_models(sub) -> None:
 
 def _add_lr_find(sub) -> None:
     """`cnnlab lr-find`."""
-    from .config import PRESETS
+    from .presets import PRESETS
 
     p = sub.add_parser("lr-find", help="learning-rate finder: an exponential lr sweep, its plot and a suggestion")
     p.add_argument("--preset", choices=list(PRESETS), default="fast", help="named config (default: fast)")

@@ -13,8 +13,9 @@ import numpy as np
 import torch
 
 from . import distributed, runs, tracking
+from .adaptation import adapt_to_dataset, adapt_to_imbalance
 from .calibration import figures, fit_temperature
-from .config import Config, adapt_to_dataset, adapt_to_imbalance, saved_config, size_hw
+from .config import Config, saved_config, size_hw
 from .data import (
     Augmentation,
     Decoding,
@@ -249,7 +250,7 @@ class Prepared:
 
 def prepare(cfg: Config, keep: frozenset[str] | set[str] | None = None) -> Prepared:
     """Data, model and loaders for `cfg`. With `keep` (the keys the user gave explicitly), the recipe
-    is adapted to a small training set (config.adapt_to_dataset); without, it is used as it is."""
+    is adapted to a small training set (adaptation.adapt_to_dataset); without, it is used as it is."""
     default_input_size(cfg.model)  # an unknown model name fails here, before any data is read
     source_run = init_source(cfg)  # and so do missing or mismatched starting weights
     tracking.loggers(cfg.log)  # and so does a logger whose package is missing

@@ -25,7 +25,8 @@ from .pages import page, png_uri
 from .pipeline import load_data
 from .plots import image_grid, loss_name, plot_confusion, plot_curves, plot_reliability
 from .stats import format_interval
-from .sweep import METRIC_NAMES, cell_name, cells_of, p_value_note, sample_note
+from .sweep.planning import cell_name, cells_of
+from .sweep.summary import METRIC_NAMES, p_value_note, sample_note
 
 SAMPLES_PER_CLASS, MISCLASSIFIED_SHOWN, SKIPPED_SHOWN = 8, 24, 10
 INTERPRET_LOSSES, INTERPRET_PAIRS = 10, 5  # rows of interpret.json shown in the run's report

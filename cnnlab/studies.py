@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import runs
-from .config import DATA_KEYS, IMBALANCE_RATIO, Config, imbalance_ratio
+from .adaptation import IMBALANCE_RATIO, imbalance_ratio
+from .config import DATA_KEYS, Config
 from .errors import CnnlabError, ConfigError, Interrupted, first_line
 from .tracking import passwords, redact
 

@@ -1,6 +1,7 @@
 """Adaptation to the training set's size leaves a recipe alone at the size it was designed for."""
 
-from cnnlab.config import adapt_to_dataset, preset
+from cnnlab.adaptation import adapt_to_dataset
+from cnnlab.presets import preset
 
 
 def test_each_preset_runs_as_written_on_cifar10():

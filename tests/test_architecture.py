@@ -1,61 +1,49 @@
-"""Imports point one way: cli > predict/report/check/interpret > lrfind > pipeline > training/plots > evaluation/runs/explain >
-data/models/config/device/stats/calibration > errors/files/pages."""
+"""Imports point one way: pyproject.toml's [tool.importlinter] contracts (the layers of CONTRIBUTING.md, the
+data apart from the networks, the modules of a sweep and of the data check, a light config), checked by
+import-linter on every import in cnnlab, those inside functions too; and every module has its place in them."""
 
-import ast
+import os
 import pathlib
+import re
+import shutil
+import subprocess
+import sys
 
-PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "cnnlab"
-LAYERS = {
-    "cli": 6,
-    "predict": 5,
-    "sweep": 5,
-    "report": 5,
-    "search": 5,
-    "pipeline": 4,
-    "studies": 4,
-    "tracking": 3.5,
-    "stats": 1,
-    "calibration": 1,
-    "training": 3,
-    "plots": 3,
-    "evaluation": 2,
-    "runs": 2,
-    "optim": 2,
-    "data": 1,
-    "models": 1,
-    "config": 1,
-    "device": 1,
-    "errors": 0,
-    "version": 0,
-    "files": 0,
-    "pages": 0,
-    "explain": 2,
-    "lrfind": 4.5,
-    "check": 5,
-    "interpret": 5,
-    "distributed": 1,
-    "__init__": 7,
-    "__main__": 7,
-}
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+CONTRACTS = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
 
 
-def layer_of(path: pathlib.Path) -> tuple[str, int]:
-    rel = path.relative_to(PACKAGE).with_suffix("")
-    top = rel.parts[0]
-    return top, LAYERS[top]
+def test_the_import_contracts_are_kept():
+    # the command .ci/run runs, from the environment running the tests, on this checkout's cnnlab
+    command = shutil.which("lint-imports", path=os.path.dirname(sys.executable)) or shutil.which("lint-imports")
+    assert command, "lint-imports not found: pip install -e '.[test]' (import-linter)"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([command, "--no-cache"], cwd=ROOT, env=env, capture_output=True, text=True)
+    report = done.stdout[done.stdout.find("Broken contracts") :] + done.stderr  # those broken, and by which imports
+    assert done.returncode == 0, report
 
 
-def test_no_module_imports_a_higher_layer():
-    for path in PACKAGE.rglob("*.py"):
-        name, level = layer_of(path)
-        if name == "__init__":
-            continue
-        depth = len(path.relative_to(PACKAGE).parts)  # how many dots reach the package root
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.level:
-                if node.level < depth:
-                    continue  # within the same subpackage
-                target = (node.module or "").split(".")[0] or None
-                targets = [target] if target else [a.name for a in node.names]
-                for t in targets:
-                    assert LAYERS[t] <= level, f"{path.name} ({name}) imports {t}, a higher layer"
+def modules_in(folder: pathlib.Path) -> set[str]:
+    """The modules and subpackages directly in a package folder, by name."""
+    return {
+        p.stem
+        for p in folder.iterdir()
+        if (p.suffix == ".py" and p.stem != "__init__") or (p / "__init__.py").is_file()
+    }
+
+
+def test_every_module_has_a_layer():
+    # a module in no layer escapes its contract: it may import any module, and be imported by any
+    for contract in (c for c in CONTRACTS if c["type"] == "layers"):
+        named = {name.strip() for layer in contract["layers"] for name in re.split(r"[|:]", layer)}
+        containers = contract.get("containers")  # the layers' names are relative to these; else full names
+        for container in containers or ["cnnlab"]:
+            prefix = "" if containers else f"{container}."
+            folder = ROOT.joinpath(*container.split("."))
+            missing = sorted(f"{prefix}{m}" for m in modules_in(folder) if f"{prefix}{m}" not in named)
+            assert missing == [], f"{container}: {missing} in no layer of contract {contract['id']!r} (pyproject.toml)"

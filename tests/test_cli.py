@@ -135,7 +135,7 @@ def test_an_explicit_preset_fast_wins_over_a_sweep_files_preset(tmp_path, capsys
 
 
 def test_without_a_preset_train_and_sweep_use_fast(tmp_path, capsys):
-    from cnnlab.config import preset
+    from cnnlab.presets import preset
 
     assert main(["train", "--print-config"]) == 0
     assert json.loads(capsys.readouterr().out) == preset("fast").resolved().to_dict()

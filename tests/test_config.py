@@ -1,7 +1,8 @@
 import pytest
 
-from cnnlab.config import PRESETS, Config, parse_config, preset
+from cnnlab.config import Config, parse_config
 from cnnlab.errors import ConfigError
+from cnnlab.presets import PRESETS, preset
 
 
 def test_seed_preset_is_the_study():

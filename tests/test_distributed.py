@@ -142,7 +142,7 @@ STEPS = textwrap.dedent("""
     import sys
     import numpy as np, torch, torch.nn as nn
     from cnnlab import distributed
-    from cnnlab.config import preset
+    from cnnlab.presets import preset
     from cnnlab.data import DeviceLoader
     from cnnlab.training import train
 

@@ -13,11 +13,12 @@ from conftest import make_folder
 
 import cnnlab
 from cnnlab.cli import main
-from cnnlab.config import Config, preset
+from cnnlab.config import Config
 from cnnlab.errors import ConfigError
 from cnnlab.evaluation import infer
 from cnnlab.models import count_params, create_model
 from cnnlab.optim import Muon, MuonWithSGD, build_optimizer, build_scheduler
+from cnnlab.presets import preset
 
 muon_missing = pytest.mark.skipif(not hasattr(torch.optim, "Muon"), reason="torch.optim.Muon needs torch >= 2.9")
 

@@ -12,11 +12,12 @@ from safetensors.torch import load_file, save_file
 
 from cnnlab import runs
 from cnnlab.cli import main
-from cnnlab.config import Config, preset
+from cnnlab.config import Config
 from cnnlab.errors import ConfigError
 from cnnlab.models import create_model, create_pretrained, head_parameter_names, input_config
 from cnnlab.optim import build_optimizer, lr_factor
 from cnnlab.pipeline import prepare
+from cnnlab.presets import preset
 
 TINY = [
     "--epochs",

@@ -13,10 +13,11 @@ import torch
 import torch.nn.functional as F
 from conftest import make_folder
 
+from cnnlab.adaptation import IMBALANCE_RATIO, adapt_to_imbalance, imbalance_ratio
 from cnnlab.cli import main
-from cnnlab.config import IMBALANCE_RATIO, adapt_to_imbalance, imbalance_ratio, preset
 from cnnlab.data import DeviceLoader
 from cnnlab.data.loader import balanced_class_weights, class_counts
+from cnnlab.presets import preset
 from cnnlab.training import TrainingLoss, loss_weights
 
 CPU = torch.device("cpu")

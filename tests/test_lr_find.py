@@ -12,10 +12,10 @@ import torch.nn.functional as F
 from conftest import make_dataset
 
 from cnnlab.cli import main
-from cnnlab.config import preset
 from cnnlab.errors import ConfigError
 from cnnlab.lrfind import LrSweep, find_lr, suggest_lr, valley_index
 from cnnlab.optim import build_optimizer
+from cnnlab.presets import preset
 
 
 def least_squares(seed: int = 0):

@@ -12,10 +12,10 @@ from PIL import Image
 import cnnlab
 from cnnlab import pipeline
 from cnnlab.cli import main
-from cnnlab.config import preset
 from cnnlab.data import decode
 from cnnlab.data.dataset import load_dataset
 from cnnlab.errors import DataError
+from cnnlab.presets import preset
 
 ORIENTATION = 0x0112
 COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200)]

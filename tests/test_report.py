@@ -14,7 +14,8 @@ from cnnlab import preset, runs, train_run
 from cnnlab import report as report_module
 from cnnlab.cli import main
 from cnnlab.report import build_report
-from cnnlab.sweep import cell_name, create_sweep, open_study, results, save_results
+from cnnlab.studies import open_study
+from cnnlab.sweep import cell_name, create_sweep, results, save_results
 
 TINY = SWEEP_FLAGS
 ARTIFACTS = ROOT / "test-artifacts"

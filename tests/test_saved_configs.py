@@ -9,7 +9,8 @@ from conftest import make_dataset
 
 from cnnlab import preset, train_run
 from cnnlab.report import build_report
-from cnnlab.sweep import create_sweep, load_spec, open_study
+from cnnlab.studies import open_study
+from cnnlab.sweep import create_sweep, load_spec
 
 OLDER_KEYS = ("resize", "exif")  # added after the first runs were saved; before, images were squashed, no EXIF
 

@@ -12,7 +12,7 @@ from cnnlab import preset
 from cnnlab.cli import main
 from cnnlab.errors import ConfigError
 from cnnlab.search import parse_space
-from cnnlab.sweep import open_study
+from cnnlab.studies import open_study
 
 TINY = ["--eval-batch-size", "64", "--threads", "1", "--no-progress", "--epochs", "3"]
 

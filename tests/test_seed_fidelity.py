@@ -9,8 +9,8 @@ from conftest import make_dataset
 
 from cnnlab import device as device_module
 from cnnlab.cli import main
-from cnnlab.config import preset
 from cnnlab.models import create_model
+from cnnlab.presets import preset
 
 
 @pytest.mark.parametrize("shape", [(50, 512), (4, 96, 5, 7)])

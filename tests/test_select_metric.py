@@ -58,14 +58,15 @@ def test_the_chosen_metric_is_printed(extra, tmp_path, capsys):
 
 
 def test_a_metric_the_history_lacks_fails_the_trial_naming_it(tmp_path, monkeypatch):
-    from cnnlab import sweep
+    from cnnlab.studies import open_study
+    from cnnlab.sweep import create_sweep, running
 
     out, base, grid = str(tmp_path / "sw"), preset("fast", data=str(tmp_path)), {"lr": [0.1]}
-    sweep.create_sweep(out, base, grid, 1, select_metric="val_macro_f1")
+    create_sweep(out, base, grid, 1, select_metric="val_macro_f1")
     history = [{"epoch": e, "val_accuracy": 0.5, "time_s": 1.0} for e in range(1, base.epochs + 1)]
-    monkeypatch.setattr(sweep, "_train_unit", lambda *args, **kwargs: history)
-    sweep.work(out, progress=False)
-    trials = sweep.open_study(out).get_trials()
+    monkeypatch.setattr(running, "_train_unit", lambda *args, **kwargs: history)
+    running.work(out, progress=False)
+    trials = open_study(out).get_trials()
     assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL]
     assert trials[0].user_attrs["fail_reason"] == (
         "--select-metric val_macro_f1: the run's history records no val_macro_f1; choose val_accuracy"

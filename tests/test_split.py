@@ -11,9 +11,10 @@ from PIL import Image
 
 from cnnlab import preset, train_run
 from cnnlab.cli import main
-from cnnlab.config import PRESETS, Config
+from cnnlab.config import Config
 from cnnlab.data import load_dataset, split_indices
 from cnnlab.pipeline import load_data
+from cnnlab.presets import PRESETS
 
 
 def test_keras_split_on_shared_cifar10(cifar_root):

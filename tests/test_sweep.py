@@ -15,7 +15,8 @@ from cnnlab import preset, train_run
 from cnnlab.cli import main
 from cnnlab.runs import load_run
 from cnnlab.stats import summarize
-from cnnlab.sweep import open_study, parse_grid, plan
+from cnnlab.studies import open_study
+from cnnlab.sweep import parse_grid, plan
 
 TINY = SWEEP_FLAGS
 

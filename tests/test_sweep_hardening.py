@@ -171,7 +171,8 @@ def test_every_key_that_changes_the_images_is_refused_by_grids_and_searches(key,
 
 
 def _sweep_study(tmp_path, grid, seeds=1, folds=0):
-    from cnnlab.sweep import create_sweep, open_study, plan
+    from cnnlab.studies import open_study
+    from cnnlab.sweep import create_sweep, plan
 
     out = str(tmp_path / "sw")
     base = preset("fast", data=str(tmp_path), folds=folds)
@@ -181,11 +182,13 @@ def _sweep_study(tmp_path, grid, seeds=1, folds=0):
 
 
 def test_a_failure_without_a_reason_is_retried_a_bounded_number_of_times(tmp_path):
-    from cnnlab.sweep import _claim, format_table, results
+    from cnnlab.studies import claim
+    from cnnlab.sweep import format_table, results
+    from cnnlab.sweep.running import pick_unit
 
     out, study, units = _sweep_study(tmp_path, {"lr": [0.1]})
     attempts = 0
-    while _claim(study, units, out) is not None:
+    while claim(out, study, lambda: pick_unit(study, units)) is not None:
         claimed = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.RUNNING]
         for trial in claimed:  # ends FAIL with no fail_reason (as Optuna does with a value of None)
             study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
@@ -199,7 +202,8 @@ def test_a_failure_without_a_reason_is_retried_a_bounded_number_of_times(tmp_pat
 
 
 def test_a_trial_told_no_validation_accuracy_fails_with_its_reason(tmp_path, monkeypatch):
-    from cnnlab import sweep
+    from cnnlab.studies import open_study
+    from cnnlab.sweep import running
 
     out, study, units = _sweep_study(tmp_path, {"lr": [0.1]})
     calls = []
@@ -210,9 +214,9 @@ def test_a_trial_told_no_validation_accuracy_fails_with_its_reason(tmp_path, mon
             raise RuntimeError("the unit is retrained forever")
         return [{"epoch": e, "val_accuracy": None, "time_s": 1.0} for e in range(1, units[0].serves[-1] + 1)]
 
-    monkeypatch.setattr(sweep, "_train_unit", no_validation)
-    sweep.work(out, progress=False)  # returns: the unit is not trained again and again
-    trials = sweep.open_study(out).get_trials()
+    monkeypatch.setattr(running, "_train_unit", no_validation)
+    running.work(out, progress=False)  # returns: the unit is not trained again and again
+    trials = open_study(out).get_trials()
     assert len(calls) == 1 and [t.state for t in trials] == [optuna.trial.TrialState.FAIL]
     assert "no validation accuracy" in trials[0].user_attrs["fail_reason"]
 
@@ -319,8 +323,9 @@ def test_k_fold_sweep_verdicts_pair_on_folds_and_correct_for_their_overlap(tmp_p
 
 
 def test_liveness_uses_the_database_clock_not_the_workers(tmp_path, monkeypatch):
-    from cnnlab.studies import DIED, Heartbeat, fail_dead_trials, fail_reason
-    from cnnlab.sweep import _claim, create_sweep, open_study, plan
+    from cnnlab.studies import DIED, Heartbeat, claim, fail_dead_trials, fail_reason, open_study
+    from cnnlab.sweep import create_sweep, plan
+    from cnnlab.sweep.running import pick_unit
 
     url = f"sqlite:///{tmp_path / 'study.db'}"
     out = str(tmp_path / "sw")
@@ -333,7 +338,7 @@ def test_liveness_uses_the_database_clock_not_the_workers(tmp_path, monkeypatch)
         worker.setattr(socket, "gethostname", lambda: "other-machine")
         worker.setattr(time, "time", lambda: real_time() - 3600)
         for _ in units:
-            Heartbeat(study, _claim(study, units, out).trials).beat()
+            Heartbeat(study, claim(out, study, lambda: pick_unit(study, units)).trials).beat()
     running = open_study(out, url).get_trials()
     assert all(re.fullmatch(r"[0-9a-f]{32}", t.user_attrs["worker"]) for t in running)  # not host@pid
     fail_dead_trials(open_study(out, url))

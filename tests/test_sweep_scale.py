@@ -5,6 +5,7 @@ import pytest
 from conftest import make_dataset
 
 from cnnlab import preset, studies, sweep
+from cnnlab.sweep import running, state, summary
 
 
 @pytest.fixture(scope="module")
@@ -14,14 +15,15 @@ def dataset(tmp_path_factory):
 
 @pytest.fixture
 def opens(monkeypatch):
-    """Counts the studies opened through cnnlab.sweep."""
+    """Counts the studies opened through cnnlab.sweep (by its modules that open one)."""
     count = [0]
 
     def counted(*args, **kwargs):
         count[0] += 1
         return studies.open_study(*args, **kwargs)
 
-    monkeypatch.setattr(sweep, "open_study", counted)
+    for module in (running, state, summary):
+        monkeypatch.setattr(module, "open_study", counted)
     return count
 
 

@@ -10,7 +10,8 @@ from conftest import SWEEP_FLAGS, make_dataset
 from cnnlab import preset
 from cnnlab.cli import main
 from cnnlab.runs import load_run
-from cnnlab.sweep import open_study, parse_grid, plan
+from cnnlab.studies import open_study
+from cnnlab.sweep import parse_grid, plan
 
 
 @pytest.fixture(scope="module")
@@ -88,12 +89,13 @@ def test_a_search_trains_every_trial_with_the_given_seed(dataset, tmp_path, caps
 
 ESCAPE = """
 import sys
-from cnnlab import preset, sweep
+from cnnlab import preset
 from cnnlab.errors import CnnlabError
-sweep.Unit.dirname = property(lambda self: "../outside")
-unit = sweep.Unit((("lr", 0.1),), 0, (1,))
+from cnnlab.sweep import Unit, running
+Unit.dirname = property(lambda self: "../outside")
+unit = Unit((("lr", 0.1),), 0, (1,))
 try:
-    sweep._train_unit(sys.argv[1], preset("fast", data=sys.argv[1]), unit, 1, False)
+    running._train_unit(sys.argv[1], preset("fast", data=sys.argv[1]), unit, 1, False)
 except CnnlabError as exc:
     print("refused:", exc)
 """

@@ -271,7 +271,7 @@ def test_resume_after_a_crash_between_logging_and_checkpoint_repeats_no_step(dat
     pytest.importorskip("tensorboard")
     from mlflow.tracking import MlflowClient
 
-    from cnnlab.config import preset
+    from cnnlab.presets import preset
 
     cfg = preset(
         "fast",

@@ -13,9 +13,9 @@ import torch
 import torch.nn as nn
 
 import cnnlab.training
-from cnnlab.config import preset
 from cnnlab.data import DeviceLoader
 from cnnlab.errors import Interrupted, TrainingError
+from cnnlab.presets import preset
 from cnnlab.training import TrainControl, train
 
 CPU = torch.device("cpu")

@@ -10,30 +10,10 @@ from collections import Counter
 from ..files import create_new_dir, write_atomic
 from ..files import printable as shown  # a name from the user's folder, printable and writable as UTF-8
 from .core import EXTREME_ASPECT, SPLITS, CheckResult, folder_counts, imbalance, leakage
+from .page import render_html
+from .summary import HTML_NAME, JSON_NAME, split_summaries, summary_rows
 
-JSON_NAME, HTML_NAME = "data_check.json", "data_check.html"
-PROBLEM_KINDS = ("unreadable", "truncated", "empty", "small", "aspect", "blank")
 SHOWN = 10  # pairs and suspects listed on the terminal
-
-
-def split_summaries(result: CheckResult) -> dict[str, dict]:
-    out = {}
-    for split in SPLITS:
-        items = [i for i in result.items if i.split == split]
-        if not items:
-            continue
-        kinds = Counter(p.kind for p in result.problems if result.items[p.item].split == split)
-        readable = [i for i in items if i.record.problem is None]
-        gray = sum(i.record.gray for i in readable)
-        out[split] = {
-            "images": len(items),
-            "readable": len(readable),
-            "classes": len({i.label for i in items}),
-            "problems": {k: kinds.get(k, 0) for k in PROBLEM_KINDS},
-            "grayscale": gray,
-            "grayscale_share": round(gray / len(readable), 4) if readable else None,
-        }
-    return out
 
 
 def to_json(result: CheckResult) -> dict:
@@ -98,29 +78,6 @@ def twinned_test_images(json_path: str) -> tuple[str, set[str]]:
     return root, twins
 
 
-def summary_rows(result: CheckResult) -> tuple[list[str], list[list[str]]]:
-    """The per-split table, shared by the terminal and the page."""
-    headers = [
-        "split",
-        "images",
-        "classes",
-        "unreadable",
-        "truncated",
-        "empty",
-        f"small<{result.min_size}px",
-        f"aspect>{EXTREME_ASPECT:g}:1",
-        "blank",
-        "grayscale",
-    ]
-    rows = []
-    for split, s in split_summaries(result).items():
-        share = "-" if s["grayscale_share"] is None else f"{100 * s['grayscale_share']:.1f}%"
-        rows.append(
-            [split, str(s["images"]), str(s["classes"])] + [str(s["problems"][k]) for k in PROBLEM_KINDS] + [share]
-        )
-    return headers, rows
-
-
 def _named(result: CheckResult, k: int) -> str:
     """A file's path, marked when training's split puts it in validation (its path says train/)."""
     item = result.items[k]
@@ -179,8 +136,6 @@ def check_out(out: str) -> None:
 
 def write_outputs(result: CheckResult, out: str) -> tuple[str, str]:
     """OUT/data_check.json and OUT/data_check.html in a new folder, each written whole or not at all."""
-    from .page import render_html
-
     create_new_dir(out)
     json_path, html_path = os.path.join(out, JSON_NAME), os.path.join(out, HTML_NAME)
     write_atomic(json_path, json.dumps(to_json(result), indent=1, ensure_ascii=False) + "\n")

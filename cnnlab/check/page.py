@@ -9,9 +9,10 @@ from html import escape
 
 from PIL import Image
 
+from ..files import printable as shown  # a name from the user's folder, printable and writable as UTF-8
 from ..pages import page, png_uri
 from .core import CheckResult, folder_counts
-from .output import JSON_NAME, shown, summary_rows
+from .summary import JSON_NAME, summary_rows
 
 THUMB = 96  # px, longer side of a thumbnail
 SHOWN_PAIRS = 200  # pairs (and suspects, and problem thumbnails) per section; the rest are in the JSON
