@@ -105,7 +105,7 @@ def command_section(path: str, helptext: str, parser: argparse.ArgumentParser, l
 def config_section(parser: argparse.ArgumentParser) -> list[str]:
     """The config flags once, each with its setting's name in the configuration (a JSON config file's key,
     `cnnlab.preset(...)`'s keyword) and its value in the fast preset, the default."""
-    from cnnlab.config import preset
+    from cnnlab.presets import preset
 
     defaults = preset("fast").to_dict()
     for group in parser._action_groups:
