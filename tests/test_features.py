@@ -1,11 +1,13 @@
-"""Near-duplicates by a run's features: the cosine pairs against brute force; the embedding is the input of
-the model's last linear layer."""
+"""Near-duplicates by a run's features, confirmed by detail: the nearest neighbours and the detail correlation
+against brute force; a shifted, re-coloured, mirrored copy matches and a look-alike does not; the embedding is
+the input of the model's last linear layer."""
 
 import numpy as np
 import pytest
 import torch
 
-from cnnlab.check.features import last_linear, similar_pairs
+from cnnlab.check import features as F
+from cnnlab.check.features import detail, detail_correlation, last_linear, nearest
 
 
 def unit(rows: np.ndarray) -> np.ndarray:
@@ -13,19 +15,55 @@ def unit(rows: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("same", [False, True])
-def test_similar_pairs_are_brute_forces(monkeypatch, same):
+def test_nearest_is_brute_force(monkeypatch, same):
     rng = np.random.default_rng(0)
     a = unit(rng.normal(size=(300, 8)))
-    b = a if same else unit(np.concatenate([a[:40] + 0.05 * rng.normal(size=(40, 8)), rng.normal(size=(200, 8))]))
-    monkeypatch.setattr("cnnlab.check.features.BLOCK_ELEMENTS", 1000)  # many blocks
-    found = similar_pairs(a, b, 0.9, same=same)
+    b = a if same else unit(rng.normal(size=(200, 8)))
+    monkeypatch.setattr(F, "BLOCK_ELEMENTS", 1000)  # many blocks
+    found = nearest(a, b, 5, same)
     sims = a @ b.T
-    expected = {(i, j) for i, j in zip(*np.nonzero(sims >= 0.9)) if not same or j > i}
-    assert {(int(i), int(j)) for i, j in zip(found.i, found.j)} == expected and len(expected) > 10
-    assert np.allclose(found.similarity, sims[found.i, found.j], atol=1e-6)
-    assert (np.diff(found.similarity) <= 0).all()  # most similar first
-    capped = similar_pairs(a, b, 0.9, same=same, limit=10)
-    assert np.allclose(capped.similarity, found.similarity[:10])
+    if same:
+        np.fill_diagonal(sims, -np.inf)
+    expected = np.argsort(-sims, axis=1)[:, :5]
+    assert [set(r) for r in found.tolist()] == [set(r) for r in expected.tolist()]
+
+
+def brute_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    best, n, s = -1.0, F.DETAIL_SIZE, F.MAX_SHIFT
+    for other in (b, b[:, ::-1]):
+        for dy in range(-s, s + 1):
+            for dx in range(-s, s + 1):
+                pa, pb = [], []
+                for y in range(n):
+                    for x in range(n):
+                        if 0 <= y - dy < n and 0 <= x - dx < n:
+                            pa.append(a[y, x])
+                            pb.append(other[y - dy, x - dx])
+                best = max(best, float(np.corrcoef(pa, pb)[0, 1]))
+    return best
+
+
+def test_detail_correlation_is_brute_force():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(2, 32, 32)).astype(np.float32), rng.normal(size=(2, 32, 32)).astype(np.float32)
+    b[1] = np.roll(a[1], (2, -1), axis=(0, 1))[:, ::-1]  # a shifted, mirrored copy
+    found = detail_correlation(a, b)
+    assert found == pytest.approx([brute_correlation(a[k], b[k]) for k in range(2)], abs=1e-4)
+    assert found[1] > 0.95 > 0.3 > found[0]
+
+
+def test_a_recoloured_shifted_mirrored_copy_matches_and_a_look_alike_does_not():
+    rng = np.random.default_rng(2)
+    scene = np.clip(rng.normal(120, 40, size=(40, 40, 3)), 0, 255)
+    for _ in range(3):  # a few smooth shapes on the noise: an image with structure
+        y, x = rng.integers(5, 35, size=2)
+        scene[max(0, y - 6) : y + 6, max(0, x - 6) : x + 6] = rng.integers(0, 255, size=3)
+    original = scene[4:36, 4:36].astype(np.uint8)
+    copy = (scene[2:34, 6:38, ::-1] * 0.7 + 30)[:, ::-1].astype(np.uint8)  # shifted, channels swapped, darker, mirrored
+    look_alike = np.clip(rng.normal(120, 40, size=(32, 32, 3)), 0, 255).astype(np.uint8)  # same colours, other pixels
+    d = detail(np.stack([original, copy, look_alike]))
+    scores = detail_correlation(d[[0, 0]], d[[1, 2]])
+    assert scores[0] > 0.9 and scores[1] < 0.3
 
 
 def test_features_are_the_input_of_the_last_linear_layer():
@@ -43,7 +81,7 @@ def test_features_are_the_input_of_the_last_linear_layer():
     assert torch.allclose(seen[0][1] * model.head_scale, logits, atol=1e-5)  # fastnet scales its head's output
 
 
-def test_data_check_pairs_images_by_a_runs_features(tmp_path):
+def test_data_check_pairs_images_by_a_runs_features(tmp_path, monkeypatch):
     import json
     import os
 
@@ -58,18 +96,26 @@ def test_data_check_pairs_images_by_a_runs_features(tmp_path):
     cnnlab.train_run(cnnlab.preset("fast", data=root, epochs=2, batch_size=8, progress=False, precision="fp32"), run)
     out = tmp_path / "check"
     args = ["data", "check", root, "--out", str(out), "--quiet", "--workers", "1", "--features", run]
-    assert main([*args, "--similarity", "0.9"]) in (0, 1)
+    monkeypatch.setattr(F, "CANDIDATES", 10_000)  # every image a candidate of every other: brute force below
+    assert main([*args, "--similarity", "0.5"]) in (0, 1)
     saved = json.loads((out / "data_check.json").read_text())
-    by_features = {
-        frozenset((p["a"]["path"], p["b"]["path"])): p["similarity"] for p in saved["pairs"] if p["similarity"]
-    }
-    # against brute force over the same embeddings
+    found = {frozenset((p["a"]["path"], p["b"]["path"])): p["similarity"] for p in saved["pairs"] if p["similarity"]}
+    # against brute force over the same embeddings (blank images are left out of the search)
     paths = sorted(
         os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs if f.endswith(".png")
     )
-    vectors = dict(zip(paths, embed(run, [os.path.join(root, p) for p in paths])))
-    expected = {frozenset((p, q)) for p in paths for q in paths if p < q and float(vectors[p] @ vectors[q]) >= 0.9}
-    assert set(by_features) == expected
-    for pair, s in by_features.items():
+    embedded = embed(run, [os.path.join(root, p) for p in paths])
+    assert embedded.features.shape[0] == len(paths) and np.allclose(np.linalg.norm(embedded.features, axis=1), 1)
+    index = {p: k for k, p in enumerate(paths)}
+    expected = {
+        frozenset((p, q))
+        for p in paths
+        for q in paths
+        if p < q and detail_correlation(embedded.detail[[index[p]]], embedded.detail[[index[q]]])[0] >= 0.5
+    }
+    assert set(found) == expected
+    for pair, s in found.items():
         a, b = sorted(pair)
-        assert s == pytest.approx(float(vectors[a] @ vectors[b]), abs=1e-5)
+        assert s == pytest.approx(
+            float(detail_correlation(embedded.detail[[index[a]]], embedded.detail[[index[b]]])[0]), abs=1e-5
+        )

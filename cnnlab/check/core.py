@@ -22,7 +22,7 @@ from .pairs import exact_groups, near_pairs
 
 SPLITS = ("train", "val", "test")
 DEFAULT_THRESHOLD = 4  # phash Hamming distance for a near-duplicate (docs/data_check.md: how it was chosen)
-DEFAULT_SIMILARITY = 0.99  # cosine similarity of centred features for a near-duplicate (docs/data_check.md)
+DEFAULT_SIMILARITY = 0.6  # detail correlation of a near-duplicate found through features (docs/data_check.md)
 EXTREME_ASPECT = 4.0  # longer side / shorter side above this is flagged
 IMBALANCE_WARN = 10.0  # largest class / smallest class above this is a warning
 MIN_SIZE_CAP = 32  # --min-size default: half the median shorter side, at most this (px)
@@ -40,7 +40,7 @@ class CheckOptions:
     progress: bool = True
     label_run: str | None = None  # a finished run, for suspected label errors on the test split
     features_run: str | None = None  # a finished run whose penultimate features pair near-duplicates too
-    similarity: float = DEFAULT_SIMILARITY  # with features_run: cosine similarity at least this
+    similarity: float = DEFAULT_SIMILARITY  # with features_run: detail correlation at least this
 
     def split_rule(self) -> str:
         """The validation split checked, as training describes its own."""
@@ -62,14 +62,15 @@ class Item:
 @dataclass(frozen=True)
 class Pair:
     """Two files (item indices, `a` in the earlier split) whose pixels are equal (`exact`), whose perceptual
-    hashes are at most the threshold apart, or (with --features) whose features' cosine `similarity` is at
-    least its threshold; `distance` is their hashes' Hamming distance in every case."""
+    hashes are at most the threshold apart, or (with --features) found through the run's features with a
+    detail correlation `similarity` at least its threshold; `distance` is their hashes' Hamming distance in
+    every case."""
 
     a: int
     b: int
     distance: int
     exact: bool
-    similarity: float | None = None  # cosine similarity of the run's features, where they were compared
+    similarity: float | None = None  # detail correlation (check/features.py), where --features compared them
 
 
 @dataclass(frozen=True)
@@ -178,27 +179,30 @@ def find_pairs(items: list[Item], threshold: int, limit: int = MAX_NEAR_PAIRS) -
 
 
 def add_feature_pairs(root: str, items: list[Item], pairs: list[Pair], options: CheckOptions) -> list[Pair]:
-    """The hash pairs, each with its features' similarity, then the pairs found by the run's features alone
-    (cosine similarity >= options.similarity; blank images left out), most similar first, at most
-    MAX_NEAR_PAIRS of each two splits."""
-    from .features import embed, similar_pairs
+    """The hash pairs, each with its detail correlation, then the pairs found through the run's features
+    alone (check/features.py: candidates by features and detail, confirmed by a detail correlation >=
+    options.similarity; blank images left out), most similar first, at most MAX_NEAR_PAIRS of each two splits."""
+    from .features import Embedding, detail_correlation, embed, matched_pairs
 
     order = {name: n for n, name in enumerate(SPLITS)}
     shown = [k for k, item in enumerate(items) if item.record.problem is None and not item.record.blank]
-    features = embed(options.features_run, [os.path.join(root, items[k].path) for k in shown], options.progress)
+    embedded = embed(options.features_run, [os.path.join(root, items[k].path) for k in shown], options.progress)
     row = {k: n for n, k in enumerate(shown)}
-
-    def cosine(a: int, b: int) -> float | None:
-        return float(features[row[a]] @ features[row[b]]) if a in row and b in row else None
-
+    hashed = [p for p in pairs if p.a in row and p.b in row]
+    scores = detail_correlation(
+        embedded.detail[[row[p.a] for p in hashed]], embedded.detail[[row[p.b] for p in hashed]]
+    )
+    score = {(p.a, p.b): float(s) for p, s in zip(hashed, scores)}
+    found = [dataclasses.replace(p, similarity=score.get((p.a, p.b))) for p in pairs]
     known = {(p.a, p.b) for p in pairs}
-    found = [dataclasses.replace(p, similarity=cosine(p.a, p.b)) for p in pairs]
     by_split = {s: np.array([k for k in shown if items[k].split == s], dtype=np.int64) for s in SPLITS}
     present = [s for s in SPLITS if len(by_split[s])]
     extra = []
     for first, second in itertools.combinations_with_replacement(present, 2):
         rows_a, rows_b = [row[k] for k in by_split[first]], [row[k] for k in by_split[second]]
-        hits = similar_pairs(features[rows_a], features[rows_b], options.similarity, first == second, MAX_NEAR_PAIRS)
+        part_a = Embedding(embedded.features[rows_a], embedded.detail[rows_a])
+        part_b = Embedding(embedded.features[rows_b], embedded.detail[rows_b])
+        hits = matched_pairs(part_a, part_b, options.similarity, first == second, MAX_NEAR_PAIRS)
         for i, j, s in zip(by_split[first][hits.i].tolist(), by_split[second][hits.j].tolist(), hits.similarity):
             a, b = sorted((i, j), key=lambda k: (order[items[k].split], k))
             if (a, b) not in known:
@@ -308,7 +312,7 @@ def check_requirements(path: str, options: CheckOptions) -> None:
     if options.features_run and not os.path.isdir(options.features_run):
         raise CnnlabError(f"{options.features_run}: no such run directory (--features RUN)")
     if not -1.0 <= options.similarity <= 1.0:
-        raise CnnlabError(f"--similarity {options.similarity}: a cosine similarity, -1 to 1")
+        raise CnnlabError(f"--similarity {options.similarity}: a correlation, -1 to 1")
     if not 0 <= options.threshold <= 64:
         raise CnnlabError(f"--threshold {options.threshold}: a Hamming distance of 64-bit hashes, 0 to 64")
     if options.label_run:

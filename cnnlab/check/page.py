@@ -71,7 +71,7 @@ def _pairs(result: CheckResult, cross: bool) -> list[str]:
     for p in pairs[:SHOWN_PAIRS]:
         what = "exact (same pixels)" if p.exact else f"phash distance {p.distance}"
         if p.similarity is not None:
-            what += f", features' cosine {p.similarity:.3f}"
+            what += f", detail correlation {p.similarity:.2f}"
         out.append(f'<div class="pair">{_figure(result, p.a, escape(what))}{_figure(result, p.b, "")}</div>')
     return out + [_more(len(pairs))]
 
