@@ -101,6 +101,20 @@ def test_distinct_random_images_give_no_duplicate(tmp_path):
     assert result.pairs == [] and result.problems == [] and not result.leaks
 
 
+def test_16_bit_images_are_read_as_training_decodes_them(tmp_path):
+    from cnnlab.data.decode import decode_file
+
+    rng = np.random.default_rng(0)
+    for i in range(20):  # distinct random 16-bit images, every value above 255 (clipped, each would read white)
+        path = tmp_path / "ds" / "ab"[i % 2] / f"img_{i:02d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(256, 65536, (16, 16), dtype=np.uint16)).save(path)
+    result = run_check(str(tmp_path / "ds"), ONE)
+    assert result.pairs == [] and result.problems == []
+    Image.fromarray(decode_file(str(path), (16, 16), "nearest")).save(tmp_path / "decoded.png")
+    assert inspect_file(str(path)).digest == inspect_file(str(tmp_path / "decoded.png")).digest  # the same pixels
+
+
 def test_parallel_scan_gives_the_same_records(planted, monkeypatch):
     monkeypatch.setattr("cnnlab.check.inspect.FILES_PER_WORKER", 1)  # a pool even for a few files
     one = run_check(planted, ONE)
