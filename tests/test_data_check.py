@@ -270,6 +270,26 @@ def test_label_issues_need_a_test_folder(tmp_path, capsys):
     assert "needs PATH/train/ and PATH/test/" in capsys.readouterr().err
 
 
+def test_label_issues_refuse_a_run_trained_on_the_test_images_and_warn_of_another_dataset(tmp_path, capsys):
+    from conftest import make_dataset
+
+    import cnnlab
+
+    root = make_dataset(tmp_path / "ds", 4, test_per_class=6)
+    cfg = cnnlab.preset(
+        "fast", data=os.path.join(root, "test"), epochs=1, batch_size=8, val_fraction=0, progress=False, threads=1
+    )
+    cnnlab.train_run(cfg, str(tmp_path / "run"))  # trained on the very images --label-issues would rank
+    args = ["--label-issues", str(tmp_path / "run"), "--out", str(tmp_path / "o"), "--quiet", "--workers", "1"]
+    assert main(["data", "check", root, *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "trained on" in err and os.path.join(root, "test") in err and len(err.splitlines()) == 1
+    copy = shutil.copytree(root, tmp_path / "copy")  # another dataset: its test images may be the run's training
+    options = CheckOptions(workers=1, progress=False, label_run=str(tmp_path / "run"))
+    warned = [w for w in run_check(str(copy), options).warnings if "trained on another dataset" in w]
+    assert len(warned) == 1 and os.path.join(root, "test") in warned[0]
+
+
 def test_near_pairs_keep_the_closest_within_a_limit(monkeypatch):
     rng = np.random.default_rng(1)
     a = rng.integers(0, 2**12, 400).astype(np.uint64)  # 12 used bits: thousands of pairs within 6

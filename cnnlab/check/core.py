@@ -17,7 +17,7 @@ import numpy as np
 from ..data.folder import check_folder, list_class_files, list_classes
 from ..errors import CnnlabError
 from .inspect import FileRecord, inspect_files
-from .labels import LabelIssue, label_issues
+from .labels import LabelIssue, label_issues, training_source_warnings
 from .pairs import exact_groups, near_pairs
 
 SPLITS = ("train", "val", "test")
@@ -327,6 +327,7 @@ def run_check(path: str, options: CheckOptions | None = None) -> CheckResult:
     options = options or CheckOptions()
     check_folder(path)
     check_requirements(path, options)
+    source_warnings = training_source_warnings(options.label_run, path) if options.label_run else []
     layout, classes, items, warnings = scan_items(path)
     records = inspect_files([os.path.join(path, item.path) for item in items], options.workers, options.progress)
     for item, record in zip(items, records):
@@ -347,7 +348,7 @@ def run_check(path: str, options: CheckOptions | None = None) -> CheckResult:
         find_problems(items, min_size),
         warnings,
     )
-    result.warnings = summary_warnings(result) + warnings + notes
+    result.warnings = summary_warnings(result) + warnings + notes + source_warnings
     if options.label_run:
         result.label_issues = _label_issues(path, items, options)
     return result
