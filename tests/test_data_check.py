@@ -328,16 +328,23 @@ def test_file_names_that_are_not_utf8_are_written_escaped(tmp_path):
     assert "test/a/caf\\xe9.png" in (tmp_path / "o" / "data_check.html").read_text(encoding="utf-8")
 
 
-def test_class_imbalance_above_ten_to_one_is_a_warning(tmp_path):
-    root = make_folder(tmp_path / "ds", classes=("a",), per_class=21)
+def test_class_imbalance_is_a_warning_where_training_adapts(tmp_path):
+    from cnnlab.adaptation import adapt_to_imbalance
+    from cnnlab.presets import preset
+
+    root = make_folder(tmp_path / "ds", classes=("a",), per_class=7)
     make_folder(tmp_path / "ds", classes=("b",), per_class=2, seed=1)
-    summary = to_json(run_check(root, ONE))
-    assert summary["class_counts"] == {"train/": {"a": 21, "b": 2}} and summary["imbalance"] == {"train/": 10.5}
+    options = CheckOptions(workers=1, progress=False, val_fraction=0)  # the training split is the folder
+    summary = to_json(run_check(root, options))
+    assert summary["class_counts"] == {"train/": {"a": 7, "b": 2}} and summary["imbalance"] == {"train/": 3.5}
     assert [w for w in summary["warnings"] if "imbalanced" in w] == [
-        "train/: classes imbalanced 10.5:1 (largest a 21, smallest b 2; above 10:1)"
+        "training split: classes imbalanced 3.5:1 (largest a 7, smallest b 2; above 3:1, where cnnlab train "
+        "sets --sampler balanced unless told otherwise)"
     ]
-    os.remove(os.path.join(root, "a", "img_020.png"))  # 20:2 is 10:1, not above
-    assert not any("imbalanced" in w for w in to_json(run_check(root, ONE))["warnings"])
+    assert adapt_to_imbalance(preset("fast"), [7, 2])[1]  # training adapts to the same counts
+    os.remove(os.path.join(root, "a", "img_006.png"))  # 6:2 is 3:1, not above: neither warns nor adapts
+    assert not any("imbalanced" in w for w in to_json(run_check(root, options))["warnings"])
+    assert adapt_to_imbalance(preset("fast"), [6, 2])[1] == []
 
 
 def test_label_ranking_of_nothing_or_of_bad_probabilities():

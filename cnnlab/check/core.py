@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..adaptation import IMBALANCE_DEFAULT, IMBALANCE_RATIO, imbalance_ratio
 from ..data.folder import check_folder, list_class_files, list_classes
 from ..errors import CnnlabError
 from .inspect import FileRecord, inspect_files
@@ -24,7 +25,6 @@ SPLITS = ("train", "val", "test")
 DEFAULT_THRESHOLD = 4  # phash Hamming distance for a near-duplicate (docs/data_check.md: how it was chosen)
 DEFAULT_SIMILARITY = 0.99  # cosine similarity of centred features for a near-duplicate (docs/data_check.md)
 EXTREME_ASPECT = 4.0  # longer side / shorter side above this is flagged
-IMBALANCE_WARN = 10.0  # largest class / smallest class above this is a warning
 MIN_SIZE_CAP = 32  # --min-size default: half the median shorter side, at most this (px)
 MAX_NEAR_PAIRS = 100_000  # near pairs kept per two splits (the closest): bounds memory on folders of video frames
 
@@ -234,12 +234,6 @@ def class_counts(items: list[Item], classes: list[str], splits: tuple[str, ...])
     return {name: counts.get(name, 0) for name in classes}
 
 
-def imbalance(counts: dict[str, int]) -> float:
-    """Largest class / smallest class (inf when a class is empty)."""
-    values = list(counts.values())
-    return float("inf") if not values or min(values) == 0 else max(values) / min(values)
-
-
 @dataclass(frozen=True)
 class Leak:
     """Duplicates across two splits: pairs, and the images of the later split that have one (exact ones)."""
@@ -280,13 +274,26 @@ def summary_warnings(result: CheckResult) -> list[str]:
                 f"leakage: {leak.images} {leak.second} image(s) have a duplicate in {leak.first} "
                 f"({leak.exact_images} exact; {leak.pairs} pair(s))"
             )
-    for folder, counts in folder_counts(result).items():
-        ratio = imbalance(counts)
-        if ratio > IMBALANCE_WARN:
+    return warnings + imbalance_warnings(result)
+
+
+def imbalance_warnings(result: CheckResult) -> list[str]:
+    """A warning for the training split (the counts `cnnlab train` adapts to) and for test/ where the largest
+    class over the smallest is above adaptation.IMBALANCE_RATIO, training's own threshold."""
+    key, value = IMBALANCE_DEFAULT
+    judged = {"training split": class_counts(result.items, result.classes["train"], ("train",))}
+    consequence = {"training split": f"cnnlab train sets --{key} {value} unless told otherwise"}
+    if "test" in result.classes:
+        judged["test/"] = folder_counts(result)["test"]
+        consequence["test/"] = "judge the test figures by balanced accuracy or macro-F1"
+    warnings = []
+    for name, counts in judged.items():
+        ratio = imbalance_ratio(counts.values())
+        if ratio > IMBALANCE_RATIO:
             big, small = max(counts, key=counts.get), min(counts, key=counts.get)
             warnings.append(
-                f"{folder}/: classes imbalanced {ratio:.1f}:1 (largest {big} {counts[big]}, smallest "
-                f"{small} {counts[small]}; above {IMBALANCE_WARN:g}:1)"
+                f"{name}: classes imbalanced {ratio:.1f}:1 (largest {big} {counts[big]}, smallest "
+                f"{small} {counts[small]}; above {IMBALANCE_RATIO:g}:1, where {consequence[name]})"
             )
     return warnings
 
