@@ -55,16 +55,7 @@ def load_data(cfg: Config, image_size: tuple[int, int] | None = None) -> Dataset
         skip_bad=cfg.skip_bad_images,
         memory_budget=int(cfg.memory_gb * 1e9) or None,
     )
-    splitting = Splitting(
-        val_fraction=cfg.val_fraction,
-        split=cfg.split,
-        seed=cfg.split_seed,
-        subset=cfg.subset,
-        folds=cfg.folds,
-        fold=cfg.fold,
-        fold_seed=cfg.fold_seed,
-    )
-    return load_dataset(cfg.data_path(), decoding, splitting, progress=cfg.progress)
+    return load_dataset(cfg.data_path(), decoding, Splitting.of(cfg), progress=cfg.progress)
 
 
 def starting_stats(cfg: Config) -> tuple[list[float], list[float]] | None:
