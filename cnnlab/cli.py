@@ -187,16 +187,21 @@ def _sweep_worker(args: argparse.Namespace) -> int:
 def _sweep_search(args: argparse.Namespace, cfg) -> int:
     """`cnnlab sweep --search tpe`: an Optuna TPE search over --param ranges."""
     from .search import format_search, parse_space, run_search
-    from .studies import selection
+    from .studies import adapt_study, selection
 
     space = parse_space(args.param or [], cfg)
+    cfg, adapted = adapt_study(cfg, _explicit_keys(args) | set(space), [])  # as `cnnlab train`, once
     metric, why = selection(cfg, args.select_metric)
     if args.dry_run:
-        print(f"TPE search over {', '.join(space)}: {args.trials} trials, median pruning on {metric}\n{why}")
+        print(
+            "\n".join(
+                [*adapted, f"TPE search over {', '.join(space)}: {args.trials} trials, median pruning on {metric}", why]
+            )
+        )
         return 0
     if not args.out:
         raise CnnlabError("--out SWEEP_DIR is required (re-running the same command resumes it)")
-    print(why)
+    print("\n".join([*adapted, why]))
     res = run_search(
         args.out,
         cfg,
@@ -214,8 +219,9 @@ def _sweep_search(args: argparse.Namespace, cfg) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     args.seeds_default = args.seeds is None
     args.seeds = 3 if args.seeds is None else args.seeds
-    from .studies import selection
+    from .studies import adapt_study, selection
     from .sweep import Workers, check_data, describe_plan, format_table, parse_grid, plan, run_sweep
+    from .sweep.planning import cells_of
 
     args.storage = _sweep_storage(args.storage)
     if int(os.environ.get("WORLD_SIZE") or 1) > 1:
@@ -228,15 +234,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.search == "tpe":
         return _sweep_search(args, cfg)
     grid = parse_grid(args.grid or [], cfg)
+    # adapted once, as `cnnlab train` adapts a run, keeping the keys given and swept
+    cfg, adapted = adapt_study(cfg, _explicit_keys(args) | set(grid), cells_of(grid))
     units, reason = plan(cfg, grid, args.seeds)
     check_data(cfg, grid)
     metric, why = selection(cfg, args.select_metric)
     if args.dry_run:
-        print(f"{describe_plan(units, reason)}\n{why}")
+        print("\n".join([*adapted, describe_plan(units, reason), why]))
         return 0
     if not args.out:
         raise CnnlabError("--out SWEEP_DIR is required (re-running the same command resumes it)")
-    print(f"{describe_plan(units, reason)}\n{why}")
+    print("\n".join([*adapted, describe_plan(units, reason), why]))
     workers = Workers(args.workers, args.devices, args.storage, args.study)
     res = run_sweep(args.out, cfg, grid, args.seeds, workers, progress=cfg.progress, select_metric=metric)
     print(format_table(res))

@@ -55,16 +55,7 @@ def load_data(cfg: Config, image_size: tuple[int, int] | None = None) -> Dataset
         skip_bad=cfg.skip_bad_images,
         memory_budget=int(cfg.memory_gb * 1e9) or None,
     )
-    splitting = Splitting(
-        val_fraction=cfg.val_fraction,
-        split=cfg.split,
-        seed=cfg.split_seed,
-        subset=cfg.subset,
-        folds=cfg.folds,
-        fold=cfg.fold,
-        fold_seed=cfg.fold_seed,
-    )
-    return load_dataset(cfg.data_path(), decoding, splitting, progress=cfg.progress)
+    return load_dataset(cfg.data_path(), decoding, Splitting.of(cfg), progress=cfg.progress)
 
 
 def starting_stats(cfg: Config) -> tuple[list[float], list[float]] | None:
@@ -175,23 +166,59 @@ def make_loader(
     )
 
 
+def accepts(model: torch.nn.Module, size: tuple[int, int]) -> bool:
+    """Whether `model` runs on inputs of `size` (height, width); it is left in training mode."""
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(2, 3, *size))
+        return True
+    except RuntimeError:
+        return False
+    finally:
+        model.train()
+
+
 def build_model(cfg: Config, num_classes: int, input_size: tuple[int, int], device: torch.device) -> torch.nn.Module:
     torch.manual_seed(cfg.seed)
     if cfg.pretrained:
         model = create_pretrained(cfg.model, num_classes, cfg.pretrained)
     else:
         model = create_model(cfg.model, num_classes=num_classes)
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(torch.zeros(2, 3, *input_size))
-        model.train()
-    except RuntimeError:
+    if not accepts(model, input_size):
         raise ConfigError(
             f"model {cfg.model!r} does not accept {input_size[0]}x{input_size[1]} inputs; set "
             "input_size to the size it was built for (see `cnnlab summary`)"
-        ) from None
+        )
     return model.to(device, memory_format=torch.channels_last)
+
+
+def adapt_input_size(
+    cfg: Config, image_size: tuple[int, int], keep: frozenset[str] | set[str]
+) -> tuple[Config, list[str]]:
+    """The config with input_size raised, where the model does not accept the stored images' own size (8x8
+    digits, for a network that pools them to nothing), to the smallest whole multiple of it that the model
+    accepts: a nearest upscale by a whole factor repeats each pixel, distorting none. Not where the user gave
+    input_size (in `keep`) or with cfg.adapt False; unchanged where no multiple up to the model's own size
+    serves (build_model then says so)."""
+    if not cfg.adapt or cfg.input_size or "input_size" in keep:
+        return cfg, []
+    model = create_model(cfg.model, num_classes=2)
+    if accepts(model, image_size):
+        return cfg, []
+    height, width = image_size
+    low, high = 2, max(2, -(-default_input_size(cfg.model) // min(height, width)))
+    if not accepts(model, (high * height, high * width)):
+        return cfg, []
+    while low < high:  # the smallest factor accepted (models accept every size above their smallest)
+        middle = (low + high) // 2
+        low, high = (low, middle) if accepts(model, (middle * height, middle * width)) else (middle + 1, high)
+    size = high * height if height == width else f"{high * height}x{high * width}"
+    line = (
+        f"images of {height}x{width} are smaller than model {cfg.model!r} accepts: input_size 0 -> {size} "
+        f"(each pixel repeated {high}x{high}); give --input-size to choose otherwise, or --no-adapt"
+    )
+    return cfg.replace(input_size=size), [line]
 
 
 def init_source(cfg: Config) -> dict | None:
@@ -261,7 +288,8 @@ def prepare(cfg: Config, keep: frozenset[str] | set[str] | None = None) -> Prepa
     if keep is not None:
         cfg, notes = adapt_to_dataset(cfg, len(dataset.train), keep)
         cfg, imbalance = adapt_to_imbalance(cfg, class_counts(dataset.train.labels, len(dataset.classes)), keep)
-        notes += imbalance
+        cfg, sized = adapt_input_size(cfg, dataset.image_shape[:2], keep)
+        notes += imbalance + sized
     if cfg.batch_size > len(dataset.train):
         raise ConfigError(
             f"config key 'batch_size' ({cfg.batch_size}) is larger than the "

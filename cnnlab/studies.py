@@ -11,6 +11,7 @@ retried up to MAX_ATTEMPTS times in all; every other failure is the trial's own 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import math
 import os
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import runs
-from .adaptation import IMBALANCE_RATIO, imbalance_ratio
+from .adaptation import IMBALANCE_RATIO, adapt_to_dataset, adapt_to_imbalance, imbalance_ratio
 from .config import DATA_KEYS, Config
 from .errors import CnnlabError, ConfigError, Interrupted, first_line
 from .tracking import passwords, redact
@@ -330,6 +331,38 @@ def choose_select_metric(given: str | None, counts: tuple[list[str], Any] | None
 def selection(cfg: Config, given: str | None) -> tuple[str, str]:
     """The metric a sweep or search on `cfg`'s data selects on, and the line that says why."""
     return choose_select_metric(given, None if given else training_counts_of(cfg))
+
+
+def adapt_study(cfg: Config, keep: set[str], cells: list[dict]) -> tuple[Config, list[str]]:
+    """The base config of a sweep or search adapted as `cnnlab train` adapts a run (adapt_to_dataset,
+    adapt_to_imbalance) to the training split of its dataset, and the lines saying so (printed once).
+    `keep`: the keys given and those swept or searched, never changed. `cells`: the grid's cells, refused
+    where a cell's own adaptation differs from the base's (it depends on a swept key: `cnnlab train` with
+    that cell's values would train another recipe). Unchanged without a dataset to scan yet."""
+    from .data.dataset import Splitting, training_split_counts
+
+    found = training_counts_of(cfg)
+    if found is None:
+        return cfg, []
+    counts = training_split_counts(found[1], Splitting.of(cfg))
+
+    def adapted(start: Config) -> tuple[Config, list[str]]:
+        sized, notes = adapt_to_dataset(start, int(counts.sum()), keep)
+        balanced, more = adapt_to_imbalance(sized, counts, keep)
+        return balanced, notes + more
+
+    base, notes = adapted(cfg)
+    for cell in cells:
+        own, shared = adapted(cfg.replace(**cell))[0], base.replace(**cell)
+        differ = [f.name for f in dataclasses.fields(Config) if getattr(own, f.name) != getattr(shared, f.name)]
+        if differ:
+            raise ConfigError(
+                f"grid cell {','.join(f'{k}={v}' for k, v in cell.items())}: on this training split of "
+                f"{int(counts.sum())} images, cnnlab train would adapt {', '.join(differ)} to it differently "
+                f"than to the other cells; give --{' --'.join(k.replace('_', '-') for k in differ)} to fix "
+                "them for every cell, or --no-adapt"
+            )
+    return base, notes
 
 
 def retried(trial) -> bool:

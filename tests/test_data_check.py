@@ -101,6 +101,20 @@ def test_distinct_random_images_give_no_duplicate(tmp_path):
     assert result.pairs == [] and result.problems == [] and not result.leaks
 
 
+def test_16_bit_images_are_read_as_training_decodes_them(tmp_path):
+    from cnnlab.data.decode import decode_file
+
+    rng = np.random.default_rng(0)
+    for i in range(20):  # distinct random 16-bit images, every value above 255 (clipped, each would read white)
+        path = tmp_path / "ds" / "ab"[i % 2] / f"img_{i:02d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(256, 65536, (16, 16), dtype=np.uint16)).save(path)
+    result = run_check(str(tmp_path / "ds"), ONE)
+    assert result.pairs == [] and result.problems == []
+    Image.fromarray(decode_file(str(path), (16, 16), "nearest")).save(tmp_path / "decoded.png")
+    assert inspect_file(str(path)).digest == inspect_file(str(tmp_path / "decoded.png")).digest  # the same pixels
+
+
 def test_parallel_scan_gives_the_same_records(planted, monkeypatch):
     monkeypatch.setattr("cnnlab.check.inspect.FILES_PER_WORKER", 1)  # a pool even for a few files
     one = run_check(planted, ONE)
@@ -256,6 +270,26 @@ def test_label_issues_need_a_test_folder(tmp_path, capsys):
     assert "needs PATH/train/ and PATH/test/" in capsys.readouterr().err
 
 
+def test_label_issues_refuse_a_run_trained_on_the_test_images_and_warn_of_another_dataset(tmp_path, capsys):
+    from conftest import make_dataset
+
+    import cnnlab
+
+    root = make_dataset(tmp_path / "ds", 4, test_per_class=6)
+    cfg = cnnlab.preset(
+        "fast", data=os.path.join(root, "test"), epochs=1, batch_size=8, val_fraction=0, progress=False, threads=1
+    )
+    cnnlab.train_run(cfg, str(tmp_path / "run"))  # trained on the very images --label-issues would rank
+    args = ["--label-issues", str(tmp_path / "run"), "--out", str(tmp_path / "o"), "--quiet", "--workers", "1"]
+    assert main(["data", "check", root, *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "trained on" in err and os.path.join(root, "test") in err and len(err.splitlines()) == 1
+    copy = shutil.copytree(root, tmp_path / "copy")  # another dataset: its test images may be the run's training
+    options = CheckOptions(workers=1, progress=False, label_run=str(tmp_path / "run"))
+    warned = [w for w in run_check(str(copy), options).warnings if "trained on another dataset" in w]
+    assert len(warned) == 1 and os.path.join(root, "test") in warned[0]
+
+
 def test_near_pairs_keep_the_closest_within_a_limit(monkeypatch):
     rng = np.random.default_rng(1)
     a = rng.integers(0, 2**12, 400).astype(np.uint64)  # 12 used bits: thousands of pairs within 6
@@ -294,16 +328,23 @@ def test_file_names_that_are_not_utf8_are_written_escaped(tmp_path):
     assert "test/a/caf\\xe9.png" in (tmp_path / "o" / "data_check.html").read_text(encoding="utf-8")
 
 
-def test_class_imbalance_above_ten_to_one_is_a_warning(tmp_path):
-    root = make_folder(tmp_path / "ds", classes=("a",), per_class=21)
+def test_class_imbalance_is_a_warning_where_training_adapts(tmp_path):
+    from cnnlab.adaptation import adapt_to_imbalance
+    from cnnlab.presets import preset
+
+    root = make_folder(tmp_path / "ds", classes=("a",), per_class=7)
     make_folder(tmp_path / "ds", classes=("b",), per_class=2, seed=1)
-    summary = to_json(run_check(root, ONE))
-    assert summary["class_counts"] == {"train/": {"a": 21, "b": 2}} and summary["imbalance"] == {"train/": 10.5}
+    options = CheckOptions(workers=1, progress=False, val_fraction=0)  # the training split is the folder
+    summary = to_json(run_check(root, options))
+    assert summary["class_counts"] == {"train/": {"a": 7, "b": 2}} and summary["imbalance"] == {"train/": 3.5}
     assert [w for w in summary["warnings"] if "imbalanced" in w] == [
-        "train/: classes imbalanced 10.5:1 (largest a 21, smallest b 2; above 10:1)"
+        "training split: classes imbalanced 3.5:1 (largest a 7, smallest b 2; above 3:1, where cnnlab train "
+        "sets --sampler balanced unless told otherwise)"
     ]
-    os.remove(os.path.join(root, "a", "img_020.png"))  # 20:2 is 10:1, not above
-    assert not any("imbalanced" in w for w in to_json(run_check(root, ONE))["warnings"])
+    assert adapt_to_imbalance(preset("fast"), [7, 2])[1]  # training adapts to the same counts
+    os.remove(os.path.join(root, "a", "img_006.png"))  # 6:2 is 3:1, not above: neither warns nor adapts
+    assert not any("imbalanced" in w for w in to_json(run_check(root, options))["warnings"])
+    assert adapt_to_imbalance(preset("fast"), [6, 2])[1] == []
 
 
 def test_label_ranking_of_nothing_or_of_bad_probabilities():

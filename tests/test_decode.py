@@ -42,6 +42,16 @@ def test_other_colour_modes_become_rgb(tmp_path, mode):
     assert abs(int(out[0, 0, 0]) - 200) <= 2
 
 
+def test_16_bit_images_are_scaled_by_their_range_and_8_bit_values_in_mode_i_kept(tmp_path):
+    wide = np.array([[0, 256, 257 * 100, 65280, 65535]], dtype=np.uint16)  # values above 255: 16-bit, x 1/257
+    Image.fromarray(wide).save(tmp_path / "wide.png")
+    narrow = np.array([[0, 7, 100, 255]], dtype=np.int32)  # mode I holding 0-255: kept as they are
+    Image.fromarray(narrow).save(tmp_path / "narrow.tif")
+    assert Image.open(tmp_path / "narrow.tif").mode == "I"
+    assert decode.decode_file(str(tmp_path / "wide.png"), (1, 5), "nearest")[0, :, 0].tolist() == [0, 1, 100, 254, 255]
+    assert decode.decode_file(str(tmp_path / "narrow.tif"), (1, 4), "nearest")[0, :, 0].tolist() == [0, 7, 100, 255]
+
+
 def test_images_of_another_size_are_resized_to_the_first(tmp_path):
     root = make_folder(tmp_path / "ds", per_class=2, size=8)
     Image.fromarray(np.zeros((20, 12, 3), dtype=np.uint8)).save(os.path.join(root, "b", "img_999.png"))

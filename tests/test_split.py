@@ -6,13 +6,14 @@ import os
 from collections import Counter
 
 import numpy as np
-from conftest import make_dataset
+import pytest
+from conftest import make_dataset, make_folder
 from PIL import Image
 
 from cnnlab import preset, train_run
 from cnnlab.cli import main
 from cnnlab.config import Config
-from cnnlab.data import load_dataset, split_indices
+from cnnlab.data import Splitting, load_dataset, split_indices
 from cnnlab.pipeline import load_data
 from cnnlab.presets import PRESETS
 
@@ -134,3 +135,21 @@ def test_data_info_and_the_saved_run_name_the_rule_and_its_seed(tmp_path, capsys
     saved = json.load(open(os.path.join(run, "config.json")))
     assert (saved["config"]["split"], saved["config"]["split_seed"]) == ("random", 0)
     assert saved["data"]["split"] == "validation split: 10% of each class, drawn at random (split random, split_seed 0)"
+
+
+@pytest.mark.parametrize(
+    "splitting",
+    [
+        Splitting(),
+        Splitting(split="keras", val_fraction=0.3),
+        Splitting(folds=3, fold=1, fold_seed=4),
+        Splitting(subset=7),
+    ],
+)
+def test_training_split_counts_are_those_of_the_loaded_training_split(tmp_path, splitting):
+    from cnnlab.data.dataset import training_split_counts
+
+    root = make_folder(tmp_path / "ds", per_class=11, size=4)
+    os.remove(os.path.join(root, "c", "img_010.png"))  # classes of 11, 11, 10
+    loaded = load_dataset(root, splitting=splitting, progress=False).train.labels
+    assert training_split_counts(np.array([11, 11, 10]), splitting).tolist() == np.bincount(loaded).tolist()

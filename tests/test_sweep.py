@@ -9,7 +9,7 @@ import time
 
 import optuna
 import pytest
-from conftest import SWEEP_FLAGS, make_dataset
+from conftest import SWEEP_FLAGS, make_dataset, make_folder
 
 from cnnlab import preset, train_run
 from cnnlab.cli import main
@@ -201,3 +201,43 @@ def test_cells_of_a_grid_without_epochs_are_named_by_the_grid_alone():
     units, reason = plan(base, grid, 1)
     assert "no epochs in the grid" in reason
     assert [cell_name(u.cell(u.serves[0])) for u in units] == [cell_name(c) for c in cells_of(grid)]
+
+
+def test_a_sweep_adapts_its_recipe_as_train_does_keeping_the_swept_keys(tmp_path, capsys):
+    root = make_folder(tmp_path / "ds" / "train", classes=("a", "b"), per_class=40)
+    for i in range(10, 40):  # 40:10, and 45 training images after the validation split: batch 512 is too large
+        os.remove(os.path.join(root, "b", f"img_{i:03d}.png"))
+    make_folder(tmp_path / "ds" / "test", classes=("a", "b"), per_class=4, seed=1)
+    flags = [
+        "--data",
+        str(tmp_path / "ds"),
+        "--epochs",
+        "1",
+        "--eval-batch-size",
+        "64",
+        "--threads",
+        "1",
+        "--log",
+        "none",
+    ]
+    assert main(["sweep", *flags, "--grid", "lr=0.1,0.2", "--seeds", "1", "--out", str(tmp_path / "sw")]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("small training set (45 images): batch_size 512 -> 8") == 1
+    assert printed.count("imbalanced training set (ratio 4.0): sampler uniform -> balanced") == 1
+    swept = [load_run(str(tmp_path / "sw" / "runs" / f"lr-{lr}_seed-0"))["config"] for lr in (0.1, 0.2)]
+    assert main(["train", *flags, "--lr", "0.1", "--out", str(tmp_path / "run")]) == 0  # the cell lr=0.1 again
+    trained = load_run(str(tmp_path / "run"))["config"]
+
+    def recipe(cfg: dict) -> dict:
+        return {key: cfg[key] for key in ("batch_size", "lr", "epochs", "warmup_epochs", "sampler", "class_weight")}
+
+    assert recipe(trained)["batch_size"] == 8 and recipe(trained)["sampler"] == "balanced"
+    assert recipe(swept[0]) == recipe(trained) and recipe(swept[1]) == {**recipe(trained), "lr": 0.2}  # lr as swept
+
+
+def test_a_grid_whose_cells_would_adapt_differently_is_refused_naming_the_keys(tmp_path, capsys):
+    root = make_folder(tmp_path / "ds", classes=("a", "b"), per_class=500, size=8)  # 900 training images
+    args = ["sweep", "--data", root, "--grid", "batch_size=16,64", "--dry-run"]
+    assert main(args) == 2  # batch 16 takes 11 epochs to reach 600 steps, batch 64 takes 43
+    assert "cnnlab train would adapt epochs, warmup_epochs to it differently" in capsys.readouterr().err
+    assert main([*args, "--epochs", "5", "--warmup-epochs", "1"]) == 0

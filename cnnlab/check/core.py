@@ -14,17 +14,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..adaptation import IMBALANCE_DEFAULT, IMBALANCE_RATIO, imbalance_ratio
 from ..data.folder import check_folder, list_class_files, list_classes
 from ..errors import CnnlabError
 from .inspect import FileRecord, inspect_files
-from .labels import LabelIssue, label_issues
+from .labels import LabelIssue, label_issues, training_source_warnings
 from .pairs import exact_groups, near_pairs
 
 SPLITS = ("train", "val", "test")
 DEFAULT_THRESHOLD = 4  # phash Hamming distance for a near-duplicate (docs/data_check.md: how it was chosen)
 DEFAULT_SIMILARITY = 0.6  # detail correlation of a near-duplicate found through features (docs/data_check.md)
 EXTREME_ASPECT = 4.0  # longer side / shorter side above this is flagged
-IMBALANCE_WARN = 10.0  # largest class / smallest class above this is a warning
 MIN_SIZE_CAP = 32  # --min-size default: half the median shorter side, at most this (px)
 MAX_NEAR_PAIRS = 100_000  # near pairs kept per two splits (the closest): bounds memory on folders of video frames
 
@@ -238,12 +238,6 @@ def class_counts(items: list[Item], classes: list[str], splits: tuple[str, ...])
     return {name: counts.get(name, 0) for name in classes}
 
 
-def imbalance(counts: dict[str, int]) -> float:
-    """Largest class / smallest class (inf when a class is empty)."""
-    values = list(counts.values())
-    return float("inf") if not values or min(values) == 0 else max(values) / min(values)
-
-
 @dataclass(frozen=True)
 class Leak:
     """Duplicates across two splits: pairs, and the images of the later split that have one (exact ones)."""
@@ -284,13 +278,26 @@ def summary_warnings(result: CheckResult) -> list[str]:
                 f"leakage: {leak.images} {leak.second} image(s) have a duplicate in {leak.first} "
                 f"({leak.exact_images} exact; {leak.pairs} pair(s))"
             )
-    for folder, counts in folder_counts(result).items():
-        ratio = imbalance(counts)
-        if ratio > IMBALANCE_WARN:
+    return warnings + imbalance_warnings(result)
+
+
+def imbalance_warnings(result: CheckResult) -> list[str]:
+    """A warning for the training split (the counts `cnnlab train` adapts to) and for test/ where the largest
+    class over the smallest is above adaptation.IMBALANCE_RATIO, training's own threshold."""
+    key, value = IMBALANCE_DEFAULT
+    judged = {"training split": class_counts(result.items, result.classes["train"], ("train",))}
+    consequence = {"training split": f"cnnlab train sets --{key} {value} unless told otherwise"}
+    if "test" in result.classes:
+        judged["test/"] = folder_counts(result)["test"]
+        consequence["test/"] = "judge the test figures by balanced accuracy or macro-F1"
+    warnings = []
+    for name, counts in judged.items():
+        ratio = imbalance_ratio(counts.values())
+        if ratio > IMBALANCE_RATIO:
             big, small = max(counts, key=counts.get), min(counts, key=counts.get)
             warnings.append(
-                f"{folder}/: classes imbalanced {ratio:.1f}:1 (largest {big} {counts[big]}, smallest "
-                f"{small} {counts[small]}; above {IMBALANCE_WARN:g}:1)"
+                f"{name}: classes imbalanced {ratio:.1f}:1 (largest {big} {counts[big]}, smallest "
+                f"{small} {counts[small]}; above {IMBALANCE_RATIO:g}:1, where {consequence[name]})"
             )
     return warnings
 
@@ -331,6 +338,7 @@ def run_check(path: str, options: CheckOptions | None = None) -> CheckResult:
     options = options or CheckOptions()
     check_folder(path)
     check_requirements(path, options)
+    source_warnings = training_source_warnings(options.label_run, path) if options.label_run else []
     layout, classes, items, warnings = scan_items(path)
     records = inspect_files([os.path.join(path, item.path) for item in items], options.workers, options.progress)
     for item, record in zip(items, records):
@@ -351,7 +359,7 @@ def run_check(path: str, options: CheckOptions | None = None) -> CheckResult:
         find_problems(items, min_size),
         warnings,
     )
-    result.warnings = summary_warnings(result) + warnings + notes
+    result.warnings = summary_warnings(result) + warnings + notes + source_warnings
     if options.label_run:
         result.label_issues = _label_issues(path, items, options)
     return result

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ..data.decode import to_rgb
 from ..errors import first_line
 
 # A grayscale standard deviation below this (0-255 units) is a blank image: its perceptual hash carries
@@ -59,7 +60,7 @@ def inspect_file(path: str) -> FileRecord:
         with Image.open(path) as image:
             image.load()
             mode = image.mode
-            rgb = image.convert("RGB")
+            rgb = to_rgb(image)  # as training decodes it (16-bit images scaled, not clipped)
     except Exception as exc:  # any decoder error is this file's problem, not the scan's
         if isinstance(exc, UnidentifiedImageError):
             return FileRecord(bytes=size, problem="unreadable", detail="not an image Pillow can read")

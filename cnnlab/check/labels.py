@@ -3,6 +3,7 @@ finished run gives the test images (images it never trained on)."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +41,34 @@ def rank_label_issues(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarr
     except ValueError as exc:  # cleanlab refuses degenerate input (e.g. probabilities that are not a distribution)
         raise CnnlabError(f"cleanlab cannot rank these labels: {first_line(exc)}") from None
     return np.asarray(ranked, dtype=np.int64)
+
+
+def training_source_warnings(run_dir: str, path: str) -> list[str]:
+    """Whether the run's probabilities of `path`/test are out-of-sample, from the dataset it was trained on
+    (its config.json's data.source): refused where its training folder holds those images (or lies inside
+    them); nothing where it was `path` itself (training reads train/ only) or a folder of it outside test/;
+    a warning where it was another dataset, which may hold copies of them."""
+    from ..runs import CONFIG, read_json
+
+    saved = read_json(os.path.join(run_dir, CONFIG))
+    source = saved.get("data", {}).get("source") if isinstance(saved, dict) else None
+    if not isinstance(source, str):
+        return [
+            f"--label-issues: {run_dir} does not record the dataset it was trained on; if it trained on "
+            f"{os.path.join(path, 'test')}, its label errors are learned, not found"
+        ]
+    source, root, test = (os.path.realpath(p) for p in (source, path, os.path.join(path, "test")))
+    if source != root and os.path.commonpath([source, test]) in (source, test):
+        raise CnnlabError(
+            f"{run_dir}: trained on {source}, which holds the test images --label-issues ranks (they must be "
+            f"ones the run never trained on); give a run trained on {root}"
+        )
+    if os.path.commonpath([source, root]) == root:
+        return []
+    return [
+        f"--label-issues: {run_dir} was trained on another dataset ({source}), not {root}: if its training "
+        "images include these test images, their label errors are learned, not found"
+    ]
 
 
 def run_probabilities(run_dir: str, paths: list[str], progress: bool = False) -> tuple[list[str], np.ndarray]:

@@ -7,11 +7,18 @@ import json
 import os
 from collections import Counter
 
+from ..adaptation import imbalance_ratio
 from ..files import create_new_dir, write_atomic
 from ..files import printable as shown  # a name from the user's folder, printable and writable as UTF-8
-from .core import EXTREME_ASPECT, SPLITS, CheckResult, folder_counts, imbalance, leakage
+from .core import EXTREME_ASPECT, SPLITS, CheckResult, folder_counts, leakage
 from .page import render_html
 from .summary import HTML_NAME, JSON_NAME, split_summaries, summary_rows
+
+
+def json_ratio(ratio: float) -> float | None:
+    """An imbalance ratio as JSON holds it: None where a class is empty (inf)."""
+    return None if ratio == float("inf") else round(ratio, 3)
+
 
 SHOWN = 10  # pairs and suspects listed on the terminal
 
@@ -32,10 +39,7 @@ def to_json(result: CheckResult) -> dict:
         "extreme_aspect": EXTREME_ASPECT,
         "splits": split_summaries(result),
         "class_counts": {f"{k}/": {shown(c): n for c, n in v.items()} for k, v in folder_counts(result).items()},
-        "imbalance": {
-            f"{k}/": (None if imbalance(v) == float("inf") else round(imbalance(v), 3))
-            for k, v in folder_counts(result).items()
-        },
+        "imbalance": {f"{k}/": json_ratio(imbalance_ratio(v.values())) for k, v in folder_counts(result).items()},
         "leakage": [dataclasses.asdict(leak) for leak in leakage(result)],
         "pairs": [
             {"a": where(p.a), "b": where(p.b), "distance": p.distance, "exact": p.exact, "similarity": p.similarity}
@@ -100,7 +104,7 @@ def format_table(result: CheckResult) -> str:
             if counts[big] != counts[small]
             else f"{counts[big]} each"
         )
-        ratios.append(f"{folder}/ {imbalance(counts):.2f} ({spread})")
+        ratios.append(f"{folder}/ {imbalance_ratio(counts.values()):.2f} ({spread})")
     lines.append(f"class imbalance (largest/smallest class): {'; '.join(ratios)}")
     within = Counter(
         result.items[p.a].split for p in result.pairs if result.items[p.a].split == result.items[p.b].split

@@ -9,6 +9,7 @@ from html import escape
 
 from PIL import Image
 
+from ..data.decode import to_rgb
 from ..files import printable as shown  # a name from the user's folder, printable and writable as UTF-8
 from ..pages import page, png_uri
 from .core import CheckResult, folder_counts
@@ -27,7 +28,8 @@ def thumbnail(path: str) -> str:
     """An <img> of the file, at most THUMB px (small images enlarged by a whole factor), or '' if unreadable."""
     try:
         with Image.open(path) as image:
-            image = image.convert("RGB")
+            image.load()  # the pixels, before the file closes
+            image = to_rgb(image)
     except Exception:  # an unreadable file has no picture; its problem is listed in words
         return ""
     longer = max(image.size)

@@ -7,6 +7,7 @@ import os
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -193,6 +194,19 @@ class Splitting:
     folds: int = 0  # k-fold: fold `fold` of `folds` (drawn with fold_seed) is the validation split
     fold: int = 0
     fold_seed: int = 0
+
+    @classmethod
+    def of(cls, cfg: Any) -> Splitting:
+        """The splitting a Config's keys (val_fraction, split, split_seed, subset, folds, fold, fold_seed) say."""
+        return cls(
+            val_fraction=cfg.val_fraction,
+            split=cfg.split,
+            seed=cfg.split_seed,
+            subset=cfg.subset,
+            folds=cfg.folds,
+            fold=cfg.fold,
+            fold_seed=cfg.fold_seed,
+        )
 
     def describe(self) -> str:
         """Which rule, and which seed, chose the validation split (and the subset): a line to print and save."""
@@ -433,6 +447,23 @@ def _cut(path: str, classes: list[str], parts: tuple, splitting: Splitting, note
             for part, rng in zip((train, val, test), rngs)
         )
     return Dataset(classes=classes, train=train, val=val, test=test, source=os.path.abspath(path), notes=notes)
+
+
+def training_split_counts(counts: np.ndarray, splitting: Splitting) -> np.ndarray:
+    """Images per class of the training split that `splitting` leaves of a training folder of `counts`
+    images per class, as split_dataset draws it (only class sizes decide them): without the validation
+    images or the held-out fold, cut to `subset`."""
+    labels = np.repeat(np.arange(len(counts)), counts)
+    if splitting.folds:
+        train = fold_indices(labels, splitting.folds, splitting.fold, splitting.fold_seed)[0]
+    elif splitting.val_fraction > 0:
+        train = split_indices(labels, splitting.val_fraction, splitting.split, splitting.seed)[0]
+    else:
+        train = np.arange(len(labels))
+    labels = labels[train]
+    if splitting.subset:
+        labels = labels[even_subset(labels, splitting.subset)]
+    return np.bincount(labels, minlength=len(counts))
 
 
 def training_counts(path: str) -> tuple[list[str], np.ndarray]:

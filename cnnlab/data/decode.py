@@ -31,7 +31,7 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 from ..errors import DataError
 from ..files import atomic_path, fsync_dir, write_atomic
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # part of every key: raised when the same file decodes to other pixels
 _RESAMPLE = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR}
 
 
@@ -93,12 +93,14 @@ def image_size_of(path: str, exif: bool = False) -> tuple[int, int]:
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    """RGB as Keras's load_img gives it; 16-bit images are scaled to 8 bits rather than clipped."""
+    """RGB as Keras's load_img gives it, the one conversion training and the data check share. An integer
+    image (modes I;16, I) is scaled by its range rather than clipped: values above 255 mean 16 bits (x 1/257,
+    65535 -> 255); one whose values all fit in 0-255 holds 8-bit values and keeps them."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        arr = np.asarray(img)
-        if arr.dtype != np.uint8:
-            arr = (arr.astype(np.uint32) >> 8).clip(0, 255).astype(np.uint8)
-        img = Image.fromarray(arr)
+        arr = np.asarray(img).clip(0, 65535)
+        if arr.size and arr.max() > 255:
+            arr = np.rint(arr / 257)
+        img = Image.fromarray(arr.astype(np.uint8))
     if img.mode != "RGB":
         img = img.convert("RGB")
     return img
@@ -151,7 +153,8 @@ def decode_file(
                     return fit_image(Image.fromarray(pixels), size, interpolation, resize)
                 if scale > 1:
                     # JPEG: decode at 1/2, 1/4 or 1/8 scale straight from the DCT, still at least `size`
-                    # (in the stored orientation); a large photo then costs a fraction of the time and memory
+                    # (in the stored orientation); a large photo then costs a fraction of the time and memory,
+                    # and no measurable accuracy (docs/photos.md, "Large JPEGs")
                     wanted = (size[1], size[0]) if stored == (img.height, img.width) else (size[0], size[1])
                     img.draft(None, wanted)
                 if exif:
