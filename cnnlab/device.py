@@ -19,6 +19,14 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def select_cuda_device(name: str | None) -> None:
+    """Make GPU N this process's current CUDA device where `name` is cuda:N: its context, default stream and
+    cuDNN handle then live on GPU N, not on GPU 0 (where a process on cuda:N would otherwise also make
+    them). For a process that works on that one GPU (a sweep worker); anything else changes nothing."""
+    if name and name.startswith("cuda:") and torch.cuda.is_available():
+        torch.cuda.set_device(torch.device(name))
+
+
 CPUINFO = "/proc/cpuinfo"
 _BF16_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}  # x86 `flags`; `bf16` in an Arm CPU's `Features`
 # "1": `auto` takes bf16 on this CPU as on one with native bf16, "0": as on one without (the answer bf16
