@@ -399,12 +399,13 @@ def _train_and_save(
         if main:  # every rank takes the snapshot (its collectives), rank 0 writes it
             runs.save_checkpoint(out, state)
 
+    agree = distributed.StopAgreement()
     with stop_on_signals() as stop_requested:
         # under torchrun, a signal to any rank stops every rank after the same step
         control = TrainControl(
             save_checkpoint=save,
             every_epochs=cfg.checkpoint_every,
-            stop_requested=lambda: distributed.agree_stop(stop_requested()),
+            stop_requested=lambda: agree(stop_requested()),
             resume=resume,
         )
         try:

@@ -2,6 +2,8 @@
 tensor made per layer, a collective per step) or recompile, the calls are counted; where it picks or reports
 a GPU, torch.cuda is patched."""
 
+import signal
+
 import pytest
 import torch
 import torch.nn as nn
@@ -37,3 +39,49 @@ def test_a_sweep_worker_on_cuda_n_makes_gpu_n_its_current_device(monkeypatch, tm
         with pytest.raises(Stop):  # stopped where the worker opens its study: after choosing its device
             cnnlab.sweep.work(str(tmp_path), device=device)
     assert chosen == [torch.device("cuda:1")]
+
+
+def test_ranks_agree_on_a_stop_every_few_calls_not_every_step(monkeypatch):
+    from cnnlab import distributed
+
+    reduced_at, call = [], [0]
+
+    def all_reduce(code, op=None, group=None):  # the other rank was asked to stop (SIGTERM) at its 3rd call
+        reduced_at.append(call[0])
+        code.fill_(max(int(code), signal.SIGTERM.value if call[0] >= 3 else 0))
+
+    monkeypatch.setattr(distributed, "active", lambda: True)
+    monkeypatch.setattr(distributed.dist, "all_reduce", all_reduce)
+    agree, answers = distributed.StopAgreement(every=10), []
+    for call[0] in range(1, 26):
+        answers.append(agree(None))
+    assert reduced_at == [10, 20]
+    assert answers[:9] == [None] * 9 and answers[9:] == [None if (i + 1) % 10 else "SIGTERM" for i in range(9, 25)]
+    monkeypatch.setattr(distributed, "active", lambda: False)  # one process: its own reason, at once
+    assert distributed.StopAgreement(every=10)("SIGINT") == "SIGINT" and reduced_at == [10, 20]
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])  # None: the cumulative average
+def test_global_batch_statistics_make_no_host_tensor_and_read_nothing_back(monkeypatch, momentum):
+    """On a GPU a tensor made from host numbers is a copy the host waits for, and so is a read: in every
+    BatchNorm layer's forward of every step, that would be a wait per layer. One rank here (its sum is itself)."""
+    from cnnlab import distributed
+
+    monkeypatch.setattr(distributed, "active", lambda: True)
+    monkeypatch.setattr(distributed.dist, "all_reduce", lambda tensor, group=None: None)
+    torch.manual_seed(0)
+    plain, synced = nn.BatchNorm2d(3, momentum=momentum), nn.BatchNorm2d(3, momentum=momentum)
+    distributed.sync_batchnorm(nn.Sequential(synced), torch.device("cpu"))
+    inputs = [torch.randn(4, 3, 5, 5) for _ in range(3)]
+    made = []
+    for name in ("new_tensor", "item", "__float__", "__int__", "__bool__", "tolist"):
+        original = getattr(torch.Tensor, name)
+        monkeypatch.setattr(
+            torch.Tensor, name, lambda self, *a, _n=name, _o=original, **k: made.append(_n) or _o(self, *a, **k)
+        )
+    outputs = [synced(x) for x in inputs]
+    monkeypatch.undo()
+    assert made == []
+    for x, y in zip(inputs, outputs):
+        torch.testing.assert_close(y, plain(x))
+    torch.testing.assert_close(synced.state_dict(), plain.state_dict())
