@@ -157,3 +157,17 @@ def peak_memory() -> int:
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB on Linux
+
+
+def reset_peak_device_memory(device: torch.device) -> None:
+    """Start counting `device`'s peak memory afresh (a process may train several runs: a sweep worker)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_device_memory(device: torch.device) -> int | None:
+    """Peak memory that tensors held on `device` (a GPU) since the last reset, bytes; None for the CPU (its
+    memory is the process's resident memory: peak_memory)."""
+    if device.type != "cuda":
+        return None
+    return torch.cuda.max_memory_allocated(device)

@@ -29,7 +29,7 @@ from .data import (
 )
 from .data.dataset import Dataset, Split
 from .data.loader import class_counts
-from .device import peak_memory, resolve_device, set_threads, use_bf16
+from .device import peak_device_memory, peak_memory, reset_peak_device_memory, resolve_device, set_threads, use_bf16
 from .errors import CheckpointMismatch, CnnlabError, ConfigError, Interrupted
 from .evaluation import evaluate, metrics_from_logits, predict_batches
 from .models import create_model, create_pretrained, default_input_size, input_config, read_state_dict, transfer_weights
@@ -255,6 +255,7 @@ def prepare(cfg: Config, keep: frozenset[str] | set[str] | None = None) -> Prepa
     tracking.loggers(cfg.log)  # and so does a logger whose package is missing
     set_threads(cfg.threads)
     device = resolve_device(cfg.device)
+    reset_peak_device_memory(device)  # this run's peak, from its data on
     dataset = load_data(cfg)
     notes: list[str] = []
     if keep is not None:
@@ -439,8 +440,13 @@ def _train_and_save(
         if history and history[-1]["epoch"] in test_at_epochs:
             history[-1].update(test_loss=metrics["test"]["loss"], test_accuracy=metrics["test"]["accuracy"])
     metrics["peak_memory_gb"] = round(peak_memory() / 1e9, 3)
+    gpu = peak_device_memory(ready.device)
+    if gpu is not None:  # the tensors' peak on the GPU, beside the process's on the host
+        metrics["peak_gpu_memory_gb"] = round(gpu / 1e9, 3)
     if cfg.progress:
         print(f"peak memory (resident): {metrics['peak_memory_gb']:.2f} GB")
+        if gpu is not None:
+            print(f"peak GPU memory (tensors): {metrics['peak_gpu_memory_gb']:.2f} GB")
     runs.save_history(out, history)
     runs.save_weights(out, ready.model)
     plot_curves(history, out)

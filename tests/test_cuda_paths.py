@@ -85,3 +85,17 @@ def test_global_batch_statistics_make_no_host_tensor_and_read_nothing_back(monke
     for x, y in zip(inputs, outputs):
         torch.testing.assert_close(y, plain(x))
     torch.testing.assert_close(synced.state_dict(), plain.state_dict())
+
+
+def test_peak_gpu_memory_is_what_tensors_held_on_the_gpu_since_the_runs_start(monkeypatch):
+    from cnnlab.device import peak_device_memory, reset_peak_device_memory
+
+    held = {"peak": 0}
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: held.update(peak=0))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: held["peak"])
+    held["peak"] = 5 * 10**9  # an earlier run in this process (a sweep worker)
+    reset_peak_device_memory(torch.device("cuda:1"))
+    held["peak"] = 3 * 10**9
+    assert peak_device_memory(torch.device("cuda:1")) == 3 * 10**9
+    reset_peak_device_memory(torch.device("cpu"))  # the CPU's is the process's resident memory: none here
+    assert held["peak"] == 3 * 10**9 and peak_device_memory(torch.device("cpu")) is None
