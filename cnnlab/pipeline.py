@@ -29,7 +29,15 @@ from .data import (
 )
 from .data.dataset import Dataset, Split
 from .data.loader import class_counts
-from .device import peak_device_memory, peak_memory, reset_peak_device_memory, resolve_device, set_threads, use_bf16
+from .device import (
+    peak_device_memory,
+    peak_memory,
+    reset_peak_device_memory,
+    resolve_device,
+    set_threads,
+    tf32_for,
+    use_bf16,
+)
 from .errors import CheckpointMismatch, CnnlabError, ConfigError, Interrupted
 from .evaluation import evaluate, metrics_from_logits, predict_batches
 from .models import create_model, create_pretrained, default_input_size, input_config, read_state_dict, transfer_weights
@@ -503,7 +511,8 @@ def train_run(
     cfg = cfg.resolved()
     ready = prepare(quiet_unless_main(cfg), keep)
     if not main:
-        return _fit(ready.cfg, out, ready, callbacks, None, tuple(test_at_epochs), tracking_parent)
+        with tf32_for(cfg.precision, ready.device):
+            return _fit(ready.cfg, out, ready, callbacks, None, tuple(test_at_epochs), tracking_parent)
     cfg = ready.cfg
     if cfg.progress:
         print("\n".join(ready.dataset.found_lines() + ready.notes))
@@ -524,8 +533,9 @@ def train_run(
     }
     if ready.dataset.skipped:
         runs.save_skipped(out, ready.dataset.skipped)
-    runs.save_config(out, cfg.to_dict(), data_info)
-    return _fit(cfg, out, ready, callbacks, None, tuple(test_at_epochs), tracking_parent)
+    with tf32_for(cfg.precision, ready.device):  # in the run's environment, as its config.json records it
+        runs.save_config(out, cfg.to_dict(), data_info)
+        return _fit(cfg, out, ready, callbacks, None, tuple(test_at_epochs), tracking_parent)
 
 
 def resume_run(run_dir: str, callbacks: tuple[Callback, ...] = (), device: str | None = None) -> dict:
@@ -551,7 +561,8 @@ def resume_run(run_dir: str, callbacks: tuple[Callback, ...] = (), device: str |
     if cfg.progress:
         print(f"resuming {run_dir} at epoch {state['epoch']}, step {state['step']}")
     try:
-        return _fit(cfg, run_dir, ready, callbacks, state, tuple(saved["data"].get("test_at_epochs", ())))
+        with tf32_for(cfg.precision, ready.device):
+            return _fit(cfg, run_dir, ready, callbacks, state, tuple(saved["data"].get("test_at_epochs", ())))
     except CheckpointMismatch:
         raise CnnlabError(
             f"{os.path.join(run_dir, runs.CHECKPOINT)}: does not match model {cfg.model!r}; start the run again"

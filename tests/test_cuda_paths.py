@@ -99,3 +99,44 @@ def test_peak_gpu_memory_is_what_tensors_held_on_the_gpu_since_the_runs_start(mo
     assert peak_device_memory(torch.device("cuda:1")) == 3 * 10**9
     reset_peak_device_memory(torch.device("cpu"))  # the CPU's is the process's resident memory: none here
     assert held["peak"] == 3 * 10**9 and peak_device_memory(torch.device("cpu")) is None
+
+
+@pytest.fixture
+def tf32_defaults():
+    """torch's TF32 flags put back to its defaults after the test (they are process-wide)."""
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = False, True
+
+
+def test_a_training_on_a_gpu_sets_tf32_as_its_precision_asks_records_it_and_puts_it_back(monkeypatch, tf32_defaults):
+    from cnnlab import runs
+    from cnnlab.device import set_tf32, tf32_for, tf32_state
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=0: "a GPU")
+    for caller in (True, False):  # whatever the calling program had set
+        set_tf32(caller)
+        before = tf32_state()
+        for precision, expected in (("auto", True), ("fp32", False), ("bf16", True)):
+            with tf32_for(precision, torch.device("cuda", 0)):
+                assert runs.environment()["tf32"] == {"matmul": expected, "conv": expected}, precision
+            assert tf32_state() == before
+        with tf32_for("fp32", torch.device("cpu")):  # a CPU run leaves them
+            assert tf32_state() == before
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert runs.environment()["tf32"] is None  # nothing to say on a CPU
+
+
+@pytest.mark.skipif(not hasattr(torch.backends.cudnn, "fp32_precision"), reason="fp32_precision: torch >= 2.9")
+def test_tf32_kept_readable_by_torch_and_a_caller_that_set_fp32_precision_gets_it_back(tf32_defaults):
+    """torch's own code (dynamo, inductor) reads the allow_tf32 flags, which cannot be read once TF32 is set by
+    fp32_precision alone. A caller may have done so: the training's matmuls are fp32 as asked, readable as
+    dynamo reads them, and the caller's setting comes back after."""
+    from cnnlab.device import tf32_for, tf32_state
+
+    b = torch.backends
+    b.cuda.matmul.fp32_precision, b.cudnn.fp32_precision = "tf32", "tf32"
+    assert tf32_state() is None  # torch refuses the legacy read here
+    with tf32_for("fp32", torch.device("cuda", 0)):
+        assert b.cuda.matmul.allow_tf32 is False and torch._C._get_cublas_allow_tf32() is False
+    assert (b.cuda.matmul.fp32_precision, b.cudnn.conv.fp32_precision) == ("tf32", "tf32")
