@@ -140,3 +140,31 @@ def test_tf32_kept_readable_by_torch_and_a_caller_that_set_fp32_precision_gets_i
     with tf32_for("fp32", torch.device("cuda", 0)):
         assert b.cuda.matmul.allow_tf32 is False and torch._C._get_cublas_allow_tf32() is False
     assert (b.cuda.matmul.fp32_precision, b.cudnn.conv.fp32_precision) == ("tf32", "tf32")
+
+
+@pytest.mark.skipif(not hasattr(torch.optim, "Muon"), reason="fast94's Muon needs torch >= 2.9")
+def test_a_compiled_training_compiles_once_though_a_param_group_finishes_early(tmp_path, monkeypatch):
+    """fast94's whitening bias trains its first epoch only; a compiled model guards on each parameter's
+    requires_grad, so freezing the bias would compile the step again mid-run. Counted with dynamo's eager
+    backend (the graphs it captures, no code generated)."""
+    import functools
+
+    from conftest import make_folder
+    from torch._dynamo.utils import counters
+
+    from cnnlab.config import preset
+    from cnnlab.pipeline import prepare
+    from cnnlab.training import train
+
+    data = make_folder(tmp_path / "ds", per_class=8, size=32)
+    cfg = preset("fast94", data=data, epochs=2, batch_size=8, lr=1340 * 8 / 2000, whiten_bias_epochs=1.0)
+    cfg = cfg.replace(precision="fp32", device="cpu", threads=1, progress=False, log="none", compile=True)
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
+    torch.manual_seed(0)
+    ready = prepare(cfg)
+    start = ready.model.whiten.bias.detach().clone()
+    torch._dynamo.reset()
+    counters.clear()
+    train(ready.model, ready.train_loader, ready.val_loader, cfg, ready.dataset.classes)
+    assert counters["stats"]["unique_graphs"] == 1
+    assert not torch.equal(ready.model.whiten.bias, start)  # it trained in its epoch
