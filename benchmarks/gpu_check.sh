@@ -137,10 +137,11 @@ for metrics_path in sorted(glob.glob(os.path.join(sys.argv[1], "runs", "*", "met
     run = os.path.dirname(metrics_path)
     metrics = json.load(open(metrics_path))
     env = json.load(open(os.path.join(run, "config.json")))["environment"]
-    epochs = [r["time_s"] for r in json.load(open(os.path.join(run, "history.json")))]
+    history = json.load(open(os.path.join(run, "history.json")))
+    epochs, accuracy = [r["time_s"] for r in history], history[-1].get("val_accuracy") or 0.0
     print(f"{os.path.basename(run)}: epochs {', '.join(f'{t:.2f}' for t in epochs)} s (warm: the ones after the "
-          f"first); test {100 * metrics['test']['accuracy']:.2f}%; peak GPU memory "
-          f"{metrics.get('peak_gpu_memory_gb')} GB; tf32 {env.get('tf32')}; cudnn.benchmark {env.get('cudnn_benchmark')}")
+          f"first); val accuracy {100 * accuracy:.2f}%; peak GPU memory {metrics.get('peak_gpu_memory_gb')} GB; "
+          f"tf32 {env.get('tf32')}; cudnn.benchmark {env.get('cudnn_benchmark')}")
 EOF
 
 step "4. seed preset throughput"
