@@ -13,7 +13,9 @@ On equal terms (the default): both in the same precision (--precision, resolved 
 it, then given to both), both compiled or neither (--compile), and the peer under the glibc malloc settings
 cnnlab gives itself on a CPU (cnnlab.device.tune_host_allocator, as glibc's environment variables; none on
 a GPU, where cnnlab sets none). With --as-published each seed or round also runs the peer as it is published
-(its own precision choice and malloc; compiled on CUDA, as airbench is), for a second ratio line.
+(its own precision choice and malloc; compiled on CUDA, as airbench is), for a second ratio line. A compiled
+run's training time holds its compilation (airbench's published times do not: it compiles in a warm-up run),
+so where one is compiled the warm epochs' ratio (full runs) is the one to read.
 
 Times are training times: for the peer its `train_s` less its final TTA evaluation (`tta_s`), i.e. the
 whitening init and the training steps; for cnnlab the run's `train_time_s` (the training steps; its
