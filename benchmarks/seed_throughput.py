@@ -8,10 +8,11 @@ study's own Keras pipeline when given its Python.
 Each round runs, one after the other on the same cores: the Keras peer (../shared/peers/keras_seed_study.py,
 in its own environment; only with --keras-python); cnnlab fp32 as the seed preset runs it (the first layer
 computed from the 32x32 images, models/upscale.py; on an AVX2-only CPU, NNPACK's forward convolutions,
-models/cpu_conv.py); unless --no-compare: the same without NNPACK (on AVX2-only CPUs) and without either,
-the 256x256 batch built and convolved by oneDNN as the code did before both; and cnnlab bf16 where the
+models/cpu_conv.py); unless --no-compare: the same without NNPACK (on AVX2-only CPUs; not on CUDA) and
+without either, the 256x256 batch built and convolved (oneDNN, cuDNN) as the code did before both; and cnnlab bf16 where the
 hardware has native bf16 (a GPU, or a CPU with AVX-512-BF16/AMX; elsewhere bf16 is emulated, several times
-slower, and not measured). Each cnnlab contender is measured at every batch size.
+slower, and not measured). Each cnnlab contender is measured at every batch size. On CUDA, cuDNN times its
+convolution algorithms first (cudnn.benchmark), as `cnnlab train` has it.
 cnnlab's figures are the training step of cnnlab.train (cnnlab/training.py) over the real loader: one warm-up step, then
 --steps timed steps. The Keras peer trains at its own batch 50 (the study's first run); with
 --keras-python, cnnlab is measured at batch 50 too, and the last line is the ratio of the medians over
@@ -30,6 +31,7 @@ import sys
 import time
 
 import numpy as np
+import torch
 
 from cnnlab import preset
 from cnnlab.data import load_dataset
@@ -136,9 +138,12 @@ def main() -> None:
     args = parser.parse_args()
     set_threads(0)
     device = resolve_device("auto")
+    if device.type == "cuda":  # as `cnnlab train` runs (device.tune_for_training): cuDNN picks its algorithms
+        torch.backends.cudnn.benchmark = True
     ds = load_dataset(args.data, val_fraction=0.1, split="keras", progress=False, exif=False, resize="squash")
     bf16_native = device.type == "cuda" or cpu_has_bf16()
-    compare = (["fp32 without NNPACK"] if cpu_conv._avx2_cpu() else []) + ["fp32 before"]
+    nnpack_here = device.type == "cpu" and cpu_conv._avx2_cpu()  # NNPACK is a CPU path: no such contender on CUDA
+    compare = (["fp32 without NNPACK"] if nnpack_here else []) + ["fp32 before"]
     contenders = (
         (["keras"] if args.keras_python else [])
         + ["fp32"]

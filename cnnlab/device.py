@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from collections.abc import Iterator
 
 import torch
 
@@ -17,6 +18,14 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"config key 'device' is {name!r} but no CUDA device is available; use --device cpu")
     return torch.device(name)
+
+
+def select_cuda_device(name: str | None) -> None:
+    """Make GPU N this process's current CUDA device where `name` is cuda:N: its context, default stream and
+    cuDNN handle then live on GPU N, not on GPU 0 (where a process on cuda:N would otherwise also make
+    them). For a process that works on that one GPU (a sweep worker); anything else changes nothing."""
+    if name and name.startswith("cuda:") and torch.cuda.is_available():
+        torch.cuda.set_device(torch.device(name))
 
 
 CPUINFO = "/proc/cpuinfo"
@@ -61,6 +70,49 @@ def use_bf16(precision: str, device: torch.device) -> bool:
     if device.type == "cuda":
         return cuda_has_bf16(device)
     return cpu_has_bf16()
+
+
+def use_tf32(precision: str) -> bool:
+    """Whether a GPU's fp32 convolutions and matmuls may run on TF32 (fp32 range, a 10-bit mantissa in the
+    products): under `auto` and `bf16`, which leave speed to cnnlab (autocast's bf16 ops are unaffected; TF32
+    speeds what stays in fp32, and a GPU without bf16); not under `fp32`, which asks for fp32 exactly."""
+    return precision != "fp32"
+
+
+def set_tf32(allowed: bool) -> None:
+    """TF32 on or off for CUDA's fp32 matmuls and cuDNN's fp32 convolutions (process-wide: see tf32_for), by
+    the allow_tf32 flags, which torch's own code still reads (inductor, dynamo): set by `fp32_precision`
+    alone (torch >= 2.9), those reads would raise, as torch refuses a mix of the two."""
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = allowed
+
+
+def tf32_state() -> dict[str, bool] | None:
+    """Whether CUDA's fp32 matmuls and cuDNN's fp32 convolutions may use TF32 now; None where torch refuses to
+    read the flags (a process that set TF32 by `fp32_precision` alone)."""
+    try:
+        return {"matmul": torch.backends.cuda.matmul.allow_tf32, "conv": torch.backends.cudnn.allow_tf32}
+    except RuntimeError:
+        return None
+
+
+@contextlib.contextmanager
+def tf32_for(precision: str, device: torch.device) -> Iterator[None]:
+    """While inside, on a GPU, TF32 as `precision` asks (use_tf32); torch's flags are process-wide, so they
+    are put back after: a training sets them for itself (its environment records them: tf32_state) and
+    leaves its caller's as they were. On a CPU nothing changes."""
+    if device.type != "cuda":
+        yield
+        return
+    before, b = tf32_state(), torch.backends
+    precisions = None if before else (b.cuda.matmul.fp32_precision, b.cudnn.fp32_precision)  # the caller's way
+    set_tf32(use_tf32(precision))
+    try:
+        yield
+    finally:
+        if before:
+            b.cuda.matmul.allow_tf32, b.cudnn.allow_tf32 = before["matmul"], before["conv"]
+        else:
+            b.cuda.matmul.fp32_precision, b.cudnn.fp32_precision = precisions
 
 
 def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
@@ -149,3 +201,17 @@ def peak_memory() -> int:
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB on Linux
+
+
+def reset_peak_device_memory(device: torch.device) -> None:
+    """Start counting `device`'s peak memory afresh (a process may train several runs: a sweep worker)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_device_memory(device: torch.device) -> int | None:
+    """Peak memory that tensors held on `device` (a GPU) since the last reset, bytes; None for the CPU (its
+    memory is the process's resident memory: peak_memory)."""
+    if device.type != "cuda":
+        return None
+    return torch.cuda.max_memory_allocated(device)

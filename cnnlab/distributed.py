@@ -85,14 +85,16 @@ class GlobalBatchStatistics:
     this rank's share, summed over the ranks, into the mean, then the biased variance. The running variance
     moves by the rule of the layer it joins: the unbiased batch variance (PyTorch's), or the biased one where
     the layer says `biased_moving_var` (Keras's, models/alexnet.py). Otherwise (eval mode, one process), the
-    layer's own forward. Works on any device (gloo or NCCL); torch's SyncBatchNorm needs a GPU."""
+    layer's own forward. Works on any device (gloo or NCCL) and never waits for the GPU: the sums stay on the
+    device (torch's SyncBatchNorm reads them on the host in every layer's forward, a boolean-mask index)."""
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         if not (self.training and active()):
             return super().forward(inputs)
         x = inputs.float()
         dims, shape = [0, *range(2, x.dim())], [1, -1] + [1] * (x.dim() - 2)
-        total = _SumOverRanks.apply(torch.cat([x.sum(dims), x.new_tensor([x.numel() / x.shape[1]])]))
+        count = torch.full((1,), x.numel() / x.shape[1], dtype=x.dtype, device=x.device)  # no host-to-device copy
+        total = _SumOverRanks.apply(torch.cat([x.sum(dims), count]))
         count, mean = total[-1], total[:-1] / total[-1]
         centred = x - mean.view(shape)
         var = _SumOverRanks.apply((centred * centred).sum(dims)) / count
@@ -106,11 +108,11 @@ class GlobalBatchStatistics:
     @torch.no_grad()
     def _move_statistics(self, mean: torch.Tensor, var: torch.Tensor, count: torch.Tensor) -> None:
         self.num_batches_tracked += 1
-        momentum = (1.0 / float(self.num_batches_tracked)) if self.momentum is None else self.momentum
-        # count stays a tensor: no device-to-host copy on a GPU
+        # the count and a cumulative average's momentum stay tensors: no device-to-host copy on a GPU
+        momentum = 1.0 / self.num_batches_tracked if self.momentum is None else self.momentum
         batch_var = var if getattr(self, "biased_moving_var", False) else var * (count / (count - 1))
-        self.running_mean.mul_(1 - momentum).add_(mean, alpha=momentum)
-        self.running_var.mul_(1 - momentum).add_(batch_var, alpha=momentum)
+        self.running_mean.mul_(1 - momentum).add_(mean * momentum)
+        self.running_var.mul_(1 - momentum).add_(batch_var * momentum)
 
 
 @functools.cache
@@ -127,16 +129,11 @@ _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 def sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
     """`model` with every BatchNorm layer computing over the global batch, in place (same parameters and
-    buffers, so its state dict is unchanged). On CUDA, torch's SyncBatchNorm (its fused kernels) for layers
-    with PyTorch's rule; elsewhere, and for a layer with a rule of its own (Keras's), GlobalBatchStatistics."""
-    for parent in list(model.modules()):
-        for name, child in parent.named_children():
-            if not isinstance(child, _BATCHNORMS):
-                continue
-            if device.type == "cuda" and not getattr(child, "biased_moving_var", False):
-                setattr(parent, name, nn.SyncBatchNorm.convert_sync_batchnorm(child))
-            else:
-                child.__class__ = _synchronised(type(child))
+    buffers, so its state dict is unchanged): GlobalBatchStatistics in front of each layer's class, on every
+    device (`device` is kept for callers; torch's SyncBatchNorm waits for the GPU in every layer's forward)."""
+    for module in model.modules():
+        if isinstance(module, _BATCHNORMS):
+            module.__class__ = _synchronised(type(module))
     return model
 
 
@@ -151,15 +148,28 @@ def wrap(model: nn.Module, device: torch.device, sync_bn: bool) -> nn.Module:
     return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
-def agree_stop(reason: str | None) -> str | None:
-    """The stop asked of any rank (a signal's name), on every rank, so that all stop after the same step:
-    one MAX all-reduce of one number over the gloo control group, small beside a step, and on GPUs no
-    synchronisation of the NCCL training."""
-    if not active():
-        return reason
-    code = torch.tensor([signal.Signals[reason].value if reason else 0])
-    dist.all_reduce(code, op=dist.ReduceOp.MAX, group=_control)
-    return signal.Signals(int(code)).name if int(code) else None
+AGREE_EVERY = 10  # calls (a training asks once a step and once at an epoch's end) between agreements
+
+
+class StopAgreement:
+    """Called with this rank's stop reason (a signal's name, or None) where the training asks whether to stop:
+    the stop asked of any rank, on every rank, so that all stop after the same step. One MAX all-reduce of one
+    number over the gloo control group (on GPUs no synchronisation of the NCCL training), every `every`-th
+    call only, not every step: every rank makes the same calls in the same order, so all agree on the same
+    call, and a stop asked is taken at most `every` calls later. In one process: the reason itself, at once."""
+
+    def __init__(self, every: int = AGREE_EVERY):
+        self.every, self.calls = every, 0
+
+    def __call__(self, reason: str | None) -> str | None:
+        if not active():
+            return reason
+        self.calls += 1
+        if self.calls % self.every:
+            return None
+        code = torch.tensor([signal.Signals[reason].value if reason else 0])
+        dist.all_reduce(code, op=dist.ReduceOp.MAX, group=_control)
+        return signal.Signals(int(code)).name if int(code) else None
 
 
 def sum_over_ranks(*values: torch.Tensor | int) -> list:

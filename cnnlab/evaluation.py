@@ -49,17 +49,18 @@ def predict_batches(
     tta: bool = False,
     tta_translate: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits, labels) over all batches, in eval mode (the model's mode is restored after)."""
+    """(logits, labels) over all batches, on the host, in eval mode (the model's mode is restored after). They
+    stay on the device until the last batch and are copied once: no wait for the device per batch."""
     was_training = model.training
     model.eval()
     try:
         outputs, labels = [], []
         for inputs, batch_labels in batches:
-            outputs.append(infer(model, inputs, bf16, tta, tta_translate).cpu())
-            labels.append(batch_labels.cpu())
+            outputs.append(infer(model, inputs, bf16, tta, tta_translate))
+            labels.append(batch_labels)
     finally:
         model.train(was_training)
-    return torch.cat(outputs), torch.cat(labels)
+    return torch.cat(outputs).cpu(), torch.cat(labels).cpu()
 
 
 def metrics_from_logits(

@@ -30,7 +30,15 @@ from .data import (
 )
 from .data.dataset import Dataset, Split
 from .data.loader import class_counts
-from .device import peak_memory, resolve_device, set_threads, use_bf16
+from .device import (
+    peak_device_memory,
+    peak_memory,
+    reset_peak_device_memory,
+    resolve_device,
+    set_threads,
+    tf32_for,
+    use_bf16,
+)
 from .errors import CheckpointMismatch, CnnlabError, ConfigError, Interrupted
 from .evaluation import evaluate, metrics_from_logits, predict_batches
 from .models import create_model, create_pretrained, default_input_size, input_config, read_state_dict, transfer_weights
@@ -283,6 +291,7 @@ def prepare(cfg: Config, keep: frozenset[str] | set[str] | None = None) -> Prepa
     tracking.loggers(cfg.log)  # and so does a logger whose package is missing
     set_threads(cfg.threads)
     device = resolve_device(cfg.device)
+    reset_peak_device_memory(device)  # this run's peak, from its data on
     dataset = load_data(cfg)
     notes: list[str] = []
     if keep is not None:
@@ -428,12 +437,13 @@ def _train_and_save(
         if main:  # every rank takes the snapshot (its collectives), rank 0 writes it
             runs.save_checkpoint(out, state)
 
+    agree = distributed.StopAgreement()
     with stop_on_signals() as stop_requested:
         # under torchrun, a signal to any rank stops every rank after the same step
         control = TrainControl(
             save_checkpoint=save,
             every_epochs=cfg.checkpoint_every,
-            stop_requested=lambda: distributed.agree_stop(stop_requested()),
+            stop_requested=lambda: agree(stop_requested()),
             resume=resume,
         )
         try:
@@ -467,8 +477,13 @@ def _train_and_save(
         if history and history[-1]["epoch"] in test_at_epochs:
             history[-1].update(test_loss=metrics["test"]["loss"], test_accuracy=metrics["test"]["accuracy"])
     metrics["peak_memory_gb"] = round(peak_memory() / 1e9, 3)
+    gpu = peak_device_memory(ready.device)
+    if gpu is not None:  # the tensors' peak on the GPU, beside the process's on the host
+        metrics["peak_gpu_memory_gb"] = round(gpu / 1e9, 3)
     if cfg.progress:
         print(f"peak memory (resident): {metrics['peak_memory_gb']:.2f} GB")
+        if gpu is not None:
+            print(f"peak GPU memory (tensors): {metrics['peak_gpu_memory_gb']:.2f} GB")
     runs.save_history(out, history)
     runs.save_weights(out, ready.model)
     plot_curves(history, out)
@@ -525,7 +540,8 @@ def train_run(
     cfg = cfg.resolved()
     ready = prepare(quiet_unless_main(cfg), keep)
     if not main:
-        return _fit(ready.cfg, out, ready, callbacks, None, tuple(test_at_epochs), tracking_parent)
+        with tf32_for(cfg.precision, ready.device):
+            return _fit(ready.cfg, out, ready, callbacks, None, tuple(test_at_epochs), tracking_parent)
     cfg = ready.cfg
     if cfg.progress:
         print("\n".join(ready.dataset.found_lines() + ready.notes))
@@ -546,8 +562,9 @@ def train_run(
     }
     if ready.dataset.skipped:
         runs.save_skipped(out, ready.dataset.skipped)
-    runs.save_config(out, cfg.to_dict(), data_info)
-    return _fit(cfg, out, ready, callbacks, None, tuple(test_at_epochs), tracking_parent)
+    with tf32_for(cfg.precision, ready.device):  # in the run's environment, as its config.json records it
+        runs.save_config(out, cfg.to_dict(), data_info)
+        return _fit(cfg, out, ready, callbacks, None, tuple(test_at_epochs), tracking_parent)
 
 
 def resume_run(run_dir: str, callbacks: tuple[Callback, ...] = (), device: str | None = None) -> dict:
@@ -573,7 +590,8 @@ def resume_run(run_dir: str, callbacks: tuple[Callback, ...] = (), device: str |
     if cfg.progress:
         print(f"resuming {run_dir} at epoch {state['epoch']}, step {state['step']}")
     try:
-        return _fit(cfg, run_dir, ready, callbacks, state, tuple(saved["data"].get("test_at_epochs", ())))
+        with tf32_for(cfg.precision, ready.device):
+            return _fit(cfg, run_dir, ready, callbacks, state, tuple(saved["data"].get("test_at_epochs", ())))
     except CheckpointMismatch:
         raise CnnlabError(
             f"{os.path.join(run_dir, runs.CHECKPOINT)}: does not match model {cfg.model!r}; start the run again"

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from .device import tf32_state
 from .errors import CnnlabError, first_line
 from .files import create_new_dir, write_atomic
 
@@ -99,6 +100,9 @@ def environment() -> dict[str, Any]:
         "processor": platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        # whether fp32 matmuls and convolutions could use TF32 on the GPU (device.tf32_for), cuDNN's algorithm search
+        "tf32": tf32_state() if torch.cuda.is_available() else None,
+        "cudnn_benchmark": torch.backends.cudnn.benchmark if torch.cuda.is_available() else None,
     }
 
 

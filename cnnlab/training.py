@@ -208,10 +208,12 @@ class Meter:
 
 class Freezer:
     """Stops computing the gradients of param groups whose lr has reached 0 for good (`finished_groups`);
-    one process only: a DDP model's set of parameters that get gradients must not change."""
+    in one process, not compiled: a DDP model's set of parameters that get gradients must not change, and
+    a compiled step (which guards on requires_grad) would compile again. There lr 0 alone keeps them still."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
-        self.pending = [] if distributed.active() else finished_groups(optimizer, steps_per_epoch)
+    def __init__(self, optimizer: torch.optim.Optimizer, steps_per_epoch: int, compiled: bool = False):
+        frozen_never = distributed.active() or compiled
+        self.pending = [] if frozen_never else finished_groups(optimizer, steps_per_epoch)
         self.stopped: list[nn.Parameter] = []
 
     def update(self, steps_done: int) -> None:
@@ -353,7 +355,7 @@ class Training:
             net,
             optimizer,
             scheduler,
-            Freezer(optimizer, steps),
+            Freezer(optimizer, steps, compiled=cfg.compile),
             (train_loader, val_loader),
             classes,
             bf16,

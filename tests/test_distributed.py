@@ -294,9 +294,10 @@ def test_sigterm_to_one_rank_stops_every_rank_and_rank_0_checkpoints(dataset, tm
     )  # rank 1 alone, during epoch 1's step 5
     _, err = proc.communicate(timeout=300)
     assert proc.returncode != 0
-    # one message, from rank 0, naming where it stopped; the state of that point saved
+    # one message, from rank 0, naming where it stopped: the ranks agree on a stop every AGREE_EVERY (10) steps,
+    # so at step 10; the state of that point saved
     assert err.count("stopped: SIGTERM") == 1 and "checkpoint saved; resume with: torchrun" in err, err
-    assert "SIGTERM at epoch 1, step 5; checkpoint saved" in err, err
+    assert "SIGTERM at epoch 1, step 10; checkpoint saved" in err, err
     state = torch.load(os.path.join(out, "checkpoint.pt"), weights_only=True)
     assert len(state["rank_rng"]) == 2 and not os.path.exists(os.path.join(out, "COMPLETE"))
-    assert (state["epoch"], state["step"], state["sums"]["seen"]) == (1, 5, 8 * 5)  # both ranks' images
+    assert (state["epoch"], state["step"], state["sums"]["seen"]) == (1, 10, 8 * 10)  # both ranks' images

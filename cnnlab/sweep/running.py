@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from .. import runs, tracking
 from ..config import Config
+from ..device import select_cuda_device
 from ..errors import CnnlabError, ConfigError, Interrupted
 from ..pipeline import resume_run, train_run
 from ..plots import plot_curves
@@ -104,6 +105,7 @@ def work(
     device: str | None = None,
 ) -> int:
     """Train units until none is left, on `device` (None: the config's); returns how many this worker trained."""
+    select_cuda_device(device)  # a worker on cuda:N makes its CUDA state on GPU N, not also on GPU 0
     os.makedirs(os.path.join(out, "runs"), exist_ok=True)
     study = open_study(out, storage, study_name)  # once: each open replays a journal or makes a pool
     base, grid, seeds = load_spec(out, storage, study_name, study)
