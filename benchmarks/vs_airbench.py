@@ -49,6 +49,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # cnnlab from this tree, as the runs use it
 from cnnlab.device import MALLOC_ENV, resolve_device, runs_on_glibc, use_bf16  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from record import write_record  # noqa: E402
+
 PEER = os.path.join(ROOT, "..", "shared", "peers", "airbench94_muon_cpu.py")
 BATCH = 2000  # both recipes' batch size
 TARGET = 0.94
@@ -388,8 +391,19 @@ def main() -> None:
                 f"note: {'cnnlab' if ours_acc < TARGET else 'airbench94_muon'} is below 94% here: the ratio "
                 f"{label} compares the recipes' times, not times to 94%"
             )
+    rows = []
     for label, (peer_acc, peer_s) in peers.items():  # equal terms first
         print(ratio_line(label, ours_acc, ours_s, peer_acc, peer_s))
+        rows.append([label, f"{100 * ours_acc:.2f}", f"{ours_s:.0f}", f"{100 * peer_acc:.2f}", f"{peer_s:.0f}"])
+        rows[-1].append(f"{ours_s / peer_s:.2f}")
+    columns = ["peer's terms", "fast94 %", "fast94 s", "airbench94_muon %", "airbench94_muon s", "time ratio"]
+    results = {
+        "method": method,
+        "cnnlab": {"accuracy": ours_acc, "seconds": ours_s},
+        "peer": {label: {"accuracy": a, "seconds": t} for label, (a, t) in peers.items()},
+        "tables": {"fast94 against airbench94_muon": {"columns": columns, "rows": rows}},
+    }
+    print(write_record("vs_airbench", "fast94 against airbench94_muon on this machine", results))
 
 
 if __name__ == "__main__":
