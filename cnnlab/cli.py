@@ -717,7 +717,7 @@ def _add_data_check(data) -> None:
     p.add_argument(
         "--similarity",
         type=float,
-        help="with --features: the detail correlation of a near-duplicate pair (default 0.6, docs/data_check.md)",
+        help="with --features: the detail correlation of a near-duplicate pair (default 0.7, docs/data_check.md)",
     )
     p.add_argument("--strict", action="store_true", help="exit with status 1 when duplicates cross splits")
     p.add_argument("--workers", type=int, default=0, help="processes (default: one per core)")

@@ -23,7 +23,7 @@ from .pairs import exact_groups, near_pairs
 
 SPLITS = ("train", "val", "test")
 DEFAULT_THRESHOLD = 4  # phash Hamming distance for a near-duplicate (docs/data_check.md: how it was chosen)
-DEFAULT_SIMILARITY = 0.6  # detail correlation of a near-duplicate found through features (docs/data_check.md)
+DEFAULT_SIMILARITY = 0.7  # detail correlation of a near-duplicate found through features (docs/data_check.md)
 EXTREME_ASPECT = 4.0  # longer side / shorter side above this is flagged
 MIN_SIZE_CAP = 32  # --min-size default: half the median shorter side, at most this (px)
 MAX_NEAR_PAIRS = 100_000  # near pairs kept per two splits (the closest): bounds memory on folders of video frames
