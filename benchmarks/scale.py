@@ -162,7 +162,7 @@ def one_step(step: str, root: str, size: int) -> dict:
         decode.folder_digest(root, scan.files)
         found = len(scan.files)
     else:  # decode, reload: as `cnnlab train --preset fast --image-size SIZE` decodes (the same cache entry)
-        found = len(dataset.load_dataset(root, fast_decoding(root, size), Splitting(val_fraction=0), False).train)
+        found = len(dataset.read_dataset(root, fast_decoding(root, size), Splitting(val_fraction=0), False).train)
     return {"seconds": time.perf_counter() - start, "cpu": cpu_seconds() - cpu, "found": found}
 
 

@@ -26,7 +26,7 @@ from .data import (
     Sampling,
     Splitting,
     channel_stats,
-    load_dataset,
+    read_dataset,
 )
 from .data.dataset import Dataset, Split
 from .data.loader import class_counts
@@ -63,7 +63,7 @@ def load_data(cfg: Config, image_size: tuple[int, int] | None = None) -> Dataset
         skip_bad=cfg.skip_bad_images,
         memory_budget=int(cfg.memory_gb * 1e9) or None,
     )
-    return load_dataset(cfg.data_path(), decoding, Splitting.of(cfg), progress=cfg.progress)
+    return read_dataset(cfg.data_path(), decoding, Splitting.of(cfg), progress=cfg.progress)
 
 
 def starting_stats(cfg: Config) -> tuple[list[float], list[float]] | None:

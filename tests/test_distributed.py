@@ -143,7 +143,7 @@ STEPS = textwrap.dedent("""
     import numpy as np, torch, torch.nn as nn
     from cnnlab import distributed
     from cnnlab.presets import preset
-    from cnnlab.data import DeviceLoader
+    from cnnlab.data import Augmentation, DeviceLoader, Sampling
     from cnnlab.training import train
 
     cpu, (out, *cases) = torch.device("cpu"), sys.argv[1:]
@@ -155,8 +155,9 @@ STEPS = textwrap.dedent("""
         torch.manual_seed(int(seed))
         model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
                               nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3))
-        loader = DeviceLoader(images, labels, 16, cpu, shuffle=True, drop_last=True, flip=True, translate=1,
-                              cutout=2, flip_alternate=flip_alternate == "1", seed=int(seed), shard=shard)
+        augment = Augmentation(flip=True, flip_alternate=flip_alternate == "1", translate=1, cutout=2)
+        sampling = Sampling(shuffle=True, drop_last=True, seed=int(seed), shard=shard)
+        loader = DeviceLoader(images, labels, 16, cpu, augment=augment, sampling=sampling)
         cfg = preset("fast", epochs=2, batch_size=16, lr=0.05, threads=1, progress=False, seed=int(seed),
                      sync_bn=sync_bn == "1", flip_alternate=flip_alternate == "1")
         return train(model, loader, None, cfg, ["a", "b", "c"]), model.state_dict()

@@ -22,7 +22,6 @@ import numpy as np
 import torch
 
 from .preprocess import nearest_index, normalization, to_inputs
-from .specs import with_fields
 
 
 def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
@@ -216,8 +215,8 @@ class DeviceLoader:
     device computes: for a split that does not fit on the device. Augmentation and normalisation are then
     the same, on the device, so both ways give the same batches.
 
-    `hold`, `feed`, `augment` and `sampling` are the specs above; their fields may also be given by name
-    (DeviceLoader(images, labels, 32, device, rows=index, shuffle=True, flip=True)).
+    `hold`, `feed`, `augment` and `sampling` are the specs above
+    (DeviceLoader(images, labels, 32, device, hold=Holding(index), sampling=Sampling(shuffle=True))).
 
     Each epoch draws its order (with `shuffle`) and the augmentation of all its images in one go, from one
     generator seeded by (seed, epoch) on the device where the batches are made (a CUDA generator on a GPU:
@@ -246,9 +245,7 @@ class DeviceLoader:
         feed: Feed = Feed(),
         augment: Augmentation = Augmentation(),
         sampling: Sampling = Sampling(),
-        **fields,
     ):
-        hold, feed, augment, sampling = with_fields([hold, feed, augment, sampling], fields, "DeviceLoader")
         self.feed, self.augment, self.sampling = feed, augment, sampling
         self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
         self.batch_size, self.device, self.stream = batch_size, device, hold.stream
