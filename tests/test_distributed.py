@@ -13,7 +13,7 @@ import textwrap
 
 import pytest
 import torch
-from conftest import SWEEP_FLAGS, make_dataset
+from conftest import SWEEP_FLAGS, kill_env, make_dataset
 from safetensors.torch import load_file
 
 from cnnlab.cli import main
@@ -222,7 +222,7 @@ def test_batch_not_divisible_by_the_processes_is_one_line(dataset, tmp_path, mon
 
 def test_sigkill_of_every_process_then_resume(dataset, two_processes, tmp_path):
     out = str(tmp_path / "run")
-    proc = torchrun(["--data", dataset, "--out", out, *ARGS], {"CNNLAB_TEST_KILL_AT": "2:5"})  # every rank, mid-epoch
+    proc = torchrun(["--data", dataset, "--out", out, *ARGS], kill_env("2:5"))  # every rank, mid-epoch
     _, err = proc.communicate(timeout=300)
     # each rank SIGKILLs itself after step 5; a rank whose peer went first may instead abort inside the
     # collective it was waiting in (SIGABRT, exit code -6): either way the run stopped at the kill point
@@ -291,7 +291,7 @@ def test_sigterm_to_one_rank_stops_every_rank_and_rank_0_checkpoints(dataset, tm
     # --logger: cnnlab's --log under a name torchrun does not take for its own --log-dir/--logs-specs
     out = str(tmp_path / "run")
     proc = torchrun(
-        ["--data", dataset, "--out", out, *ARGS, "--logger", "none"], {"CNNLAB_TEST_KILL_AT": "1:5:TERM:1"}
+        ["--data", dataset, "--out", out, *ARGS, "--logger", "none"], kill_env("1:5:TERM:1")
     )  # rank 1 alone, during epoch 1's step 5
     _, err = proc.communicate(timeout=300)
     assert proc.returncode != 0

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import make_folder
+from conftest import kill_env, make_folder
 
 from cnnlab.adaptation import IMBALANCE_RATIO, adapt_to_imbalance, imbalance_ratio
 from cnnlab.cli import main
@@ -259,7 +259,7 @@ def test_stopped_mid_epoch_and_resumed_it_ends_as_an_uninterrupted_run(imbalance
     ]
     reference, out = str(tmp_path / "ref"), str(tmp_path / "run")
     assert main(["train", "--out", reference, *args]) == 0
-    env = {**os.environ, "CNNLAB_TEST_KILL_AT": "2:4:INT"}  # a Ctrl-C at step 4 of epoch 2 (of 9): checkpointed there
+    env = kill_env("2:4:INT")  # a Ctrl-C at step 4 of epoch 2 (of 9): checkpointed there
     proc = subprocess.run(
         [sys.executable, "-m", "cnnlab.cli", "train", "--out", out, *args],
         env=env,

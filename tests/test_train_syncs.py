@@ -101,6 +101,25 @@ class NanAt(nn.Module):
         return logits * float("nan") if self.calls == self.call else logits
 
 
+class StepLog(cnnlab.training.Callback):
+    def __init__(self):
+        self.steps, self.epochs = [], []
+
+    def on_step_end(self, epoch, step):
+        self.steps.append((epoch, step))
+
+    def on_epoch_end(self, epoch, record, model):
+        self.epochs.append((epoch, len(self.steps)))
+
+
+def test_a_callback_that_defines_on_step_end_hears_every_step_and_others_are_not_asked():
+    log, plain = StepLog(), cnnlab.training.Callback()
+    assert cnnlab.training.step_callbacks([plain, log, plain]) == (log,)
+    train(tiny_model(), loader(), None, config(progress=False), ["a", "b", "c"], callbacks=[plain, log])
+    assert log.steps == [(epoch, step) for epoch in range(1, EPOCHS + 1) for step in range(1, STEPS + 1)]
+    assert log.epochs == [(epoch, epoch * STEPS) for epoch in range(1, EPOCHS + 1)]
+
+
 def test_non_finite_loss_names_its_first_step_and_stops_at_the_next_read():
     model = NanAt(STEPS + 13)  # epoch 2, step 13; the next read is at step 20
     with pytest.raises(TrainingError, match=r"non-finite loss \(nan\) at epoch 2, step 13;"):
