@@ -2,7 +2,7 @@
 
 The whole split lives on the device as uint8 NHWC (a quarter of float32's size). Each batch is one gather:
 shuffled indices, random flip and translation (reflect padding) and a nearest-neighbour resize are all
-folded into the row/column indices of a single indexing op, so a 256x256 input exists one batch at a
+merged into the row/column indices of a single indexing op, so a 256x256 input exists one batch at a
 time and no Python runs per image. The gathered NHWC uint8 batch, viewed as NCHW, already has the
 channels_last layout; it is converted and normalised in place of a copy.
 """
@@ -384,7 +384,7 @@ class DeviceLoader:
         nearest = interpolation == "nearest" or boxes is not None
         batch = gather_batch(images, at, self.out_hw if nearest else None, draws.get("flip"), draws.get("shift"), boxes)
         scale, offset = self.scale, self.offset
-        if "jitter" in draws:  # (x * scale + offset + shift) * factor per image, folded into the normalisation
+        if "jitter" in draws:  # (x * scale + offset + shift) * factor per image, merged into the normalisation
             jitter = draws["jitter"][:, :, None, None, None]
             scale, offset = scale * jitter[:, 1], (offset + jitter[:, 0]) * jitter[:, 1]
         inputs = to_inputs(batch, scale, offset, None if nearest else self.out_hw, interpolation)
