@@ -2,6 +2,7 @@
 uninterrupted run ends (CPU, fixed seed); damaged checkpoints and non-finite losses are answered."""
 
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -111,6 +112,13 @@ def test_the_kill_point_is_read_as_written():
     for text in ("2-end", "2:x", "2:5:NOPE", "2:5:TERM:x", "2:5:TERM:1:2"):
         with pytest.raises(ValueError, match="expected EPOCH:STEP"):
             KillPoint.parse(text)
+
+
+def test_the_package_reads_no_test_variable():
+    # test-only hooks are installed by the tests (tests/hooks), never looked up in every user's run
+    package = pathlib.Path(cnnlab.__file__).parent
+    readers = [str(path) for path in package.rglob("*.py") if "CNNLAB_TEST_" in path.read_text()]
+    assert not readers
 
 
 def test_damaged_checkpoint_and_complete_run(dataset, reference, tmp_path, capsys):
