@@ -162,7 +162,7 @@ def one_step(step: str, root: str, size: int) -> dict:
         decode.folder_digest(root, scan.files)
         found = len(scan.files)
     else:  # decode, reload: as `cnnlab train --preset fast --image-size SIZE` decodes (the same cache entry)
-        found = len(dataset.load_dataset(root, fast_decoding(root, size), Splitting(val_fraction=0), False).train)
+        found = len(dataset.read_dataset(root, fast_decoding(root, size), Splitting(val_fraction=0), False).train)
     return {"seconds": time.perf_counter() - start, "cpu": cpu_seconds() - cpu, "found": found}
 
 
@@ -215,11 +215,12 @@ def run_child(step: str, root: str, size: int, env: dict) -> dict:
 
 
 def first_batch(root: str, size: int, env: dict, out: str) -> dict:
-    """`cnnlab train` killed right after its first step (the test hook CNNLAB_TEST_KILL_AT): its wall time."""
+    """`cnnlab train` killed right after its first step (the tests' kill point, tests/hooks): its wall time."""
     shutil.rmtree(out, ignore_errors=True)
     command = [sys.executable, "-m", "cnnlab", "train", "--data", root, "--preset", "fast", "--epochs", "1"]
     command += ["--image-size", str(size), "--batch-size", "256", "--out", out, "--no-progress", "--log", "none"]
-    wall, memory, code, _ = measured(command, {**env, "CNNLAB_TEST_KILL_AT": "1:1"})
+    hooks = os.pathsep.join([os.path.join(ROOT, "tests", "hooks"), env["PYTHONPATH"]])
+    wall, memory, code, _ = measured(command, {**env, "CNNLAB_TEST_KILL_AT": "1:1", "PYTHONPATH": hooks})
     if code != -9:
         sys.exit(f"{root}: the training was to be killed after its first step (exit {code})")
     return {"seconds": wall, **memory}

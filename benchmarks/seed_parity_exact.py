@@ -19,7 +19,7 @@ from record import write_record
 from cnnlab import preset
 from cnnlab.models.alexnet import KerasBatchNorm1d, KerasBatchNorm2d
 from cnnlab.optim import build_optimizer
-from cnnlab.pipeline import build_model, fold_upscale, load_data, make_loader, preprocessing
+from cnnlab.pipeline import build_model, load_data, make_loader, preprocessing, upscale_in_model
 from cnnlab.training import train
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -160,11 +160,11 @@ def preset_model(folder: str, images: int, steps: int):
     ds = load_data(cfg)
     prep = preprocessing(cfg, ds)
     model = build_model(cfg, len(ds.classes), (256, 256), torch.device("cpu"))
-    folded = fold_upscale(model, cfg, prep)
+    at_stored_size = upscale_in_model(model, cfg, prep)
     for m in model.modules():
         if isinstance(m, nn.Dropout):
             m.p = 0.0  # dropout off, as on the Keras side: the two draw different masks
-    return cfg, ds, prep, model, folded
+    return cfg, ds, prep, model, at_stored_size
 
 
 def manual_steps(model: nn.Module, cfg, inputs: torch.Tensor, labels: torch.Tensor, steps: int) -> dict:
@@ -186,7 +186,7 @@ def manual_steps(model: nn.Module, cfg, inputs: torch.Tensor, labels: torch.Tens
 
 
 def fp64_gradients(folder: str, start: dict, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
-    """The step-1 gradients in float64 (the 256x256 batch itself, unfolded): the reference that says how
+    """The step-1 gradients in float64 (the 256x256 batch itself, not computed from the 32x32 images): the reference that says how
     far each side's fp32 gradients are from the exact ones."""
     _, _, _, model, _ = preset_model(folder, len(y), 1)
     load_keras(model, start)
@@ -239,24 +239,24 @@ def exact(args: argparse.Namespace) -> None:
     folder = batch_folder(args.data, per_class)
     out = args.keras_npz or run_keras(args.keras_python, folder, args.steps)
     saved = np.load(out)
-    cfg, ds, prep, model, folded = preset_model(folder, len(saved["y"]), args.steps)
+    cfg, ds, prep, model, at_stored_size = preset_model(folder, len(saved["y"]), args.steps)
     distributions = init_distributions(saved, model)
     load_keras(model, keras_tensors(saved, "init/"))
-    loader = make_loader(ds.train, cfg, prep, torch.device("cpu"), training=False, folded=folded)
+    loader = make_loader(ds.train, cfg, prep, torch.device("cpu"), training=False, at_stored_size=at_stored_size)
     inputs, labels = next(iter(loader))
     order = torch.argsort(labels, stable=True)  # Keras's order: by class, then file name
     inputs, labels = inputs[order], labels[order]
     if not np.array_equal(labels.numpy(), saved["y"]):
         sys.exit(f"labels differ: cnnlab {labels.tolist()} vs Keras {saved['y'].tolist()}")
     factor = 256 // inputs.shape[-1]
-    upscaled = inputs.repeat_interleave(factor, 2).repeat_interleave(factor, 3)  # what the folded layer sees
+    upscaled = inputs.repeat_interleave(factor, 2).repeat_interleave(factor, 3)  # what the first layer computes from
     input_diff = float(np.abs(upscaled.permute(0, 2, 3, 1).numpy() - saved["x"]).max())
     start = {k: v.copy() for k, v in torch_tensors(model).items()}
     kept = manual_steps(model, cfg, inputs.contiguous(memory_format=torch.channels_last), labels, args.steps)
     results = {
         "images": len(labels),
         "steps": args.steps,
-        "folded_first_layer": bool(folded),
+        "upscale_in_first_conv": bool(at_stored_size),
         "optimizer": type(build_optimizer(model, cfg)).__name__,
         "input_max_abs": input_diff,
         "loss": {
@@ -292,9 +292,9 @@ def exact(args: argparse.Namespace) -> None:
 def train_loop_check(folder: str, images: int, steps: int, start: dict, manual_end: dict) -> dict:
     """cnnlab.training.train from the same start for `steps` one-step epochs ends where the manual loop did
     (max abs difference of every tensor): the loop above is train's."""
-    cfg, ds, prep, model, folded = preset_model(folder, images, steps)
+    cfg, ds, prep, model, at_stored_size = preset_model(folder, images, steps)
     load_keras(model, start)
-    loader = make_loader(ds.train, cfg, prep, torch.device("cpu"), training=True, folded=folded)
+    loader = make_loader(ds.train, cfg, prep, torch.device("cpu"), training=True, at_stored_size=at_stored_size)
     train(model, loader, None, cfg, ds.classes)
     end = torch_tensors(model)
     return differences(end, manual_end)

@@ -37,7 +37,7 @@ from cnnlab import preset
 from cnnlab.data import load_dataset
 from cnnlab.device import cpu_has_bf16, resolve_device, set_threads, use_bf16
 from cnnlab.models import cpu_conv
-from cnnlab.pipeline import build_model, fold_upscale, make_loader, preprocessing
+from cnnlab.pipeline import build_model, make_loader, preprocessing, upscale_in_model
 from cnnlab.sweep import NAMED_GRIDS
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -50,25 +50,25 @@ PEER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "sha
 
 def cnnlab_rate(ds, data: str, batch_size: int, steps: int, variant: str, device) -> float:
     """Training images/s of the seed preset over `steps` steps after one warm-up step."""
-    precision, fold = variant.split()[0], "before" not in variant
-    nnpack = fold and "NNPACK" not in variant
+    precision, direct = variant.split()[0], "before" not in variant
+    nnpack = direct and "NNPACK" not in variant
     avx2 = cpu_conv._avx2_cpu
     cpu_conv._avx2_cpu = avx2 if nnpack else (lambda: False)
     try:
-        return _rate(ds, data, batch_size, steps, precision, fold, device)
+        return _rate(ds, data, batch_size, steps, precision, direct, device)
     finally:
         cpu_conv._avx2_cpu = avx2
 
 
-def _rate(ds, data: str, batch_size: int, steps: int, precision: str, fold: bool, device) -> float:
+def _rate(ds, data: str, batch_size: int, steps: int, precision: str, direct: bool, device) -> float:
     cfg = preset("seed", data=data, batch_size=batch_size, epochs=1, progress=False, precision=precision)
     prep = preprocessing(cfg, ds)
     model = build_model(cfg, len(ds.classes), (256, 256), device)
-    folded = fold and fold_upscale(model, cfg, prep)
+    at_stored_size = direct and upscale_in_model(model, cfg, prep)
     bf16 = use_bf16(cfg.precision, device)
 
     def loader(n: int):
-        return make_loader(ds.train.take(np.arange(n)), cfg, prep, device, training=True, folded=folded)
+        return make_loader(ds.train.take(np.arange(n)), cfg, prep, device, training=True, at_stored_size=at_stored_size)
 
     train(model, loader(batch_size), None, cfg, ds.classes, bf16)  # warm-up: first-call allocations
     n = batch_size * steps

@@ -26,7 +26,7 @@ from .data import (
     Sampling,
     Splitting,
     channel_stats,
-    load_dataset,
+    read_dataset,
 )
 from .data.dataset import Dataset, Split
 from .data.loader import class_counts
@@ -42,7 +42,7 @@ from .device import (
 from .errors import CheckpointMismatch, CnnlabError, ConfigError, Interrupted
 from .evaluation import evaluate, metrics_from_logits, predict_batches
 from .models import create_model, create_pretrained, default_input_size, input_config, read_state_dict, transfer_weights
-from .models.upscale import fold_nearest_upscale
+from .models.upscale import upscale_in_first_conv
 from .plots import plot_curves
 from .training import Callback, TrainControl, train
 
@@ -63,7 +63,7 @@ def load_data(cfg: Config, image_size: tuple[int, int] | None = None) -> Dataset
         skip_bad=cfg.skip_bad_images,
         memory_budget=int(cfg.memory_gb * 1e9) or None,
     )
-    return load_dataset(cfg.data_path(), decoding, Splitting.of(cfg), progress=cfg.progress)
+    return read_dataset(cfg.data_path(), decoding, Splitting.of(cfg), progress=cfg.progress)
 
 
 def starting_stats(cfg: Config) -> tuple[list[float], list[float]] | None:
@@ -113,7 +113,7 @@ def should_stream(split: Split, cfg: Config, device: torch.device) -> bool:
     return isinstance(split.stored, np.memmap) and split.nbytes > CPU_IN_PLACE_BYTES
 
 
-def fold_upscale(model: torch.nn.Module, cfg: Config, prep: Preprocessing) -> bool:
+def upscale_in_model(model: torch.nn.Module, cfg: Config, prep: Preprocessing) -> bool:
     """Whether `model` takes the stored images as they are, its input layer computing what it would from
     their nearest upscale to the input size (models/upscale.py: exact to float rounding, and the upscaled
     batch never exists): where the upscale is by whole factors and no augmentation works at the input size
@@ -124,7 +124,7 @@ def fold_upscale(model: torch.nn.Module, cfg: Config, prep: Preprocessing) -> bo
     (height, width), (in_h, in_w) = prep.image_size, prep.input_size
     if in_h % height or in_w % width:
         return False
-    return fold_nearest_upscale(model, (in_h // height, in_w // width))
+    return upscale_in_first_conv(model, (in_h // height, in_w // width))
 
 
 def augmentation(cfg: Config) -> Augmentation:
@@ -140,10 +140,11 @@ def augmentation(cfg: Config) -> Augmentation:
 
 
 def make_loader(
-    split, cfg: Config, prep: Preprocessing, device: torch.device, training: bool, folded: bool = False
+    split, cfg: Config, prep: Preprocessing, device: torch.device, training: bool, at_stored_size: bool = False
 ) -> DeviceLoader:
-    """Batches of `split` for a model fed as `prep` says; `folded` (fold_upscale): at the stored size."""
-    feed = Feed(prep.mean, prep.std, prep.image_size if folded else prep.input_size, prep.interpolation)
+    """Batches of `split` for a model fed as `prep` says; `at_stored_size` (upscale_in_model): the stored
+    images as they are, not upscaled to the input size."""
+    feed = Feed(prep.mean, prep.std, prep.image_size if at_stored_size else prep.input_size, prep.interpolation)
     stream = should_stream(split, cfg, device)
     if training:  # under torchrun, this rank's share of every global batch
         sampling = Sampling(
@@ -280,7 +281,7 @@ class Prepared:
     bf16: bool
     cfg: Config  # the config, adapted to the dataset where that was asked
     notes: list[str]  # what was decided about the images and the recipe, to print and save
-    folded: bool = False  # the model takes the stored images before their upscale (fold_upscale)
+    at_stored_size: bool = False  # the model takes the stored images, its first conv upscaling them (upscale_in_model)
 
 
 def prepare(cfg: Config, keep: frozenset[str] | set[str] | None = None) -> Prepared:
@@ -320,8 +321,8 @@ def prepare(cfg: Config, keep: frozenset[str] | set[str] | None = None) -> Prepa
     if hasattr(model, "init_whitening") and not (cfg.pretrained or cfg.init_from):  # loaded weights keep theirs
         sample = make_loader(whitening_sample(dataset.train, seed=cfg.seed), cfg, prep, device, training=False)
         model.init_whitening(torch.cat([inputs for inputs, _ in sample]))
-    folded = fold_upscale(model, cfg, prep)
-    train_loader = make_loader(dataset.train, cfg, prep, device, training=True, folded=folded)
+    at_stored_size = upscale_in_model(model, cfg, prep)
+    train_loader = make_loader(dataset.train, cfg, prep, device, training=True, at_stored_size=at_stored_size)
     if train_loader.stream:
         notes.append(
             f"training images ({dataset.train.nbytes / 1e9:.2f} GB) stream from the host cache a batch at "
@@ -336,12 +337,14 @@ def prepare(cfg: Config, keep: frozenset[str] | set[str] | None = None) -> Prepa
         prep,
         model,
         train_loader,
-        make_loader(dataset.val, cfg, prep, device, training=False, folded=folded) if dataset.val else None,
+        make_loader(dataset.val, cfg, prep, device, training=False, at_stored_size=at_stored_size)
+        if dataset.val
+        else None,
         device,
         use_bf16(cfg.precision, device),
         cfg,
         dataset.notes + notes,
-        folded,
+        at_stored_size,
     )
 
 
@@ -393,7 +396,9 @@ def _fit(
     tracking_parent: str | None = None,
 ) -> dict:
     test_loader = (
-        make_loader(ready.dataset.test, cfg, ready.prep, ready.device, training=False, folded=ready.folded)
+        make_loader(
+            ready.dataset.test, cfg, ready.prep, ready.device, training=False, at_stored_size=ready.at_stored_size
+        )
         if ready.dataset.test is not None
         else None
     )

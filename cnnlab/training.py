@@ -16,17 +16,12 @@ running sums, the progress bar's figures and a device-side record of the first n
 are read back together every `read_every_steps` steps, at a stop and at each epoch's end (`host_values`);
 a non-finite loss then ends the run naming the epoch and step where it first appeared.
 
-For tests only: CNNLAB_TEST_KILL_AT=EPOCH:STEP[:SIGNAL[:RANK]] makes the process send itself SIGKILL (or
-the signal named, e.g. INT for a Ctrl-C) right after training step STEP of epoch EPOCH, or with STEP `end`
-after the epoch's callbacks (its record logged) and before its checkpoint; under torchrun every rank does,
-or RANK alone. A test so interrupts a run at a point it chooses on any machine. It is read once, when
-`train` starts.
+A callback that defines `on_step_end` is called after every training step (before a stop is looked for);
+the loop calls none when no callback defines it. The tests' kill points (tests/hooks) are such callbacks.
 """
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -55,7 +50,6 @@ __all__ = [
     "train",
 ]
 
-KILL_AT = "CNNLAB_TEST_KILL_AT"
 # the validation figures of an epoch's record, as val_<name> (top5_accuracy: with more than 5 classes); loss is
 # training's (TrainingLoss, like with like in the curves), nll the plain cross-entropy (metrics' loss); ece and
 # brier the raw probabilities' calibration (cnnlab/calibration.py)
@@ -63,10 +57,21 @@ VAL_FIGURES = ("loss", "nll", "accuracy", "balanced_accuracy", "macro_f1", "top5
 
 
 class Callback:
-    """Hooks called by `train`; raise StopTraining from one to end the run early."""
+    """Hooks called by `train`; raise StopTraining from one to end the run early. `on_step_end` (epoch, step:
+    the steps done in the epoch) is called only on callbacks that define it: the loop pays nothing otherwise."""
 
     def on_epoch_end(self, epoch: int, record: dict, model: nn.Module) -> None:
         pass
+
+    def on_step_end(self, epoch: int, step: int) -> None:
+        pass
+
+
+def step_callbacks(callbacks: Sequence[Callback]) -> tuple[Callback, ...]:
+    """The callbacks whose class defines its own `on_step_end`."""
+    return tuple(
+        c for c in callbacks if getattr(type(c), "on_step_end", Callback.on_step_end) is not Callback.on_step_end
+    )
 
 
 class StopTraining(Exception):
@@ -96,38 +101,6 @@ def finished_groups(optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> l
     (nor, for the whitening bias, the first convolution's input gradient), as airbench detaches it."""
     ends = [(own_steps(group, steps_per_epoch), group["params"]) for group in optimizer.param_groups]
     return sorted(((end, list(params)) for end, params in ends if end is not None), key=lambda item: item[0])
-
-
-@dataclass(frozen=True)
-class KillPoint:
-    """Where CNNLAB_TEST_KILL_AT (test-only) has the process signal itself: after step `step` (an int) of
-    `epoch`, or at its `end` (after the callbacks, before the checkpoint)."""
-
-    epoch: int
-    step: int | str
-    signal: signal.Signals = signal.SIGKILL
-
-    @classmethod
-    def from_env(cls) -> KillPoint | None:
-        text = os.environ.get(KILL_AT)
-        if not text:
-            return None
-        parts = text.split(":")
-        try:
-            if len(parts) > 4:
-                raise ValueError
-            epoch, step = int(parts[0]), parts[1] if parts[1] == "end" else int(parts[1])
-            sig = signal.Signals["SIG" + parts[2].upper()] if len(parts) > 2 else signal.SIGKILL
-            ranks = {int(parts[3])} if len(parts) > 3 else None
-        except (IndexError, KeyError, ValueError):
-            raise CnnlabError(
-                f"{KILL_AT}={text!r}: expected EPOCH:STEP[:SIGNAL[:RANK]], e.g. 2:5 or 3:end:INT"
-            ) from None
-        return cls(epoch, step, sig) if ranks is None or distributed.rank() in ranks else None
-
-    def check(self, epoch: int, step: int | str) -> None:
-        if epoch == self.epoch and step == self.step:
-            signal.raise_signal(self.signal)  # a Python handler (SIGINT's) has run when this returns
 
 
 @dataclass
@@ -243,6 +216,7 @@ def train(
     running means over the epoch's batches, as Keras reports them; val_loss is the same loss, named by
     loss_name, on the validation split; val_nll its plain cross-entropy)."""
     run = Training.build(model, train_loader, val_loader, cfg, classes, bf16, control or TrainControl())
+    run.step_callbacks = step_callbacks(callbacks)
     first_epoch, first_step, carried = run.restore()
     for epoch in range(first_epoch, cfg.epochs + 1):
         resumed = epoch == first_epoch  # a checkpoint's position and sums are its epoch's alone
@@ -250,8 +224,6 @@ def train(
         train_s = run.train_epoch(epoch, first_step if resumed else 0, meter)
         record = run.end_epoch(epoch, meter, train_s)
         stop = run.call_back(callbacks, epoch, record)
-        if run.kill_at is not None:
-            run.kill_at.check(epoch, "end")
         run.checkpoint_or_stop(epoch, stop)
         if stop:
             break
@@ -316,7 +288,7 @@ class Training:
     bf16: bool
     cfg: Config
     control: TrainControl
-    kill_at: KillPoint | None = None
+    step_callbacks: tuple[Callback, ...] = ()  # those that define on_step_end
     history: list[dict] = field(default_factory=list)
     criterion: TrainingLoss = field(default_factory=TrainingLoss)
 
@@ -361,7 +333,6 @@ class Training:
             bf16,
             cfg,
             control,
-            KillPoint.from_env(),
             criterion=TrainingLoss.of(cfg, train_loader, len(classes)),
         )
 
@@ -418,8 +389,8 @@ class Training:
                         bar.set_postfix(
                             loss=f"{loss_value / meter.seen:.4f}", accuracy=f"{correct_value / meter.seen:.4f}"
                         )
-                if self.kill_at is not None:
-                    self.kill_at.check(epoch, step)
+                for callback in self.step_callbacks:
+                    callback.on_step_end(epoch, step)
                 reason = self.control.stop_requested()
                 if reason and step < steps:
                     self.stop_mid_epoch(epoch, step, meter, reason, time.perf_counter() - start)

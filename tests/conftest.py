@@ -62,6 +62,16 @@ def make_dataset(root, train_per_class: int, test_per_class: int = 10) -> str:
     return str(root)
 
 
+def kill_env(point: str, env: dict | None = None) -> dict:
+    """`env` (os.environ's by default) for a child process whose trainings signal themselves at `point`
+    (EPOCH:STEP[:SIGNAL[:RANK]], tests/hooks/killpoint.py): the hooks folder first on its PYTHONPATH."""
+    env = dict(os.environ if env is None else env)
+    hooks = str(ROOT / "tests" / "hooks")
+    env["PYTHONPATH"] = os.pathsep.join([hooks, env["PYTHONPATH"]]) if env.get("PYTHONPATH") else hooks
+    env["CNNLAB_TEST_KILL_AT"] = point
+    return env
+
+
 # Flags for sweeps of tiny trainings: small batches, one thread, constant lr (so epochs are shared).
 SWEEP_FLAGS = [
     "--batch-size",

@@ -13,7 +13,7 @@ import textwrap
 
 import pytest
 import torch
-from conftest import SWEEP_FLAGS, make_dataset
+from conftest import SWEEP_FLAGS, kill_env, make_dataset
 from safetensors.torch import load_file
 
 from cnnlab.cli import main
@@ -143,7 +143,7 @@ STEPS = textwrap.dedent("""
     import numpy as np, torch, torch.nn as nn
     from cnnlab import distributed
     from cnnlab.presets import preset
-    from cnnlab.data import DeviceLoader
+    from cnnlab.data import Augmentation, DeviceLoader, Sampling
     from cnnlab.training import train
 
     cpu, (out, *cases) = torch.device("cpu"), sys.argv[1:]
@@ -155,8 +155,9 @@ STEPS = textwrap.dedent("""
         torch.manual_seed(int(seed))
         model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
                               nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3))
-        loader = DeviceLoader(images, labels, 16, cpu, shuffle=True, drop_last=True, flip=True, translate=1,
-                              cutout=2, flip_alternate=flip_alternate == "1", seed=int(seed), shard=shard)
+        augment = Augmentation(flip=True, flip_alternate=flip_alternate == "1", translate=1, cutout=2)
+        sampling = Sampling(shuffle=True, drop_last=True, seed=int(seed), shard=shard)
+        loader = DeviceLoader(images, labels, 16, cpu, augment=augment, sampling=sampling)
         cfg = preset("fast", epochs=2, batch_size=16, lr=0.05, threads=1, progress=False, seed=int(seed),
                      sync_bn=sync_bn == "1", flip_alternate=flip_alternate == "1")
         return train(model, loader, None, cfg, ["a", "b", "c"]), model.state_dict()
@@ -221,7 +222,7 @@ def test_batch_not_divisible_by_the_processes_is_one_line(dataset, tmp_path, mon
 
 def test_sigkill_of_every_process_then_resume(dataset, two_processes, tmp_path):
     out = str(tmp_path / "run")
-    proc = torchrun(["--data", dataset, "--out", out, *ARGS], {"CNNLAB_TEST_KILL_AT": "2:5"})  # every rank, mid-epoch
+    proc = torchrun(["--data", dataset, "--out", out, *ARGS], kill_env("2:5"))  # every rank, mid-epoch
     _, err = proc.communicate(timeout=300)
     # each rank SIGKILLs itself after step 5; a rank whose peer went first may instead abort inside the
     # collective it was waiting in (SIGABRT, exit code -6): either way the run stopped at the kill point
@@ -290,7 +291,7 @@ def test_sigterm_to_one_rank_stops_every_rank_and_rank_0_checkpoints(dataset, tm
     # --logger: cnnlab's --log under a name torchrun does not take for its own --log-dir/--logs-specs
     out = str(tmp_path / "run")
     proc = torchrun(
-        ["--data", dataset, "--out", out, *ARGS, "--logger", "none"], {"CNNLAB_TEST_KILL_AT": "1:5:TERM:1"}
+        ["--data", dataset, "--out", out, *ARGS, "--logger", "none"], kill_env("1:5:TERM:1")
     )  # rank 1 alone, during epoch 1's step 5
     _, err = proc.communicate(timeout=300)
     assert proc.returncode != 0

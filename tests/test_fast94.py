@@ -372,7 +372,7 @@ def marked_images(n: int) -> np.ndarray:
 
 
 def test_alternating_flip_mirrors_each_image_in_every_other_epoch():
-    from cnnlab.data.loader import DeviceLoader
+    from cnnlab.data.loader import Augmentation, DeviceLoader, Sampling
 
     n = 64
     loader = DeviceLoader(
@@ -380,11 +380,8 @@ def test_alternating_flip_mirrors_each_image_in_every_other_epoch():
         np.zeros(n),
         16,
         torch.device("cpu"),
-        shuffle=True,
-        drop_last=True,
-        flip=True,
-        flip_alternate=True,
-        seed=3,
+        augment=Augmentation(flip=True, flip_alternate=True),
+        sampling=Sampling(shuffle=True, drop_last=True, seed=3),
     )
     epochs = [_flips_by_image(loader, epoch) for epoch in (1, 2, 3, 4)]
     assert all(sorted(flips) == list(range(n)) for flips in epochs)  # every image, once an epoch
@@ -392,7 +389,12 @@ def test_alternating_flip_mirrors_each_image_in_every_other_epoch():
         assert all(after[i] != before[i] for i in range(n))  # each image the other way round in the next epoch
     assert 16 <= sum(epochs[0].values()) <= 48  # the first epoch's choice at random per image (32 expected)
     plain = DeviceLoader(
-        marked_images(n), np.zeros(n), 16, torch.device("cpu"), shuffle=True, drop_last=True, flip=True, seed=3
+        marked_images(n),
+        np.zeros(n),
+        16,
+        torch.device("cpu"),
+        augment=Augmentation(flip=True),
+        sampling=Sampling(shuffle=True, drop_last=True, seed=3),
     )
     first, second = _flips_by_image(plain, 1), _flips_by_image(plain, 2)
     assert any(first[i] == second[i] for i in range(n))  # without it, each epoch draws afresh

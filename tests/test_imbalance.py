@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import make_folder
+from conftest import kill_env, make_folder
 
 from cnnlab.adaptation import IMBALANCE_RATIO, adapt_to_imbalance, imbalance_ratio
 from cnnlab.cli import main
-from cnnlab.data import DeviceLoader
+from cnnlab.data import Augmentation, DeviceLoader, Sampling
 from cnnlab.data.loader import balanced_class_weights, class_counts
 from cnnlab.presets import preset
 from cnnlab.training import TrainingLoss, loss_weights
@@ -29,10 +29,10 @@ def imbalanced_labels(counts=COUNTS, seed=0) -> np.ndarray:
     return np.random.default_rng(seed).permutation(labels)
 
 
-def loader(labels, batch=20, **kwargs) -> DeviceLoader:
+def loader(labels, batch=20, augment=Augmentation(flip=True, translate=1), balanced=False, seed=5, shard=(0, 1)):
     images = np.random.default_rng(1).integers(0, 256, (len(labels), 4, 4, 3), dtype=np.uint8)
-    options = {**dict(shuffle=True, drop_last=True, seed=5, flip=True, translate=1), **kwargs}
-    return DeviceLoader(images, labels, batch, CPU, **options)
+    sampling = Sampling(shuffle=True, balanced=balanced, drop_last=True, seed=seed, shard=shard)
+    return DeviceLoader(images, labels, batch, CPU, augment=augment, sampling=sampling)
 
 
 def epoch(data: DeviceLoader, number: int, start: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -145,15 +145,15 @@ def test_balanced_order_is_fixed_by_seed_and_epoch_and_resumes_mid_epoch():
 
 @pytest.mark.parametrize("flip_alternate", [False, True])
 def test_balanced_ranks_together_get_the_one_process_batches(flip_alternate):
-    labels = imbalanced_labels()
-    whole = epoch(loader(labels, balanced=True, flip_alternate=flip_alternate), 2)
-    parts = [epoch(loader(labels, balanced=True, flip_alternate=flip_alternate, shard=(rank, 2)), 2) for rank in (0, 1)]
+    labels, alternating = imbalanced_labels(), Augmentation(flip=True, flip_alternate=flip_alternate, translate=1)
+    whole = epoch(loader(labels, augment=alternating, balanced=True), 2)
+    parts = [epoch(loader(labels, augment=alternating, balanced=True, shard=(rank, 2)), 2) for rank in (0, 1)]
     assert same([(torch.cat([a[0], b[0]]), torch.cat([a[1], b[1]])) for a, b in zip(*parts)], whole)
 
 
 def test_uniform_order_is_todays_permutation():
     labels = imbalanced_labels()
-    data = loader(labels, flip=False, translate=0)
+    data = loader(labels, augment=Augmentation())
     data.set_epoch(2)
     # the order the uniform sampler has always drawn: one randperm from the epoch's generator
     order = torch.randperm(len(labels), generator=data._generator())[: len(data) * 20]
@@ -259,7 +259,7 @@ def test_stopped_mid_epoch_and_resumed_it_ends_as_an_uninterrupted_run(imbalance
     ]
     reference, out = str(tmp_path / "ref"), str(tmp_path / "run")
     assert main(["train", "--out", reference, *args]) == 0
-    env = {**os.environ, "CNNLAB_TEST_KILL_AT": "2:4:INT"}  # a Ctrl-C at step 4 of epoch 2 (of 9): checkpointed there
+    env = kill_env("2:4:INT")  # a Ctrl-C at step 4 of epoch 2 (of 9): checkpointed there
     proc = subprocess.run(
         [sys.executable, "-m", "cnnlab.cli", "train", "--out", out, *args],
         env=env,

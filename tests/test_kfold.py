@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import SWEEP_FLAGS, make_dataset, make_folder
+from conftest import SWEEP_FLAGS, kill_env, make_dataset, make_folder
 
 from cnnlab import preset
 from cnnlab.cli import main
@@ -147,7 +147,7 @@ def test_a_fold_sweep_reports_folds_x_seeds(dataset, reference):
 def test_a_fold_sweep_killed_by_sigkill_resumes_to_the_same_results(dataset, reference, tmp_path):
     out = tmp_path / "sw"
     # the first unit's worker dies in its second epoch, after its first checkpoint
-    killed = run_cli(fold_sweep(dataset, out), env={**os.environ, "CNNLAB_TEST_KILL_AT": "2:2"})
+    killed = run_cli(fold_sweep(dataset, out), env=kill_env("2:2"))
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert len([d for d in os.listdir(out / "runs") if not d.endswith(".json")]) == 1
     time.sleep(0.5)

@@ -1,11 +1,13 @@
 """The device loader: exact round trips of rescale/normalise, resize, flip and translate."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from cnnlab.data import DeviceLoader, gather_batch
+from cnnlab.data import Augmentation, DeviceLoader, Feed, Sampling, gather_batch
 
 CPU = torch.device("cpu")
 
@@ -28,14 +30,14 @@ def test_rescale_round_trip_and_channels_last():
 def test_normalise_uses_mean_and_std():
     imgs = images()
     mean, std = [0.4, 0.5, 0.6], [0.2, 0.25, 0.3]
-    inputs = next(iter(DeviceLoader(imgs, np.arange(6), 6, CPU, mean=mean, std=std)))[0]
+    inputs = next(iter(DeviceLoader(imgs, np.arange(6), 6, CPU, feed=Feed(mean, std))))[0]
     expected = (imgs / 255.0 - np.array(mean)) / np.array(std)
     assert np.allclose(inputs.permute(0, 2, 3, 1).numpy(), expected, atol=1e-5)
 
 
 def test_nearest_upscale_equals_pil_nearest():
     imgs = images(2)
-    inputs = next(iter(DeviceLoader(imgs, np.arange(2), 2, CPU, input_size=256)))[0]
+    inputs = next(iter(DeviceLoader(imgs, np.arange(2), 2, CPU, feed=Feed(input_size=256))))[0]
     assert inputs.shape == (2, 3, 256, 256)
     got = (inputs * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     for i in range(2):
@@ -67,7 +69,8 @@ def test_shuffle_is_a_permutation_fixed_by_seed_and_epoch():
     imgs = images(100, size=4)
 
     def epoch_labels(seed, epoch):
-        loader = DeviceLoader(imgs, labels, 32, CPU, shuffle=True, drop_last=True, flip=True, translate=1, seed=seed)
+        augment, sampling = Augmentation(flip=True, translate=1), Sampling(shuffle=True, drop_last=True, seed=seed)
+        loader = DeviceLoader(imgs, labels, 32, CPU, augment=augment, sampling=sampling)
         loader.set_epoch(epoch)
         return torch.cat([b[1] for b in loader]).tolist()
 
@@ -79,32 +82,27 @@ def test_shuffle_is_a_permutation_fixed_by_seed_and_epoch():
 
 def test_cutout_zeroes_one_square_per_image():
     imgs = np.full((4, 16, 16, 3), 255, dtype=np.uint8)
-    inputs = next(iter(DeviceLoader(imgs, np.arange(4), 4, CPU, cutout=4, shuffle=True)))[0]
+    inputs = next(
+        iter(DeviceLoader(imgs, np.arange(4), 4, CPU, augment=Augmentation(cutout=4), sampling=Sampling(shuffle=True)))
+    )[0]
     zeros = (inputs[:, 0] == 0).flatten(1).sum(1)
     assert all(1 <= z <= 16 for z in zeros.tolist())  # a 4x4 square, clipped at the border
 
 
 @pytest.mark.parametrize("bad", [0])
 def test_empty_when_batch_larger_than_data_with_drop_last(bad):
-    loader = DeviceLoader(images(3), np.arange(3), 4, CPU, drop_last=True)
+    loader = DeviceLoader(images(3), np.arange(3), 4, CPU, sampling=Sampling(drop_last=True))
     assert len(loader) == bad and list(loader) == []
 
 
 def test_brightness_and_contrast_jitter_each_image_within_its_ranges_and_leave_the_other_draws_alone():
     imgs, labels = images(64, size=8), np.arange(64)
-    common = dict(
-        shuffle=True,
-        drop_last=True,
-        flip=True,
-        flip_alternate=True,
-        translate=2,
-        cutout=3,
-        seed=5,
-        mean=[0.5] * 3,
-        std=[0.25] * 3,
+    common = dict(feed=Feed([0.5] * 3, [0.25] * 3), sampling=Sampling(shuffle=True, drop_last=True, seed=5))
+    augment = Augmentation(flip=True, flip_alternate=True, translate=2, cutout=3)
+    plain = DeviceLoader(imgs, labels, 16, CPU, augment=augment, **common)
+    jittered = DeviceLoader(
+        imgs, labels, 16, CPU, augment=dataclasses.replace(augment, brightness=0.3, contrast=0.2), **common
     )
-    plain = DeviceLoader(imgs, labels, 16, CPU, **common)
-    jittered = DeviceLoader(imgs, labels, 16, CPU, brightness=0.3, contrast=0.2, **common)
     shifts, factors = [], []
     for epoch in (1, 2):
         plain.set_epoch(epoch)

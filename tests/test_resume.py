@@ -1,14 +1,16 @@
-"""Interruptions: SIGKILL or Ctrl-C at a chosen point (CNNLAB_TEST_KILL_AT), then --resume, ends exactly where an
+"""Interruptions: SIGKILL or Ctrl-C at a chosen point (a kill point, tests/hooks), then --resume, ends exactly where an
 uninterrupted run ends (CPU, fixed seed); damaged checkpoints and non-finite losses are answered."""
 
 import os
+import pathlib
 import signal
 import subprocess
 import sys
 
 import pytest
 import torch
-from conftest import make_dataset
+from conftest import kill_env, make_dataset
+from hooks.killpoint import KillPoint
 from safetensors.torch import load_file
 
 import cnnlab
@@ -55,8 +57,8 @@ def same_result(a, b):
 
 
 def run_killed_at(dataset, out, point):
-    """The training run in a process of its own that signals itself at `point` (CNNLAB_TEST_KILL_AT)."""
-    env = {**os.environ, "CNNLAB_TEST_KILL_AT": point}
+    """The training run in a process of its own that signals itself at `point` (EPOCH:STEP[:SIGNAL])."""
+    env = kill_env(point)
     proc = subprocess.run(
         [sys.executable, "-m", "cnnlab.cli", "train", "--data", dataset, "--out", out, *ARGS],
         capture_output=True,
@@ -102,20 +104,21 @@ def test_ctrl_c_checkpoints_mid_epoch_and_resumes(dataset, reference, tmp_path):
     same_result(out, reference)
 
 
-def test_the_kill_point_is_read_as_written(monkeypatch):
-    from cnnlab.training import KillPoint
-
-    monkeypatch.delenv("CNNLAB_TEST_KILL_AT", raising=False)
-    assert KillPoint.from_env() is None
+def test_the_kill_point_is_read_as_written():
     for text, point in [("3:7", KillPoint(3, 7, signal.SIGKILL)), ("2:end:int", KillPoint(2, "end", signal.SIGINT))]:
-        monkeypatch.setenv("CNNLAB_TEST_KILL_AT", text)
-        assert KillPoint.from_env() == point
-    monkeypatch.setenv("CNNLAB_TEST_KILL_AT", "2:5:TERM:1")
-    assert KillPoint.from_env() is None  # rank 1's alone: this process is rank 0
+        assert KillPoint.parse(text) == point
+    assert KillPoint.parse("2:5:TERM:1") is None  # rank 1's alone: this process is rank 0
+    assert KillPoint.parse("2:5:TERM:1", rank=1) == KillPoint(2, 5, signal.SIGTERM)
     for text in ("2-end", "2:x", "2:5:NOPE", "2:5:TERM:x", "2:5:TERM:1:2"):
-        monkeypatch.setenv("CNNLAB_TEST_KILL_AT", text)
-        with pytest.raises(cnnlab.CnnlabError, match="expected EPOCH:STEP"):
-            KillPoint.from_env()
+        with pytest.raises(ValueError, match="expected EPOCH:STEP"):
+            KillPoint.parse(text)
+
+
+def test_the_package_reads_no_test_variable():
+    # test-only hooks are installed by the tests (tests/hooks), never looked up in every user's run
+    package = pathlib.Path(cnnlab.__file__).parent
+    readers = [str(path) for path in package.rglob("*.py") if "CNNLAB_TEST_" in path.read_text()]
+    assert not readers
 
 
 def test_damaged_checkpoint_and_complete_run(dataset, reference, tmp_path, capsys):

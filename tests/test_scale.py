@@ -13,7 +13,7 @@ from conftest import make_folder
 
 from cnnlab.data import decode
 from cnnlab.data.folder import scan_folder
-from cnnlab.data.loader import DeviceLoader, FileRows, rows_to_device
+from cnnlab.data.loader import Augmentation, DeviceLoader, FileRows, Holding, Sampling, rows_to_device
 
 
 def counting(monkeypatch, module, name):
@@ -87,12 +87,9 @@ def batches(split, stream):
         split.labels,
         4,
         torch.device("cpu"),
-        rows=split.index,
-        stream=stream,
-        shuffle=True,
-        flip=True,
-        translate=2,
-        seed=3,
+        hold=Holding(split.index, stream),
+        augment=Augmentation(flip=True, translate=2),
+        sampling=Sampling(shuffle=True, seed=3),
     )
     return loader, [(x.clone(), y.clone()) for x, y in loader]
 

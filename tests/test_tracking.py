@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import SWEEP_FLAGS, make_dataset
+from conftest import SWEEP_FLAGS, kill_env, make_dataset
 
 from cnnlab import runs, tracking
 from cnnlab.cli import main
@@ -310,7 +310,7 @@ def test_sigkill_then_resume_logs_every_epoch_once(tmp_path, mlflow_uri, monkeyp
     data = make_dataset(tmp_path / "ds", 60)
     out = str(tmp_path / "run")
     # the run's config keeps no URI: resume finds it the same way
-    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_uri, "CNNLAB_TEST_KILL_AT": point}
+    env = kill_env(point, {**os.environ, "MLFLOW_TRACKING_URI": mlflow_uri})
     proc = subprocess.run(
         [
             sys.executable,

@@ -135,14 +135,21 @@ def tiny_training(cfg, labels=None):
     import torch
     import torch.nn as nn
 
-    from cnnlab.data import DeviceLoader
+    from cnnlab.data import Augmentation, DeviceLoader, Sampling
     from cnnlab.training import train
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (96, 8, 8, 3), dtype=np.uint8)
     labels = rng.integers(0, 3, 96) if labels is None else labels
     cpu = torch.device("cpu")
-    train_loader = DeviceLoader(images[:64], labels[:64], 8, cpu, shuffle=True, drop_last=True, flip=True, seed=1)
+    train_loader = DeviceLoader(
+        images[:64],
+        labels[:64],
+        8,
+        cpu,
+        augment=Augmentation(flip=True),
+        sampling=Sampling(shuffle=True, drop_last=True, seed=1),
+    )
     val_loader = DeviceLoader(images[64:], labels[64:], 16, cpu)
     torch.manual_seed(0)
     model = nn.Sequential(

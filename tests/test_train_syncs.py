@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 import cnnlab.training
-from cnnlab.data import DeviceLoader
+from cnnlab.data import Augmentation, DeviceLoader, Holding, Sampling
 from cnnlab.errors import Interrupted, TrainingError
 from cnnlab.presets import preset
 from cnnlab.training import TrainControl, train
@@ -37,11 +37,14 @@ def tiny_model() -> nn.Module:
     )
 
 
-def loader(device=CPU, **kwargs) -> DeviceLoader:
+def loader(device=CPU, hold=Holding(), shard=(0, 1), **augment) -> DeviceLoader:
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (IMAGES, 8, 8, 3), dtype=np.uint8)
-    options = dict(shuffle=True, drop_last=True, flip=True, translate=1, cutout=2, seed=1, **kwargs)
-    return DeviceLoader(images, rng.integers(0, 3, IMAGES), BATCH, device, **options)
+    sampling = Sampling(shuffle=True, drop_last=True, seed=1, shard=shard)
+    augment = Augmentation(flip=True, translate=1, cutout=2, **augment)
+    return DeviceLoader(
+        images, rng.integers(0, 3, IMAGES), BATCH, device, hold=hold, augment=augment, sampling=sampling
+    )
 
 
 def config(**overrides):
@@ -96,6 +99,25 @@ class NanAt(nn.Module):
         self.calls += 1
         logits = self.net(inputs)
         return logits * float("nan") if self.calls == self.call else logits
+
+
+class StepLog(cnnlab.training.Callback):
+    def __init__(self):
+        self.steps, self.epochs = [], []
+
+    def on_step_end(self, epoch, step):
+        self.steps.append((epoch, step))
+
+    def on_epoch_end(self, epoch, record, model):
+        self.epochs.append((epoch, len(self.steps)))
+
+
+def test_a_callback_that_defines_on_step_end_hears_every_step_and_others_are_not_asked():
+    log, plain = StepLog(), cnnlab.training.Callback()
+    assert cnnlab.training.step_callbacks([plain, log, plain]) == (log,)
+    train(tiny_model(), loader(), None, config(progress=False), ["a", "b", "c"], callbacks=[plain, log])
+    assert log.steps == [(epoch, step) for epoch in range(1, EPOCHS + 1) for step in range(1, STEPS + 1)]
+    assert log.epochs == [(epoch, epoch * STEPS) for epoch in range(1, EPOCHS + 1)]
 
 
 def test_non_finite_loss_names_its_first_step_and_stops_at_the_next_read():
@@ -263,7 +285,7 @@ def test_cuda_compiled_training_synchronises_only_to_read():
 
 @CUDA
 def test_cuda_streaming_loader_does_not_synchronise_per_batch():
-    data = loader(torch.device("cuda"), stream=True)
+    data = loader(torch.device("cuda"), Holding(stream=True))
     data.set_epoch(1)
     torch.cuda.synchronize()
     with warnings.catch_warnings(record=True) as caught:

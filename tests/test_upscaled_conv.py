@@ -8,7 +8,7 @@ from conftest import make_folder
 from cnnlab import preset
 from cnnlab.evaluation import predict_batches
 from cnnlab.models import create_model
-from cnnlab.models.upscale import NearestUpscaleConv2d, fold_nearest_upscale, upscaled_conv2d
+from cnnlab.models.upscale import NearestUpscaleConv2d, upscale_in_first_conv, upscaled_conv2d
 from cnnlab.pipeline import make_loader, prepare
 
 
@@ -33,9 +33,9 @@ def test_upscaled_convolution_equals_upscale_then_convolve_forward_and_gradients
     bias = torch.randn(5, generator=gen, dtype=dtype)
     grad_out = None
     results = []
-    for folded in (False, True):
+    for direct in (False, True):
         x, w, b = (t.clone().requires_grad_() for t in (source, weight, bias))
-        out = upscaled_conv2d(x, w, b, factor, stride) if folded else F.conv2d(upscale(x, factor), w, b, stride)
+        out = upscaled_conv2d(x, w, b, factor, stride) if direct else F.conv2d(upscale(x, factor), w, b, stride)
         if grad_out is None:
             grad_out = torch.randn(out.shape, generator=gen, dtype=dtype)
         (out * grad_out).sum().backward()
@@ -55,13 +55,13 @@ def test_the_study_network_trains_the_same_from_the_32x32_images():
     # itself is checked in float32 above
     torch.manual_seed(0)
     plain = create_model("seed_alexnet", num_classes=10).double().to(memory_format=torch.channels_last)
-    folded = create_model("seed_alexnet", num_classes=10).double().to(memory_format=torch.channels_last)
-    folded.load_state_dict(plain.state_dict())
-    assert fold_nearest_upscale(folded, (8, 8))
+    direct = create_model("seed_alexnet", num_classes=10).double().to(memory_format=torch.channels_last)
+    direct.load_state_dict(plain.state_dict())
+    assert upscale_in_first_conv(direct, (8, 8))
     images = torch.rand(4, 3, 32, 32, dtype=torch.float64)
     labels = torch.tensor([0, 3, 7, 9])
     grads = []
-    for model, inputs in ((plain, upscale(images, (8, 8))), (folded, images)):
+    for model, inputs in ((plain, upscale(images, (8, 8))), (direct, images)):
         torch.manual_seed(1)  # the same dropout masks
         loss = F.cross_entropy(model(inputs), labels)
         loss.backward()
@@ -69,7 +69,7 @@ def test_the_study_network_trains_the_same_from_the_32x32_images():
     torch.testing.assert_close(grads[1][0], grads[0][0], rtol=1e-10, atol=1e-10)
     for name, grad in grads[0][1].items():
         torch.testing.assert_close(grads[1][1][name], grad, rtol=1e-9, atol=1e-9 * grad.abs().max().item(), msg=name)
-    assert folded.state_dict().keys() == plain.state_dict().keys()  # checkpoints and exports are unchanged
+    assert direct.state_dict().keys() == plain.state_dict().keys()  # checkpoints and exports are unchanged
 
 
 def test_a_layer_that_cannot_take_the_source_is_left_alone():
@@ -77,9 +77,9 @@ def test_a_layer_that_cannot_take_the_source_is_left_alone():
     odd_stride = torch.nn.Sequential(NearestUpscaleConv2d(3, 4, 3, stride=3))
     plain = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3))
     for model in (padded, odd_stride, plain):
-        assert not fold_nearest_upscale(model, (8, 8))
+        assert not upscale_in_first_conv(model, (8, 8))
     assert all(m.upscale == (1, 1) for m in (padded[0], odd_stride[0]))
-    assert not fold_nearest_upscale(torch.nn.Sequential(NearestUpscaleConv2d(3, 4, 3)), (1, 1))
+    assert not upscale_in_first_conv(torch.nn.Sequential(NearestUpscaleConv2d(3, 4, 3)), (1, 1))
 
 
 def test_the_seed_preset_feeds_the_stored_images_and_evaluates_as_the_upscaled_ones(tmp_path):
@@ -89,17 +89,17 @@ def test_the_seed_preset_feeds_the_stored_images_and_evaluates_as_the_upscaled_o
     # on the CPU wherever the suite runs: a GPU's TF32 convolutions would not compare to float32 tolerance
     cfg = preset("seed", data=root, batch_size=4, eval_batch_size=6, progress=False, threads=1, device="cpu")
     ready = prepare(cfg)
-    assert ready.folded and ready.model[0].upscale == (8, 8)
+    assert ready.at_stored_size and ready.model[0].upscale == (8, 8)
     inputs, _ = next(iter(ready.train_loader.batches(0)))
     assert inputs.shape[1:] == (3, 32, 32)
     plain = make_loader(ready.dataset.test, ready.cfg, ready.prep, ready.device, training=False)
-    folded = make_loader(ready.dataset.test, ready.cfg, ready.prep, ready.device, training=False, folded=True)
+    stored = make_loader(ready.dataset.test, ready.cfg, ready.prep, ready.device, training=False, at_stored_size=True)
     assert next(iter(plain.batches(0)))[0].shape[1:] == (3, 256, 256)
-    logits_folded, labels = predict_batches(ready.model, folded.batches(0))
+    logits_direct, labels = predict_batches(ready.model, stored.batches(0))
     ready.model[0].upscale = (1, 1)
     logits_plain, labels_plain = predict_batches(ready.model, plain.batches(0))
     assert torch.equal(labels, labels_plain)
-    torch.testing.assert_close(logits_folded, logits_plain, rtol=1e-4, atol=1e-4)
-    # augmentation at the input size cannot be folded: the loader then upscales as before
+    torch.testing.assert_close(logits_direct, logits_plain, rtol=1e-4, atol=1e-4)
+    # augmentation at the input size cannot be computed from the stored images: the loader then upscales as before
     for key in ({"cutout": 8}, {"rrc_scale_min": 0.5}, {"interpolation": "bilinear"}, {"image_size": 24}):
-        assert not prepare(cfg.replace(**key)).folded, key
+        assert not prepare(cfg.replace(**key)).at_stored_size, key

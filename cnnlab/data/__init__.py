@@ -1,6 +1,6 @@
 """Datasets: folder scanning, CIFAR formats, the decode cache, splits and the device loader."""
 
-from .dataset import Dataset, Decoding, Split, Splitting, channel_stats, load_dataset, split_indices
+from .dataset import Dataset, Decoding, Split, Splitting, channel_stats, load_dataset, read_dataset, split_indices
 from .loader import Augmentation, DeviceLoader, Feed, Holding, Sampling, gather_batch
 from .preprocess import Preprocess, Preprocessing, to_inputs
 
@@ -19,6 +19,7 @@ __all__ = [
     "channel_stats",
     "gather_batch",
     "load_dataset",
+    "read_dataset",
     "split_indices",
     "to_inputs",
 ]

@@ -15,7 +15,6 @@ from ..errors import DataError
 from . import cifar, decode
 from .decode import DecodePlan, folder_digest, image_size_of, load_images, size_survey
 from .folder import FolderScan, check_folder, check_same_classes, list_classes, scan_folder
-from .specs import with_fields
 
 
 @dataclass
@@ -234,13 +233,54 @@ class Source:
 
 
 def load_dataset(
-    path: str, decoding: Decoding = Decoding(), splitting: Splitting = Splitting(), progress: bool = True, **fields
+    path: str,
+    *,
+    image_size: int | tuple[int, int] | None = None,
+    interpolation: str = "nearest",
+    resize: str = "squash",
+    exif: bool = False,
+    fallback_size: tuple[int, int] | None = None,
+    skip_bad: bool = False,
+    memory_budget: int | None = None,
+    val_fraction: float = 0.1,
+    split: str = "random",
+    seed: int = 0,
+    subset: int = 0,
+    strict_val: bool = True,
+    folds: int = 0,
+    fold: int = 0,
+    fold_seed: int = 0,
+    progress: bool = True,
 ) -> Dataset:
     """Read an image-folder dataset (root/train, root/test) or a class-folder root or cifar-10-batches-py,
     in one pass: scan the folders, decide the stored size and check the memory, decode into the cache,
-    split. `decoding` and `splitting` are the specs above; their fields may also be given by name
-    (load_dataset(path, val_fraction=0, image_size=32))."""
-    decoding, splitting = with_fields([decoding, splitting], fields, "load_dataset")
+    split. The options are the fields of `Decoding` (image_size ... memory_budget: how files become
+    stored images) and `Splitting` (val_fraction ... fold_seed: the validation split), with their
+    defaults: load_dataset(path, val_fraction=0, image_size=32)."""
+    decoding = Decoding(
+        image_size=image_size,
+        interpolation=interpolation,
+        resize=resize,
+        exif=exif,
+        fallback_size=fallback_size,
+        skip_bad=skip_bad,
+        memory_budget=memory_budget,
+    )
+    splitting = Splitting(
+        val_fraction=val_fraction,
+        split=split,
+        seed=seed,
+        subset=subset,
+        strict_val=strict_val,
+        folds=folds,
+        fold=fold,
+        fold_seed=fold_seed,
+    )
+    return read_dataset(path, decoding, splitting, progress)
+
+
+def read_dataset(path: str, decoding: Decoding, splitting: Splitting, progress: bool = True) -> Dataset:
+    """load_dataset with its options as the two specs (as the pipeline builds them from a Config)."""
     check_folder(path)
     folder = cifar_folder(path)
     skipped: dict[str, list[dict]] = {}

@@ -2,7 +2,7 @@
 
 The whole split lives on the device as uint8 NHWC (a quarter of float32's size). Each batch is one gather:
 shuffled indices, random flip and translation (reflect padding) and a nearest-neighbour resize are all
-folded into the row/column indices of a single indexing op, so a 256x256 input exists one batch at a
+merged into the row/column indices of a single indexing op, so a 256x256 input exists one batch at a
 time and no Python runs per image. The gathered NHWC uint8 batch, viewed as NCHW, already has the
 channels_last layout; it is converted and normalised in place of a copy.
 """
@@ -22,7 +22,6 @@ import numpy as np
 import torch
 
 from .preprocess import nearest_index, normalization, to_inputs
-from .specs import with_fields
 
 
 def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
@@ -216,8 +215,8 @@ class DeviceLoader:
     device computes: for a split that does not fit on the device. Augmentation and normalisation are then
     the same, on the device, so both ways give the same batches.
 
-    `hold`, `feed`, `augment` and `sampling` are the specs above; their fields may also be given by name
-    (DeviceLoader(images, labels, 32, device, rows=index, shuffle=True, flip=True)).
+    `hold`, `feed`, `augment` and `sampling` are the specs above
+    (DeviceLoader(images, labels, 32, device, hold=Holding(index), sampling=Sampling(shuffle=True))).
 
     Each epoch draws its order (with `shuffle`) and the augmentation of all its images in one go, from one
     generator seeded by (seed, epoch) on the device where the batches are made (a CUDA generator on a GPU:
@@ -246,9 +245,7 @@ class DeviceLoader:
         feed: Feed = Feed(),
         augment: Augmentation = Augmentation(),
         sampling: Sampling = Sampling(),
-        **fields,
     ):
-        hold, feed, augment, sampling = with_fields([hold, feed, augment, sampling], fields, "DeviceLoader")
         self.feed, self.augment, self.sampling = feed, augment, sampling
         self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
         self.batch_size, self.device, self.stream = batch_size, device, hold.stream
@@ -387,7 +384,7 @@ class DeviceLoader:
         nearest = interpolation == "nearest" or boxes is not None
         batch = gather_batch(images, at, self.out_hw if nearest else None, draws.get("flip"), draws.get("shift"), boxes)
         scale, offset = self.scale, self.offset
-        if "jitter" in draws:  # (x * scale + offset + shift) * factor per image, folded into the normalisation
+        if "jitter" in draws:  # (x * scale + offset + shift) * factor per image, merged into the normalisation
             jitter = draws["jitter"][:, :, None, None, None]
             scale, offset = scale * jitter[:, 1], (offset + jitter[:, 0]) * jitter[:, 1]
         inputs = to_inputs(batch, scale, offset, None if nearest else self.out_hw, interpolation)

@@ -62,7 +62,7 @@ class SeedAlexNet(nn.Sequential):
             return nn.ReLU(inplace=True)
 
         super().__init__(
-            # fed 256x256 images, or (fold_nearest_upscale) the stored images before their nearest upscale
+            # fed 256x256 images, or (upscale_in_first_conv) the stored images before their nearest upscale
             NearestUpscaleConv2d(3, 96, 11, stride=4),
             relu(),
             KerasBatchNorm2d(96, **KERAS_BN),

@@ -73,7 +73,7 @@ class NearestUpscaleConv2d(nn.Conv2d):
 
     upscale: tuple[int, int] = (1, 1)
 
-    def can_fold(self, factor: tuple[int, int]) -> bool:
+    def can_upscale(self, factor: tuple[int, int]) -> bool:
         return (
             self.padding in ((0, 0), "valid")
             and self.dilation == (1, 1)
@@ -88,12 +88,12 @@ class NearestUpscaleConv2d(nn.Conv2d):
         return upscaled_conv2d(inputs, self.weight, self.bias, self.upscale, self.stride)
 
 
-def fold_nearest_upscale(model: nn.Module, factor: tuple[int, int]) -> bool:
+def upscale_in_first_conv(model: nn.Module, factor: tuple[int, int]) -> bool:
     """Let `model` take its inputs before a nearest upscale by `factor`: True when its input layer is a
     NearestUpscaleConv2d that can (the loader then feeds the stored images as they are), else False and
     nothing changes."""
     layers = [m for m in model.modules() if isinstance(m, NearestUpscaleConv2d)]
-    if len(layers) != 1 or factor == (1, 1) or not layers[0].can_fold(factor):
+    if len(layers) != 1 or factor == (1, 1) or not layers[0].can_upscale(factor):
         return False
     layers[0].upscale = tuple(factor)
     return True
