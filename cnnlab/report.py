@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import runs
-from .config import PRESETS, preset, saved_config
+from .config import saved_config
 from .data.preprocess import input_hw
 from .errors import CnnlabError
 from .files import printable
@@ -24,6 +24,7 @@ from .models import count_params, create_model, summary
 from .pages import page, png_uri
 from .pipeline import load_data
 from .plots import image_grid, loss_name, plot_confusion, plot_curves, plot_reliability
+from .presets import PRESETS, preset
 from .stats import format_interval
 from .sweep.planning import cell_name, cells_of
 from .sweep.summary import METRIC_NAMES, p_value_note, sample_note
