@@ -152,8 +152,8 @@ def test_a_compiled_training_compiles_once_though_a_param_group_finishes_early(t
     from conftest import make_folder
     from torch._dynamo.utils import counters
 
-    from cnnlab.config import preset
     from cnnlab.pipeline import prepare
+    from cnnlab.presets import preset
     from cnnlab.training import train
 
     data = make_folder(tmp_path / "ds", per_class=8, size=32)

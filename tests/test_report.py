@@ -179,8 +179,12 @@ def test_evaluate_prints_the_figures_and_the_class_table(seven_class_run, capsys
         f"calibrated (temperature {cal['temperature']:.3f}, fitted on validation): ECE {100 * cal['ece']:.2f}%, "
         f"NLL {cal['nll']:.4f}, Brier {cal['brier']:.4f}, mean confidence {100 * cal['mean_confidence']:.2f}%"
     )
-    assert out[7].split() == ["class", "precision", "recall", "f1", "support"]
-    assert [line.split() for line in out[8:]] == [
+    assert out[7] == (
+        f"a perfectly calibrated model would show an ECE of about {100 * cal['ece_floor']:.2f}% on these 28 images "
+        "(15 bins): an ECE near that cannot be told from perfect"
+    )
+    assert out[8].split() == ["class", "precision", "recall", "f1", "support"]
+    assert [line.split() for line in out[9:]] == [
         [name, f"{c['precision']:.4f}", f"{c['recall']:.4f}", f"{c['f1']:.4f}", "4"]
         for name, c in test["per_class"].items()
     ]

@@ -147,9 +147,9 @@ def test_data_info_and_the_saved_run_name_the_rule_and_its_seed(tmp_path, capsys
     ],
 )
 def test_training_split_counts_are_those_of_the_loaded_training_split(tmp_path, splitting):
-    from cnnlab.data.dataset import training_split_counts
+    from cnnlab.data.dataset import Decoding, read_dataset, training_split_counts
 
     root = make_folder(tmp_path / "ds", per_class=11, size=4)
     os.remove(os.path.join(root, "c", "img_010.png"))  # classes of 11, 11, 10
-    loaded = load_dataset(root, splitting=splitting, progress=False).train.labels
+    loaded = read_dataset(root, Decoding(), splitting, progress=False).train.labels
     assert training_split_counts(np.array([11, 11, 10]), splitting).tolist() == np.bincount(loaded).tolist()
