@@ -95,27 +95,52 @@ def detail(images: np.ndarray) -> np.ndarray:
     return out
 
 
-def _overlap(shift: int) -> tuple[slice, slice]:
-    """The rows (or columns) of the first and of the second image that meet when the second is moved by
-    `shift` pixels."""
-    n = DETAIL_SIZE
+def _overlap(shift: int, n: int = DETAIL_SIZE) -> tuple[slice, slice]:
+    """The rows (or columns) of the first and of the second of two n-pixel images that meet when the first is
+    read `shift` pixels on from the second (first[k + shift] meets second[k])."""
     return (slice(shift, n), slice(0, n - shift)) if shift >= 0 else (slice(0, n + shift), slice(-shift, n))
+
+
+def _box_sums(x: torch.Tensor) -> torch.Tensor:
+    """(M, n + 1, n + 1) prefix sums of (M, n, n): a rectangle's sum is four look-ups."""
+    return torch.nn.functional.pad(x.cumsum(1).cumsum(2), (1, 0, 1, 0))
+
+
+def _box(sums: torch.Tensor, rows: slice, cols: slice) -> torch.Tensor:
+    return (
+        sums[:, rows.stop, cols.stop]
+        - sums[:, rows.start, cols.stop]
+        - sums[:, rows.stop, cols.start]
+        + sums[:, rows.start, cols.start]
+    )
 
 
 def detail_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(M,) for M pairs of details a[m], b[m]: the highest Pearson correlation over their overlap, over every
-    shift of b by up to MAX_SHIFT pixels in each direction and b mirrored or not."""
-    a, b = torch.from_numpy(a), torch.from_numpy(b)
-    best = torch.full((len(a),), -1.0)
-    for other in (b, b.flip(2)):
-        for dy in range(-MAX_SHIFT, MAX_SHIFT + 1):
-            for dx in range(-MAX_SHIFT, MAX_SHIFT + 1):
-                (ya, yb), (xa, xb) = _overlap(dy), _overlap(dx)
-                pa, pb = a[:, ya, xa].flatten(1), other[:, yb, xb].flatten(1)
-                pa, pb = pa - pa.mean(1, keepdim=True), pb - pb.mean(1, keepdim=True)
-                r = (pa * pb).sum(1) / (pa.norm(dim=1) * pb.norm(dim=1)).clamp(min=1e-6)
-                best = torch.maximum(best, r)
-    return best.numpy()
+    shift of b by up to MAX_SHIFT pixels in each direction and b mirrored or not. Each pair's sums of
+    products at every shift come from one cross-correlation by FFT (zero-padded to n + MAX_SHIFT, so no shift
+    wraps around), the sums and sums of squares over each overlap from prefix sums: the correlation is
+    exact without a pass per shift over the pixels."""
+    n, s = a.shape[1], MAX_SHIFT
+    size = (n + s, n + s)
+    x = torch.from_numpy(a).double()
+    x_sums, xx_sums = _box_sums(x), _box_sums(x * x)
+    x_spectrum = torch.fft.rfft2(x, s=size)
+    best = torch.full((len(a),), -1.0, dtype=torch.float64)
+    for y in (torch.from_numpy(b).double(), torch.from_numpy(b).double().flip(2)):
+        # products[m, dy, dx] (indices mod n + s) = sum over the overlap of x[m, u + dy, v + dx] * y[m, u, v]
+        products = torch.fft.irfft2(x_spectrum * torch.fft.rfft2(y, s=size).conj(), s=size)
+        y_sums, yy_sums = _box_sums(y), _box_sums(y * y)
+        for dy in range(-s, s + 1):
+            for dx in range(-s, s + 1):
+                (rows_x, rows_y), (cols_x, cols_y) = _overlap(dy, n), _overlap(dx, n)
+                count = (rows_x.stop - rows_x.start) * (cols_x.stop - cols_x.start)
+                sx, sxx = _box(x_sums, rows_x, cols_x), _box(xx_sums, rows_x, cols_x)
+                sy, syy = _box(y_sums, rows_y, cols_y), _box(yy_sums, rows_y, cols_y)
+                covariance = products[:, dy % size[0], dx % size[1]] - sx * sy / count
+                spread = ((sxx - sx * sx / count) * (syy - sy * sy / count)).clamp(min=1e-12).sqrt()
+                best = torch.maximum(best, covariance / spread)
+    return best.float().numpy()
 
 
 def nearest(a: np.ndarray, b: np.ndarray, k: int, same: bool = False) -> np.ndarray:
