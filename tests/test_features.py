@@ -120,3 +120,8 @@ def test_data_check_pairs_images_by_a_runs_features(tmp_path, monkeypatch):
         assert s == pytest.approx(
             float(detail_correlation(embedded.detail[[index[a]]], embedded.detail[[index[b]]])[0]), abs=1e-5
         )
+
+
+def test_no_pairs_no_correlations():
+    empty = np.zeros((0, F.DETAIL_SIZE, F.DETAIL_SIZE), np.float32)
+    assert detail_correlation(empty, empty).shape == (0,)

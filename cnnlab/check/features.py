@@ -121,6 +121,8 @@ def detail_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     products at every shift come from one cross-correlation by FFT (zero-padded to n + MAX_SHIFT, so no shift
     wraps around), the sums and sums of squares over each overlap from prefix sums: the correlation is
     exact without a pass per shift over the pixels."""
+    if not len(a):
+        return np.zeros(0, np.float32)  # (an FFT of no images is an error in some backends)
     n, s = a.shape[1], MAX_SHIFT
     size = (n + s, n + s)
     x = torch.from_numpy(a).double()
