@@ -202,7 +202,8 @@ def add_feature_pairs(root: str, items: list[Item], pairs: list[Pair], options: 
         rows_a, rows_b = [row[k] for k in by_split[first]], [row[k] for k in by_split[second]]
         part_a = Embedding(embedded.features[rows_a], embedded.detail[rows_a])
         part_b = Embedding(embedded.features[rows_b], embedded.detail[rows_b])
-        hits = matched_pairs(part_a, part_b, options.similarity, first == second, MAX_NEAR_PAIRS)
+        shown_as = f"comparing {first}/{second}" if options.progress else ""
+        hits = matched_pairs(part_a, part_b, options.similarity, first == second, MAX_NEAR_PAIRS, shown_as)
         for i, j, s in zip(by_split[first][hits.i].tolist(), by_split[second][hits.j].tolist(), hits.similarity):
             a, b = sorted((i, j), key=lambda k: (order[items[k].split], k))
             if (a, b) not in known:

@@ -185,16 +185,22 @@ def candidates(a: Embedding, b: Embedding, same: bool) -> tuple[np.ndarray, np.n
     return unique // max(len(b.features), 1), unique % max(len(b.features), 1)
 
 
-def matched_pairs(a: Embedding, b: Embedding, threshold: float, same: bool = False, limit: int = 1 << 62) -> Similar:
+def matched_pairs(
+    a: Embedding, b: Embedding, threshold: float, same: bool = False, limit: int = 1 << 62, progress: str = ""
+) -> Similar:
     """The candidate pairs (i, j) whose detail correlation (detail_correlation) is at least `threshold`, the
-    most similar first, at most `limit`; with `same` (a is b) each pair once, i < j."""
+    most similar first, at most `limit`; with `same` (a is b) each pair once, i < j. `progress`: a progress
+    bar over the comparisons, with this description (none when empty)."""
+    from tqdm import tqdm
+
     if not len(a.features) or not len(b.features):
         return Similar(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
     i, j = candidates(a, b, same)
+    blocks = range(0, len(i), PAIRS_PER_BLOCK)
     scores = np.concatenate(
         [
             detail_correlation(a.detail[i[k : k + PAIRS_PER_BLOCK]], b.detail[j[k : k + PAIRS_PER_BLOCK]])
-            for k in range(0, len(i), PAIRS_PER_BLOCK)
+            for k in tqdm(blocks, desc=progress, unit="block", disable=not progress)
         ]
         or [np.zeros(0, np.float32)]
     )
@@ -205,7 +211,7 @@ def matched_pairs(a: Embedding, b: Embedding, threshold: float, same: bool = Fal
 
 @dataclass
 class Similar:
-    """Index pairs into the two embedding arrays given and their cosine similarities, the closest first."""
+    """Index pairs into the two embedding arrays given and their similarities, the closest first."""
 
     i: np.ndarray
     j: np.ndarray
