@@ -47,8 +47,8 @@ def curves(run: str) -> None:
     save_small(both, "curves.png", 1100)
 
 
-def report(run: str, top: int) -> None:
-    """1600 px of the run's report.html from `top` down, as Chromium renders it 1200 px wide."""
+def screenshot(run: str, width: int, height: int) -> Image.Image:
+    """The run's report.html as headless Chromium renders it in a `width` x `height` window."""
     with tempfile.TemporaryDirectory() as tmp:
         shot = os.path.join(tmp, "report.png")
         subprocess.run(
@@ -58,33 +58,25 @@ def report(run: str, top: int) -> None:
                 "--no-sandbox",
                 "--hide-scrollbars",
                 f"--screenshot={shot}",
-                "--window-size=1200,9000",
+                f"--window-size={width},{height}",
                 "file://" + os.path.abspath(os.path.join(run, "report.html")),
             ],
             check=True,
             stderr=subprocess.DEVNULL,
         )
-        save_small(Image.open(shot).crop((0, top, 1200, top + 1600)), "report.png", 800)
+        image = Image.open(shot)
+        image.load()  # read before the folder goes
+        return image
+
+
+def report(run: str, top: int) -> None:
+    """1600 px of the run's report.html from `top` down, as Chromium renders it 1200 px wide."""
+    save_small(screenshot(run, 1200, 9000).crop((0, top, 1200, top + 1600)), "report.png", 800)
 
 
 def first_screen(run: str) -> None:
     """The run's report.html as a 1280x720 browser window shows it before any scrolling."""
-    with tempfile.TemporaryDirectory() as tmp:
-        shot = os.path.join(tmp, "report.png")
-        subprocess.run(
-            [
-                "chromium",
-                "--headless",
-                "--no-sandbox",
-                "--hide-scrollbars",
-                f"--screenshot={shot}",
-                "--window-size=1280,720",
-                "file://" + os.path.abspath(os.path.join(run, "report.html")),
-            ],
-            check=True,
-            stderr=subprocess.DEVNULL,
-        )
-        save_small(Image.open(shot), "report_first_screen.png", 800)
+    save_small(screenshot(run, 1280, 720), "report_first_screen.png", 800)
 
 
 def main() -> None:
