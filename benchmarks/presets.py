@@ -7,9 +7,10 @@ chose, threads, torch); the record's table has a row per preset measured. README
     python benchmarks/presets.py ../shared/datasets/cifar10 --preset fast94 --seeds 3 --runs ~/preset-runs
 
 --runs keeps the runs (default: a temporary folder, deleted) and makes the benchmark resumable: a seed whose
-run there is complete is read, not trained again (its commit is in its config.json and in the record), so an
-interrupted benchmark goes on where it stopped. `--set KEY=VALUE` passes a config override to every run (its
-runs are kept apart: <preset>-<key>-<value>-<seed>).
+run there is complete is read, not trained again (its commit is in its config.json and in the record), and one
+that was stopped (Ctrl-C or SIGTERM leave a checkpoint) is resumed (`cnnlab train --resume`; its training time
+leaves out the pause), so an interrupted benchmark goes on where it stopped. `--set KEY=VALUE` passes a config
+override to every run (its runs are kept apart: <preset>-<key>-<value>-<seed>).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from record import RECORDS, write_record  # noqa: E402
 
+from cnnlab import runs  # noqa: E402
 from cnnlab.stats import summarize  # noqa: E402
 
 
@@ -34,7 +36,9 @@ def run_name(preset: str, seed: int, overrides: list[str]) -> str:
 
 def ensure_run(data: str, preset: str, seed: int, out: str, overrides: list[str] = ()) -> dict:
     """The run `out` (trained now unless complete already): its metrics.json and config.json."""
-    if not os.path.exists(os.path.join(out, "COMPLETE")):
+    if os.path.exists(os.path.join(out, runs.CHECKPOINT)) and not runs.is_complete(out):  # stopped: go on
+        subprocess.run([sys.executable, "-m", "cnnlab", "train", "--resume", out], check=True)
+    elif not runs.is_complete(out):
         command = [sys.executable, "-m", "cnnlab", "train", "--data", data, "--preset", preset, "--seed", str(seed)]
         for override in overrides:
             key, _, value = override.partition("=")
