@@ -5,6 +5,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 import benchmarks_page  # noqa: E402  (a script of tools/, not a package)
@@ -118,3 +120,47 @@ def test_a_record_table_included_in_a_page_is_filled_from_the_record(tmp_path):
         "<!-- end record -->\nEnd.\n"
     )
     assert benchmarks_page.included(filled, tmp_path) == filled
+
+
+def test_a_record_without_tables_is_included_by_key_paths_into_its_results(tmp_path):
+    summary = {"n": 3, "mean": 0.1287, "std": 0.006, "ci_low": 0.1122, "ci_high": 0.1452}
+    record = {
+        "command": "python benchmarks/x.py",
+        "machine": {"cpu": "Some CPU", "cores": 2, "flags": ["avx2"], "gpu": None},
+        "torch": "2.13.0",
+        "commit": "abc1234",
+        "date": "2026-12-07T12:00:00",
+        "results": {
+            "rows": [
+                {
+                    "measure": "test",
+                    "keras": summary,
+                    "welch_p": 0.418,
+                    "difference": {"mean": -0.0087, "ci_low": -0.039, "ci_high": 0.0217},
+                    "values": {"keras": [0.12, 0.13]},
+                },
+            ],
+            "grad": {
+                "max_abs": 0.0583,
+                "max_at": "b0",
+                "per_tensor": {"w0": {"max_abs": 0.0469}, "b0": {"max_abs": 0.0583}},
+            },
+            "step": {"max_abs": 0.002},
+        },
+    }
+    (tmp_path / "demo.json").write_text(json.dumps(record))
+    page = "<!-- record demo: rows in % -->\n<!-- end record -->\n\n<!-- record demo: grad, step -->\n<!-- end record -->\n"
+    page += "\n<!-- record demo: grad.per_tensor -->\n<!-- end record -->\n"
+    filled = benchmarks_page.included(page, tmp_path)
+    assert (  # a list of dicts: a row each; summaries as mean [low, high], here in percent; lists left out
+        "| measure | keras | welch_p | difference |\n|---|---|---|---|\n"
+        "| test | 12.87 [11.22, 14.52] | 0.418 | -0.87 [-3.90, 2.17] |\n"
+    ) in filled
+    assert (  # several paths: a row each, named by its path; a key a row lacks is an empty cell
+        "|  | max_abs | max_at |\n|---|---|---|\n| grad | 0.0583 | b0 |\n| step | 0.002 |  |\n"
+    ) in filled
+    assert "|  | max_abs |\n|---|---|\n| w0 | 0.0469 |\n| b0 | 0.0583 |\n" in filled  # a dict of dicts: by key
+    assert filled.count("*Record `benchmarks/records/demo.json`: Some CPU (2 cores; avx2)") == 3
+    assert benchmarks_page.included(filled, tmp_path) == filled
+    with pytest.raises(ValueError, match="records/demo.json has no table 'rowz' \\(no result 'rowz'\\)"):
+        benchmarks_page.included("<!-- record demo: rowz -->\n<!-- end record -->\n", tmp_path)

@@ -38,8 +38,49 @@ def test_figures_in_prose_are_found_and_records_illustrations_code_and_settings_
     assert figures_check.figures(PAGE) == [
         (3, "87.85%, 8 min", "The fast preset reaches 87.85% in ~8 min on a CPU."),
         (4, "2.5x", "A 2.5x speed-up on 32x32 images, 2 x 2 cells, and ."),
-        (13, "3 s, +/- 0", "Back to the prose: 3 s an epoch, 12.5 +/- 0.4 points."),
+        (13, "3 s, +/- 0.4", "Back to the prose: 3 s an epoch, 12.5 +/- 0.4 points."),
     ]
+
+
+RANGES_POINTS_RATES = """# Ranges, points, rates and memory
+
+Copies stay within 4 bits in 99.6-100% of cases, 1.0-1.6% of pairs, 10%-20% of the rest.
+Each seed takes 13-25 min, the report 10–30 s, a 1.4-1.5x speed-up.
+Half of the seeds score 0.15-0.7 points below, about 0.7 points, 2 percentage points, 1.5 pt.
+A difference of -0.9% (and −1.2 points), at most 90 percent of the disk.
+Hashing runs at about 170-500 images/s, the loader at 2,400 img/s, 12.5 it/s, 300 MB/s from disk.
+It took 0.6 GB peak memory, 476 MB of memory, with a peak RSS of 1.2 GB.
+"""
+
+
+def test_ranges_accuracy_points_throughput_and_peak_memory_are_found():
+    assert [hits for _, hits, _ in figures_check.figures(RANGES_POINTS_RATES)] == [
+        "99.6-100%, 1.0-1.6%, 10%, -20%",
+        "13-25 min, 10–30 s, 1.4-1.5x",
+        "0.15-0.7 points, 0.7 points, 2 percentage points, 1.5 pt",
+        "-0.9%, −1.2 points, 90 percent",
+        "170-500 images/s, 2,400 img/s, 12.5 it/s, 300 MB/s",
+        "0.6 GB, 476 MB, peak RSS of 1.2 GB",
+    ]
+
+
+SETTINGS_AND_NAMES = """# Settings, names and dates: no figure
+
+The 32x32 images, 2 x 2 cells, 8x8 patches and means with 95% CI, a 95 % confidence interval.
+torch 2.13, Python 3.10-3.12, recorded on 2026-11-30 at 16:27, CIFAR-10 and ResNet-18, conv1-conv4.
+Run it with --lr 0.1, lr 0.1 and --device-memory-gb 4, a batch of 2000 images, seeds 0-2, epochs 10-20.
+The cache keeps at most 5 GB; a split up to 1 GB is used in place, 256 MB a chunk, on a 16 GB GPU.
+Twenty data points, top-5 accuracy, a 3-point scale, the 0.5-1.5 range.
+"""
+
+
+def test_sizes_versions_dates_names_and_settings_are_not_figures():
+    assert figures_check.figures(SETTINGS_AND_NAMES) == []
+
+
+def test_a_figure_broken_over_two_lines_is_found_on_the_first():
+    page = "The test split is a little harder (about 0.7\npoints less accurate), with 95%\nconfidence intervals.\n"
+    assert figures_check.figures(page) == [(1, "0.7 points", "The test split is a little harder (about 0.7")]
 
 
 def test_a_generated_page_is_not_read():

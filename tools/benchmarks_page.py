@@ -5,8 +5,10 @@ between the markers
     <!-- record NAME: TITLE -->
     <!-- end record -->
 
-with the table TITLE of records/NAME.json and the line saying where and how it was measured. `--check`
-writes nothing and exits 1 when a page differs from what the records make (the test suite runs it).
+with the table TITLE of records/NAME.json and the line saying where and how it was measured. A record
+written without tables is shown by key paths into its results instead: TITLE names one or more, separated by
+", " (`rows`, `grad1, step1`), and ends in " in %" to show its summaries in percent (results_table says how).
+`--check` writes nothing and exits 1 when a page differs from what the records make (the test suite runs it).
 
     python tools/benchmarks_page.py            # regenerate the page after a benchmark wrote a record
     python tools/benchmarks_page.py --check
@@ -120,12 +122,70 @@ def intervals(value: object, prefix: str = "") -> list[tuple[str, str]]:
     return []
 
 
+SUMMARY = {"mean", "ci_low", "ci_high"}  # stats.summarize's figures (a difference's too)
+
+
+def summary_text(value: dict, percent: bool) -> str:
+    """A summary as "mean [low, high]", in percent when asked."""
+    scale, digits = (100, ".2f") if percent else (1, ".4g")
+    low, mean, high = (scale * value[k] for k in ("ci_low", "mean", "ci_high"))
+    return f"{mean:{digits}} [{low:{digits}}, {high:{digits}}]"
+
+
+def named_rows(results: dict, paths: list[str]) -> list[tuple[str | None, dict]]:
+    """(row name, row) of each path into a record's results: a list of dicts gives a row each (they name
+    themselves); a dict of dicts, a row each named by its key; another dict, one row named by its path."""
+    rows = []
+    for path in paths:
+        value = results
+        for key in path.split("."):
+            if not isinstance(value, dict) or key not in value:
+                raise KeyError(f"no result {path!r}")
+            value = value[key]
+        if isinstance(value, list):
+            rows += [(None, item) for item in value]
+        elif all(isinstance(item, dict) for item in value.values()):
+            rows += [(key if len(paths) == 1 else f"{path}.{key}", item) for key, item in value.items()]
+        else:
+            rows.append((path, value))
+    return rows
+
+
+def is_cell(item: object) -> bool:
+    """Whether a result is shown in a table's cell: a number, a text or a summary; not a list or a deeper dict."""
+    return isinstance(item, dict) and SUMMARY <= item.keys() or not isinstance(item, (dict, list))
+
+
+def results_table(results: dict, title: str) -> dict:
+    """The table of a record written without one: TITLE names key paths into its results, separated by ", ",
+    and ends in " in %" to show summaries in percent. A column for each key holding a cell (is_cell); lists
+    and deeper values stay in the folded values of the benchmarks page."""
+    percent = title.endswith(" in %")
+    rows = named_rows(results, title.removesuffix(" in %").split(", "))
+    named = any(name for name, _ in rows)
+    columns = list(dict.fromkeys(key for _, row in rows for key, item in row.items() if is_cell(item)))
+
+    def cell(item: object) -> object:
+        return summary_text(item, percent) if isinstance(item, dict) else item
+
+    return {
+        "columns": [""] * named + columns,
+        "rows": [[name] * named + [cell(row.get(key, "")) for key in columns] for name, row in rows],
+    }
+
+
 def included(text: str, records_dir: pathlib.Path = RECORDS) -> str:
     """A page with each included record table filled in from its record."""
 
     def fill(match: re.Match) -> str:
         record = json.loads((records_dir / f"{match['name']}.json").read_text(encoding="utf-8"))
-        table = record["results"]["tables"][match["title"]]
+        tables = record["results"].get("tables", {})
+        try:
+            table = tables.get(match["title"]) or results_table(record["results"], match["title"])
+        except KeyError as error:
+            raise ValueError(
+                f"records/{match['name']}.json has no table {match['title']!r} ({error.args[0]})"
+            ) from None
         lines = markdown_table(match["title"], table)[2:]  # the page gives its own heading
         lines.append(
             f"*Record `benchmarks/records/{match['name']}.json`: {where(record)}, torch {record.get('torch')}, "

@@ -1,8 +1,15 @@
-"""Finds figures typed by hand into README.md and docs/*.md: an accuracy, a rate or a share (a number and %), a
-time (a number and s, ms, min or h), a speed-up (2.5x) or an interval (+/- 0.4) in the prose. A figure a reader
-takes as measured must come from a record (a `<!-- record NAME: TITLE -->` ... `<!-- end record -->` block that
-tools/benchmarks_page.py fills); one that is not a measurement (an example, a setting, arithmetic, the
-caption of a picture of one run) is marked as an illustration:
+"""Finds figures typed by hand into README.md and docs/*.md: an accuracy, a rate or a share (a number and %
+or percent), a difference in accuracy (0.7 points, pt), a time (a number and s, ms, min or h), a speed-up
+(2.5x), a throughput (images/s, it/s, MB/s, TFLOP/s), a peak memory (0.6 GB peak memory, peak RSS of 1.2 GB)
+or an interval (+/- 0.4) in the prose; a range is read with both its ends (1.0-1.6%, 13-25 min), a sign with
+its number (-0.9%), a figure that a line break splits (0.7 / points) on its first line. A number without a
+unit (a version, a date, a count, lr 0.1), a shape (32x32, 2 x 2), a size that is a limit (a split up to
+1 GB) and the 95% naming a confidence interval are not figures.
+
+A figure a reader takes as measured must come from a record (a `<!-- record NAME: TITLE -->` ...
+`<!-- end record -->` block that tools/benchmarks_page.py fills); one that is not a measurement (an example,
+a setting, arithmetic, a figure cited from the literature, the caption of a picture of one run) is marked
+as an illustration:
 
     a line ending in <!-- illustration -->                      that line
     <!-- illustration --> alone on a line                       the block after it, up to a blank line
@@ -27,12 +34,21 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 KNOWN = ROOT / "tools" / "figures_known.txt"
 MARKER = "<!-- illustration -->"
 
-NUMBER = r"(?<![\w.\-/])\d+(?:[.,]\d+)*"
+NUMBER = r"\d+(?:[.,]\d+)*"  # 87.85, 50,000
+# a number, not a part of a name, a date or a path (CIFAR-10, 2026-11-30, v2.13, 1/2); signed, or a range
+VALUE = rf"(?<![\w.,/-])[-+\u2212]?{NUMBER}(?:\s?[-\u2013]\s?{NUMBER})?"  # -0.9, 1.0-1.6, 10\u201330
+SIZE = r"[KMGT]i?B"  # MB, GiB
+TIME = r"(?:s|ms|sec|seconds?|min|minutes?|h|hours?)"
+PER_SECOND = rf"(?:images?|img|samples?|it|steps?|{SIZE}|[KMGPT]?FLOPS?)\s?(?:/\s?s(?:ec)?\b|per second)"
 FIGURE = re.compile(
-    rf"{NUMBER}\s?%"  # 87.85%, 5 %
-    rf"|{NUMBER}\s?(?:s|ms|sec|seconds?|min|minutes?|h|hours?)\b(?![-'])"  # 0.6 s, 8 min, 17 h
-    rf"|{NUMBER}[x×](?![\w×])"  # 2.5x (not 32x32, nor 2 x 2 cells)
-    r"|(?:\+/-|±)\s?\d"  # +/- 0.03
+    rf"{VALUE}\s?(?:%|percent\b)"  # 87.85%, 99.6-100%, 5 percent
+    rf"|{VALUE}\s?(?:percentage points?|points?|pts?|pp)\b(?!-)"  # 0.7 points (not a 3-point scale)
+    rf"|{VALUE}\s?{TIME}\b(?![-'])"  # 0.6 s, 13-25 min, 17 h
+    rf"|{VALUE}[x\u00d7](?![\w\u00d7])"  # 2.5x (not 32x32, nor 2 x 2 cells)
+    rf"|{VALUE}\s?{PER_SECOND}"  # 170-500 images/s, 12.5 it/s, 300 MB/s
+    rf"|{VALUE}\s?{SIZE}\b(?= (?:of )?(?:peak|memory|RAM|RSS))"  # 0.6 GB peak memory (not a limit: up to 1 GB)
+    rf"|\b(?:peak|RSS)\b[\w ]{{0,16}}?\s{VALUE}\s?{SIZE}\b"  # peak RSS of 1.2 GB
+    rf"|(?:\+/-|\u00b1)\s?{NUMBER}"  # +/- 0.03
 )
 # the 95% of a confidence interval names the interval, not a result
 NOT_FIGURES = re.compile(r"\b95\s?% (?:Student-t )?(?:CI|confidence|interval|intervals)\b|\b\d+\s?% of each class\b")
@@ -72,9 +88,14 @@ def figures(text: str) -> list[tuple[int, str, str]]:
     """(line number, the figures, the line) of each line that quotes a hand-typed figure."""
     if GENERATED in text:
         return []
-    found = []
-    for number, line in prose_lines(text):
-        hits = [m.group(0) for m in FIGURE.finditer(NOT_FIGURES.sub("", line))]
+    found, prose = [], prose_lines(text)
+    following = dict(prose)
+    for number, line in prose:
+        # read on into the next prose line, for a figure the line breaks (0.7 / points); a hit is its first line's
+        end = len(line.rstrip())
+        joined = f"{line[:end]} {following.get(number + 1, '').lstrip()}"
+        joined = NOT_FIGURES.sub(lambda m: " " * len(m.group(0)), joined)  # blanked: the offsets hold
+        hits = [m.group(0) for m in FIGURE.finditer(joined) if m.start() < end]
         if hits:
             found.append((number, ", ".join(hits), line.strip()))
     return found
