@@ -11,7 +11,8 @@ enough for the steps. `--warm` steps run first (a compiled step compiles there; 
 apart), then `--steps` timed ones. The FLOPs of one step are counted by torch's FlopCounterMode (forward and
 backward of the convolutions and matmuls; elementwise work counts as none), so FLOP/s = FLOPs x steps / time.
 Rounds interleave the contenders (A, B, A, B) so that drifting load hits all alike; the median over rounds
-is the figure. Unless --no-profile, one more profiled step of each contender gives the share of step time by
+is the figure. A large fp32 matrix product is timed last, the roof the convolutions' FLOP/s are read against.
+Unless --no-profile, one more profiled step of each contender gives the share of step time by
 kind of work (convolution, batch norm, activation, pooling, matmul, the optimizer's elementwise work,
 the rest).
 Variants: `eager` (cnnlab's default) and `compiled` (--compile: torch.compile of the training forward and
@@ -125,6 +126,33 @@ def shares(contender: Contender) -> dict[str, float]:
     return {kind: round(value / whole, 3) for kind, value in totals.items()}
 
 
+def matmul_gflop_per_s(size: int = 2048, repeats: int = 5) -> float:
+    """What this machine's BLAS reaches on a large fp32 matrix product (a roof for the convolutions)."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b  # warm
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def table(results: dict, roof: float) -> dict:
+    """One row a contender: its speed, its FLOP/s against the matmul roof, and where its step's time goes."""
+    columns = ["preset", "variant", "precision", "batch", "s/step", "images/s", "GFLOP/step", "GFLOP/s"]
+    columns += ["% of matmul's", "convolution %", "BN, activation, pooling %", "the rest %"]
+    rows = []
+    for r in results.values():
+        shares = r.get("time_shares") or {}
+        layers = sum(shares.get(k, 0.0) for k in ("batch norm", "activation", "pooling"))
+        rest = 1.0 - shares.get("convolution", 0.0) - layers
+        rows.append(
+            [r["preset"], r["variant"], r["precision"], r["batch_size"], r["s_per_step"], r["images_per_s"]]
+            + [r["gflop_per_step"], r["gflop_per_s"], round(100 * r["gflop_per_s"] / roof)]
+            + ([round(100 * shares["convolution"]), round(100 * layers), round(100 * rest)] if shares else ["-"] * 3)
+        )
+    return {"columns": columns, "rows": rows}
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("data")
@@ -178,7 +206,11 @@ def main() -> None:
             f"{c.name}: {seconds:.3f} s/step ({batch / seconds:.0f} images/s), {c.flops / 1e9:.0f} GFLOP/step, "
             f"{c.flops / seconds / 1e9:.1f} GFLOP/s; shares {results[c.name].get('time_shares', '-')}"
         )
-    write_record("step_speed", "seconds per training step and FLOP/s by preset", {"contenders": results})
+    roof = matmul_gflop_per_s()
+    print(f"fp32 matmul 2048x2048 on this machine: {roof:.1f} GFLOP/s")
+    tables = {"training step by preset": table(results, roof)}
+    record = {"contenders": results, "matmul_gflop_per_s": round(roof, 1), "tables": tables}
+    write_record("step_speed", "seconds per training step and FLOP/s by preset", record)
 
 
 if __name__ == "__main__":
