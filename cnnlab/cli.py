@@ -365,8 +365,7 @@ def cmd_data_info(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         strict_val=False,
     )
-    for line, name in zip(ds.found_lines(), ds.subsets()):
-        print(f"{line}  ({name})")
+    print("\n".join(ds.named_found_lines()))
     print(ds.split_rule)
     print(f"classes: {', '.join(ds.classes)}")
     labels = ds.train.labels if ds.val is None else np.concatenate([ds.train.labels, ds.val.labels])

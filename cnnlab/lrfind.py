@@ -350,7 +350,7 @@ def lr_find_run(
         raise CnnlabError("cnnlab lr-find runs in one process; run it without torchrun")
     ready = prepare(cfg.resolved(), keep)
     cfg = ready.cfg
-    notes = ready.dataset.found_lines() + ready.notes
+    notes = ready.dataset.named_found_lines() + ready.notes
     if not sweep.start_lr <= cfg.lr <= sweep.end_lr:
         notes.append(
             f"note: the config's lr {cfg.lr:g} lies outside the sweep ({sweep.start_lr:g} to "
