@@ -2,6 +2,7 @@
 
 import json
 import os
+import warnings
 
 import numpy as np
 import torch
@@ -83,3 +84,15 @@ def test_torchscript_export_matches(cifar_run, cifar_root, tmp_path):
         ).max()
         <= 1e-4
     )
+
+
+def test_export_prints_no_warnings(tiny_dataset, tmp_path):
+    # the tracer's note on the resize's size test and the ONNX exporter's on constant folding said nothing a
+    # user could act on, in 8 lines of stderr after every `cnnlab export`
+    run = str(tmp_path / "run")
+    cnnlab.train_run(cnnlab.preset("fast", data=tiny_dataset, epochs=1, batch_size=8, threads=1, progress=False), run)
+    for fmt in ("onnx", "torchscript"):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            cnnlab.export(run, str(tmp_path / f"model.{fmt}"), fmt)
+        assert [f"{w.category.__name__}: {w.message}" for w in caught] == [], fmt
