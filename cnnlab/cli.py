@@ -644,7 +644,12 @@ def _add_export(sub) -> None:
     """`cnnlab export`."""
     p = sub.add_parser("export", help="export a finished run as ONNX or TorchScript")
     p.add_argument("run_dir")
-    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
+    p.add_argument(
+        "--format",
+        choices=["onnx", "torchscript"],
+        default="onnx",
+        help="ONNX (needs the export extra) or TorchScript (default onnx)",
+    )
     p.add_argument("--out", required=True, help="file to write")
     p.set_defaults(func=cmd_export)
 
@@ -656,7 +661,12 @@ def _add_data(sub) -> None:
     )
     p = data.add_parser("info", help="scan a dataset: Keras's 'Found N images' lines, classes, size")
     p.add_argument("path")
-    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.1,
+        help="the validation fraction training will use (default 0.1; 0: none)",
+    )
     p.add_argument(
         "--split", choices=["keras", "random"], default="random", help="training's split rule (default random)"
     )
@@ -741,8 +751,8 @@ def _add_models(sub) -> None:
     p.set_defaults(func=cmd_models)
     p = sub.add_parser("summary", help="Keras-style summary of a model")
     p.add_argument("model")
-    p.add_argument("--input-size", type=int, default=0)
-    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--input-size", type=int, default=0, help="side of the input images (default: the model's)")
+    p.add_argument("--num-classes", type=int, default=10, help="outputs of the last layer (default 10)")
     p.set_defaults(func=cmd_summary)
 
 
