@@ -295,13 +295,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for r in failed:
         print_error(r.error)
     good = [r for r in results if not r.error]
-    if args.explain:
-        from .explain import explain_files
-
-        written = explain_files(
-            predictor, [r.source for r in good], [r.probabilities for r in good], args.explain, args.cam_layer
-        )
-        print(f"wrote {len(written)} Grad-CAM picture(s) to {args.explain}", file=sys.stderr)
     if args.json:
         print(
             json.dumps(
@@ -323,6 +316,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
         for r in good:
             top = ", ".join(f"{c} {100 * p:.1f}%" for c, p in r.top(predictor.classes, args.top_k))
             print(f"{r.source}: {top}")
+    if args.explain:  # the answers first, then the pictures of them
+        from .explain import explain_files
+
+        written = explain_files(
+            predictor, [r.source for r in good], [r.probabilities for r in good], args.explain, args.cam_layer
+        )
+        print(f"wrote {len(written)} Grad-CAM picture(s) to {args.explain}", file=sys.stderr)
     if failed:
         print(f"{len(failed)} of {len(results)} file(s) could not be read", file=sys.stderr)
         return 2
