@@ -276,7 +276,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if exclude is not None:
         kept = metrics["without_excluded"]
         print(
-            f"without the {kept['excluded']} test image(s) that have a near-duplicate in training: accuracy "
+            f"without the {kept['excluded']} test image(s) that have a twin outside test/: accuracy "
             f"{100 * kept['accuracy']:.2f}% on {kept['n']} images (all: {100 * metrics['accuracy']:.2f}% on {metrics['n']})"
         )
         if kept["excluded"] < len(exclude):
