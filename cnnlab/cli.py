@@ -345,9 +345,15 @@ def cmd_interpret(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from .predict import export
+    from .runs import CONFIG, load_run
 
     out = export(args.run_dir, args.out, args.format)
-    print(f"wrote {out}: input uint8 images (N, H, W, 3) at the run's image size, output class probabilities")
+    data = load_run(args.run_dir)["data"]  # what the graph takes and gives, in the run's own terms
+    height, width = data["preprocessing"]["image_size"]
+    print(
+        f"wrote {out}: input uint8 RGB images (N, {height}, {width}, 3), output the probabilities (N, "
+        f"{len(data['classes'])}) of the classes in {os.path.join(args.run_dir, CONFIG)}'s data.classes"
+    )
     return 0
 
 

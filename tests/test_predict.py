@@ -96,3 +96,14 @@ def test_export_prints_no_warnings(tiny_dataset, tmp_path):
             warnings.simplefilter("always")
             cnnlab.export(run, str(tmp_path / f"model.{fmt}"), fmt)
         assert [f"{w.category.__name__}: {w.message}" for w in caught] == [], fmt
+
+
+def test_export_says_what_the_model_takes_and_gives(tiny_dataset, tmp_path, capsys):
+    run = str(tmp_path / "run")
+    cnnlab.train_run(cnnlab.preset("fast", data=tiny_dataset, epochs=1, batch_size=8, threads=1, progress=False), run)
+    out = str(tmp_path / "model.pt")
+    assert main(["export", run, "--format", "torchscript", "--out", out]) == 0
+    assert capsys.readouterr().out.strip() == (
+        f"wrote {out}: input uint8 RGB images (N, 16, 16, 3), output the probabilities (N, 3) of the classes in "
+        f"{os.path.join(run, 'config.json')}'s data.classes"
+    )
