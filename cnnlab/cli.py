@@ -276,7 +276,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if exclude is not None:
         kept = metrics["without_excluded"]
         print(
-            f"without the {kept['excluded']} test image(s) that have a near-duplicate in training: accuracy "
+            f"without the {kept['excluded']} test image(s) that have a twin outside test/: accuracy "
             f"{100 * kept['accuracy']:.2f}% on {kept['n']} images (all: {100 * metrics['accuracy']:.2f}% on {metrics['n']})"
         )
         if kept["excluded"] < len(exclude):
@@ -295,13 +295,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for r in failed:
         print_error(r.error)
     good = [r for r in results if not r.error]
-    if args.explain:
-        from .explain import explain_files
-
-        written = explain_files(
-            predictor, [r.source for r in good], [r.probabilities for r in good], args.explain, args.cam_layer
-        )
-        print(f"wrote {len(written)} Grad-CAM picture(s) to {args.explain}", file=sys.stderr)
     if args.json:
         print(
             json.dumps(
@@ -323,6 +316,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
         for r in good:
             top = ", ".join(f"{c} {100 * p:.1f}%" for c, p in r.top(predictor.classes, args.top_k))
             print(f"{r.source}: {top}")
+    if args.explain:  # the answers first, then the pictures of them
+        from .explain import explain_files
+
+        written = explain_files(
+            predictor, [r.source for r in good], [r.probabilities for r in good], args.explain, args.cam_layer
+        )
+        print(f"wrote {len(written)} Grad-CAM picture(s) to {args.explain}", file=sys.stderr)
     if failed:
         print(f"{len(failed)} of {len(results)} file(s) could not be read", file=sys.stderr)
         return 2
@@ -345,9 +345,15 @@ def cmd_interpret(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from .predict import export
+    from .runs import CONFIG, load_run
 
     out = export(args.run_dir, args.out, args.format)
-    print(f"wrote {out}: input uint8 images (N, H, W, 3) at the run's image size, output class probabilities")
+    data = load_run(args.run_dir)["data"]  # what the graph takes and gives, in the run's own terms
+    height, width = data["preprocessing"]["image_size"]
+    print(
+        f"wrote {out}: input uint8 RGB images (N, {height}, {width}, 3), output the probabilities (N, "
+        f"{len(data['classes'])}) of the classes in {os.path.join(args.run_dir, CONFIG)}'s data.classes"
+    )
     return 0
 
 
@@ -365,8 +371,7 @@ def cmd_data_info(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         strict_val=False,
     )
-    for line, name in zip(ds.found_lines(), ds.subsets()):
-        print(f"{line}  ({name})")
+    print("\n".join(ds.named_found_lines()))
     print(ds.split_rule)
     print(f"classes: {', '.join(ds.classes)}")
     labels = ds.train.labels if ds.val is None else np.concatenate([ds.train.labels, ds.val.labels])
@@ -645,7 +650,12 @@ def _add_export(sub) -> None:
     """`cnnlab export`."""
     p = sub.add_parser("export", help="export a finished run as ONNX or TorchScript")
     p.add_argument("run_dir")
-    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
+    p.add_argument(
+        "--format",
+        choices=["onnx", "torchscript"],
+        default="onnx",
+        help="ONNX (needs the export extra) or TorchScript (default onnx)",
+    )
     p.add_argument("--out", required=True, help="file to write")
     p.set_defaults(func=cmd_export)
 
@@ -657,7 +667,12 @@ def _add_data(sub) -> None:
     )
     p = data.add_parser("info", help="scan a dataset: Keras's 'Found N images' lines, classes, size")
     p.add_argument("path")
-    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.1,
+        help="the validation fraction training will use (default 0.1; 0: none)",
+    )
     p.add_argument(
         "--split", choices=["keras", "random"], default="random", help="training's split rule (default random)"
     )
@@ -742,8 +757,8 @@ def _add_models(sub) -> None:
     p.set_defaults(func=cmd_models)
     p = sub.add_parser("summary", help="Keras-style summary of a model")
     p.add_argument("model")
-    p.add_argument("--input-size", type=int, default=0)
-    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--input-size", type=int, default=0, help="side of the input images (default: the model's)")
+    p.add_argument("--num-classes", type=int, default=10, help="outputs of the last layer (default 10)")
     p.set_defaults(func=cmd_summary)
 
 

@@ -25,7 +25,6 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from . import distributed
 from .config import Config
@@ -33,6 +32,7 @@ from .device import autocast
 from .errors import CnnlabError, ConfigError
 from .files import write_atomic
 from .optim import build_optimizer
+from .progress import progress_bar
 from .training import TrainingLoss
 from .version import __version__
 
@@ -218,7 +218,7 @@ def _sweep(
     model.train()
     lrs, losses, smoothed = [], [], []
     average, best, reason = 0.0, math.inf, f"completed {sweep.steps} steps"
-    bar = tqdm(total=sweep.steps, desc="lr-find", unit="step", leave=False, disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(progress, total=sweep.steps, desc="lr-find", unit="step", leave=False, dynamic_ncols=True)
     try:
         for step, (inputs, labels) in enumerate(_batches_forever(batches)):
             if step == sweep.steps:
@@ -350,7 +350,7 @@ def lr_find_run(
         raise CnnlabError("cnnlab lr-find runs in one process; run it without torchrun")
     ready = prepare(cfg.resolved(), keep)
     cfg = ready.cfg
-    notes = ready.dataset.found_lines() + ready.notes
+    notes = ready.dataset.named_found_lines() + ready.notes
     if not sweep.start_lr <= cfg.lr <= sweep.end_lr:
         notes.append(
             f"note: the config's lr {cfg.lr:g} lies outside the sweep ({sweep.start_lr:g} to "

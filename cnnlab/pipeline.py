@@ -549,7 +549,7 @@ def train_run(
             return _fit(ready.cfg, out, ready, callbacks, None, tuple(test_at_epochs), tracking_parent)
     cfg = ready.cfg
     if cfg.progress:
-        print("\n".join(ready.dataset.found_lines() + ready.notes))
+        print("\n".join(ready.dataset.named_found_lines() + ready.notes))
     runs.create_run_dir(out)
     data_info = {
         "source": ready.dataset.source,

@@ -9,6 +9,7 @@ import os
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from .files import printable, write_atomic
 
@@ -42,6 +43,7 @@ def plot_curves(history: list[dict], out_dir: str, prefix: str = "") -> list[str
             ax.plot(epochs, [r.get(f"val_{key}") for r in history], label="validation")
         ax.set_title(f"model {key}")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # ticks at whole epochs, never 1.5
         ax.set_ylabel(label)
         ax.set_ylim(*ylim)
         ax.legend(loc="upper left")

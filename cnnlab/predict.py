@@ -197,6 +197,10 @@ def export(run_dir: str, out: str, fmt: str, calibrated: bool = True) -> str:
         # torch marks torch.jit and its TorchScript-based ONNX exporter deprecated; both still work
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)
+        # the trace fixes the size test of the resize: right, the graph takes images at the run's size only
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning, module=r"cnnlab\.data\.preprocess")
+        # the ONNX exporter's note on a slice it leaves to the runtime (a step other than 1): nothing to act on
+        warnings.filterwarnings("ignore", "Constant folding - Only steps=1", UserWarning)
         if fmt == "onnx":
             try:
                 import onnx  # noqa: F401  (torch's exporter writes through it)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm import tqdm
+from tqdm import tqdm  # tqdm.write: a line printed above the bar
 
 from . import distributed
 from .config import Config
@@ -38,6 +38,7 @@ from .device import autocast
 from .errors import CheckpointMismatch, CnnlabError, Interrupted, TrainingError
 from .evaluation import metrics_from_logits, predict_batches
 from .optim import build_optimizer, build_scheduler, own_steps
+from .progress import progress_bar
 
 __all__ = [
     "Callback",
@@ -371,13 +372,13 @@ class Training:
         self.model.train()
         loader.set_epoch(epoch)
         start = time.perf_counter()
-        with tqdm(
+        with progress_bar(
+            cfg.progress,
             total=steps,
             initial=start_step,
             desc=f"epoch {epoch}/{cfg.epochs}",
             unit="step",
             leave=False,
-            disable=not cfg.progress,
             dynamic_ncols=True,
         ) as bar:
             for step, (inputs, labels) in enumerate(loader.batches(start_step), start_step + 1):

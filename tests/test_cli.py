@@ -113,6 +113,18 @@ def test_data_info_prints_keras_lines(tiny_dataset, capsys):
     assert "image size: 16x16x3 (uint8)" in out
 
 
+def test_train_names_the_split_of_each_found_line(tiny_dataset, tmp_path, capsys):
+    # with --subset the three counts can be equal: each line says which split it counts
+    flags = ["--epochs", "1", "--batch-size", "8", "--threads", "1"]
+    code, out, _ = run_main(capsys, "train", "--data", tiny_dataset, "--out", str(tmp_path / "run"), *flags)
+    assert code == 0
+    assert out.splitlines()[:3] == [
+        "Found 54 images belonging to 3 classes.  (training)",
+        "Found 6 images belonging to 3 classes.  (validation)",
+        "Found 30 images belonging to 3 classes.  (test)",
+    ]
+
+
 def test_summary_command(capsys):
     code, out, _ = run_main(capsys, "summary", "seed_alexnet")
     assert code == 0 and out.splitlines()[-4] == "Total params: 8,636,810"

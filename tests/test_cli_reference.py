@@ -62,6 +62,19 @@ def test_every_flag_of_every_command_in_its_help_is_on_the_page(capsys):
     assert {"--batch-size", "--no-flip", "--archive", "--top-k", "--version"} <= seen and len(seen) > 100
 
 
+def test_every_flag_says_what_it_does():
+    # `cnnlab data info --help` listed --val-fraction with no word on it, and the reference page an empty cell
+    unexplained = []
+    for path in commands():
+        parser = build_parser()
+        for name in path[1:]:
+            parser = next(a.choices[name] for a in parser._actions if isinstance(a.choices, dict))
+        unexplained += [
+            f"{' '.join(path)} {a.option_strings[0]}" for a in parser._actions if a.option_strings and not a.help
+        ]
+    assert not unexplained, unexplained
+
+
 def test_check_fails_on_a_stale_page_and_the_tool_rewrites_it(tmp_path, capsys):
     page = tmp_path / "cli.md"
     page.write_text(PAGE.read_text(encoding="utf-8").replace("`--top-k TOP_K`", "`--top TOP_K`"), encoding="utf-8")

@@ -410,4 +410,6 @@ def test_evaluate_leaves_out_test_images_with_a_training_twin(tmp_path, capsys):
     assert kept["excluded"] == 2 and kept["n"] == full["n"] - 2 == 12
     assert f"accuracy {100 * kept['accuracy']:.2f}% on 12 images (all: {100 * full['accuracy']:.2f}% on 14)" in out
     assert "2 test image(s) of " in out
+    # a twin in the validation split counts too: both lines say where the twins are as the check does
+    assert "without the 2 test image(s) that have a twin outside test/: accuracy" in out
     assert main(["evaluate", run, "--exclude-duplicates", str(tmp_path / "nothing.json")]) == 2

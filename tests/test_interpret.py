@@ -1,11 +1,13 @@
 """cnnlab interpret: the top losses with their files, the confused pairs, and a self-contained page in which
 every name from the user's folder is text, never markup."""
 
+import io
 import json
 import math
 import os
 import pathlib
 import shutil
+import sys
 from html.parser import HTMLParser
 
 import numpy as np
@@ -164,6 +166,17 @@ def test_predict_explain_writes_one_picture_per_readable_image(evil_run, tmp_pat
     picture = np.asarray(Image.open(out / "0000_img_01_cam.png"))
     assert picture.shape == (128, 3 * 128, 3)  # the image, then the maps of the two most probable classes
     assert "wrote 1 Grad-CAM picture(s)" in capsys.readouterr().err
+
+
+def test_predict_prints_its_answers_before_the_note_on_the_pictures(evil_run, tmp_path, monkeypatch):
+    run, data = evil_run
+    image = os.path.join(data, "test", "plain", "img_01.png")
+    terminal = io.StringIO()  # stdout and stderr in the order printed, as a terminal shows them
+    monkeypatch.setattr(sys, "stdout", terminal)
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert main(["predict", run, image, "--explain", str(tmp_path / "cams")]) == 0
+    lines = terminal.getvalue().splitlines()
+    assert lines[0].startswith(f"{image}: ") and lines[-1] == f"wrote 1 Grad-CAM picture(s) to {tmp_path / 'cams'}"
 
 
 def test_html_without_pictures_still_escapes(evil_run):

@@ -120,3 +120,13 @@ def test_the_loss_plot_names_the_loss_both_curves_are(tmp_path, monkeypatch):
     (tmp_path / "old").mkdir()
     old = drawn_curves(HISTORY, tmp_path / "old", monkeypatch)["loss_plot.png"].axes[0]  # a history saved before
     assert old.get_ylabel() == "loss"
+
+
+def test_the_curves_mark_whole_epochs_only(tmp_path, monkeypatch):
+    # four epochs drew ticks at 1.0, 1.5, 2.0 ... 4.0: an epoch 2.5 that no run has
+    history = [{**HISTORY[0], "epoch": e} for e in range(1, 5)]
+    for name, fig in drawn_curves(history, tmp_path, monkeypatch).items():
+        ax = fig.axes[0]
+        low, high = ax.get_xlim()
+        shown = [tick for tick in ax.get_xticks() if low <= tick <= high]
+        assert shown and all(float(tick).is_integer() for tick in shown), (name, shown)

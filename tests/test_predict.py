@@ -2,6 +2,7 @@
 
 import json
 import os
+import warnings
 
 import numpy as np
 import torch
@@ -82,4 +83,27 @@ def test_torchscript_export_matches(cifar_run, cifar_root, tmp_path):
             - cnnlab.load(cifar_run, device="cpu", precision="fp32").predict(images)
         ).max()
         <= 1e-4
+    )
+
+
+def test_export_prints_no_warnings(tiny_dataset, tmp_path):
+    # the tracer's note on the resize's size test and the ONNX exporter's on constant folding said nothing a
+    # user could act on, in 8 lines of stderr after every `cnnlab export`
+    run = str(tmp_path / "run")
+    cnnlab.train_run(cnnlab.preset("fast", data=tiny_dataset, epochs=1, batch_size=8, threads=1, progress=False), run)
+    for fmt in ("onnx", "torchscript"):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            cnnlab.export(run, str(tmp_path / f"model.{fmt}"), fmt)
+        assert [f"{w.category.__name__}: {w.message}" for w in caught] == [], fmt
+
+
+def test_export_says_what_the_model_takes_and_gives(tiny_dataset, tmp_path, capsys):
+    run = str(tmp_path / "run")
+    cnnlab.train_run(cnnlab.preset("fast", data=tiny_dataset, epochs=1, batch_size=8, threads=1, progress=False), run)
+    out = str(tmp_path / "model.pt")
+    assert main(["export", run, "--format", "torchscript", "--out", out]) == 0
+    assert capsys.readouterr().out.strip() == (
+        f"wrote {out}: input uint8 RGB images (N, 16, 16, 3), output the probabilities (N, 3) of the classes in "
+        f"{os.path.join(run, 'config.json')}'s data.classes"
     )

@@ -26,17 +26,17 @@ from PIL import Image
 IMAGES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "images")
 
 
-def save_small(img: Image.Image, name: str, width: int) -> None:
-    """Reduce to at most `width` pixels wide and to a 256-colour palette, then write docs/images/NAME."""
+def save_small(img: Image.Image, name: str, width: int, folder: str = IMAGES) -> None:
+    """Reduce to at most `width` pixels wide and to a 256-colour palette, then write FOLDER/NAME (docs/images)."""
     if img.width > width:
         img = img.resize((width, round(img.height * width / img.width)), Image.LANCZOS)
     img = img.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
-    path = os.path.join(IMAGES, name)
+    path = os.path.join(folder, name)
     img.save(path, optimize=True)
     print(f"{os.path.normpath(path)}: {img.width}x{img.height}, {os.path.getsize(path) / 1000:.0f} KB")
 
 
-def curves(run: str) -> None:
+def curves(run: str, name: str = "curves.png", folder: str = IMAGES) -> None:
     """The run's accuracy and loss plots side by side."""
     plots = [Image.open(os.path.join(run, f"{kind}_plot.png")).convert("RGB") for kind in ("acc", "loss")]
     height = 600
@@ -44,7 +44,7 @@ def curves(run: str) -> None:
     both = Image.new("RGB", (sum(p.width for p in plots), height), "white")
     both.paste(plots[0], (0, 0))
     both.paste(plots[1], (plots[0].width, 0))
-    save_small(both, "curves.png", 1100)
+    save_small(both, name, 1100, folder)
 
 
 def screenshot(run: str, width: int, height: int) -> Image.Image:

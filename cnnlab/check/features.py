@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import CnnlabError
+from ..progress import progress_bar
 
 EMBED_CHUNK = 1024  # images decoded and embedded at a time
 BLOCK_ELEMENTS = 1 << 22  # similarities computed per matrix product (16 MB of float32)
@@ -50,8 +51,6 @@ def embed(run_dir: str, paths: list[str], progress: bool = False) -> Embedding:
     centred on their mean over the N files and L2-normalised, and its detail. Centred: after a ReLU and
     pooling every feature is positive, and uncentred any two images' cosine is near 1 (on CIFAR-10, 99.5% of
     test images had a training image at 0.90 or more). A file that cannot be read raises DataError naming it."""
-    from tqdm import tqdm
-
     from ..predict import load
 
     predictor = load(run_dir, precision="fp32")
@@ -61,7 +60,7 @@ def embed(run_dir: str, paths: list[str], progress: bool = False) -> Embedding:
         lambda _module, inputs, _output: captured.append(inputs[0].detach().float().flatten(1).cpu())
     )
     try:
-        for start in tqdm(range(0, len(paths), EMBED_CHUNK), desc="embedding", disable=not progress):
+        for start in progress_bar(progress, range(0, len(paths), EMBED_CHUNK), desc="embedding"):
             arrays = np.stack([predictor.to_array(p) for p in paths[start : start + EMBED_CHUNK]])
             details.append(detail(arrays))
             for first in range(0, len(arrays), predictor.batch_size):
@@ -191,8 +190,6 @@ def matched_pairs(
     """The candidate pairs (i, j) whose detail correlation (detail_correlation) is at least `threshold`, the
     most similar first, at most `limit`; with `same` (a is b) each pair once, i < j. `progress`: a progress
     bar over the comparisons, with this description (none when empty)."""
-    from tqdm import tqdm
-
     if not len(a.features) or not len(b.features):
         return Similar(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
     i, j = candidates(a, b, same)
@@ -200,7 +197,7 @@ def matched_pairs(
     scores = np.concatenate(
         [
             detail_correlation(a.detail[i[k : k + PAIRS_PER_BLOCK]], b.detail[j[k : k + PAIRS_PER_BLOCK]])
-            for k in tqdm(blocks, desc=progress, unit="block", disable=not progress)
+            for k in progress_bar(bool(progress), blocks, desc=progress, unit="block")
         ]
         or [np.zeros(0, np.float32)]
     )

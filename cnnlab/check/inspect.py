@@ -16,6 +16,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ..data.decode import to_rgb
 from ..errors import first_line
+from ..progress import progress_bar
 
 # A grayscale standard deviation below this (0-255 units) is a blank image: its perceptual hash carries
 # no information (every flat image hashes alike), so it takes no part in near-duplicate pairing.
@@ -93,8 +94,6 @@ def default_workers() -> int:
 def inspect_files(paths: list[str], workers: int = 0, progress: bool = True) -> list[FileRecord]:
     """Records of `paths`, in order, over `workers` processes (0: one per core; 1: in this process), at
     most one per FILES_PER_WORKER files."""
-    from tqdm import tqdm
-
     workers = min(workers or default_workers(), max(1, len(paths) // FILES_PER_WORKER))
     with contextlib.ExitStack() as stack:
         if workers > 1:
@@ -103,7 +102,7 @@ def inspect_files(paths: list[str], workers: int = 0, progress: bool = True) -> 
             results = pool.map(inspect_file, paths, chunksize=max(1, min(256, len(paths) // (8 * workers))))
         else:
             results = map(inspect_file, paths)
-        bar = stack.enter_context(tqdm(total=len(paths), unit="img", desc="checking", disable=not progress))
+        bar = stack.enter_context(progress_bar(progress, total=len(paths), unit="img", desc="checking"))
         records = []
         for record in results:
             records.append(record)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import CnnlabError, DataError, first_line
+from ..progress import progress_bar
 
 PREDICT_CHUNK = 512  # files decoded and predicted at a time (bounds memory on large images)
 
@@ -74,13 +75,11 @@ def training_source_warnings(run_dir: str, path: str) -> list[str]:
 def run_probabilities(run_dir: str, paths: list[str], progress: bool = False) -> tuple[list[str], np.ndarray]:
     """(the run's classes, probabilities (N, classes) of the image files `paths`) with the run's own
     preprocessing, calibrated by its temperature (predict.load)."""
-    from tqdm import tqdm
-
     from ..predict import load
 
     predictor = load(run_dir)
     out = []
-    for start in tqdm(range(0, len(paths), PREDICT_CHUNK), desc="predicting", disable=not progress):
+    for start in progress_bar(progress, range(0, len(paths), PREDICT_CHUNK), desc="predicting"):
         for result in predictor.predict_files(paths[start : start + PREDICT_CHUNK]):
             if result.error:
                 raise DataError(result.error)

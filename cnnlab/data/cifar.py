@@ -21,6 +21,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..files import replace_dir, write_atomic
+from ..progress import progress_bar
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -113,12 +114,11 @@ def md5_of(path: str) -> str:
 
 def download(url: str, dest: str, progress: bool = True) -> None:
     """Stream `url` to `dest` (written whole or not at all: files.write_atomic)."""
-    from tqdm import tqdm
 
     def stream(out) -> None:
         with urllib.request.urlopen(url, timeout=30) as resp:
             total = int(resp.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc="downloading", disable=not progress) as bar:
+            with progress_bar(progress, total=total, unit="B", unit_scale=True, desc="downloading") as bar:
                 for block in iter(lambda: resp.read(1 << 20), b""):
                     out.write(block)
                     bar.update(len(block))
@@ -200,12 +200,10 @@ def write_image_folders(batches: str, dest: str, progress: bool = True) -> dict[
     """dest/train/<class>/<name>.png (the five training batches) and dest/test/<class>/<name>.png (test_batch),
     each named by the batch's own `filenames` (a second image of a class with the same name gets _1, _2, ...);
     an image already there from an interrupted call is kept. Returns the images per split."""
-    from tqdm import tqdm
-
     meta = os.path.join(batches, "batches.meta")
     classes = [_safe_name(c, "class name", meta) for c in read_classes(batches)]
     counts = {}
-    with tqdm(unit="img", desc="writing PNGs", disable=not progress) as bar:
+    with progress_bar(progress, unit="img", desc="writing PNGs") as bar:
         for split, names in (("train", TRAIN_BATCHES), ("test", [TEST_BATCH])):
             used: set[tuple[int, str]] = set()
             counts[split] = 0

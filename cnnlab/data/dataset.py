@@ -73,6 +73,11 @@ class Dataset:
         """Keras's lines, one per subset: `Found 45000 images belonging to 10 classes.`"""
         return [f"Found {len(s)} images belonging to {len(self.classes)} classes." for s in self.subsets().values()]
 
+    def named_found_lines(self) -> list[str]:
+        """Keras's lines, each with its subset's name, as the commands print them (with --subset all three
+        can give one count): `Found 45000 images belonging to 10 classes.  (training)`."""
+        return [f"{line}  ({name})" for line, name in zip(self.found_lines(), self.subsets())]
+
 
 def split_indices(labels: np.ndarray, fraction: float, mode: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(train, val) indices, stratified by class.

@@ -30,6 +30,7 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from ..errors import DataError
 from ..files import atomic_path, fsync_dir, write_atomic
+from ..progress import progress_bar
 
 CACHE_VERSION = 3  # part of every key: raised when the same file decodes to other pixels
 _RESAMPLE = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR}
@@ -251,10 +252,8 @@ def read_sizes(
 ) -> list[tuple[int, int] | None]:
     """(height, width) of each file as it will be decoded, from the headers alone, over `workers`
     processes; None for a file whose header cannot be read."""
-    from tqdm import tqdm
-
     jobs, chunk = _chunks(paths, workers)
-    with tqdm(total=len(paths), desc="reading sizes", unit="img", disable=not progress, leave=False) as bar:
+    with progress_bar(progress, total=len(paths), desc="reading sizes", unit="img", leave=False) as bar:
         results = _run(_sizes_chunk, [(paths[i : i + chunk], exif) for i in jobs], workers)
         try:
             sizes = []
@@ -351,8 +350,6 @@ def decode_files(
     """Decode `paths` into `out`, uint8 (N, H, W, 3) (a memmap of the .npy file `out_path`, which the
     worker processes then write directly), spread over `workers` processes. A file that cannot be decoded
     raises DataError, or with `skip_bad` is listed as (index, reason) and left zero."""
-    from tqdm import tqdm
-
     starts, chunk = _chunks(paths, workers)
     if out_path is not None:
         out.flush()
@@ -360,7 +357,7 @@ def decode_files(
     target = out_path if pooled else None  # worker processes write the file; in this process, `out` itself
     results = _run(_decode_chunk, [(paths[i : i + chunk], plan, skip_bad, target, i) for i in starts], workers)
     bad: list[tuple[int, str]] = []
-    with tqdm(total=len(paths), desc="decoding", unit="img", disable=not progress, leave=False) as bar:
+    with progress_bar(progress, total=len(paths), desc="decoding", unit="img", leave=False) as bar:
         try:
             for start, (block, block_bad) in zip(starts, results):
                 if block is not None:
