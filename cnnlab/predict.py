@@ -29,7 +29,7 @@ from .data.folder import is_image_name
 from .data.preprocess import Preprocess, Preprocessing
 from .device import use_bf16
 from .errors import CnnlabError, DataError
-from .evaluation import infer, tta_logits
+from .evaluation import TestTimeAugmentation, infer, tta_logits
 from .files import write_atomic
 from .pipeline import load_trained
 
@@ -53,16 +53,15 @@ class Predictor:
         model: nn.Module,
         classes: list[str],
         preprocessing: Preprocessing | dict,
-        tta: bool,
+        tta: TestTimeAugmentation,
         bf16: bool,
         batch_size: int = 256,
-        tta_translate: int = 0,
         temperature: float = 1.0,
     ):
         if isinstance(preprocessing, dict):  # as saved in a run's config.json
             preprocessing = Preprocessing.from_dict(preprocessing)
         self.model, self.classes, self.prep = model.eval(), classes, preprocessing
-        self.tta, self.bf16, self.batch_size, self.tta_translate = tta, bf16, batch_size, tta_translate
+        self.tta, self.bf16, self.batch_size = tta, bf16, batch_size
         self.temperature = temperature  # the logits' divisor: the run's calibration (1: raw probabilities)
         self.device = next(model.parameters()).device
         self.preprocess = Preprocess(preprocessing).to(self.device)
@@ -92,7 +91,7 @@ class Predictor:
         for start in range(0, len(images), self.batch_size):
             batch = torch.from_numpy(np.ascontiguousarray(images[start : start + self.batch_size])).to(self.device)
             inputs = self.preprocess(batch)
-            logits = infer(self.model, inputs, self.bf16, self.tta, self.tta_translate)
+            logits = infer(self.model, inputs, self.bf16, self.tta)
             out.append(torch.softmax(logits / self.temperature, 1).cpu())
         return torch.cat(out).numpy() if out else np.zeros((0, len(self.classes)), dtype=np.float32)
 
@@ -144,10 +143,9 @@ def load(
         model,
         run["data"]["classes"],
         Preprocessing.from_dict(run["data"]["preprocessing"]),
-        cfg.tta,
+        TestTimeAugmentation.of(cfg),
         use_bf16(precision or cfg.precision, dev),
         batch_size or cfg.eval_batch_size,
-        cfg.tta_translate,
         (runs.temperature(run) or 1.0) if calibrated else 1.0,
     )
 
@@ -178,11 +176,11 @@ class ExportModule(nn.Module):
         super().__init__()
         self.model = predictor.model.float().cpu().eval().requires_grad_(False)
         self.preprocess = Preprocess(predictor.prep)
-        self.tta, self.tta_translate = predictor.tta, predictor.tta_translate
+        self.tta = predictor.tta
         self.temperature = float(predictor.temperature)  # a constant of the traced graph
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        logits = tta_logits(self.model, self.preprocess(images), self.tta, self.tta_translate)
+        logits = tta_logits(self.model, self.preprocess(images), self.tta)
         return torch.softmax(logits / self.temperature, 1)
 
 
