@@ -37,7 +37,7 @@ def inference_rate(out: str) -> float:
     prep = Preprocessing.from_dict(run["data"]["preprocessing"])
     loader = make_loader(dataset.test, run_cfg, prep, next(model.parameters()).device, training=False)
     start = time.perf_counter()
-    evaluate(model, loader, dataset.classes, tta=TestTimeAugmentation(flip=run_cfg.tta))
+    evaluate(model, loader, dataset.classes, tta=TestTimeAugmentation.of(run_cfg))
     return len(dataset.test) / (time.perf_counter() - start)
 
 
