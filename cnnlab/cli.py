@@ -344,10 +344,18 @@ def cmd_interpret(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from .config import saved_config
     from .predict import export
+    from .runs import load_run
 
     out = export(args.run_dir, args.out, args.format)
     print(f"wrote {out}: input uint8 images (N, H, W, 3) at the run's image size, output class probabilities")
+    cfg = saved_config(load_run(args.run_dir)["config"])
+    if cfg.tta and cfg.tta_share < 1:
+        print(
+            f"note: the exported model gives every image the test-time augmentation views; the run's tta_share "
+            f"{cfg.tta_share:g} (the least confident of each batch) is left out of a traced graph"
+        )
     return 0
 
 

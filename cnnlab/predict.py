@@ -5,13 +5,15 @@
 
 The preprocessing is the run's own, read from its config.json: decode to RGB, resize to the stored
 image size, upscale to the input size on the device, rescale or normalise, and flip TTA (with its
-translated views, tta_translate) if the run evaluated with it. The probabilities are calibrated: the
+translated views, tta_translate; for the least confident tta_share of each batch) if the run evaluated with
+it; an export gives every image the views. The probabilities are calibrated: the
 logits are divided by the temperature fitted on the run's validation split (cnnlab/calibration.py),
 which changes no prediction; a run trained with --no-calibrate or without validation has none (1).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from collections.abc import Iterable, Sequence
@@ -170,13 +172,15 @@ def collect_images(targets: Sequence[str]) -> list[str]:
 
 
 class ExportModule(nn.Module):
-    """uint8 NHWC images at the run's stored size -> class probabilities, preprocessing inside, fp32."""
+    """uint8 NHWC images at the run's stored size -> class probabilities, preprocessing inside, fp32; every
+    image gets the run's test-time augmentation views, whatever its tta_share: a trace would fix the images
+    chosen by confidence to those of its example."""
 
     def __init__(self, predictor: Predictor):
         super().__init__()
         self.model = predictor.model.float().cpu().eval().requires_grad_(False)
         self.preprocess = Preprocess(predictor.prep)
-        self.tta = predictor.tta
+        self.tta = dataclasses.replace(predictor.tta, share=1.0)
         self.temperature = float(predictor.temperature)  # a constant of the traced graph
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
