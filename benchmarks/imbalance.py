@@ -86,7 +86,7 @@ def validation_scores(run_dir: str) -> dict[str, float]:
         }
     from cnnlab.data import Preprocessing
     from cnnlab.device import use_bf16
-    from cnnlab.evaluation import predict_batches
+    from cnnlab.evaluation import TestTimeAugmentation, predict_batches
     from cnnlab.pipeline import load_data, load_trained, make_loader
 
     model, cfg, run = load_trained(run_dir)
@@ -94,7 +94,7 @@ def validation_scores(run_dir: str) -> dict[str, float]:
     dataset = load_data(cfg.replace(progress=False), image_size=prep.image_size)
     device = next(model.parameters()).device
     loader = make_loader(dataset.val, cfg, prep, device, training=False)
-    logits, labels = predict_batches(model, loader, use_bf16(cfg.precision, device), cfg.tta, cfg.tta_translate)
+    logits, labels = predict_batches(model, loader, use_bf16(cfg.precision, device), TestTimeAugmentation.of(cfg))
     return scores(labels.numpy(), logits.argmax(1).numpy())
 
 

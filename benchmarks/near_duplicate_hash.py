@@ -69,7 +69,8 @@ def main() -> None:
         results["hashes"][name] = {"ms_per_image": ms, "recall": recall, "distinct_pairs_within": distinct}
         spans = [recall_span(recall, k) for k in (2, 4, 6)]
         rows.append([name, *spans, f"{distinct[2]:,} / {distinct[6]:,} / {distinct[10]:,}"])
-        print(f"{name} ({ms:.2f} ms/image): copies within 2/4/6 bits {', '.join(spans)}; distinct pairs within 2/6/10 bits {rows[-1][-1]}")
+        copies = f"copies within 2/4/6 bits {', '.join(spans)}"
+        print(f"{name} ({ms:.2f} ms/image): {copies}; distinct pairs within 2/6/10 bits {rows[-1][-1]}")
     columns = [
         "hash (64 bits)",
         "copies within 2 bits",

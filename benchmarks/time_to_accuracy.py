@@ -25,7 +25,7 @@ from record import write_record  # noqa: E402
 
 import cnnlab  # noqa: E402
 from cnnlab.data.preprocess import Preprocessing  # noqa: E402
-from cnnlab.evaluation import evaluate  # noqa: E402
+from cnnlab.evaluation import TestTimeAugmentation, evaluate  # noqa: E402
 from cnnlab.pipeline import load_data, load_trained, make_loader  # noqa: E402
 from cnnlab.runs import load_run  # noqa: E402
 
@@ -37,7 +37,7 @@ def inference_rate(out: str) -> float:
     prep = Preprocessing.from_dict(run["data"]["preprocessing"])
     loader = make_loader(dataset.test, run_cfg, prep, next(model.parameters()).device, training=False)
     start = time.perf_counter()
-    evaluate(model, loader, dataset.classes, tta=run_cfg.tta)
+    evaluate(model, loader, dataset.classes, tta=TestTimeAugmentation.of(run_cfg))
     return len(dataset.test) / (time.perf_counter() - start)
 
 

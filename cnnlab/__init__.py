@@ -20,6 +20,7 @@ _SOURCES = {
     "CnnlabError": "errors",
     "ConfigError": "errors",
     "DataError": "errors",
+    "TestTimeAugmentation": "evaluation",
     "evaluate": "evaluation",
     "infer": "evaluation",
     "create_model": "models",
@@ -42,7 +43,7 @@ if TYPE_CHECKING:  # for type checkers and editors; never run
     from .config import Config, parse_config  # noqa: F401
     from .data import load_dataset  # noqa: F401
     from .errors import CnnlabError, ConfigError, DataError  # noqa: F401
-    from .evaluation import evaluate, infer  # noqa: F401
+    from .evaluation import TestTimeAugmentation, evaluate, infer  # noqa: F401
     from .models import create_model, list_models, summary  # noqa: F401
     from .pipeline import evaluate_run, load_trained, train_run  # noqa: F401
     from .predict import Predictor, export, load  # noqa: F401

@@ -344,16 +344,23 @@ def cmd_interpret(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from .config import saved_config
     from .predict import export
     from .runs import CONFIG, load_run
 
     out = export(args.run_dir, args.out, args.format)
-    data = load_run(args.run_dir)["data"]  # what the graph takes and gives, in the run's own terms
-    height, width = data["preprocessing"]["image_size"]
+    run = load_run(args.run_dir)  # what the graph takes and gives, in the run's own terms
+    height, width = run["data"]["preprocessing"]["image_size"]
     print(
         f"wrote {out}: input uint8 RGB images (N, {height}, {width}, 3), output the probabilities (N, "
-        f"{len(data['classes'])}) of the classes in {os.path.join(args.run_dir, CONFIG)}'s data.classes"
+        f"{len(run['data']['classes'])}) of the classes in {os.path.join(args.run_dir, CONFIG)}'s data.classes"
     )
+    cfg = saved_config(run["config"])
+    if cfg.tta and cfg.tta_share < 1:
+        print(
+            f"note: the exported model gives every image the test-time augmentation views; the run's tta_share "
+            f"{cfg.tta_share:g} (the least confident of each batch) is left out of a traced graph"
+        )
     return 0
 
 

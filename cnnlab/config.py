@@ -207,6 +207,13 @@ class Config:
         "down-right and up-left (reflect padded), weighted 1/4 each and the image's pair "
         "1/2, as airbench's TTA level 2 (1 pixel); 0 = off",
     )
+    tta_share: float = _knob(
+        1.0,
+        "with tta, the fraction of each evaluation batch given the views: its least confident images by the "
+        "plain prediction's top probability (ceil(share x batch), ties to the earlier image); the others keep "
+        "the plain logits (hiverge's cifar10-speedrun: 0.25); 1 = every image. The batches of eval_batch_size "
+        "make the groups, so another batch size chooses other images; exports give every image the views",
+    )
     calibrate: bool = _knob(
         True,
         "after training, fit a temperature on the validation split (minimising its log-loss) that divides "
@@ -395,6 +402,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"config key 'rrc_scale_min' must be in [0, 1) (0 = off), got {cfg.rrc_scale_min}")
     if not 0.0 <= cfg.contrast < 1.0:
         raise ConfigError(f"config key 'contrast' must be in [0, 1) (0 = off), got {cfg.contrast}")
+    if not 0.0 < cfg.tta_share <= 1.0:
+        raise ConfigError(f"config key 'tta_share' must be in (0, 1] (1 = every image), got {cfg.tta_share}")
     if not 0.0 <= cfg.label_smoothing < 1.0:
         raise ConfigError(f"config key 'label_smoothing' must be in [0, 1), got {cfg.label_smoothing}")
     if not (cfg.device == "auto" or re.fullmatch(r"(cpu|cuda)(:\d+)?", cfg.device)):

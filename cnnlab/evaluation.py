@@ -2,30 +2,70 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from . import calibration
+from .config import Config
 from .device import autocast
 
 
-def tta_logits(model: nn.Module, inputs: torch.Tensor, tta: bool = False, tta_translate: int = 0) -> torch.Tensor:
-    """float32 logits of `inputs`; with `tta`, the mean of those of each image and its mirror; with
-    `tta_translate` too (airbench's TTA level 2), that pair weighted 1/2 and 1/4 each the pairs of the image
-    translated `tta_translate` pixels down-right and up-left, reflect padded. No grad mode or autocast of
-    its own: `infer` adds them, an export traces this as it is."""
+@dataclass(frozen=True)
+class TestTimeAugmentation:
+    """The views an evaluated image is given: its mirror too (`flip`), and with it the mirrored pairs of the
+    image translated `translate` pixels down-right and up-left (reflect padded; airbench's TTA level 2 at 1).
+    Off (the plain logits) unless `flip`. `share` < 1: only that fraction of each batch gets them, its least
+    confident images (hiverge's cifar10-speedrun gives a quarter)."""
+
+    __test__ = False  # not a pytest test class, though its name starts with "Test"
+
+    flip: bool = False
+    translate: int = 0
+    share: float = 1.0
+
+    @classmethod
+    def of(cls, cfg: Config) -> TestTimeAugmentation:
+        """The test-time augmentation a config asks for (its keys tta, tta_translate, tta_share)."""
+        return cls(flip=cfg.tta, translate=cfg.tta_translate, share=cfg.tta_share)
+
+
+def tta_logits(
+    model: nn.Module, inputs: torch.Tensor, tta: TestTimeAugmentation = TestTimeAugmentation()
+) -> torch.Tensor:
+    """float32 logits of `inputs`, the plain ones unless `tta.flip`; with it, those of `viewed_logits` for
+    every image (`tta.share` 1), else for the ceil(share x n) images whose plain prediction has the lowest top
+    probability (ties: the earlier image), the others keeping their plain logits. No grad mode or autocast of
+    its own: `infer` adds them, an export traces this as it is (with share 1: a traced graph fixes one path)."""
+    plain = model(inputs).float()
+    if not tta.flip:
+        return plain
+    if tta.share >= 1:
+        return viewed_logits(model, inputs, plain, tta.translate)
+    # 0.07 x 100 is 7.000000000000001 in floats: 7 images, not 8
+    count = min(len(inputs), max(1, math.ceil(tta.share * len(inputs) - 1e-9)))
+    confidence = plain.softmax(1).amax(1)
+    rows = torch.sort(confidence, stable=True).indices[:count]
+    logits = plain.clone()
+    logits[rows] = viewed_logits(model, inputs[rows], plain[rows], tta.translate)
+    return logits
+
+
+def viewed_logits(model: nn.Module, inputs: torch.Tensor, plain: torch.Tensor, translate: int) -> torch.Tensor:
+    """The mean of the logits of each image (`plain`, already computed) and its mirror; with `translate`
+    (airbench's TTA level 2), that pair weighted 1/2 and 1/4 each the pairs of the image translated `translate`
+    pixels down-right and up-left, reflect padded."""
 
     def pair(views: torch.Tensor) -> torch.Tensor:
         return 0.5 * (model(views).float() + model(views.flip(-1)).float())
 
-    if not tta:
-        return model(inputs).float()
-    logits = pair(inputs)
-    if tta_translate:
-        shift, (height, width) = tta_translate, inputs.shape[-2:]
+    logits = 0.5 * (plain + model(inputs.flip(-1)).float())
+    if translate:
+        shift, (height, width) = translate, inputs.shape[-2:]
         padded = F.pad(inputs, (shift,) * 4, mode="reflect")
         down_right, up_left = padded[..., :height, :width], padded[..., 2 * shift :, 2 * shift :]
         logits = 0.5 * logits + 0.25 * (pair(down_right) + pair(up_left))
@@ -34,11 +74,11 @@ def tta_logits(model: nn.Module, inputs: torch.Tensor, tta: bool = False, tta_tr
 
 @torch.no_grad()
 def infer(
-    model: nn.Module, inputs: torch.Tensor, bf16: bool = False, tta: bool = False, tta_translate: int = 0
+    model: nn.Module, inputs: torch.Tensor, bf16: bool = False, tta: TestTimeAugmentation = TestTimeAugmentation()
 ) -> torch.Tensor:
     """float32 logits of one batch of model inputs, with test-time augmentation as `tta_logits` says."""
     with autocast(inputs.device, bf16):
-        return tta_logits(model, inputs, tta, tta_translate)
+        return tta_logits(model, inputs, tta)
 
 
 @torch.no_grad()
@@ -46,8 +86,7 @@ def predict_batches(
     model: nn.Module,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     bf16: bool = False,
-    tta: bool = False,
-    tta_translate: int = 0,
+    tta: TestTimeAugmentation = TestTimeAugmentation(),
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits, labels) over all batches, on the host, in eval mode (the model's mode is restored after). They
     stay on the device until the last batch and are copied once: no wait for the device per batch."""
@@ -56,7 +95,7 @@ def predict_batches(
     try:
         outputs, labels = [], []
         for inputs, batch_labels in batches:
-            outputs.append(infer(model, inputs, bf16, tta, tta_translate))
+            outputs.append(infer(model, inputs, bf16, tta))
             labels.append(batch_labels)
     finally:
         model.train(was_training)
@@ -135,11 +174,10 @@ def evaluate(
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     classes: list[str],
     bf16: bool = False,
-    tta: bool = False,
-    tta_translate: int = 0,
+    tta: TestTimeAugmentation = TestTimeAugmentation(),
     temperature: float | None = None,
 ) -> dict:
-    logits, labels = predict_batches(model, batches, bf16, tta, tta_translate)
+    logits, labels = predict_batches(model, batches, bf16, tta)
     return metrics_from_logits(logits, labels, classes, temperature)
 
 

@@ -27,7 +27,7 @@ from .data.dataset import Dataset, Split
 from .data.preprocess import Preprocessing
 from .device import set_threads, use_bf16
 from .errors import CnnlabError
-from .evaluation import metrics_from_logits, predict_batches
+from .evaluation import TestTimeAugmentation, metrics_from_logits, predict_batches
 from .explain import data_uri, enlarge, explain_batches, overlay
 from .files import write_atomic
 from .pages import page
@@ -140,7 +140,7 @@ def interpret_run(
     split, name = _split_of(dataset, cfg.data_path())
     device = next(model.parameters()).device
     loader = make_loader(split, cfg, prep, device, training=False)
-    logits, labels = predict_batches(model, loader, use_bf16(cfg.precision, device), cfg.tta, cfg.tta_translate)
+    logits, labels = predict_batches(model, loader, use_bf16(cfg.precision, device), TestTimeAugmentation.of(cfg))
     logits = logits / (runs.temperature(run) or 1.0)  # calibrated: the same predictions, honest probabilities
     metrics = metrics_from_logits(logits, labels, dataset.classes)
     rows = top_loss_rows(logits, labels, top)

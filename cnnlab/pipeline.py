@@ -40,7 +40,7 @@ from .device import (
     use_bf16,
 )
 from .errors import CheckpointMismatch, CnnlabError, ConfigError, Interrupted
-from .evaluation import evaluate, metrics_from_logits, predict_batches
+from .evaluation import TestTimeAugmentation, evaluate, metrics_from_logits, predict_batches
 from .models import create_model, create_pretrained, default_input_size, input_config, read_state_dict, transfer_weights
 from .models.upscale import upscale_in_first_conv
 from .plots import plot_curves
@@ -375,14 +375,13 @@ class TestAtEpochs(Callback):
     can stand for runs of several lengths (a sweep's shared epochs)."""
 
     def __init__(
-        self, epochs: set[int], loader: DeviceLoader, classes: list[str], bf16: bool, tta: bool, tta_translate: int = 0
+        self, epochs: set[int], loader: DeviceLoader, classes: list[str], bf16: bool, tta: TestTimeAugmentation
     ):
         self.epochs, self.loader, self.classes, self.bf16, self.tta = epochs, loader, classes, bf16, tta
-        self.tta_translate = tta_translate
 
     def on_epoch_end(self, epoch: int, record: dict, model: torch.nn.Module) -> None:
         if epoch in self.epochs:
-            test = evaluate(model, self.loader, self.classes, self.bf16, self.tta, self.tta_translate)
+            test = evaluate(model, self.loader, self.classes, self.bf16, self.tta)
             record.update(test_loss=test["loss"], test_accuracy=test["accuracy"])
 
 
@@ -415,8 +414,7 @@ def _fit(
                 test_loader,
                 ready.dataset.classes,
                 ready.bf16,
-                cfg.tta,
-                cfg.tta_translate,
+                TestTimeAugmentation.of(cfg),
             ),
             *callbacks,
         )
@@ -474,7 +472,7 @@ def _train_and_save(
     }
     metrics["calibration"] = calibrate(ready, cfg)
     if test_loader is not None:
-        logits, labels = predict_batches(ready.model, test_loader, ready.bf16, cfg.tta, cfg.tta_translate)
+        logits, labels = predict_batches(ready.model, test_loader, ready.bf16, TestTimeAugmentation.of(cfg))
         temperature = metrics["calibration"]["temperature"]
         metrics["test"] = metrics_from_logits(logits, labels, ready.dataset.classes, temperature)
         # per-image predictions, in test-split order: the report shows misclassified images from them
@@ -505,7 +503,7 @@ def calibrate(ready: Prepared, cfg: Config) -> dict:
         if cfg.progress:
             print(f"probabilities uncalibrated: {reason}")
         return {"temperature": None, "reason": reason}
-    logits, labels = predict_batches(ready.model, ready.val_loader, ready.bf16, cfg.tta, cfg.tta_translate)
+    logits, labels = predict_batches(ready.model, ready.val_loader, ready.bf16, TestTimeAugmentation.of(cfg))
     temperature = fit_temperature(logits, labels)
     before, after = figures(logits, labels), figures(logits, labels, temperature)
     if cfg.progress:
@@ -637,7 +635,7 @@ def evaluate_run(run_dir: str, data: str | None = None, exclude: set[str] | None
     device = next(model.parameters()).device
     loader = make_loader(split, cfg, prep, device, training=False)
     bf16 = use_bf16(cfg.precision, device)
-    logits, labels = predict_batches(model, loader, bf16, cfg.tta, cfg.tta_translate)
+    logits, labels = predict_batches(model, loader, bf16, TestTimeAugmentation.of(cfg))
     metrics = metrics_from_logits(logits, labels, dataset.classes, runs.temperature(run))
     metrics["split"] = name
     if exclude is not None:

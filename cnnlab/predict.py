@@ -5,13 +5,15 @@
 
 The preprocessing is the run's own, read from its config.json: decode to RGB, resize to the stored
 image size, upscale to the input size on the device, rescale or normalise, and flip TTA (with its
-translated views, tta_translate) if the run evaluated with it. The probabilities are calibrated: the
+translated views, tta_translate; for the least confident tta_share of each batch) if the run evaluated with
+it; an export gives every image the views. The probabilities are calibrated: the
 logits are divided by the temperature fitted on the run's validation split (cnnlab/calibration.py),
 which changes no prediction; a run trained with --no-calibrate or without validation has none (1).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from collections.abc import Iterable, Sequence
@@ -29,7 +31,7 @@ from .data.folder import is_image_name
 from .data.preprocess import Preprocess, Preprocessing
 from .device import use_bf16
 from .errors import CnnlabError, DataError
-from .evaluation import infer, tta_logits
+from .evaluation import TestTimeAugmentation, infer, tta_logits
 from .files import write_atomic
 from .pipeline import load_trained
 
@@ -53,16 +55,15 @@ class Predictor:
         model: nn.Module,
         classes: list[str],
         preprocessing: Preprocessing | dict,
-        tta: bool,
+        tta: TestTimeAugmentation,
         bf16: bool,
         batch_size: int = 256,
-        tta_translate: int = 0,
         temperature: float = 1.0,
     ):
         if isinstance(preprocessing, dict):  # as saved in a run's config.json
             preprocessing = Preprocessing.from_dict(preprocessing)
         self.model, self.classes, self.prep = model.eval(), classes, preprocessing
-        self.tta, self.bf16, self.batch_size, self.tta_translate = tta, bf16, batch_size, tta_translate
+        self.tta, self.bf16, self.batch_size = tta, bf16, batch_size
         self.temperature = temperature  # the logits' divisor: the run's calibration (1: raw probabilities)
         self.device = next(model.parameters()).device
         self.preprocess = Preprocess(preprocessing).to(self.device)
@@ -92,7 +93,7 @@ class Predictor:
         for start in range(0, len(images), self.batch_size):
             batch = torch.from_numpy(np.ascontiguousarray(images[start : start + self.batch_size])).to(self.device)
             inputs = self.preprocess(batch)
-            logits = infer(self.model, inputs, self.bf16, self.tta, self.tta_translate)
+            logits = infer(self.model, inputs, self.bf16, self.tta)
             out.append(torch.softmax(logits / self.temperature, 1).cpu())
         return torch.cat(out).numpy() if out else np.zeros((0, len(self.classes)), dtype=np.float32)
 
@@ -144,10 +145,9 @@ def load(
         model,
         run["data"]["classes"],
         Preprocessing.from_dict(run["data"]["preprocessing"]),
-        cfg.tta,
+        TestTimeAugmentation.of(cfg),
         use_bf16(precision or cfg.precision, dev),
         batch_size or cfg.eval_batch_size,
-        cfg.tta_translate,
         (runs.temperature(run) or 1.0) if calibrated else 1.0,
     )
 
@@ -172,17 +172,19 @@ def collect_images(targets: Sequence[str]) -> list[str]:
 
 
 class ExportModule(nn.Module):
-    """uint8 NHWC images at the run's stored size -> class probabilities, preprocessing inside, fp32."""
+    """uint8 NHWC images at the run's stored size -> class probabilities, preprocessing inside, fp32; every
+    image gets the run's test-time augmentation views, whatever its tta_share: a trace would fix the images
+    chosen by confidence to those of its example."""
 
     def __init__(self, predictor: Predictor):
         super().__init__()
         self.model = predictor.model.float().cpu().eval().requires_grad_(False)
         self.preprocess = Preprocess(predictor.prep)
-        self.tta, self.tta_translate = predictor.tta, predictor.tta_translate
+        self.tta = dataclasses.replace(predictor.tta, share=1.0)
         self.temperature = float(predictor.temperature)  # a constant of the traced graph
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        logits = tta_logits(self.model, self.preprocess(images), self.tta, self.tta_translate)
+        logits = tta_logits(self.model, self.preprocess(images), self.tta)
         return torch.softmax(logits / self.temperature, 1)
 
 

@@ -127,7 +127,8 @@ def _headline(report: Report, cfg, metrics: dict) -> None:
         "p",
         f"**Test accuracy: {_pct(test['accuracy'])}** on {test['n']} images (loss {test['loss']:.4f}"
         f"{', flip TTA' if cfg.tta else ''}"
-        f"{f' with {cfg.tta_translate}-pixel translations' if cfg.tta and cfg.tta_translate else ''}).",
+        f"{f' with {cfg.tta_translate}-pixel translations' if cfg.tta and cfg.tta_translate else ''}"
+        f"{f' for the least confident {100 * cfg.tta_share:g}% of each batch' if cfg.tta and cfg.tta_share < 1 else ''}).",
     )
     figures = _figures_line(test)
     if figures:

@@ -36,7 +36,7 @@ from .config import Config
 from .data.loader import DeviceLoader, balanced_class_weights, class_counts
 from .device import autocast
 from .errors import CheckpointMismatch, CnnlabError, Interrupted, TrainingError
-from .evaluation import metrics_from_logits, predict_batches
+from .evaluation import TestTimeAugmentation, metrics_from_logits, predict_batches
 from .optim import build_optimizer, build_scheduler, own_steps
 from .progress import progress_bar
 
@@ -436,7 +436,7 @@ class Training:
         cfg, val_loader = self.cfg, self.loaders[1]
         if val_loader is not None:
             start = time.perf_counter()
-            logits, labels = predict_batches(self.model, val_loader, self.bf16, cfg.tta, cfg.tta_translate)  # as test
+            logits, labels = predict_batches(self.model, val_loader, self.bf16, TestTimeAugmentation.of(cfg))  # as test
             val = metrics_from_logits(logits, labels, self.classes)
             val.update(nll=val["loss"], loss=self.criterion(logits, labels).item())
             record.update({f"val_{key}": val[key] for key in VAL_FIGURES if key in val})

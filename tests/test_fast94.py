@@ -15,7 +15,7 @@ import cnnlab
 from cnnlab.cli import main
 from cnnlab.config import Config
 from cnnlab.errors import ConfigError
-from cnnlab.evaluation import infer
+from cnnlab.evaluation import TestTimeAugmentation, infer
 from cnnlab.models import count_params, create_model
 from cnnlab.optim import Muon, MuonWithSGD, build_optimizer, build_scheduler
 from cnnlab.presets import preset
@@ -234,9 +234,12 @@ def test_multiview_tta_averages_the_mirrored_pairs_of_the_image_and_its_two_one_
     assert torch.equal(up_left[:, :, :7, :7], x[:, :, 1:, 1:])
     with torch.no_grad():
         expected = 0.5 * pair(x) + 0.25 * pair(down_right) + 0.25 * pair(up_left)
-        assert torch.allclose(infer(model, x, tta=True, tta_translate=1), expected, atol=1e-6, rtol=0)
-        assert torch.allclose(infer(model, x, tta=True), pair(x), atol=1e-6, rtol=0)  # flip only, as before
-        assert torch.equal(infer(model, x, tta=False, tta_translate=1), model(x))  # translations need tta
+        views = TestTimeAugmentation(flip=True, translate=1)
+        assert torch.allclose(infer(model, x, tta=views), expected, atol=1e-6, rtol=0)
+        flip_only = TestTimeAugmentation(flip=True)
+        assert torch.allclose(infer(model, x, tta=flip_only), pair(x), atol=1e-6, rtol=0)  # as before
+        no_flip = TestTimeAugmentation(translate=1)
+        assert torch.equal(infer(model, x, tta=no_flip), model(x))  # translations need the flip
 
 
 # --- the preset ---
@@ -303,7 +306,7 @@ def test_fast94_trains_one_tiny_epoch(tiny_run):
 def test_predict_and_export_apply_the_runs_translated_tta_views(tiny_run, tmp_path):
     data, out = tiny_run
     predictor = cnnlab.load(out, precision="fp32")
-    assert predictor.tta and predictor.tta_translate == 1
+    assert predictor.tta == TestTimeAugmentation(flip=True, translate=1)
     images = np.stack(
         [
             predictor.to_array(os.path.join(data, "test", "a", name))
@@ -312,8 +315,8 @@ def test_predict_and_export_apply_the_runs_translated_tta_views(tiny_run, tmp_pa
     )
     inputs = predictor.preprocess(torch.from_numpy(images))
     with torch.no_grad():
-        expected = torch.softmax(infer(predictor.model, inputs, tta=True, tta_translate=1), 1).numpy()
-        flip_only = torch.softmax(infer(predictor.model, inputs, tta=True), 1).numpy()
+        expected = torch.softmax(infer(predictor.model, inputs, tta=predictor.tta), 1).numpy()
+        flip_only = torch.softmax(infer(predictor.model, inputs, tta=TestTimeAugmentation(flip=True)), 1).numpy()
     # relative comparisons: the tiny classes are far apart, most probabilities are near 0 or 1
     # the translated views change the answer, by ten times the tolerance the comparisons below allow
     assert np.abs(np.log(expected) - np.log(flip_only)).max() > 1e-3

@@ -110,7 +110,7 @@ print(json.dumps({"changed": sorted(k for k in before if before[k] != after[k]),
     result = json.loads(python("-c", script).stdout)
     assert result["changed"] == []
     assert result["pyplot"] is False
-    assert "module" not in result["names"].values() and len(result["names"]) == 22
+    assert "module" not in result["names"].values() and len(result["names"]) == 23
 
 
 def test_public_names_resolve_whatever_was_imported_first():

@@ -168,13 +168,13 @@ def test_validation_is_evaluated_as_the_test_split_is():
     # sweeps and searches choose on val figures and report test ones: both under the config's one TTA
     # (flip + 1-pixel translations here, the fast preset's), so the history's val figures are those of
     # evaluate() with the test's arguments on the trained model
-    from cnnlab.evaluation import evaluate
+    from cnnlab.evaluation import TestTimeAugmentation, evaluate
 
     cfg = preset("fast", epochs=2, batch_size=8, lr=0.05, progress=False, threads=1, tta=True, tta_translate=1)
     history, model, _, val_loader = tiny_training(cfg)
-    as_test = evaluate(model, val_loader, ["a", "b", "c"], False, cfg.tta, cfg.tta_translate)
+    as_test = evaluate(model, val_loader, ["a", "b", "c"], False, TestTimeAugmentation.of(cfg))
     assert (history[-1]["val_nll"], history[-1]["val_accuracy"]) == (as_test["loss"], as_test["accuracy"])
-    flip_only = evaluate(model, val_loader, ["a", "b", "c"], False, cfg.tta, 0)
+    flip_only = evaluate(model, val_loader, ["a", "b", "c"], False, TestTimeAugmentation(flip=True))
     assert flip_only["loss"] != as_test["loss"]  # the two TTAs tell apart: the check above can fail
 
 
@@ -185,7 +185,7 @@ def test_val_loss_is_the_training_loss_and_val_nll_the_plain_cross_entropy():
     import torch
     import torch.nn.functional as F
 
-    from cnnlab.evaluation import predict_batches
+    from cnnlab.evaluation import TestTimeAugmentation, predict_batches
     from cnnlab.training import TrainingLoss
 
     labels = np.random.default_rng(1).choice(3, 96, p=[0.6, 0.3, 0.1])  # imbalanced: the weights matter
@@ -193,7 +193,7 @@ def test_val_loss_is_the_training_loss_and_val_nll_the_plain_cross_entropy():
     history, model, train_loader, val_loader = tiny_training(cfg, labels)
     counts = np.bincount(labels[:64], minlength=3)
     weights = torch.tensor(64 / (3 * counts), dtype=torch.float32)  # scikit-learn's balanced, training split
-    logits, val_labels = predict_batches(model, val_loader, False, cfg.tta, cfg.tta_translate)
+    logits, val_labels = predict_batches(model, val_loader, False, TestTimeAugmentation.of(cfg))
     log_p = logits.double().log_softmax(1)
     per_image = -(0.8 * log_p[torch.arange(len(val_labels)), val_labels] + 0.2 / 3 * log_p.sum(1))
     expected = (weights.double()[val_labels] * per_image).mean().item()
