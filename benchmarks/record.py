@@ -48,7 +48,8 @@ def commit() -> str | None:
             ["git", "-C", here, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
         )
         dirty = subprocess.run(
-            ["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],
+            # a record written earlier in the same checkout is not a change to the code that measured
+            ["git", "-C", here, "status", "--porcelain", "--untracked-files=no", "--", ":/", ":!benchmarks/records"],
             capture_output=True,
             text=True,
             timeout=10,
