@@ -49,7 +49,17 @@ def commit() -> str | None:
         )
         dirty = subprocess.run(
             # a record written earlier in the same checkout is not a change to the code that measured
-            ["git", "-C", here, "status", "--porcelain", "--untracked-files=no", "--", ":(top)", ":(top,exclude)benchmarks/records"],
+            [
+                "git",
+                "-C",
+                here,
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ":(top)",
+                ":(top,exclude)benchmarks/records",
+            ],
             capture_output=True,
             text=True,
             timeout=10,
