@@ -106,6 +106,7 @@ RANGES = {
     "whiten_bias_epochs": st.floats(0.0, 1e6),
     "brightness": st.floats(0.0, 1e6),
     "contrast": st.floats(0.0, 1.0, exclude_max=True),
+    "tta_share": st.floats(0.0, 1.0, exclude_min=True),
     "device": st.one_of(st.sampled_from(["auto", "cpu", "cuda"]), st.integers(0, 64).map(lambda n: f"cuda:{n}")),
     # k-fold: off, or at least 2 folds; `fold` must lie below `folds` (a rule across keys, tests/test_kfold.py),
     # so drawn alone it is the first fold, valid under every `folds`
