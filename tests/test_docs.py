@@ -100,15 +100,20 @@ def test_a_record_table_too_wide_for_a_screen_is_cut_keeping_the_columns_that_na
     assert "| photo | 300000 | 7.25 | 8.25 | 9.25 | 10.25 | 11.25 |" in lines
 
 
-def test_a_record_table_included_in_a_page_is_filled_from_the_record(tmp_path):
-    record = {
+def demo_record(results: dict) -> dict:
+    """A record as benchmarks/record.py writes it, around `results`."""
+    return {
         "command": "python benchmarks/x.py",
         "machine": {"cpu": "Some CPU", "cores": 2, "flags": ["avx2"], "gpu": None},
         "torch": "2.13.0",
         "commit": "abc1234",
         "date": "2026-12-07T12:00:00",
-        "results": {"tables": {"rates": {"columns": ["cells", "rate"], "rows": [[2, 0.0512345]]}}},
+        "results": results,
     }
+
+
+def test_a_record_table_included_in_a_page_is_filled_from_the_record(tmp_path):
+    record = demo_record({"tables": {"rates": {"columns": ["cells", "rate"], "rows": [[2, 0.0512345]]}}})
     (tmp_path / "demo.json").write_text(json.dumps(record))
     page = (
         "Intro.\n\n<!-- record demo: rates -->\n| cells | rate |\n|---|---|\n| 2 | 0.9 |\n<!-- end record -->\nEnd.\n"
@@ -124,13 +129,8 @@ def test_a_record_table_included_in_a_page_is_filled_from_the_record(tmp_path):
 
 def test_a_record_without_tables_is_included_by_key_paths_into_its_results(tmp_path):
     summary = {"n": 3, "mean": 0.1287, "std": 0.006, "ci_low": 0.1122, "ci_high": 0.1452}
-    record = {
-        "command": "python benchmarks/x.py",
-        "machine": {"cpu": "Some CPU", "cores": 2, "flags": ["avx2"], "gpu": None},
-        "torch": "2.13.0",
-        "commit": "abc1234",
-        "date": "2026-12-07T12:00:00",
-        "results": {
+    record = demo_record(
+        {
             "rows": [
                 {
                     "measure": "test",
@@ -146,8 +146,8 @@ def test_a_record_without_tables_is_included_by_key_paths_into_its_results(tmp_p
                 "per_tensor": {"w0": {"max_abs": 0.0469}, "b0": {"max_abs": 0.0583}},
             },
             "step": {"max_abs": 0.002},
-        },
-    }
+        }
+    )
     (tmp_path / "demo.json").write_text(json.dumps(record))
     page = "<!-- record demo: rows in % -->\n<!-- end record -->\n\n<!-- record demo: grad, step -->\n<!-- end record -->\n"
     page += "\n<!-- record demo: grad.per_tensor -->\n<!-- end record -->\n"
