@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .preprocess import nearest_index, normalization, to_inputs
+from .preprocess import nearest_index, normalization, resize, to_inputs
 
 
 def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
@@ -62,6 +62,12 @@ def gather_batch(
     return images[idx[:, None, None], rows[:, :, None], cols[:, None, :]]
 
 
+def downscale(inputs: torch.Tensor, side: int) -> torch.Tensor:
+    """float NCHW inputs resized to `side` x `side`, bilinear and antialiased (each output pixel averages the
+    inputs it covers), in channels_last layout as the loader's batches."""
+    return resize(inputs, (side, side), "bilinear").contiguous(memory_format=torch.channels_last)
+
+
 def random_boxes(
     n: int, height: int, width: int, scale_min: float, gen: torch.Generator, ratio: tuple[float, float] = (3 / 4, 4 / 3)
 ) -> torch.Tensor:
@@ -95,7 +101,11 @@ class Augmentation:
     """The random changes of each training image, drawn per epoch: mirror (`flip`; each image every other
     epoch with `flip_alternate`), translate by up to `translate` pixels (reflect-padded), a random-resized
     crop of at least `crop_scale` of the area (0: none), a `cutout` square of that side, and a brightness
-    shift up to +-`brightness` and contrast factor up to 1 +- `contrast` on the normalised inputs."""
+    shift up to +-`brightness` and contrast factor up to 1 +- `contrast` on the normalised inputs.
+
+    Not random: in the run's first `early_epochs` epochs (their first round(early_epochs x steps an epoch)
+    steps, as the lr schedule counts fractional epochs) the finished inputs are downscaled to `early_size` x
+    `early_size` (bilinear, antialiased): fewer FLOPs a step. 0 in either: off."""
 
     flip: bool = False
     flip_alternate: bool = False
@@ -104,8 +114,10 @@ class Augmentation:
     crop_scale: float = 0.0
     brightness: float = 0.0
     contrast: float = 0.0
+    early_size: int = 0  # a side in pixels
+    early_epochs: float = 0.0
 
-    def __bool__(self) -> bool:
+    def __bool__(self) -> bool:  # whether anything is drawn (early_size draws nothing)
         return bool(self.flip or self.translate or self.crop_scale or self.cutout or self.brightness or self.contrast)
 
 
@@ -293,6 +305,15 @@ class DeviceLoader:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def _early_steps(self) -> int:
+        """How many of this epoch's first steps are fed at `early_size`: what is left of the run's first
+        round(early_epochs x steps an epoch) steps after the epochs before this one. Epochs count from 1, as
+        training's do (0, a loader never set, counts as the first)."""
+        aug, steps = self.augment, len(self)
+        if not (aug.early_size and aug.early_epochs):
+            return 0
+        return max(0, round(aug.early_epochs * steps) - max(self.epoch - 1, 0) * steps)
+
     def _generator(self) -> torch.Generator:
         # One stream an epoch: its order and all its augmentation, so that a resumed epoch can start at any
         # step and still get exactly the numbers an uninterrupted one gets.
@@ -352,6 +373,7 @@ class DeviceLoader:
         """The epoch's batches from `start_step` on. Each is this rank's part of the global batch: its
         draws are the whole batch's, cut to the part, so they do not depend on how many ranks share it."""
         draws = self._draws()
+        early = self._early_steps()
         order = draws.pop("order")
         labels = self.labels[order]  # in the epoch's order, once an epoch
         spans = [slice(step * self.batch_size, (step + 1) * self.batch_size) for step in range(start_step, len(self))]
@@ -372,7 +394,10 @@ class DeviceLoader:
                 else:
                     images, at = self.images, source[span][self.part]
                 part = {name: drawn[span][self.part] for name, drawn in draws.items()}
-                yield self._augment(images, at, part), labels[span][self.part]
+                inputs = self._augment(images, at, part)
+                if start_step + k < early:  # after every other change, which all work at the input size
+                    inputs = downscale(inputs, self.augment.early_size)
+                yield inputs, labels[span][self.part]
         finally:
             if pool:
                 pool.shutdown(wait=True, cancel_futures=True)
