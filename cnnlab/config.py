@@ -134,6 +134,17 @@ class Config:
         "random-resized-crop: a random crop of this fraction of the image area or "
         "more (aspect 3/4 to 4/3), resized to the input size (0 = off; finetune: 0.25)",
     )
+    early_size: int = _knob(
+        0,
+        "progressive resizing: side in pixels the training inputs are downscaled to (bilinear, antialiased, "
+        "after the other augmentation) in the first early_epochs epochs, for fewer FLOPs a step; below the "
+        "input size, which must be square; evaluation always at the input size (0 = off)",
+    )
+    early_epochs: float = _knob(
+        0.0,
+        "with early_size: the epochs from the start trained at early_size, at most epochs (a fraction ends "
+        "mid-epoch: the first round(early_epochs x steps an epoch) steps; 0 = off)",
+    )
     # --- model ---
     model: str = _knob(
         "fastnet",
@@ -370,6 +381,8 @@ NON_NEGATIVE = (
     "whiten_bias_epochs",
     "tta_translate",
     "brightness",
+    "early_size",
+    "early_epochs",
 )
 
 
@@ -402,6 +415,12 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"config key 'rrc_scale_min' must be in [0, 1) (0 = off), got {cfg.rrc_scale_min}")
     if not 0.0 <= cfg.contrast < 1.0:
         raise ConfigError(f"config key 'contrast' must be in [0, 1) (0 = off), got {cfg.contrast}")
+    if cfg.early_epochs > cfg.epochs:
+        raise ConfigError(
+            f"config key 'early_epochs' ({cfg.early_epochs:g}) is more than the {cfg.epochs} epochs; lower it"
+        )
+    if size_hw(cfg.input_size):  # else the input size is known once the images are (pipeline.prepare)
+        check_early_size(cfg.early_size, size_hw(cfg.input_size))
     if not 0.0 < cfg.tta_share <= 1.0:
         raise ConfigError(f"config key 'tta_share' must be in (0, 1] (1 = every image), got {cfg.tta_share}")
     if not 0.0 <= cfg.label_smoothing < 1.0:
@@ -417,6 +436,22 @@ def validate(cfg: Config) -> None:
             "config key 'mlflow_uri' holds a password, which cnnlab would save with the run; give it "
             "through MLflow's environment instead (MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD, "
             "or the whole URI in MLFLOW_TRACKING_URI)"
+        )
+
+
+def check_early_size(early_size: int, input_hw: tuple[int, int]) -> None:
+    """Refuse an early_size that would not shrink training inputs of `input_hw` (height, width) to a square."""
+    if not early_size:
+        return
+    height, width = input_hw
+    if height != width:
+        raise ConfigError(
+            f"config key 'early_size' needs a square input and it is {height}x{width}; "
+            "give a square input_size, or early_size 0 (off)"
+        )
+    if early_size >= height:
+        raise ConfigError(
+            f"config key 'early_size' ({early_size}) must be smaller than the input size {height}; lower it, or 0 (off)"
         )
 
 

@@ -15,7 +15,7 @@ import torch
 from . import distributed, runs, tracking
 from .adaptation import adapt_to_dataset, adapt_to_imbalance
 from .calibration import figures, fit_temperature
-from .config import Config, saved_config, size_hw
+from .config import Config, check_early_size, saved_config, size_hw
 from .data import (
     Augmentation,
     Decoding,
@@ -117,9 +117,9 @@ def upscale_in_model(model: torch.nn.Module, cfg: Config, prep: Preprocessing) -
     """Whether `model` takes the stored images as they are, its input layer computing what it would from
     their nearest upscale to the input size (models/upscale.py: exact to float rounding, and the upscaled
     batch never exists): where the upscale is by whole factors and no augmentation works at the input size
-    (cutout, random-resized crops). The study's 32 -> 256 AlexNet is the case; every other model is left as
-    it is."""
-    if prep.interpolation != "nearest" or cfg.cutout or cfg.rrc_scale_min:
+    (cutout, random-resized crops, early_size). The study's 32 -> 256 AlexNet is the case; every other model
+    is left as it is."""
+    if prep.interpolation != "nearest" or cfg.cutout or cfg.rrc_scale_min or cfg.early_size:
         return False
     (height, width), (in_h, in_w) = prep.image_size, prep.input_size
     if in_h % height or in_w % width:
@@ -136,6 +136,8 @@ def augmentation(cfg: Config) -> Augmentation:
         crop_scale=cfg.rrc_scale_min,
         brightness=cfg.brightness,
         contrast=cfg.contrast,
+        early_size=cfg.early_size,
+        early_epochs=cfg.early_epochs,
     )
 
 
@@ -198,6 +200,11 @@ def build_model(cfg: Config, num_classes: int, input_size: tuple[int, int], devi
         raise ConfigError(
             f"model {cfg.model!r} does not accept {input_size[0]}x{input_size[1]} inputs; set "
             "input_size to the size it was built for (see `cnnlab summary`)"
+        )
+    if cfg.early_size and not accepts(model, (cfg.early_size, cfg.early_size)):
+        raise ConfigError(
+            f"model {cfg.model!r} does not accept {cfg.early_size}x{cfg.early_size} inputs (config key "
+            "'early_size'); raise early_size, or 0 (off)"
         )
     return model.to(device, memory_format=torch.channels_last)
 
@@ -313,6 +320,7 @@ def prepare(cfg: Config, keep: frozenset[str] | set[str] | None = None) -> Prepa
         )
     device = distributed.setup(device)  # under torchrun: join the process group; cuda:LOCAL_RANK on GPUs
     prep = preprocessing(cfg, dataset)
+    check_early_size(cfg.early_size, prep.input_size)
     model = build_model(cfg, len(dataset.classes), prep.input_size, device)
     if source_run is not None:
         notes.append(init_from_run(model, cfg, source_run, dataset.classes))

@@ -2,12 +2,15 @@
 without them, evaluation always at the input size."""
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+from cnnlab import pipeline, preset, train_run
+from cnnlab.cli import main
 from cnnlab.data import Augmentation, DeviceLoader, Feed, Sampling
 
 CPU = torch.device("cpu")
@@ -72,3 +75,59 @@ def test_evaluation_loaders_keep_the_input_size():
     evaluation = loader(Augmentation(), feed=Feed(input_size=16))  # as make_loader builds them: no augmentation
     evaluation.set_epoch(1)
     assert {tuple(x.shape[2:]) for x, _ in evaluation} == {(16, 16)}
+
+
+TINY = dict(epochs=2, batch_size=16, eval_batch_size=32, progress=False, threads=1, log="none")
+
+
+@pytest.mark.parametrize(
+    "flags, needle",
+    [
+        (["--early-size", "-1"], "'early_size' must be >= 0"),
+        (["--early-epochs", "8", "--epochs", "7"], "'early_epochs' (8) is more than the 7 epochs; lower it"),
+        (["--early-size", "32", "--input-size", "32"], "'early_size' (32) must be smaller than the input size 32"),
+        (["--early-size", "24", "--input-size", "32x24"], "'early_size' needs a square input and it is 32x24"),
+        (["--early-size", "16", "--early-epochs", "1"], "'early_size' (16) must be smaller than the input size 16"),
+        (["--early-size", "8", "--early-epochs", "1"], "does not accept 8x8 inputs (config key 'early_size')"),
+    ],
+)
+def test_refused_in_one_line_naming_the_key(tiny_dataset, tmp_path, capsys, flags, needle):
+    # the last two are known once the images are: 16x16 here, and fastnet takes 9x9 and larger
+    code = main(["train", "--data", tiny_dataset, "--out", str(tmp_path / "r"), "--no-progress", *flags])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and err.startswith("error: ") and needle in err, err
+    assert not (tmp_path / "r").exists()
+
+
+def test_prepared_training_batches_are_small_early_and_evaluation_full_size(tiny_dataset):
+    cfg = preset("fast", data=tiny_dataset, early_size=12, early_epochs=1.5, **TINY)
+    ready = pipeline.prepare(cfg)
+    train = ready.train_loader
+    assert len(train) == 3 and ready.val_loader is not None
+    shapes = [tuple(x.shape[2:]) for epoch in (1, 2) for x, _ in epoch_batches(train, epoch)]
+    assert shapes == [(12, 12)] * 4 + [(16, 16)] * 2  # round(1.5 x 3) steps
+    for evaluation in (ready.val_loader, pipeline.make_loader(ready.dataset.test, cfg, ready.prep, CPU, False)):
+        for epoch in (1, 2):
+            assert {tuple(x.shape[2:]) for x, _ in epoch_batches(evaluation, epoch)} == {(16, 16)}
+
+
+def test_a_training_with_early_size_runs_end_to_end(tiny_dataset, tmp_path, monkeypatch):
+    seen = []  # (training mode, input side) of every forward pass
+
+    def recording(*args, **kwargs):
+        model = build_model(*args, **kwargs)
+        model.register_forward_pre_hook(lambda module, inputs: seen.append((module.training, inputs[0].shape[-1])))
+        return model
+
+    build_model = pipeline.build_model
+    monkeypatch.setattr(pipeline, "build_model", recording)
+    out = tmp_path / "run"
+    cfg = preset("fast", data=tiny_dataset, early_size=12, early_epochs=1.0, **TINY)
+    metrics = train_run(cfg, str(out))
+    assert 0.0 <= metrics["test"]["accuracy"] <= 1.0
+    assert [r["epoch"] for r in json.loads((out / "history.json").read_text())] == [1, 2]
+    saved = json.loads((out / "config.json").read_text())["config"]
+    assert saved["early_size"] == 12 and saved["early_epochs"] == 1.0
+    training = [side for mode, side in seen if mode]
+    assert training == [12] * 3 + [16] * 3  # 3 steps an epoch; the first epoch small
+    assert {side for mode, side in seen if not mode} == {16}  # whitening, validation, test, calibration

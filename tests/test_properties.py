@@ -112,6 +112,10 @@ RANGES = {
     # so drawn alone it is the first fold, valid under every `folds`
     "folds": st.one_of(st.just(0), st.integers(2, 10**6)),
     "fold": st.just(0),
+    # early_epochs at most `epochs` (>= 1 here), early_size below a square input_size (rules across keys,
+    # tests/test_early_size.py): drawn alone, early_size is off
+    "early_epochs": st.one_of(st.floats(0.0, 1.0), st.integers(0, 1)),
+    "early_size": st.just(0),
 }
 
 

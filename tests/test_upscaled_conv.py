@@ -9,7 +9,7 @@ from cnnlab import preset
 from cnnlab.evaluation import predict_batches
 from cnnlab.models import create_model
 from cnnlab.models.upscale import NearestUpscaleConv2d, upscale_in_first_conv, upscaled_conv2d
-from cnnlab.pipeline import make_loader, prepare
+from cnnlab.pipeline import make_loader, prepare, upscale_in_model
 
 
 def upscale(x, factor):
@@ -103,3 +103,5 @@ def test_the_seed_preset_feeds_the_stored_images_and_evaluates_as_the_upscaled_o
     # augmentation at the input size cannot be computed from the stored images: the loader then upscales as before
     for key in ({"cutout": 8}, {"rrc_scale_min": 0.5}, {"interpolation": "bilinear"}, {"image_size": 24}):
         assert not prepare(cfg.replace(**key)).at_stored_size, key
+    # nor can early_size's downscale (and this AlexNet, its flattened features of a fixed size, takes 256x256 only)
+    assert not upscale_in_model(ready.model, cfg.replace(early_size=128, early_epochs=1.0), ready.prep)
