@@ -26,8 +26,8 @@ def adapt_to_dataset(
     seven steps in all. Here the batch is at most an eighth of the training set (a power of two, >= 8),
     the learning rate follows the batch linearly (Goyal et al. 2017), and the epochs rise until the run
     takes MIN_STEPS steps, or the recipe's own count at CIFAR-10's size where that is fewer (at most
-    MAX_EPOCHS), the warm-up keeping its share of them. Keys in `keep` (given explicitly by the
-    user) are never changed; nothing changes with cfg.adapt False."""
+    MAX_EPOCHS), the warm-up and the early_size epochs keeping their share of them. Keys in `keep` (given
+    explicitly by the user) are never changed; nothing changes with cfg.adapt False."""
     if not cfg.adapt:
         return cfg, []
     changes: dict[str, Any] = {}
@@ -43,8 +43,9 @@ def adapt_to_dataset(
     min_steps = min(MIN_STEPS, cfg.epochs * max(1, DESIGN_TRAIN // cfg.batch_size))
     if "epochs" not in keep and cfg.epochs * steps < min_steps:
         changes["epochs"] = max(cfg.epochs, min(MAX_EPOCHS, -(-min_steps // steps)))
-        if "warmup_epochs" not in keep and cfg.warmup_epochs:
-            changes["warmup_epochs"] = round(cfg.warmup_epochs * changes["epochs"] / cfg.epochs, 3)
+        for key in ("warmup_epochs", "early_epochs"):
+            if key not in keep and getattr(cfg, key):
+                changes[key] = round(getattr(cfg, key) * changes["epochs"] / cfg.epochs, 3)
     changes = {k: v for k, v in changes.items() if v != getattr(cfg, k)}
     if not changes:
         return cfg, []

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from cnnlab import pipeline, preset, train_run
+from cnnlab.adaptation import adapt_to_dataset
 from cnnlab.cli import main
 from cnnlab.data import Augmentation, DeviceLoader, Feed, Sampling
 
@@ -131,3 +132,12 @@ def test_a_training_with_early_size_runs_end_to_end(tiny_dataset, tmp_path, monk
     training = [side for mode, side in seen if mode]
     assert training == [12] * 3 + [16] * 3  # 3 steps an epoch; the first epoch small
     assert {side for mode, side in seen if not mode} == {16}  # whitening, validation, test, calibration
+
+
+def test_a_small_training_set_keeps_the_early_share_of_the_raised_epochs():
+    cfg = preset("fast", early_size=24, early_epochs=2.0)
+    adapted, _ = adapt_to_dataset(cfg, 1_300)
+    assert adapted.epochs > cfg.epochs
+    assert adapted.early_epochs == round(2.0 * adapted.epochs / cfg.epochs, 3)
+    kept, _ = adapt_to_dataset(cfg, 1_300, keep={"early_epochs"})
+    assert kept.early_epochs == 2.0
