@@ -34,6 +34,15 @@ def run_name(preset: str, seed: int, overrides: list[str]) -> str:
     return "-".join([preset, *tags, str(seed)])
 
 
+def flag(override: str) -> list[str]:
+    """`key=value` as `cnnlab train`'s flag: `--key value`, or `--key` / `--no-key` for true / false."""
+    key, _, value = override.partition("=")
+    name = key.replace("_", "-")
+    if value.lower() in ("true", "false"):
+        return [f"--{name}" if value.lower() == "true" else f"--no-{name}"]
+    return [f"--{name}", value]
+
+
 def ensure_run(data: str, preset: str, seed: int, out: str, overrides: list[str] = ()) -> dict:
     """The run `out` (trained now unless complete already): its metrics.json and config.json."""
     if os.path.exists(os.path.join(out, runs.CHECKPOINT)) and not runs.is_complete(out):  # stopped: go on
@@ -41,8 +50,7 @@ def ensure_run(data: str, preset: str, seed: int, out: str, overrides: list[str]
     elif not runs.is_complete(out):
         command = [sys.executable, "-m", "cnnlab", "train", "--data", data, "--preset", preset, "--seed", str(seed)]
         for override in overrides:
-            key, _, value = override.partition("=")
-            command += [f"--{key.replace('_', '-')}", value]
+            command += flag(override)
         subprocess.run([*command, "--out", out, "--log", "none", "--no-progress"], check=True)
     with open(os.path.join(out, "metrics.json"), encoding="utf-8") as fh:
         metrics = json.load(fh)
