@@ -271,7 +271,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         checked, exclude = twinned_test_images(args.exclude_duplicates)
         print(f"{args.exclude_duplicates}: {len(exclude)} test image(s) of {checked} have a twin outside test/")
-    metrics = evaluate_run(args.run_dir, args.data, exclude)
+    metrics = evaluate_run(args.run_dir, args.data, exclude, args.tta_share)
+    if args.tta_share is not None:
+        print(f"test-time views for the least confident {metrics['tta_share']:g} of each batch (--tta-share)")
     print("\n".join(summary_lines(metrics)))
     if exclude is not None:
         kept = metrics["without_excluded"]
@@ -609,6 +611,13 @@ def _add_evaluate(sub) -> None:
         metavar="CHECK_JSON",
         help="a data_check.json of `cnnlab data check`: also give the figures without the test images that "
         "have a duplicate or near-duplicate outside test/ (as ciFAIR does)",
+    )
+    p.add_argument(
+        "--tta-share",
+        type=str,
+        metavar="SHARE",
+        help="give the test-time views to this share of each batch, the least confident images, in (0, 1] "
+        "(default: the run's tta_share)",
     )
     p.set_defaults(func=cmd_evaluate)
 

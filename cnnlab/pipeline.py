@@ -622,13 +622,18 @@ def load_trained(run_dir: str, device: torch.device | None = None) -> tuple[torc
     return model.to(device, memory_format=torch.channels_last).eval(), cfg, run
 
 
-def evaluate_run(run_dir: str, data: str | None = None, exclude: set[str] | None = None) -> dict:
+def evaluate_run(
+    run_dir: str, data: str | None = None, exclude: set[str] | None = None, tta_share: float | None = None
+) -> dict:
     """Test metrics of a finished run on its dataset's test split (or on `data`'s). `exclude`: paths under the
     dataset's folder (test/CLASS/FILE) of test images to leave out of a second set of figures,
-    `without_excluded` (their count in it as `excluded`), e.g. those with a near-duplicate in training."""
+    `without_excluded` (their count in it as `excluded`), e.g. those with a near-duplicate in training.
+    `tta_share`: the share of each batch given the test-time views, in place of the run's own."""
     model, cfg, run = load_trained(run_dir)
     if data:
         cfg = cfg.replace(data=data)
+    if tta_share is not None:
+        cfg = cfg.replace(tta_share=tta_share)  # validated: refused by name outside (0, 1]
     cfg = cfg.replace(progress=False)
     set_threads(cfg.threads)
     prep = Preprocessing.from_dict(run["data"]["preprocessing"])
@@ -645,7 +650,7 @@ def evaluate_run(run_dir: str, data: str | None = None, exclude: set[str] | None
     bf16 = use_bf16(cfg.precision, device)
     logits, labels = predict_batches(model, loader, bf16, TestTimeAugmentation.of(cfg))
     metrics = metrics_from_logits(logits, labels, dataset.classes, runs.temperature(run))
-    metrics["split"] = name
+    metrics["split"], metrics["tta_share"] = name, cfg.tta_share
     if exclude is not None:
         kept = torch.tensor([f"{name}/{file}" not in exclude for file in split.files])
         metrics["without_excluded"] = {

@@ -153,3 +153,22 @@ def test_the_report_says_which_images_got_the_views(share_run):
 
     md, _ = build_report(share_run)
     assert "flip TTA with 1-pixel translations for the least confident 25% of each batch" in open(md).read()
+
+
+def test_evaluate_can_try_another_share_on_a_finished_run(share_run, capsys):
+    from cnnlab.pipeline import evaluate_run
+
+    own, again, every = (
+        evaluate_run(share_run),
+        evaluate_run(share_run, tta_share=0.25),
+        evaluate_run(share_run, tta_share=1.0),
+    )
+    assert (own["tta_share"], every["tta_share"]) == (0.25, 1.0)
+    assert own["loss"] == again["loss"]  # the run's own share, given or not
+    assert every["loss"] != own["loss"]  # three quarters of the images more got the views
+    assert main(["evaluate", share_run, "--tta-share", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "least confident 1 of each batch" in out and f"loss: {every['loss']:.4f}" in out
+    assert main(["evaluate", share_run, "--tta-share", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'tta_share'" in err
