@@ -169,6 +169,27 @@ def enlarge(image: np.ndarray, side: int = 96) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((round(width * side / height), side), Image.NEAREST))
 
 
+def captioned(panel: np.ndarray, text: str, height: int = 20) -> np.ndarray:
+    """uint8 HxWx3 `panel` above a white strip of `height` pixels holding `text` in black (cut with an
+    ellipsis where it is wider than the panel)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    strip = Image.new("RGB", (panel.shape[1], height), "white")
+    draw = ImageDraw.Draw(strip)
+    try:  # Pillow's own scalable font (with FreeType); its bitmap font where FreeType is missing
+        font = ImageFont.load_default(size=height - 7)
+    except (ImportError, OSError):
+        font = ImageFont.load_default()
+    room = panel.shape[1] - 8
+    while text and draw.textlength(text, font=font) > room:
+        text = text[:-2] + "…" if len(text) > 1 else ""
+    try:
+        draw.text((4, 3), text, fill="black", font=font)
+    except UnicodeEncodeError:  # the bitmap font knows latin-1 only
+        draw.text((4, 3), text.encode("latin-1", "replace").decode("latin-1"), fill="black", font=font)
+    return np.concatenate([panel, np.asarray(strip)], axis=0)
+
+
 def png_bytes(image: np.ndarray) -> bytes:
     from PIL import Image
 
@@ -211,7 +232,8 @@ def explain_files(
     batch_size: int = 32,
 ) -> list[str]:
     """For `cnnlab predict --explain DIR`: one PNG per image, the image beside the Grad-CAM of its first and
-    second most probable classes (`probabilities`: the predictor's, one row per path). Returns the paths."""
+    second most probable classes (`probabilities`: the predictor's, one row per path), each panel captioned
+    (the file's name; the class and its probability). Returns the paths."""
     from .files import write_atomic
 
     if not paths:
@@ -227,8 +249,12 @@ def explain_files(
     cams = explain_batches(predictor.model, batches, targets, layer)
     written = []
     for index, path in enumerate(paths):
-        panels = [enlarge(arrays[index], 128)] + [overlay(arrays[index], m[index].numpy(), 128) for m in cams.maps]
         stem = os.path.splitext(os.path.basename(path))[0]
+        panels = [captioned(enlarge(arrays[index], 128), os.path.basename(path))]
+        for k, maps in enumerate(cams.maps):
+            label = int(targets[k][index])
+            caption = f"{predictor.classes[label]} {100 * probabilities[index][label]:.0f}%"
+            panels.append(captioned(overlay(arrays[index], maps[index].numpy(), 128), caption))
         target = os.path.join(out_dir, f"{index:04d}_{stem}_cam.png")
         write_atomic(target, png_bytes(np.concatenate(panels, axis=1)))
         written.append(target)

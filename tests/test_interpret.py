@@ -164,8 +164,21 @@ def test_predict_explain_writes_one_picture_per_readable_image(evil_run, tmp_pat
     assert code == 2  # the unreadable file is reported, the other explained
     assert os.listdir(out) == ["0000_img_01_cam.png"]
     picture = np.asarray(Image.open(out / "0000_img_01_cam.png"))
-    assert picture.shape == (128, 3 * 128, 3)  # the image, then the maps of the two most probable classes
+    assert picture.shape == (128 + 20, 3 * 128, 3)  # the image, then the maps of the two most probable classes
+    strips = [picture[128:, k * 128 : (k + 1) * 128] for k in range(3)]  # each panel's caption
+    assert all((strip < 128).any() for strip in strips)  # text drawn in each
+    assert not np.array_equal(strips[1], strips[2])  # the two classes named apart
     assert "wrote 1 Grad-CAM picture(s)" in capsys.readouterr().err
+
+
+def test_a_caption_is_cut_to_its_panel_and_takes_any_name():
+    from cnnlab.explain import captioned
+
+    panel = np.zeros((8, 64, 3), dtype=np.uint8)
+    short, long = captioned(panel, "cat 93%"), captioned(panel, "a very long class name " * 5 + "93%")
+    assert short.shape == long.shape == (28, 64, 3)
+    assert (long[8:, 60:] == 255).all()  # the margin stays white: the text was cut to the panel
+    assert (captioned(panel, EVIL + " 雪 ☃")[8:] < 128).any()
 
 
 def test_predict_prints_its_answers_before_the_note_on_the_pictures(evil_run, tmp_path, monkeypatch):
