@@ -268,7 +268,12 @@ class Config:
         "most GPU memory the training images may take before batches stream "
         "from the host cache instead, GB (0 = half the free GPU memory)",
     )
-    progress: bool = _knob(True, "show a progress bar")
+    progress: bool = _knob(
+        True,
+        "report as it goes: progress bars (on a terminal or in Jupyter), the images found, each epoch's "
+        "figures, the calibration and peak memory (--no-progress: only the results, warnings and errors, "
+        "as Keras's verbose=0)",
+    )
     log: Literal["auto", "none", "tensorboard", "mlflow", "tensorboard,mlflow"] = _knob(
         "auto",
         "watch the run live: TensorBoard event files in the run directory and/or an MLflow run; "
