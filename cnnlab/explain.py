@@ -178,15 +178,15 @@ def captioned(panel: np.ndarray, text: str, height: int = 20) -> np.ndarray:
     draw = ImageDraw.Draw(strip)
     try:  # Pillow's own scalable font (with FreeType); its bitmap font where FreeType is missing
         font = ImageFont.load_default(size=height - 7)
-    except (ImportError, OSError):
+    except (ImportError, OSError, TypeError):  # TypeError: Pillow < 10.1 takes no size
         font = ImageFont.load_default()
+    ellipsis = "…"
+    if not isinstance(font, ImageFont.FreeTypeFont):  # the bitmap font knows latin-1 only
+        text, ellipsis = text.encode("latin-1", "replace").decode("latin-1"), "..."
     room = panel.shape[1] - 8
     while text and draw.textlength(text, font=font) > room:
-        text = text[:-2] + "…" if len(text) > 1 else ""
-    try:
-        draw.text((4, 3), text, fill="black", font=font)
-    except UnicodeEncodeError:  # the bitmap font knows latin-1 only
-        draw.text((4, 3), text.encode("latin-1", "replace").decode("latin-1"), fill="black", font=font)
+        text = text[: -len(ellipsis) - 1] + ellipsis if len(text) > len(ellipsis) + 1 else ""
+    draw.text((4, 3), text, fill="black", font=font)
     return np.concatenate([panel, np.asarray(strip)], axis=0)
 
 

@@ -623,7 +623,7 @@ def load_trained(run_dir: str, device: torch.device | None = None) -> tuple[torc
 
 
 def evaluate_run(
-    run_dir: str, data: str | None = None, exclude: set[str] | None = None, tta_share: float | None = None
+    run_dir: str, data: str | None = None, exclude: set[str] | None = None, tta_share: float | str | None = None
 ) -> dict:
     """Test metrics of a finished run on its dataset's test split (or on `data`'s). `exclude`: paths under the
     dataset's folder (test/CLASS/FILE) of test images to leave out of a second set of figures,
@@ -650,7 +650,8 @@ def evaluate_run(
     bf16 = use_bf16(cfg.precision, device)
     logits, labels = predict_batches(model, loader, bf16, TestTimeAugmentation.of(cfg))
     metrics = metrics_from_logits(logits, labels, dataset.classes, runs.temperature(run))
-    metrics["split"], metrics["tta_share"] = name, cfg.tta_share
+    tta = TestTimeAugmentation.of(cfg)
+    metrics["split"], metrics["tta"], metrics["tta_share"] = name, tta.flip, cfg.tta_share
     if exclude is not None:
         kept = torch.tensor([f"{name}/{file}" not in exclude for file in split.files])
         metrics["without_excluded"] = {

@@ -181,6 +181,17 @@ def test_a_caption_is_cut_to_its_panel_and_takes_any_name():
     assert (captioned(panel, EVIL + " 雪 ☃")[8:] < 128).any()
 
 
+def test_a_caption_without_freetype_takes_any_name(monkeypatch):
+    from PIL import ImageFont
+
+    from cnnlab.explain import captioned
+
+    monkeypatch.setattr(ImageFont, "load_default", lambda size=None: ImageFont.load_default_imagefont())
+    panel = np.zeros((8, 64, 3), dtype=np.uint8)
+    cut = captioned(panel, "雪 ☃ a very long class name " * 3)
+    assert cut.shape == (28, 64, 3) and (cut[8:] < 128).any() and (cut[8:, 60:] == 255).all()
+
+
 def test_predict_prints_its_answers_before_the_note_on_the_pictures(evil_run, tmp_path, monkeypatch):
     run, data = evil_run
     image = os.path.join(data, "test", "plain", "img_01.png")

@@ -168,7 +168,7 @@ def test_evaluate_can_try_another_share_on_a_finished_run(share_run, capsys):
     assert every["loss"] != own["loss"]  # three quarters of the images more got the views
     assert main(["evaluate", share_run, "--tta-share", "1"]) == 0
     out = capsys.readouterr().out
-    assert "least confident 1 of each batch" in out and f"loss: {every['loss']:.4f}" in out
+    assert "least confident 100% of each batch" in out and f"loss: {every['loss']:.4f}" in out
     assert main(["evaluate", share_run, "--tta-share", "0"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "'tta_share'" in err
