@@ -15,11 +15,12 @@ Per variant: the final validation accuracy (mean, std, 95% interval) and its pai
 baseline's over the seeds (mean and 95% interval), the training time, and the **time to the target**: the
 training time up to the end of the first epoch whose validation accuracy reaches --target (default 0.94).
 A variant is **kept** when it reaches the target in every seed and its mean time to it is below the
-baseline's (or when the baseline itself misses the target in some seed); else dropped (the record says why). Training times are comparable within one record only (one
-machine, one precision: both named in it).
+baseline's (or when the baseline itself misses the target in some seed); else dropped (the record says
+why). Training times are comparable within one record only (one machine, one precision: both named in it).
 
 --runs keeps the runs and makes the benchmark resumable (benchmarks/presets.py's runs: complete ones are
-read, stopped ones resumed). `--set KEY=VALUE` changes every run (e.g. `--set precision=fp32`). With --record NAME the record is written as NAME.json (default recipe_choices).
+read, stopped ones resumed). `--set KEY=VALUE` changes every run (e.g. `--set precision=fp32`). With
+--record NAME the record is written as NAME.json (default recipe_choices).
 """
 
 from __future__ import annotations

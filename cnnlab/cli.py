@@ -272,10 +272,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         checked, exclude = twinned_test_images(args.exclude_duplicates)
         print(f"{args.exclude_duplicates}: {len(exclude)} test image(s) of {checked} have a twin outside test/")
     metrics = evaluate_run(args.run_dir, args.data, exclude, args.tta_share)
-    if args.tta_share is not None and not metrics["tta"]:
-        print("note: the run has no test-time augmentation; --tta-share changes nothing")
-    elif args.tta_share is not None:
-        print(f"test-time views for the least confident {100 * metrics['tta_share']:g}% of each batch (--tta-share)")
+    if args.tta_share is not None:
+        print(
+            f"test-time views for the least confident {100 * metrics['tta_share']:g}% of each batch (--tta-share)"
+            if metrics["tta"]
+            else "note: the run has no test-time augmentation; --tta-share changes nothing"
+        )
     print("\n".join(summary_lines(metrics)))
     if exclude is not None:
         kept = metrics["without_excluded"]

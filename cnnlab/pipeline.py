@@ -648,10 +648,10 @@ def evaluate_run(
     device = next(model.parameters()).device
     loader = make_loader(split, cfg, prep, device, training=False)
     bf16 = use_bf16(cfg.precision, device)
-    logits, labels = predict_batches(model, loader, bf16, TestTimeAugmentation.of(cfg))
-    metrics = metrics_from_logits(logits, labels, dataset.classes, runs.temperature(run))
     tta = TestTimeAugmentation.of(cfg)
-    metrics["split"], metrics["tta"], metrics["tta_share"] = name, tta.flip, cfg.tta_share
+    logits, labels = predict_batches(model, loader, bf16, tta)
+    metrics = metrics_from_logits(logits, labels, dataset.classes, runs.temperature(run))
+    metrics["split"], metrics["tta"], metrics["tta_share"] = name, tta.flip, tta.share
     if exclude is not None:
         kept = torch.tensor([f"{name}/{file}" not in exclude for file in split.files])
         metrics["without_excluded"] = {
